@@ -1,0 +1,205 @@
+//! `maqet start|stop|restart`: the unit pair's life, driven over D-Bus.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::args::{StartArgs, StopArgs};
+use crate::cli::context::Ctx;
+use crate::cli::exit::{code, CliError};
+use crate::cli::journal;
+use crate::config::{ConfigDocument, VmConfig};
+use crate::ipc::{IpcClient, IpcError, StopOutcome};
+use crate::paths;
+use crate::systemd::properties::data_dir_of_description;
+use crate::systemd::{RestartPolicy, Systemd, SystemdError, VmUnitSpec};
+use crate::vmname::VmName;
+
+/// Margin on top of the guest's shutdown timeout for `quit` and SIGKILL.
+const STOP_MARGIN: Duration = Duration::from_secs(15);
+/// systemd kills a runner that has not pinged within this interval.
+const WATCHDOG: Duration = Duration::from_secs(10);
+
+fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
+    if s.is_finite() && s > 0.0 && s < 1e9 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(CliError::usage(format!(
+            "{what} must be a positive number of seconds, not {s}"
+        )))
+    }
+}
+
+/// The runner binary: `MAQET_RUNNER`, else beside this executable.
+fn runner_path() -> Result<std::path::PathBuf, CliError> {
+    if let Some(p) = std::env::var_os("MAQET_RUNNER") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("maqet-runner");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(CliError::failure(format!(
+            "cannot find maqet-runner next to {} (install both binaries together, or set MAQET_RUNNER)",
+            exe.display()
+        )))
+    }
+}
+
+pub fn unit_spec(
+    ctx: &Ctx,
+    vm: &VmName,
+    cfg: &VmConfig,
+    start_timeout: Duration,
+) -> Result<VmUnitSpec, CliError> {
+    Ok(VmUnitSpec {
+        vm: vm.clone(),
+        data_dir: ctx.data_dir.path().to_path_buf(),
+        runner: runner_path()?,
+        socket_path: paths::socket_path(vm)?,
+        start_timeout,
+        stop_timeout: Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN,
+        watchdog: WATCHDOG,
+        restart: cfg
+            .restart_policy()
+            .map(|(restart, delay)| RestartPolicy { restart, delay }),
+        resources: cfg
+            .resource_limits()
+            .unwrap_or_default(),
+        log_filter: match ctx.verbosity {
+            0 | 1 => None,
+            2 => Some("debug".into()),
+            _ => Some("trace".into()),
+        },
+    })
+}
+
+pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
+    let timeout = seconds(a.timeout, "--timeout")?;
+    let (vm, record) = ctx.vm(&a.name)?;
+    // Revalidate: the binary or a disk may have gone since `add`.
+    let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
+    let spec = unit_spec(ctx, &vm, &cfg, timeout)?;
+    let sd = ctx.systemd().await?;
+    match sd.start_vm(&spec, timeout).await {
+        Ok(_) => Ok(()),
+        Err(SystemdError::AlreadyRunning { unit }) => {
+            Err(already_running(ctx, &sd, &vm, &unit).await)
+        }
+        Err(SystemdError::Failed { unit, status }) => {
+            let lines = journal::problems_of_invocation(&unit, &status.invocation_id, 12);
+            let mut msg = format!("VM '{vm}' failed to start: {}", status.failure_reason());
+            for l in lines {
+                msg.push_str("\n  ");
+                msg.push_str(&l);
+            }
+            msg.push_str(&format!(
+                "\n(full log: maqet logs {vm}; unit: systemctl --user status {unit})"
+            ));
+            Err(CliError::failure(msg))
+        }
+        Err(e @ SystemdError::Timeout { .. }) => {
+            // Leave nothing half-started behind.
+            let _ = sd.stop_unit(&vm.service_unit()).await;
+            let _ = sd
+                .wait_until_down(&vm.service_unit(), Duration::from_secs(60))
+                .await;
+            Err(CliError::new(
+                code::TIMEOUT,
+                format!("{e}; the VM was stopped again (see `maqet logs {vm}`)"),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn already_running(ctx: &Ctx, sd: &Systemd, vm: &VmName, unit: &str) -> CliError {
+    let other = match sd.unit_status(unit).await {
+        Ok(Some(st)) => data_dir_of_description(&st.description)
+            .filter(|d| *d != ctx.data_dir.path().to_string_lossy())
+            .map(str::to_string),
+        _ => None,
+    };
+    match other {
+        Some(dir) => CliError::conflict(format!(
+            "a VM named '{vm}' from another data directory ({dir}) is running as {unit}; unit names are per user, so stop that one first"
+        )),
+        None => CliError::conflict(format!("VM '{vm}' is already running (see `maqet status {vm}`)")),
+    }
+}
+
+/// Stops a running VM; `Ok(None)` when it was not running.
+pub async fn stop_vm(
+    sd: &Systemd,
+    vm: &VmName,
+    timeout: Option<Duration>,
+    force: bool,
+) -> Result<Option<StopOutcome>, CliError> {
+    let unit = vm.service_unit();
+    let live = sd
+        .unit_status(&unit)
+        .await?
+        .is_some_and(|s| s.vm_state().is_live());
+    if !live {
+        return Ok(None);
+    }
+    let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
+    // The runner answers once QEMU is gone; the guest may take `timeout`.
+    let wait = timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10);
+    let outcome = match IpcClient::connect(&paths::socket_path(vm)?).await {
+        Ok(mut c) => match c.call("stop", params, Some(wait)).await {
+            Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
+            Err(IpcError::Closed) => None,
+            Err(e) => {
+                tracing::warn!("runner did not complete the stop ({e}); asking systemd");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!("cannot reach the runner ({e}); asking systemd");
+            None
+        }
+    };
+    if outcome.is_none() {
+        if force {
+            sd.kill(&unit, libc::SIGKILL).await?;
+        } else {
+            sd.stop_unit(&unit).await?;
+        }
+    }
+    let down_wait = if outcome.is_some() {
+        Duration::from_secs(30)
+    } else {
+        wait
+    };
+    let last = sd.wait_until_down(&unit, down_wait).await?;
+    if force {
+        // A SIGKILLed unit is "failed" only because we asked for it.
+        sd.reset_failed(&unit).await;
+        sd.reset_failed(&vm.socket_unit()).await;
+    }
+    Ok(Some(outcome.unwrap_or(match last {
+        Some(s) if s.result == "success" => StopOutcome::Powerdown,
+        _ => StopOutcome::Killed,
+    })))
+}
+
+pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
+    let timeout = a.timeout.map(|t| seconds(t, "--timeout")).transpose()?;
+    let (vm, _) = ctx.vm(&a.name)?;
+    let sd = ctx.systemd().await?;
+    match stop_vm(&sd, &vm, timeout, a.force).await? {
+        Some(outcome) => println!("{vm}: {}", outcome.describe()),
+        None => eprintln!("{vm} is not running"),
+    }
+    Ok(())
+}
+
+pub async fn restart(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
+    let (vm, _) = ctx.vm(&a.name)?;
+    let sd = ctx.systemd().await?;
+    stop_vm(&sd, &vm, None, false).await?;
+    drop(sd);
+    start(ctx, a).await
+}

@@ -1,0 +1,13 @@
+//! `maqet logs`: the unit's journal via journalctl.
+
+use crate::cli::args::LogsArgs;
+use crate::cli::exit::CliError;
+use crate::cli::journal;
+use crate::vmname::VmName;
+
+pub fn run(a: &LogsArgs) -> Result<(), CliError> {
+    // Logs outlive a VM's definition, so only the name is checked.
+    let vm = VmName::new(&a.name)?;
+    let err = journal::exec_logs(&vm.service_unit(), a.follow, a.lines);
+    Err(CliError::failure(format!("cannot run journalctl: {err}")))
+}

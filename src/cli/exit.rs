@@ -1,0 +1,137 @@
+//! Exit codes and the CLI's error type. Library errors are mapped here,
+//! once, to a message and a documented code.
+
+use crate::config::ConfigError;
+use crate::ipc::{ErrorKind, IpcError};
+use crate::paths::PathError;
+use crate::state::StateError;
+use crate::systemd::SystemdError;
+use crate::vmname::InvalidName;
+
+/// Documented in `maqet --help` and docs/cli.md.
+pub mod code {
+    pub const OK: i32 = 0;
+    /// The operation failed (a VM failed to start, an I/O error, …).
+    pub const FAILURE: i32 = 1;
+    /// Bad command-line usage (clap uses 2 as well).
+    pub const USAGE: i32 = 2;
+    pub const NO_SUCH_VM: i32 = 3;
+    pub const INVALID_CONFIG: i32 = 4;
+    /// Exists already, already running, or running when it must not be.
+    pub const CONFLICT: i32 = 5;
+    /// QEMU answered a QMP command with an error.
+    pub const QMP_ERROR: i32 = 6;
+    pub const TIMEOUT: i32 = 7;
+    /// No user session: systemd --user or the session bus is unreachable.
+    pub const NO_SESSION: i32 = 8;
+}
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure (e.g. the VM failed to start)
+  2  usage error
+  3  no such VM
+  4  invalid configuration
+  5  conflict (exists, already running, or running when it must not be)
+  6  QMP error reported by QEMU
+  7  timeout
+  8  no user session (systemd --user or the session bus unreachable)";
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self::new(code::FAILURE, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(code::CONFLICT, message)
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(code::USAGE, message)
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::new(code::INVALID_CONFIG, e.to_string())
+    }
+}
+
+impl From<InvalidName> for CliError {
+    fn from(e: InvalidName) -> Self {
+        CliError::new(code::USAGE, e.to_string())
+    }
+}
+
+impl From<PathError> for CliError {
+    fn from(e: PathError) -> Self {
+        let c = match e {
+            PathError::NoRuntimeDir => code::NO_SESSION,
+            _ => code::USAGE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<StateError> for CliError {
+    fn from(e: StateError) -> Self {
+        let c = match &e {
+            StateError::NotFound(_) => code::NO_SUCH_VM,
+            StateError::Exists(_) => code::CONFLICT,
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<SystemdError> for CliError {
+    fn from(e: SystemdError) -> Self {
+        let c = match &e {
+            SystemdError::NoSession { .. } => code::NO_SESSION,
+            SystemdError::AlreadyRunning { .. } => code::CONFLICT,
+            SystemdError::Timeout { .. } => code::TIMEOUT,
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<IpcError> for CliError {
+    fn from(e: IpcError) -> Self {
+        let c = match &e {
+            IpcError::NotRunning { .. } => code::CONFLICT,
+            IpcError::Timeout(_) => code::TIMEOUT,
+            IpcError::Remote(b) => match b.kind {
+                ErrorKind::Qmp => code::QMP_ERROR,
+                ErrorKind::Timeout => code::TIMEOUT,
+                ErrorKind::BadRequest | ErrorKind::Policy => code::USAGE,
+                _ => code::FAILURE,
+            },
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::failure(e.to_string())
+    }
+}

@@ -1,0 +1,50 @@
+//! The `maqet` command line: parse, run one command, map errors to exit codes.
+
+pub mod args;
+mod commands;
+mod context;
+pub mod exit;
+mod journal;
+pub mod output;
+
+use args::{Cli, Command};
+use context::Ctx;
+use exit::{code, CliError};
+
+use crate::paths::DataDir;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    crate::logging::init_cli(crate::logging::level_for_verbosity(cli.verbose));
+    match execute(cli) {
+        Ok(()) => code::OK,
+        Err(e) => {
+            eprintln!("maqet: {}", e.message);
+            e.code
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<(), CliError> {
+    let ctx = Ctx {
+        data_dir: DataDir::resolve(cli.data_dir.as_deref())?,
+        verbosity: cli.verbose,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot create the async runtime: {e}")))?;
+    use commands::*;
+    match cli.command {
+        Command::Add(a) => add::run(&ctx, a),
+        Command::Start(a) => rt.block_on(lifecycle::start(&ctx, &a)),
+        Command::Stop(a) => rt.block_on(lifecycle::stop(&ctx, &a)),
+        Command::Restart(a) => rt.block_on(lifecycle::restart(&ctx, &a)),
+        Command::Status(a) => rt.block_on(show::status(&ctx, &a)),
+        Command::Ls(a) => rt.block_on(show::ls(&ctx, &a)),
+        Command::Info(a) => show::info(&ctx, &a),
+        Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
+        Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
+        Command::Logs(a) => logs::run(&a),
+    }
+}

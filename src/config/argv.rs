@@ -1,0 +1,390 @@
+//! QEMU argv rendering: `arguments` items (2.3) and the whole command line.
+
+use std::path::PathBuf;
+
+use super::node::{Entry, Node, Value};
+use super::schema::{Interface, OnReboot, Section, StorageEntry, VmConfig};
+
+/// What the caller (the runner) supplies at start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderContext {
+    pub vm_name: String,
+    /// maqet's end of the QMP socketpair, as QEMU will see it.
+    pub qmp_fd: i32,
+    /// The console socket fd, used when the config sets `console: true`.
+    pub console_fd: Option<i32>,
+    /// Directory of disks that have no `file:`.
+    pub disk_dir: PathBuf,
+}
+
+/// The result of rendering one `arguments` item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Item {
+    /// An option: its name (no dashes) and its argv elements.
+    Option { option: String, argv: Vec<String> },
+    /// `{}`: nothing, silently.
+    Empty,
+    /// Not a string or mapping: skipped; the text says what was found.
+    Skipped(&'static str),
+}
+
+/// Renders one `arguments` item by the exact rules of 2.3.
+pub(crate) fn render_item(item: &Node) -> Item {
+    match &item.value {
+        Value::Str(s) => {
+            let name = s.trim_start_matches('-');
+            if name.is_empty() {
+                return Item::Skipped("an empty option string");
+            }
+            let arg = if s.starts_with('-') {
+                s.clone()
+            } else {
+                format!("-{s}")
+            };
+            Item::Option {
+                option: name.to_string(),
+                argv: vec![arg],
+            }
+        }
+        Value::Map(entries) if entries.is_empty() => Item::Empty,
+        Value::Map(entries) => {
+            let first = &entries[0];
+            let name = first.key.trim_start_matches('-').to_string();
+            let mut argv = vec![format!("-{name}")];
+            let value = if entries.len() == 1 {
+                option_value(&first.value)
+            } else {
+                // Several keys: the first key's value is positional (left
+                // out when null) and the other keys follow as k=v.
+                let mut parts = Vec::new();
+                if !is_empty(&first.value) {
+                    parts.push(option_value(&first.value));
+                }
+                parts.extend(kv_parts(&entries[1..], ""));
+                parts.join(",")
+            };
+            if !value.is_empty() {
+                argv.push(value);
+            }
+            Item::Option { option: name, argv }
+        }
+        _ => Item::Skipped(item.type_name()),
+    }
+}
+
+/// A value with nothing to say: null, `{}`, or an empty string.
+fn is_empty(n: &Node) -> bool {
+    match &n.value {
+        Value::Null => true,
+        Value::Map(m) => m.is_empty(),
+        Value::Str(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// The value argument of an option: a scalar's text, a list comma-joined, or
+/// a mapping as `k=v` parts, where a mapping whose first value is empty
+/// starts with its first key as the positional part (`{gtk: null, a: b}`).
+fn option_value(n: &Node) -> String {
+    match &n.value {
+        Value::Null => String::new(),
+        Value::Seq(items) => items.iter().map(option_value).collect::<Vec<_>>().join(","),
+        Value::Map(entries) => match entries.first() {
+            None => String::new(),
+            Some(first) if is_empty(&first.value) => {
+                let mut parts = vec![first.key.clone()];
+                parts.extend(kv_parts(&entries[1..], ""));
+                parts.join(",")
+            }
+            Some(_) => kv_parts(entries, "").join(","),
+        },
+        _ => n.scalar_text().unwrap_or_default(),
+    }
+}
+
+/// `k=v` parts: null → bare `k`, nested mapping → dotted keys (an empty one
+/// → bare key), list under `k` → `k.<item>` per item.
+pub(crate) fn kv_parts(entries: &[Entry], prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in entries {
+        let key = if prefix.is_empty() {
+            e.key.clone()
+        } else {
+            format!("{prefix}.{}", e.key)
+        };
+        match &e.value.value {
+            Value::Null => out.push(key),
+            Value::Map(m) if m.is_empty() => out.push(key),
+            Value::Map(m) => out.extend(kv_parts(m, &key)),
+            Value::Seq(items) => {
+                for i in items {
+                    out.push(format!("{key}.{}", option_value(i)));
+                }
+            }
+            _ => out.push(format!(
+                "{key}={}",
+                e.value.scalar_text().unwrap_or_default()
+            )),
+        }
+    }
+    out
+}
+
+/// QEMU option values escape a comma by doubling it.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+impl VmConfig {
+    /// The full QEMU command line; `argv[0]` is the binary. maqet's own
+    /// options (name, QMP monitor) come first, then one group per config key
+    /// in the merged key order, then the console when asked for.
+    pub fn render_argv(&self, ctx: &RenderContext) -> Vec<String> {
+        let mut argv: Vec<String> = vec![
+            self.binary.to_string_lossy().into_owned(),
+            "-name".into(),
+            escape(&ctx.vm_name),
+            "-chardev".into(),
+            format!("socket,id=maqet-qmp,fd={}", ctx.qmp_fd),
+            "-mon".into(),
+            "chardev=maqet-qmp,mode=control".into(),
+        ];
+        let kvm_in_arguments = self.arguments.iter().any(|a| {
+            a.option == "enable-kvm"
+                || (a.option == "accel" && a.argv.get(1).is_some_and(|v| v.starts_with("kvm")))
+        });
+        let mut kvm_pending = self.enable_kvm && !kvm_in_arguments;
+        for section in &self.order {
+            match section {
+                Section::Memory => push_opt(&mut argv, "-m", self.memory.as_deref()),
+                Section::Cpu => push_opt(
+                    &mut argv,
+                    "-smp",
+                    self.cpu.map(|c| c.to_string()).as_deref(),
+                ),
+                Section::Display => push_opt(&mut argv, "-display", self.display.as_deref()),
+                Section::Vga => push_opt(&mut argv, "-vga", self.vga.as_deref()),
+                Section::Args => argv.extend(self.args.iter().cloned()),
+                Section::Arguments => {
+                    for a in &self.arguments {
+                        // KVM goes before the first accelerator so QEMU
+                        // tries it first and the others remain fallbacks.
+                        if kvm_pending && a.option == "accel" {
+                            argv.extend(["-accel".to_string(), "kvm".to_string()]);
+                            kvm_pending = false;
+                        }
+                        argv.extend(a.argv.iter().cloned());
+                    }
+                }
+                Section::Storage => render_storage(&self.storage, ctx, &mut argv),
+                Section::EnableKvm => {
+                    if kvm_pending {
+                        argv.extend(["-accel".to_string(), "kvm".to_string()]);
+                        kvm_pending = false;
+                    }
+                }
+                Section::OnReboot => {
+                    if self.on_reboot == OnReboot::Stop {
+                        argv.push("-no-reboot".into());
+                    }
+                }
+            }
+        }
+        if let (true, Some(fd)) = (self.console, ctx.console_fd) {
+            argv.extend([
+                "-chardev".to_string(),
+                format!("socket,id=maqet-console,fd={fd}"),
+                "-serial".to_string(),
+                "chardev:maqet-console".to_string(),
+            ]);
+        }
+        argv
+    }
+}
+
+fn push_opt(argv: &mut Vec<String>, opt: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        argv.push(opt.to_string());
+        argv.push(v.to_string());
+    }
+}
+
+/// Storage groups (2.4), in list order. SATA and SCSI disks get maqet's own
+/// controller (added once, before the first such disk) because the default
+/// machine has no usable bus for them.
+fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<String>) {
+    let mut sata_port = 0usize;
+    let mut scsi_added = false;
+    for e in entries {
+        if let Some(v) = &e.virtfs {
+            let mut opts = vec![
+                "local".to_string(),
+                format!("path={}", escape(&v.path.to_string_lossy())),
+                format!("mount_tag={}", v.mount_tag),
+                format!("security_model={}", v.security_model.as_str()),
+                format!("id={}", v.id),
+            ];
+            if v.readonly {
+                opts.push("readonly=on".into());
+            }
+            opts.extend(v.extra.iter().cloned());
+            argv.extend(["-virtfs".to_string(), opts.join(",")]);
+            continue;
+        }
+        let Some(format) = e.format() else { continue };
+        let file = escape(&e.path(&ctx.disk_dir).to_string_lossy());
+        let format = format.as_str();
+        let id = format!("maqet-drive-{}", e.name);
+        match e.interface {
+            Interface::Virtio | Interface::Ide | Interface::None => argv.extend([
+                "-drive".to_string(),
+                format!("file={file},if={},format={format}", e.interface.as_str()),
+            ]),
+            Interface::Sata => {
+                if sata_port == 0 {
+                    argv.extend(["-device".to_string(), "ahci,id=maqet-ahci".to_string()]);
+                }
+                argv.extend([
+                    "-drive".to_string(),
+                    format!("file={file},if=none,id={id},format={format}"),
+                    "-device".to_string(),
+                    format!("ide-hd,drive={id},bus=maqet-ahci.{sata_port}"),
+                ]);
+                sata_port += 1;
+            }
+            Interface::Scsi => {
+                if !scsi_added {
+                    argv.extend([
+                        "-device".to_string(),
+                        "virtio-scsi-pci,id=maqet-scsi".to_string(),
+                    ]);
+                    scsi_added = true;
+                }
+                argv.extend([
+                    "-drive".to_string(),
+                    format!("file={file},if=none,id={id},format={format}"),
+                    "-device".to_string(),
+                    format!("scsi-hd,drive={id},bus=maqet-scsi.0"),
+                ]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::parse_str;
+    use super::*;
+
+    /// Renders every item of `arguments:` in `yaml` to one argv.
+    fn render(yaml: &str) -> Vec<String> {
+        let root = parse_str(yaml, "t.yaml").unwrap();
+        let items = root.get("arguments").unwrap().as_seq().unwrap().to_vec();
+        let mut out = Vec::new();
+        for i in &items {
+            if let Item::Option { argv, .. } = render_item(i) {
+                out.extend(argv);
+            }
+        }
+        out
+    }
+
+    fn r(item: &str) -> String {
+        render(&format!("arguments:\n  - {item}\n")).join(" ")
+    }
+
+    #[test]
+    fn table_2_3() {
+        assert_eq!(r("\"nodefaults\""), "-nodefaults");
+        assert_eq!(r("\"-snapshot\""), "-snapshot");
+        assert_eq!(r("{enable-kvm: null}"), "-enable-kvm");
+        assert_eq!(r("{accel: tcg}"), "-accel tcg");
+        assert_eq!(r("{smp: 2}"), "-smp 2");
+        assert_eq!(r("{smp: {cores: 2, threads: 1}}"), "-smp cores=2,threads=1");
+        assert_eq!(
+            r("{display: gtk, zoom-to-fit: \"on\"}"),
+            "-display gtk,zoom-to-fit=on"
+        );
+        assert_eq!(
+            r("{display: {gtk: null, zoom-to-fit: \"on\"}}"),
+            "-display gtk,zoom-to-fit=on"
+        );
+        assert_eq!(
+            r("{netdev: {user: null, id: n0, hostfwd: \"tcp::2222-:22\"}}"),
+            "-netdev user,id=n0,hostfwd=tcp::2222-:22"
+        );
+        assert_eq!(
+            r("{device: {virtio-net-pci: null, netdev: net0}}"),
+            "-device virtio-net-pci,netdev=net0"
+        );
+        assert_eq!(
+            r("{object: {memory-backend-ram: null, id: mem0, size: 512M}}"),
+            "-object memory-backend-ram,id=mem0,size=512M"
+        );
+        assert_eq!(
+            r("{numa: {node: {nodeid: 0, memdev: mem0}}}"),
+            "-numa node.nodeid=0,node.memdev=mem0"
+        );
+        assert_eq!(r("{device: [a, b]}"), "-device a,b");
+        assert_eq!(r("{boot: {order: c}}"), "-boot order=c");
+        assert_eq!(r("{display: {gtk: null}}"), "-display gtk");
+        assert_eq!(r("{foo: {}}"), "-foo");
+    }
+
+    #[test]
+    fn booleans_render_on_off() {
+        assert_eq!(
+            r("{display: gtk, zoom-to-fit: on}"),
+            "-display gtk,zoom-to-fit=on"
+        );
+        assert_eq!(
+            r("{device: {virtio-blk: null, share-rw: yes, x: off}}"),
+            "-device virtio-blk,share-rw=on,x=off"
+        );
+        assert_eq!(r("{usb: off}"), "-usb off");
+    }
+
+    #[test]
+    fn nested_rules() {
+        assert_eq!(r("{foo: {k: [a, b]}}"), "-foo k.a,k.b");
+        assert_eq!(r("{foo: {a: {b: {c: 1}}, d: null}}"), "-foo a.b.c=1,d");
+        assert_eq!(r("{foo: {a: {}}}"), "-foo a");
+        assert_eq!(r("{netdev: null, id: n0}"), "-netdev id=n0");
+        assert_eq!(r("{foo: \"\", id: n0}"), "-foo id=n0");
+        assert_eq!(r("{-m: 1G}"), "-m 1G");
+        assert_eq!(r("{smp: {cpus: 4, sockets: 1}}"), "-smp cpus=4,sockets=1");
+    }
+
+    #[test]
+    fn skipped_items() {
+        let root = parse_str("arguments: [{}, 5, true, [a], \"\", \"-\"]\n", "t").unwrap();
+        let items = root.get("arguments").unwrap().as_seq().unwrap();
+        assert_eq!(render_item(&items[0]), Item::Empty);
+        assert_eq!(render_item(&items[1]), Item::Skipped("an integer"));
+        assert_eq!(render_item(&items[2]), Item::Skipped("a boolean"));
+        assert_eq!(render_item(&items[3]), Item::Skipped("a list"));
+        assert!(matches!(render_item(&items[4]), Item::Skipped(_)));
+        assert!(matches!(render_item(&items[5]), Item::Skipped(_)));
+    }
+
+    #[test]
+    fn option_names() {
+        let root = parse_str("arguments: [-nodefaults, {device: x, id: y}]\n", "t").unwrap();
+        let items = root.get("arguments").unwrap().as_seq().unwrap();
+        assert!(
+            matches!(render_item(&items[0]), Item::Option { option, .. } if option == "nodefaults")
+        );
+        assert_eq!(
+            render_item(&items[1]),
+            Item::Option {
+                option: "device".into(),
+                argv: vec!["-device".into(), "x,id=y".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn escape_commas() {
+        assert_eq!(escape("/a,b/c"), "/a,,b/c");
+    }
+}

@@ -1,0 +1,206 @@
+//! [`ConfigDocument`]: a config as loaded and merged, before validation.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use super::error::{ConfigError, Location};
+use super::load;
+use super::merge;
+use super::node::{Entry, Node, Value};
+use super::paths;
+use super::schema::VmConfig;
+use super::validate;
+
+/// Label of values that come from the database.
+pub const STORED_LABEL: &str = "stored config";
+
+/// A merged config tree that remembers where every value came from.
+#[derive(Debug, Clone)]
+pub struct ConfigDocument {
+    root: Node,
+    sources: Vec<PathBuf>,
+}
+
+impl Default for ConfigDocument {
+    fn default() -> Self {
+        ConfigDocument::empty()
+    }
+}
+
+impl ConfigDocument {
+    /// A document without keys (what `apply` starts from for an empty VM).
+    pub fn empty() -> Self {
+        ConfigDocument {
+            root: Node::new(Value::Map(Vec::new()), Location::label("configuration")),
+            sources: Vec::new(),
+        }
+    }
+
+    /// Loads each file, resolves its relative paths against that file's
+    /// canonical directory, and merges them left to right (2.6). An empty
+    /// list gives an empty document.
+    pub fn load_files(files: &[PathBuf]) -> Result<ConfigDocument, ConfigError> {
+        let mut doc = ConfigDocument::empty();
+        for f in files {
+            doc.merge(ConfigDocument::load_file(f)?);
+        }
+        Ok(doc)
+    }
+
+    /// Loads one file (see [`ConfigDocument::load_files`]).
+    pub fn load_file(file: &Path) -> Result<ConfigDocument, ConfigError> {
+        let shown = match std::env::current_dir() {
+            Ok(cwd) if file.is_relative() => paths::normalize(&cwd.join(file)),
+            _ => file.to_path_buf(),
+        };
+        let canonical = std::fs::canonicalize(file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::NotFound {
+                path: shown.display().to_string(),
+            },
+            _ => ConfigError::Io {
+                path: shown.display().to_string(),
+                message: format!("cannot read: {e}"),
+            },
+        })?;
+        let source = canonical.display().to_string();
+        let mut root = load::load_file(&canonical, &source)?;
+        let dir = canonical.parent().unwrap_or(Path::new("/"));
+        paths::resolve_relative_paths(&mut root, dir);
+        Ok(ConfigDocument {
+            root,
+            sources: vec![canonical],
+        })
+    }
+
+    /// Parses YAML text as if it were a file named `source` in `dir`
+    /// (for stdin and tests).
+    pub fn from_yaml_str(
+        text: &str,
+        source: &str,
+        dir: &Path,
+    ) -> Result<ConfigDocument, ConfigError> {
+        let mut root = load::parse_str(text, source)?;
+        paths::resolve_relative_paths(&mut root, dir);
+        Ok(ConfigDocument {
+            root,
+            sources: Vec::new(),
+        })
+    }
+
+    /// Rebuilds a document from [`ConfigDocument::to_json`] output kept in
+    /// the database. `null` (a VM added with `--empty`) gives an empty one.
+    pub fn from_stored(value: &Json) -> Result<ConfigDocument, ConfigError> {
+        let loc = Location::label(STORED_LABEL);
+        match value {
+            Json::Null => Ok(ConfigDocument::empty()),
+            Json::Object(_) => Ok(ConfigDocument {
+                root: Node::from_json(value, &loc),
+                sources: Vec::new(),
+            }),
+            _ => Err(ConfigError::invalid(
+                &loc,
+                "expected a JSON object; the database entry is damaged, run 'maqet apply' with the config files again",
+            )),
+        }
+    }
+
+    /// Merges `later` on top of this document by the rules of 2.6 (see
+    /// [`super::merge`]); its sources are appended.
+    pub fn merge(&mut self, later: ConfigDocument) {
+        merge::merge_root(&mut self.root, later.root);
+        for s in later.sources {
+            if !self.sources.contains(&s) {
+                self.sources.push(s);
+            }
+        }
+    }
+
+    /// Overrides one top-level key (e.g. `("memory", "2G", "--memory")`);
+    /// the key keeps its position, or goes last when new. A relative
+    /// `binary` path is made absolute against the current directory, since
+    /// QEMU is started elsewhere.
+    pub fn set(&mut self, key: &str, value: Json, label: &str) {
+        let loc = Location::label(label);
+        let mut node = Node::from_json(&value, &loc);
+        if key == "binary" {
+            if let Value::Str(s) = &mut node.value {
+                if s.contains('/') && Path::new(s.as_str()).is_relative() {
+                    if let Ok(cwd) = std::env::current_dir() {
+                        *s = paths::normalize(&cwd.join(s.as_str()))
+                            .to_string_lossy()
+                            .into_owned();
+                    }
+                }
+            }
+        }
+        let Value::Map(entries) = &mut self.root.value else {
+            return;
+        };
+        match entries.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.value = node,
+            None => entries.push(Entry {
+                key: key.to_string(),
+                key_loc: loc,
+                value: node,
+            }),
+        }
+    }
+
+    /// The merged `name:` when it is a string.
+    pub fn name(&self) -> Option<&str> {
+        self.root.get("name")?.as_str()
+    }
+
+    /// Where `name:` was set, to point at it when the name is rejected.
+    pub fn name_location(&self) -> Option<&Location> {
+        self.root.get("name").map(|n| &n.loc)
+    }
+
+    /// Absolute canonical paths of all merged files, in merge order.
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
+    }
+
+    /// True when no key is set.
+    pub fn is_empty(&self) -> bool {
+        match self.root.as_map() {
+            Some(m) => m.is_empty(),
+            None => true,
+        }
+    }
+
+    /// One top-level value as JSON.
+    pub fn get(&self, key: &str) -> Option<Json> {
+        self.root.get(key).map(Node::to_json)
+    }
+
+    /// Runs every check and returns the typed config, or the first error
+    /// in document order (see [`ConfigDocument::validate_all`]).
+    pub fn validate(&self) -> Result<VmConfig, ConfigError> {
+        self.validate_all()
+            .map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Like [`ConfigDocument::validate`], but returns every error found
+    /// (never an empty list).
+    pub fn validate_all(&self) -> Result<VmConfig, Vec<ConfigError>> {
+        let default_loc = Location::label(
+            self.sources
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".to_string()),
+        );
+        validate::validate(&self.root, &default_loc)
+    }
+
+    /// The merged config for storage: paths resolved, `name` removed (the
+    /// VM's name lives in its own column). `from_stored` round-trips it.
+    pub fn to_json(&self) -> Json {
+        let mut j = self.root.to_json();
+        if let Json::Object(m) = &mut j {
+            m.shift_remove("name");
+        }
+        j
+    }
+}

@@ -1,0 +1,81 @@
+//! VM configs: YAML loading with positions, multi-file merge, path
+//! resolution, validation and QEMU argv rendering.
+//!
+//! The format is the original maqet's (accepted unchanged, same meaning);
+//! maqet fixes its defects and adds a few keys. Flow:
+//!
+//! ```text
+//! files ──load (per file: parse, resolve paths)──▶ ConfigDocument ──merge──▶ …
+//!       ──validate──▶ VmConfig ──render_argv(ctx)──▶ QEMU argv
+//! ConfigDocument::to_json() ⇄ ConfigDocument::from_stored()   (database)
+//! ```
+//!
+//! # Dialect
+//! YAML 1.1 like the original (PyYAML): unquoted `on/off/yes/no/true/false`
+//! (lower, Title or UPPER case) are booleans, quoted ones strings; `y`/`n`
+//! stay strings as they did for the original.
+//! Booleans reach QEMU as `on`/`off`. Leading-zero numbers (`0644`) and
+//! colon-separated numbers (MAC addresses) stay strings. Mapping keys are
+//! always text. Duplicate keys are errors. Files are at most 1 MiB and hold
+//! one mapping.
+//!
+//! # Top-level keys
+//! The original's (argv group at the key's position in the merged mapping):
+//! - `name` — VM name (never reaches QEMU; removed by `to_json`).
+//! - `binary` — QEMU executable; default `/usr/bin/qemu-system-x86_64`; a
+//!   bare name is looked up in `PATH`; must exist and be executable.
+//! - `memory` — `-m`; QEMU syntax (`512` = MiB, `256M`, `1.5G`).
+//! - `cpu` — `-smp N`, N in 1..=255.
+//! - `display`, `vga` — `-display`, `-vga` (strings).
+//! - `args` — argv elements as written.
+//! - `arguments` — structured options (2.3 of the reference).
+//! - `storage` — disks and 9p shares (2.4).
+//! - `network` — accepted and ignored with a warning, as the original did.
+//!
+//! maqet's additions:
+//! - `enable_kvm: bool` — `-accel kvm` (placed before any `accel` item of
+//!   `arguments`, which then remain fallbacks).
+//! - `console: bool` (default false) — serial port on maqet's console socket.
+//! - `shutdown_timeout: seconds` (positive, default 30) — power-down grace.
+//! - `on_reboot: restart|stop` (default restart) — `stop` renders `-no-reboot`.
+//! - `restart: no|on-failure|always` (default no) — systemd `Restart=`.
+//! - `restart_sec: seconds` — systemd `RestartSec=`.
+//! - `autostart: bool` — start at login.
+//! - `resources:` `memory_max` (size, bare number = bytes), `cpu_quota`
+//!   (`"150%"`), `cpu_weight`/`io_weight` (1..=10000), `tasks_max`.
+//!
+//! Any other key is an error with a suggestion. A top-level `memory`/`cpu`/
+//! `display`/`vga` and an `arguments` item for the same option yield one
+//! option (the `arguments` one) and a warning.
+//!
+//! # Sizes
+//! `memory` and `arguments` `m` use QEMU's `-m` syntax ([`parse_memory`]:
+//! bare number = MiB). Disk `size` and `resources.memory_max` use
+//! `^\d+[KMGT]?$` ([`parse_size`]: bare number = bytes).
+
+mod argv;
+mod document;
+mod error;
+mod load;
+mod merge;
+mod node;
+mod paths;
+mod schema;
+mod size;
+mod storage;
+mod suggest;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use argv::RenderContext;
+pub use document::{ConfigDocument, STORED_LABEL};
+pub use error::{ConfigError, Location};
+pub use paths::{is_executable, system_dir_of};
+pub use schema::{
+    Argument, ImageFormat, Interface, OnReboot, Resources, RestartPolicy, SecurityModel,
+    StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
+pub use size::{parse_memory, parse_size, SizeError};

@@ -1,0 +1,677 @@
+//! Validation of the merged tree into a [`VmConfig`]. Every check runs at
+//! `add`/`apply` time and every error names the key and where it was set.
+//! Checks continue after an error so all problems can be reported at once.
+
+use std::path::{Path, PathBuf};
+
+use super::argv::{self, Item};
+use super::error::{ConfigError, Location};
+use super::node::{Node, Value};
+use super::paths;
+use super::schema::{
+    Argument, OnReboot, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE, DEFAULT_BINARY,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
+use super::size::{parse_memory, parse_size};
+use super::storage::validate_storage;
+use super::suggest;
+
+/// Top-level keys: the original's, then maqet's additions.
+pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "binary",
+    "memory",
+    "cpu",
+    "display",
+    "vga",
+    "args",
+    "arguments",
+    "storage",
+    "enable_kvm",
+    "console",
+    "shutdown_timeout",
+    "on_reboot",
+    "restart",
+    "restart_sec",
+    "autostart",
+    "resources",
+];
+
+/// Keys the original accepted and ignored; accepted with a warning.
+const IGNORED_KEYS: &[&str] = &["network"];
+
+/// maqet command names, refused as keys as the original did (a sign that
+/// a CLI invocation was pasted into a config). Names that are also config
+/// keys (`storage`, `console`, `restart`, `autostart`) are not listed.
+const COMMAND_KEYS: &[&str] = &[
+    "add",
+    "apply",
+    "start",
+    "stop",
+    "rm",
+    "ls",
+    "list",
+    "status",
+    "info",
+    "inspect",
+    "storage-info",
+    "snapshot",
+    "cleanup",
+    "doctor",
+    "qmp",
+    "logs",
+];
+
+const RESOURCE_KEYS: &[&str] = &[
+    "memory_max",
+    "cpu_quota",
+    "cpu_weight",
+    "io_weight",
+    "tasks_max",
+];
+
+/// Options that may appear once among the mapping items of `arguments`.
+const SINGLE_INSTANCE: &[&str] = &[
+    "display", "vga", "m", "smp", "machine", "cpu", "kernel", "initrd", "append",
+];
+
+/// Top-level keys that are shorthands for an `arguments` option.
+const SHORTHANDS: &[(&str, &str)] = &[
+    ("memory", "m"),
+    ("cpu", "smp"),
+    ("display", "display"),
+    ("vga", "vga"),
+];
+
+/// Collects errors and warnings while walking the tree.
+#[derive(Default)]
+pub(crate) struct Validator {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+}
+
+impl Validator {
+    pub fn error(&mut self, loc: &Location, msg: impl Into<String>) {
+        self.errors.push(ConfigError::invalid(loc, msg));
+    }
+
+    pub fn warn(&mut self, loc: &Location, msg: impl AsRef<str>) {
+        self.warnings.push(format!("{loc}: {}", msg.as_ref()));
+    }
+
+    /// A string value; anything else is an error naming what was found.
+    pub fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            _ => {
+                self.error(
+                    &node.loc,
+                    format!("{key}: expected a string, {}", found(node)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string, or a number taken as its text (`name: 1` in storage).
+    pub fn text(&mut self, node: &Node, key: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
+            _ => self.string(node, key),
+        }
+    }
+
+    pub fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.error(
+                    &node.loc,
+                    format!("{key}: expected true or false, {}", found(node)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A number of seconds; `allow_zero` for delays that may be zero.
+    pub fn seconds(&mut self, node: &Node, key: &str, allow_zero: bool) -> Option<f64> {
+        let secs = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        let limit = 86_400.0;
+        match secs {
+            Some(s) if s.is_finite() && (s > 0.0 || (allow_zero && s == 0.0)) && s <= limit => {
+                Some(s)
+            }
+            _ => {
+                let what = if allow_zero {
+                    "a number"
+                } else {
+                    "a positive number"
+                };
+                self.error(
+                    &node.loc,
+                    format!(
+                        "{key}: expected {what} of seconds up to 86400, {}",
+                        found(node)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An integer in `range`, also accepted as a digit string.
+    pub fn int_in(
+        &mut self,
+        node: &Node,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let n = match &node.value {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            Value::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().ok()
+            }
+            _ => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    &node.loc,
+                    format!(
+                        "{key}: must be an integer from {} to {}, {}",
+                        range.start(),
+                        range.end(),
+                        found(node)
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// "found …" for type errors, with the YAML 1.1 boolean trap spelt out.
+pub(crate) fn found(node: &Node) -> String {
+    match &node.value {
+        Value::Bool(b) => format!(
+            "found the boolean {} (unquoted on/off/yes/no are booleans in YAML; quote the value, e.g. \"{}\")",
+            if *b { "true" } else { "false" },
+            if *b { "on" } else { "off" }
+        ),
+        Value::Str(s) => format!("found '{s}'"),
+        Value::Int(i) => format!("found {i}"),
+        _ => format!("found {}", node.type_name()),
+    }
+}
+
+/// Validates a merged top-level mapping. `default_loc` labels values that
+/// were not written anywhere (the default binary).
+pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, Vec<ConfigError>> {
+    let mut v = Validator::default();
+    let mut cfg = VmConfig {
+        name: None,
+        binary: PathBuf::from(DEFAULT_BINARY),
+        memory: None,
+        cpu: None,
+        display: None,
+        vga: None,
+        args: Vec::new(),
+        arguments: Vec::new(),
+        storage: Vec::new(),
+        enable_kvm: false,
+        console: false,
+        shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        on_reboot: OnReboot::Restart,
+        restart: RestartPolicy::No,
+        restart_sec: None,
+        autostart: false,
+        resources: Resources::default(),
+        memory_bytes: None,
+        cpus: None,
+        warnings: Vec::new(),
+        order: Vec::new(),
+    };
+    let entries = root.as_map().unwrap_or_default();
+    let mut binary_node: Option<&Node> = None;
+    // Where each shorthand key was set, for the override warnings.
+    let mut shorthand_locs: Vec<(&str, Location)> = Vec::new();
+
+    for e in entries {
+        let node = &e.value;
+        let key = e.key.as_str();
+        if COMMAND_KEYS.contains(&key) {
+            v.error(
+                &e.key_loc,
+                format!("'{key}' is a maqet command, not a config key; configuration cannot contain commands"),
+            );
+            continue;
+        }
+        if IGNORED_KEYS.contains(&key) {
+            v.warn(
+                &e.key_loc,
+                format!("'{key}' is not supported and is ignored; configure networking through arguments (netdev/device)"),
+            );
+            continue;
+        }
+        if !TOP_LEVEL_KEYS.contains(&key) {
+            v.error(
+                &e.key_loc,
+                format!("unknown key '{key}'{}", suggest::hint(key, TOP_LEVEL_KEYS)),
+            );
+            continue;
+        }
+        // null unsets a key (a later file can write `memory: null`).
+        if node.is_null() {
+            continue;
+        }
+        match key {
+            "name" => {
+                if let Some(s) = v.string(node, "name") {
+                    if s.is_empty() {
+                        v.error(&node.loc, "name: must not be empty");
+                    }
+                    cfg.name = Some(s);
+                }
+            }
+            "binary" => binary_node = Some(node),
+            "memory" => {
+                let text = match &node.value {
+                    Value::Str(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
+                    _ => v.string(node, "memory"),
+                };
+                if let Some(t) = text {
+                    match parse_memory(&t) {
+                        Ok(bytes) => {
+                            cfg.memory = Some(t);
+                            cfg.memory_bytes = Some(bytes);
+                            cfg.order.push(Section::Memory);
+                            shorthand_locs.push(("memory", node.loc.clone()));
+                        }
+                        Err(err) => v.error(&node.loc, format!("memory: {err}")),
+                    }
+                }
+            }
+            "cpu" => {
+                if let Some(n) = v.int_in(node, "cpu", CPU_RANGE) {
+                    cfg.cpu = Some(n as u32);
+                    cfg.cpus = Some(n as u32);
+                    cfg.order.push(Section::Cpu);
+                    shorthand_locs.push(("cpu", node.loc.clone()));
+                }
+            }
+            "display" | "vga" => {
+                if let Some(s) = v.string(node, key) {
+                    if key == "display" {
+                        cfg.display = Some(s);
+                        cfg.order.push(Section::Display);
+                    } else {
+                        cfg.vga = Some(s);
+                        cfg.order.push(Section::Vga);
+                    }
+                    shorthand_locs.push((key, node.loc.clone()));
+                }
+            }
+            "args" => {
+                cfg.args = validate_args(&mut v, node);
+                cfg.order.push(Section::Args);
+            }
+            "arguments" => {
+                cfg.arguments = validate_arguments(&mut v, node);
+                cfg.order.push(Section::Arguments);
+            }
+            "storage" => {
+                cfg.storage = validate_storage(&mut v, node);
+                cfg.order.push(Section::Storage);
+            }
+            "enable_kvm" => {
+                if let Some(b) = v.boolean(node, key) {
+                    cfg.enable_kvm = b;
+                    cfg.order.push(Section::EnableKvm);
+                }
+            }
+            "console" => cfg.console = v.boolean(node, key).unwrap_or(false),
+            "autostart" => cfg.autostart = v.boolean(node, key).unwrap_or(false),
+            "shutdown_timeout" => {
+                if let Some(d) = v.seconds(node, key, false) {
+                    cfg.shutdown_timeout = d;
+                }
+            }
+            "restart_sec" => cfg.restart_sec = v.seconds(node, key, true),
+            "on_reboot" => {
+                match node.as_str() {
+                    Some("restart") => cfg.on_reboot = OnReboot::Restart,
+                    Some("stop") => cfg.on_reboot = OnReboot::Stop,
+                    _ => v.error(
+                        &node.loc,
+                        format!("on_reboot: expected 'restart' or 'stop', {}", found(node)),
+                    ),
+                }
+                cfg.order.push(Section::OnReboot);
+            }
+            "restart" => {
+                cfg.restart = match (&node.value, node.as_str()) {
+                    // Unquoted `no` is the boolean false in YAML 1.1.
+                    (Value::Bool(false), _) | (_, Some("no")) => RestartPolicy::No,
+                    (_, Some("on-failure")) => RestartPolicy::OnFailure,
+                    (_, Some("always")) => RestartPolicy::Always,
+                    _ => {
+                        let hint = node
+                            .as_str()
+                            .map(|s| suggest::hint(s, &["no", "on-failure", "always"]))
+                            .unwrap_or_default();
+                        v.error(
+                            &node.loc,
+                            format!(
+                                "restart: expected no, on-failure or always, {}{hint}",
+                                found(node)
+                            ),
+                        );
+                        RestartPolicy::No
+                    }
+                };
+            }
+            "resources" => cfg.resources = validate_resources(&mut v, node),
+            _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
+        }
+    }
+
+    cfg.binary = validate_binary(&mut v, binary_node, default_loc);
+    check_single_instance(&mut v, &cfg.arguments);
+    resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
+    effective_resources(&mut cfg);
+
+    if v.errors.is_empty() {
+        cfg.warnings = v.warnings;
+        Ok(cfg)
+    } else {
+        Err(v.errors)
+    }
+}
+
+fn validate_args(v: &mut Validator, node: &Node) -> Vec<String> {
+    let Some(items) = node.as_seq() else {
+        v.error(
+            &node.loc,
+            format!("args: expected a list of argv strings, {}", found(node)),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match &item.value {
+            Value::Str(_) | Value::Int(_) | Value::Float(_) => out.extend(item.scalar_text()),
+            _ => v.error(
+                &item.loc,
+                format!("args[{i}]: expected a string, {}", found(item)),
+            ),
+        }
+    }
+    out
+}
+
+fn validate_arguments(v: &mut Validator, node: &Node) -> Vec<Argument> {
+    let Some(items) = node.as_seq() else {
+        v.error(
+            &node.loc,
+            format!(
+                "arguments: expected a list of QEMU options (e.g. '- accel: tcg'), {}",
+                found(node)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match argv::render_item(item) {
+            Item::Option { option, argv } => out.push(Argument {
+                option,
+                argv,
+                index,
+                location: item.loc.clone(),
+                from_string: matches!(item.value, Value::Str(_)),
+            }),
+            Item::Empty => {}
+            Item::Skipped(what) => v.warn(
+                &item.loc,
+                format!("arguments[{index}]: ignored {what}; an item is an option name or a mapping such as '- accel: tcg'"),
+            ),
+        }
+    }
+    // Plain values of `m`/`smp` are checked like `memory`/`cpu` (the
+    // original let `m: lots` through to a failed start).
+    for a in &out {
+        let Some(value) = a.argv.get(1) else { continue };
+        if value.contains('=') {
+            continue;
+        }
+        if a.option == "m" {
+            if let Err(e) = parse_memory(value) {
+                v.error(&a.location, format!("arguments[{}]: -m: {e}", a.index));
+            }
+        } else if a.option == "smp" && !matches!(value.parse::<u32>(), Ok(n) if n > 0) {
+            v.error(
+                &a.location,
+                format!(
+                    "arguments[{}]: -smp: expected a CPU count or key=value options, found '{value}'",
+                    a.index
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Mapping items whose option may appear only once (2.3): a second one is
+/// an error naming both. String items are not counted (as in the original).
+fn check_single_instance(v: &mut Validator, arguments: &[Argument]) {
+    for (i, a) in arguments.iter().enumerate() {
+        if a.from_string || !SINGLE_INSTANCE.contains(&a.option.as_str()) {
+            continue;
+        }
+        if let Some(first) = arguments[..i]
+            .iter()
+            .find(|b| !b.from_string && b.option == a.option)
+        {
+            v.errors.push(ConfigError::DuplicateOption {
+                option: a.option.clone(),
+                index: a.index,
+                location: a.location.clone(),
+                first_index: first.index,
+                first_location: first.location.clone(),
+            });
+        }
+    }
+}
+
+/// Top-level `memory`/`cpu`/`display`/`vga` versus an `arguments` item for
+/// the same option: only the `arguments` one is emitted (at its position),
+/// with a warning, instead of both (the original passed both to QEMU).
+fn resolve_shorthands(v: &mut Validator, cfg: &mut VmConfig, locs: &[(&str, Location)]) {
+    for (key, loc) in locs {
+        let option = SHORTHANDS
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, o)| *o)
+            .unwrap_or(key);
+        let Some(arg) = cfg
+            .arguments
+            .iter()
+            .find(|a| a.option == option && !a.from_string)
+        else {
+            continue;
+        };
+        let section = match *key {
+            "memory" => Section::Memory,
+            "cpu" => Section::Cpu,
+            "display" => Section::Display,
+            _ => Section::Vga,
+        };
+        cfg.order.retain(|s| *s != section);
+        v.warn(
+            loc,
+            format!(
+                "{key} is overridden by arguments[{}] '{}' ({}); only that is passed to QEMU, remove one of them",
+                arg.index,
+                arg.argv.join(" "),
+                arg.location
+            ),
+        );
+    }
+}
+
+/// What the VM gets from `m`/`smp` items (they win over `memory`/`cpu`).
+fn effective_resources(cfg: &mut VmConfig) {
+    for a in &cfg.arguments {
+        let Some(value) = a.argv.get(1) else { continue };
+        let field = |name: &str| {
+            value
+                .split(',')
+                .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        match a.option.as_str() {
+            "m" => {
+                let size = if value.contains('=') {
+                    field("size")
+                } else {
+                    Some(value.clone())
+                };
+                if let Some(b) = size.and_then(|s| parse_memory(&s).ok()) {
+                    cfg.memory_bytes = Some(b);
+                }
+            }
+            "smp" => {
+                let count = if value.contains('=') {
+                    field("cpus")
+                } else {
+                    Some(value.clone())
+                };
+                if let Some(n) = count.and_then(|s| s.parse::<u32>().ok()) {
+                    cfg.cpus = Some(n);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Location) -> PathBuf {
+    let (text, loc, what) = match node {
+        Some(n) => match v.string(n, "binary") {
+            Some(s) if !s.is_empty() => (s, n.loc.clone(), "binary".to_string()),
+            Some(_) => {
+                v.error(&n.loc, "binary: must not be empty");
+                return PathBuf::from(DEFAULT_BINARY);
+            }
+            None => return PathBuf::from(DEFAULT_BINARY),
+        },
+        None => (
+            DEFAULT_BINARY.to_string(),
+            default_loc.clone(),
+            "binary (default, no 'binary:' given)".to_string(),
+        ),
+    };
+    let path = if !text.contains('/') {
+        match paths::find_in_path(&text) {
+            Some(p) => p,
+            None => {
+                v.error(
+                    &loc,
+                    format!("{what}: '{text}' was not found in PATH; give the absolute path of the QEMU binary"),
+                );
+                return PathBuf::from(text);
+            }
+        }
+    } else if Path::new(&text).is_absolute() {
+        PathBuf::from(&text)
+    } else {
+        // Only a stored or programmatic value can still be relative here.
+        match std::env::current_dir() {
+            Ok(cwd) => paths::normalize(&cwd.join(&text)),
+            Err(_) => PathBuf::from(&text),
+        }
+    };
+    match std::fs::metadata(&path) {
+        Err(_) => v.error(
+            &loc,
+            format!(
+                "{what}: {} does not exist; install QEMU (e.g. apt install qemu-system-x86) or set 'binary:' to its path",
+                path.display()
+            ),
+        ),
+        Ok(m) if !m.is_file() => v.error(
+            &loc,
+            format!("{what}: {} is not a regular file", path.display()),
+        ),
+        Ok(_) if !paths::is_executable(&path) => v.error(
+            &loc,
+            format!("{what}: {} is not executable by you", path.display()),
+        ),
+        Ok(_) => {}
+    }
+    path
+}
+
+fn validate_resources(v: &mut Validator, node: &Node) -> Resources {
+    let mut r = Resources::default();
+    let Some(entries) = node.as_map() else {
+        v.error(
+            &node.loc,
+            format!("resources: expected a mapping (memory_max, cpu_quota, cpu_weight, io_weight, tasks_max), {}", found(node)),
+        );
+        return r;
+    };
+    for e in entries {
+        let n = &e.value;
+        let key = format!("resources.{}", e.key);
+        if n.is_null() {
+            continue;
+        }
+        match e.key.as_str() {
+            "memory_max" => {
+                let text = match &n.value {
+                    Value::Int(_) | Value::Str(_) => n.scalar_text(),
+                    _ => v.string(n, &key),
+                };
+                if let Some(t) = text {
+                    match parse_size(&t) {
+                        Ok(b) if b > 0 => r.memory_max = Some(b),
+                        Ok(_) => v.error(&n.loc, format!("{key}: must be greater than zero")),
+                        Err(err) => v.error(&n.loc, format!("{key}: {err}")),
+                    }
+                }
+            }
+            "cpu_quota" => {
+                let pct = n
+                    .as_str()
+                    .and_then(|s| s.strip_suffix('%'))
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|p| *p > 0);
+                match pct {
+                    Some(p) => r.cpu_quota_percent = Some(p),
+                    None => v.error(
+                        &n.loc,
+                        format!("{key}: expected a percentage of one CPU such as \"50%\" or \"200%\", {}", found(n)),
+                    ),
+                }
+            }
+            "cpu_weight" => r.cpu_weight = v.int_in(n, &key, 1..=10_000),
+            "io_weight" => r.io_weight = v.int_in(n, &key, 1..=10_000),
+            "tasks_max" => r.tasks_max = v.int_in(n, &key, 1..=u32::MAX as u64),
+            other => v.error(
+                &e.key_loc,
+                format!(
+                    "resources: unknown key '{other}'{}",
+                    suggest::hint(other, RESOURCE_KEYS)
+                ),
+            ),
+        }
+    }
+    r
+}

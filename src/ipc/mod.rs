@@ -1,0 +1,12 @@
+//! The runner's IPC: newline-delimited JSON over the VM's socket.
+//!
+//! Request: `{"id":1,"method":"qmp","params":{"execute":"query-status"}}`
+//! Reply:   `{"id":1,"result":…}` or `{"id":1,"error":{"kind":…,"message":…}}`
+//! An `events` request is answered once, then streams `{"id":N,"event":…}`.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{IpcClient, IpcError};
+pub use protocol::{ErrorBody, ErrorKind, Request, Response, StatusInfo, StopOutcome};

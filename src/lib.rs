@@ -1,0 +1,11 @@
+//! maqet: QEMU VMs as transient systemd user units.
+pub mod cli;
+pub mod config;
+pub mod ipc;
+pub mod logging;
+pub mod paths;
+pub mod qmp;
+pub mod runner;
+pub mod state;
+pub mod systemd;
+pub mod vmname;

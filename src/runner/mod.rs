@@ -1,0 +1,267 @@
+//! The runner: the main process of `maqet-vm@NAME.service`. It serves one VM
+//! and lives exactly as long as its QEMU.
+//!
+//! Life: read the VM from the DB → spawn QEMU with QMP on a socketpair →
+//! QMP handshake → `READY=1` → serve IPC on the socket systemd passed (fd 3),
+//! ping the watchdog after each good QMP round trip, mirror QMP events into
+//! `STATUS=` and the journal → on SIGTERM or an IPC stop: ACPI power-down,
+//! `quit` after the timeout, SIGKILL as the last resort → exit with a code
+//! that tells systemd how QEMU ended.
+
+mod dispatch;
+mod notify;
+mod qemu;
+mod shutdown;
+
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::{ConfigDocument, ConfigError, RenderContext};
+use crate::paths::DataDir;
+use crate::qmp::{QmpClient, QmpError};
+use crate::state::{StateError, Store};
+use crate::vmname::VmName;
+
+pub use dispatch::{policy_check, QMP_TIMEOUT};
+pub use qemu::QMP_FD;
+
+/// How long QEMU gets to answer the QMP greeting after exec.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the stored configuration is no longer valid: {0}")]
+    Config(#[from] ConfigError),
+    #[error("no listening socket was passed in (LISTEN_FDS); the runner is started by `maqet start`, not by hand")]
+    NoSocket,
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+    #[error("QMP handshake with QEMU failed: {0}")]
+    Handshake(QmpError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl RunnerError {
+    /// Exit codes from sysexits(3), so `systemctl status` shows a hint.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunnerError::State(_) | RunnerError::Config(_) => 78, // EX_CONFIG
+            RunnerError::NoSocket => 64,                          // EX_USAGE
+            RunnerError::Spawn { .. } => 69,                      // EX_UNAVAILABLE
+            RunnerError::Handshake(_) => 76,                      // EX_PROTOCOL
+            RunnerError::Io(_) => 74,                             // EX_IOERR
+        }
+    }
+}
+
+/// Runs the VM to its end; returns the process exit code.
+pub fn main(vm: VmName, data_dir: DataDir) -> i32 {
+    // Single-threaded on purpose: QEMU's parent-death signal follows the
+    // thread that spawned it, and one VM needs no more.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the runtime");
+            return 71;
+        }
+    };
+    match rt.block_on(run(&vm, &data_dir)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify::status(&format!("failed: {e}"));
+            e.exit_code()
+        }
+    }
+}
+
+fn take_listener() -> Result<tokio::net::UnixListener, RunnerError> {
+    let fd = sd_notify::listen_fds()?
+        .next()
+        .ok_or(RunnerError::NoSocket)?;
+    // SAFETY: systemd passed us this fd (LISTEN_PID matched) and nothing else owns it.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    std_listener.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(std_listener)?)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
+    // Take the socket first: it also marks fd 3 close-on-exec for QEMU.
+    let listener = take_listener()?;
+    let store = Store::open(&data_dir.db_path())?;
+    let record = store.get_vm(vm.as_str())?;
+    drop(store);
+    let config = ConfigDocument::from_stored(&record.config)?.validate()?;
+    let ctx = RenderContext {
+        vm_name: vm.to_string(),
+        qmp_fd: QMP_FD,
+        console_fd: None,
+        disk_dir: data_dir.disk_dir(vm),
+    };
+    let argv = config.render_argv(&ctx);
+    tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
+
+    let (mut qemu, qmp_stream) = qemu::Qemu::spawn(&argv).map_err(|source| RunnerError::Spawn {
+        binary: argv[0].clone(),
+        source,
+    })?;
+    notify::status(&format!("starting (qemu pid {})", qemu.pid));
+
+    // QEMU failing before QMP is answered (a bad option) is reported now,
+    // with its own words, not after a timeout.
+    let handshake = QmpClient::connect(qmp_stream, HANDSHAKE_TIMEOUT);
+    let (qmp, version) = tokio::select! {
+        r = handshake => r.map_err(RunnerError::Handshake)?,
+        st = qemu.child.wait() => {
+            let st = st?;
+            // Let the stderr reader drain what QEMU said before it died.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let said = qemu.stderr_tail().join(" | ");
+            let what = qemu::describe_exit(st);
+            tracing::error!(qemu_stderr = %said, "{what} before answering QMP: {said}");
+            notify::status(&format!("failed: {what}: {said}"));
+            return Ok(match qemu::exit_code_for(st) { 0 => 1, c => c });
+        }
+    };
+    let run_state = qmp
+        .execute_timeout("query-status", None, Duration::from_secs(10))
+        .await
+        .ok()
+        .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "running".into());
+    let version_text = format!("{}.{}.{}", version.major, version.minor, version.micro);
+    let status_line = |state: &str, pid: u32| format!("{state} (qemu pid {pid})");
+    notify::ready(&status_line(&run_state, qemu.pid));
+    tracing::info!(qemu_pid = qemu.pid, qemu_version = %version_text, "VM is {run_state}");
+
+    let run_state = Arc::new(Mutex::new(run_state));
+    let (events_tx, _) = broadcast::channel::<Value>(256);
+    let (stop_tx, mut stop_rx) = mpsc::channel(8);
+    let dispatch = Arc::new(dispatch::RunnerDispatch {
+        vm: vm.to_string(),
+        runner_pid: std::process::id(),
+        qemu_pid: qemu.pid,
+        qemu_version: version_text,
+        ready_at: now_unix(),
+        qmp: qmp.clone(),
+        run_state: run_state.clone(),
+        stop_tx,
+        events: events_tx.clone(),
+    });
+    tokio::spawn(crate::ipc::server::serve(
+        listener,
+        Arc::new(dispatch::Shared(dispatch)),
+    ));
+    tokio::spawn(forward_events(qmp.clone(), events_tx, run_state, qemu.pid));
+    if let Some(interval) = notify::watchdog_interval() {
+        tokio::spawn(watchdog(qmp.clone(), interval));
+    }
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let default_timeout = Duration::from_secs_f64(config.shutdown_timeout);
+    let mut stopper = shutdown::Shutdown::new(&mut qemu, &qmp, &mut stop_rx);
+    let event = tokio::select! {
+        ev = stopper.next_event() => ev,
+        _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),
+        _ = sigint.recv() => shutdown::Event::Signal("SIGINT"),
+    };
+    match event {
+        shutdown::Event::Exited(st) => {
+            let st = st?;
+            tracing::info!(
+                qemu_exit = qemu::exit_code_for(st),
+                "{}",
+                qemu::describe_exit(st)
+            );
+            Ok(qemu::exit_code_for(st))
+        }
+        shutdown::Event::Signal(sig) => {
+            tracing::info!("{sig}: shutting the VM down");
+            stopper.run(default_timeout, false, None).await;
+            Ok(0)
+        }
+        shutdown::Event::Stop(req) => {
+            let timeout = req
+                .params
+                .timeout
+                .map(Duration::from_secs_f64)
+                .unwrap_or(default_timeout);
+            stopper
+                .run(timeout, req.params.force, Some(req.reply))
+                .await;
+            Ok(0)
+        }
+    }
+}
+
+/// QMP events → journal (`MAQET_EVENT=`), `STATUS=`, and IPC subscribers.
+async fn forward_events(
+    qmp: QmpClient,
+    tx: broadcast::Sender<Value>,
+    run_state: Arc<Mutex<String>>,
+    qemu_pid: u32,
+) {
+    let mut rx = qmp.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
+                let new_state = match ev.event.as_str() {
+                    "STOP" => Some("paused"),
+                    "RESUME" => Some("running"),
+                    "SHUTDOWN" => Some("shutting down"),
+                    _ => None,
+                };
+                if let Some(s) = new_state {
+                    *run_state.lock().unwrap() = s.to_string();
+                    notify::status(&format!("{s} (qemu pid {qemu_pid})"));
+                }
+                let mut v = json!({"event": ev.event, "data": ev.data});
+                if let Some((s, us)) = ev.timestamp {
+                    v["timestamp"] = json!({"seconds": s, "microseconds": us});
+                }
+                let _ = tx.send(v);
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `WATCHDOG=1` only after a successful QMP round trip, so a hung QEMU (or
+/// a hung runner) stops the pings and systemd kills the unit.
+async fn watchdog(qmp: QmpClient, interval: Duration) {
+    let period = interval / 2;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match qmp.execute_timeout("query-status", None, period).await {
+            Ok(_) => notify::watchdog(),
+            Err(QmpError::Disconnected) => return,
+            Err(e) => tracing::warn!(error = %e, "QEMU did not answer the watchdog probe"),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! SQLite store of VM *definitions*: what the user added (merged config, source files,
+//! autostart) and which files maqet created for each VM.
+//!
+//! Runtime state (running, PIDs, uptime) deliberately lives in systemd, never here, so the
+//! database can never drift from reality.
+
+mod error;
+mod schema;
+mod store;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StateError;
+pub use schema::SCHEMA_VERSION;
+pub use store::Store;
+pub use types::{CreatedFile, FileKind, NewVm, VmRecord};

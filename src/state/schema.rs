@@ -1,0 +1,130 @@
+//! Schema migrations: an ordered list of SQL steps, each keyed by the version it produces.
+//!
+//! Append new steps; never edit a released one. The version lives in `schema_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StateError;
+
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    // STRICT and the CHECKs make SQLite itself reject rows this code could not read back.
+    sql: "
+        CREATE TABLE vms (
+            name       TEXT NOT NULL PRIMARY KEY,
+            config     TEXT NOT NULL CHECK (json_valid(config)),
+            sources    TEXT NOT NULL CHECK (json_type(sources) = 'array'),
+            autostart  INTEGER NOT NULL DEFAULT 0 CHECK (autostart IN (0, 1)),
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE created_files (
+            vm_name    TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE ON UPDATE CASCADE,
+            path       TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            UNIQUE (vm_name, path)
+        ) STRICT;
+    ",
+}];
+
+/// The schema version this binary writes and fully understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Reads the schema version: 0 for an empty database (no tables at all).
+pub(crate) fn read_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let sql_err = |e| StateError::sqlite(path, e);
+    let has_version_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+             WHERE type = 'table' AND name = 'schema_version')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    if !has_version_table {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        // Refuse to add our tables to someone else's database.
+        if tables > 0 {
+            return Err(StateError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "it is a SQLite database, but not maqet's (no schema_version table)".into(),
+            });
+        }
+        return Ok(0);
+    }
+    let version: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?
+        .flatten();
+    Ok(version.unwrap_or(0))
+}
+
+fn check_not_newer(version: i64, path: &Path) -> Result<(), StateError> {
+    if version > SCHEMA_VERSION {
+        return Err(StateError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Fails with `SchemaTooNew` if the database is newer than this binary; returns the version.
+pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let version = read_version(conn, path)?;
+    check_not_newer(version, path)?;
+    Ok(version)
+}
+
+/// Brings the database to `SCHEMA_VERSION`. Safe to call concurrently from several processes:
+/// the steps run in one IMMEDIATE transaction (taking the write lock up front) and the version
+/// is re-read inside it, so only the first caller applies them.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    // Fast path without the write lock: every CLI invocation opens the store.
+    if check_version(conn, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let sql_err = |e| StateError::sqlite(path, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    let current = check_version(&tx, path)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(sql_err)?;
+    for step in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tracing::info!(db = %path.display(), version = step.version, "migrating state database");
+        tx.execute_batch(step.sql).map_err(sql_err)?;
+    }
+    tx.execute("DELETE FROM schema_version", [])
+        .map_err(sql_err)?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES (?1)",
+        [SCHEMA_VERSION],
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_versions_increase_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration list must be 1, 2, 3, …");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Plain data types exchanged with the store.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A VM definition to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVm {
+    pub name: String,
+    /// The merged config; key order is preserved through the database.
+    pub config: serde_json::Value,
+    /// Absolute paths of the files the config was built from.
+    pub sources: Vec<PathBuf>,
+    pub autostart: bool,
+}
+
+/// A stored VM definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmRecord {
+    pub name: String,
+    pub config: serde_json::Value,
+    pub sources: Vec<PathBuf>,
+    pub autostart: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// What kind of file maqet created on a VM's behalf (so `rm` knows what to clean up).
+///
+/// Stored as its kebab-case name. Adding a kind means a schema version bump, so an older
+/// binary refuses the database instead of misreading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    /// A disk image (qemu-img create).
+    Disk,
+    /// A private copy of UEFI variables.
+    EfiVars,
+    /// A directory maqet created (e.g. the VM's disk directory).
+    Directory,
+    /// Anything else.
+    Other,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Disk => "disk",
+            FileKind::EfiVars => "efi-vars",
+            FileKind::Directory => "directory",
+            FileKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FileKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            FileKind::Disk,
+            FileKind::EfiVars,
+            FileKind::Directory,
+            FileKind::Other,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown file kind '{s}'"))
+    }
+}
+
+/// A file maqet created for a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatedFile {
+    pub path: PathBuf,
+    pub kind: FileKind,
+    /// Unix seconds.
+    pub created_at: i64,
+}

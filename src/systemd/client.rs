@@ -1,0 +1,362 @@
+//! The session-bus client: one connection per CLI invocation.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use zbus::fdo::PropertiesProxy;
+use zbus::names::InterfaceName;
+use zbus::zvariant::OwnedValue;
+use zbus::Connection;
+
+use super::properties::{service_properties, socket_properties, VmUnitSpec};
+use super::proxies::{unit_object_path, ManagerProxy, UnitListEntry};
+use super::unit_state::UnitStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot reach the systemd user manager over the session bus ({address}): {reason}\nmaqet runs VMs as systemd --user units and needs a user session: log in normally (or `loginctl enable-linger $USER` for VMs that outlive logins), and check that `systemctl --user status` works; DBUS_SESSION_BUS_ADDRESS or XDG_RUNTIME_DIR must point at it")]
+    NoSession { address: String, reason: String },
+    #[error("systemd refused {method} for {unit}: {message}")]
+    Call {
+        method: &'static str,
+        unit: String,
+        message: String,
+    },
+    #[error("{unit} is already running")]
+    AlreadyRunning { unit: String },
+    #[error("{unit} failed: {}", .status.failure_reason())]
+    Failed {
+        unit: String,
+        status: Box<UnitStatus>,
+    },
+    #[error("{unit} did not {what} within {waited:?}")]
+    Timeout {
+        unit: String,
+        what: &'static str,
+        waited: Duration,
+    },
+}
+
+fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
+    SystemdError::Call {
+        method,
+        unit: unit.to_string(),
+        message: dbus_message(&e),
+    }
+}
+
+fn dbus_message(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, desc, _) => match desc {
+            Some(d) => format!("{d} ({})", name.as_str()),
+            None => name.as_str().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn error_name(e: &zbus::Error) -> Option<&str> {
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.as_str()),
+        _ => None,
+    }
+}
+
+/// Where a start stands, judged from the service's properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartProgress {
+    Pending,
+    Ready,
+    /// Failed, or ended before it ever became ready.
+    Ended,
+}
+
+impl StartProgress {
+    pub fn of(st: &UnitStatus) -> StartProgress {
+        match st.active_state.as_str() {
+            "active" | "reloading" => StartProgress::Ready,
+            "failed" => StartProgress::Ended,
+            "inactive" if st.inactive_exit_monotonic > 0 => StartProgress::Ended,
+            _ => StartProgress::Pending,
+        }
+    }
+}
+
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+
+pub struct Systemd {
+    conn: Connection,
+    mgr: ManagerProxy<'static>,
+}
+
+impl Systemd {
+    /// Connects to the user manager over the session bus.
+    pub async fn connect_user() -> Result<Self, SystemdError> {
+        let address = std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_else(|_| {
+            match std::env::var("XDG_RUNTIME_DIR") {
+                Ok(d) => format!("unix:path={d}/bus"),
+                Err(_) => "no DBUS_SESSION_BUS_ADDRESS and no XDG_RUNTIME_DIR".to_string(),
+            }
+        });
+        let no_session = |e: zbus::Error| SystemdError::NoSession {
+            address: address.clone(),
+            reason: dbus_message(&e),
+        };
+        let conn = Connection::session().await.map_err(no_session)?;
+        let mgr = ManagerProxy::new(&conn).await.map_err(no_session)?;
+        // Signals are only sent to subscribed clients.
+        mgr.subscribe().await.map_err(no_session)?;
+        Ok(Systemd { conn, mgr })
+    }
+
+    /// State of a unit, `None` when systemd has no such unit loaded.
+    pub async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        let path = match self.mgr.get_unit(unit).await {
+            Ok(p) => p,
+            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(call_err("GetUnit", unit, e)),
+        };
+        let props = self.properties_proxy(path.as_str()).await?;
+        let unit_props = get_all(&props, UNIT_IFACE, unit).await?;
+        let service_props = if unit.ends_with(".service") {
+            get_all(&props, SERVICE_IFACE, unit).await?
+        } else {
+            HashMap::new()
+        };
+        Ok(Some(UnitStatus::from_properties(
+            unit,
+            unit_props,
+            service_props,
+        )))
+    }
+
+    async fn properties_proxy(&self, path: &str) -> Result<PropertiesProxy<'static>, SystemdError> {
+        PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .and_then(|b| b.path(path.to_string()))
+            .map_err(|e| call_err("Properties", path, e))?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| call_err("Properties", path, e))
+    }
+
+    /// All loaded units matching `patterns`, in one call.
+    pub async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError> {
+        self.mgr
+            .list_units_by_patterns(&[], patterns)
+            .await
+            .map_err(|e| call_err("ListUnitsByPatterns", &patterns.join(" "), e))
+    }
+
+    /// PIDs and command lines of a unit's processes.
+    pub async fn unit_processes(
+        &self,
+        unit: &str,
+    ) -> Result<Vec<(String, u32, String)>, SystemdError> {
+        self.mgr
+            .get_unit_processes(unit)
+            .await
+            .map_err(|e| call_err("GetUnitProcesses", unit, e))
+    }
+
+    /// Forgets a failed unit (ignored when it is not failed or not loaded).
+    pub async fn reset_failed(&self, unit: &str) {
+        if let Err(e) = self.mgr.reset_failed_unit(unit).await {
+            tracing::debug!(unit, error = %dbus_message(&e), "ResetFailedUnit");
+        }
+    }
+
+    pub async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        self.mgr
+            .kill_unit(unit, "all", signal)
+            .await
+            .map_err(|e| call_err("KillUnit", unit, e))
+    }
+
+    /// Creates and starts the socket + service pair in one job and waits
+    /// until the runner sent READY=1, or the service failed, or `timeout`.
+    pub async fn start_vm(
+        &self,
+        spec: &VmUnitSpec,
+        timeout: Duration,
+    ) -> Result<UnitStatus, SystemdError> {
+        let service = spec.vm.service_unit();
+        let socket = spec.vm.socket_unit();
+        // A failed pair stays loaded so `systemctl --user status` can say why;
+        // it must be reset before the names can be used again.
+        self.reset_failed(&service).await;
+        self.reset_failed(&socket).await;
+
+        // Subscribe before starting so no state change can be missed.
+        let svc_props = self.properties_proxy(&unit_object_path(&service)).await?;
+        let mut changes = svc_props
+            .receive_properties_changed()
+            .await
+            .map_err(|e| call_err("Subscribe", &service, e))?;
+        let mut jobs = self
+            .mgr
+            .receive_job_removed()
+            .await
+            .map_err(|e| call_err("Subscribe", &socket, e))?;
+
+        let sock_p = socket_properties(spec);
+        let serv_p = service_properties(spec);
+        let deadline = Instant::now() + timeout;
+        let mut attempts = 0;
+        let job = loop {
+            match self
+                .mgr
+                .start_transient_unit(&socket, "fail", &sock_p, &[(&service, serv_p.clone())])
+                .await
+            {
+                Ok(job) => break job,
+                Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.UnitExists") => {
+                    // Live → the atomic "already running" answer. Not live →
+                    // a just-reset unit the manager has not unloaded yet.
+                    let live = self.unit_status(&service).await?.is_some_and(|s| {
+                        matches!(
+                            s.active_state.as_str(),
+                            "active" | "activating" | "deactivating" | "reloading"
+                        )
+                    });
+                    attempts += 1;
+                    if live || attempts > 40 {
+                        return Err(SystemdError::AlreadyRunning { unit: service });
+                    }
+                    self.reset_failed(&service).await;
+                    self.reset_failed(&socket).await;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => return Err(call_err("StartTransientUnit", &socket, e)),
+            }
+        };
+
+        loop {
+            if let Some(st) = self.unit_status(&service).await? {
+                match StartProgress::of(&st) {
+                    StartProgress::Ready => return Ok(st),
+                    StartProgress::Ended => {
+                        return Err(SystemdError::Failed {
+                            unit: service,
+                            status: Box::new(st),
+                        })
+                    }
+                    StartProgress::Pending => {}
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout });
+                }
+                _ = changes.next() => {}
+                Some(sig) = jobs.next() => {
+                    if let Ok(args) = sig.args() {
+                        // The socket job failing (e.g. the path cannot be
+                        // bound) means the service will never come.
+                        if args.job.as_str() == job.as_str() && args.result != "done" {
+                            if let Some(st) = self.unit_status(&service).await? {
+                                if StartProgress::of(&st) != StartProgress::Pending {
+                                    continue;
+                                }
+                            }
+                            let sock = self.unit_status(&socket).await?.unwrap_or_default();
+                            return Err(SystemdError::Call {
+                                method: "StartTransientUnit",
+                                unit: socket.clone(),
+                                message: format!("socket job {} (socket result '{}')", args.result, sock.result),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks systemd to stop a unit (SIGTERM to the runner, which powers
+    /// the guest down), without waiting.
+    pub async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        match self.mgr.stop_unit(unit, "replace").await {
+            Ok(_) => Ok(()),
+            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => Ok(()),
+            Err(e) => Err(call_err("StopUnit", unit, e)),
+        }
+    }
+
+    /// Waits until `unit` is no longer live (inactive, failed or unloaded)
+    /// and returns its last state (`None` once unloaded).
+    pub async fn wait_until_down(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        let props = self.properties_proxy(&unit_object_path(unit)).await?;
+        let mut changes = props
+            .receive_properties_changed()
+            .await
+            .map_err(|e| call_err("Subscribe", unit, e))?;
+        let mut removed = self
+            .mgr
+            .receive_unit_removed()
+            .await
+            .map_err(|e| call_err("Subscribe", unit, e))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.unit_status(unit).await?;
+            match &st {
+                None => return Ok(None),
+                Some(s) if matches!(s.active_state.as_str(), "inactive" | "failed") => {
+                    return Ok(st)
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(SystemdError::Timeout { unit: unit.to_string(), what: "stop", waited: timeout });
+                }
+                _ = changes.next() => {}
+                _ = removed.next() => {}
+            }
+        }
+    }
+}
+
+async fn get_all(
+    props: &PropertiesProxy<'_>,
+    iface: &'static str,
+    unit: &str,
+) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+    let name = InterfaceName::from_static_str_unchecked(iface);
+    props.get_all(name).await.map_err(|e| SystemdError::Call {
+        method: "GetAll",
+        unit: unit.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_progress() {
+        let mut st = UnitStatus {
+            active_state: "inactive".into(),
+            ..Default::default()
+        };
+        assert_eq!(StartProgress::of(&st), StartProgress::Pending);
+        st.inactive_exit_monotonic = 5;
+        assert_eq!(StartProgress::of(&st), StartProgress::Ended);
+        st.active_state = "activating".into();
+        assert_eq!(StartProgress::of(&st), StartProgress::Pending);
+        st.active_state = "active".into();
+        assert_eq!(StartProgress::of(&st), StartProgress::Ready);
+        st.active_state = "failed".into();
+        assert_eq!(StartProgress::of(&st), StartProgress::Ended);
+    }
+}

@@ -1,0 +1,213 @@
+//! Builds the property lists of the transient socket + service pair. Pure:
+//! the names and D-Bus signatures are systemd's (org.freedesktop.systemd1(5)).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zbus::zvariant::Value;
+
+use crate::vmname::VmName;
+
+pub const SLICE: &str = "maqet.slice";
+
+/// Restart policy of the service (`Restart=`, `RestartUSec=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// `no`, `on-failure` or `always`.
+    pub restart: String,
+    pub delay: Option<Duration>,
+}
+
+/// Resource-control properties; `None` leaves systemd's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub memory_max: Option<u64>,
+    /// CPU time per second of wall time, in µs (`CPUQuota=50%` → 500000).
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    pub cpu_weight: Option<u64>,
+    pub io_weight: Option<u64>,
+    pub tasks_max: Option<u64>,
+}
+
+/// Everything that goes into one VM's unit pair.
+#[derive(Debug, Clone)]
+pub struct VmUnitSpec {
+    pub vm: VmName,
+    pub data_dir: PathBuf,
+    pub runner: PathBuf,
+    pub socket_path: PathBuf,
+    /// systemd fails the start itself if READY=1 has not come by then.
+    pub start_timeout: Duration,
+    /// Guest shutdown timeout plus a margin for `quit` and the runner's exit.
+    pub stop_timeout: Duration,
+    pub watchdog: Duration,
+    pub restart: Option<RestartPolicy>,
+    pub resources: ResourceLimits,
+    /// Passed to the runner as `MAQET_LOG`.
+    pub log_filter: Option<String>,
+}
+
+pub type Props = Vec<(&'static str, Value<'static>)>;
+
+/// `Description=` carries the data directory so `ls` and `start` can tell a
+/// unit of this data directory from a same-named VM of another one.
+pub fn description(vm: &VmName, data_dir: &std::path::Path) -> String {
+    format!("maqet VM {} (data {})", vm, data_dir.display())
+}
+
+/// The data directory named in a unit description made by [`description`].
+pub fn data_dir_of_description(desc: &str) -> Option<&str> {
+    desc.rsplit_once("(data ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+}
+
+fn usec(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+pub fn socket_properties(spec: &VmUnitSpec) -> Props {
+    let listen = vec![(
+        "Stream".to_string(),
+        spec.socket_path.to_string_lossy().into_owned(),
+    )];
+    vec![
+        (
+            "Description",
+            Value::from(format!("maqet VM {} control socket", spec.vm)),
+        ),
+        ("Listen", Value::from(listen)),
+        ("SocketMode", Value::from(0o600u32)),
+        ("DirectoryMode", Value::from(0o700u32)),
+        ("RemoveOnStop", Value::from(true)),
+        // BindsTo pulls the service in at once and stops the socket (removing
+        // its file) whenever the service ends, so a stray connection can
+        // never start a stopped VM again.
+        ("BindsTo", Value::from(vec![spec.vm.service_unit()])),
+        ("Slice", Value::from(SLICE.to_string())),
+    ]
+}
+
+pub fn service_properties(spec: &VmUnitSpec) -> Props {
+    let runner = spec.runner.to_string_lossy().into_owned();
+    let argv = vec![
+        "maqet-runner".to_string(),
+        spec.vm.to_string(),
+        "--data-dir".to_string(),
+        spec.data_dir.to_string_lossy().into_owned(),
+    ];
+    let mut env = vec![];
+    if let Some(f) = &spec.log_filter {
+        env.push(format!("MAQET_LOG={f}"));
+    }
+    let mut p: Props = vec![
+        (
+            "Description",
+            Value::from(description(&spec.vm, &spec.data_dir)),
+        ),
+        ("Type", Value::from("notify".to_string())),
+        ("NotifyAccess", Value::from("main".to_string())),
+        ("ExecStart", Value::from(vec![(runner, argv, false)])),
+        // SIGTERM to the runner only (it powers the guest down), SIGKILL to
+        // the whole cgroup if it has not finished by TimeoutStopUSec.
+        ("KillMode", Value::from("mixed".to_string())),
+        ("TimeoutStartUSec", Value::from(usec(spec.start_timeout))),
+        ("TimeoutStopUSec", Value::from(usec(spec.stop_timeout))),
+        ("WatchdogUSec", Value::from(usec(spec.watchdog))),
+        ("Slice", Value::from(SLICE.to_string())),
+        ("SyslogIdentifier", Value::from("maqet-runner".to_string())),
+    ];
+    if !env.is_empty() {
+        p.push(("Environment", Value::from(env)));
+    }
+    if let Some(r) = &spec.restart {
+        p.push(("Restart", Value::from(r.restart.clone())));
+        if let Some(d) = r.delay {
+            p.push(("RestartUSec", Value::from(usec(d))));
+        }
+    }
+    let r = &spec.resources;
+    for (name, v) in [
+        ("MemoryMax", r.memory_max),
+        ("CPUQuotaPerSecUSec", r.cpu_quota_per_sec_usec),
+        ("CPUWeight", r.cpu_weight),
+        ("IOWeight", r.io_weight),
+        ("TasksMax", r.tasks_max),
+    ] {
+        if let Some(v) = v {
+            p.push((name, Value::from(v)));
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmUnitSpec {
+        VmUnitSpec {
+            vm: VmName::new("web").unwrap(),
+            data_dir: "/home/u/.local/share/maqet".into(),
+            runner: "/usr/bin/maqet-runner".into(),
+            socket_path: "/run/user/1000/maqet/vm/web.sock".into(),
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(40),
+            watchdog: Duration::from_secs(10),
+            restart: None,
+            resources: ResourceLimits::default(),
+            log_filter: None,
+        }
+    }
+
+    fn get<'a>(p: &'a Props, k: &str) -> &'a Value<'static> {
+        &p.iter()
+            .find(|(n, _)| *n == k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .1
+    }
+
+    #[test]
+    fn socket_binds_to_its_service() {
+        let p = socket_properties(&spec());
+        assert_eq!(get(&p, "SocketMode"), &Value::from(0o600u32));
+        assert_eq!(
+            get(&p, "BindsTo"),
+            &Value::from(vec!["maqet-vm@web.service".to_string()])
+        );
+        assert_eq!(get(&p, "Listen").value_signature().to_string(), "a(ss)");
+    }
+
+    #[test]
+    fn service_runs_the_runner_with_the_data_dir() {
+        let p = service_properties(&spec());
+        let exec = get(&p, "ExecStart");
+        assert_eq!(exec.value_signature().to_string(), "a(sasb)");
+        let text = format!("{exec:?}");
+        assert!(text.contains("/usr/bin/maqet-runner") && text.contains("--data-dir"));
+        assert_eq!(get(&p, "WatchdogUSec"), &Value::from(10_000_000u64));
+        assert!(!p.iter().any(|(n, _)| *n == "Restart" || *n == "MemoryMax"));
+    }
+
+    #[test]
+    fn optional_policy_and_limits() {
+        let mut s = spec();
+        s.restart = Some(RestartPolicy {
+            restart: "on-failure".into(),
+            delay: Some(Duration::from_secs(2)),
+        });
+        s.resources.memory_max = Some(1 << 30);
+        s.resources.cpu_quota_per_sec_usec = Some(500_000);
+        let p = service_properties(&s);
+        assert_eq!(get(&p, "Restart"), &Value::from("on-failure".to_string()));
+        assert_eq!(get(&p, "RestartUSec"), &Value::from(2_000_000u64));
+        assert_eq!(get(&p, "MemoryMax"), &Value::from(1u64 << 30));
+        assert_eq!(get(&p, "CPUQuotaPerSecUSec"), &Value::from(500_000u64));
+    }
+
+    #[test]
+    fn description_carries_data_dir() {
+        let d = description(&VmName::new("a").unwrap(), std::path::Path::new("/x (y)/z"));
+        assert_eq!(data_dir_of_description(&d), Some("/x (y)/z"));
+        assert_eq!(data_dir_of_description("something else"), None);
+    }
+}

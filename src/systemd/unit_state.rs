@@ -1,0 +1,227 @@
+//! A unit's runtime state as systemd reports it, and the VM state derived
+//! from it. maqet stores no runtime state of its own.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zbus::zvariant::OwnedValue;
+
+/// Properties of a `maqet-vm@NAME.service` (Unit + Service interfaces).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnitStatus {
+    pub unit: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub description: String,
+    /// `success`, `exit-code`, `signal`, `watchdog`, `timeout`, …
+    pub result: String,
+    pub main_pid: u32,
+    /// `ExecMainCode`: 1 = exited, 2 = killed, 3 = dumped (siginfo codes).
+    pub exec_main_code: i32,
+    pub exec_main_status: i32,
+    pub status_text: String,
+    pub n_restarts: u32,
+    /// Wall clock µs since the epoch; 0 when never active.
+    pub active_enter_timestamp: u64,
+    /// Non-zero once the unit has left `inactive` at least once.
+    pub inactive_exit_monotonic: u64,
+    pub invocation_id: String,
+    pub memory_current: Option<u64>,
+    pub cpu_usage_nsec: Option<u64>,
+    pub tasks_current: Option<u64>,
+}
+
+fn take<T: TryFrom<OwnedValue>>(m: &mut HashMap<String, OwnedValue>, k: &str) -> Option<T> {
+    m.remove(k).and_then(|v| T::try_from(v).ok())
+}
+
+/// systemd reports "unknown" counters as u64::MAX.
+fn counter(v: Option<u64>) -> Option<u64> {
+    v.filter(|&x| x != u64::MAX)
+}
+
+impl UnitStatus {
+    pub fn from_properties(
+        unit: &str,
+        mut unit_props: HashMap<String, OwnedValue>,
+        mut service_props: HashMap<String, OwnedValue>,
+    ) -> Self {
+        let invocation: Vec<u8> = take(&mut unit_props, "InvocationID").unwrap_or_default();
+        let u = &mut unit_props;
+        let s = &mut service_props;
+        UnitStatus {
+            unit: unit.to_string(),
+            load_state: take(u, "LoadState").unwrap_or_default(),
+            active_state: take(u, "ActiveState").unwrap_or_default(),
+            sub_state: take(u, "SubState").unwrap_or_default(),
+            description: take(u, "Description").unwrap_or_default(),
+            active_enter_timestamp: take(u, "ActiveEnterTimestamp").unwrap_or_default(),
+            inactive_exit_monotonic: take(u, "InactiveExitTimestampMonotonic").unwrap_or_default(),
+            invocation_id: invocation.iter().map(|b| format!("{b:02x}")).collect(),
+            result: take(s, "Result").unwrap_or_default(),
+            main_pid: take(s, "MainPID").unwrap_or_default(),
+            exec_main_code: take(s, "ExecMainCode").unwrap_or_default(),
+            exec_main_status: take(s, "ExecMainStatus").unwrap_or_default(),
+            status_text: take(s, "StatusText").unwrap_or_default(),
+            n_restarts: take(s, "NRestarts").unwrap_or_default(),
+            memory_current: counter(take(s, "MemoryCurrent")),
+            cpu_usage_nsec: counter(take(s, "CPUUsageNSec")),
+            tasks_current: counter(take(s, "TasksCurrent")),
+        }
+    }
+
+    pub fn vm_state(&self) -> VmState {
+        VmState::derive(&self.active_state, &self.status_text)
+    }
+
+    /// A short human reason for a failed unit, e.g. "watchdog timeout" or
+    /// "runner exited with status 1".
+    pub fn failure_reason(&self) -> String {
+        let how = match self.exec_main_code {
+            1 => format!("runner exited with status {}", self.exec_main_status),
+            2 | 3 => format!(
+                "runner killed by signal {}",
+                signal_name(self.exec_main_status)
+            ),
+            _ => String::new(),
+        };
+        let what = match self.result.as_str() {
+            "watchdog" => "watchdog timeout (runner or QEMU stopped answering)".to_string(),
+            "timeout" => "timed out".to_string(),
+            "exit-code" | "signal" | "core-dump" | "" | "success" => String::new(),
+            other => other.to_string(),
+        };
+        match (what.is_empty(), how.is_empty()) {
+            (true, true) => format!("result '{}'", self.result),
+            (true, false) => how,
+            (false, true) => what,
+            (false, false) => format!("{what}; {how}"),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        19 => "SIGSTOP",
+        _ => return format!("{sig}"),
+    };
+    name.to_string()
+}
+
+/// The states a VM is shown in. Derived from systemd every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Never started, or cleanly stopped (no unit loaded or unit inactive).
+    Defined,
+    Starting,
+    Running,
+    Paused,
+    Stopping,
+    Failed,
+}
+
+impl VmState {
+    pub fn derive(active_state: &str, status_text: &str) -> VmState {
+        match active_state {
+            "activating" => VmState::Starting,
+            "active" | "reloading" if status_text.starts_with("paused") => VmState::Paused,
+            "active" | "reloading" => VmState::Running,
+            "deactivating" => VmState::Stopping,
+            "failed" => VmState::Failed,
+            _ => VmState::Defined,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Defined => "defined",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Failed => "failed",
+        }
+    }
+
+    /// Holds a live runner (anything but defined and failed).
+    pub fn is_live(self) -> bool {
+        !matches!(self, VmState::Defined | VmState::Failed)
+    }
+
+    pub const ALL: [VmState; 6] = [
+        VmState::Defined,
+        VmState::Starting,
+        VmState::Running,
+        VmState::Paused,
+        VmState::Stopping,
+        VmState::Failed,
+    ];
+
+    pub fn parse(s: &str) -> Option<VmState> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_follow_systemd() {
+        assert_eq!(
+            VmState::derive("active", "running (qemu pid 5)"),
+            VmState::Running
+        );
+        assert_eq!(
+            VmState::derive("active", "paused (qemu pid 5)"),
+            VmState::Paused
+        );
+        assert_eq!(VmState::derive("activating", ""), VmState::Starting);
+        assert_eq!(VmState::derive("deactivating", ""), VmState::Stopping);
+        assert_eq!(VmState::derive("failed", ""), VmState::Failed);
+        assert_eq!(VmState::derive("inactive", ""), VmState::Defined);
+        assert_eq!(VmState::derive("", ""), VmState::Defined);
+        for s in VmState::ALL {
+            assert_eq!(VmState::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn failure_reasons() {
+        let mut u = UnitStatus {
+            result: "watchdog".into(),
+            exec_main_code: 2,
+            exec_main_status: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            u.failure_reason(),
+            "watchdog timeout (runner or QEMU stopped answering); runner killed by signal SIGABRT"
+        );
+        u.result = "signal".into();
+        u.exec_main_status = 9;
+        assert_eq!(u.failure_reason(), "runner killed by signal SIGKILL");
+        u.result = "exit-code".into();
+        u.exec_main_code = 1;
+        u.exec_main_status = 1;
+        assert_eq!(u.failure_reason(), "runner exited with status 1");
+    }
+}

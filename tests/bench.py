@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""maqet benchmark (`make bench`): measures, in one run and on one machine,
+bare QEMU's exec-to-query-status time and maqet's start, QMP round trip,
+`ls` with 200 VMs and the runner's RSS, and prints the ratios against the
+targets. Run as the session user with `maqet` on PATH (tests/bench.sh)."""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+VM_ARGS = ["-m", "64M", "-accel", "tcg", "-display", "none", "-nodefaults"]
+RUNS = int(os.environ.get("MAQET_BENCH_RUNS", "10"))
+
+
+def bare_qemu_once():
+    """exec → QMP greeting → qmp_capabilities → query-status answered."""
+    ours, theirs = socket.socketpair()
+    fd = theirs.fileno()
+    t0 = time.perf_counter()
+    p = subprocess.Popen(
+        [QEMU, "-chardev", f"socket,id=qmp,fd={fd}", "-mon", "chardev=qmp,mode=control"] + VM_ARGS,
+        pass_fds=[fd], stdin=subprocess.DEVNULL)
+    theirs.close()
+    f = ours.makefile("rwb", buffering=0)
+    f.readline()  # greeting
+    f.write(b'{"execute":"qmp_capabilities"}\n')
+    f.readline()
+    f.write(b'{"execute":"query-status"}\n')
+    while b'"return"' not in f.readline():
+        pass
+    took = time.perf_counter() - t0
+    p.kill()
+    p.wait()
+    return took
+
+
+def run(*args, check=True):
+    return subprocess.run(["maqet", *args], check=check, capture_output=True, text=True)
+
+
+def timed(*args):
+    t0 = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - t0
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def ms(x):
+    return f"{x * 1000:7.1f} ms"
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="maqet-bench-") as d:
+        os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data")
+        vm = f"bench-{os.getpid()}"
+        yaml = os.path.join(d, "vm.yaml")
+        with open(yaml, "w") as f:
+            f.write(f"name: {vm}\nbinary: {QEMU}\nmemory: 64M\narguments:\n"
+                    "  - accel: tcg\n  - display: none\n  - nodefaults\n")
+        run("add", yaml)
+
+        bare_qemu_once()  # warm the page cache for both
+        bare = [bare_qemu_once() for _ in range(RUNS)]
+        starts, rss = [], []
+        for _ in range(RUNS):
+            starts.append(timed("start", vm))
+            st = json.loads(run("status", vm, "--json").stdout)
+            time.sleep(0.5)  # let the runner settle (watchdog, IPC) before RSS
+            rss.append(rss_kib(st["runner_pid"]))
+            run("stop", vm, "--force")
+        run("start", vm)
+        qmp = [timed("qmp", "run", vm, "query-status") for _ in range(RUNS * 3)]
+        run("stop", vm, "--force")
+
+        os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data200")
+        for i in range(200):
+            y = os.path.join(d, f"v{i}.yaml")
+            with open(y, "w") as f:
+                f.write(f"name: ls{i}-{os.getpid()}\nbinary: {QEMU}\nmemory: 64M\n")
+            run("add", y)
+        assert len(json.loads(run("ls", "--json").stdout)) == 200
+        ls = [timed("ls") for _ in range(RUNS)]
+
+    b, s, q, l = (statistics.median(x) for x in (bare, starts, qmp, ls))
+    r = statistics.median(rss)
+    print(f"runs per figure: {RUNS} (medians)")
+    print(f"bare QEMU exec → query-status : {ms(b)}   (baseline)")
+    print(f"maqet start                   : {ms(s)}   ratio {s / b:5.2f}x   (target ≤ 1.50x)")
+    print(f"runner RSS                    : {r / 1024:7.2f} MiB (target ≤ 4 MiB)")
+    print(f"maqet qmp run … query-status  : {ms(q)}   (target ≤ 5 ms)")
+    print(f"maqet ls, 200 VMs defined     : {ms(l)}   (target ≤ 20 ms)")
+    print(json.dumps({"bare_qemu_s": b, "start_s": s, "start_ratio": s / b, "runner_rss_kib": r,
+                      "qmp_s": q, "ls200_s": l}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

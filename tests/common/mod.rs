@@ -1,0 +1,224 @@
+//! Shared harness of the integration tests: they drive the real `maqet`
+//! binaries against the real `systemd --user` manager of the session they
+//! run in (see tests/run.sh, which sets one up and runs them as its user).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+
+/// Directory holding `maqet` and `maqet-runner`: `MAQET_BIN_DIR`, else
+/// cargo's build directory of these tests.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("MAQET_BIN_DIR") {
+        Some(d) => d.into(),
+        None => Path::new(env!("CARGO_BIN_EXE_maqet"))
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    }
+}
+
+/// One test's world: its own data directory and VM-name prefix, so tests
+/// run in parallel against one user manager without meeting.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub tag: String,
+}
+
+impl World {
+    pub fn new(tag: &str) -> World {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("maqet-it-{tag}-"))
+            .tempdir()
+            .expect("tempdir");
+        World {
+            dir,
+            tag: format!("it-{}-{}", tag, std::process::id()),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A VM name unique to this test run.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{}", self.tag, suffix)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("maqet"));
+        c.env("MAQET_DATA_DIR", self.data_dir())
+            .env_remove("MAQET_RUNNER");
+        c
+    }
+
+    pub fn maqet(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run maqet")
+    }
+
+    /// Runs maqet and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.maqet(args);
+        assert!(
+            o.status.success(),
+            "maqet {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs maqet, asserts the exit code, returns stderr.
+    pub fn fails(&self, code: i32, args: &[&str]) -> String {
+        let o = self.maqet(args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "maqet {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        stderr
+    }
+
+    pub fn write(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A small headless VM (TCG, no devices) — enough for QMP and lifecycle.
+    pub fn vm_yaml(&self, name: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "name: {name}\nbinary: {QEMU}\nmemory: 64M\narguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n{extra}"
+        );
+        self.write(&format!("{name}.yaml"), &text)
+    }
+
+    /// Adds a VM from `vm_yaml`; returns its name.
+    pub fn add_vm(&self, suffix: &str, extra: &str) -> String {
+        let name = self.name(suffix);
+        let f = self.vm_yaml(&name, extra);
+        self.ok(&["add", f.to_str().unwrap()]);
+        name
+    }
+
+    pub fn status(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["status", name, "--json"])).expect("status JSON")
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.status(name)["state"].as_str().unwrap().to_string()
+    }
+
+    /// Polls `maqet status` until `state`; panics with the last status after `within`.
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            let s = self.status(name);
+            if s["state"] == state {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "{name} never reached {state}; last status: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for World {
+    /// Never leave a VM behind, even when a test fails.
+    fn drop(&mut self) {
+        let Ok(store) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        drop(store);
+        if let Ok(out) = self.cmd().args(["ls", "--json"]).output() {
+            if let Ok(Value::Array(vms)) = serde_json::from_slice::<Value>(&out.stdout) {
+                for vm in vms {
+                    if let Some(n) = vm["name"].as_str() {
+                        let _ = self.cmd().args(["rm", "--force", n]).output();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `systemctl --user show UNIT -p PROP --value`.
+pub fn unit_prop(unit: &str, prop: &str) -> String {
+    let o = Command::new("systemctl")
+        .args(["--user", "show", unit, "-p", prop, "--value"])
+        .output()
+        .expect("systemctl");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn socket_path(name: &str) -> PathBuf {
+    let rt = std::env::var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR");
+    Path::new(&rt).join("maqet/vm").join(format!("{name}.sock"))
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// PIDs of QEMU processes started for VM `name` (by its `-name` argument).
+pub fn qemu_pids(name: &str) -> Vec<u64> {
+    let mut pids = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_qemu = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"qemu-system-x86_64"));
+        let named = args
+            .windows(2)
+            .any(|w| w[0] == b"-name" && w[1] == name.as_bytes());
+        if is_qemu && named && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The unit's journal as JSON records.
+pub fn journal_json(unit: &str) -> Vec<Value> {
+    let o = Command::new("journalctl")
+        .args(["--user", "-u", unit, "-o", "json", "--no-pager"])
+        .output()
+        .expect("journalctl");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

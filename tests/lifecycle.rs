@@ -1,0 +1,231 @@
+//! The everyday path against the real user manager: add, start, status,
+//! qmp, logs, stop, restart, rm — checked through maqet and through
+//! systemctl/journalctl/the file system, which must all agree.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn start_status_qmp_stop_tell_the_truth() {
+    let w = World::new("life");
+    let vm = w.add_vm("a", "");
+    let service = format!("maqet-vm@{vm}.service");
+    let socket_unit = format!("maqet-vm@{vm}.socket");
+    assert_eq!(w.state(&vm), "defined");
+
+    // start prints nothing on success and returns with QEMU answering QMP.
+    let out = w.ok(&["start", &vm]);
+    assert_eq!(out, "");
+    let st = w.status(&vm);
+    assert_eq!(st["state"], "running", "{st:#}");
+    assert_eq!(st["unit"], service.as_str());
+    let runner_pid = st["runner_pid"].as_u64().expect("runner pid");
+    let qemu_pid = st["qemu_pid"].as_u64().expect("qemu pid");
+    assert!(st["since"].as_u64().unwrap() > 0);
+    assert_eq!(qemu_pids(&vm), vec![qemu_pid]);
+
+    // systemd's own view.
+    assert_eq!(unit_prop(&service, "ActiveState"), "active");
+    assert_eq!(unit_prop(&service, "Type"), "notify");
+    assert_eq!(unit_prop(&service, "MainPID"), runner_pid.to_string());
+    assert_eq!(
+        unit_prop(&service, "StatusText"),
+        format!("running (qemu pid {qemu_pid})")
+    );
+    assert_eq!(unit_prop(&service, "Slice"), "maqet.slice");
+    assert_eq!(unit_prop(&socket_unit, "ActiveState"), "active");
+    assert_eq!(unit_prop(&socket_unit, "SubState"), "running");
+    let sock = socket_path(&vm);
+    let meta = std::fs::metadata(&sock).expect("socket file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+
+    // QMP through the runner.
+    let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", &vm, "query-status"])).unwrap();
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["running"], true);
+    let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", &vm, "query-name"])).unwrap();
+    assert_eq!(v["name"], vm.as_str());
+
+    // Journal: the runner's structured lines.
+    let recs = journal_json(&service);
+    assert!(
+        recs.iter().any(|r| r["MAQET_VM"] == vm.as_str()
+            && r["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("starting QEMU"))),
+        "no structured 'starting QEMU' record in the journal: {recs:?}"
+    );
+    let logs = w.ok(&["logs", &vm, "-n", "200"]);
+    assert!(logs.contains("is running"), "{logs}");
+
+    // A guest without an OS ignores ACPI: stop falls back to quit.
+    let out = w.ok(&["stop", &vm, "--timeout", "1"]);
+    assert!(out.contains("quit"), "{out}");
+    assert_eq!(w.state(&vm), "defined");
+    assert!(!sock.exists(), "socket file left behind");
+    assert!(
+        !alive(qemu_pid) && !alive(runner_pid),
+        "processes left behind"
+    );
+    assert!(qemu_pids(&vm).is_empty());
+    let active = unit_prop(&service, "ActiveState");
+    assert!(active == "inactive" || active.is_empty(), "{active}");
+
+    // Stopping a stopped VM is fine and says so.
+    let o = w.maqet(&["stop", &vm]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not running"));
+}
+
+#[test]
+fn restart_gives_a_new_runner() {
+    let w = World::new("restart");
+    let vm = w.add_vm("r", "");
+    w.ok(&["start", &vm]);
+    let first = w.status(&vm)["runner_pid"].as_u64().unwrap();
+    w.ok(&["restart", &vm]);
+    let st = w.status(&vm);
+    assert_eq!(st["state"], "running");
+    assert_ne!(st["runner_pid"].as_u64().unwrap(), first);
+    assert!(!alive(first));
+    w.ok(&["stop", &vm, "--force"]);
+    assert_eq!(w.state(&vm), "defined");
+}
+
+#[test]
+fn ls_lists_every_vm_with_systemd_state() {
+    let w = World::new("ls");
+    let a = w.add_vm("a", "");
+    let b = w.add_vm("b", "");
+    w.ok(&["start", &a]);
+    let rows: Value = serde_json::from_str(&w.ok(&["ls", "--json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let state_of = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap()["state"].clone();
+    assert_eq!(state_of(&a), "running");
+    assert_eq!(state_of(&b), "defined");
+    let running: Value =
+        serde_json::from_str(&w.ok(&["ls", "--json", "--state", "running"])).unwrap();
+    assert_eq!(running.as_array().unwrap().len(), 1);
+    assert_eq!(running[0]["name"], a.as_str());
+    let table = w.ok(&["ls"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&a) && l.contains("running")),
+        "{table}"
+    );
+    assert!(w
+        .fails(2, &["ls", "--state", "sleeping"])
+        .contains("unknown state"));
+    w.ok(&["stop", &a, "--force"]);
+}
+
+#[test]
+fn rm_refuses_a_running_vm_unless_forced() {
+    let w = World::new("rm");
+    let vm = w.add_vm("x", "");
+    w.ok(&["start", &vm]);
+    let qemu = w.status(&vm)["qemu_pid"].as_u64().unwrap();
+    let err = w.fails(5, &["rm", &vm]);
+    assert!(
+        err.contains("is running") && err.contains("--force"),
+        "{err}"
+    );
+    w.ok(&["rm", "--force", &vm]);
+    assert!(!alive(qemu));
+    assert!(!socket_path(&vm).exists());
+    w.fails(3, &["status", &vm]);
+    w.fails(3, &["rm", &vm]);
+    let ls: Value = serde_json::from_str(&w.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls, Value::Array(vec![]));
+}
+
+#[test]
+fn qmp_errors_and_policy_map_to_exit_codes() {
+    let w = World::new("qmp");
+    let vm = w.add_vm("q", "");
+    // Not running: a conflict, with a hint.
+    let err = w.fails(5, &["qmp", "run", &vm, "query-status"]);
+    assert!(
+        err.contains("not running") && err.contains("maqet start"),
+        "{err}"
+    );
+    w.ok(&["start", &vm]);
+    let err = w.fails(6, &["qmp", "run", &vm, "device_del", r#"{"id":"nope"}"#]);
+    assert!(
+        err.contains("DeviceNotFound") || err.contains("GenericError"),
+        "{err}"
+    );
+    let err = w.fails(6, &["qmp", "run", &vm, "no-such-command"]);
+    assert!(err.contains("CommandNotFound"), "{err}");
+    let err = w.fails(
+        2,
+        &[
+            "qmp",
+            "run",
+            &vm,
+            "human-monitor-command",
+            r#"{"command-line":"info"}"#,
+        ],
+    );
+    assert!(err.contains("does not forward"), "{err}");
+    let err = w.fails(2, &["qmp", "run", &vm, "query-status", "[1,2]"]);
+    assert!(err.contains("JSON object"), "{err}");
+    // Arguments reach QEMU.
+    w.ok(&["qmp", "run", &vm, "stop"]);
+    w.wait_state(&vm, "paused", Duration::from_secs(5));
+    let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", &vm, "query-status"])).unwrap();
+    assert_eq!(v["status"], "paused");
+    w.ok(&["qmp", "run", &vm, "cont"]);
+    w.wait_state(&vm, "running", Duration::from_secs(5));
+    w.ok(&["stop", &vm, "--force"]);
+}
+
+#[test]
+fn info_shows_the_exact_argv() {
+    let w = World::new("info");
+    let vm = w.add_vm("i", "");
+    let v: Value = serde_json::from_str(&w.ok(&["info", &vm, "--json"])).unwrap();
+    let argv: Vec<&str> = v["qemu_argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            QEMU,
+            "-name",
+            &vm,
+            "-chardev",
+            "socket,id=maqet-qmp,fd=4",
+            "-mon",
+            "chardev=maqet-qmp,mode=control",
+            "-m",
+            "64M",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults"
+        ]
+    );
+    assert_eq!(v["name"], vm.as_str());
+    assert!(v["sources"][0]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{vm}.yaml")));
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The whole test suite (`make test`):
+#   1. as root on a bare machine: install QEMU etc. and bring up a real
+#      `systemd --user` session for an unprivileged test user (tests/session/);
+#   2. unit tests (pure logic) with cargo;
+#   3. integration tests — the real maqet binaries against that user manager,
+#      its session bus, journald and QEMU — run as that user.
+# As an ordinary user with a working `systemctl --user`, step 1 only checks it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+session=$root/tests/session
+
+if [[ $(id -u) -eq 0 ]]; then
+    bash "$session/install-deps.sh"
+fi
+bash "$session/user-session.sh" up
+
+echo "== build"
+cargo build --locked --bins --tests --features integration 2>&1 | tail -n 3
+
+echo "== unit tests"
+cargo test --locked --lib --bins --features integration 2>&1 | tee /tmp/maqet-unit.log | grep -E '^(test result|failures:|---- )' || true
+unit_ok=$(grep -E '^test result' /tmp/maqet-unit.log | grep -c 'ok\.' || true)
+if grep -qE '^test result: FAILED' /tmp/maqet-unit.log || [[ $unit_ok -eq 0 ]]; then
+    cat /tmp/maqet-unit.log
+    echo "unit tests failed" >&2
+    exit 1
+fi
+
+echo "== integration tests"
+# The test user cannot read root's target/ (or ~/.cargo): stage the binaries
+# where it can. Rebuilt every run, so never stale.
+stage=/var/tmp/maqet-it
+rm -rf "$stage"
+mkdir -p "$stage/bin"
+cp target/debug/maqet target/debug/maqet-runner "$stage/bin/"
+mapfile -t tests < <(cargo test --locked --no-run --features integration --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])
+')
+for t in "${tests[@]}"; do cp "$t" "$stage/"; done
+chmod -R a+rX "$stage"
+
+threads=${MAQET_TEST_THREADS:-4}
+pids=()
+for t in "${tests[@]}"; do
+    b=$(basename "$t")
+    bash "$session/as-user.sh" env MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 \
+        "$stage/$b" --test-threads="$threads" >"$stage/$b.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=1
+done
+passed=0
+failed=0
+for t in "${tests[@]}"; do
+    b=$(basename "$t")
+    if grep -q '^test result: FAILED' "$stage/$b.log" || ! grep -q '^test result' "$stage/$b.log"; then
+        cat "$stage/$b.log"
+    else
+        grep -E '^test .* \.\.\. ' "$stage/$b.log" || true
+    fi
+    grep -E '^test result' "$stage/$b.log" || true
+    p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$stage/$b.log")
+    f=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$stage/$b.log")
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+done
+u_p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' /tmp/maqet-unit.log | awk '{s+=$1} END {print s+0}')
+echo
+echo "integration: $passed passed, $failed failed; unit: ${u_p:-0} passed"
+echo "total: $((passed + ${u_p:-0})) passed, $failed failed"
+[[ $status -eq 0 && $failed -eq 0 ]]

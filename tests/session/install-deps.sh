@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the maqet test session needs (Debian/Ubuntu, as root).
+# A fast no-op when everything is already installed; otherwise one
+# `apt-get update` followed by one `apt-get install` of the missing packages.
+set -euo pipefail
+
+PACKAGES=(
+    qemu-system-x86   # the VMs
+    qemu-utils        # qemu-img (storage tests)
+    systemd           # systemd --user, journald, systemctl, busctl, journalctl
+    dbus-user-session # user bus socket-activated by the user manager
+    dbus              # dbus-daemon, pulled by dbus-user-session; listed for clarity
+    busybox-static    # guest initramfs userland
+    cpio              # packing that initramfs
+    python3           # stand-in services and helpers in session tests
+    procps            # ps/pgrep used by the session scripts
+    util-linux        # setpriv, setsid, flock, runuser
+    passwd            # useradd/groupadd/usermod
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    # dpkg-query is ~5 ms per package; good enough for a no-op path.
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Another apt may be running (image provisioning): wait for its lock instead of failing.
+apt_opts=(-q -o DPkg::Lock::Timeout=600)
+apt-get "${apt_opts[@]}" update
+# No recommends: qemu-system-x86 would otherwise drag in a GUI stack.
+apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
