@@ -53,7 +53,10 @@ fn add_checks_the_binary() {
         "{err}"
     );
     let not_exec = w.write("not-qemu", "just a file");
-    let f = w.write("noexec.yaml", &format!("name: t\nbinary: {}\n", not_exec.display()));
+    let f = w.write(
+        "noexec.yaml",
+        &format!("name: t\nbinary: {}\n", not_exec.display()),
+    );
     let err = w.fails(4, &["add", f.to_str().unwrap()]);
     assert!(
         err.contains("binary") && err.contains("executable"),

@@ -1,14 +1,36 @@
-//! Reading a unit's journal through journalctl (the journal's own reader;
+//! Reading a VM's journal through journalctl (the journal's own reader;
 //! its file format is not ours to parse).
+//!
+//! Records are matched by the runner's `MAQET_VM=` field as well as by unit:
+//! journald cannot attach `_SYSTEMD_USER_UNIT` to the last lines of a
+//! process that has already exited, which is exactly when they matter.
 
 use std::process::Command;
 use std::time::Duration;
 
-/// The warning-and-worse lines of one run of a unit, oldest first. The
-/// runner logs QEMU's stderr at warning level, so a failed start shows
+use crate::vmname::VmName;
+
+/// journalctl match terms for everything about one VM: the runner's
+/// records, the unit's output, and the manager's lines about the unit.
+pub fn vm_matches(vm: &VmName) -> Vec<String> {
+    let unit = vm.service_unit();
+    vec![
+        format!("MAQET_VM={vm}"),
+        "+".into(),
+        format!("_SYSTEMD_USER_UNIT={unit}"),
+        "+".into(),
+        format!("USER_UNIT={unit}"),
+    ]
+}
+
+/// The warning-and-worse lines one runner process logged, oldest first.
+/// The runner logs QEMU's stderr at warning level, so a failed start shows
 /// QEMU's own message. Retries briefly: journald may still be writing.
-pub fn problems_of_invocation(unit: &str, invocation_id: &str, max: usize) -> Vec<String> {
-    let mut args = vec![
+pub fn problems_of_runner(vm: &VmName, runner_pid: u32, max: usize) -> Vec<String> {
+    if runner_pid == 0 {
+        return Vec::new();
+    }
+    let args = [
         "--user".to_string(),
         "--no-pager".into(),
         "-o".into(),
@@ -17,12 +39,9 @@ pub fn problems_of_invocation(unit: &str, invocation_id: &str, max: usize) -> Ve
         "warning".into(),
         "-n".into(),
         max.to_string(),
+        format!("MAQET_VM={vm}"),
+        format!("_PID={runner_pid}"),
     ];
-    if invocation_id.is_empty() {
-        args.extend(["-u".into(), unit.to_string()]);
-    } else {
-        args.push(format!("_SYSTEMD_INVOCATION_ID={invocation_id}"));
-    }
     for _ in 0..10 {
         if let Ok(out) = Command::new("journalctl").args(&args).output() {
             let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -40,10 +59,10 @@ pub fn problems_of_invocation(unit: &str, invocation_id: &str, max: usize) -> Ve
 }
 
 /// Replaces this process with journalctl for `maqet logs`.
-pub fn exec_logs(unit: &str, follow: bool, lines: Option<u32>) -> std::io::Error {
+pub fn exec_logs(vm: &VmName, follow: bool, lines: Option<u32>) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("journalctl");
-    cmd.args(["--user", "-u", unit, "-o", "short-iso"]);
+    cmd.args(["--user", "-o", "short-iso"]);
     if follow {
         cmd.arg("-f");
     } else {
@@ -52,5 +71,6 @@ pub fn exec_logs(unit: &str, follow: bool, lines: Option<u32>) -> std::io::Error
     if let Some(n) = lines {
         cmd.arg(format!("--lines={n}"));
     }
+    cmd.args(vm_matches(vm));
     cmd.exec()
 }

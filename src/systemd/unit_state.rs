@@ -17,6 +17,8 @@ pub struct UnitStatus {
     /// `success`, `exit-code`, `signal`, `watchdog`, `timeout`, …
     pub result: String,
     pub main_pid: u32,
+    /// PID of the last runner, kept after it exited (journal lookups).
+    pub exec_main_pid: u32,
     /// `ExecMainCode`: 1 = exited, 2 = killed, 3 = dumped (siginfo codes).
     pub exec_main_code: i32,
     pub exec_main_status: i32,
@@ -61,6 +63,7 @@ impl UnitStatus {
             invocation_id: invocation.iter().map(|b| format!("{b:02x}")).collect(),
             result: take(s, "Result").unwrap_or_default(),
             main_pid: take(s, "MainPID").unwrap_or_default(),
+            exec_main_pid: take(s, "ExecMainPID").unwrap_or_default(),
             exec_main_code: take(s, "ExecMainCode").unwrap_or_default(),
             exec_main_status: take(s, "ExecMainStatus").unwrap_or_default(),
             status_text: take(s, "StatusText").unwrap_or_default(),

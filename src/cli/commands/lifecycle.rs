@@ -64,9 +64,7 @@ pub fn unit_spec(
         restart: cfg
             .restart_policy()
             .map(|(restart, delay)| RestartPolicy { restart, delay }),
-        resources: cfg
-            .resource_limits()
-            .unwrap_or_default(),
+        resources: cfg.resource_limits().unwrap_or_default(),
         log_filter: match ctx.verbosity {
             0 | 1 => None,
             2 => Some("debug".into()),
@@ -88,7 +86,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
             Err(already_running(ctx, &sd, &vm, &unit).await)
         }
         Err(SystemdError::Failed { unit, status }) => {
-            let lines = journal::problems_of_invocation(&unit, &status.invocation_id, 12);
+            let lines = journal::problems_of_runner(&vm, status.exec_main_pid, 12);
             let mut msg = format!("VM '{vm}' failed to start: {}", status.failure_reason());
             for l in lines {
                 msg.push_str("\n  ");
