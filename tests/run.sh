@@ -20,10 +20,11 @@ echo "== build"
 cargo build --locked --bins --tests --features integration 2>&1 | tail -n 3
 
 echo "== unit tests"
-cargo test --locked --lib --bins --features integration 2>&1 | tee /tmp/maqet-unit.log | grep -E '^(test result|failures:|---- )' || true
-unit_ok=$(grep -E '^test result' /tmp/maqet-unit.log | grep -c 'ok\.' || true)
-if grep -qE '^test result: FAILED' /tmp/maqet-unit.log || [[ $unit_ok -eq 0 ]]; then
-    cat /tmp/maqet-unit.log
+unit_log=$(mktemp)
+cargo test --locked --lib --bins --features integration 2>&1 | tee "$unit_log" | grep -E '^(test result|failures:|---- )' || true
+unit_ok=$(grep -E '^test result' "$unit_log" | grep -c 'ok\.' || true)
+if grep -qE '^test result: FAILED' "$unit_log" || [[ $unit_ok -eq 0 ]]; then
+    cat "$unit_log"
     echo "unit tests failed" >&2
     exit 1
 fi
@@ -31,7 +32,8 @@ fi
 echo "== integration tests"
 # The test user cannot read root's target/ (or ~/.cargo): stage the binaries
 # where it can. Rebuilt every run, so never stale.
-stage=/var/tmp/maqet-it
+# One staging directory per checkout, so several checkouts can test at once.
+stage=/var/tmp/maqet-it-$(printf '%s' "$root" | md5sum | cut -c1-8)
 rm -rf "$stage"
 mkdir -p "$stage/bin"
 cp target/debug/maqet target/debug/maqet-runner "$stage/bin/"
@@ -43,6 +45,16 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["executable"])
 ')
+# MAQET_TESTS="lifecycle faults" runs only those integration test files.
+if [[ -n ${MAQET_TESTS:-} ]]; then
+    keep=()
+    for t in "${tests[@]}"; do
+        for want in $MAQET_TESTS; do
+            [[ $(basename "$t") == "$want"-* ]] && keep+=("$t")
+        done
+    done
+    tests=("${keep[@]}")
+fi
 for t in "${tests[@]}"; do cp "$t" "$stage/"; done
 chmod -R a+rX "$stage"
 
@@ -73,7 +85,7 @@ for t in "${tests[@]}"; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
 done
-u_p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' /tmp/maqet-unit.log | awk '{s+=$1} END {print s+0}')
+u_p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$unit_log" | awk '{s+=$1} END {print s+0}')
 echo
 echo "integration: $passed passed, $failed failed; unit: ${u_p:-0} passed"
 echo "total: $((passed + ${u_p:-0})) passed, $failed failed"
