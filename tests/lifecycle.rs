@@ -90,7 +90,7 @@ fn start_status_qmp_stop_tell_the_truth() {
 #[test]
 fn restart_gives_a_new_runner() {
     let w = World::new("restart");
-    let vm = w.add_vm("r", "");
+    let vm = w.add_vm("r", "shutdown_timeout: 1\n");
     w.ok(&["start", &vm]);
     let first = w.status(&vm)["runner_pid"].as_u64().unwrap();
     w.ok(&["restart", &vm]);
