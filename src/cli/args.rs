@@ -52,6 +52,14 @@ pub enum Command {
     Qmp(QmpCommand),
     /// Show a VM's journal (runner and QEMU output).
     Logs(LogsArgs),
+    /// Attach to a VM's serial console (needs `console: true`); Ctrl-] detaches.
+    Console(ConsoleArgs),
+    /// Print a VM's QMP events as they happen, until it stops.
+    Events(NameJson),
+    /// Reset a VM at once, like pressing its reset button (QMP system_reset).
+    Reset(VmArg),
+    /// Ask the guest to reboot (Ctrl-Alt-Delete) and wait until it does.
+    Reboot(RebootArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +125,103 @@ pub struct RmArgs {
 pub enum QmpCommand {
     /// Run one QMP command and print QEMU's "return" value as JSON.
     Run(QmpRunArgs),
+    /// Press one key combination, e.g. `keys VM ctrl alt delete` (QEMU qcode names).
+    Keys(QmpKeysArgs),
+    /// Type text on the guest's keyboard (US layout), one key at a time.
+    Type(QmpTypeArgs),
+    /// Save the VM's screen to FILE: PNG if it ends in .png, else PPM.
+    Screendump(ScreendumpArgs),
+    /// Pause the VM's CPUs (QMP stop).
+    Pause(VmArg),
+    /// Resume a paused VM (QMP cont).
+    Resume(VmArg),
+    /// Hot-plug a device, e.g. `device-add VM virtio-rng-pci --id rng0`.
+    DeviceAdd(DeviceAddArgs),
+    /// Hot-unplug a device and wait until the guest has released it.
+    DeviceDel(DeviceDelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmArg {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    pub name: String,
+    /// Do not switch the terminal to raw mode and take no escape key: stdin
+    /// goes to the console as is and output is printed until the VM stops
+    /// (also the behaviour when stdin is not a terminal).
+    #[arg(long)]
+    pub no_tty: bool,
+    /// Print the recently buffered output (up to 64 KiB) and exit.
+    #[arg(long, conflicts_with_all = ["no_tty", "replay"])]
+    pub dump: bool,
+    /// Print the recently buffered output first, then attach.
+    #[arg(long)]
+    pub replay: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    pub name: String,
+    /// Seconds to wait for the guest to reboot.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct QmpKeysArgs {
+    pub name: String,
+    /// Keys pressed together, e.g. `ctrl alt f2`.
+    #[arg(value_name = "KEY", required = true)]
+    pub keys: Vec<String>,
+    /// How long the keys stay pressed, in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub hold_time: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct QmpTypeArgs {
+    pub name: String,
+    /// The text: letters, digits, ASCII punctuation, space, tab, newline (Enter).
+    pub text: String,
+    /// How long each key stays pressed, in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub hold_time: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ScreendumpArgs {
+    pub name: String,
+    /// Output file; a relative path is relative to the current directory.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceAddArgs {
+    pub name: String,
+    /// QEMU device type, e.g. virtio-rng-pci (`-device help` lists them).
+    pub driver: String,
+    /// The device's id, needed to remove it again with device-del.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Device properties, e.g. `bus=pci.0 addr=0x6`.
+    #[arg(value_name = "PROP=VALUE")]
+    pub props: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceDelArgs {
+    pub name: String,
+    /// The device's id (or QOM path).
+    pub id: String,
+    /// Seconds to wait for the guest to release the device.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Return once QEMU accepted the request, without waiting for the guest.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]

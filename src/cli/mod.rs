@@ -46,5 +46,9 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
         Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
         Command::Logs(a) => logs::run(&a),
+        Command::Console(a) => rt.block_on(console::run(&ctx, &a)),
+        Command::Events(a) => rt.block_on(events::run(&ctx, &a)),
+        Command::Reset(a) => rt.block_on(power::reset(&ctx, &a)),
+        Command::Reboot(a) => rt.block_on(power::reboot(&ctx, &a)),
     }
 }

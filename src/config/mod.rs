@@ -63,7 +63,7 @@ mod paths;
 mod schema;
 mod size;
 mod storage;
-mod suggest;
+pub(crate) mod suggest;
 mod validate;
 
 #[cfg(test)]

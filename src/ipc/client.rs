@@ -129,6 +129,13 @@ impl IpcClient {
         }
     }
 
+    /// The connection's two halves, for a method that switches it to a raw
+    /// byte stream (`console`). Bytes already read past the last reply stay
+    /// in the returned reader.
+    pub fn into_raw(self) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+        (self.reader, self.writer)
+    }
+
     async fn read_response(&mut self) -> Result<Response, IpcError> {
         self.line.clear();
         let n = self.reader.read_line(&mut self.line).await?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
 
 /// Method names, in one place so the server's "unknown method" error can list them.
-pub const METHODS: &[&str] = &["status", "qmp", "stop", "events"];
+pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Request {
@@ -138,6 +138,24 @@ impl StopOutcome {
     }
 }
 
+/// `console` params. After the reply the connection carries raw bytes:
+/// the replayed buffer (when `replay`), then the console's output (when
+/// `follow`) one way and keyboard input the other.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsoleParams {
+    /// Send the recently buffered output first.
+    #[serde(default)]
+    pub replay: bool,
+    /// Stay attached for live output and input; `false` closes the
+    /// connection after the replay (`maqet console --dump`).
+    #[serde(default = "yes")]
+    pub follow: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `qmp` params.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QmpParams {
@@ -194,6 +212,18 @@ mod tests {
         for bad in ["", "Query", "1x", "a b", "a;b", "-x", "äx"] {
             assert!(!valid_qmp_command(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn console_params_default_to_follow_without_replay() {
+        let p: ConsoleParams = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(
+            p,
+            ConsoleParams {
+                replay: false,
+                follow: true
+            }
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::protocol::{ErrorBody, ErrorKind, Request, Response, MAX_REQUEST_LINE, METHODS};
 
@@ -30,12 +30,22 @@ impl From<Value> for Answer {
     }
 }
 
+/// A viewer's attachment to the serial console: the output to replay, the
+/// live output (`None`: replay only, then hang up) and where input goes.
+pub struct ConsoleStream {
+    pub replay: Vec<u8>,
+    pub output: Option<broadcast::Receiver<Arc<[u8]>>>,
+    pub input: mpsc::Sender<Vec<u8>>,
+}
+
 /// What the runner does with requests.
 pub trait Dispatch: Send + Sync + 'static {
-    /// Answers one request (every method except `events`).
+    /// Answers one request (every method except `events` and `console`).
     fn call(&self, method: String, params: Value) -> BoxFuture<Result<Answer, ErrorBody>>;
     /// A fresh subscription to the VM's events, as JSON objects.
     fn subscribe(&self) -> broadcast::Receiver<Value>;
+    /// Attaches a viewer to the serial console (`console` params).
+    fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody>;
 }
 
 /// Accepts connections until the listener fails; each connection runs in
@@ -136,6 +146,15 @@ async fn handle_connection(stream: UnixStream, dispatch: Arc<dyn Dispatch>) -> s
         if req.method == "events" {
             return stream_events(req.id, reader, w, dispatch.subscribe()).await;
         }
+        if req.method == "console" {
+            match dispatch.console(req.params) {
+                Ok(c) => return stream_console(req.id, reader, w, c).await,
+                Err(e) => {
+                    write_response(&mut w, &Response::error(req.id, e)).await?;
+                    continue;
+                }
+            }
+        }
         let mut written = None;
         let resp = if METHODS.contains(&req.method.as_str()) {
             match dispatch.call(req.method, req.params).await {
@@ -189,6 +208,50 @@ async fn stream_events(
     }
 }
 
+/// After the reply the connection is a raw byte stream: the replay, then
+/// console output to the client and the client's bytes to the console,
+/// until either side hangs up.
+async fn stream_console(
+    id: u64,
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    c: ConsoleStream,
+) -> std::io::Result<()> {
+    let follow = c.output.is_some();
+    let reply = json!({"streaming": follow, "replay_bytes": c.replay.len()});
+    write_response(&mut w, &Response::result(id, reply)).await?;
+    w.write_all(&c.replay).await?;
+    let Some(mut output) = c.output else {
+        return w.shutdown().await;
+    };
+    // Bytes the client sent right behind its request line are input too.
+    let early = reader.buffer().to_vec();
+    reader.consume(early.len());
+    if !early.is_empty() {
+        let _ = c.input.send(early).await;
+    }
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            chunk = output.recv() => match chunk {
+                Ok(bytes) => w.write_all(&bytes).await?,
+                // A slow viewer loses output rather than stalling the rest.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(chunks = n, "a console viewer fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return w.shutdown().await,
+            },
+            n = reader.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let _ = c.input.send(buf[..n].to_vec()).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +271,87 @@ mod tests {
         fn subscribe(&self) -> broadcast::Receiver<Value> {
             self.0.subscribe()
         }
+        fn console(&self, _params: Value) -> Result<ConsoleStream, ErrorBody> {
+            Err(ErrorBody::new(ErrorKind::Unavailable, "no console here"))
+        }
+    }
+
+    /// A console with history "history", live output from `out`, input to `input`.
+    struct Console {
+        out: broadcast::Sender<Arc<[u8]>>,
+        input: mpsc::Sender<Vec<u8>>,
+    }
+
+    impl Dispatch for Console {
+        fn call(&self, _: String, _: Value) -> BoxFuture<Result<Answer, ErrorBody>> {
+            Box::pin(async { Err(ErrorBody::new(ErrorKind::Unavailable, "nope")) })
+        }
+        fn subscribe(&self) -> broadcast::Receiver<Value> {
+            broadcast::channel(1).1
+        }
+        fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
+            let p: crate::ipc::protocol::ConsoleParams = serde_json::from_value(params).unwrap();
+            Ok(ConsoleStream {
+                replay: if p.replay {
+                    b"history".to_vec()
+                } else {
+                    vec![]
+                },
+                output: p.follow.then(|| self.out.subscribe()),
+                input: self.input.clone(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn console_is_a_raw_stream_after_the_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (out, _) = broadcast::channel(8);
+        let (input, mut input_rx) = mpsc::channel(8);
+        let d = Console {
+            out: out.clone(),
+            input,
+        };
+        tokio::spawn(serve(listener, Arc::new(d)));
+
+        // Attached: reply line, replay, live output; input typed right
+        // behind the request line is not lost.
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"{\"id\":1,\"method\":\"console\",\"params\":{\"replay\":true}}\nXY")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let reply: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(reply.result.unwrap()["streaming"], true);
+        let mut got = [0u8; 7];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"history");
+        assert_eq!(input_rx.recv().await.unwrap(), b"XY");
+        out.send(Arc::from(&b"live"[..])).unwrap();
+        let mut got = [0u8; 4];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"live");
+        w.write_all(b"Z").await.unwrap();
+        assert_eq!(input_rx.recv().await.unwrap(), b"Z");
+
+        // Dump: the replay, then the runner hangs up.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(
+            b"{\"id\":2,\"method\":\"console\",\"params\":{\"replay\":true,\"follow\":false}}\n",
+        )
+        .await
+        .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8(all).unwrap();
+        let (reply, rest) = text.split_once('\n').unwrap();
+        assert!(reply.contains("\"streaming\":false"), "{reply}");
+        assert_eq!(rest, "history");
     }
 
     #[tokio::test]
@@ -225,6 +369,10 @@ mod tests {
         assert_eq!(e.remote_kind(), Some(ErrorKind::Unavailable));
         let e = c.call("bogus", Value::Null, None).await.unwrap_err();
         assert!(e.to_string().contains("unknown method 'bogus'"), "{e}");
+        // A refused console leaves the connection usable.
+        let e = c.call("console", Value::Null, None).await.unwrap_err();
+        assert!(e.to_string().contains("no console here"), "{e}");
+        c.call("status", Value::Null, None).await.unwrap();
 
         let mut ev = IpcClient::connect(&path).await.unwrap();
         ev.call("events", Value::Null, None).await.unwrap();

@@ -7,6 +7,7 @@
 
 mod client;
 mod error;
+pub mod keys;
 mod message;
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::console::ConsoleHub;
 use crate::ipc::protocol::{
-    valid_qmp_command, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome, StopParams,
+    valid_qmp_command, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome,
+    StopParams,
 };
-use crate::ipc::server::{Answer, BoxFuture, Dispatch};
+use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
 
 /// Commands the runner never forwards, with the reason given to the caller.
@@ -53,6 +55,8 @@ pub struct RunnerDispatch {
     pub run_state: Arc<Mutex<String>>,
     pub stop_tx: mpsc::Sender<StopRequest>,
     pub events: broadcast::Sender<Value>,
+    /// `None` when the config does not ask for a console.
+    pub console: Option<Arc<ConsoleHub>>,
 }
 
 pub fn policy_check(command: &str) -> Result<(), ErrorBody> {
@@ -189,6 +193,25 @@ impl Dispatch for Shared {
 
     fn subscribe(&self) -> broadcast::Receiver<Value> {
         self.0.events.subscribe()
+    }
+
+    fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
+        let p: ConsoleParams = if params.is_null() {
+            serde_json::from_value(json!({}))
+        } else {
+            serde_json::from_value(params)
+        }
+        .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, format!("console params: {e}")))?;
+        let hub = self.0.console.as_ref().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "VM '{}' has no serial console: its configuration does not set `console: true` (add it, then restart the VM)",
+                    self.0.vm
+                ),
+            )
+        })?;
+        Ok(hub.attach(p.replay, p.follow))
     }
 }
 

@@ -8,6 +8,7 @@
 //! `quit` after the timeout, SIGKILL as the last resort → exit with a code
 //! that tells systemd how QEMU ended.
 
+mod console;
 mod dispatch;
 mod notify;
 mod qemu;
@@ -27,6 +28,7 @@ use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
 use crate::vmname::VmName;
 
+pub use console::{CONSOLE_FD, RING_BYTES};
 pub use dispatch::{policy_check, QMP_TIMEOUT};
 pub use qemu::QMP_FD;
 
@@ -116,17 +118,20 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let ctx = RenderContext {
         vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
-        console_fd: None,
+        console_fd: Some(CONSOLE_FD),
         disk_dir: data_dir.disk_dir(vm),
     };
     let argv = config.render_argv(&ctx);
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
 
-    let (mut qemu, qmp_stream) = qemu::Qemu::spawn(&argv).map_err(|source| RunnerError::Spawn {
-        binary: argv[0].clone(),
-        source,
-    })?;
+    let (mut qemu, qmp_stream, console_stream) =
+        qemu::Qemu::spawn(&argv, config.console).map_err(|source| RunnerError::Spawn {
+            binary: argv[0].clone(),
+            source,
+        })?;
     notify::status(&format!("starting (qemu pid {})", qemu.pid));
+    // Drain the console from the start, so the boot is in the ring buffer.
+    let console = console_stream.map(console::ConsoleHub::start);
 
     // QEMU failing before QMP is answered (a bad option) is reported now,
     // with its own words, not after a timeout.
@@ -168,6 +173,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         run_state: run_state.clone(),
         stop_tx,
         events: events_tx.clone(),
+        console,
     });
     tokio::spawn(crate::ipc::server::serve(
         listener,

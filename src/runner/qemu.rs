@@ -1,14 +1,16 @@
-//! Spawning QEMU: the QMP socketpair end at a fixed fd, nothing of the
+//! Spawning QEMU: the QMP (and console) socketpair ends at fixed fds, nothing of the
 //! runner's systemd plumbing inherited, stderr captured line by line.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
+
+use super::console::CONSOLE_FD;
 
 /// The fd QEMU finds its QMP socket at (`-chardev socket,id=maqet-qmp,fd=4`).
 /// Not 3: that is the runner's listening socket from systemd.
@@ -34,11 +36,34 @@ pub struct Qemu {
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
+/// A socketpair whose far end is moved to a high fd (≥ 10, close-on-exec),
+/// so placing several of them at fixed low fds in the child cannot clobber
+/// one with another.
+fn pair() -> std::io::Result<(std::os::unix::net::UnixStream, OwnedFd)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    // SAFETY: plain fcntl on an fd we own; the result is a new fd we own.
+    let high = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if high < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `high` is a fresh fd nothing else owns.
+    Ok((ours, unsafe { OwnedFd::from_raw_fd(high) }))
+}
+
 impl Qemu {
-    /// Starts QEMU; returns it and the runner's end of the QMP socketpair.
-    pub fn spawn(argv: &[String]) -> std::io::Result<(Qemu, UnixStream)> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let their_fd = theirs.as_raw_fd();
+    /// Starts QEMU; returns it, the runner's end of the QMP socketpair and,
+    /// when `console` is set, of the serial console's socketpair
+    /// (QEMU's ends at [`QMP_FD`] and [`CONSOLE_FD`]).
+    pub fn spawn(
+        argv: &[String],
+        console: bool,
+    ) -> std::io::Result<(Qemu, UnixStream, Option<UnixStream>)> {
+        let (qmp_ours, qmp_theirs) = pair()?;
+        let console_pair = if console { Some(pair()?) } else { None };
+        let mut fds = vec![(qmp_theirs.as_raw_fd(), QMP_FD)];
+        if let Some((_, theirs)) = &console_pair {
+            fds.push((theirs.as_raw_fd(), CONSOLE_FD));
+        }
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
@@ -51,15 +76,11 @@ impl Qemu {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if their_fd == QMP_FD {
-                    let flags = libc::fcntl(QMP_FD, libc::F_GETFD);
-                    if flags < 0
-                        || libc::fcntl(QMP_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                    {
+                // Sources are ≥ 10 and targets < 10; dup2 clears CLOEXEC.
+                for (from, to) in &fds {
+                    if libc::dup2(*from, *to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(their_fd, QMP_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
                 }
                 // Belt and braces next to systemd's cgroup kill: QEMU never
                 // outlives its runner, even when run by hand. The runner is
@@ -71,7 +92,7 @@ impl Qemu {
             });
         }
         let mut child = cmd.spawn()?;
-        drop(theirs);
+        drop(qmp_theirs);
         let pid = child.id().unwrap_or(0);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         if let Some(err) = child.stderr.take() {
@@ -88,13 +109,21 @@ impl Qemu {
                 }
             });
         }
-        ours.set_nonblocking(true)?;
         let qemu = Qemu {
             child,
             pid,
             stderr_tail,
         };
-        Ok((qemu, UnixStream::from_std(ours)?))
+        let console = match console_pair {
+            Some((ours, theirs)) => {
+                drop(theirs);
+                ours.set_nonblocking(true)?;
+                Some(UnixStream::from_std(ours)?)
+            }
+            None => None,
+        };
+        qmp_ours.set_nonblocking(true)?;
+        Ok((qemu, UnixStream::from_std(qmp_ours)?, console))
     }
 
     pub fn stderr_tail(&self) -> Vec<String> {

@@ -10,9 +10,18 @@ use crate::ipc::{IpcClient, IpcError};
 use crate::paths;
 use crate::vmname::VmName;
 
+use super::qmp_tools;
+
 pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
     match c {
         QmpCommand::Run(a) => run_command(ctx, a).await,
+        QmpCommand::Keys(a) => qmp_tools::keys(ctx, a).await,
+        QmpCommand::Type(a) => qmp_tools::type_text(ctx, a).await,
+        QmpCommand::Screendump(a) => qmp_tools::screendump(ctx, a).await,
+        QmpCommand::Pause(a) => qmp_tools::pause(ctx, a).await,
+        QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
+        QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
+        QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::cli::output::{
     human_bytes, human_duration, now_unix, print_json, render_table, rfc3339_utc,
 };
 use crate::config::{ConfigDocument, RenderContext};
-use crate::runner::QMP_FD;
+use crate::runner::{CONSOLE_FD, QMP_FD};
 use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{Systemd, UnitStatus, VmState, SERVICE_PATTERN};
 use crate::vmname::VmName;
@@ -240,7 +240,7 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         Ok(cfg) => Ok(cfg.render_argv(&RenderContext {
             vm_name: vm.to_string(),
             qmp_fd: QMP_FD,
-            console_fd: None,
+            console_fd: Some(CONSOLE_FD),
             disk_dir: ctx.data_dir.disk_dir(&vm),
         })),
         Err(e) => Err(e.to_string()),

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Builds maqet's test guest once and caches it: a Debian cloud kernel plus a
+# busybox-static initramfs (init: tests/guest/init) that boots to a shell on
+# the serial console in ~2–3 s under TCG, powers off on ACPI power-button
+# events and echoes keyboard lines to the serial console.
+#
+#   tests/guest/build.sh      prints MAQET_GUEST_KERNEL=PATH and MAQET_GUEST_INITRD=PATH
+#
+# Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/maqet-test-guest/ (MAQET_GUEST_CACHE
+# overrides). The kernel is downloaded once (`apt-get download` of the package
+# linux-image-cloud-amd64 points at, for this machine's Debian release); the
+# initramfs is rebuilt only when it is absent or this script or init changed.
+# Needs busybox-static and cpio (tests/session/install-deps.sh installs them).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${MAQET_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/maqet-test-guest}
+busybox=/bin/busybox
+META=linux-image-cloud-amd64
+
+log() { printf 'guest: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ -x $busybox ]] && "$busybox" --list | grep -qx acpid ||
+    die "$busybox (package busybox-static) is missing or has no acpid"
+command -v cpio >/dev/null || die "cpio is missing (package cpio)"
+
+mkdir -p "$cache"
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
+
+# The versioned kernel package the meta package depends on, e.g.
+# linux-image-6.1.0-56-cloud-amd64.
+kernel_package() {
+    local pkg
+    pkg=$(apt-cache depends "$META" 2>/dev/null | sed -nE 's/^ *Depends: (linux-image-[^ ]+)$/\1/p' | head -n1)
+    if [[ -z $pkg && $(id -u) -eq 0 ]]; then
+        log "no $META in the package lists; running apt-get update"
+        apt-get -q -o DPkg::Lock::Timeout=600 update >&2
+        pkg=$(apt-cache depends "$META" 2>/dev/null | sed -nE 's/^ *Depends: (linux-image-[^ ]+)$/\1/p' | head -n1)
+    fi
+    [[ -n $pkg ]] || die "apt knows no $META (check /etc/apt/sources.list)"
+    printf '%s\n' "$pkg"
+}
+
+# Finds module NAME.ko[.xz|.zst|.gz] under DIR and writes it, uncompressed, to OUT.
+extract_module() {
+    local dir=$1 name=$2 out=$3 f
+    f=$(find "$dir" -type f \( -name "$name.ko" -o -name "$name.ko.*" \) | head -n1)
+    [[ -n $f ]] || die "the kernel package has no $name.ko"
+    case $f in
+        *.ko) cp "$f" "$out" ;;
+        *.ko.xz) xz -dc "$f" >"$out" ;;
+        *.ko.gz) gzip -dc "$f" >"$out" ;;
+        *.ko.zst) zstd -qdc "$f" >"$out" ;;
+        *) die "unknown module compression: $f" ;;
+    esac
+}
+
+kdir=$cache/kernel
+if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko ]]; then
+    pkg=$(kernel_package)
+    work=$(mktemp -d)
+    cleanup+=("$work")
+    chmod 0755 "$work" # apt's _apt user writes the download there
+    log "downloading $pkg"
+    # apt-get download writes to the current directory; _apt may not be able
+    # to, which only costs a warning.
+    (cd "$work" && apt-get -q download "$pkg" >&2 2>&1) || die "apt-get download $pkg failed"
+    dpkg -x "$work"/*.deb "$work/x"
+    rm -rf "$kdir.new"
+    mkdir -p "$kdir.new"
+    cp "$work"/x/boot/vmlinuz-* "$kdir.new/vmlinuz"
+    extract_module "$work/x/lib/modules" button "$kdir.new/button.ko"
+    extract_module "$work/x/lib/modules" evdev "$kdir.new/evdev.ko"
+    basename "$work"/x/boot/vmlinuz-* | sed 's/^vmlinuz-//' >"$kdir.new/release"
+    rm -rf "$kdir"
+    mv "$kdir.new" "$kdir"
+fi
+
+# The initramfs is named after everything that goes into it.
+recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$busybox" | sha256sum | cut -c1-12)
+initrd=$cache/initrd-$recipe.gz
+if [[ ! -s $initrd ]]; then
+    log "building the initramfs ($initrd)"
+    root=$(mktemp -d)
+    cleanup+=("$root")
+    mkdir -p "$root"/{bin,dev,proc,sys,tmp,root,etc/acpi,lib/modules}
+    cp "$busybox" "$root/bin/busybox"
+    for applet in $("$busybox" --list); do
+        [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
+    done
+    install -m 0755 "$here/init" "$root/init"
+    cp "$kdir/button.ko" "$kdir/evdev.ko" "$root/lib/modules/"
+    # acpid: event class PWRF → the action file `off` in /etc/acpi.
+    echo 'PWRF off' >"$root/etc/acpid.conf"
+    printf '#!/bin/sh\nexec poweroff -f\n' >"$root/etc/acpi/off"
+    chmod 0755 "$root/etc/acpi/off"
+    (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6) >"$initrd.tmp"
+    mv "$initrd.tmp" "$initrd"
+    # Older builds are of no use any more.
+    find "$cache" -maxdepth 1 -name 'initrd-*.gz' ! -name "initrd-$recipe.gz" -delete
+fi
+
+# World-readable, so the unprivileged test user's QEMU may read a copy.
+chmod -R a+rX "$cache"
+printf 'MAQET_GUEST_KERNEL=%s\n' "$kdir/vmlinuz"
+printf 'MAQET_GUEST_INITRD=%s\n' "$initrd"
