@@ -56,6 +56,13 @@ if [[ -n ${MAQET_TESTS:-} ]]; then
     tests=("${keep[@]}")
 fi
 for t in "${tests[@]}"; do cp "$t" "$stage/"; done
+# The booting test guest (tests/guest/build.sh caches it), copied beside the
+# binaries for the test user's QEMU.
+echo "== test guest"
+guest_env=$(bash "$root/tests/guest/build.sh")
+mkdir -p "$stage/guest"
+cp "$(sed -n 's/^MAQET_GUEST_KERNEL=//p' <<<"$guest_env")" "$stage/guest/vmlinuz"
+cp "$(sed -n 's/^MAQET_GUEST_INITRD=//p' <<<"$guest_env")" "$stage/guest/initrd.gz"
 chmod -R a+rX "$stage"
 
 threads=${MAQET_TEST_THREADS:-4}
@@ -63,6 +70,7 @@ pids=()
 for t in "${tests[@]}"; do
     b=$(basename "$t")
     bash "$session/as-user.sh" env MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 \
+        MAQET_GUEST_KERNEL="$stage/guest/vmlinuz" MAQET_GUEST_INITRD="$stage/guest/initrd.gz" \
         "$stage/$b" --test-threads="$threads" >"$stage/$b.log" 2>&1 &
     pids+=($!)
 done

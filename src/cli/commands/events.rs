@@ -18,6 +18,8 @@ pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     client
         .call("events", Value::Null, Some(Duration::from_secs(10)))
         .await?;
+    // Scripts wait for this line to know the subscription is live.
+    eprintln!("following the QMP events of {vm} until it stops");
     while let Some(ev) = client.next_event().await? {
         if a.json {
             // One object per line (JSON Lines), flushed as it comes.
