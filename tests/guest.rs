@@ -371,7 +371,7 @@ fn hotplug_pause_reset_and_events() {
         "the guest never saw the device:\n{after}"
     );
     // device-del returns once the guest released it (DEVICE_DELETED).
-    w.ok(&["qmp", "device-del", &vm, "rng0"]);
+    w.ok(&["qmp", "device-del", &vm, "rng0", "--timeout", "30"]);
     let gone = con.run(pci);
     assert!(!gone.contains("0x1af4"), "{gone}");
     let err = w.fails(6, &["qmp", "device-del", &vm, "rng0"]);

@@ -155,7 +155,7 @@ pub struct ConsoleArgs {
     #[arg(long)]
     pub no_tty: bool,
     /// Print the recently buffered output (up to 64 KiB) and exit.
-    #[arg(long, conflicts_with_all = ["no_tty", "replay"])]
+    #[arg(long)]
     pub dump: bool,
     /// Print the recently buffered output first, then attach.
     #[arg(long)]

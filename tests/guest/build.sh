@@ -21,8 +21,11 @@ META=linux-image-cloud-amd64
 log() { printf 'guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[[ -x $busybox ]] && "$busybox" --list | grep -qx acpid ||
+# (grep reads all of the list: with -q, busybox could die of SIGPIPE and
+# pipefail would turn that into a false "missing".)
+if ! [[ -x $busybox ]] || ! "$busybox" --list | grep -x acpid >/dev/null; then
     die "$busybox (package busybox-static) is missing or has no acpid"
+fi
 command -v cpio >/dev/null || die "cpio is missing (package cpio)"
 
 mkdir -p "$cache"
