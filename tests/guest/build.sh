@@ -51,6 +51,15 @@ extract_module() {
     local dir=$1 name=$2 out=$3 f
     f=$(find "$dir" -type f \( -name "$name.ko" -o -name "$name.ko.*" \) | head -n1)
     [[ -n $f ]] || die "the kernel package has no $name.ko"
+    local tool
+    case $f in
+        *.ko.xz) tool=xz ;;
+        *.ko.gz) tool=gzip ;;
+        *.ko.zst) tool=zstd ;;
+    esac
+    if [[ -n ${tool:-} ]] && ! command -v "$tool" >/dev/null; then
+        die "$f is compressed with $tool, which is not installed"
+    fi
     case $f in
         *.ko) cp "$f" "$out" ;;
         *.ko.xz) xz -dc "$f" >"$out" ;;
