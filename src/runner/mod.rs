@@ -109,7 +109,9 @@ fn now_unix() -> u64 {
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     // Take the socket first: it also marks fd 3 close-on-exec for QEMU.
     let listener = take_listener()?;
-    let store = Store::open(&data_dir.db_path())?;
+    // Read-only: the runner never writes definitions.
+    let store = Store::open_read_only(&data_dir.db_path())?
+        .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
     let record = store.get_vm(vm.as_str())?;
     drop(store);
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;

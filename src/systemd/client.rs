@@ -193,12 +193,9 @@ impl Systemd {
         self.reset_failed(&service).await;
         self.reset_failed(&socket).await;
 
-        // Subscribe before starting so no state change can be missed.
-        let svc_props = self.properties_proxy(&unit_object_path(&service)).await?;
-        let mut changes = svc_props
-            .receive_properties_changed()
-            .await
-            .map_err(|e| call_err("Subscribe", &service, e))?;
+        // Subscribe before starting so no job can finish unseen. The
+        // service's start job ends exactly when it is ready (READY=1) or
+        // has failed: that is the moment to look, no polling needed.
         let mut jobs = self
             .mgr
             .receive_job_removed()
@@ -238,40 +235,36 @@ impl Systemd {
         };
 
         loop {
-            if let Some(st) = self.unit_status(&service).await? {
-                match StartProgress::of(&st) {
-                    StartProgress::Ready => return Ok(st),
-                    StartProgress::Ended => {
-                        return Err(SystemdError::Failed {
-                            unit: service,
-                            status: Box::new(st),
-                        })
-                    }
-                    StartProgress::Pending => {}
-                }
-            }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout });
                 }
-                _ = changes.next() => {}
-                Some(sig) = jobs.next() => {
-                    if let Ok(args) = sig.args() {
-                        // The socket job failing (e.g. the path cannot be
-                        // bound) means the service will never come.
-                        if args.job.as_str() == job.as_str() && args.result != "done" {
-                            if let Some(st) = self.unit_status(&service).await? {
-                                if StartProgress::of(&st) != StartProgress::Pending {
-                                    continue;
-                                }
-                            }
+                sig = jobs.next() => {
+                    let Some(sig) = sig else {
+                        return Err(SystemdError::Call { method: "JobRemoved", unit: service, message: "the bus connection closed".into() });
+                    };
+                    let Ok(args) = sig.args() else { continue };
+                    let socket_failed = args.job.as_str() == job.as_str() && args.result != "done";
+                    if args.unit != service && !socket_failed {
+                        continue;
+                    }
+                    let st = self.unit_status(&service).await?.unwrap_or_default();
+                    match StartProgress::of(&st) {
+                        StartProgress::Ready => return Ok(st),
+                        StartProgress::Ended => {
+                            return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
+                        }
+                        StartProgress::Pending if socket_failed => {
+                            // E.g. the socket path cannot be bound: the
+                            // service will never come.
                             let sock = self.unit_status(&socket).await?.unwrap_or_default();
                             return Err(SystemdError::Call {
                                 method: "StartTransientUnit",
-                                unit: socket.clone(),
+                                unit: socket,
                                 message: format!("socket job {} (socket result '{}')", args.result, sock.result),
                             });
                         }
+                        StartProgress::Pending => {}
                     }
                 }
             }
@@ -319,7 +312,16 @@ impl Systemd {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(SystemdError::Timeout { unit: unit.to_string(), what: "stop", waited: timeout });
                 }
-                _ = changes.next() => {}
+                Some(sig) = changes.next() => {
+                    // Service-interface chatter (StatusText, …) needs no look.
+                    let relevant = sig.args().is_ok_and(|a| {
+                        a.interface_name().as_str() == UNIT_IFACE
+                            && a.changed_properties().contains_key("ActiveState")
+                    });
+                    if !relevant {
+                        continue;
+                    }
+                }
                 _ = removed.next() => {}
             }
         }
