@@ -107,6 +107,7 @@ fn now_unix() -> u64 {
 }
 
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
+    tracing::debug!("runner started");
     // Take the socket first: it also marks fd 3 close-on-exec for QEMU.
     let listener = take_listener()?;
     // Read-only: the runner never writes definitions.
@@ -114,7 +115,9 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
     let record = store.get_vm(vm.as_str())?;
     drop(store);
+    tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
+    tracing::debug!("configuration validated");
     let ctx = RenderContext {
         vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
