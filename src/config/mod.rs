@@ -55,8 +55,10 @@
 
 mod argv;
 mod document;
+mod emit;
 mod error;
 mod load;
+mod machine;
 mod merge;
 mod node;
 mod paths;
