@@ -153,7 +153,13 @@ impl ConfigDocument {
     /// are created; the value is checked later, by validation, under the
     /// label `--set KEY`.
     pub fn set_path(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let label = Location::label(format!("--set {key}"));
+        self.set_yaml(key, value, &format!("--set {key}"))
+    }
+
+    /// Like [`ConfigDocument::set_path`], with `label` as the values'
+    /// location (e.g. `--memory`).
+    pub fn set_yaml(&mut self, key: &str, value: &str, label: &str) -> Result<(), ConfigError> {
+        let label = Location::label(label);
         let parts: Vec<&str> = key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(ConfigError::invalid(
