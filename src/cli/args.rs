@@ -228,6 +228,7 @@ pub enum SnapshotCommand {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
+    /// The VM's name.
     pub vm: String,
     /// The disk (`storage[].name`); with --live it holds the VM state.
     pub drive: String,
@@ -252,6 +253,7 @@ pub struct SnapshotCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotListArgs {
+    /// The VM's name.
     pub vm: String,
     /// Only this disk.
     pub drive: Option<String>,

@@ -243,11 +243,13 @@ async fn change_live(
     Ok(())
 }
 
-/// A one-line progress bar on stderr, drawn only on a terminal.
+/// A one-line progress bar on stderr, drawn only on a terminal. QEMU 7.2
+/// reports snapshot jobs as 0 or 1 of 1, so the elapsed time is shown too.
 struct ProgressBar {
     label: String,
     tty: bool,
     drawn: bool,
+    since: std::time::Instant,
 }
 
 impl ProgressBar {
@@ -256,6 +258,7 @@ impl ProgressBar {
             label,
             tty: std::io::stderr().is_terminal(),
             drawn: false,
+            since: std::time::Instant::now(),
         }
     }
 
@@ -271,11 +274,12 @@ impl ProgressBar {
         let width = 30;
         let filled = (frac * width as f64).round() as usize;
         eprint!(
-            "\r{} [{}{}] {:3.0}%",
+            "\r{} [{}{}] {:3.0}% {:.0}s",
             self.label,
             "#".repeat(filled),
             " ".repeat(width - filled),
-            frac * 100.0
+            frac * 100.0,
+            self.since.elapsed().as_secs_f64()
         );
         let _ = std::io::stderr().flush();
         self.drawn = true;
