@@ -10,6 +10,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -186,6 +187,10 @@ fn original_examples_add_start_and_render_their_argv() {
     assert_eq!(layered.drain(i..i + 2).collect::<Vec<_>>(), ["-smp", "1"]);
     assert_eq!(config_argv(&w, &ci), layered);
 
+    // Example 2 forwards 127.0.0.1:2222; wait out another user of the port.
+    wait_until("127.0.0.1:2222 to be free", Duration::from_secs(30), || {
+        std::net::TcpListener::bind("127.0.0.1:2222").is_ok()
+    });
     for vm in [&min, &dev, &ci] {
         w.ok(&["start", vm]);
         assert_eq!(w.state(vm), "running");
