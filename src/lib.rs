@@ -7,5 +7,6 @@ pub mod paths;
 pub mod qmp;
 pub mod runner;
 pub mod state;
+pub mod storage;
 pub mod systemd;
 pub mod vmname;

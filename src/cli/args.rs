@@ -52,6 +52,16 @@ pub enum Command {
     Qmp(QmpCommand),
     /// Show a VM's journal (runner and QEMU output).
     Logs(LogsArgs),
+    /// Change a stopped VM's config: merge files, then flags, on top of it; shows what changed.
+    Apply(ApplyArgs),
+    /// Print a VM's stored config as YAML that `maqet add` accepts.
+    Config(NameJson),
+    /// Disk images: create them now, or list them with their sizes and snapshots.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+    /// Internal snapshots of qcow2 disks: offline with qemu-img, or --live with RAM.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +121,12 @@ pub struct RmArgs {
     /// Stop the VM first (forcefully) if it is running.
     #[arg(long)]
     pub force: bool,
+    /// Also delete the files maqet created for the VM (disk images, directories); files you brought are kept.
+    #[arg(long, alias = "clean-storage")]
+    pub delete_storage: bool,
+    /// Also delete this disk image of the VM although maqet did not create it (repeatable).
+    #[arg(long = "delete-file", value_name = "PATH")]
+    pub delete_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,4 +154,110 @@ pub struct LogsArgs {
     /// Number of recent entries to show.
     #[arg(short = 'n', long, value_name = "N")]
     pub lines: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    pub name: String,
+    /// Config files (YAML) merged on top of the stored config, left to right.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// More config files, merged after the positional ones (the original tool's spelling).
+    #[arg(long = "vm-config", value_name = "FILE", num_args = 1..)]
+    pub vm_config: Vec<PathBuf>,
+    /// Sets `memory` (QEMU -m syntax: 512M, 2G).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Sets `cpu` (number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<String>,
+    /// Sets `binary` (the QEMU executable; a relative path is taken from here).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<String>,
+    /// Sets `enable_kvm: true`.
+    #[arg(long)]
+    pub enable_kvm: bool,
+    /// Sets any key; VALUE is YAML (`4G`, `2`, `true`, `[a, b]`); dotted keys reach into mappings and lists (resources.memory_max=2G, storage.0.size=20G).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the changes as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Create the VM's missing disk images (and share directories) now instead of at first start.
+    Create(StorageCreateArgs),
+    /// List disk images with format, sizes, backing chain and snapshot count; flags files no VM uses.
+    Ls(StorageLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StorageCreateArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageLsArgs {
+    /// Only this VM's disks (and unreferenced files in its disk directory).
+    pub name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maqet snapshot ACTION VM DRIVE [SNAPSHOT]`; the original tool's order,
+/// `maqet snapshot VM ACTION DRIVE --name SNAPSHOT`, is accepted too.
+#[derive(Debug, Subcommand)]
+#[command(allow_external_subcommands = true)]
+pub enum SnapshotCommand {
+    /// Take a snapshot: disk-only of DRIVE with the VM stopped; with --live, of every disk plus RAM of the running VM.
+    Create(SnapshotCreateArgs),
+    /// Go back to a snapshot: DRIVE's disk with the VM stopped; with --live, every disk plus RAM of the running VM.
+    Load(SnapshotArgs),
+    /// Delete a snapshot: from DRIVE with the VM stopped; with --live, from every disk of the running VM.
+    Delete(SnapshotArgs),
+    /// List snapshots (tag, date, VM-state size, live or disk-only) of DRIVE, or of every qcow2 disk.
+    #[command(visible_alias = "ls")]
+    List(SnapshotListArgs),
+    /// The original tool's argument order: VM ACTION DRIVE --name NAME.
+    #[command(external_subcommand)]
+    Legacy(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The VM's name.
+    pub vm: String,
+    /// The disk (`storage[].name`); with --live it holds the VM state.
+    pub drive: String,
+    /// The snapshot's name (or give it with --name).
+    pub snapshot: Option<String>,
+    /// The snapshot's name (the original tool's spelling).
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Work on the running VM through QEMU: every writable disk plus the VM state.
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotCreateArgs {
+    #[command(flatten)]
+    pub common: SnapshotArgs,
+    /// Replace a snapshot of the same name.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    /// The VM's name.
+    pub vm: String,
+    /// Only this disk.
+    pub drive: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -46,5 +46,9 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
         Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
         Command::Logs(a) => logs::run(&a),
+        Command::Apply(a) => rt.block_on(apply::run(&ctx, &a)),
+        Command::Config(a) => vmconfig::run(&ctx, &a),
+        Command::Storage(c) => rt.block_on(storage::run(&ctx, c)),
+        Command::Snapshot(c) => rt.block_on(snapshot::run(&ctx, c)),
     }
 }

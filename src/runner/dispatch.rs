@@ -53,6 +53,7 @@ pub struct RunnerDispatch {
     pub run_state: Arc<Mutex<String>>,
     pub stop_tx: mpsc::Sender<StopRequest>,
     pub events: broadcast::Sender<Value>,
+    pub busy_jobs: super::jobs::BusyJobs,
 }
 
 pub fn policy_check(command: &str) -> Result<(), ErrorBody> {
@@ -134,6 +135,7 @@ impl RunnerDispatch {
             }
         }
         tracing::info!(qmp_command = %p.execute, "forwarding QMP command");
+        self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
         self.qmp
             .execute_timeout(&p.execute, p.arguments, QMP_TIMEOUT)
             .await

@@ -9,6 +9,7 @@
 //! that tells systemd how QEMU ended.
 
 mod dispatch;
+mod jobs;
 mod notify;
 mod qemu;
 mod shutdown;
@@ -163,6 +164,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let run_state = Arc::new(Mutex::new(run_state));
     let (events_tx, _) = broadcast::channel::<Value>(256);
     let (stop_tx, mut stop_rx) = mpsc::channel(8);
+    let busy_jobs = jobs::BusyJobs::default();
     let dispatch = Arc::new(dispatch::RunnerDispatch {
         vm: vm.to_string(),
         runner_pid: std::process::id(),
@@ -173,14 +175,21 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         run_state: run_state.clone(),
         stop_tx,
         events: events_tx.clone(),
+        busy_jobs: busy_jobs.clone(),
     });
     tokio::spawn(crate::ipc::server::serve(
         listener,
         Arc::new(dispatch::Shared(dispatch)),
     ));
-    tokio::spawn(forward_events(qmp.clone(), events_tx, run_state, qemu.pid));
+    tokio::spawn(forward_events(
+        qmp.clone(),
+        events_tx,
+        run_state,
+        qemu.pid,
+        busy_jobs.clone(),
+    ));
     if let Some(interval) = notify::watchdog_interval() {
-        tokio::spawn(watchdog(qmp.clone(), interval));
+        tokio::spawn(watchdog(qmp.clone(), interval, busy_jobs));
     }
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -227,11 +236,13 @@ async fn forward_events(
     tx: broadcast::Sender<Value>,
     run_state: Arc<Mutex<String>>,
     qemu_pid: u32,
+    busy_jobs: jobs::BusyJobs,
 ) {
     let mut rx = qmp.subscribe();
     loop {
         match rx.recv().await {
             Ok(ev) => {
+                busy_jobs.event(&ev.event, &ev.data);
                 tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
                 let new_state = match ev.event.as_str() {
                     "STOP" => Some("paused"),
@@ -256,8 +267,9 @@ async fn forward_events(
 }
 
 /// `WATCHDOG=1` only after a successful QMP round trip, so a hung QEMU (or
-/// a hung runner) stops the pings and systemd kills the unit.
-async fn watchdog(qmp: QmpClient, interval: Duration) {
+/// a hung runner) stops the pings and systemd kills the unit — except
+/// while a snapshot job explains QEMU's silence (see [`jobs`]).
+async fn watchdog(qmp: QmpClient, interval: Duration, busy_jobs: jobs::BusyJobs) {
     let period = interval / 2;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -266,6 +278,10 @@ async fn watchdog(qmp: QmpClient, interval: Duration) {
         match qmp.execute_timeout("query-status", None, period).await {
             Ok(_) => notify::watchdog(),
             Err(QmpError::Disconnected) => return,
+            Err(e) if busy_jobs.excuse_silence() => {
+                tracing::debug!(error = %e, "QEMU is busy with a snapshot job");
+                notify::watchdog();
+            }
             Err(e) => tracing::warn!(error = %e, "QEMU did not answer the watchdog probe"),
         }
     }

@@ -80,7 +80,15 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
     let spec = unit_spec(ctx, &vm, &cfg, timeout)?;
     let sd = ctx.systemd().await?;
-    match sd.start_vm(&spec, timeout).await {
+    if super::storage::running_on(ctx, &sd, &vm).await? {
+        return Err(already_running(ctx, &sd, &vm, &vm.service_unit()).await);
+    }
+    // Disks exist before the unit does; a failed start removes them again.
+    let (provisioned, store) = super::storage::provision(ctx, &vm, &cfg)?;
+    let started = sd.start_vm(&spec, timeout).await;
+    // Lost a race with another start: the disks are that VM's now.
+    let keep_disks = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
+    let result = match started {
         Ok(_) => Ok(()),
         Err(SystemdError::AlreadyRunning { unit }) => {
             Err(already_running(ctx, &sd, &vm, &unit).await)
@@ -109,6 +117,22 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
             ))
         }
         Err(e) => Err(e.into()),
+    };
+    match result {
+        Err(mut e) if !keep_disks => {
+            if cfg.restart_policy().is_some() {
+                // systemd may be about to restart it; it must not find
+                // its disks gone.
+                let _ = sd.stop_unit(&vm.service_unit()).await;
+                let _ = sd
+                    .wait_until_down(&vm.service_unit(), Duration::from_secs(60))
+                    .await;
+            }
+            e.message
+                .push_str(&super::storage::undo(&vm, provisioned, &store));
+            Err(e)
+        }
+        other => other,
     }
 }
 

@@ -1,8 +1,12 @@
 //! One module per command group; each returns a `CliError` on failure.
 
 pub mod add;
+pub mod apply;
 pub mod lifecycle;
 pub mod logs;
 pub mod qmp;
 pub mod rm;
 pub mod show;
+pub mod snapshot;
+pub mod storage;
+pub mod vmconfig;
