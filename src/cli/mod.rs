@@ -46,5 +46,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
         Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
         Command::Logs(a) => logs::run(&a),
+        Command::Inspect(a) => rt.block_on(inspect::run(&ctx, &a)),
+        Command::Enable(a) => rt.block_on(autostart::enable(&ctx, &a, true)),
+        Command::Disable(a) => rt.block_on(autostart::enable(&ctx, &a, false)),
+        Command::Autostart(a) => rt.block_on(autostart::run(&ctx, &a)),
+        Command::Doctor(a) => rt.block_on(doctor::run(&ctx, &a)),
     }
 }

@@ -1,6 +1,9 @@
 //! One module per command group; each returns a `CliError` on failure.
 
 pub mod add;
+pub mod autostart;
+pub mod doctor;
+pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod qmp;
