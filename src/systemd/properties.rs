@@ -218,6 +218,19 @@ mod tests {
     }
 
     #[test]
+    fn restarts_bring_the_socket_back_and_requested_stops_stay_stopped() {
+        let p = service_properties(&spec());
+        let socket = Value::from(vec!["maqet-vm@web.socket".to_string()]);
+        assert_eq!(get(&p, "Requires"), &socket);
+        assert_eq!(get(&p, "After"), &socket);
+        for k in ["SuccessExitStatus", "RestartPreventExitStatus"] {
+            assert_eq!(get(&p, k).value_signature().to_string(), "(aiai)");
+            assert_eq!(get(&p, k), &exit_status_set(STOPPED_EXIT_STATUS));
+        }
+        assert_eq!(get(&p, "MemoryAccounting"), &Value::from(true));
+    }
+
+    #[test]
     fn optional_policy_and_limits() {
         let mut s = spec();
         s.restart = Some(RestartPolicy {
