@@ -218,6 +218,14 @@ async fn reset(sd: &Systemd, service: &str, socket: &str) -> Option<String> {
     }
 }
 
+async fn unit_is_live(sd: &Systemd, unit: &str) -> bool {
+    sd.unit_status(unit)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"))
+}
+
 /// Socket files in `$XDG_RUNTIME_DIR/maqet/vm` that no live socket unit
 /// owns. systemd removes them when the unit stops; one left behind means
 /// a crash of the manager or a hand-made file.
@@ -251,7 +259,9 @@ pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Ve
         let Some(vm) = name.strip_suffix(".sock") else {
             continue;
         };
-        if live.contains(vm) {
+        let unit = format!("{PREFIX}{vm}.socket");
+        // A VM may have started since the listing: ask again.
+        if live.contains(vm) || unit_is_live(sd, &unit).await {
             continue;
         }
         let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
@@ -286,7 +296,8 @@ pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Ve
                 );
                 continue;
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+            // Removed meanwhile (its unit stopped): nothing left to judge.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(_) => {}
         }
         let mut finding = Finding::new(
@@ -300,15 +311,8 @@ pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Ve
         .hint(format!("rm {} (or `maqet doctor --fix`)", path.display()))
         .fixable();
         if fix {
-            // The VM may have been started since the listing.
-            let unit = format!("{PREFIX}{vm}.socket");
-            let started = sd
-                .unit_status(&unit)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.active_state != "inactive" && s.active_state != "failed");
-            if !started {
+            // Once more right before removing: a start may be under way.
+            if !unit_is_live(sd, &unit).await {
                 finding.fixed = match std::fs::remove_file(&path) {
                     Ok(()) => Some(format!("removed {}", path.display())),
                     Err(e) => {

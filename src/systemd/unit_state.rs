@@ -97,6 +97,11 @@ impl UnitStatus {
                 signal_name(self.exec_main_status - 128),
                 self.exec_main_status
             ),
+            // The runner exits 0 only when QEMU ended by itself with 0.
+            1 if self.exec_main_status == 0 => {
+                "QEMU ended by itself (guest poweroff or quit; runner exited with status 0)"
+                    .to_string()
+            }
             1 => format!("runner exited with status {}", self.exec_main_status),
             2 | 3 => format!(
                 "runner killed by signal {}",
