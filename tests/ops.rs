@@ -217,6 +217,23 @@ fn resources_become_unit_properties_and_usage_is_shown() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[1], "running", "{ls}");
     assert!(cols[3].ends_with('s') && cols[4].ends_with('M'), "{ls}");
+    // doctor says whether these limits are enforced here.
+    let r = json_of(&w.maqet(&["doctor", "--json"]).stdout);
+    let cg = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "cgroups")
+        .unwrap_or_else(|| panic!("no cgroups finding: {r:#}"))
+        .clone();
+    match cg["severity"].as_str().unwrap() {
+        "ok" => assert_eq!(source, "systemd", "{cg}"),
+        "warning" => assert!(
+            cg["message"].as_str().unwrap().contains("not enforced"),
+            "{cg}"
+        ),
+        other => panic!("cgroups finding {other}: {cg}"),
+    }
     // A VM without `resources` sets no limits.
     let plain = w.add_vm("p", "");
     w.ok(&["start", &plain]);

@@ -9,6 +9,8 @@
 //! - `kvm`      access to /dev/kvm
 //! - `qemu`     the QEMU binaries the VMs use, and qemu-img, with versions
 //! - `journal`  journald keeps this user's journal (`maqet logs`)
+//! - `cgroups`  whether `resources:` limits can be enforced (delegated
+//!   cgroup v2 controllers)
 //! - `database` SQLite integrity of maqet.db
 //! - `config`   every stored VM config still validates
 //! - `units`    unit files (maqet.slice, maqet-autostart.service, a
@@ -19,6 +21,7 @@
 //! processes), removal of socket files nothing listens on. A running unit
 //! is never touched.
 
+mod cgroups;
 mod host;
 mod session;
 mod store;
@@ -147,6 +150,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.push(host::journal().await);
     match &sd {
         Some(sd) => {
+            f.push(cgroups::check(sd, &vms).await);
             units::unit_files(sd, &vms, &mut f).await;
             let loaded = units::vm_units(sd, &input.data_dir, &vms, input.fix, &mut f).await;
             units::sockets(sd, &loaded, input.fix, &mut f).await;

@@ -80,7 +80,7 @@ pub async fn linger() -> Finding {
         Finding::new(
             "linger",
             Severity::Warning,
-            format!("lingering is off for {user} ({how}): systemd stops every VM when your last session ends"),
+            format!("lingering is off for {user}: systemd stops every VM when your last session ends ({how})"),
         )
         .hint(format!("`{enable}` keeps your user manager and VMs running without a login"))
     };
@@ -89,14 +89,13 @@ pub async fn linger() -> Finding {
         Ok(out) if out.trim() == "no" => off("logind says Linger=no"),
         // No logind to ask (or no session of ours it knows): the marker
         // file is what logind reads at boot.
-        other => {
+        _ => {
             let marker = Path::new("/var/lib/systemd/linger").join(&user);
-            let why = other.err().unwrap_or_else(|| "unexpected answer".into());
             if marker.exists() {
                 on
             } else {
                 off(&format!(
-                    "{} does not exist; logind not asked: {why}",
+                    "logind did not answer and {} does not exist",
                     marker.display()
                 ))
             }

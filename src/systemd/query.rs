@@ -43,6 +43,14 @@ impl Systemd {
             .map_err(|e| call_err("Get", "Version", e))
     }
 
+    /// The manager's own cgroup path (relative to the cgroup root).
+    pub async fn manager_cgroup(&self) -> Result<String, SystemdError> {
+        self.mgr
+            .control_group()
+            .await
+            .map_err(|e| call_err("Get", "ControlGroup", e))
+    }
+
     /// `enabled`, `disabled`, `static`, … of an installed unit file; `None`
     /// when no unit file of that name exists.
     pub async fn unit_file_state(&self, file: &str) -> Result<Option<String>, SystemdError> {

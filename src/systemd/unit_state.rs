@@ -264,6 +264,8 @@ mod tests {
         u.exec_main_code = 1;
         u.exec_main_status = 1;
         assert_eq!(u.failure_reason(), "runner exited with status 1");
+        u.exec_main_status = 0;
+        assert!(u.failure_reason().starts_with("QEMU ended by itself"));
         u.exec_main_status = 137;
         assert_eq!(
             u.failure_reason(),
