@@ -1,6 +1,7 @@
 //! maqet: QEMU VMs as transient systemd user units.
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod ipc;
 pub mod logging;
 pub mod paths;

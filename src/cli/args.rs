@@ -62,6 +62,19 @@ pub enum Command {
     /// Internal snapshots of qcow2 disks: offline with qemu-img, or --live with RAM.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Everything about one VM: state, live usage, unit properties, cgroup,
+    /// processes, control socket, disks.
+    Inspect(NameJson),
+    /// Mark a VM for autostart (`maqet autostart`, run at login by
+    /// maqet-autostart.service).
+    Enable(EnableArgs),
+    /// Unmark a VM for autostart.
+    Disable(EnableArgs),
+    /// Start every VM marked for autostart that is not running.
+    Autostart(AutostartArgs),
+    /// Check the user session, lingering, KVM, QEMU, the journal, the
+    /// database and leftover units; --fix repairs what is safe to repair.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,7 +123,7 @@ pub struct LsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only VMs in this state (defined, starting, running, paused, stopping, failed).
+    /// Only VMs in this state (defined, starting, running, paused, stopping, failed, restarting).
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 }
@@ -257,6 +270,35 @@ pub struct SnapshotListArgs {
     pub vm: String,
     /// Only this disk.
     pub drive: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    pub name: String,
+    /// Also start (enable) or stop (disable) the VM now.
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AutostartArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds each VM gets to answer QMP.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repair what is safe to repair: reset failed units of defined VMs and
+    /// leftover failed units, remove stale socket files.
+    #[arg(long)]
+    pub fix: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -50,5 +50,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Config(a) => vmconfig::run(&ctx, &a),
         Command::Storage(c) => rt.block_on(storage::run(&ctx, c)),
         Command::Snapshot(c) => rt.block_on(snapshot::run(&ctx, c)),
+        Command::Inspect(a) => rt.block_on(inspect::run(&ctx, &a)),
+        Command::Enable(a) => rt.block_on(autostart::enable(&ctx, &a, true)),
+        Command::Disable(a) => rt.block_on(autostart::enable(&ctx, &a, false)),
+        Command::Autostart(a) => rt.block_on(autostart::run(&ctx, &a)),
+        Command::Doctor(a) => rt.block_on(doctor::run(&ctx, &a)),
     }
 }

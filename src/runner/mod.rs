@@ -6,7 +6,8 @@
 //! ping the watchdog after each good QMP round trip, mirror QMP events into
 //! `STATUS=` and the journal → on SIGTERM or an IPC stop: ACPI power-down,
 //! `quit` after the timeout, SIGKILL as the last resort → exit with a code
-//! that tells systemd how QEMU ended.
+//! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
+//! was asked for, so no restart policy brings the VM back).
 
 mod dispatch;
 mod jobs;
@@ -26,6 +27,7 @@ use crate::config::{ConfigDocument, ConfigError, RenderContext};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
+use crate::systemd::properties::STOPPED_EXIT_STATUS;
 use crate::vmname::VmName;
 
 pub use dispatch::{policy_check, QMP_TIMEOUT};
@@ -214,7 +216,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         shutdown::Event::Signal(sig) => {
             tracing::info!("{sig}: shutting the VM down");
             stopper.run(default_timeout, false, None).await;
-            Ok(0)
+            Ok(STOPPED_EXIT_STATUS)
         }
         shutdown::Event::Stop(req) => {
             let timeout = req
@@ -225,7 +227,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             stopper
                 .run(timeout, req.params.force, Some(req.reply))
                 .await;
-            Ok(0)
+            Ok(STOPPED_EXIT_STATUS)
         }
     }
 }

@@ -39,7 +39,7 @@ pub enum SystemdError {
     },
 }
 
-fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
+pub(super) fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
     SystemdError::Call {
         method,
         unit: unit.to_string(),
@@ -57,7 +57,7 @@ fn dbus_message(e: &zbus::Error) -> String {
     }
 }
 
-fn error_name(e: &zbus::Error) -> Option<&str> {
+pub(super) fn error_name(e: &zbus::Error) -> Option<&str> {
     match e {
         zbus::Error::MethodError(name, _, _) => Some(name.as_str()),
         _ => None,
@@ -88,8 +88,8 @@ const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
 
 pub struct Systemd {
-    conn: Connection,
-    mgr: ManagerProxy<'static>,
+    pub(super) conn: Connection,
+    pub(super) mgr: ManagerProxy<'static>,
 }
 
 impl Systemd {
@@ -135,7 +135,10 @@ impl Systemd {
         )))
     }
 
-    async fn properties_proxy(&self, path: &str) -> Result<PropertiesProxy<'static>, SystemdError> {
+    pub(super) async fn properties_proxy(
+        &self,
+        path: &str,
+    ) -> Result<PropertiesProxy<'static>, SystemdError> {
         PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
             .and_then(|b| b.path(path.to_string()))
@@ -288,6 +291,36 @@ impl Systemd {
         unit: &str,
         timeout: Duration,
     ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.wait_until(unit, timeout, "stop", |s| {
+            matches!(s.active_state.as_str(), "inactive" | "failed")
+        })
+        .await
+    }
+
+    /// Waits until a stop of `unit` is under way (or done).
+    pub async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.wait_until(unit, timeout, "begin to stop", |s| {
+            matches!(
+                s.active_state.as_str(),
+                "deactivating" | "inactive" | "failed"
+            )
+        })
+        .await
+    }
+
+    /// Waits until `done` holds for the unit's state or the unit is
+    /// unloaded (`None`).
+    async fn wait_until(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        what: &'static str,
+        done: impl Fn(&UnitStatus) -> bool,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
         let props = self.properties_proxy(&unit_object_path(unit)).await?;
         let mut changes = props
             .receive_properties_changed()
@@ -303,14 +336,12 @@ impl Systemd {
             let st = self.unit_status(unit).await?;
             match &st {
                 None => return Ok(None),
-                Some(s) if matches!(s.active_state.as_str(), "inactive" | "failed") => {
-                    return Ok(st)
-                }
+                Some(s) if done(s) => return Ok(st),
                 _ => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(SystemdError::Timeout { unit: unit.to_string(), what: "stop", waited: timeout });
+                    return Err(SystemdError::Timeout { unit: unit.to_string(), what, waited: timeout });
                 }
                 Some(sig) = changes.next() => {
                     // Service-interface chatter (StatusText, …) needs no look.
@@ -328,7 +359,7 @@ impl Systemd {
     }
 }
 
-async fn get_all(
+pub(super) async fn get_all(
     props: &PropertiesProxy<'_>,
     iface: &'static str,
     unit: &str,

@@ -2,6 +2,9 @@
 
 pub mod add;
 pub mod apply;
+pub mod autostart;
+pub mod doctor;
+pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod qmp;
