@@ -137,19 +137,31 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     notify::status(&format!("starting (qemu pid {})", qemu.pid));
 
     // QEMU failing before QMP is answered (a bad option) is reported now,
-    // with its own words, not after a timeout.
+    // with its own words, not after a timeout. Its closing the QMP socket
+    // and its exit race; either way the exit status and stderr are what
+    // the user needs to see.
     let handshake = QmpClient::connect(qmp_stream, HANDSHAKE_TIMEOUT);
-    let (qmp, version) = tokio::select! {
-        r = handshake => r.map_err(RunnerError::Handshake)?,
-        st = qemu.child.wait() => {
-            let st = st?;
-            // Let the stderr reader drain what QEMU said before it died.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let said = qemu.stderr_tail().join(" | ");
+    let early_exit = tokio::select! {
+        r = handshake => match r {
+            Ok(pair) => Ok(pair),
+            Err(e) => match tokio::time::timeout(Duration::from_secs(2), qemu.child.wait()).await {
+                Ok(st) => Err(st?),
+                Err(_) => return Err(RunnerError::Handshake(e)),
+            },
+        },
+        st = qemu.child.wait() => Err(st?),
+    };
+    let (qmp, version) = match early_exit {
+        Ok(pair) => pair,
+        Err(st) => {
+            let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
             let what = qemu::describe_exit(st);
             tracing::error!(qemu_stderr = %said, "{what} before answering QMP: {said}");
             notify::status(&format!("failed: {what}: {said}"));
-            return Ok(match qemu::exit_code_for(st) { 0 => 1, c => c });
+            return Ok(match qemu::exit_code_for(st) {
+                0 => 1,
+                c => c,
+            });
         }
     };
     let run_state = qmp

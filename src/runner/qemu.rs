@@ -32,6 +32,8 @@ pub struct Qemu {
     pub child: Child,
     pub pid: u32,
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The task copying QEMU's stderr to the journal; ends at EOF.
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Qemu {
@@ -74,7 +76,7 @@ impl Qemu {
         drop(theirs);
         let pid = child.id().unwrap_or(0);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        if let Some(err) = child.stderr.take() {
+        let stderr_task = child.stderr.take().map(|err| {
             let tail = stderr_tail.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(err).lines();
@@ -86,15 +88,25 @@ impl Qemu {
                     }
                     t.push_back(line);
                 }
-            });
-        }
+            })
+        });
         ours.set_nonblocking(true)?;
         let qemu = Qemu {
             child,
             pid,
             stderr_tail,
+            stderr_task,
         };
         Ok((qemu, UnixStream::from_std(ours)?))
+    }
+
+    /// QEMU's last stderr lines once it has exited: waits (bounded) for
+    /// the copy task to reach EOF so nothing QEMU said is missed.
+    pub async fn wait_stderr(&mut self, bound: std::time::Duration) -> Vec<String> {
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(bound, task).await;
+        }
+        self.stderr_tail()
     }
 
     pub fn stderr_tail(&self) -> Vec<String> {
