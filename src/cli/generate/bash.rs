@@ -48,10 +48,10 @@ _maqet() {
         kind=${vals[${cur%%=*}]:-any}
         cur=${cur#*=}
     elif [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
         return 0
     elif [[ -n $subs ]]; then
-        COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+        mapfile -t COMPREPLY < <(compgen -W "$subs" -- "$cur")
         return 0
     elif ((npos < ${#pos[@]})); then
         kind=${pos[npos]}
@@ -63,18 +63,18 @@ _maqet() {
     case $kind in
         vm)
             local bin=${words[0]/#\~/$HOME} dd=${data_dir/#\~/$HOME}
-            COMPREPLY=($(compgen -W "$("$bin" ${dd:+--data-dir "$dd"} __complete-vms 2>/dev/null)" -- "$cur"))
+            mapfile -t COMPREPLY < <(compgen -W "$("$bin" ${dd:+--data-dir "$dd"} __complete-vms 2>/dev/null)" -- "$cur")
             ;;
         files)
             compopt -o filenames 2>/dev/null
-            COMPREPLY=($(compgen -f -- "$cur"))
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         dirs)
             compopt -o filenames 2>/dev/null
-            COMPREPLY=($(compgen -d -- "$cur"))
+            mapfile -t COMPREPLY < <(compgen -d -- "$cur")
             ;;
         choices:*)
-            COMPREPLY=($(compgen -W "${kind#choices:}" -- "$cur"))
+            mapfile -t COMPREPLY < <(compgen -W "${kind#choices:}" -- "$cur")
             ;;
         *) COMPREPLY=() ;;
     esac
