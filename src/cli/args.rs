@@ -1,5 +1,8 @@
-//! Command-line definitions (clap derive). Man pages and completions are
-//! generated from these, so help texts are the documentation.
+//! Command-line definitions (clap derive). Man pages, shell completions and
+//! the reference in docs/cli.md are generated from these (`cli::generate`),
+//! so help texts are the documentation. A positional argument that takes a
+//! VM name is called `name` (or `names`, `vm`, `vms`): completion then
+//! offers the defined VMs for it.
 
 use std::path::PathBuf;
 
@@ -19,7 +22,7 @@ show the truth about every VM.",
 )]
 pub struct Cli {
     /// Data directory holding maqet.db and the default disk location.
-    #[arg(long, global = true, env = "MAQET_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "MAQET_DATA_DIR", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub data_dir: Option<PathBuf>,
     /// More output on stderr: -v info, -vv debug, -vvv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -75,6 +78,12 @@ pub enum Command {
     /// Check the user session, lingering, KVM, QEMU, the journal, the
     /// database and leftover units; --fix repairs what is safe to repair.
     Doctor(DoctorArgs),
+    /// Generate man pages, shell completions or the CLI reference (for packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate(super::generate::GenerateArgs),
+    /// Print the defined VM names, one per line (for shell completion).
+    #[command(name = "__complete-vms", hide = true)]
+    CompleteVms,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +101,7 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Name of the VM.
     pub name: String,
     /// Seconds to wait for QEMU to answer QMP.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -100,6 +110,7 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
+    /// Name of the VM.
     pub name: String,
     /// Kill QEMU now instead of powering the guest down.
     #[arg(long)]
@@ -112,6 +123,7 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct NameJson {
+    /// Name of the VM.
     pub name: String,
     /// Print JSON.
     #[arg(long)]
@@ -130,6 +142,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    /// Name of the VM.
     pub name: String,
     /// Stop the VM first (forcefully) if it is running.
     #[arg(long)]
@@ -150,6 +163,7 @@ pub enum QmpCommand {
 
 #[derive(Debug, Args)]
 pub struct QmpRunArgs {
+    /// Name of the VM.
     pub name: String,
     /// QMP command, e.g. query-status.
     pub command: String,
@@ -160,6 +174,7 @@ pub struct QmpRunArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Name of the VM.
     pub name: String,
     /// Keep printing new entries.
     #[arg(short, long)]

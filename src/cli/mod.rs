@@ -4,8 +4,11 @@ pub mod args;
 mod commands;
 mod context;
 pub mod exit;
+pub mod generate;
 mod journal;
 pub mod output;
+pub mod table;
+pub mod term;
 
 use args::{Cli, Command};
 use context::Ctx;
@@ -26,6 +29,10 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn execute(cli: Cli) -> Result<(), CliError> {
+    // Needs no data directory (packaging may run it without HOME).
+    if let Command::Generate(a) = &cli.command {
+        return generate::run(a);
+    }
     let ctx = Ctx {
         data_dir: DataDir::resolve(cli.data_dir.as_deref())?,
         verbosity: cli.verbose,
@@ -55,5 +62,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Disable(a) => rt.block_on(autostart::enable(&ctx, &a, false)),
         Command::Autostart(a) => rt.block_on(autostart::run(&ctx, &a)),
         Command::Doctor(a) => rt.block_on(doctor::run(&ctx, &a)),
+        Command::Generate(a) => generate::run(&a),
+        Command::CompleteVms => generate::complete_vms(&ctx),
     }
 }

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use crate::cli::args::{LsArgs, NameJson};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
-use crate::cli::output::{
-    human_bytes, human_duration, now_unix, print_json, render_table, rfc3339_utc,
-};
+use crate::cli::output::{human_bytes, human_duration, now_unix, print_json, rfc3339_utc};
+use crate::cli::table;
+use crate::cli::term::Term;
 use crate::config::{ConfigDocument, RenderContext};
 use crate::runner::QMP_FD;
 use crate::systemd::properties::data_dir_of_description;
@@ -139,7 +139,12 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         print_json(&r);
         return Ok(());
     }
-    println!("{}: {}", r.name, r.state);
+    let term = Term::stdout();
+    println!(
+        "{}: {}",
+        r.name,
+        term.paint(r.state.as_str(), state_sgr(r.state))
+    );
     println!("  unit:    {}", r.unit);
     if let Some(since) = r.since {
         println!(
@@ -310,11 +315,31 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
+    // Fitted to the terminal (NOTE elided), full rows when piped.
     print!(
         "{}",
-        render_table(&["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"], &rows)
+        table::render(
+            &["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"],
+            &rows,
+            &Term::stdout(),
+            |col, cell| match col {
+                1 => VmState::parse(cell).and_then(state_sgr),
+                _ => None,
+            },
+        )
     );
     Ok(())
+}
+
+/// The colour of a state on a terminal: green runs, yellow is in between,
+/// red failed; a VM that is merely defined stays plain.
+fn state_sgr(s: VmState) -> Option<&'static str> {
+    match s {
+        VmState::Running => Some("32"),
+        VmState::Paused | VmState::Starting | VmState::Stopping | VmState::Restarting => Some("33"),
+        VmState::Failed => Some("1;31"),
+        VmState::Defined => None,
+    }
 }
 
 pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
@@ -372,4 +397,31 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of `status --json` (and of each `ls --json` row) are a
+    /// documented, stable interface: each one is in docs/cli.md's table.
+    #[test]
+    fn status_json_keys_are_documented() {
+        let doc = include_str!("../../../docs/cli.md");
+        let section = doc
+            .split("### `maqet status NAME --json`")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/cli.md has the status --json section");
+        let vm = VmName::new("x").unwrap();
+        let v = serde_json::to_value(StatusReport::new(&vm, None)).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        for k in keys {
+            assert!(
+                section.contains(&format!("| `{k}` |")),
+                "status --json key `{k}` is not documented in docs/cli.md"
+            );
+        }
+    }
 }
