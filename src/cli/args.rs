@@ -186,6 +186,7 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// Name of the VM.
     pub name: String,
     /// Config files (YAML) merged on top of the stored config, left to right.
     #[arg(value_name = "FILE")]
@@ -223,6 +224,7 @@ pub enum StorageCommand {
 
 #[derive(Debug, Args)]
 pub struct StorageCreateArgs {
+    /// Name of the VM.
     pub name: String,
 }
 
@@ -292,6 +294,7 @@ pub struct SnapshotListArgs {
 
 #[derive(Debug, Args)]
 pub struct EnableArgs {
+    /// Name of the VM.
     pub name: String,
     /// Also start (enable) or stop (disable) the VM now.
     #[arg(long)]

@@ -55,12 +55,14 @@ pub enum Shell {
 }
 
 /// The command tree the generators document: the clap definitions, with a
-/// description for any VM-name argument that has none.
+/// description for any VM-name option that has none. Positionals are left
+/// alone: clap's `mut_arg` re-appends an argument, which would reorder
+/// positionals (they must carry a doc comment instead; a test checks).
 pub fn documented_command() -> clap::Command {
     fn fill(mut cmd: clap::Command) -> clap::Command {
         let ids: Vec<String> = cmd
             .get_arguments()
-            .filter(|a| model::is_vm_arg(a) && a.get_help().is_none())
+            .filter(|a| model::is_vm_arg(a) && a.get_help().is_none() && !a.is_positional())
             .map(|a| a.get_id().to_string())
             .collect();
         for id in ids {

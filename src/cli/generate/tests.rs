@@ -215,3 +215,23 @@ fn cli_reference_in_docs_is_current() {
         "docs/cli.md's command reference is out of date: run `make docs` and commit it"
     );
 }
+
+#[test]
+fn every_vm_name_positional_is_documented() {
+    fn walk(cmd: &clap::Command, path: &str) {
+        for a in cmd.get_arguments().filter(|a| a.is_positional()) {
+            if super::model::is_vm_arg(a) {
+                assert!(
+                    a.get_help().is_some(),
+                    "{path}: positional {} has no doc comment",
+                    a.get_id()
+                );
+            }
+        }
+        for s in cmd.get_subcommands() {
+            walk(s, &format!("{path} {}", s.get_name()));
+        }
+    }
+    use clap::CommandFactory;
+    walk(&crate::cli::args::Cli::command(), "maqet");
+}
