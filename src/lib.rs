@@ -1,11 +1,13 @@
 //! maqet: QEMU VMs as transient systemd user units.
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod ipc;
 pub mod logging;
 pub mod paths;
 pub mod qmp;
 pub mod runner;
 pub mod state;
+pub mod storage;
 pub mod systemd;
 pub mod vmname;

@@ -93,8 +93,31 @@ for t in "${tests[@]}"; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
 done
+# The packaging test installs a .deb system-wide: root only. It runs with
+# the whole suite, or with MAQET_TESTS naming "package".
+pkg_p=0
+pkg_f=0
+if [[ -z ${MAQET_TESTS:-} || " $MAQET_TESTS " == *" package "* ]]; then
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "== package test"
+        pkg_log=$stage/package.log
+        # The integration feature keeps cargo from rebuilding what was built above.
+        PROFILE=debug CARGOFLAGS="--features integration" bash packaging/test-deb.sh >"$pkg_log" 2>&1 || status=1
+        grep -E '^(ok|not ok|skip) |^package: ' "$pkg_log" || true
+        if grep -q '^not ok' "$pkg_log" || ! grep -q '^package: ' "$pkg_log"; then
+            cat "$pkg_log"
+        fi
+        pkg_p=$(sed -nE 's/^package: ([0-9]+) passed, ([0-9]+) failed$/\1/p' "$pkg_log")
+        pkg_f=$(sed -nE 's/^package: ([0-9]+) passed, ([0-9]+) failed$/\2/p' "$pkg_log")
+        [[ -n $pkg_f ]] || pkg_f=1
+        passed=$((passed + ${pkg_p:-0}))
+        failed=$((failed + pkg_f))
+    else
+        echo "== package test skipped: it installs a .deb, run it as root (make package-test)"
+    fi
+fi
 u_p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$unit_log" | awk '{s+=$1} END {print s+0}')
 echo
-echo "integration: $passed passed, $failed failed; unit: ${u_p:-0} passed"
+echo "integration + package: $passed passed, $failed failed (package: ${pkg_p:-0} passed, $pkg_f failed); unit: ${u_p:-0} passed"
 echo "total: $((passed + ${u_p:-0})) passed, $failed failed"
 [[ $status -eq 0 && $failed -eq 0 ]]

@@ -1,5 +1,8 @@
-//! Command-line definitions (clap derive). Man pages and completions are
-//! generated from these, so help texts are the documentation.
+//! Command-line definitions (clap derive). Man pages, shell completions and
+//! the reference in docs/cli.md are generated from these (`cli::generate`),
+//! so help texts are the documentation. A positional argument that takes a
+//! VM name is called `name` (or `names`, `vm`, `vms`): completion then
+//! offers the defined VMs for it.
 
 use std::path::PathBuf;
 
@@ -19,7 +22,7 @@ show the truth about every VM.",
 )]
 pub struct Cli {
     /// Data directory holding maqet.db and the default disk location.
-    #[arg(long, global = true, env = "MAQET_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "MAQET_DATA_DIR", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub data_dir: Option<PathBuf>,
     /// More output on stderr: -v info, -vv debug, -vvv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -52,6 +55,35 @@ pub enum Command {
     Qmp(QmpCommand),
     /// Show a VM's journal (runner and QEMU output).
     Logs(LogsArgs),
+    /// Change a stopped VM's config: merge files, then flags, on top of it; shows what changed.
+    Apply(ApplyArgs),
+    /// Print a VM's stored config as YAML that `maqet add` accepts.
+    Config(NameJson),
+    /// Disk images: create them now, or list them with their sizes and snapshots.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+    /// Internal snapshots of qcow2 disks: offline with qemu-img, or --live with RAM.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Everything about one VM: state, live usage, unit properties, cgroup,
+    /// processes, control socket, disks.
+    Inspect(NameJson),
+    /// Mark a VM for autostart (`maqet autostart`, run at login by
+    /// maqet-autostart.service).
+    Enable(EnableArgs),
+    /// Unmark a VM for autostart.
+    Disable(EnableArgs),
+    /// Start every VM marked for autostart that is not running.
+    Autostart(AutostartArgs),
+    /// Check the user session, lingering, KVM, QEMU, the journal, the
+    /// database and leftover units; --fix repairs what is safe to repair.
+    Doctor(DoctorArgs),
+    /// Generate man pages, shell completions or the CLI reference (for packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate(super::generate::GenerateArgs),
+    /// Print the defined VM names, one per line (for shell completion).
+    #[command(name = "__complete-vms", hide = true)]
+    CompleteVms,
     /// Attach to a VM's serial console (needs `console: true`); Ctrl-] detaches.
     Console(ConsoleArgs),
     /// Print a VM's QMP events as they happen, until it stops.
@@ -77,6 +109,7 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Name of the VM.
     pub name: String,
     /// Seconds to wait for QEMU to answer QMP.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -85,6 +118,7 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
+    /// Name of the VM.
     pub name: String,
     /// Kill QEMU now instead of powering the guest down.
     #[arg(long)]
@@ -97,6 +131,7 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct NameJson {
+    /// Name of the VM.
     pub name: String,
     /// Print JSON.
     #[arg(long)]
@@ -108,17 +143,24 @@ pub struct LsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only VMs in this state (defined, starting, running, paused, stopping, failed).
+    /// Only VMs in this state (defined, starting, running, paused, stopping, failed, restarting).
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    /// Name of the VM.
     pub name: String,
     /// Stop the VM first (forcefully) if it is running.
     #[arg(long)]
     pub force: bool,
+    /// Also delete the files maqet created for the VM (disk images, directories); files you brought are kept.
+    #[arg(long, alias = "clean-storage")]
+    pub delete_storage: bool,
+    /// Also delete this disk image of the VM although maqet did not create it (repeatable).
+    #[arg(long = "delete-file", value_name = "PATH")]
+    pub delete_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,11 +185,13 @@ pub enum QmpCommand {
 
 #[derive(Debug, Args)]
 pub struct VmArg {
+    /// Name of the VM.
     pub name: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
+    /// Name of the VM.
     pub name: String,
     /// Do not switch the terminal to raw mode and take no escape key: stdin
     /// goes to the console as is and output is printed until the VM stops
@@ -164,6 +208,7 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Args)]
 pub struct RebootArgs {
+    /// Name of the VM.
     pub name: String,
     /// Seconds to wait for the guest to reboot.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -172,6 +217,7 @@ pub struct RebootArgs {
 
 #[derive(Debug, Args)]
 pub struct QmpKeysArgs {
+    /// Name of the VM.
     pub name: String,
     /// Keys pressed together, e.g. `ctrl alt f2`.
     #[arg(value_name = "KEY", required = true)]
@@ -183,6 +229,7 @@ pub struct QmpKeysArgs {
 
 #[derive(Debug, Args)]
 pub struct QmpTypeArgs {
+    /// Name of the VM.
     pub name: String,
     /// The text: letters, digits, ASCII punctuation, space, tab, newline (Enter).
     pub text: String,
@@ -193,6 +240,7 @@ pub struct QmpTypeArgs {
 
 #[derive(Debug, Args)]
 pub struct ScreendumpArgs {
+    /// Name of the VM.
     pub name: String,
     /// Output file; a relative path is relative to the current directory.
     pub file: PathBuf,
@@ -200,6 +248,7 @@ pub struct ScreendumpArgs {
 
 #[derive(Debug, Args)]
 pub struct DeviceAddArgs {
+    /// Name of the VM.
     pub name: String,
     /// QEMU device type, e.g. virtio-rng-pci (`-device help` lists them).
     pub driver: String,
@@ -213,6 +262,7 @@ pub struct DeviceAddArgs {
 
 #[derive(Debug, Args)]
 pub struct DeviceDelArgs {
+    /// Name of the VM.
     pub name: String,
     /// The device's id (or QOM path).
     pub id: String,
@@ -226,6 +276,7 @@ pub struct DeviceDelArgs {
 
 #[derive(Debug, Args)]
 pub struct QmpRunArgs {
+    /// Name of the VM.
     pub name: String,
     /// QMP command, e.g. query-status.
     pub command: String,
@@ -236,6 +287,7 @@ pub struct QmpRunArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Name of the VM.
     pub name: String,
     /// Keep printing new entries.
     #[arg(short, long)]
@@ -243,4 +295,142 @@ pub struct LogsArgs {
     /// Number of recent entries to show.
     #[arg(short = 'n', long, value_name = "N")]
     pub lines: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Config files (YAML) merged on top of the stored config, left to right.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// More config files, merged after the positional ones (the original tool's spelling).
+    #[arg(long = "vm-config", value_name = "FILE", num_args = 1..)]
+    pub vm_config: Vec<PathBuf>,
+    /// Sets `memory` (QEMU -m syntax: 512M, 2G).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Sets `cpu` (number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<String>,
+    /// Sets `binary` (the QEMU executable; a relative path is taken from here).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<String>,
+    /// Sets `enable_kvm: true`.
+    #[arg(long)]
+    pub enable_kvm: bool,
+    /// Sets any key; VALUE is YAML (`4G`, `2`, `true`, `[a, b]`); dotted keys reach into mappings and lists (resources.memory_max=2G, storage.0.size=20G).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the changes as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Create the VM's missing disk images (and share directories) now instead of at first start.
+    Create(StorageCreateArgs),
+    /// List disk images with format, sizes, backing chain and snapshot count; flags files no VM uses.
+    Ls(StorageLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StorageCreateArgs {
+    /// Name of the VM.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageLsArgs {
+    /// Only this VM's disks (and unreferenced files in its disk directory).
+    pub name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maqet snapshot ACTION VM DRIVE [SNAPSHOT]`; the original tool's order,
+/// `maqet snapshot VM ACTION DRIVE --name SNAPSHOT`, is accepted too.
+#[derive(Debug, Subcommand)]
+#[command(allow_external_subcommands = true)]
+pub enum SnapshotCommand {
+    /// Take a snapshot: disk-only of DRIVE with the VM stopped; with --live, of every disk plus RAM of the running VM.
+    Create(SnapshotCreateArgs),
+    /// Go back to a snapshot: DRIVE's disk with the VM stopped; with --live, every disk plus RAM of the running VM.
+    Load(SnapshotArgs),
+    /// Delete a snapshot: from DRIVE with the VM stopped; with --live, from every disk of the running VM.
+    Delete(SnapshotArgs),
+    /// List snapshots (tag, date, VM-state size, live or disk-only) of DRIVE, or of every qcow2 disk.
+    #[command(visible_alias = "ls")]
+    List(SnapshotListArgs),
+    /// The original tool's argument order: VM ACTION DRIVE --name NAME.
+    #[command(external_subcommand)]
+    Legacy(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The VM's name.
+    pub vm: String,
+    /// The disk (`storage[].name`); with --live it holds the VM state.
+    pub drive: String,
+    /// The snapshot's name (or give it with --name).
+    pub snapshot: Option<String>,
+    /// The snapshot's name (the original tool's spelling).
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Work on the running VM through QEMU: every writable disk plus the VM state.
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotCreateArgs {
+    #[command(flatten)]
+    pub common: SnapshotArgs,
+    /// Replace a snapshot of the same name.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    /// The VM's name.
+    pub vm: String,
+    /// Only this disk.
+    pub drive: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Also start (enable) or stop (disable) the VM now.
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AutostartArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds each VM gets to answer QMP.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repair what is safe to repair: reset failed units of defined VMs and
+    /// leftover failed units, remove stale socket files.
+    #[arg(long)]
+    pub fix: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -5,6 +5,7 @@ use crate::config::ConfigError;
 use crate::ipc::{ErrorKind, IpcError};
 use crate::paths::PathError;
 use crate::state::StateError;
+use crate::storage::StorageError;
 use crate::systemd::SystemdError;
 use crate::vmname::InvalidName;
 
@@ -15,6 +16,7 @@ pub mod code {
     pub const FAILURE: i32 = 1;
     /// Bad command-line usage (clap uses 2 as well).
     pub const USAGE: i32 = 2;
+    /// Also for a drive or snapshot that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
     /// Exists already, already running, or running when it must not be.
@@ -31,7 +33,7 @@ Exit codes:
   0  success
   1  failure (e.g. the VM failed to start)
   2  usage error
-  3  no such VM
+  3  no such VM (or no such drive or snapshot)
   4  invalid configuration
   5  conflict (exists, already running, or running when it must not be)
   6  QMP error reported by QEMU
@@ -133,5 +135,27 @@ impl From<IpcError> for CliError {
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         CliError::failure(e.to_string())
+    }
+}
+
+impl From<StorageError> for CliError {
+    fn from(e: StorageError) -> Self {
+        let c = match &e {
+            StorageError::DriveNotFound { .. } | StorageError::SnapshotNotFound { .. } => {
+                code::NO_SUCH_VM
+            }
+            StorageError::NotSnapshottable { .. }
+            | StorageError::InvalidName { .. }
+            | StorageError::LiveUnsupported { .. }
+            | StorageError::NoVmState { .. } => code::USAGE,
+            StorageError::SnapshotExists { .. } | StorageError::NotAttached { .. } => {
+                code::CONFLICT
+            }
+            StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
+            StorageError::QmpTimeout { .. } => code::TIMEOUT,
+            StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
     }
 }

@@ -4,8 +4,11 @@ pub mod args;
 mod commands;
 mod context;
 pub mod exit;
+pub mod generate;
 mod journal;
 pub mod output;
+pub mod table;
+pub mod term;
 
 use args::{Cli, Command};
 use context::Ctx;
@@ -26,6 +29,10 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn execute(cli: Cli) -> Result<(), CliError> {
+    // Needs no data directory (packaging may run it without HOME).
+    if let Command::Generate(a) = &cli.command {
+        return generate::run(a);
+    }
     let ctx = Ctx {
         data_dir: DataDir::resolve(cli.data_dir.as_deref())?,
         verbosity: cli.verbose,
@@ -46,6 +53,17 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
         Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
         Command::Logs(a) => logs::run(&a),
+        Command::Apply(a) => rt.block_on(apply::run(&ctx, &a)),
+        Command::Config(a) => vmconfig::run(&ctx, &a),
+        Command::Storage(c) => rt.block_on(storage::run(&ctx, c)),
+        Command::Snapshot(c) => rt.block_on(snapshot::run(&ctx, c)),
+        Command::Inspect(a) => rt.block_on(inspect::run(&ctx, &a)),
+        Command::Enable(a) => rt.block_on(autostart::enable(&ctx, &a, true)),
+        Command::Disable(a) => rt.block_on(autostart::enable(&ctx, &a, false)),
+        Command::Autostart(a) => rt.block_on(autostart::run(&ctx, &a)),
+        Command::Doctor(a) => rt.block_on(doctor::run(&ctx, &a)),
+        Command::Generate(a) => generate::run(&a),
+        Command::CompleteVms => generate::complete_vms(&ctx),
         Command::Console(a) => rt.block_on(console::run(&ctx, &a)),
         Command::Events(a) => rt.block_on(events::run(&ctx, &a)),
         Command::Reset(a) => rt.block_on(power::reset(&ctx, &a)),

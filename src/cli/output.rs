@@ -7,33 +7,14 @@ pub fn print_json<T: Serialize>(v: &T) {
 }
 
 /// A plain text table: columns padded to their widest cell, last column
-/// unpadded so lines carry no trailing blanks.
+/// unpadded so lines carry no trailing blanks. Never fitted or coloured;
+/// `table::render` does that for a terminal.
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
-            }
-        }
-        s.trim_end().to_string()
+    let plain = super::term::Term {
+        width: None,
+        colour: false,
     };
-    let mut out = line(headers.to_vec());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
-    out
+    super::table::render(headers, rows, &plain, |_, _| None)
 }
 
 /// `1h 02m`, `3m 04s`, `12s`.

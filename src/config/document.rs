@@ -147,6 +147,108 @@ impl ConfigDocument {
         }
     }
 
+    /// `--set KEY=VALUE`: `value` is YAML (`2G`, `4`, `true`, `[a, b]`,
+    /// `{k: v}`); `key` may be dotted to reach into mappings, with numeric
+    /// parts indexing lists (`storage.0.size`). Missing mappings on the way
+    /// are created; the value is checked later, by validation, under the
+    /// label `--set KEY`.
+    pub fn set_path(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.set_yaml(key, value, &format!("--set {key}"))
+    }
+
+    /// Like [`ConfigDocument::set_path`], with `label` as the values'
+    /// location (e.g. `--memory`).
+    pub fn set_yaml(&mut self, key: &str, value: &str, label: &str) -> Result<(), ConfigError> {
+        let label = Location::label(label);
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::invalid(
+                &label,
+                "empty key part; write KEY=VALUE with a dotted KEY such as resources.memory_max",
+            ));
+        }
+        if parts[0] == "name" {
+            return Err(ConfigError::invalid(
+                &label,
+                "a VM's name cannot be changed by apply; `maqet config VM > f.yaml`, then `maqet add --name NEW f.yaml`",
+            ));
+        }
+        let mut node = load::parse_value(value, &label.source).map_err(|e| match e {
+            ConfigError::Yaml { message, .. } => {
+                ConfigError::invalid(&label, format!("'{value}' is not a YAML value: {message}"))
+            }
+            other => other,
+        })?;
+        relabel(&mut node, &label);
+        let mut cur = &mut self.root;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let shown = parts[..=i].join(".");
+            let type_name = cur.type_name();
+            match &mut cur.value {
+                Value::Map(entries) => {
+                    let pos = match entries.iter().position(|e| e.key == *part) {
+                        Some(p) => p,
+                        None => {
+                            entries.push(Entry {
+                                key: part.to_string(),
+                                key_loc: label.clone(),
+                                value: Node::new(Value::Map(Vec::new()), label.clone()),
+                            });
+                            entries.len() - 1
+                        }
+                    };
+                    if last {
+                        entries[pos].value = node;
+                        return Ok(());
+                    }
+                    cur = &mut entries[pos].value;
+                    if cur.is_null() {
+                        *cur = Node::new(Value::Map(Vec::new()), label.clone());
+                    }
+                }
+                Value::Seq(items) => {
+                    let len = items.len();
+                    let idx = part.parse::<usize>().ok().filter(|i| *i < len).ok_or_else(|| {
+                        ConfigError::invalid(
+                            &label,
+                            format!("'{shown}': '{}' is a list of {len} items; use an index from 0 to {}", parts[..i].join("."), len.saturating_sub(1)),
+                        )
+                    })?;
+                    if last {
+                        items[idx] = node;
+                        return Ok(());
+                    }
+                    cur = &mut items[idx];
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        &label,
+                        format!(
+                            "'{}' is {}, not a mapping or list, so '{shown}' cannot be set",
+                            parts[..i].join("."),
+                            type_name
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored config as YAML that `maqet add` reads back to the same
+    /// config; `name` (when given) comes first.
+    pub fn to_yaml(&self, name: Option<&str>) -> String {
+        let mut j = serde_json::Map::new();
+        if let Some(n) = name {
+            j.insert("name".into(), Json::String(n.to_string()));
+        }
+        if let Json::Object(m) = self.to_json() {
+            j.extend(m);
+        }
+        super::emit::to_yaml(&Json::Object(j))
+    }
+
     /// The merged `name:` when it is a string.
     pub fn name(&self) -> Option<&str> {
         self.root.get("name")?.as_str()
@@ -202,5 +304,20 @@ impl ConfigDocument {
             m.shift_remove("name");
         }
         j
+    }
+}
+
+/// Gives every node of a `--set` value the flag's label as its location.
+fn relabel(node: &mut Node, label: &Location) {
+    node.loc = label.clone();
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| relabel(n, label)),
+        Value::Map(entries) => {
+            for e in entries {
+                e.key_loc = label.clone();
+                relabel(&mut e.value, label);
+            }
+        }
+        _ => {}
     }
 }

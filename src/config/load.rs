@@ -66,15 +66,20 @@ pub(crate) fn load_file(path: &Path, source: &str) -> Result<Node, ConfigError> 
     parse_str(&text, source)
 }
 
-/// Parses one YAML document whose top level must be a mapping.
-pub(crate) fn parse_str(text: &str, source: &str) -> Result<Node, ConfigError> {
+/// Parses one YAML document of any shape (e.g. a `--set` value).
+pub(crate) fn parse_value(text: &str, source: &str) -> Result<Node, ConfigError> {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
         source,
         anchors: HashMap::new(),
         nodes: 0,
     };
-    let root = b.document()?;
+    b.document()
+}
+
+/// Parses one YAML document whose top level must be a mapping.
+pub(crate) fn parse_str(text: &str, source: &str) -> Result<Node, ConfigError> {
+    let root = parse_value(text, source)?;
     if root.as_map().is_none() {
         let what = if root.is_null() {
             "the file is empty".to_string()

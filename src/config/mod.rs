@@ -54,9 +54,12 @@
 //! `^\d+[KMGT]?$` ([`parse_size`]: bare number = bytes).
 
 mod argv;
+mod diff;
 mod document;
+mod emit;
 mod error;
 mod load;
+mod machine;
 mod merge;
 mod node;
 mod paths;
@@ -70,9 +73,10 @@ mod validate;
 mod tests;
 
 pub use argv::RenderContext;
+pub use diff::{diff, Change};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
-pub use paths::{is_executable, system_dir_of};
+pub use paths::{find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, Resources, RestartPolicy, SecurityModel,
     StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,

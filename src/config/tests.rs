@@ -933,3 +933,147 @@ fn null_unsets_a_key() {
         split("-smp 2")
     );
 }
+
+#[test]
+fn interfaces_the_machine_cannot_attach_are_refused() {
+    let env = env();
+    let e = env.error(
+        "storage: [{name: d, interface: virtio, size: 1M}]\narguments: [{machine: microvm}]\n",
+    );
+    assert!(
+        e.starts_with(&format!("{}:2:11: storage[0].interface: 'virtio' needs a PCI bus (virtio-blk-pci), which machine 'microvm' (arguments[0] at {}:3:13) does not have", env.vm_yaml(), env.vm_yaml())),
+        "{e}"
+    );
+    assert!(env
+        .error("storage: [{interface: scsi}]\narguments: [{machine: isapc}]\n")
+        .contains("'scsi' needs a PCI bus (virtio-scsi-pci), which machine 'isapc'"));
+    assert!(env
+        .error("storage: [{interface: ide}]\narguments: [{machine: {type: none}}]\n")
+        .contains("storage[0].interface: 'ide': machine 'none' (arguments[0]"));
+    assert!(env
+        .error("storage: [{type: virtfs, path: /tmp}]\nargs: [-M, microvm]\n")
+        .contains("a 9p share needs a PCI bus (virtio-9p-pci), which machine 'microvm' (args)"));
+    // microvm with PCIe attaches virtio disks.
+    env.doc("storage: [{interface: virtio}]\narguments: [{machine: microvm, pcie: \"on\"}]\n")
+        .validate()
+        .unwrap();
+    // Four IDE drives fit on pc; a cdrom from arguments takes a slot.
+    let four = "storage:\n  - {name: a, interface: ide}\n  - {name: b, interface: ide}\n  - {name: c, interface: ide}\n  - {name: d, interface: ide}\n";
+    env.doc(&format!("{four}arguments: [{{machine: pc}}]\n"))
+        .validate()
+        .unwrap();
+    let e = env.error(&format!(
+        "{four}arguments: [{{machine: pc-i440fx-7.2}}, {{drive: \"file=/x.iso,media=cdrom\"}}]\n"
+    ));
+    assert!(
+        e.contains("storage[3].interface: 'ide': machine 'pc-i440fx-7.2' (arguments[0]")
+            && e.contains("has 4 IDE slots and this is IDE drive 5")
+            && e.contains("use interface: virtio or sata"),
+        "{e}"
+    );
+    // q35 has six.
+    env.doc(&format!(
+        "{four}arguments: [{{machine: q35}}, {{cdrom: /x.iso}}, {{drive: \"file=/y.iso,if=ide\"}}]\n"
+    ))
+    .validate()
+    .unwrap();
+    // Unknown machine types are left to QEMU.
+    env.doc("storage: [{interface: ide}]\narguments: [{machine: virt}]\n")
+        .validate()
+        .unwrap();
+}
+
+#[test]
+fn default_machine_follows_the_binary_name() {
+    let env = env();
+    let bin = env.dir.join("qemu-system-x86_64");
+    fs::copy(&env.qemu, &bin).unwrap();
+    let six = (0..5)
+        .map(|i| format!("  - {{name: d{i}, interface: ide}}\n"))
+        .collect::<String>();
+    let p = env.file(
+        "x.yaml",
+        &format!("binary: {}\nstorage:\n{six}", bin.display()),
+    );
+    let e = ConfigDocument::load_files(&[p])
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the default machine 'pc' (no machine option given) has 4 IDE slots"),
+        "{e}"
+    );
+}
+
+#[test]
+fn set_path_edits_nested_values() {
+    let env = env();
+    let mut doc =
+        env.doc("memory: 256M\nstorage:\n  - {name: hdd, size: 1G}\nresources: {cpu_weight: 10}\n");
+    doc.set_path("memory", "1G").unwrap();
+    doc.set_path("cpu", "2").unwrap();
+    doc.set_path("storage.0.size", "4G").unwrap();
+    doc.set_path("resources.io_weight", "20").unwrap();
+    doc.set_path("restart", "on-failure").unwrap();
+    doc.set_path("enable_kvm", "false").unwrap();
+    let j = doc.to_json();
+    assert_eq!(j["memory"], "1G");
+    assert_eq!(j["cpu"], 2);
+    assert_eq!(j["storage"][0]["size"], "4G");
+    assert_eq!(j["resources"], json!({"cpu_weight": 10, "io_weight": 20}));
+    assert_eq!(j["enable_kvm"], false);
+    let cfg = doc.validate().unwrap();
+    assert_eq!(cfg.storage()[0].size, Some(4 << 30));
+    // Values are checked by validation, under the flag's label.
+    doc.set_path("storage.0.size", "10Q").unwrap();
+    assert_eq!(
+        doc.validate().unwrap_err().to_string(),
+        "--set storage.0.size: storage[0].size: invalid size '10Q' (use digits with an optional K, M, G or T suffix, e.g. 10G)"
+    );
+    // Structural errors at once.
+    let e = doc
+        .set_path("storage.3.size", "1G")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'storage' is a list of 1 items"), "{e}");
+    let e = doc.set_path("memory.x", "1").unwrap_err().to_string();
+    assert!(e.contains("'memory' is a string"), "{e}");
+    assert!(doc.set_path("name", "x").is_err());
+    assert!(doc.set_path("a..b", "x").is_err());
+    let e = doc.set_path("cpu", "[1").unwrap_err().to_string();
+    assert!(e.starts_with("--set cpu: '[1' is not a YAML value"), "{e}");
+}
+
+#[test]
+fn yaml_output_round_trips_examples() {
+    let env = env();
+    if copy_examples(&env).is_none() {
+        return;
+    }
+    for files in [
+        &["example1-minimal.yaml"][..],
+        &["example2-devbox.yaml"],
+        &["layered/base.yaml", "layered/ci-runner.yaml"],
+    ] {
+        let paths: Vec<PathBuf> = files.iter().map(|f| env.dir.join(f)).collect();
+        let mut doc = ConfigDocument::load_files(&paths).unwrap();
+        doc.set(
+            "binary",
+            json!(env.qemu.display().to_string()),
+            "test stand-in",
+        );
+        let yaml = doc.to_yaml(Some("copy"));
+        assert!(yaml.starts_with("name: copy\n"), "{yaml}");
+        // Read back from another directory: every path is absolute now.
+        let other = env.file("elsewhere/out.yaml", &yaml);
+        let again = ConfigDocument::load_files(&[other]).unwrap();
+        assert_eq!(again.name(), Some("copy"));
+        assert_eq!(again.to_json(), doc.to_json(), "{yaml}");
+        let c = ctx(&env.dir.join("disks"));
+        assert_eq!(
+            again.validate().unwrap().render_argv(&c),
+            doc.validate().unwrap().render_argv(&c)
+        );
+    }
+}

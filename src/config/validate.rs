@@ -383,6 +383,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
 
     cfg.binary = validate_binary(&mut v, binary_node, default_loc);
     check_single_instance(&mut v, &cfg.arguments);
+    super::machine::check_interfaces(&mut v, &cfg);
     resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
     effective_resources(&mut cfg);
 

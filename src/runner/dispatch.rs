@@ -57,6 +57,7 @@ pub struct RunnerDispatch {
     pub events: broadcast::Sender<Value>,
     /// `None` when the config does not ask for a console.
     pub console: Option<Arc<ConsoleHub>>,
+    pub busy_jobs: super::jobs::BusyJobs,
 }
 
 pub fn policy_check(command: &str) -> Result<(), ErrorBody> {
@@ -138,6 +139,7 @@ impl RunnerDispatch {
             }
         }
         tracing::info!(qmp_command = %p.execute, "forwarding QMP command");
+        self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
         self.qmp
             .execute_timeout(&p.execute, p.arguments, QMP_TIMEOUT)
             .await

@@ -6,10 +6,12 @@
 //! ping the watchdog after each good QMP round trip, mirror QMP events into
 //! `STATUS=` and the journal → on SIGTERM or an IPC stop: ACPI power-down,
 //! `quit` after the timeout, SIGKILL as the last resort → exit with a code
-//! that tells systemd how QEMU ended.
+//! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
+//! was asked for, so no restart policy brings the VM back).
 
 mod console;
 mod dispatch;
+mod jobs;
 mod notify;
 mod qemu;
 mod shutdown;
@@ -26,6 +28,7 @@ use crate::config::{ConfigDocument, ConfigError, RenderContext};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
+use crate::systemd::properties::STOPPED_EXIT_STATUS;
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};
@@ -109,12 +112,17 @@ fn now_unix() -> u64 {
 }
 
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
+    tracing::debug!("runner started");
     // Take the socket first: it also marks fd 3 close-on-exec for QEMU.
     let listener = take_listener()?;
-    let store = Store::open(&data_dir.db_path())?;
+    // Read-only: the runner never writes definitions.
+    let store = Store::open_read_only(&data_dir.db_path())?
+        .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
     let record = store.get_vm(vm.as_str())?;
     drop(store);
+    tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
+    tracing::debug!("configuration validated");
     let ctx = RenderContext {
         vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
@@ -134,19 +142,31 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let console = console_stream.map(console::ConsoleHub::start);
 
     // QEMU failing before QMP is answered (a bad option) is reported now,
-    // with its own words, not after a timeout.
+    // with its own words, not after a timeout. Its closing the QMP socket
+    // and its exit race; either way the exit status and stderr are what
+    // the user needs to see.
     let handshake = QmpClient::connect(qmp_stream, HANDSHAKE_TIMEOUT);
-    let (qmp, version) = tokio::select! {
-        r = handshake => r.map_err(RunnerError::Handshake)?,
-        st = qemu.child.wait() => {
-            let st = st?;
-            // Let the stderr reader drain what QEMU said before it died.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let said = qemu.stderr_tail().join(" | ");
+    let early_exit = tokio::select! {
+        r = handshake => match r {
+            Ok(pair) => Ok(pair),
+            Err(e) => match tokio::time::timeout(Duration::from_secs(2), qemu.child.wait()).await {
+                Ok(st) => Err(st?),
+                Err(_) => return Err(RunnerError::Handshake(e)),
+            },
+        },
+        st = qemu.child.wait() => Err(st?),
+    };
+    let (qmp, version) = match early_exit {
+        Ok(pair) => pair,
+        Err(st) => {
+            let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
             let what = qemu::describe_exit(st);
             tracing::error!(qemu_stderr = %said, "{what} before answering QMP: {said}");
             notify::status(&format!("failed: {what}: {said}"));
-            return Ok(match qemu::exit_code_for(st) { 0 => 1, c => c });
+            return Ok(match qemu::exit_code_for(st) {
+                0 => 1,
+                c => c,
+            });
         }
     };
     let run_state = qmp
@@ -163,6 +183,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let run_state = Arc::new(Mutex::new(run_state));
     let (events_tx, _) = broadcast::channel::<Value>(256);
     let (stop_tx, mut stop_rx) = mpsc::channel(8);
+    let busy_jobs = jobs::BusyJobs::default();
     let dispatch = Arc::new(dispatch::RunnerDispatch {
         vm: vm.to_string(),
         runner_pid: std::process::id(),
@@ -174,14 +195,21 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         stop_tx,
         events: events_tx.clone(),
         console,
+        busy_jobs: busy_jobs.clone(),
     });
     tokio::spawn(crate::ipc::server::serve(
         listener,
         Arc::new(dispatch::Shared(dispatch)),
     ));
-    tokio::spawn(forward_events(qmp.clone(), events_tx, run_state, qemu.pid));
+    tokio::spawn(forward_events(
+        qmp.clone(),
+        events_tx,
+        run_state,
+        qemu.pid,
+        busy_jobs.clone(),
+    ));
     if let Some(interval) = notify::watchdog_interval() {
-        tokio::spawn(watchdog(qmp.clone(), interval));
+        tokio::spawn(watchdog(qmp.clone(), interval, busy_jobs));
     }
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -206,7 +234,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         shutdown::Event::Signal(sig) => {
             tracing::info!("{sig}: shutting the VM down");
             stopper.run(default_timeout, false, None).await;
-            Ok(0)
+            Ok(STOPPED_EXIT_STATUS)
         }
         shutdown::Event::Stop(req) => {
             let timeout = req
@@ -217,7 +245,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             stopper
                 .run(timeout, req.params.force, Some(req.reply))
                 .await;
-            Ok(0)
+            Ok(STOPPED_EXIT_STATUS)
         }
     }
 }
@@ -228,11 +256,13 @@ async fn forward_events(
     tx: broadcast::Sender<Value>,
     run_state: Arc<Mutex<String>>,
     qemu_pid: u32,
+    busy_jobs: jobs::BusyJobs,
 ) {
     let mut rx = qmp.subscribe();
     loop {
         match rx.recv().await {
             Ok(ev) => {
+                busy_jobs.event(&ev.event, &ev.data);
                 tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
                 let new_state = match ev.event.as_str() {
                     "STOP" => Some("paused"),
@@ -257,8 +287,9 @@ async fn forward_events(
 }
 
 /// `WATCHDOG=1` only after a successful QMP round trip, so a hung QEMU (or
-/// a hung runner) stops the pings and systemd kills the unit.
-async fn watchdog(qmp: QmpClient, interval: Duration) {
+/// a hung runner) stops the pings and systemd kills the unit — except
+/// while a snapshot job explains QEMU's silence (see [`jobs`]).
+async fn watchdog(qmp: QmpClient, interval: Duration, busy_jobs: jobs::BusyJobs) {
     let period = interval / 2;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,6 +298,10 @@ async fn watchdog(qmp: QmpClient, interval: Duration) {
         match qmp.execute_timeout("query-status", None, period).await {
             Ok(_) => notify::watchdog(),
             Err(QmpError::Disconnected) => return,
+            Err(e) if busy_jobs.excuse_silence() => {
+                tracing::debug!(error = %e, "QEMU is busy with a snapshot job");
+                notify::watchdog();
+            }
             Err(e) => tracing::warn!(error = %e, "QEMU did not answer the watchdog probe"),
         }
     }

@@ -34,6 +34,8 @@ pub struct Qemu {
     pub child: Child,
     pub pid: u32,
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The task copying QEMU's stderr to the journal; ends at EOF.
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A socketpair whose far end is moved to a high fd (≥ 10, close-on-exec),
@@ -95,7 +97,7 @@ impl Qemu {
         drop(qmp_theirs);
         let pid = child.id().unwrap_or(0);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        if let Some(err) = child.stderr.take() {
+        let stderr_task = child.stderr.take().map(|err| {
             let tail = stderr_tail.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(err).lines();
@@ -107,12 +109,13 @@ impl Qemu {
                     }
                     t.push_back(line);
                 }
-            });
-        }
+            })
+        });
         let qemu = Qemu {
             child,
             pid,
             stderr_tail,
+            stderr_task,
         };
         let console = match console_pair {
             Some((ours, theirs)) => {
@@ -124,6 +127,15 @@ impl Qemu {
         };
         qmp_ours.set_nonblocking(true)?;
         Ok((qemu, UnixStream::from_std(qmp_ours)?, console))
+    }
+
+    /// QEMU's last stderr lines once it has exited: waits (bounded) for
+    /// the copy task to reach EOF so nothing QEMU said is missed.
+    pub async fn wait_stderr(&mut self, bound: std::time::Duration) -> Vec<String> {
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(bound, task).await;
+        }
+        self.stderr_tail()
     }
 
     pub fn stderr_tail(&self) -> Vec<String> {

@@ -39,7 +39,7 @@ pub enum SystemdError {
     },
 }
 
-fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
+pub(super) fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
     SystemdError::Call {
         method,
         unit: unit.to_string(),
@@ -57,7 +57,7 @@ fn dbus_message(e: &zbus::Error) -> String {
     }
 }
 
-fn error_name(e: &zbus::Error) -> Option<&str> {
+pub(super) fn error_name(e: &zbus::Error) -> Option<&str> {
     match e {
         zbus::Error::MethodError(name, _, _) => Some(name.as_str()),
         _ => None,
@@ -88,8 +88,8 @@ const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
 
 pub struct Systemd {
-    conn: Connection,
-    mgr: ManagerProxy<'static>,
+    pub(super) conn: Connection,
+    pub(super) mgr: ManagerProxy<'static>,
 }
 
 impl Systemd {
@@ -135,7 +135,10 @@ impl Systemd {
         )))
     }
 
-    async fn properties_proxy(&self, path: &str) -> Result<PropertiesProxy<'static>, SystemdError> {
+    pub(super) async fn properties_proxy(
+        &self,
+        path: &str,
+    ) -> Result<PropertiesProxy<'static>, SystemdError> {
         PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
             .and_then(|b| b.path(path.to_string()))
@@ -193,12 +196,9 @@ impl Systemd {
         self.reset_failed(&service).await;
         self.reset_failed(&socket).await;
 
-        // Subscribe before starting so no state change can be missed.
-        let svc_props = self.properties_proxy(&unit_object_path(&service)).await?;
-        let mut changes = svc_props
-            .receive_properties_changed()
-            .await
-            .map_err(|e| call_err("Subscribe", &service, e))?;
+        // Subscribe before starting so no job can finish unseen. The
+        // service's start job ends exactly when it is ready (READY=1) or
+        // has failed: that is the moment to look, no polling needed.
         let mut jobs = self
             .mgr
             .receive_job_removed()
@@ -238,40 +238,36 @@ impl Systemd {
         };
 
         loop {
-            if let Some(st) = self.unit_status(&service).await? {
-                match StartProgress::of(&st) {
-                    StartProgress::Ready => return Ok(st),
-                    StartProgress::Ended => {
-                        return Err(SystemdError::Failed {
-                            unit: service,
-                            status: Box::new(st),
-                        })
-                    }
-                    StartProgress::Pending => {}
-                }
-            }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout });
                 }
-                _ = changes.next() => {}
-                Some(sig) = jobs.next() => {
-                    if let Ok(args) = sig.args() {
-                        // The socket job failing (e.g. the path cannot be
-                        // bound) means the service will never come.
-                        if args.job.as_str() == job.as_str() && args.result != "done" {
-                            if let Some(st) = self.unit_status(&service).await? {
-                                if StartProgress::of(&st) != StartProgress::Pending {
-                                    continue;
-                                }
-                            }
+                sig = jobs.next() => {
+                    let Some(sig) = sig else {
+                        return Err(SystemdError::Call { method: "JobRemoved", unit: service, message: "the bus connection closed".into() });
+                    };
+                    let Ok(args) = sig.args() else { continue };
+                    let socket_failed = args.job.as_str() == job.as_str() && args.result != "done";
+                    if args.unit != service && !socket_failed {
+                        continue;
+                    }
+                    let st = self.unit_status(&service).await?.unwrap_or_default();
+                    match StartProgress::of(&st) {
+                        StartProgress::Ready => return Ok(st),
+                        StartProgress::Ended => {
+                            return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
+                        }
+                        StartProgress::Pending if socket_failed => {
+                            // E.g. the socket path cannot be bound: the
+                            // service will never come.
                             let sock = self.unit_status(&socket).await?.unwrap_or_default();
                             return Err(SystemdError::Call {
                                 method: "StartTransientUnit",
-                                unit: socket.clone(),
+                                unit: socket,
                                 message: format!("socket job {} (socket result '{}')", args.result, sock.result),
                             });
                         }
+                        StartProgress::Pending => {}
                     }
                 }
             }
@@ -295,6 +291,36 @@ impl Systemd {
         unit: &str,
         timeout: Duration,
     ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.wait_until(unit, timeout, "stop", |s| {
+            matches!(s.active_state.as_str(), "inactive" | "failed")
+        })
+        .await
+    }
+
+    /// Waits until a stop of `unit` is under way (or done).
+    pub async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.wait_until(unit, timeout, "begin to stop", |s| {
+            matches!(
+                s.active_state.as_str(),
+                "deactivating" | "inactive" | "failed"
+            )
+        })
+        .await
+    }
+
+    /// Waits until `done` holds for the unit's state or the unit is
+    /// unloaded (`None`).
+    async fn wait_until(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        what: &'static str,
+        done: impl Fn(&UnitStatus) -> bool,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
         let props = self.properties_proxy(&unit_object_path(unit)).await?;
         let mut changes = props
             .receive_properties_changed()
@@ -310,23 +336,30 @@ impl Systemd {
             let st = self.unit_status(unit).await?;
             match &st {
                 None => return Ok(None),
-                Some(s) if matches!(s.active_state.as_str(), "inactive" | "failed") => {
-                    return Ok(st)
-                }
+                Some(s) if done(s) => return Ok(st),
                 _ => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(SystemdError::Timeout { unit: unit.to_string(), what: "stop", waited: timeout });
+                    return Err(SystemdError::Timeout { unit: unit.to_string(), what, waited: timeout });
                 }
-                _ = changes.next() => {}
+                Some(sig) = changes.next() => {
+                    // Service-interface chatter (StatusText, …) needs no look.
+                    let relevant = sig.args().is_ok_and(|a| {
+                        a.interface_name().as_str() == UNIT_IFACE
+                            && a.changed_properties().contains_key("ActiveState")
+                    });
+                    if !relevant {
+                        continue;
+                    }
+                }
                 _ = removed.next() => {}
             }
         }
     }
 }
 
-async fn get_all(
+pub(super) async fn get_all(
     props: &PropertiesProxy<'_>,
     iface: &'static str,
     unit: &str,

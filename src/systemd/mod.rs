@@ -2,13 +2,18 @@
 //! reading its state. Runtime state is systemd's; maqet only asks.
 
 mod client;
+pub mod json;
 pub mod properties;
 pub mod proxies;
+mod query;
 pub mod unit_state;
+pub mod usage;
 
 pub use client::{StartProgress, Systemd, SystemdError};
 pub use properties::{ResourceLimits, RestartPolicy, VmUnitSpec};
+pub use query::{SERVICE_IFACE, SOCKET_IFACE, UNIT_IFACE};
 pub use unit_state::{UnitStatus, VmState};
+pub use usage::{Usage, UsageSource};
 
 /// Pattern of every VM service unit, for `ListUnitsByPatterns`.
 pub const SERVICE_PATTERN: &str = "maqet-vm@*.service";

@@ -49,6 +49,19 @@ pub struct VmUnitSpec {
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
 
+/// The runner's exit status after a stop that was asked for (`maqet stop`,
+/// `systemctl --user stop`). Listed in `SuccessExitStatus=` and
+/// `RestartPreventExitStatus=`, so the unit ends cleanly and no restart
+/// policy brings the VM back. Even, so QEMU's isa-debug-exit codes (always
+/// odd) cannot be mistaken for it; in the 100–149 range LSB leaves to
+/// applications.
+pub const STOPPED_EXIT_STATUS: i32 = 100;
+
+/// An exit-status set `(aiai)`: exit codes, signals.
+fn exit_status_set(code: i32) -> Value<'static> {
+    Value::from((vec![code], Vec::<i32>::new()))
+}
+
 /// `Description=` carries the data directory so `ls` and `start` can tell a
 /// unit of this data directory from a same-named VM of another one.
 pub fn description(vm: &VmName, data_dir: &std::path::Path) -> String {
@@ -115,6 +128,22 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         ("WatchdogUSec", Value::from(usec(spec.watchdog))),
         ("Slice", Value::from(SLICE.to_string())),
         ("SyslogIdentifier", Value::from("maqet-runner".to_string())),
+        // The socket stops with the service (BindsTo); a restart of the
+        // service must bring it back first, or the new runner gets no fd.
+        ("Requires", Value::from(vec![spec.vm.socket_unit()])),
+        ("After", Value::from(vec![spec.vm.socket_unit()])),
+        // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
+        // end that Restart=always must not undo (docs/architecture.md).
+        ("SuccessExitStatus", exit_status_set(STOPPED_EXIT_STATUS)),
+        (
+            "RestartPreventExitStatus",
+            exit_status_set(STOPPED_EXIT_STATUS),
+        ),
+        // So MemoryCurrent/CPUUsageNSec/TasksCurrent are reported wherever
+        // the controllers are available to the user manager.
+        ("CPUAccounting", Value::from(true)),
+        ("MemoryAccounting", Value::from(true)),
+        ("TasksAccounting", Value::from(true)),
     ];
     if !env.is_empty() {
         p.push(("Environment", Value::from(env)));
@@ -186,6 +215,19 @@ mod tests {
         assert!(text.contains("/usr/bin/maqet-runner") && text.contains("--data-dir"));
         assert_eq!(get(&p, "WatchdogUSec"), &Value::from(10_000_000u64));
         assert!(!p.iter().any(|(n, _)| *n == "Restart" || *n == "MemoryMax"));
+    }
+
+    #[test]
+    fn restarts_bring_the_socket_back_and_requested_stops_stay_stopped() {
+        let p = service_properties(&spec());
+        let socket = Value::from(vec!["maqet-vm@web.socket".to_string()]);
+        assert_eq!(get(&p, "Requires"), &socket);
+        assert_eq!(get(&p, "After"), &socket);
+        for k in ["SuccessExitStatus", "RestartPreventExitStatus"] {
+            assert_eq!(get(&p, k).value_signature().to_string(), "(aiai)");
+            assert_eq!(get(&p, k), &exit_status_set(STOPPED_EXIT_STATUS));
+        }
+        assert_eq!(get(&p, "MemoryAccounting"), &Value::from(true));
     }
 
     #[test]

@@ -49,6 +49,21 @@ pub trait Manager {
 
     fn subscribe(&self) -> zbus::Result<()>;
 
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+
+    fn list_unit_files_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<(String, String)>>;
+
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
+    /// The manager's own cgroup (`/user.slice/user-1000.slice/user@1000.service`).
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
+
     #[zbus(signal)]
     fn unit_removed(&self, unit: String, path: OwnedObjectPath) -> zbus::Result<()>;
 

@@ -75,13 +75,33 @@ impl UnitStatus {
     }
 
     pub fn vm_state(&self) -> VmState {
+        if self.is_auto_restart() {
+            return VmState::Restarting;
+        }
         VmState::derive(&self.active_state, &self.status_text)
+    }
+
+    /// The service ended and systemd will start it again after
+    /// `RestartUSec` (its restart policy said so).
+    pub fn is_auto_restart(&self) -> bool {
+        self.active_state == "activating" && self.sub_state == "auto-restart"
     }
 
     /// A short human reason for a failed unit, e.g. "watchdog timeout" or
     /// "runner exited with status 1".
     pub fn failure_reason(&self) -> String {
         let how = match self.exec_main_code {
+            // The runner exits 128+N when QEMU died of signal N.
+            1 if (129..=128 + 64).contains(&self.exec_main_status) => format!(
+                "QEMU was killed by signal {} (runner exited with status {})",
+                signal_name(self.exec_main_status - 128),
+                self.exec_main_status
+            ),
+            // The runner exits 0 only when QEMU ended by itself with 0.
+            1 if self.exec_main_status == 0 => {
+                "QEMU ended by itself (guest poweroff or quit; runner exited with status 0)"
+                    .to_string()
+            }
             1 => format!("runner exited with status {}", self.exec_main_status),
             2 | 3 => format!(
                 "runner killed by signal {}",
@@ -133,6 +153,8 @@ pub enum VmState {
     Paused,
     Stopping,
     Failed,
+    /// Ended, and systemd starts it again after the restart delay.
+    Restarting,
 }
 
 impl VmState {
@@ -155,21 +177,24 @@ impl VmState {
             VmState::Paused => "paused",
             VmState::Stopping => "stopping",
             VmState::Failed => "failed",
+            VmState::Restarting => "restarting",
         }
     }
 
-    /// Holds a live runner (anything but defined and failed).
+    /// Holds a live runner, or will again shortly (anything but defined
+    /// and failed).
     pub fn is_live(self) -> bool {
         !matches!(self, VmState::Defined | VmState::Failed)
     }
 
-    pub const ALL: [VmState; 6] = [
+    pub const ALL: [VmState; 7] = [
         VmState::Defined,
         VmState::Starting,
         VmState::Running,
         VmState::Paused,
         VmState::Stopping,
         VmState::Failed,
+        VmState::Restarting,
     ];
 
     pub fn parse(s: &str) -> Option<VmState> {
@@ -208,6 +233,19 @@ mod tests {
     }
 
     #[test]
+    fn pending_restart_is_its_own_state() {
+        let mut u = UnitStatus {
+            active_state: "activating".into(),
+            sub_state: "auto-restart".into(),
+            ..Default::default()
+        };
+        assert_eq!(u.vm_state(), VmState::Restarting);
+        assert!(u.vm_state().is_live());
+        u.sub_state = "start".into();
+        assert_eq!(u.vm_state(), VmState::Starting);
+    }
+
+    #[test]
     fn failure_reasons() {
         let mut u = UnitStatus {
             result: "watchdog".into(),
@@ -226,5 +264,12 @@ mod tests {
         u.exec_main_code = 1;
         u.exec_main_status = 1;
         assert_eq!(u.failure_reason(), "runner exited with status 1");
+        u.exec_main_status = 0;
+        assert!(u.failure_reason().starts_with("QEMU ended by itself"));
+        u.exec_main_status = 137;
+        assert_eq!(
+            u.failure_reason(),
+            "QEMU was killed by signal SIGKILL (runner exited with status 137)"
+        );
     }
 }

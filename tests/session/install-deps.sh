@@ -16,6 +16,11 @@ PACKAGES=(
     procps            # ps/pgrep used by the session scripts
     util-linux        # setpriv, setsid, flock, runuser
     passwd            # useradd/groupadd/usermod
+    make              # make install / make deb (packaging test)
+    dpkg-dev          # dpkg-shlibdeps for the .deb's Depends
+    man-db            # man: the installed man pages are read back
+    zsh               # the generated completions are run in each shell
+    fish
 )
 
 missing=()

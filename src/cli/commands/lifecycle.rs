@@ -11,6 +11,7 @@ use crate::cli::journal;
 use crate::config::{ConfigDocument, VmConfig};
 use crate::ipc::{IpcClient, IpcError, StopOutcome};
 use crate::paths;
+use crate::state::VmRecord;
 use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{RestartPolicy, Systemd, SystemdError, VmUnitSpec};
 use crate::vmname::VmName;
@@ -20,7 +21,7 @@ const STOP_MARGIN: Duration = Duration::from_secs(15);
 /// systemd kills a runner that has not pinged within this interval.
 const WATCHDOG: Duration = Duration::from_secs(10);
 
-fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
+pub fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
     if s.is_finite() && s > 0.0 && s < 1e9 {
         Ok(Duration::from_secs_f64(s))
     } else {
@@ -31,7 +32,7 @@ fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
 }
 
 /// The runner binary: `MAQET_RUNNER`, else beside this executable.
-fn runner_path() -> Result<std::path::PathBuf, CliError> {
+pub fn runner_path() -> Result<std::path::PathBuf, CliError> {
     if let Some(p) = std::env::var_os("MAQET_RUNNER") {
         return Ok(p.into());
     }
@@ -76,17 +77,36 @@ pub fn unit_spec(
 pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
     let (vm, record) = ctx.vm(&a.name)?;
+    let sd = ctx.systemd().await?;
+    start_record(ctx, &sd, &vm, &record, timeout).await
+}
+
+/// Starts a stored VM and waits until it is ready (or failed).
+pub async fn start_record(
+    ctx: &Ctx,
+    sd: &Systemd,
+    vm: &VmName,
+    record: &VmRecord,
+    timeout: Duration,
+) -> Result<(), CliError> {
     // Revalidate: the binary or a disk may have gone since `add`.
     let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
-    let spec = unit_spec(ctx, &vm, &cfg, timeout)?;
-    let sd = ctx.systemd().await?;
-    match sd.start_vm(&spec, timeout).await {
+    let spec = unit_spec(ctx, vm, &cfg, timeout)?;
+    if super::storage::running_on(ctx, sd, vm).await? {
+        return Err(already_running(ctx, sd, vm, &vm.service_unit()).await);
+    }
+    // Disks exist before the unit does; a failed start removes them again.
+    let (provisioned, store) = super::storage::provision(ctx, vm, &cfg)?;
+    let started = sd.start_vm(&spec, timeout).await;
+    // Lost a race with another start: the disks are that VM's now.
+    let keep_disks = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
+    let result = match started {
         Ok(_) => Ok(()),
         Err(SystemdError::AlreadyRunning { unit }) => {
-            Err(already_running(ctx, &sd, &vm, &unit).await)
+            Err(already_running(ctx, sd, vm, &unit).await)
         }
         Err(SystemdError::Failed { unit, status }) => {
-            let lines = journal::problems_of_runner(&vm, status.exec_main_pid, 12);
+            let lines = journal::problems_of_runner(vm, status.exec_main_pid, 12);
             let mut msg = format!("VM '{vm}' failed to start: {}", status.failure_reason());
             for l in lines {
                 msg.push_str("\n  ");
@@ -109,6 +129,22 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
             ))
         }
         Err(e) => Err(e.into()),
+    };
+    match result {
+        Err(mut e) if !keep_disks => {
+            if cfg.restart_policy().is_some() {
+                // systemd may be about to restart it; it must not find
+                // its disks gone.
+                let _ = sd.stop_unit(&vm.service_unit()).await;
+                let _ = sd
+                    .wait_until_down(&vm.service_unit(), Duration::from_secs(60))
+                    .await;
+            }
+            e.message
+                .push_str(&super::storage::undo(vm, provisioned, &store));
+            Err(e)
+        }
+        other => other,
     }
 }
 
@@ -135,12 +171,20 @@ pub async fn stop_vm(
     force: bool,
 ) -> Result<Option<StopOutcome>, CliError> {
     let unit = vm.service_unit();
-    let live = sd
+    let Some(st) = sd
         .unit_status(&unit)
         .await?
-        .is_some_and(|s| s.vm_state().is_live());
-    if !live {
+        .filter(|s| s.vm_state().is_live())
+    else {
         return Ok(None);
+    };
+    if st.is_auto_restart() {
+        // No runner to ask: a stop job cancels the pending restart.
+        sd.stop_unit(&unit).await?;
+        sd.wait_until_down(&unit, STOP_MARGIN).await?;
+        sd.reset_failed(&unit).await;
+        sd.reset_failed(&vm.socket_unit()).await;
+        return Ok(Some(StopOutcome::AlreadyStopped));
     }
     let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
     // The runner answers once QEMU is gone; the guest may take `timeout`.
@@ -160,10 +204,12 @@ pub async fn stop_vm(
         }
     };
     if outcome.is_none() {
+        // Through a stop job in either case: a unit that merely dies (e.g.
+        // to a KillUnit alone) would be restarted by its restart policy.
+        sd.stop_unit(&unit).await?;
         if force {
+            sd.wait_until_stopping(&unit, STOP_MARGIN).await?;
             sd.kill(&unit, libc::SIGKILL).await?;
-        } else {
-            sd.stop_unit(&unit).await?;
         }
     }
     let down_wait = if outcome.is_some() {

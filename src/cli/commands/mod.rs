@@ -1,8 +1,12 @@
 //! One module per command group; each returns a `CliError` on failure.
 
 pub mod add;
+pub mod apply;
+pub mod autostart;
 pub mod console;
+pub mod doctor;
 pub mod events;
+pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod power;
@@ -10,3 +14,6 @@ pub mod qmp;
 pub mod qmp_tools;
 pub mod rm;
 pub mod show;
+pub mod snapshot;
+pub mod storage;
+pub mod vmconfig;

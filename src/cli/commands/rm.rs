@@ -7,7 +7,8 @@ use crate::cli::exit::CliError;
 use super::lifecycle::stop_vm;
 
 pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
-    let (vm, _) = ctx.vm(&a.name)?;
+    let (vm, rec) = ctx.vm(&a.name)?;
+    let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
     let sd = ctx.systemd().await?;
     let live = sd
         .unit_status(&vm.service_unit())
@@ -24,7 +25,14 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     // A failed unit would otherwise outlive its definition.
     sd.reset_failed(&vm.service_unit()).await;
     sd.reset_failed(&vm.socket_unit()).await;
-    ctx.store()?.delete_vm(vm.as_str())?;
+    if a.delete_storage || !named.is_empty() {
+        super::storage::delete_for_rm(ctx, &vm, &rec, a.delete_storage, &named)?;
+    }
+    let store = ctx.store()?;
+    if !a.delete_storage {
+        super::storage::note_kept(&store, &vm)?;
+    }
+    store.delete_vm(vm.as_str())?;
     eprintln!("removed VM '{vm}'");
     Ok(())
 }

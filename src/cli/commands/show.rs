@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 use crate::cli::args::{LsArgs, NameJson};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
-use crate::cli::output::{
-    human_bytes, human_duration, now_unix, print_json, render_table, rfc3339_utc,
-};
+use crate::cli::output::{human_bytes, human_duration, now_unix, print_json, rfc3339_utc};
+use crate::cli::table;
+use crate::cli::term::Term;
 use crate::config::{ConfigDocument, RenderContext};
 use crate::runner::{CONSOLE_FD, QMP_FD};
 use crate::systemd::properties::data_dir_of_description;
-use crate::systemd::{Systemd, UnitStatus, VmState, SERVICE_PATTERN};
+use crate::systemd::{Systemd, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
 use crate::vmname::VmName;
 
 /// `maqet status --json`: stable keys, documented in docs/cli.md.
@@ -37,17 +37,24 @@ pub struct StatusReport {
     pub memory_bytes: Option<u64>,
     pub cpu_nsec: Option<u64>,
     pub tasks: Option<u64>,
+    /// Where memory/cpu/tasks came from: `systemd` (cgroup accounting) or
+    /// `proc` (the unit's processes, where systemd accounts nothing).
+    pub usage_source: Option<UsageSource>,
+    /// Seconds since the unit became active.
+    pub uptime_sec: Option<u64>,
 }
 
 impl StatusReport {
-    fn new(vm: &VmName, st: Option<&UnitStatus>) -> Self {
+    pub(super) fn new(vm: &VmName, st: Option<&UnitStatus>) -> Self {
         let state = st.map_or(VmState::Defined, UnitStatus::vm_state);
-        let live = state.is_live();
+        // Up: a runner is there (a pending restart has none yet).
+        let up = state.is_live() && state != VmState::Restarting;
         let since = st
-            .filter(|s| live && s.active_enter_timestamp > 0)
+            .filter(|s| up && s.active_enter_timestamp > 0)
             .map(|s| s.active_enter_timestamp / 1_000_000);
-        let failed = state == VmState::Failed;
-        StatusReport {
+        // A pending restart says why the last run ended, like a failure.
+        let failed = matches!(state, VmState::Failed | VmState::Restarting);
+        let mut r = StatusReport {
             name: vm.to_string(),
             state,
             unit: vm.service_unit(),
@@ -62,18 +69,54 @@ impl StatusReport {
                 .filter(|s| s.exec_main_code != 0)
                 .map(|s| s.exec_main_status),
             status_text: st
-                .filter(|s| !s.status_text.is_empty())
+                .filter(|s| up && !s.status_text.is_empty())
                 .map(|s| s.status_text.clone()),
             restarts: st.map_or(0, |s| s.n_restarts),
-            memory_bytes: st.filter(|_| live).and_then(|s| s.memory_current),
-            cpu_nsec: st.filter(|_| live).and_then(|s| s.cpu_usage_nsec),
-            tasks: st.filter(|_| live).and_then(|s| s.tasks_current),
+            memory_bytes: None,
+            cpu_nsec: None,
+            tasks: None,
+            usage_source: None,
+            uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
+        };
+        if let Some(s) = st.filter(|_| up) {
+            r.set_usage(Usage::from_systemd(s));
+        }
+        r
+    }
+
+    fn set_usage(&mut self, u: Usage) {
+        self.memory_bytes = u.memory_bytes;
+        self.cpu_nsec = u.cpu_nsec;
+        self.tasks = u.tasks;
+        self.usage_source = u.source;
+    }
+
+    /// Where systemd accounts nothing, the unit's processes from /proc
+    /// (`procs`: the unit's processes if already fetched).
+    pub(super) async fn fill_usage(
+        &mut self,
+        sd: &Systemd,
+        procs: Option<&[(String, u32, String)]>,
+    ) {
+        if self.usage_source.is_some() || self.runner_pid.is_none() {
+            return;
+        }
+        let pids: Vec<u32> = match procs {
+            Some(p) => p.iter().map(|(_, pid, _)| *pid).collect(),
+            None => match sd.unit_processes(&self.unit).await {
+                Ok(p) => p.iter().map(|(_, pid, _)| *pid).collect(),
+                Err(_) => return,
+            },
+        };
+        let u = Usage::from_proc(&pids);
+        if !u.is_empty() {
+            self.set_usage(u);
         }
     }
 }
 
 /// The unit's state if it belongs to this data directory.
-fn ours(ctx: &Ctx, st: Option<UnitStatus>) -> Option<UnitStatus> {
+pub(super) fn ours(ctx: &Ctx, st: Option<UnitStatus>) -> Option<UnitStatus> {
     st.filter(|s| {
         data_dir_of_description(&s.description)
             .is_none_or(|d| d == ctx.data_dir.path().to_string_lossy())
@@ -85,14 +128,23 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let sd = ctx.systemd().await?;
     let st = ours(ctx, sd.unit_status(&vm.service_unit()).await?);
     let mut r = StatusReport::new(&vm, st.as_ref());
-    if let (Some(s), true) = (&st, r.state.is_live()) {
-        r.qemu_pid = qemu_pid(&sd, &vm, s.main_pid).await;
+    if let Some(runner) = r.runner_pid {
+        let procs = sd.unit_processes(&r.unit).await.ok();
+        if let Some(p) = &procs {
+            r.qemu_pid = qemu_pid(p, runner);
+        }
+        r.fill_usage(&sd, procs.as_deref()).await;
     }
     if a.json {
         print_json(&r);
         return Ok(());
     }
-    println!("{}: {}", r.name, r.state);
+    let term = Term::stdout();
+    println!(
+        "{}: {}",
+        r.name,
+        term.paint(r.state.as_str(), state_sgr(r.state))
+    );
     println!("  unit:    {}", r.unit);
     if let Some(since) = r.since {
         println!(
@@ -110,28 +162,64 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     if let Some(t) = &r.status_text {
         println!("  status:  {t}");
     }
-    if let Some(f) = &r.failure {
-        println!("  failure: {f}");
-        println!(
-            "  (see `maqet logs {}`; `maqet start {}` starts it again)",
-            r.name, r.name
-        );
+    match (&r.failure, r.state) {
+        (Some(f), VmState::Restarting) => {
+            println!("  last run: {f}");
+            println!(
+                "  (its restart policy starts it again shortly; `maqet stop {}` cancels that)",
+                r.name
+            );
+        }
+        (Some(f), _) => {
+            println!("  failure: {f}");
+            println!(
+                "  (see `maqet logs {}`; `maqet start {}` starts it again)",
+                r.name, r.name
+            );
+        }
+        (None, _) => {}
     }
-    if let Some(m) = r.memory_bytes {
-        println!("  memory:  {}", human_bytes(m));
+    if r.runner_pid.is_some() {
+        let (fields, note) = usage_fields(&r);
+        for (k, v) in fields {
+            println!("  {:<9}{v}", format!("{k}:"));
+        }
+        if let Some(n) = note {
+            println!("  {n}");
+        }
     }
-    if let Some(c) = r.cpu_nsec {
-        println!("  cpu:     {:.2}s", c as f64 / 1e9);
-    }
-    if r.restarts > 0 {
+    if r.restarts > 0 || r.state == VmState::Restarting {
         println!("  restarts: {}", r.restarts);
     }
     Ok(())
 }
 
+/// `memory`/`cpu`/`tasks` values ("-" where nothing reports a figure) and
+/// a note on where they came from.
+pub(super) fn usage_fields(
+    r: &StatusReport,
+) -> (Vec<(&'static str, String)>, Option<&'static str>) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let fields = vec![
+        ("memory", or_dash(r.memory_bytes.map(human_bytes))),
+        (
+            "cpu",
+            or_dash(r.cpu_nsec.map(|c| format!("{:.2}s", c as f64 / 1e9))),
+        ),
+        ("tasks", or_dash(r.tasks.map(|t| t.to_string()))),
+    ];
+    let note = match r.usage_source {
+        Some(UsageSource::Proc) => Some(
+            "(summed over the unit's processes from /proc: systemd accounts nothing here, see docs/systemd.md)",
+        ),
+        None if r.runner_pid.is_some() => Some("(systemd reports no usage for this unit)"),
+        _ => None,
+    };
+    (fields, note)
+}
+
 /// QEMU is the unit's process that is not the runner.
-async fn qemu_pid(sd: &Systemd, vm: &VmName, runner: u32) -> Option<u32> {
-    let procs = sd.unit_processes(&vm.service_unit()).await.ok()?;
+pub(super) fn qemu_pid(procs: &[(String, u32, String)], runner: u32) -> Option<u32> {
     procs
         .iter()
         .filter(|(_, pid, _)| *pid != runner)
@@ -187,8 +275,9 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                 st = Some(full);
             }
         }
-        let rep = StatusReport::new(&vm, st.as_ref());
+        let mut rep = StatusReport::new(&vm, st.as_ref());
         if filter.is_none_or(|f| f == rep.state) {
+            rep.fill_usage(&sd, None).await;
             reports.push(rep);
         }
     }
@@ -226,11 +315,31 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
+    // Fitted to the terminal (NOTE elided), full rows when piped.
     print!(
         "{}",
-        render_table(&["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"], &rows)
+        table::render(
+            &["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"],
+            &rows,
+            &Term::stdout(),
+            |col, cell| match col {
+                1 => VmState::parse(cell).and_then(state_sgr),
+                _ => None,
+            },
+        )
     );
     Ok(())
+}
+
+/// The colour of a state on a terminal: green runs, yellow is in between,
+/// red failed; a VM that is merely defined stays plain.
+fn state_sgr(s: VmState) -> Option<&'static str> {
+    match s {
+        VmState::Running => Some("32"),
+        VmState::Paused | VmState::Starting | VmState::Stopping | VmState::Restarting => Some("33"),
+        VmState::Failed => Some("1;31"),
+        VmState::Defined => None,
+    }
 }
 
 pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
@@ -288,4 +397,31 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of `status --json` (and of each `ls --json` row) are a
+    /// documented, stable interface: each one is in docs/cli.md's table.
+    #[test]
+    fn status_json_keys_are_documented() {
+        let doc = include_str!("../../../docs/cli.md");
+        let section = doc
+            .split("### `maqet status NAME --json`")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/cli.md has the status --json section");
+        let vm = VmName::new("x").unwrap();
+        let v = serde_json::to_value(StatusReport::new(&vm, None)).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        for k in keys {
+            assert!(
+                section.contains(&format!("| `{k}` |")),
+                "status --json key `{k}` is not documented in docs/cli.md"
+            );
+        }
+    }
 }

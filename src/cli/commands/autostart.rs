@@ -1,0 +1,143 @@
+//! `maqet enable|disable VM` (the autostart flag in the DB) and
+//! `maqet autostart` (start every flagged VM that is not running; what
+//! `maqet-autostart.service` runs at login).
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::cli::args::{AutostartArgs, EnableArgs, StartArgs, StopArgs};
+use crate::cli::context::Ctx;
+use crate::cli::exit::{code, CliError};
+use crate::cli::output::print_json;
+use crate::doctor::AUTOSTART_UNIT;
+use crate::state::VmRecord;
+use crate::systemd::Systemd;
+use crate::vmname::VmName;
+
+use super::lifecycle::{seconds, start_record};
+use super::show::ours;
+
+pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError> {
+    let (vm, _) = ctx.vm(&a.name)?;
+    ctx.store()?.set_autostart(vm.as_str(), on)?;
+    if on {
+        eprintln!("{vm} will be started by `maqet autostart`");
+        // The flag alone starts nothing at login without the unit.
+        if let Ok(sd) = ctx.systemd().await {
+            if sd
+                .unit_file_state(AUTOSTART_UNIT)
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                != Some("enabled")
+            {
+                eprintln!(
+                    "note: {AUTOSTART_UNIT} is not enabled, so nothing runs `maqet autostart` at login; \
+                     install units/{AUTOSTART_UNIT} and run `systemctl --user enable {AUTOSTART_UNIT}`"
+                );
+            }
+        }
+    } else {
+        eprintln!("{vm} will no longer be started by `maqet autostart`");
+    }
+    if a.now {
+        if on {
+            let start = StartArgs {
+                name: a.name.clone(),
+                timeout: 30.0,
+            };
+            super::lifecycle::start(ctx, &start).await?;
+        } else {
+            let stop = StopArgs {
+                name: a.name.clone(),
+                force: false,
+                timeout: None,
+            };
+            super::lifecycle::stop(ctx, &stop).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What `maqet autostart` did with one VM (`--json`: stable keys).
+#[derive(Debug, Serialize)]
+pub struct AutostartResult {
+    pub name: String,
+    /// `started`, `already_running` or `failed`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: &AutostartArgs) -> Result<(), CliError> {
+    let timeout = seconds(a.timeout, "--timeout")?;
+    let records: Vec<VmRecord> = match ctx.store_if_exists()? {
+        Some(s) => s.list_vms()?.into_iter().filter(|r| r.autostart).collect(),
+        None => Vec::new(),
+    };
+    if records.is_empty() {
+        if a.json {
+            print_json(&Vec::<AutostartResult>::new());
+        }
+        eprintln!(
+            "no VM is marked for autostart in {} (`maqet enable VM` marks one)",
+            ctx.data_dir.path().display()
+        );
+        return Ok(());
+    }
+    let sd = ctx.systemd().await?;
+    // All at once: each start waits on its own VM's readiness.
+    let results = join_all(records.iter().map(|r| start_one(ctx, &sd, r, timeout))).await;
+    let failed = results.iter().filter(|r| r.result == "failed").count();
+    if a.json {
+        print_json(&results);
+    } else {
+        for r in &results {
+            match &r.error {
+                Some(e) => println!("{}: failed: {e}", r.name),
+                None => println!("{}: {}", r.name, r.result.replace('_', " ")),
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::new(
+            code::FAILURE,
+            format!(
+                "{failed} of {} autostart VMs failed to start",
+                results.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn start_one(
+    ctx: &Ctx,
+    sd: &Systemd,
+    rec: &VmRecord,
+    timeout: std::time::Duration,
+) -> AutostartResult {
+    let result = |result, error| AutostartResult {
+        name: rec.name.clone(),
+        result,
+        error,
+    };
+    let vm = match VmName::new(&rec.name) {
+        Ok(v) => v,
+        Err(e) => return result("failed", Some(e.to_string())),
+    };
+    match sd.unit_status(&vm.service_unit()).await {
+        // (A live unit of another data directory makes the start fail
+        // with a message that says so.)
+        Ok(Some(st)) if st.vm_state().is_live() && ours(ctx, Some(st.clone())).is_some() => {
+            return result("already_running", None)
+        }
+        Ok(_) => {}
+        Err(e) => return result("failed", Some(e.to_string())),
+    }
+    match start_record(ctx, sd, &vm, rec, timeout).await {
+        Ok(()) => result("started", None),
+        Err(e) => result("failed", Some(e.message)),
+    }
+}

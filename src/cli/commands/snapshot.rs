@@ -1,0 +1,412 @@
+//! `maqet snapshot create|load|delete|list`: disk-only snapshots with
+//! qemu-img while the VM is stopped; whole-VM (disks + RAM) snapshots of a
+//! running VM with --live, through QMP jobs.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Serialize;
+
+use crate::cli::args::{SnapshotArgs, SnapshotCommand, SnapshotListArgs};
+use crate::cli::context::Ctx;
+use crate::cli::exit::CliError;
+use crate::cli::output::{human_bytes, print_json, render_table, rfc3339_utc};
+use crate::config::{normalize, StorageKind, VmConfig};
+use crate::storage::live::{self, BlockNode, LiveTarget, Progress};
+use crate::storage::snapshot as snap;
+use crate::storage::{QemuImg, SnapshotInfo, StorageError};
+use crate::vmname::VmName;
+
+use super::qmp::connect;
+use super::storage::{is_running, stored_config};
+
+const ACTIONS: &str = "create, load, delete, list";
+
+/// Re-reads the original tool's order, `VM ACTION DRIVE …`.
+#[derive(Debug, Parser)]
+#[command(name = "maqet snapshot", no_binary_name = true)]
+struct Reordered {
+    #[command(subcommand)]
+    command: SnapshotCommand,
+}
+
+pub async fn run(ctx: &Ctx, c: SnapshotCommand) -> Result<(), CliError> {
+    match c {
+        SnapshotCommand::Create(a) => change(ctx, Op::Create(a.overwrite), &a.common).await,
+        SnapshotCommand::Load(a) => change(ctx, Op::Load, &a).await,
+        SnapshotCommand::Delete(a) => change(ctx, Op::Delete, &a).await,
+        SnapshotCommand::List(a) => list(ctx, &a).await,
+        SnapshotCommand::Legacy(words) => {
+            let action = words.get(1).map(String::as_str).unwrap_or("");
+            if !matches!(action, "create" | "load" | "delete" | "list" | "ls") {
+                return Err(CliError::usage(format!(
+                    "unknown snapshot action '{}'; actions: {ACTIONS} (maqet snapshot ACTION VM DRIVE [SNAPSHOT])",
+                    words[0]
+                )));
+            }
+            let mut argv = vec![action.to_string(), words[0].clone()];
+            argv.extend(words[2..].iter().cloned());
+            let parsed =
+                Reordered::try_parse_from(argv).map_err(|e| CliError::usage(e.to_string()))?;
+            if let SnapshotCommand::Legacy(_) = parsed.command {
+                return Err(CliError::usage(format!(
+                    "unknown snapshot action; actions: {ACTIONS}"
+                )));
+            }
+            Box::pin(run(ctx, parsed.command)).await
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// With `--overwrite`?
+    Create(bool),
+    Load,
+    Delete,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Create(_) => "create",
+            Op::Load => "load",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+fn tag_of(a: &SnapshotArgs, op: Op) -> Result<String, CliError> {
+    match (&a.snapshot, &a.name) {
+        (Some(p), Some(n)) if p != n => Err(CliError::usage(format!(
+            "two snapshot names given ('{p}' and --name {n}); give one"
+        ))),
+        (Some(t), _) | (None, Some(t)) => Ok(t.clone()),
+        (None, None) => Err(CliError::usage(format!(
+            "name the snapshot: maqet snapshot {} {} {} NAME",
+            op.verb(),
+            a.vm,
+            a.drive
+        ))),
+    }
+}
+
+async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
+    let tag = tag_of(a, op)?;
+    if let Op::Create(_) = op {
+        snap::validate_tag(&tag)?;
+    }
+    let (vm, rec) = ctx.vm(&a.vm)?;
+    let cfg = stored_config(&rec)?;
+    let entry = snap::find_drive(vm.as_str(), &cfg, &a.drive)?;
+    let disk_dir = ctx.data_dir.disk_dir(&vm);
+    let running = is_running(ctx, &vm).await?;
+    if a.live {
+        if !running {
+            return Err(CliError::conflict(format!(
+                "VM '{vm}' is not running, so there is no live state to {} (without --live, `maqet snapshot {} {vm} {} {tag}` works on the stopped VM's disk)",
+                op.verb(),
+                op.verb(),
+                a.drive
+            )));
+        }
+        return change_live(
+            &vm,
+            &cfg,
+            &disk_dir,
+            &entry.path(&disk_dir),
+            &a.drive,
+            &tag,
+            op,
+        )
+        .await;
+    }
+    if running {
+        let what = match op {
+            Op::Create(_) => "take a disk-only snapshot of",
+            Op::Load => "load a disk snapshot into",
+            Op::Delete => "delete a snapshot of a disk of",
+        };
+        return Err(CliError::conflict(format!(
+            "VM '{vm}' is running: maqet will not {what} a running VM with qemu-img. Stop it first (`maqet stop {vm}`), or add --live to {} the whole running VM (every disk plus RAM) through QEMU",
+            op.verb()
+        )));
+    }
+    let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
+    let img = QemuImg::find(Some(&cfg.binary))?;
+    match op {
+        Op::Create(overwrite) => {
+            let replaced = snap::create(&img, &entry.name, &path, &tag, overwrite)?;
+            eprintln!(
+                "{} snapshot '{tag}' of drive '{}' (disk only; VM '{vm}' is stopped)",
+                if replaced { "replaced" } else { "created" },
+                entry.name
+            );
+        }
+        Op::Load => {
+            let s = snap::load(&img, &entry.name, &path, &tag)?;
+            let ram = if s.is_live() {
+                "; the RAM state saved with it was not loaded (a stopped VM boots afresh; load it with --live into the running VM to get it back)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "drive '{}' of VM '{vm}' is back at snapshot '{tag}' (disk only){ram}",
+                entry.name
+            );
+        }
+        Op::Delete => {
+            snap::delete(&img, &entry.name, &path, &tag)?;
+            eprintln!("deleted snapshot '{tag}' of drive '{}'", entry.name);
+        }
+    }
+    Ok(())
+}
+
+/// Maps image paths to drive names for messages.
+fn drive_names(cfg: &VmConfig, disk_dir: &Path) -> Vec<(PathBuf, String)> {
+    cfg.storage()
+        .iter()
+        .filter(|e| e.kind != StorageKind::Virtfs)
+        .map(|e| (canonical(&e.path(disk_dir)), e.name.clone()))
+        .collect()
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
+async fn attached(client: &mut crate::ipc::IpcClient) -> Result<Vec<BlockNode>, StorageError> {
+    use crate::storage::live::QmpExec;
+    let reply = client.execute("query-block", serde_json::json!({})).await?;
+    Ok(live::parse_query_block(&reply))
+}
+
+async fn change_live(
+    vm: &VmName,
+    cfg: &VmConfig,
+    disk_dir: &Path,
+    drive_path: &Path,
+    drive: &str,
+    tag: &str,
+    op: Op,
+) -> Result<(), CliError> {
+    let mut client = connect(vm).await?;
+    let nodes = attached(&mut client).await?;
+    let disk_dir_names = drive_names(cfg, disk_dir);
+    let names = |p: &Path| {
+        let c = canonical(p);
+        disk_dir_names
+            .iter()
+            .find(|(q, _)| *q == c)
+            .map(|(_, n)| n.clone())
+    };
+    let target: LiveTarget = live::target(vm.as_str(), &nodes, drive, drive_path, &names)?;
+    let mut bar = ProgressBar::new(match op {
+        Op::Create(_) => format!("saving '{tag}'"),
+        Op::Load => format!("loading '{tag}'"),
+        Op::Delete => format!("deleting '{tag}'"),
+    });
+    let drives: Vec<String> = target
+        .devices
+        .iter()
+        .map(|n| format!("'{}'", n.label))
+        .collect();
+    let result = match op {
+        Op::Create(overwrite) => {
+            live::save(&mut client, &target, tag, overwrite, &mut |p| bar.show(p))
+                .await
+                .map(|replaced| {
+                    format!(
+                    "{} live snapshot '{tag}' of VM '{vm}': drives {} plus the VM state (in '{}')",
+                    if replaced { "replaced" } else { "created" },
+                    drives.join(", "),
+                    target.vmstate.label
+                )
+                })
+        }
+        Op::Load => live::load(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p))
+            .await
+            .map(|_| {
+                format!(
+                    "VM '{vm}' is back at snapshot '{tag}': drives {} and RAM restored",
+                    drives.join(", ")
+                )
+            }),
+        Op::Delete => live::delete(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p))
+            .await
+            .map(|()| format!("deleted snapshot '{tag}' of VM '{vm}'")),
+    };
+    bar.finish();
+    eprintln!("{}", result?);
+    Ok(())
+}
+
+/// A one-line progress bar on stderr, drawn only on a terminal. QEMU 7.2
+/// reports snapshot jobs as 0 or 1 of 1, so the elapsed time is shown too.
+struct ProgressBar {
+    label: String,
+    tty: bool,
+    drawn: bool,
+    since: std::time::Instant,
+}
+
+impl ProgressBar {
+    fn new(label: String) -> Self {
+        ProgressBar {
+            label,
+            tty: std::io::stderr().is_terminal(),
+            drawn: false,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, p: Progress) {
+        if !self.tty {
+            return;
+        }
+        let frac = if p.total == 0 {
+            0.0
+        } else {
+            (p.current as f64 / p.total as f64).clamp(0.0, 1.0)
+        };
+        let width = 30;
+        let filled = (frac * width as f64).round() as usize;
+        eprint!(
+            "\r{} [{}{}] {:3.0}% {:.0}s",
+            self.label,
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            frac * 100.0,
+            self.since.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = true;
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+/// One row of `snapshot list`.
+#[derive(Debug, Serialize)]
+struct Row {
+    drive: String,
+    tag: String,
+    id: String,
+    /// RFC 3339, UTC.
+    date: String,
+    date_sec: i64,
+    /// Bytes of saved RAM/device state (0 = disk only).
+    vm_state_size: u64,
+    /// `live` (part of a snapshot with VM state) or `disk` (disk only).
+    kind: &'static str,
+    /// Guest clock at the snapshot, seconds.
+    vm_clock_sec: f64,
+}
+
+fn rows(drive: &str, snaps: Vec<SnapshotInfo>) -> impl Iterator<Item = Row> + '_ {
+    snaps.into_iter().map(move |s| Row {
+        drive: drive.to_string(),
+        kind: if s.is_live() { "live" } else { "disk" },
+        date: rfc3339_utc(s.date_sec.max(0) as u64),
+        tag: s.name,
+        id: s.id,
+        date_sec: s.date_sec,
+        vm_state_size: s.vm_state_size,
+        vm_clock_sec: s.vm_clock_sec as f64 + s.vm_clock_nsec as f64 / 1e9,
+    })
+}
+
+async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
+    let (vm, rec) = ctx.vm(&a.vm)?;
+    let cfg = stored_config(&rec)?;
+    let disk_dir = ctx.data_dir.disk_dir(&vm);
+    let entries: Vec<_> = match &a.drive {
+        Some(d) => {
+            let e = snap::find_drive(vm.as_str(), &cfg, d)?;
+            if e.kind != StorageKind::Qcow2 {
+                return Err(StorageError::NotSnapshottable {
+                    drive: e.name.clone(),
+                    format: e.kind.as_str().into(),
+                }
+                .into());
+            }
+            vec![e]
+        }
+        None => cfg
+            .storage()
+            .iter()
+            .filter(|e| e.kind == StorageKind::Qcow2)
+            .collect(),
+    };
+    let mut out: Vec<Row> = Vec::new();
+    if is_running(ctx, &vm).await? {
+        // Structured data from QEMU, which has the images open.
+        let mut client = connect(&vm).await?;
+        let nodes = attached(&mut client).await?;
+        for e in entries {
+            let p = canonical(&e.path(&disk_dir));
+            if let Some(n) = nodes.iter().find(|n| canonical(&n.file) == p) {
+                out.extend(rows(&e.name, n.snapshots.clone()));
+            }
+        }
+    } else {
+        let img = QemuImg::find(Some(&cfg.binary))?;
+        for e in entries {
+            let path = e.path(&disk_dir);
+            if !path.exists() {
+                if a.drive.is_some() {
+                    snap::snapshot_image(vm.as_str(), e, &disk_dir)?;
+                }
+                continue;
+            }
+            out.extend(rows(&e.name, snap::list(&img, &path)?));
+        }
+    }
+    // A live snapshot keeps its VM state on one drive; its other drives'
+    // parts (same tag, same moment) belong to the same live snapshot.
+    let live: Vec<(String, i64)> = out
+        .iter()
+        .filter(|r| r.vm_state_size > 0)
+        .map(|r| (r.tag.clone(), r.date_sec))
+        .collect();
+    for r in out.iter_mut() {
+        if live.contains(&(r.tag.clone(), r.date_sec)) {
+            r.kind = "live";
+        }
+    }
+    if a.json {
+        print_json(&out);
+        return Ok(());
+    }
+    if out.is_empty() {
+        eprintln!("no snapshots");
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = out
+        .iter()
+        .map(|r| {
+            vec![
+                r.drive.clone(),
+                r.tag.clone(),
+                r.date.clone(),
+                if r.vm_state_size > 0 {
+                    human_bytes(r.vm_state_size)
+                } else {
+                    "-".into()
+                },
+                r.kind.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(&["DRIVE", "TAG", "DATE", "VM-STATE", "KIND"], &table)
+    );
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! `maqet storage create|ls`, and the storage steps of `start` and `rm`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::cli::args::{StorageCommand, StorageCreateArgs, StorageLsArgs};
+use crate::cli::context::Ctx;
+use crate::cli::exit::{code, CliError};
+use crate::cli::output::{human_bytes, print_json, render_table};
+use crate::config::{normalize, ConfigDocument, StorageKind, VmConfig};
+use crate::state::{FileKind, Store, VmRecord};
+use crate::storage::inventory::{self, DiskReport};
+use crate::storage::{self as st, Provisioned, QemuImg, Removal};
+use crate::systemd::properties::data_dir_of_description;
+use crate::systemd::Systemd;
+use crate::vmname::VmName;
+
+pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
+    match c {
+        StorageCommand::Create(a) => create(ctx, &a),
+        StorageCommand::Ls(a) => ls(ctx, &a),
+    }
+}
+
+/// Whether `vm` of this data directory runs. Without a user session no
+/// VM can run; a same-named VM of another data directory is an error.
+pub async fn is_running(ctx: &Ctx, vm: &VmName) -> Result<bool, CliError> {
+    let sd = match ctx.systemd().await {
+        Ok(sd) => sd,
+        Err(e) if e.code == code::NO_SESSION => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    running_on(ctx, &sd, vm).await
+}
+
+pub async fn running_on(ctx: &Ctx, sd: &Systemd, vm: &VmName) -> Result<bool, CliError> {
+    let Some(s) = sd.unit_status(&vm.service_unit()).await? else {
+        return Ok(false);
+    };
+    if !s.vm_state().is_live() {
+        return Ok(false);
+    }
+    let ours = ctx.data_dir.path().to_string_lossy();
+    match data_dir_of_description(&s.description) {
+        Some(d) if d != ours => Err(CliError::conflict(format!(
+            "a VM named '{vm}' from another data directory ({d}) is running as {}; unit names are per user, so stop that one first",
+            s.unit
+        ))),
+        _ => Ok(true),
+    }
+}
+
+/// The stored config, validated.
+pub fn stored_config(rec: &VmRecord) -> Result<VmConfig, CliError> {
+    ConfigDocument::from_stored(&rec.config)?
+        .validate()
+        .map_err(|e| {
+            CliError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "the stored configuration of '{}' no longer validates: {e} (fix it with `maqet apply`)",
+                    rec.name
+                ),
+            )
+        })
+}
+
+/// Creates what the VM's storage needs before a start, telling the user
+/// what was made. The caller undoes it if the start fails.
+pub fn provision(ctx: &Ctx, vm: &VmName, cfg: &VmConfig) -> Result<(Provisioned, Store), CliError> {
+    let store = ctx.store()?;
+    let done = st::provision(vm.as_str(), cfg, &ctx.data_dir.disk_dir(vm), &store)?;
+    for c in &done.created {
+        eprintln!("created {} ({})", c.path.display(), c.what);
+    }
+    Ok((done, store))
+}
+
+/// Removes what a failed start created; returns a note for its error.
+pub fn undo(vm: &VmName, done: Provisioned, store: &Store) -> String {
+    if done.created.is_empty() {
+        return String::new();
+    }
+    let paths: Vec<String> = done
+        .created
+        .iter()
+        .filter(|c| c.kind != FileKind::Directory)
+        .map(|c| c.path.display().to_string())
+        .collect();
+    let problems = done.undo(vm.as_str(), store);
+    let mut note = String::new();
+    if !paths.is_empty() {
+        note = format!("\n(removed what this start created: {})", paths.join(", "));
+    }
+    for p in problems {
+        note.push_str("\n  ");
+        note.push_str(&p);
+    }
+    note
+}
+
+fn create(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
+    let (vm, rec) = ctx.vm(&a.name)?;
+    let cfg = stored_config(&rec)?;
+    let store = ctx.store()?;
+    let done = st::provision(vm.as_str(), &cfg, &ctx.data_dir.disk_dir(&vm), &store)?;
+    for c in &done.created {
+        println!("created {} ({})", c.path.display(), c.what);
+    }
+    let disk_dir = ctx.data_dir.disk_dir(&vm);
+    for e in cfg.storage() {
+        let p = e.path(&disk_dir);
+        if !done.created.iter().any(|c| c.path == p) {
+            eprintln!("{}: {} exists", e.name, p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Every VM's validated config (with its disk directory); VMs whose config
+/// no longer validates are skipped with a warning.
+fn all_configs(ctx: &Ctx, store: &Store) -> Result<Vec<(String, VmConfig, PathBuf)>, CliError> {
+    let mut out = Vec::new();
+    for rec in store.list_vms()? {
+        let Ok(vm) = VmName::new(&rec.name) else {
+            continue;
+        };
+        match stored_config(&rec) {
+            Ok(cfg) => out.push((rec.name.clone(), cfg, ctx.data_dir.disk_dir(&vm))),
+            Err(e) => eprintln!("warning: {}", e.message),
+        }
+    }
+    Ok(out)
+}
+
+fn ls(ctx: &Ctx, a: &StorageLsArgs) -> Result<(), CliError> {
+    let only = a.name.as_deref().map(|n| ctx.vm(n)).transpose()?;
+    let Some(store) = ctx.store_if_exists()? else {
+        return print_reports(&[], a.json);
+    };
+    let vms = all_configs(ctx, &store)?;
+    let img = QemuImg::find(vms.first().map(|v| v.1.binary.as_path())).ok();
+    let mut reports: Vec<DiskReport> = Vec::new();
+    for (name, cfg, disk_dir) in &vms {
+        if only.as_ref().is_some_and(|(vm, _)| vm.as_str() != name) {
+            continue;
+        }
+        let created: Vec<PathBuf> = store
+            .created_files(name)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        reports.extend(inventory::vm_disks(name, cfg, disk_dir, &created));
+    }
+    // Files in the disk directory no VM uses (backing chains count as used).
+    for r in reports.iter_mut() {
+        r.describe(img.as_ref());
+    }
+    let mut used: Vec<PathBuf> = inventory::references(&vms).into_keys().collect();
+    used.extend(reports.iter().flat_map(|r| r.backing_chain.iter().cloned()));
+    let used: Vec<PathBuf> = used.iter().map(|p| canonical(p)).collect();
+    let root = match &only {
+        Some((vm, _)) => ctx.data_dir.disk_dir(vm),
+        None => ctx.data_dir.path().join("disks"),
+    };
+    let mut orphans = inventory::orphan_reports(inventory::unreferenced(&root, &|p| {
+        used.contains(&canonical(p))
+    }));
+    for r in orphans.iter_mut() {
+        r.describe(img.as_ref());
+    }
+    reports.extend(orphans);
+    print_reports(&reports, a.json)
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
+fn print_reports(reports: &[DiskReport], json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(&reports);
+        return Ok(());
+    }
+    if reports.is_empty() {
+        eprintln!("no disks");
+        return Ok(());
+    }
+    let dash = || "-".to_string();
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            let mut notes = Vec::new();
+            if !r.referenced {
+                notes.push("unreferenced: no VM uses it".to_string());
+            }
+            if !r.exists {
+                notes.push("not created yet".into());
+            }
+            if r.created_by_maqet {
+                notes.push("created by maqet".into());
+            }
+            if !r.backing_chain.is_empty() {
+                let chain: Vec<String> = r
+                    .backing_chain
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                notes.push(format!("backing: {}", chain.join(" <- ")));
+            }
+            if let Some(e) = &r.error {
+                notes.push(e.clone());
+            }
+            vec![
+                r.vm.clone().unwrap_or_else(dash),
+                r.drive.clone().unwrap_or_else(dash),
+                r.format.clone().unwrap_or_else(dash),
+                r.virtual_size.map(human_bytes).unwrap_or_else(dash),
+                r.actual_size.map(human_bytes).unwrap_or_else(dash),
+                if r.exists {
+                    r.snapshots.to_string()
+                } else {
+                    dash()
+                },
+                r.path.display().to_string(),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &[
+                "VM",
+                "DRIVE",
+                "FORMAT",
+                "VIRTUAL",
+                "ACTUAL",
+                "SNAPSHOTS",
+                "PATH",
+                "NOTE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// Resolves `--delete-file` paths to disks of this VM (checked before
+/// anything is stopped or removed).
+pub fn check_delete_files(
+    ctx: &Ctx,
+    vm: &VmName,
+    rec: &VmRecord,
+    files: &[PathBuf],
+) -> Result<Vec<PathBuf>, CliError> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = stored_config(rec)?;
+    let disk_dir = ctx.data_dir.disk_dir(vm);
+    let disks: Vec<PathBuf> = cfg
+        .storage()
+        .iter()
+        .filter(|e| e.kind != StorageKind::Virtfs)
+        .map(|e| e.path(&disk_dir))
+        .collect();
+    let cwd = std::env::current_dir()?;
+    files
+        .iter()
+        .map(|f| {
+            let p = normalize(&cwd.join(f));
+            if disks.iter().any(|d| canonical(d) == canonical(&p)) {
+                Ok(p)
+            } else {
+                let list: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
+                Err(CliError::usage(format!(
+                    "--delete-file {}: not a disk image of VM '{vm}' (its disks: {}); maqet only deletes a VM's own disks",
+                    p.display(),
+                    if list.is_empty() { "none".into() } else { list.join(", ") }
+                )))
+            }
+        })
+        .collect()
+}
+
+/// `rm --delete-storage` / `--delete-file`: deletes, reports each file on
+/// stderr, and lists the VM's files that are kept.
+pub fn delete_for_rm(
+    ctx: &Ctx,
+    vm: &VmName,
+    rec: &VmRecord,
+    delete_created: bool,
+    named: &[PathBuf],
+) -> Result<(), CliError> {
+    let store = ctx.store()?;
+    // Another VM's disk or backing file is never deleted.
+    let others: Vec<_> = all_configs(ctx, &store)?
+        .into_iter()
+        .filter(|(n, _, _)| n != vm.as_str())
+        .collect();
+    let refs: HashMap<PathBuf, String> = inventory::references(&others)
+        .into_iter()
+        .map(|(p, v)| (canonical(&p), v))
+        .collect();
+    let in_use = |p: &Path| refs.get(&canonical(p)).cloned();
+    let created: Vec<PathBuf> = store
+        .created_files(vm.as_str())?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    let mut failed = Vec::new();
+    if delete_created {
+        for (path, kind, outcome) in st::delete_created(vm.as_str(), &store, &in_use)? {
+            let p = path.display();
+            match outcome {
+                Removal::Deleted => eprintln!("deleted {p} ({kind}, created by maqet)"),
+                Removal::AlreadyGone => eprintln!("{p} was already gone"),
+                Removal::KeptNotEmpty => eprintln!("kept {p} (directory holds other files)"),
+                Removal::KeptInUse(other) => {
+                    eprintln!("kept {p} (VM '{other}' uses it)")
+                }
+                Removal::Failed(e) => failed.push(format!("cannot delete {p}: {e}")),
+            }
+        }
+    }
+    for p in named {
+        if let Some(other) = in_use(p) {
+            failed.push(format!(
+                "not deleting {}: VM '{other}' uses it",
+                p.display()
+            ));
+            continue;
+        }
+        match std::fs::remove_file(p) {
+            Ok(()) => eprintln!("deleted {} (named with --delete-file)", p.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("{} was already gone", p.display())
+            }
+            Err(e) => failed.push(format!("cannot delete {}: {e}", p.display())),
+        }
+    }
+    // Say which of the VM's disks stay, and why.
+    if let Ok(cfg) = stored_config(rec) {
+        let disk_dir = ctx.data_dir.disk_dir(vm);
+        for e in cfg
+            .storage()
+            .iter()
+            .filter(|e| e.kind != StorageKind::Virtfs)
+        {
+            let p = e.path(&disk_dir);
+            if p.exists()
+                && !created.contains(&p)
+                && !named.iter().any(|n| canonical(n) == canonical(&p))
+            {
+                eprintln!(
+                    "kept {} (you brought it; `--delete-file {}` deletes it)",
+                    p.display(),
+                    p.display()
+                );
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failure(format!(
+            "VM '{vm}' was not removed:\n  {}",
+            failed.join("\n  ")
+        )))
+    }
+}
+
+/// After `rm` without `--delete-storage`: which created files stay.
+pub fn note_kept(store: &Store, vm: &VmName) -> Result<(), CliError> {
+    let kept: Vec<String> = store
+        .created_files(vm.as_str())?
+        .into_iter()
+        .filter(|f| f.kind != FileKind::Directory && f.path.exists())
+        .map(|f| f.path.display().to_string())
+        .collect();
+    if !kept.is_empty() {
+        eprintln!(
+            "kept the disks maqet created for '{vm}': {} (`maqet rm --delete-storage` would have deleted them; `maqet storage ls` shows them as unreferenced)",
+            kept.join(", ")
+        );
+    }
+    Ok(())
+}

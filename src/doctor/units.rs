@@ -1,0 +1,370 @@
+//! maqet's units and socket files: installed unit files, failed and
+//! leftover `maqet-vm@` units, stale sockets.
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use super::store::DefinedVm;
+use super::{Finding, Severity};
+use crate::paths::{self, DataDir};
+use crate::systemd::properties::data_dir_of_description;
+use crate::systemd::{Systemd, VmState};
+
+pub const SLICE_UNIT: &str = "maqet.slice";
+pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
+const PREFIX: &str = "maqet-vm@";
+
+/// Installed unit files: the forbidden `maqet-vm@.service`, the slice, the
+/// autostart service.
+pub async fn unit_files(sd: &Systemd, vms: &[DefinedVm], f: &mut Vec<Finding>) {
+    // Transient units have files too (in the runtime transient directory);
+    // only a file installed by someone blocks their creation.
+    match sd.unit_files(&["maqet-vm@*"]).await {
+        Ok(files) => {
+            for (path, state) in files.iter().filter(|(_, s)| s != "transient") {
+                f.push(
+                    Finding::new(
+                        "units",
+                        Severity::Error,
+                        format!("a unit file {path} ({state}) is installed: maqet creates maqet-vm@NAME units itself and cannot while a unit file of that name exists"),
+                    )
+                    .hint(format!("remove it and reload: rm {path} && systemctl --user daemon-reload")),
+                );
+            }
+        }
+        Err(e) => f.push(Finding::new("units", Severity::Warning, e.to_string())),
+    }
+    match sd.unit_file_state(SLICE_UNIT).await {
+        Ok(Some(state)) => f.push(Finding::ok("units", format!("{SLICE_UNIT} is installed ({state})"))),
+        Ok(None) => f.push(
+            Finding::new(
+                "units",
+                Severity::Info,
+                format!("{SLICE_UNIT} is not installed: VMs share a slice with systemd's defaults (no accounting or limits for all VMs together)"),
+            )
+            .hint(format!("copy units/{SLICE_UNIT} to ~/.config/systemd/user/ and run `systemctl --user daemon-reload`")),
+        ),
+        Err(e) => f.push(Finding::new("units", Severity::Warning, e.to_string())),
+    }
+    let marked: Vec<&str> = vms
+        .iter()
+        .filter(|v| v.autostart)
+        .map(|v| v.name.as_str())
+        .collect();
+    match sd.unit_file_state(AUTOSTART_UNIT).await {
+        Ok(Some(s)) if s == "enabled" => f.push(Finding::ok(
+            "units",
+            format!("{AUTOSTART_UNIT} is enabled ({} VMs marked for autostart)", marked.len()),
+        )),
+        Ok(state) if !marked.is_empty() => f.push(
+            Finding::new(
+                "units",
+                Severity::Warning,
+                format!(
+                    "VMs are marked for autostart ({}) but {AUTOSTART_UNIT} is {}: nothing starts them at login",
+                    marked.join(", "),
+                    state.map_or("not installed".to_string(), |s| format!("not enabled ({s})"))
+                ),
+            )
+            .hint(format!("install units/{AUTOSTART_UNIT} into ~/.config/systemd/user/, then `systemctl --user enable {AUTOSTART_UNIT}`")),
+        ),
+        Ok(_) => {}
+        Err(e) => f.push(Finding::new("units", Severity::Warning, e.to_string())),
+    }
+}
+
+/// The VM name in `maqet-vm@NAME.service`.
+fn vm_of(unit: &str, suffix: &str) -> Option<String> {
+    unit.strip_prefix(PREFIX)?
+        .strip_suffix(suffix)
+        .map(str::to_string)
+}
+
+/// Whose VM a unit runs, judged from its description's data directory.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// This data directory, and the VM is defined in it.
+    Defined,
+    /// Another data directory that still has a database: not ours to judge.
+    Elsewhere,
+    /// Nobody's: not defined here, or its data directory is gone.
+    Leftover(String),
+}
+
+fn owner(desc: &str, vm: &str, data_dir: &DataDir, defined: &HashSet<&str>) -> Owner {
+    let ours = data_dir.path().to_string_lossy();
+    match data_dir_of_description(desc) {
+        Some(d) if d != ours => {
+            if Path::new(d).join("maqet.db").exists() {
+                Owner::Elsewhere
+            } else {
+                Owner::Leftover(format!("its data directory {d} has no maqet.db any more"))
+            }
+        }
+        _ if defined.contains(vm) => Owner::Defined,
+        _ => Owner::Leftover(format!("VM '{vm}' is not defined in {ours}")),
+    }
+}
+
+/// Failed units of defined VMs and leftover units; returns the VM names
+/// whose socket unit is live (their socket files are not stale).
+pub async fn vm_units(
+    sd: &Systemd,
+    data_dir: &DataDir,
+    vms: &[DefinedVm],
+    fix: bool,
+    f: &mut Vec<Finding>,
+) -> HashSet<String> {
+    let mut live_sockets = HashSet::new();
+    let units = match sd
+        .list_units(&["maqet-vm@*.service", "maqet-vm@*.socket"])
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            f.push(Finding::new("units", Severity::Warning, e.to_string()));
+            return live_sockets;
+        }
+    };
+    let defined: HashSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    let before = f.len();
+    let mut running = 0;
+    for u in &units {
+        let (name, desc, active) = (&u.0, &u.1, u.3.as_str());
+        if let Some(vm) = vm_of(name, ".socket") {
+            if matches!(
+                active,
+                "active" | "activating" | "deactivating" | "reloading"
+            ) {
+                live_sockets.insert(vm);
+            }
+            continue;
+        }
+        let Some(vm) = vm_of(name, ".service") else {
+            continue;
+        };
+        let socket_unit = format!("{PREFIX}{vm}.socket");
+        let live = !matches!(active, "inactive" | "failed");
+        let who = owner(desc, &vm, data_dir, &defined);
+        match (&who, active) {
+            (Owner::Elsewhere, _) => continue,
+            (Owner::Defined, "failed") => {
+                let reason = match sd.unit_status(name).await {
+                    Ok(Some(st)) => st.failure_reason(),
+                    _ => "failed".to_string(),
+                };
+                let mut finding = Finding::new(
+                    "units",
+                    Severity::Warning,
+                    format!("VM '{vm}' failed: {reason} ({name} stays loaded until reset)"),
+                )
+                .hint(format!(
+                    "read why: maqet logs {vm}; then `maqet start {vm}`, or `maqet doctor --fix` to reset the unit"
+                ))
+                .fixable();
+                if fix {
+                    finding.fixed = reset(sd, name, &socket_unit).await;
+                }
+                f.push(finding);
+            }
+            (Owner::Defined, _) => running += usize::from(live),
+            (Owner::Leftover(why), _) if live => f.push(
+                Finding::new(
+                    "units",
+                    Severity::Warning,
+                    format!("{name} is running but {why}: a VM maqet no longer manages"),
+                )
+                .hint(format!(
+                    "stop it if it is not needed: systemctl --user stop {name}"
+                )),
+            ),
+            (Owner::Leftover(why), _) => {
+                let mut finding = Finding::new(
+                    "units",
+                    Severity::Warning,
+                    format!("{name} is a leftover {active} unit: {why}"),
+                )
+                .hint(format!(
+                    "systemctl --user reset-failed {name} (or `maqet doctor --fix`)"
+                ))
+                .fixable();
+                if fix {
+                    finding.fixed = reset(sd, name, &socket_unit).await;
+                }
+                f.push(finding);
+            }
+        }
+    }
+    if f.len() == before {
+        f.push(Finding::ok(
+            "units",
+            format!("no failed or leftover maqet-vm units ({running} of this data directory's VMs running)"),
+        ));
+    }
+    live_sockets
+}
+
+/// Resets a failed pair; describes what happened if it is gone now.
+async fn reset(sd: &Systemd, service: &str, socket: &str) -> Option<String> {
+    sd.reset_failed(service).await;
+    sd.reset_failed(socket).await;
+    match sd.unit_status(service).await {
+        Ok(Some(st)) if st.vm_state() == VmState::Failed => None,
+        Ok(_) => Some(format!("reset {service} (its log stays in the journal)")),
+        Err(_) => None,
+    }
+}
+
+async fn unit_is_live(sd: &Systemd, unit: &str) -> bool {
+    sd.unit_status(unit)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"))
+}
+
+/// Socket files in `$XDG_RUNTIME_DIR/maqet/vm` that no live socket unit
+/// owns. systemd removes them when the unit stops; one left behind means
+/// a crash of the manager or a hand-made file.
+pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Vec<Finding>) {
+    let dir = match paths::socket_dir() {
+        Ok(d) => d,
+        Err(_) => return, // reported by the session check
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            f.push(Finding::ok(
+                "sockets",
+                format!("no socket directory {} yet", dir.display()),
+            ));
+            return;
+        }
+        Err(e) => {
+            f.push(Finding::new(
+                "sockets",
+                Severity::Warning,
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return;
+        }
+    };
+    let before = f.len();
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(vm) = name.strip_suffix(".sock") else {
+            continue;
+        };
+        let unit = format!("{PREFIX}{vm}.socket");
+        // A VM may have started since the listing: ask again.
+        if live.contains(vm) || unit_is_live(sd, &unit).await {
+            continue;
+        }
+        let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
+        if !is_socket {
+            f.push(
+                Finding::new(
+                    "sockets",
+                    Severity::Warning,
+                    format!("{} is not a socket; maqet did not make it", path.display()),
+                )
+                .hint(format!(
+                    "remove it if you do not know what it is: rm {}",
+                    path.display()
+                )),
+            );
+            continue;
+        }
+        // Something may listen without a unit (a runner started by hand):
+        // then it is not stale.
+        match UnixStream::connect(&path) {
+            Ok(_) => {
+                f.push(
+                    Finding::new(
+                        "sockets",
+                        Severity::Warning,
+                        format!(
+                            "something listens on {} although no socket unit owns it",
+                            path.display()
+                        ),
+                    )
+                    .hint("find it with `ss -xlp` and stop it"),
+                );
+                continue;
+            }
+            // Removed meanwhile (its unit stopped): nothing left to judge.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(_) => {}
+        }
+        let mut finding = Finding::new(
+            "sockets",
+            Severity::Warning,
+            format!(
+                "stale socket file {} (no live {PREFIX}{vm}.socket unit, nothing listens)",
+                path.display()
+            ),
+        )
+        .hint(format!("rm {} (or `maqet doctor --fix`)", path.display()))
+        .fixable();
+        if fix {
+            // Once more right before removing: a start may be under way.
+            if !unit_is_live(sd, &unit).await {
+                finding.fixed = match std::fs::remove_file(&path) {
+                    Ok(()) => Some(format!("removed {}", path.display())),
+                    Err(e) => {
+                        finding
+                            .message
+                            .push_str(&format!(" (cannot remove it: {e})"));
+                        None
+                    }
+                };
+            }
+        }
+        f.push(finding);
+    }
+    if f.len() == before {
+        f.push(Finding::ok(
+            "sockets",
+            format!("no stale socket files in {}", dir.display()),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership() {
+        let dd = DataDir::resolve(Some(Path::new("/nonexistent/maqet-doctor-a"))).unwrap();
+        let defined: HashSet<&str> = ["web"].into_iter().collect();
+        let desc = |d: &str| format!("maqet VM web (data {d})");
+        assert_eq!(
+            owner(&desc("/nonexistent/maqet-doctor-a"), "web", &dd, &defined),
+            Owner::Defined
+        );
+        assert!(matches!(
+            owner(&desc("/nonexistent/maqet-doctor-a"), "db", &dd, &defined),
+            Owner::Leftover(_)
+        ));
+        assert!(matches!(
+            owner(&desc("/nonexistent/maqet-doctor-b"), "web", &dd, &defined),
+            Owner::Leftover(_)
+        ));
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("maqet.db"), b"").unwrap();
+        assert_eq!(
+            owner(&desc(&other.path().to_string_lossy()), "web", &dd, &defined),
+            Owner::Elsewhere
+        );
+        assert_eq!(
+            vm_of("maqet-vm@a.b.service", ".service").as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(vm_of("other.service", ".service"), None);
+    }
+}

@@ -1,0 +1,450 @@
+//! Making a VM's storage exist before QEMU starts, and removing what maqet
+//! made when the VM goes.
+//!
+//! - A qcow2/raw entry whose image is missing is created with qemu-img
+//!   (mode 0600; qcow2 overlays get their backing file), under a temporary
+//!   name in the target directory and then linked into place without
+//!   replacing anything, so two concurrent starts never both "create" it.
+//! - A missing virtfs directory is created; shares are checked for access.
+//! - Everything created is recorded in the DB (`created_files`), so `rm
+//!   --delete-storage` removes exactly that, and a failed start can undo
+//!   exactly what it did.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::qemu_img::QemuImg;
+use super::StorageError;
+use crate::config::{StorageEntry, VmConfig};
+use crate::state::{FileKind, Store};
+
+/// Something this run created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub path: PathBuf,
+    pub kind: FileKind,
+    /// For messages: `qcow2, 2.0G`, `qcow2 overlay on base.qcow2`, `directory`.
+    pub what: String,
+}
+
+/// What [`provision`] created, in creation order.
+#[derive(Debug, Default)]
+pub struct Provisioned {
+    pub created: Vec<Created>,
+}
+
+impl Provisioned {
+    /// Deletes what was created (newest first) and forgets the records.
+    /// Returns problems, one line each (an undo must not hide the error
+    /// that caused it).
+    pub fn undo(self, vm: &str, store: &Store) -> Vec<String> {
+        let mut problems = Vec::new();
+        for c in self.created.into_iter().rev() {
+            let r = match c.kind {
+                FileKind::Directory => fs::remove_dir(&c.path),
+                _ => fs::remove_file(&c.path),
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(format!("cannot remove {}: {e}", c.path.display())),
+            }
+            if let Err(e) = store.forget_created_file(vm, &c.path) {
+                problems.push(e.to_string());
+            }
+        }
+        problems
+    }
+}
+
+/// Creates what the VM's storage needs and records it for `vm` (which must
+/// exist in `store`). On error, whatever this call created is removed
+/// again before returning.
+pub fn provision(
+    vm: &str,
+    cfg: &VmConfig,
+    disk_dir: &Path,
+    store: &Store,
+) -> Result<Provisioned, StorageError> {
+    let mut done = Provisioned::default();
+    match provision_into(vm, cfg, disk_dir, store, &mut done) {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            for p in done.undo(vm, store) {
+                tracing::warn!("{p}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn provision_into(
+    vm: &str,
+    cfg: &VmConfig,
+    disk_dir: &Path,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), StorageError> {
+    let mut img: Option<QemuImg> = None;
+    for e in cfg.storage() {
+        let path = e.path(disk_dir);
+        if let Some(fs) = &e.virtfs {
+            if !path.exists() {
+                make_dirs(vm, &path, store, done, 0o755)?;
+            }
+            check_share(e, &path, fs.readonly)?;
+            continue;
+        }
+        let Some(format) = e.format() else { continue };
+        if path.exists() || path.is_symlink() {
+            continue;
+        }
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if !parent.exists() {
+            if parent.starts_with(disk_dir) {
+                // DATA_DIR/disks is shared by all VMs: made, never recorded.
+                // The VM's own directory is private.
+                if let Some(all) = disk_dir.parent() {
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(all)
+                        .map_err(|e| StorageError::io(all, e))?;
+                }
+                make_dirs(vm, parent, store, done, 0o700)?;
+            } else {
+                make_dirs(vm, parent, store, done, 0o755)?;
+            }
+        }
+        if img.is_none() {
+            img = Some(QemuImg::find(Some(&cfg.binary))?);
+        }
+        let img = img.as_ref().expect("just set");
+        let backing = e.backing_file.as_deref().map(|b| {
+            (
+                b,
+                e.backing_format
+                    .unwrap_or(crate::config::ImageFormat::Qcow2),
+            )
+        });
+        if create_image(img, &path, format, e.size, backing)? {
+            store.record_created_file(vm, &path, FileKind::Disk)?;
+            let what = match (backing, &e.size_text) {
+                (Some((b, _)), _) => format!("{} overlay on {}", format.as_str(), b.display()),
+                (None, Some(s)) => format!("{}, {s}", format.as_str()),
+                (None, None) => format.as_str().to_string(),
+            };
+            done.created.push(Created {
+                path,
+                kind: FileKind::Disk,
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and missing parents; records each one created.
+fn make_dirs(
+    vm: &str,
+    dir: &Path,
+    store: &Store,
+    done: &mut Provisioned,
+    mode: u32,
+) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(mode).create(&d) {
+            Ok(()) => {
+                store.record_created_file(vm, &d, FileKind::Directory)?;
+                done.created.push(Created {
+                    path: d,
+                    kind: FileKind::Directory,
+                    what: "directory".into(),
+                });
+            }
+            // Someone else made it meanwhile: not ours.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::io(d, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A 9p share must be a directory QEMU can read (and write unless
+/// read-only), or the guest fails in confusing ways later.
+fn check_share(e: &StorageEntry, path: &Path, readonly: bool) -> Result<(), StorageError> {
+    let bad = |msg: String| {
+        StorageError::io(
+            path,
+            std::io::Error::other(format!("storage '{}' (virtfs): {msg}", e.name)),
+        )
+    };
+    let meta = fs::metadata(path).map_err(|err| StorageError::io(path, err))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    if !access(path, libc::R_OK | libc::X_OK) {
+        return Err(bad("not readable by you".into()));
+    }
+    if !readonly && !access(path, libc::W_OK) {
+        return Err(bad(
+            "not writable by you (set options: {readonly: true} to share it read-only)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn access(p: &Path, mode: i32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+/// Creates the image at `path` unless it appears meanwhile; true when this
+/// call created it.
+fn create_image(
+    img: &QemuImg,
+    path: &Path,
+    format: crate::config::ImageFormat,
+    size: Option<u64>,
+    backing: Option<(&Path, crate::config::ImageFormat)>,
+) -> Result<bool, StorageError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.maqet-{}.tmp", std::process::id()));
+    // Made 0600 before qemu-img writes into it; qemu-img keeps the mode
+    // of an existing file.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| StorageError::io(&tmp, e))?;
+    let result = img
+        .create(&tmp, format, size, backing)
+        .and_then(|()| {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+                .map_err(|e| StorageError::io(&tmp, e))
+        })
+        .and_then(|()| match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StorageError::io(path, e)),
+        });
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// What happened to one recorded file on `rm --delete-storage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    AlreadyGone,
+    /// A directory that still holds files maqet did not create.
+    KeptNotEmpty,
+    /// Another VM's config uses it (e.g. as a backing file).
+    KeptInUse(String),
+    Failed(String),
+}
+
+/// Deletes the files recorded as created for `vm`, newest first. `in_use`
+/// names another VM that still needs a path (such a file is kept). Records
+/// are forgotten for what is gone.
+pub fn delete_created(
+    vm: &str,
+    store: &Store,
+    in_use: &dyn Fn(&Path) -> Option<String>,
+) -> Result<Vec<(PathBuf, FileKind, Removal)>, StorageError> {
+    let mut out = Vec::new();
+    for f in store.created_files(vm)?.into_iter().rev() {
+        let outcome = if let Some(other) = in_use(&f.path) {
+            Removal::KeptInUse(other)
+        } else {
+            let r = match f.kind {
+                FileKind::Directory => fs::remove_dir(&f.path),
+                _ => fs::remove_file(&f.path),
+            };
+            match r {
+                Ok(()) => Removal::Deleted,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Removal::AlreadyGone,
+                Err(e)
+                    if f.kind == FileKind::Directory
+                        && e.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
+                    Removal::KeptNotEmpty
+                }
+                Err(e) => Removal::Failed(e.to_string()),
+            }
+        };
+        if matches!(outcome, Removal::Deleted | Removal::AlreadyGone) {
+            store.forget_created_file(vm, &f.path)?;
+        }
+        out.push((f.path, f.kind, outcome));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigDocument;
+    use crate::state::NewVm;
+
+    fn store(dir: &Path) -> Store {
+        let s = Store::open(&dir.join("db/maqet.db")).unwrap();
+        s.insert_vm(&NewVm {
+            name: "vm".into(),
+            config: serde_json::json!({}),
+            sources: vec![],
+            autostart: false,
+        })
+        .unwrap();
+        s
+    }
+
+    fn config(dir: &Path, body: &str) -> VmConfig {
+        let text = format!("binary: /bin/sh\n{body}");
+        ConfigDocument::from_yaml_str(&text, "t.yaml", dir)
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn creates_records_and_undoes() {
+        if QemuImg::find(None).is_err() {
+            eprintln!("note: no qemu-img here; skipping");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        let st = store(&dir);
+        let disks = dir.join("data/disks/vm");
+        let cfg = config(
+            &dir,
+            "storage:\n  - {name: a, size: 1M}\n  - {name: b, type: raw, size: 64K, file: sub/b.img}\n  - {name: s, type: virtfs, path: share}\n",
+        );
+        let p = provision("vm", &cfg, &disks, &st).unwrap();
+        let paths: Vec<_> = p.created.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                disks.clone(),
+                disks.join("a.qcow2"),
+                dir.join("sub"),
+                dir.join("sub/b.img"),
+                dir.join("share"),
+            ]
+        );
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&disks.join("a.qcow2")), 0o600);
+        assert_eq!(mode(&dir.join("sub/b.img")), 0o600);
+        assert_eq!(mode(&disks), 0o700);
+        assert_eq!(fs::metadata(dir.join("sub/b.img")).unwrap().len(), 65536);
+        let recorded: Vec<_> = st
+            .created_files("vm")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(recorded, paths);
+        // No temporary files left beside the images.
+        assert_eq!(fs::read_dir(&disks).unwrap().count(), 1);
+        // A second run finds everything in place.
+        assert!(provision("vm", &cfg, &disks, &st)
+            .unwrap()
+            .created
+            .is_empty());
+        assert!(p.undo("vm", &st).is_empty());
+        assert!(!disks.exists() && !dir.join("sub").exists());
+        assert!(dir.join("data/disks").is_dir());
+        assert!(st.created_files("vm").unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_creation_leaves_nothing() {
+        if QemuImg::find(None).is_err() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        let st = store(&dir);
+        // The second disk's backing file vanished after validation.
+        fs::write(dir.join("base.qcow2"), "x").unwrap();
+        let cfg = config(
+            &dir,
+            "storage:\n  - {name: a, size: 1M, file: new/a.qcow2}\n  - {name: o, file: o.qcow2, backing_file: base.qcow2}\n",
+        );
+        fs::remove_file(dir.join("base.qcow2")).unwrap();
+        let e = provision("vm", &cfg, &dir.join("disks"), &st).unwrap_err();
+        assert!(e.to_string().contains("qemu-img"), "{e}");
+        assert!(!dir.join("new").exists());
+        assert!(!dir.join("o.qcow2").exists());
+        assert!(st.created_files("vm").unwrap().is_empty());
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("db")], "{left:?}");
+    }
+
+    #[test]
+    fn delete_created_keeps_what_others_use_and_full_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        let st = store(&dir);
+        let d = dir.join("d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("a.img"), "a").unwrap();
+        fs::write(d.join("shared.img"), "s").unwrap();
+        for (p, k) in [
+            (d.clone(), FileKind::Directory),
+            (d.join("a.img"), FileKind::Disk),
+            (d.join("shared.img"), FileKind::Disk),
+            (d.join("gone.img"), FileKind::Disk),
+        ] {
+            st.record_created_file("vm", &p, k).unwrap();
+        }
+        let shared = d.join("shared.img");
+        let out =
+            delete_created("vm", &st, &|p| (p == shared).then(|| "other".to_string())).unwrap();
+        let outcomes: Vec<_> = out
+            .iter()
+            .map(|(p, _, r)| (p.file_name().unwrap().to_owned(), r.clone()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("gone.img".into(), Removal::AlreadyGone),
+                ("shared.img".into(), Removal::KeptInUse("other".into())),
+                ("a.img".into(), Removal::Deleted),
+                ("d".into(), Removal::KeptNotEmpty),
+            ]
+        );
+        assert!(shared.exists() && !d.join("a.img").exists());
+        let left: Vec<_> = st
+            .created_files("vm")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(left, [d.clone(), shared]);
+    }
+}

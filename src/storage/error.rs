@@ -1,0 +1,117 @@
+//! Errors of disk and snapshot handling. Each message says what failed,
+//! on which drive or file, and what to do about it.
+
+use std::path::PathBuf;
+
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("qemu-img not found (looked for {tried}); install it (Debian: apt install qemu-utils) or set MAQET_QEMU_IMG to its path")]
+    QemuImgMissing { tried: String },
+
+    /// qemu-img ran and failed; `stderr` is its own explanation.
+    #[error("`{command}` failed: {stderr}{}", hint_for(.stderr))]
+    QemuImg { command: String, stderr: String },
+
+    #[error("qemu-img printed something maqet cannot read for {path}: {message}")]
+    BadInfo { path: PathBuf, message: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("VM '{vm}' has no disk named '{drive}' (disks: {})", list_or_none(.available))]
+    DriveNotFound {
+        vm: String,
+        drive: String,
+        available: Vec<String>,
+    },
+
+    #[error("drive '{drive}' is {format}; only qcow2 images can hold snapshots (convert it: qemu-img convert -O qcow2 …)")]
+    NotSnapshottable { drive: String, format: String },
+
+    #[error("drive '{drive}' has no image yet ({}); it is created at the VM's first start, or now with `maqet storage create {vm}`", path.display())]
+    DiskMissing {
+        vm: String,
+        drive: String,
+        path: PathBuf,
+    },
+
+    #[error("invalid snapshot name '{name}': {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    #[error("snapshot '{tag}' already exists on {place}; add --overwrite to replace it")]
+    SnapshotExists { tag: String, place: String },
+
+    #[error("no snapshot '{tag}' on {place} (snapshots: {})", list_or_none(.available))]
+    SnapshotNotFound {
+        tag: String,
+        place: String,
+        available: Vec<String>,
+    },
+
+    /// A live snapshot must cover every writable disk; these cannot hold one.
+    #[error("a live snapshot of VM '{vm}' must cover every writable disk, and {} cannot hold internal snapshots; nothing was changed. Take disk-only snapshots of the qcow2 drives with the VM stopped, or convert the raw disks to qcow2", drives.join(", "))]
+    LiveUnsupported { vm: String, drives: Vec<String> },
+
+    #[error("drive '{drive}' ({}) is not attached to the running VM '{vm}'; was the config changed after it started? Restart the VM", path.display())]
+    NotAttached {
+        vm: String,
+        drive: String,
+        path: PathBuf,
+    },
+
+    #[error("snapshot '{tag}' has no VM state (it is a disk-only snapshot); load it with the VM stopped: maqet stop {vm} && maqet snapshot load {vm} DRIVE {tag}")]
+    NoVmState { vm: String, tag: String },
+
+    #[error("snapshot '{tag}' is missing on {}: a live load needs it on every writable disk; nothing was changed", drives.join(", "))]
+    IncompleteSnapshot { tag: String, drives: Vec<String> },
+
+    /// A QMP command was answered with an error.
+    #[error("QMP {command}: {message}")]
+    Qmp { command: String, message: String },
+
+    /// A QMP job ended with an error (QEMU's own words).
+    #[error("{what} failed: {message}")]
+    Job { what: String, message: String },
+
+    /// QEMU was busy past the runner's QMP timeout (e.g. while saving RAM).
+    #[error("QEMU did not answer {command} in time")]
+    QmpTimeout { command: String },
+
+    /// The runner could not be reached or did not answer.
+    #[error("{0}")]
+    Runner(String),
+
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// qemu-img's lock error means a QEMU has the image open.
+fn hint_for(stderr: &str) -> &'static str {
+    if stderr.contains("lock") {
+        " (is a VM using this image? stop it first, or use --live for a running VM)"
+    } else {
+        ""
+    }
+}
+
+impl StorageError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! A thin wrapper around the `qemu-img` tool: image facts come from
+//! `qemu-img info --output=json` (never from its text output), and every
+//! failure carries qemu-img's own message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+use crate::config::{find_in_path, is_executable, ImageFormat};
+
+/// One image of `qemu-img info --output=json --backing-chain`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageInfo {
+    pub filename: String,
+    pub format: String,
+    pub virtual_size: u64,
+    #[serde(default)]
+    pub actual_size: Option<u64>,
+    #[serde(default)]
+    pub backing_filename: Option<String>,
+    #[serde(default)]
+    pub full_backing_filename: Option<String>,
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// An internal snapshot, as both `qemu-img info` and QMP `query-block`
+/// describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    /// Bytes of saved RAM and device state; 0 for a disk-only snapshot.
+    #[serde(default)]
+    pub vm_state_size: u64,
+    pub date_sec: i64,
+    #[serde(default)]
+    pub date_nsec: i64,
+    /// Guest clock at the snapshot.
+    #[serde(default)]
+    pub vm_clock_sec: i64,
+    #[serde(default)]
+    pub vm_clock_nsec: i64,
+}
+
+impl SnapshotInfo {
+    /// A snapshot with VM state was taken live and restores RAM too.
+    pub fn is_live(&self) -> bool {
+        self.vm_state_size > 0
+    }
+}
+
+/// The `qemu-img snapshot` operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotOp {
+    Create,
+    Apply,
+    Delete,
+}
+
+impl SnapshotOp {
+    fn flag(self) -> &'static str {
+        match self {
+            SnapshotOp::Create => "-c",
+            SnapshotOp::Apply => "-a",
+            SnapshotOp::Delete => "-d",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuImg {
+    bin: PathBuf,
+}
+
+impl QemuImg {
+    /// `MAQET_QEMU_IMG`, else `qemu-img` beside the VM's QEMU binary, else
+    /// in `PATH`.
+    pub fn find(qemu_binary: Option<&Path>) -> Result<QemuImg, StorageError> {
+        if let Some(p) = std::env::var_os("MAQET_QEMU_IMG").filter(|p| !p.is_empty()) {
+            let p = PathBuf::from(p);
+            return if is_executable(&p) && p.is_file() {
+                Ok(QemuImg { bin: p })
+            } else {
+                Err(StorageError::QemuImgMissing {
+                    tried: format!("MAQET_QEMU_IMG={}", p.display()),
+                })
+            };
+        }
+        let sibling = qemu_binary.and_then(|b| Some(b.parent()?.join("qemu-img")));
+        if let Some(s) = sibling.as_ref().filter(|s| s.is_file() && is_executable(s)) {
+            return Ok(QemuImg { bin: s.clone() });
+        }
+        find_in_path("qemu-img")
+            .map(|bin| QemuImg { bin })
+            .ok_or_else(|| StorageError::QemuImgMissing {
+                tried: match sibling {
+                    Some(s) => format!("{} and PATH", s.display()),
+                    None => "PATH".into(),
+                },
+            })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.bin
+    }
+
+    fn run(&self, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, StorageError> {
+        let shown = || {
+            std::iter::once(self.bin.to_string_lossy())
+                .chain(args.iter().map(|a| a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let out = Command::new(&self.bin)
+            .args(args)
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| StorageError::QemuImg {
+                command: shown(),
+                stderr: format!("cannot run it: {e}"),
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr = stderr
+                .trim()
+                .trim_start_matches("qemu-img: ")
+                .replace("\nqemu-img: ", "; ");
+            return Err(StorageError::QemuImg {
+                command: shown(),
+                stderr: if stderr.is_empty() {
+                    format!("exit status {}", out.status)
+                } else {
+                    stderr
+                },
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// The image and its backing chain, top first. `-U` (force-share) lets
+    /// this read images a running QEMU holds.
+    pub fn info(&self, path: &Path) -> Result<Vec<ImageInfo>, StorageError> {
+        let out = self.run(&[
+            "info".as_ref(),
+            "-U".as_ref(),
+            "--backing-chain".as_ref(),
+            "--output=json".as_ref(),
+            path.as_os_str(),
+        ])?;
+        parse_info(&out).map_err(|message| StorageError::BadInfo {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Creates an image. `size` in bytes (None: the backing file's size).
+    /// A relative `backing` is relative to the new image's directory and is
+    /// stored as written.
+    pub fn create(
+        &self,
+        path: &Path,
+        format: ImageFormat,
+        size: Option<u64>,
+        backing: Option<(&Path, ImageFormat)>,
+    ) -> Result<(), StorageError> {
+        let size_text = size.map(|s| s.to_string());
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            format.as_str().as_ref(),
+        ];
+        if let Some((b, bf)) = backing {
+            args.extend([
+                "-b".as_ref(),
+                b.as_os_str(),
+                "-F".as_ref(),
+                bf.as_str().as_ref(),
+            ]);
+        }
+        args.extend(["--".as_ref(), path.as_os_str()]);
+        if let Some(s) = &size_text {
+            args.push(s.as_ref());
+        }
+        self.run(&args).map(drop)
+    }
+
+    /// `qemu-img snapshot -c|-a|-d TAG FILE` (needs the image unused).
+    pub fn snapshot(&self, op: SnapshotOp, tag: &str, path: &Path) -> Result<(), StorageError> {
+        self.run(&[
+            "snapshot".as_ref(),
+            op.flag().as_ref(),
+            tag.as_ref(),
+            path.as_os_str(),
+        ])
+        .map(drop)
+    }
+}
+
+/// Parses `--backing-chain` output (a list) or a single image (an object).
+pub(crate) fn parse_info(bytes: &[u8]) -> Result<Vec<ImageInfo>, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match v {
+        serde_json::Value::Array(_) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        other => serde_json::from_value(other)
+            .map(|i| vec![i])
+            .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_info_with_chain_and_snapshots() {
+        let text = br#"[
+          {"virtual-size": 1073741824, "filename": "/d/o.qcow2", "cluster-size": 65536,
+           "format": "qcow2", "actual-size": 200704, "backing-filename": "base.qcow2",
+           "full-backing-filename": "/d/base.qcow2", "backing-filename-format": "qcow2",
+           "snapshots": [{"icount": 0, "vm-clock-nsec": 16477967, "name": "s1",
+             "date-sec": 1795632069, "date-nsec": 564845000, "vm-clock-sec": 0,
+             "id": "1", "vm-state-size": 699361}],
+           "dirty-flag": false},
+          {"virtual-size": 1073741824, "filename": "/d/base.qcow2", "format": "qcow2",
+           "actual-size": 196616, "dirty-flag": false}
+        ]"#;
+        let chain = parse_info(text).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].backing_filename.as_deref(), Some("base.qcow2"));
+        assert_eq!(
+            chain[0].full_backing_filename.as_deref(),
+            Some("/d/base.qcow2")
+        );
+        assert_eq!(chain[0].snapshots.len(), 1);
+        assert!(chain[0].snapshots[0].is_live());
+        assert_eq!(chain[0].snapshots[0].vm_clock_nsec, 16477967);
+        assert!(chain[1].snapshots.is_empty());
+        let single =
+            parse_info(br#"{"virtual-size": 5, "filename": "r.img", "format": "raw"}"#).unwrap();
+        assert_eq!(single[0].actual_size, None);
+        assert!(parse_info(b"nonsense").is_err());
+    }
+}
