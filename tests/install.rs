@@ -178,6 +178,8 @@ fn man_pages_render_for_every_command_in_the_help() {
         .lines()
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
+        // A command starts its line at column 2; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();

@@ -112,14 +112,24 @@ impl Systemd {
         Ok(Systemd { conn, mgr })
     }
 
+    /// The object path of a loaded unit, `None` when systemd has no such
+    /// unit loaded. (`GetUnit`, unlike the object path itself, never loads
+    /// a unit as a side effect.)
+    pub(super) async fn loaded_unit_path(
+        &self,
+        unit: &str,
+    ) -> Result<Option<zbus::zvariant::OwnedObjectPath>, SystemdError> {
+        match self.mgr.get_unit(unit).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => Ok(None),
+            Err(e) => Err(call_err("GetUnit", unit, e)),
+        }
+    }
+
     /// State of a unit, `None` when systemd has no such unit loaded.
     pub async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
-        let path = match self.mgr.get_unit(unit).await {
-            Ok(p) => p,
-            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => {
-                return Ok(None)
-            }
-            Err(e) => return Err(call_err("GetUnit", unit, e)),
+        let Some(path) = self.loaded_unit_path(unit).await? else {
+            return Ok(None);
         };
         let props = self.properties_proxy(path.as_str()).await?;
         let unit_props = get_all(&props, UNIT_IFACE, unit).await?;

@@ -22,12 +22,8 @@ impl Systemd {
         unit: &str,
         iface: &'static str,
     ) -> Result<Option<HashMap<String, OwnedValue>>, SystemdError> {
-        let path = match self.mgr.get_unit(unit).await {
-            Ok(p) => p,
-            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => {
-                return Ok(None)
-            }
-            Err(e) => return Err(call_err("GetUnit", unit, e)),
+        let Some(path) = self.loaded_unit_path(unit).await? else {
+            return Ok(None);
         };
         let props = self.properties_proxy(path.as_str()).await?;
         let mut all = get_all(&props, UNIT_IFACE, unit).await?;
