@@ -449,3 +449,16 @@ fn reboot_restarts_the_guest_and_an_acpi_deaf_guest_is_quit() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_ended_cleanly(&w, &vm);
 }
+
+#[test]
+fn reboot_command_with_on_reboot_stop_reports_the_end() {
+    let w = World::new("grebstop");
+    let vm = add_guest(&w, "s", "on_reboot: stop\n", "");
+    w.ok(&["start", &vm]);
+    Console::attach(&w, &vm).wait_ready();
+    let out = w.ok(&["reboot", &vm]);
+    assert!(out.contains("on_reboot: stop"), "{out}");
+    assert_ended_cleanly(&w, &vm);
+    let err = w.fails(5, &["reboot", &vm]);
+    assert!(err.contains("not running"), "{err}");
+}
