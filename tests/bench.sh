@@ -4,15 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 session=$PWD/tests/session
-if [[ $(id -u) -eq 0 ]]; then
-    bash "$session/install-deps.sh"
-fi
-bash "$session/user-session.sh" up
-cargo build --release --locked --bins 2>&1 | tail -n 1
 stage=/var/tmp/maqet-bench
-rm -rf "$stage"
-mkdir -p "$stage/bin"
-cp target/release/maqet target/release/maqet-runner "$stage/bin/"
-cp tests/bench.py "$stage/"
-chmod -R a+rX "$stage"
+bash "$session/release-stage.sh" "$stage"
+install -m 0644 tests/bench.py "$stage/"
 bash "$session/as-user.sh" env PATH="$stage/bin:/usr/bin:/bin" python3 "$stage/bench.py"

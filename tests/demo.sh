@@ -7,19 +7,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 session=$PWD/tests/session
-
-if [[ $(id -u) -eq 0 ]]; then
-    bash "$session/install-deps.sh"
-fi
-bash "$session/user-session.sh" up
-
-echo "== building maqet (release)"
-cargo build --release --locked --bins 2>&1 | tail -n 1
-
 stage=/var/tmp/maqet-demo
-rm -rf "$stage"
-mkdir -p "$stage/bin"
-cp target/release/maqet target/release/maqet-runner "$stage/bin/"
+bash "$session/release-stage.sh" "$stage"
 cat >"$stage/demo.yaml" <<'YAML'
 # A small headless VM: TCG, 128 MiB, no disks. Any config of the original
 # maqet works the same way.
