@@ -194,11 +194,7 @@ impl Systemd {
 
     /// Creates and starts the socket + service pair in one job and waits
     /// until the runner sent READY=1, or the service failed, or `timeout`.
-    pub async fn start_vm(
-        &self,
-        spec: &VmUnitSpec,
-        timeout: Duration,
-    ) -> Result<UnitStatus, SystemdError> {
+    pub async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         let service = spec.vm.service_unit();
         let socket = spec.vm.socket_unit();
         // A failed pair stays loaded so `systemctl --user status` can say why;
@@ -261,9 +257,14 @@ impl Systemd {
                     if args.unit != service && !socket_failed {
                         continue;
                     }
+                    // A Type=notify start job is "done" exactly when READY=1
+                    // arrived: nothing more to ask.
+                    if args.unit == service && args.result == "done" {
+                        return Ok(());
+                    }
                     let st = self.unit_status(&service).await?.unwrap_or_default();
                     match StartProgress::of(&st) {
-                        StartProgress::Ready => return Ok(st),
+                        StartProgress::Ready => return Ok(()),
                         StartProgress::Ended => {
                             return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
                         }
