@@ -215,6 +215,7 @@ impl Systemd {
         let serv_p = service_properties(spec);
         let deadline = Instant::now() + timeout;
         let mut attempts = 0;
+        tracing::debug!(unit = %socket, "StartTransientUnit");
         let job = loop {
             match self
                 .mgr

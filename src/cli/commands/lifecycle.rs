@@ -77,7 +77,9 @@ pub fn unit_spec(
 pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
     let (vm, record) = ctx.vm(&a.name)?;
+    tracing::debug!("definition read");
     let sd = ctx.systemd().await?;
+    tracing::debug!("connected to the user manager");
     start_record(ctx, &sd, &vm, &record, timeout).await
 }
 
