@@ -55,6 +55,9 @@ fn start_status_qmp_stop_tell_the_truth() {
     assert_eq!(v["running"], true);
     let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", &vm, "query-name"])).unwrap();
     assert_eq!(v["name"], vm.as_str());
+    // The original tool's shorthand: `maqet qmp VM COMMAND`.
+    let v: Value = serde_json::from_str(&w.ok(&["qmp", &vm, "query-status"])).unwrap();
+    assert_eq!(v["status"], "running");
 
     // Journal: the runner's structured lines.
     let recs = journal_json(&service);

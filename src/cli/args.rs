@@ -163,7 +163,10 @@ pub struct RmArgs {
     pub delete_files: Vec<PathBuf>,
 }
 
+/// `maqet qmp SUBCOMMAND …`; the original tool's shorthand
+/// `maqet qmp VM COMMAND [ARGS_JSON]` is accepted too (as `qmp run`).
 #[derive(Debug, Subcommand)]
+#[command(allow_external_subcommands = true)]
 pub enum QmpCommand {
     /// Run one QMP command and print QEMU's "return" value as JSON.
     Run(QmpRunArgs),
@@ -181,6 +184,9 @@ pub enum QmpCommand {
     DeviceAdd(DeviceAddArgs),
     /// Hot-unplug a device and wait until the guest has released it.
     DeviceDel(DeviceDelArgs),
+    /// The original tool's shorthand: VM COMMAND [ARGS_JSON].
+    #[command(external_subcommand)]
+    Shorthand(Vec<String>),
 }
 
 #[derive(Debug, Args)]

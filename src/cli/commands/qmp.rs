@@ -22,6 +22,7 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
         QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
         QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
         QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
+        QmpCommand::Shorthand(words) => run_command(ctx, shorthand(words)?).await,
     }
 }
 
@@ -66,4 +67,65 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
     })?;
     print_json(&v);
     Ok(())
+}
+
+/// `maqet qmp VM COMMAND [ARGS_JSON]` (the original tool's README form).
+fn shorthand(words: Vec<String>) -> Result<QmpRunArgs, CliError> {
+    let mut it = words.into_iter();
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(name), Some(command), arguments, None) => Ok(QmpRunArgs {
+            name,
+            command,
+            arguments,
+        }),
+        _ => Err(CliError::usage(
+            "usage: maqet qmp run VM COMMAND [ARGS_JSON] (or the short form maqet qmp VM COMMAND [ARGS_JSON]); see `maqet qmp --help`",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(argv: &[&str]) -> QmpCommand {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Qmp(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shorthand_is_qmp_run() {
+        let QmpCommand::Shorthand(w) = parse(&["maqet", "qmp", "web", "query-status"]) else {
+            panic!("not the shorthand")
+        };
+        let a = shorthand(w).unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.command.as_str(), a.arguments),
+            ("web", "query-status", None)
+        );
+        let QmpCommand::Shorthand(w) =
+            parse(&["maqet", "qmp", "web", "device_del", r#"{"id":"x"}"#])
+        else {
+            panic!("not the shorthand")
+        };
+        assert_eq!(
+            shorthand(w).unwrap().arguments.as_deref(),
+            Some(r#"{"id":"x"}"#)
+        );
+        let QmpCommand::Shorthand(w) = parse(&["maqet", "qmp", "web"]) else {
+            panic!()
+        };
+        assert_eq!(
+            shorthand(w).unwrap_err().code,
+            crate::cli::exit::code::USAGE
+        );
+        assert!(matches!(
+            parse(&["maqet", "qmp", "run", "web", "quit"]),
+            QmpCommand::Run(_)
+        ));
+    }
 }
