@@ -21,6 +21,7 @@ const STOP_MARGIN: Duration = Duration::from_secs(15);
 /// systemd kills a runner that has not pinged within this interval.
 const WATCHDOG: Duration = Duration::from_secs(10);
 
+/// A positive, finite number of seconds from the command line.
 pub fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
     if s.is_finite() && s > 0.0 && s < 1e9 {
         Ok(Duration::from_secs_f64(s))

@@ -17,8 +17,9 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::ipc::IpcError;
 
+use super::lifecycle::seconds;
 use super::qmp::connect;
-use super::qmp_tools::{call, seconds};
+use super::qmp_tools::call;
 
 pub async fn reset(ctx: &Ctx, a: &VmArg) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;

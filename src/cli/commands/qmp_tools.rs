@@ -16,6 +16,7 @@ use crate::ipc::{IpcClient, IpcError};
 use crate::qmp::keys::{self, KeyError};
 use crate::vmname::VmName;
 
+use super::lifecycle::seconds;
 use super::qmp::connect;
 
 /// Pause between one key's release and the next key's press in `type`.
@@ -26,17 +27,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(35);
 impl From<KeyError> for CliError {
     fn from(e: KeyError) -> Self {
         CliError::usage(e.to_string())
-    }
-}
-
-/// A positive, finite number of seconds from the command line.
-pub fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
-    if s.is_finite() && s > 0.0 && s < 1e9 {
-        Ok(Duration::from_secs_f64(s))
-    } else {
-        Err(CliError::usage(format!(
-            "{what} must be a positive number of seconds, not {s}"
-        )))
     }
 }
 
