@@ -92,14 +92,18 @@ fn add_merges_files_left_to_right() {
     );
     let over = w.write("over.yaml", "name: merged\nmemory: 128M\n");
     let name = w.name("m");
-    w.ok(&[
+    let out = w.ok(&[
         "add",
         base.to_str().unwrap(),
         "--vm-config",
         over.to_str().unwrap(),
         "--name",
         &name,
+        "--json",
     ]);
+    let added: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(added["name"], name.as_str());
+    assert_eq!(added["sources"].as_array().unwrap().len(), 2);
     let v: serde_json::Value = serde_json::from_str(&w.ok(&["info", &name, "--json"])).unwrap();
     let argv: Vec<String> = serde_json::from_value(v["qemu_argv"].clone()).unwrap();
     let m = argv.iter().position(|a| a == "-m").unwrap();

@@ -101,8 +101,15 @@ fn restart_gives_a_new_runner() {
     assert_eq!(st["state"], "running");
     assert_ne!(st["runner_pid"].as_u64().unwrap(), first);
     assert!(!alive(first));
-    w.ok(&["stop", &vm, "--force"]);
+    let v: Value = serde_json::from_str(&w.ok(&["stop", &vm, "--force", "--json"])).unwrap();
+    assert_eq!(v["outcome"], "killed", "{v}");
+    assert_eq!(v["was_running"], true);
     assert_eq!(w.state(&vm), "defined");
+    let v: Value = serde_json::from_str(&w.ok(&["stop", &vm, "--json"])).unwrap();
+    assert_eq!(
+        (v["was_running"].clone(), v["outcome"].clone()),
+        (Value::Bool(false), Value::Null)
+    );
 }
 
 #[test]

@@ -105,6 +105,9 @@ pub struct AddArgs {
     /// The VM's name (overrides `name:` in the files).
     #[arg(long)]
     pub name: Option<String>,
+    /// Print the result as JSON (`name`, `sources`, `warnings`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +130,9 @@ pub struct StopArgs {
     /// (default: the VM's shutdown_timeout, 30 unless configured).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// Print the result as JSON (`name`, `was_running`, `outcome`, `message`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,14 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
             )),
             other => other.into(),
         })?;
-    println!("{vm}");
+    if a.json {
+        crate::cli::output::print_json(&serde_json::json!({
+            "name": vm.to_string(),
+            "sources": doc.sources(),
+            "warnings": config.warnings,
+        }));
+    } else {
+        println!("{vm}");
+    }
     Ok(())
 }

@@ -53,6 +53,7 @@ pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError>
                 name: a.name.clone(),
                 force: false,
                 timeout: None,
+                json: false,
             };
             super::lifecycle::stop(ctx, &stop).await?;
         }

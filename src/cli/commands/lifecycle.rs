@@ -236,7 +236,17 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
     let timeout = a.timeout.map(|t| seconds(t, "--timeout")).transpose()?;
     let (vm, _) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    match stop_vm(&sd, &vm, timeout, a.force).await? {
+    let outcome = stop_vm(&sd, &vm, timeout, a.force).await?;
+    if a.json {
+        crate::cli::output::print_json(&serde_json::json!({
+            "name": vm.to_string(),
+            "was_running": outcome.is_some(),
+            "outcome": outcome,
+            "message": outcome.map(StopOutcome::describe),
+        }));
+        return Ok(());
+    }
+    match outcome {
         Some(outcome) => println!("{vm}: {}", outcome.describe()),
         None => eprintln!("{vm} is not running"),
     }
