@@ -120,6 +120,26 @@ fn load_example(env: &Env, files: &[&str]) -> VmConfig {
     doc.validate().unwrap()
 }
 
+/// The example configurations, as `maqet add` would be given them.
+const EXAMPLE_SETS: [&[&str]; 3] = [
+    &["example1-minimal.yaml"],
+    &["example2-devbox.yaml"],
+    &["layered/base.yaml", "layered/ci-runner.yaml"],
+];
+
+/// Loads example files with the binary always set to the stand-in, so the
+/// stored form does not depend on this machine's QEMU.
+fn example_document(env: &Env, files: &[&str]) -> ConfigDocument {
+    let paths: Vec<PathBuf> = files.iter().map(|f| env.dir.join(f)).collect();
+    let mut doc = ConfigDocument::load_files(&paths).unwrap();
+    doc.set(
+        "binary",
+        json!(env.qemu.display().to_string()),
+        "test stand-in",
+    );
+    doc
+}
+
 /// The argv after the prefix, and the prefix checked.
 fn rendered(env: &Env, cfg: &VmConfig) -> Vec<String> {
     let argv = cfg.render_argv(&ctx(&env.dir.join("disks")));
@@ -266,18 +286,8 @@ fn examples_round_trip_through_storage() {
     if copy_examples(&env).is_none() {
         return;
     }
-    for files in [
-        &["example1-minimal.yaml"][..],
-        &["example2-devbox.yaml"],
-        &["layered/base.yaml", "layered/ci-runner.yaml"],
-    ] {
-        let paths: Vec<PathBuf> = files.iter().map(|f| env.dir.join(f)).collect();
-        let mut doc = ConfigDocument::load_files(&paths).unwrap();
-        doc.set(
-            "binary",
-            json!(env.qemu.display().to_string()),
-            "test stand-in",
-        );
+    for files in EXAMPLE_SETS {
+        let doc = example_document(&env, files);
         let stored = doc.to_json();
         assert!(stored.get("name").is_none());
         let again = ConfigDocument::from_stored(&stored).unwrap();
@@ -287,6 +297,7 @@ fn examples_round_trip_through_storage() {
             again.validate().unwrap().render_argv(&c),
             doc.validate().unwrap().render_argv(&c)
         );
+        let paths: Vec<PathBuf> = files.iter().map(|f| env.dir.join(f)).collect();
         assert_eq!(doc.sources(), &paths[..]);
     }
 }
@@ -1051,18 +1062,8 @@ fn yaml_output_round_trips_examples() {
     if copy_examples(&env).is_none() {
         return;
     }
-    for files in [
-        &["example1-minimal.yaml"][..],
-        &["example2-devbox.yaml"],
-        &["layered/base.yaml", "layered/ci-runner.yaml"],
-    ] {
-        let paths: Vec<PathBuf> = files.iter().map(|f| env.dir.join(f)).collect();
-        let mut doc = ConfigDocument::load_files(&paths).unwrap();
-        doc.set(
-            "binary",
-            json!(env.qemu.display().to_string()),
-            "test stand-in",
-        );
+    for files in EXAMPLE_SETS {
+        let doc = example_document(&env, files);
         let yaml = doc.to_yaml(Some("copy"));
         assert!(yaml.starts_with("name: copy\n"), "{yaml}");
         // Read back from another directory: every path is absolute now.
