@@ -30,9 +30,14 @@ for pkg in "${PACKAGES[@]}"; do
     [[ $status == installed ]] || missing+=("$pkg")
 done
 
-if ((${#missing[@]} == 0)); then
+if ((${#missing[@]} == 0)) && command -v qemu-img >/dev/null; then
     exit 0
 fi
+# Some images ship qemu-utils from backports, which Debian's qemu-system-x86
+# conflicts with: installing only the missing packages would remove it (and
+# qemu-img with it). Asking for qemu-utils in the same transaction lets apt
+# pick the version that goes with qemu-system-x86.
+[[ " ${missing[*]} " == *" qemu-utils "* ]] || missing+=(qemu-utils)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: missing packages (${missing[*]}); run as root" >&2
@@ -46,3 +51,7 @@ apt_opts=(-q -o DPkg::Lock::Timeout=600)
 apt-get "${apt_opts[@]}" update
 # No recommends: qemu-system-x86 would otherwise drag in a GUI stack.
 apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
+if ! qemu-img --version >/dev/null 2>&1; then
+    echo "install-deps: qemu-img is still not usable after installing qemu-utils" >&2
+    exit 1
+fi
