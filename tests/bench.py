@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """maqet benchmark (`make bench`): measures, in one run and on one machine,
 bare QEMU's exec-to-query-status time and maqet's start, QMP round trip,
-`ls` with 200 VMs and the runner's RSS, and prints the ratios against the
-targets. Run as the session user with `maqet` on PATH (tests/bench.sh)."""
+`ls` with 200 VMs defined and with 0, 1, 10 and 50 of them running, and the
+runner's RSS, and prints the ratios against the targets. Run as the session user with `maqet` on PATH (tests/bench.sh)."""
 
 import json
 import os
@@ -50,6 +50,29 @@ def timed(*args):
     return time.perf_counter() - t0
 
 
+LS_RUNNING = [0, 1, 10, 50]
+
+
+def start_all(names, batch=10):
+    """Starts VMs a batch at a time (each `maqet start` waits for READY=1)."""
+    for i in range(0, len(names), batch):
+        procs = [subprocess.Popen(["maqet", "start", n], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+                 for n in names[i:i + batch]]
+        for p in procs:
+            _, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"maqet start failed: {err}")
+
+
+def stop_all(names, batch=10):
+    for i in range(0, len(names), batch):
+        procs = [subprocess.Popen(["maqet", "stop", "--force", n], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for n in names[i:i + batch]]
+        for p in procs:
+            p.wait()
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -94,6 +117,30 @@ def main():
         assert len(json.loads(run("ls", "--json").stdout)) == 200
         ls = [timed("ls") for _ in range(RUNS)]
 
+        # `ls` while VMs run: its cost must not grow with the running VMs.
+        os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data-running")
+        names = []
+        for i in range(LS_RUNNING[-1]):
+            n = f"run{i}-{os.getpid()}"
+            y = os.path.join(d, f"r{i}.yaml")
+            with open(y, "w") as f:
+                f.write(f"name: {n}\nbinary: {QEMU}\nmemory: 32M\narguments:\n"
+                        "  - accel: tcg\n  - display: none\n  - nodefaults\n")
+            run("add", y)
+            names.append(n)
+        ls_running = {}
+        started = 0
+        try:
+            for want in LS_RUNNING:
+                start_all(names[started:want])
+                started = want
+                listed = json.loads(run("ls", "--json").stdout)
+                assert sum(v["state"] == "running" for v in listed) == want, listed
+                timed("ls")  # warm
+                ls_running[want] = statistics.median(timed("ls") for _ in range(RUNS))
+        finally:
+            stop_all(names[:started])
+
     b, s, q, l = (statistics.median(x) for x in (bare, starts, qmp, ls))
     r = statistics.median(rss)
     print(f"runs per figure: {RUNS} (medians)")
@@ -102,8 +149,14 @@ def main():
     print(f"runner RSS                    : {r / 1024:7.2f} MiB (target ≤ 4 MiB)")
     print(f"maqet qmp run … query-status  : {ms(q)}   (target ≤ 5 ms)")
     print(f"maqet ls, 200 VMs defined     : {ms(l)}   (target ≤ 20 ms)")
+    one = ls_running[1]
+    for n in LS_RUNNING:
+        t = ls_running[n]
+        target = "   (target ≤ 20 ms and ≤ 2.00x)" if n == LS_RUNNING[-1] else ""
+        print(f"maqet ls, {n:2d} VMs running     : {ms(t)}   ratio {t / one:5.2f}x vs 1 running{target}")
     print(json.dumps({"bare_qemu_s": b, "start_s": s, "start_ratio": s / b, "runner_rss_kib": r,
-                      "qmp_s": q, "ls200_s": l}))
+                      "qmp_s": q, "ls200_s": l,
+                      "ls_running_s": {str(k): v for k, v in ls_running.items()}}))
 
 
 if __name__ == "__main__":
