@@ -430,15 +430,16 @@ fn validate_arguments(v: &mut Validator, node: &Node) -> Vec<Argument> {
     let mut out = Vec::new();
     for (index, item) in items.iter().enumerate() {
         match argv::render_item(item) {
-            Item::Option { option, argv } => out.push(Argument {
+            Err(r) => v.error(&r.loc, format!("arguments[{index}]{}: {}", r.path, r.message)),
+            Ok(Item::Option { option, argv }) => out.push(Argument {
                 option,
                 argv,
                 index,
                 location: item.loc.clone(),
                 from_string: matches!(item.value, Value::Str(_)),
             }),
-            Item::Empty => {}
-            Item::Skipped(what) => v.warn(
+            Ok(Item::Empty) => {}
+            Ok(Item::Skipped(what)) => v.warn(
                 &item.loc,
                 format!("arguments[{index}]: ignored {what}; an item is an option name or a mapping such as '- accel: tcg'"),
             ),
