@@ -66,6 +66,7 @@ mod paths;
 mod schema;
 mod size;
 mod storage;
+mod strings;
 pub(crate) mod suggest;
 mod validate;
 

@@ -237,6 +237,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         warnings: Vec::new(),
         order: Vec::new(),
     };
+    super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
     let mut binary_node: Option<&Node> = None;
     // Where each shorthand key was set, for the override warnings.
@@ -273,8 +274,9 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         match key {
             "name" => {
                 if let Some(s) = v.string(node, "name") {
-                    if s.is_empty() {
-                        v.error(&node.loc, "name: must not be empty");
+                    // Checked here so the error points at the file's line.
+                    if let Err(e) = crate::vmname::VmName::new(&s) {
+                        v.error(&node.loc, format!("name: {e}"));
                     }
                     cfg.name = Some(s);
                 }
