@@ -87,7 +87,11 @@ pub(crate) fn render_item(item: &Node) -> Result<Item, Refused> {
                 parts.extend(kv_parts(&entries[1..], "", "")?);
                 parts.join(",")
             };
-            if !value.is_empty() {
+            // An explicit `""` is an (empty) argument: left out, QEMU would
+            // take the next option as this one's value.
+            let explicit_empty =
+                entries.len() == 1 && matches!(&first.value.value, Value::Str(s) if s.is_empty());
+            if !value.is_empty() || explicit_empty {
                 argv.push(value);
             }
             Ok(Item::Option { option: name, argv })

@@ -72,6 +72,10 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fuzz;
+#[cfg(test)]
+mod tests_quoting;
 
 pub use argv::RenderContext;
 pub use diff::{diff, Change};

@@ -413,7 +413,7 @@ fn validate_virtfs(
                 // the last of two `path=` (the share would move).
                 "path" | "local" | "fsdriver" => v.error(
                     &e.key_loc,
-                    format!("{key}: set by maqet from the entry's 'path'"),
+                    format!("{key}: set by maqet (a 'local' share of the entry's 'path')"),
                 ),
                 _ => extra.push(e.clone()),
             }
