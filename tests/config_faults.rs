@@ -117,7 +117,15 @@ fn set_keys_are_bounded() {
     let deep = vec!["a"; 20_000].join(".");
     let err = w.fails(4, &["apply", &vm, "--set", &format!("{deep}=1")]);
     assert!(err.contains("at most 256"), "{err}");
-    let err = w.fails(4, &["apply", &vm, "--set", &format!("{}=1", vec!["a"; 17].join("."))]);
+    let err = w.fails(
+        4,
+        &[
+            "apply",
+            &vm,
+            "--set",
+            &format!("{}=1", vec!["a"; 17].join(".")),
+        ],
+    );
     assert!(err.contains("at most 16 levels"), "{err}");
     let big = "x".repeat(70_000);
     let err = w.fails(4, &["apply", &vm, "--set", &format!("display={big}")]);
@@ -125,4 +133,27 @@ fn set_keys_are_bounded() {
     // Nothing was changed.
     let cfg = w.ok(&["config", &vm]);
     assert!(!cfg.contains("a:") && !cfg.contains("xxxx"), "{cfg}");
+}
+
+#[test]
+fn each_config_warning_is_printed_once() {
+    let w = World::new("cfgwarn");
+    let name = w.name("warn");
+    let f = w.vm_yaml(&name, "network: {type: user}\n");
+    let out = w.maqet(&["add", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("'network' is not supported").count(),
+        1,
+        "{stderr}"
+    );
+    let out = w.maqet(&["apply", &name, "--set", "cpu=2"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("'network' is not supported").count(),
+        1,
+        "{stderr}"
+    );
 }

@@ -75,6 +75,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fuzz;
 #[cfg(test)]
+mod tests_input;
+#[cfg(test)]
 mod tests_quoting;
 
 pub use argv::RenderContext;

@@ -179,7 +179,8 @@ fn seeds() -> Vec<String> {
          storage:\n  - {name: d, file: ./d.qcow2, size: 1G, interface: sata}\n\
          \x20 - {name: s, type: virtfs, path: ./share, options: {mount_tag: m, readonly: true}}\n"
             .to_string(),
-        "args: [-m, 128M]\nstorage:\n  - &d {name: a, size: 1M}\n  - <<: *d\n    name: b\n".to_string(),
+        "args: [-m, 128M]\nstorage:\n  - &d {name: a, size: 1M}\n  - <<: *d\n    name: b\n"
+            .to_string(),
     ];
     for name in [
         "example1-minimal.yaml",

@@ -534,8 +534,8 @@ fn effective_resources(cfg: &mut VmConfig) {
     for a in &cfg.arguments {
         let Some(value) = a.argv.get(1) else { continue };
         let field = |name: &str| {
-            value
-                .split(',')
+            argv::split_opts(value)
+                .into_iter()
                 .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
                 .map(str::to_string)
         };
