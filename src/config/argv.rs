@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::error::Location;
 use super::node::{Entry, Node, Value};
 use super::schema::{Interface, OnReboot, Section, StorageEntry, VmConfig};
 
@@ -28,48 +29,107 @@ pub(crate) enum Item {
     Skipped(&'static str),
 }
 
-/// Renders one `arguments` item by the exact rules of 2.3.
-pub(crate) fn render_item(item: &Node) -> Item {
+/// A value that cannot be placed in a QEMU option string without changing
+/// its meaning. `path` is the key path inside the item or options map
+/// (`.device.netdev`, empty for the item itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub loc: Location,
+    pub path: String,
+    pub message: String,
+}
+
+fn refuse(loc: &Location, path: &str, message: impl Into<String>) -> Refused {
+    Refused {
+        loc: loc.clone(),
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Renders one `arguments` item by the rules of 2.3, with QEMU's quoting:
+/// values of `k: v` entries are escaped (`,` → `,,`) at every level; text
+/// that becomes a key or a separate part of the option string and cannot
+/// be escaped there is refused when it would split into more parts.
+pub(crate) fn render_item(item: &Node) -> Result<Item, Refused> {
     match &item.value {
         Value::Str(s) => {
             let name = s.trim_start_matches('-');
             if name.is_empty() {
-                return Item::Skipped("an empty option string");
+                return Ok(Item::Skipped("an empty option string"));
             }
             let arg = if s.starts_with('-') {
                 s.clone()
             } else {
                 format!("-{s}")
             };
-            Item::Option {
+            Ok(Item::Option {
                 option: name.to_string(),
                 argv: vec![arg],
-            }
+            })
         }
-        Value::Map(entries) if entries.is_empty() => Item::Empty,
+        Value::Map(entries) if entries.is_empty() => Ok(Item::Empty),
         Value::Map(entries) => {
             let first = &entries[0];
             let name = first.key.trim_start_matches('-').to_string();
+            check_option_name(&name, &first.key_loc)?;
+            let path = format!(".{name}");
             let mut argv = vec![format!("-{name}")];
             let value = if entries.len() == 1 {
-                option_value(&first.value)
+                whole_value(&first.value, &path)?
             } else {
                 // Several keys: the first key's value is positional (left
                 // out when null) and the other keys follow as k=v.
                 let mut parts = Vec::new();
                 if !is_empty(&first.value) {
-                    parts.push(option_value(&first.value));
+                    parts.push(part_value(&first.value, &path)?);
                 }
-                parts.extend(kv_parts(&entries[1..], ""));
+                parts.extend(kv_parts(&entries[1..], "", "")?);
                 parts.join(",")
             };
-            if !value.is_empty() {
+            // An explicit `""` is an (empty) argument: left out, QEMU would
+            // take the next option as this one's value.
+            let explicit_empty =
+                entries.len() == 1 && matches!(&first.value.value, Value::Str(s) if s.is_empty());
+            if !value.is_empty() || explicit_empty {
                 argv.push(value);
             }
-            Item::Option { option: name, argv }
+            Ok(Item::Option { option: name, argv })
         }
-        _ => Item::Skipped(item.type_name()),
+        _ => Ok(Item::Skipped(item.type_name())),
     }
+}
+
+/// An option name becomes `-NAME`: QEMU's are letters, digits, `-`, `_`.
+fn check_option_name(name: &str, loc: &Location) -> Result<(), Refused> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(refuse(
+            loc,
+            "",
+            format!("'{name}' is not a QEMU option name (letters, digits, '-' and '_' only)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A key inside an option string ends at the first `,` or `=`, and QEMU
+/// has no escape for either there.
+fn check_key(key: &str, loc: &Location, path: &str) -> Result<(), Refused> {
+    if key.is_empty() {
+        return Err(refuse(loc, path, "an empty key cannot be passed to QEMU"));
+    }
+    if key.contains([',', '=']) || key.chars().any(char::is_control) {
+        return Err(refuse(
+            loc,
+            path,
+            format!("key '{key}' contains ',', '=' or a control character, which would change the QEMU option string; keys are plain names"),
+        ));
+    }
+    Ok(())
 }
 
 /// A value with nothing to say: null, `{}`, or an empty string.
@@ -82,31 +142,69 @@ fn is_empty(n: &Node) -> bool {
     }
 }
 
-/// The value argument of an option: a scalar's text, a list comma-joined, or
-/// a mapping as `k=v` parts, where a mapping whose first value is empty
-/// starts with its first key as the positional part (`{gtk: null, a: b}`).
-fn option_value(n: &Node) -> String {
+/// The value argument of a single-key item: a scalar is the option text as
+/// written (`drive: "file=x.iso,media=cdrom"`, like `args`), a list gives
+/// one part per item, a mapping gives `k=v` parts.
+fn whole_value(n: &Node, path: &str) -> Result<String, Refused> {
     match &n.value {
-        Value::Null => String::new(),
-        Value::Seq(items) => items.iter().map(option_value).collect::<Vec<_>>().join(","),
+        Value::Seq(_) | Value::Map(_) => part_value(n, path),
+        _ => Ok(n.scalar_text().unwrap_or_default()),
+    }
+}
+
+/// One part of an option string (a list item, or the positional value of a
+/// multi-key item): as written, but it must stay one part — a single comma
+/// would add parts of its own. A literal comma is written `,,`. Lists give
+/// one part per item; a mapping gives `k=v` parts, where a mapping whose
+/// first value is empty starts with its first key as the positional part
+/// (`{gtk: null, a: b}`).
+fn part_value(n: &Node, path: &str) -> Result<String, Refused> {
+    match &n.value {
+        Value::Null => Ok(String::new()),
+        Value::Seq(items) => {
+            let parts = items
+                .iter()
+                .map(|i| part_value(i, path))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(parts.join(","))
+        }
         Value::Map(entries) => match entries.first() {
-            None => String::new(),
+            None => Ok(String::new()),
             Some(first) if is_empty(&first.value) => {
+                check_key(&first.key, &first.key_loc, &format!("{path}.{}", first.key))?;
                 let mut parts = vec![first.key.clone()];
-                parts.extend(kv_parts(&entries[1..], ""));
-                parts.join(",")
+                parts.extend(kv_parts(&entries[1..], "", path)?);
+                Ok(parts.join(","))
             }
-            Some(_) => kv_parts(entries, "").join(","),
+            Some(_) => Ok(kv_parts(entries, "", path)?.join(",")),
         },
-        _ => n.scalar_text().unwrap_or_default(),
+        _ => {
+            let text = n.scalar_text().unwrap_or_default();
+            if split_opts(&text).len() > 1 {
+                return Err(refuse(
+                    &n.loc,
+                    path,
+                    format!("'{text}' is more than one part of the QEMU option string; give each part its own list item, write a literal comma as ',,', or use a mapping (key: value), whose values maqet escapes"),
+                ));
+            }
+            Ok(text)
+        }
     }
 }
 
 /// `k=v` parts: null → bare `k`, nested mapping → dotted keys (an empty one
-/// → bare key), list under `k` → `k.<item>` per item.
-pub(crate) fn kv_parts(entries: &[Entry], prefix: &str) -> Vec<String> {
+/// → bare key), list under `k` → `k.<item>` per item. Values are escaped;
+/// keys and list items (which become keys) are refused when they hold a
+/// `,` or `=`. `path` is where `entries` sits, for errors.
+pub(crate) fn kv_parts(
+    entries: &[Entry],
+    prefix: &str,
+    path: &str,
+) -> Result<Vec<String>, Refused> {
     let mut out = Vec::new();
     for e in entries {
+        let here = format!("{path}.{}", e.key);
+        check_key(&e.key, &e.key_loc, &here)?;
         let key = if prefix.is_empty() {
             e.key.clone()
         } else {
@@ -115,24 +213,54 @@ pub(crate) fn kv_parts(entries: &[Entry], prefix: &str) -> Vec<String> {
         match &e.value.value {
             Value::Null => out.push(key),
             Value::Map(m) if m.is_empty() => out.push(key),
-            Value::Map(m) => out.extend(kv_parts(m, &key)),
+            Value::Map(m) => out.extend(kv_parts(m, &key, &here)?),
             Value::Seq(items) => {
                 for i in items {
-                    out.push(format!("{key}.{}", option_value(i)));
+                    let Some(text) = i.scalar_text().filter(|_| !matches!(i.value, Value::Null))
+                    else {
+                        return Err(refuse(
+                            &i.loc,
+                            &here,
+                            format!("a list under a key renders as '{key}.<item>', so its items must be plain names, found {}", i.type_name()),
+                        ));
+                    };
+                    check_key(&text, &i.loc, &here)?;
+                    out.push(format!("{key}.{text}"));
                 }
             }
             _ => out.push(format!(
                 "{key}={}",
-                e.value.scalar_text().unwrap_or_default()
+                escape(&e.value.scalar_text().unwrap_or_default())
             )),
         }
     }
-    out
+    Ok(out)
 }
 
 /// QEMU option values escape a comma by doubling it.
 pub(crate) fn escape(s: &str) -> String {
     s.replace(',', ",,")
+}
+
+/// Splits a QEMU option string into its parts as QEMU does: at single
+/// commas, `,,` being a literal comma (kept escaped in the parts).
+pub(crate) fn split_opts(s: &str) -> Vec<&str> {
+    let bytes = s.as_bytes();
+    let mut parts = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            if bytes.get(i + 1) == Some(&b',') {
+                i += 2;
+                continue;
+            }
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 impl VmConfig {
@@ -220,9 +348,9 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
             let mut opts = vec![
                 "local".to_string(),
                 format!("path={}", escape(&v.path.to_string_lossy())),
-                format!("mount_tag={}", v.mount_tag),
+                format!("mount_tag={}", escape(&v.mount_tag)),
                 format!("security_model={}", v.security_model.as_str()),
-                format!("id={}", v.id),
+                format!("id={}", escape(&v.id)),
             ];
             if v.readonly {
                 opts.push("readonly=on".into());
@@ -282,7 +410,7 @@ mod tests {
         let items = root.get("arguments").unwrap().as_seq().unwrap().to_vec();
         let mut out = Vec::new();
         for i in &items {
-            if let Item::Option { argv, .. } = render_item(i) {
+            if let Item::Option { argv, .. } = render_item(i).unwrap() {
                 out.extend(argv);
             }
         }
@@ -359,12 +487,12 @@ mod tests {
     fn skipped_items() {
         let root = parse_str("arguments: [{}, 5, true, [a], \"\", \"-\"]\n", "t").unwrap();
         let items = root.get("arguments").unwrap().as_seq().unwrap();
-        assert_eq!(render_item(&items[0]), Item::Empty);
-        assert_eq!(render_item(&items[1]), Item::Skipped("an integer"));
-        assert_eq!(render_item(&items[2]), Item::Skipped("a boolean"));
-        assert_eq!(render_item(&items[3]), Item::Skipped("a list"));
-        assert!(matches!(render_item(&items[4]), Item::Skipped(_)));
-        assert!(matches!(render_item(&items[5]), Item::Skipped(_)));
+        assert_eq!(render_item(&items[0]), Ok(Item::Empty));
+        assert_eq!(render_item(&items[1]), Ok(Item::Skipped("an integer")));
+        assert_eq!(render_item(&items[2]), Ok(Item::Skipped("a boolean")));
+        assert_eq!(render_item(&items[3]), Ok(Item::Skipped("a list")));
+        assert!(matches!(render_item(&items[4]), Ok(Item::Skipped(_))));
+        assert!(matches!(render_item(&items[5]), Ok(Item::Skipped(_))));
     }
 
     #[test]
@@ -372,14 +500,14 @@ mod tests {
         let root = parse_str("arguments: [-nodefaults, {device: x, id: y}]\n", "t").unwrap();
         let items = root.get("arguments").unwrap().as_seq().unwrap();
         assert!(
-            matches!(render_item(&items[0]), Item::Option { option, .. } if option == "nodefaults")
+            matches!(render_item(&items[0]), Ok(Item::Option { option, .. }) if option == "nodefaults")
         );
         assert_eq!(
             render_item(&items[1]),
-            Item::Option {
+            Ok(Item::Option {
                 option: "device".into(),
                 argv: vec!["-device".into(), "x,id=y".into()]
-            }
+            })
         );
     }
 

@@ -159,6 +159,7 @@ impl ConfigDocument {
     /// Like [`ConfigDocument::set_path`], with `label` as the values'
     /// location (e.g. `--memory`).
     pub fn set_yaml(&mut self, key: &str, value: &str, label: &str) -> Result<(), ConfigError> {
+        check_set_bounds(key, value)?;
         let label = Location::label(label);
         let parts: Vec<&str> = key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
@@ -305,6 +306,43 @@ impl ConfigDocument {
         }
         j
     }
+}
+
+/// Longest `--set` key, deepest key path and largest value accepted. No
+/// config key is deeper than a few levels; the bounds keep a hostile
+/// argument from costing gigabytes (every level copies the label).
+pub(crate) const MAX_SET_KEY_LEN: usize = 256;
+pub(crate) const MAX_SET_KEY_PARTS: usize = 16;
+pub(crate) const MAX_SET_VALUE_LEN: usize = 64 * 1024;
+
+fn check_set_bounds(key: &str, value: &str) -> Result<(), ConfigError> {
+    let short: String = key.chars().take(40).collect();
+    let label = Location::label(format!("--set {short}…"));
+    if key.len() > MAX_SET_KEY_LEN {
+        return Err(ConfigError::invalid(
+            &label,
+            format!(
+                "the key is {} bytes long; at most {MAX_SET_KEY_LEN} are accepted",
+                key.len()
+            ),
+        ));
+    }
+    let parts = key.split('.').count();
+    if parts > MAX_SET_KEY_PARTS {
+        return Err(ConfigError::invalid(
+            &label,
+            format!(
+                "the key has {parts} dotted parts; at most {MAX_SET_KEY_PARTS} levels are accepted"
+            ),
+        ));
+    }
+    if value.len() > MAX_SET_VALUE_LEN {
+        return Err(ConfigError::invalid(
+            &Location::label(format!("--set {key}")),
+            format!("the value is {} bytes long; at most {MAX_SET_VALUE_LEN} are accepted (put large values in a config file)", value.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Gives every node of a `--set` value the flag's label as its location.

@@ -66,11 +66,18 @@ mod paths;
 mod schema;
 mod size;
 mod storage;
+mod strings;
 pub(crate) mod suggest;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fuzz;
+#[cfg(test)]
+mod tests_input;
+#[cfg(test)]
+mod tests_quoting;
 
 pub use argv::RenderContext;
 pub use diff::{diff, Change};

@@ -69,11 +69,24 @@ fn resolve_argument(item: &mut Node, dir: &Path) {
     let Value::Map(entries) = &mut item.value else {
         return; // string items go to QEMU as written
     };
-    for e in entries.iter_mut() {
+    for (i, e) in entries.iter_mut().enumerate() {
         let key = e.key.trim_start_matches('-');
+        // The first entry's value is (part of) the option string itself, so
+        // a resolved path is written there with its commas escaped. Values
+        // of the other keys are escaped whole when rendered (`k=v`), and
+        // `incoming` takes a URI, not an option string.
+        let mut quoting = if i == 0 {
+            Quoting::OptionText
+        } else {
+            Quoting::Plain
+        };
         let prefixes = match key {
-            "loadvm" => continue, // a snapshot tag, not a path
-            "incoming" => INCOMING_PREFIXES,
+            // A snapshot tag and the kernel command line, not paths.
+            "loadvm" | "append" => continue,
+            "incoming" => {
+                quoting = Quoting::Plain;
+                INCOMING_PREFIXES
+            }
             k if WHOLE_VALUE_KEYS.contains(&k) => {
                 if let Value::Str(s) = &mut e.value.value {
                     resolve_whole(s, dir);
@@ -83,19 +96,28 @@ fn resolve_argument(item: &mut Node, dir: &Path) {
             _ => PATH_PREFIXES,
         };
         match &mut e.value.value {
-            Value::Str(s) => resolve_prefixed(s, dir, prefixes),
+            Value::Str(s) => resolve_prefixed(s, dir, prefixes, quoting),
             // A list value is the same option text split at its commas
             // (`drive: [file=./x.img, if=virtio]`), so it gets the same rule.
             Value::Seq(list) => {
                 for n in list {
                     if let Value::Str(s) = &mut n.value {
-                        resolve_prefixed(s, dir, prefixes);
+                        resolve_prefixed(s, dir, prefixes, quoting);
                     }
                 }
             }
             _ => {}
         }
     }
+}
+
+/// How a resolved path is written back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// Inside QEMU option text: split at single commas, `,,` is a comma.
+    OptionText,
+    /// A plain value (escaped later, or not an option string at all).
+    Plain,
 }
 
 /// Replaces a relative path with `dir/path`, normalized.
@@ -108,16 +130,30 @@ fn resolve_whole(s: &mut String, dir: &Path) {
 }
 
 /// In each comma-separated element that starts with one of `prefixes`,
-/// resolves the path after the prefix.
-fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str]) {
-    let parts: Vec<String> = s
-        .split(',')
+/// resolves the path after the prefix. In option text the path is read
+/// and written with QEMU's comma escaping, so a config directory whose
+/// name holds a comma cannot split the option.
+fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quoting) {
+    let parts: Vec<&str> = match quoting {
+        Quoting::OptionText => super::argv::split_opts(s),
+        Quoting::Plain => s.split(',').collect(),
+    };
+    let parts: Vec<String> = parts
+        .into_iter()
         .map(|part| {
             for p in prefixes {
                 if let Some(rest) = part.strip_prefix(p) {
-                    let mut path = rest.to_string();
+                    if quoting == Quoting::Plain {
+                        let mut path = rest.to_string();
+                        resolve_whole(&mut path, dir);
+                        return format!("{p}{path}");
+                    }
+                    let mut path = rest.replace(",,", ",");
+                    if Path::new(&path).is_absolute() {
+                        return part.to_string();
+                    }
                     resolve_whole(&mut path, dir);
-                    return format!("{p}{path}");
+                    return format!("{p}{}", super::argv::escape(&path));
                 }
             }
             part.to_string()

@@ -409,14 +409,22 @@ fn validate_virtfs(
                         }
                     }
                 }
-                "path" | "local" => v.error(
+                // maqet sets the driver and the directory; QEMU would take
+                // the last of two `path=` (the share would move).
+                "path" | "local" | "fsdriver" => v.error(
                     &e.key_loc,
-                    format!("{key}: set by maqet from the entry's 'path'"),
+                    format!("{key}: set by maqet (a 'local' share of the entry's 'path')"),
                 ),
                 _ => extra.push(e.clone()),
             }
         }
-        fs.extra = kv_parts(&extra, "");
+        match kv_parts(&extra, "", "") {
+            Ok(parts) => fs.extra = parts,
+            Err(r) => v.error(
+                &r.loc,
+                format!("storage[{i}].options{}: {}", r.path, r.message),
+            ),
+        }
         for (what, value) in [("mount_tag", &fs.mount_tag), ("id", &fs.id)] {
             if value.is_empty() || value.contains(',') {
                 v.error(

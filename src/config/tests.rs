@@ -9,11 +9,12 @@ use serde_json::json;
 
 use super::*;
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/examples");
+pub(super) const EXAMPLES: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/examples");
 
-const PREFIX_LEN: usize = 7;
+pub(super) const PREFIX_LEN: usize = 7;
 
-fn ctx(disk_dir: &Path) -> RenderContext {
+pub(super) fn ctx(disk_dir: &Path) -> RenderContext {
     RenderContext {
         vm_name: "vm".into(),
         qmp_fd: 3,
@@ -24,13 +25,13 @@ fn ctx(disk_dir: &Path) -> RenderContext {
 
 /// A temp dir (canonical, so it matches resolved paths) with an
 /// executable stand-in for QEMU.
-struct Env {
+pub(super) struct Env {
     _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    qemu: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) qemu: PathBuf,
 }
 
-fn env() -> Env {
+pub(super) fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().canonicalize().unwrap();
     let qemu = dir.join("qemu-fake");
@@ -45,7 +46,7 @@ fn env() -> Env {
 
 impl Env {
     /// Writes `name` (creating parent dirs) and returns its path.
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(super) fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, text).unwrap();
@@ -54,24 +55,24 @@ impl Env {
 
     /// A config file whose binary is the stand-in, so validation passes
     /// on machines without QEMU.
-    fn config(&self, name: &str, body: &str) -> PathBuf {
+    pub(super) fn config(&self, name: &str, body: &str) -> PathBuf {
         self.file(name, &format!("binary: {}\n{body}", self.qemu.display()))
     }
 
-    fn doc(&self, body: &str) -> ConfigDocument {
+    pub(super) fn doc(&self, body: &str) -> ConfigDocument {
         ConfigDocument::load_files(&[self.config("vm.yaml", body)]).unwrap()
     }
 
-    fn argv(&self, body: &str) -> Vec<String> {
+    pub(super) fn argv(&self, body: &str) -> Vec<String> {
         let cfg = self.doc(body).validate().unwrap();
         cfg.render_argv(&ctx(&self.dir.join("disks")))[PREFIX_LEN..].to_vec()
     }
 
-    fn error(&self, body: &str) -> String {
+    pub(super) fn error(&self, body: &str) -> String {
         self.doc(body).validate().unwrap_err().to_string()
     }
 
-    fn vm_yaml(&self) -> String {
+    pub(super) fn vm_yaml(&self) -> String {
         self.dir.join("vm.yaml").display().to_string()
     }
 }

@@ -237,6 +237,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         warnings: Vec::new(),
         order: Vec::new(),
     };
+    super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
     let mut binary_node: Option<&Node> = None;
     // Where each shorthand key was set, for the override warnings.
@@ -273,8 +274,9 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         match key {
             "name" => {
                 if let Some(s) = v.string(node, "name") {
-                    if s.is_empty() {
-                        v.error(&node.loc, "name: must not be empty");
+                    // Checked here so the error points at the file's line.
+                    if let Err(e) = crate::vmname::VmName::new(&s) {
+                        v.error(&node.loc, format!("name: {e}"));
                     }
                     cfg.name = Some(s);
                 }
@@ -430,15 +432,16 @@ fn validate_arguments(v: &mut Validator, node: &Node) -> Vec<Argument> {
     let mut out = Vec::new();
     for (index, item) in items.iter().enumerate() {
         match argv::render_item(item) {
-            Item::Option { option, argv } => out.push(Argument {
+            Err(r) => v.error(&r.loc, format!("arguments[{index}]{}: {}", r.path, r.message)),
+            Ok(Item::Option { option, argv }) => out.push(Argument {
                 option,
                 argv,
                 index,
                 location: item.loc.clone(),
                 from_string: matches!(item.value, Value::Str(_)),
             }),
-            Item::Empty => {}
-            Item::Skipped(what) => v.warn(
+            Ok(Item::Empty) => {}
+            Ok(Item::Skipped(what)) => v.warn(
                 &item.loc,
                 format!("arguments[{index}]: ignored {what}; an item is an option name or a mapping such as '- accel: tcg'"),
             ),
@@ -531,8 +534,8 @@ fn effective_resources(cfg: &mut VmConfig) {
     for a in &cfg.arguments {
         let Some(value) = a.argv.get(1) else { continue };
         let field = |name: &str| {
-            value
-                .split(',')
+            argv::split_opts(value)
+                .into_iter()
                 .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
                 .map(str::to_string)
         };

@@ -15,6 +15,8 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
         ));
     }
     let doc = ConfigDocument::load_files(&files)?;
+    // Validated first: a bad `name:` is reported with its file:line:column.
+    let config = doc.validate()?;
     let name = match (&a.name, doc.name()) {
         (Some(n), _) => n.clone(),
         (None, Some(n)) => n.to_string(),
@@ -29,9 +31,8 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
         }
     };
     let vm = VmName::new(&name)?;
-    let config = doc.validate()?;
+    // Printed once, here; not also logged (the log goes to the same stderr).
     for w in &config.warnings {
-        tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
     let store = ctx.store()?;

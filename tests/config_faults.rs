@@ -1,0 +1,159 @@
+//! Hostile config values against the real thing: what cannot be passed to
+//! QEMU safely is refused by `add` with its file:line:column (exit 4) and
+//! nothing is stored; what can is escaped and reaches QEMU intact.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// `maqet ls --json` names.
+fn defined(w: &World) -> Vec<String> {
+    let v: Value = serde_json::from_str(&w.ok(&["ls", "--json"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|vm| vm["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn add_refuses_nul_bytes_and_option_keys_with_their_position() {
+    let w = World::new("cfgnul");
+    let share = w.dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let cases = [
+        // A NUL byte, written as YAML's "\0" escape, in a virtfs option.
+        (
+            "nul",
+            "  - {name: s, type: virtfs, path: SHARE, options: {multidevs: \"remap\\0\"}}\n",
+            ":9:",
+            "storage[0].options.multidevs: the value contains a NUL byte",
+        ),
+        // An option key that would add `path=/etc` to the -virtfs option.
+        (
+            "key",
+            "  - {name: s, type: virtfs, path: SHARE, options: {\"fmode=0600,path\": /etc}}\n",
+            ":9:",
+            "storage[0].options.fmode=0600,path: key",
+        ),
+    ];
+    for (suffix, storage, line, message) in cases {
+        let name = w.name(suffix);
+        let f = w.vm_yaml(
+            &name,
+            &format!(
+                "storage:\n{}",
+                storage.replace("SHARE", &share.display().to_string())
+            ),
+        );
+        let err = w.fails(4, &["add", f.to_str().unwrap()]);
+        let place = format!("{}{line}", f.display());
+        assert!(err.contains(&place), "{suffix}: no {place} in {err}");
+        assert!(err.contains(message), "{suffix}: {err}");
+        assert!(!defined(&w).contains(&name), "{suffix}: stored anyway");
+    }
+    // A NUL byte in the kernel command line, too.
+    let name = w.name("append");
+    let f = w.vm_yaml(&name, "  - append: \"console=ttyS0\\0\"\n");
+    let err = w.fails(4, &["add", f.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:8:", f.display())) && err.contains("arguments[3].append"),
+        "{err}"
+    );
+    assert!(defined(&w).is_empty());
+}
+
+#[test]
+fn comma_in_a_value_reaches_qemu_as_one_value() {
+    let w = World::new("cfgcomma");
+    let share = w.dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let vm = w.add_vm(
+        "comma",
+        &format!(
+            concat!(
+                "  - blockdev: {{driver: null-co, node-name: d0}}\n",
+                "  - device: {{virtio-blk-pci: null, drive: d0, id: blk0, serial: \"a,id=evil\"}}\n",
+                "storage:\n",
+                "  - {{name: s, type: virtfs, path: {}, options: {{multidevs: \"remap,path=/etc\"}}}}\n",
+            ),
+            share.display()
+        ),
+    );
+    // The stored command line keeps the share where the config put it.
+    let info = w.ok(&["info", &vm]);
+    assert!(
+        info.contains(&format!(
+            "-virtfs local,path={},mount_tag=s,security_model=passthrough,id=s,multidevs=remap,,path=/etc",
+            share.display()
+        )),
+        "{info}"
+    );
+    assert!(info.contains("serial=a,,id=evil"), "{info}");
+    // QEMU itself reads the value back whole (the share is left out: QEMU
+    // would rightly refuse that multidevs value).
+    w.ok(&["apply", &vm, "--set", "storage=[]"]);
+    w.ok(&["start", &vm]);
+    let got: Value = serde_json::from_str(&w.ok(&[
+        "qmp",
+        "run",
+        &vm,
+        "qom-get",
+        r#"{"path": "/machine/peripheral/blk0", "property": "serial"}"#,
+    ]))
+    .unwrap();
+    assert_eq!(got, "a,id=evil");
+    w.ok(&["stop", &vm, "--timeout", "1"]);
+    w.wait_state(&vm, "defined", Duration::from_secs(30));
+}
+
+#[test]
+fn set_keys_are_bounded() {
+    let w = World::new("cfgset");
+    let vm = w.add_vm("set", "");
+    let deep = vec!["a"; 20_000].join(".");
+    let err = w.fails(4, &["apply", &vm, "--set", &format!("{deep}=1")]);
+    assert!(err.contains("at most 256"), "{err}");
+    let err = w.fails(
+        4,
+        &[
+            "apply",
+            &vm,
+            "--set",
+            &format!("{}=1", vec!["a"; 17].join(".")),
+        ],
+    );
+    assert!(err.contains("at most 16 levels"), "{err}");
+    let big = "x".repeat(70_000);
+    let err = w.fails(4, &["apply", &vm, "--set", &format!("display={big}")]);
+    assert!(err.contains("at most 65536"), "{err}");
+    // Nothing was changed.
+    let cfg = w.ok(&["config", &vm]);
+    assert!(!cfg.contains("a:") && !cfg.contains("xxxx"), "{cfg}");
+}
+
+#[test]
+fn each_config_warning_is_printed_once() {
+    let w = World::new("cfgwarn");
+    let name = w.name("warn");
+    let f = w.vm_yaml(&name, "network: {type: user}\n");
+    let out = w.maqet(&["add", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("'network' is not supported").count(),
+        1,
+        "{stderr}"
+    );
+    let out = w.maqet(&["apply", &name, "--set", "cpu=2"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("'network' is not supported").count(),
+        1,
+        "{stderr}"
+    );
+}
