@@ -566,6 +566,105 @@ mod tests {
         assert!(out.contains("longer than"), "{out}");
     }
 
+    async fn read_reply(s: &mut UnixStream) -> Response {
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn serve_small(path: &std::path::Path, limits: Limits) {
+        let listener = UnixListener::bind(path).unwrap();
+        let (tx, _) = broadcast::channel(8);
+        tokio::spawn(serve_with(listener, Arc::new(Echo(tx)), limits));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_make_room_busy_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 3,
+                idle_timeout: Duration::from_secs(600),
+                write_timeout: Duration::from_secs(600),
+            },
+        );
+        // Two event streams (busy) and one idle connection fill the slots.
+        let mut ev1 = IpcClient::connect(&path).await.unwrap();
+        ev1.call("events", Value::Null, None).await.unwrap();
+        let mut ev2 = IpcClient::connect(&path).await.unwrap();
+        ev2.call("events", Value::Null, None).await.unwrap();
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+        // A newcomer takes the idle one's slot and is served.
+        let mut c = IpcClient::connect(&path).await.unwrap();
+        c.call("status", Value::Null, None).await.unwrap();
+        let r = read_reply(&mut idle).await;
+        let e = r.error.unwrap();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("longest idle"), "{}", e.message);
+        // c, idle again after its reply, makes room for a third stream;
+        // with every slot busy, a newcomer is refused with one line.
+        let mut busy = IpcClient::connect(&path).await.unwrap();
+        busy.call("events", Value::Null, None).await.unwrap();
+        let mut refused = UnixStream::connect(&path).await.unwrap();
+        let r = read_reply(&mut refused).await;
+        assert!(r.error.unwrap().message.contains("maximum of 3"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 4,
+                idle_timeout: Duration::from_millis(200),
+                write_timeout: Duration::from_secs(600),
+            },
+        );
+        // Half a line counts as idle too (no slowloris).
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"id\":1,").await.unwrap();
+        let r = read_reply(&mut s).await;
+        assert_eq!(r.error.unwrap().kind, ErrorKind::Timeout);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "closed after the notice");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 4,
+                idle_timeout: Duration::from_secs(600),
+                write_timeout: Duration::from_millis(200),
+            },
+        );
+        // Requests with large replies until the socket buffers fill up;
+        // the server must then close the connection, not block forever.
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (_r, mut w) = s.into_split();
+        let big = format!(
+            "{{\"id\":1,\"method\":\"status\",\"params\":\"{}\"}}\n",
+            "x".repeat(64 * 1024)
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if w.write_all(big.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "the server kept the connection open");
+    }
+
     #[tokio::test]
     async fn missing_socket_means_not_running() {
         let dir = tempfile::tempdir().unwrap();
