@@ -225,7 +225,7 @@ fn qmp_commands_that_run_host_programs_are_refused_unless_allowed() {
         ("migrate-incoming", format!(r#"{{"uri":"exec:touch {m}"}}"#)),
         (
             "netdev_add",
-            format!(r#"{{"type":"tap","id":"t0","script":"/bin/sh","downscript":"no"}}"#),
+            r#"{"type":"tap","id":"t0","script":"/bin/sh","downscript":"no"}"#.to_string(),
         ),
         (
             "netdev_add",
