@@ -151,12 +151,17 @@ impl RunnerDispatch {
             ),
             None => tracing::info!(qmp_command = %p.execute, "forwarding QMP command"),
         }
-        self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
-        self.qmp
+        let job = self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
+        let r = self
+            .qmp
             .execute_timeout(&p.execute, p.arguments, QMP_TIMEOUT)
-            .await
-            .map(Answer::from)
-            .map_err(qmp_error_body)
+            .await;
+        // A job QEMU refused never runs: it must not excuse a silent QEMU
+        // (a client could otherwise switch the watchdog off for an hour).
+        if let (Some(id), Err(QmpError::Command { .. })) = (job, &r) {
+            self.busy_jobs.refused(&id);
+        }
+        r.map(Answer::from).map_err(qmp_error_body)
     }
 
     async fn stop(self: Arc<Self>, params: Value) -> Result<Answer, ErrorBody> {
