@@ -143,6 +143,12 @@ fn every_hostile_request_gets_an_error_and_the_vm_keeps_running() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
 
+    // The CLI refuses what the runner would refuse, and stops nothing.
+    for t in ["100000", "1e20", "inf", "-1"] {
+        let err = w.fails(2, &["stop", &vm, "--timeout", t]);
+        assert!(err.contains("--timeout"), "{t}: {err}");
+    }
+
     assert_untouched(&w, &vm, before);
     w.ok(&["stop", &vm, "--force"]);
 }
