@@ -145,7 +145,7 @@ fn every_hostile_request_gets_an_error_and_the_vm_keeps_running() {
 
     // The CLI refuses what the runner would refuse, and stops nothing.
     for t in ["100000", "1e20", "inf", "-1"] {
-        let err = w.fails(2, &["stop", &vm, "--timeout", t]);
+        let err = w.fails(2, &["stop", &vm, &format!("--timeout={t}")]);
         assert!(err.contains("--timeout"), "{t}: {err}");
     }
 
