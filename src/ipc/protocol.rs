@@ -129,9 +129,8 @@ impl StopParams {
     pub fn from_params(params: Value) -> Result<StopParams, String> {
         let p: StopParams = match params {
             Value::Null => StopParams::default(),
-            Value::Object(_) => {
-                serde_json::from_value(params).map_err(|e| format!("stop params: {e}"))?
-            }
+            Value::Object(_) => serde_json::from_value(params)
+                .map_err(|e| format!("stop params: {}", excerpt(&e.to_string(), 200)))?,
             _ => return Err(not_an_object("stop", &params)),
         };
         p.timeout_duration()?;

@@ -298,7 +298,10 @@ pub(crate) async fn handle_line(text: &str, dispatch: &dyn Dispatch) -> Handled 
     let req: Request = match serde_json::from_str(text.trim_end()) {
         Ok(r) => r,
         Err(e) => {
-            let body = ErrorBody::new(ErrorKind::BadRequest, format!("invalid request: {e}"));
+            let body = ErrorBody::new(
+                ErrorKind::BadRequest,
+                format!("invalid request: {}", excerpt(&e.to_string(), 200)),
+            );
             return Handled::Reply(Response::error(0, body), None);
         }
     };

@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
-    not_an_object, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome,
-    StopParams,
+    excerpt, not_an_object, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo,
+    StopOutcome, StopParams,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -83,7 +83,10 @@ pub(crate) fn parse_qmp(params: Value, allow_host_exec: bool) -> Result<QmpParam
     let p: QmpParams = serde_json::from_value(params).map_err(|e| {
         ErrorBody::new(
             ErrorKind::BadRequest,
-            format!("qmp params: {e} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})"),
+            format!(
+                "qmp params: {} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})",
+                excerpt(&e.to_string(), 200)
+            ),
         )
     })?;
     if p.arguments.as_ref().is_some_and(|a| !a.is_object()) {
@@ -111,7 +114,7 @@ pub(crate) fn parse_console(params: Value) -> Result<ConsoleParams, ErrorBody> {
         Value::Object(_) => serde_json::from_value(params),
         _ => return Err(bad(not_an_object("console", &params))),
     }
-    .map_err(|e| bad(format!("console params: {e}")))
+    .map_err(|e| bad(format!("console params: {}", excerpt(&e.to_string(), 200))))
 }
 
 impl RunnerDispatch {

@@ -138,6 +138,21 @@ fn hostile() -> Vec<(String, ErrorKind)> {
         format!(r#"{{"id":1,"method":"{}"}}"#, "m".repeat(1 << 19)),
         bad,
     ));
+    // Wrong-typed fields holding long strings: serde quotes them in errors.
+    let long = "s".repeat(1 << 19);
+    v.push((format!(r#"{{"id":"{long}","method":"status"}}"#), bad));
+    for params in [
+        format!(r#"{{"timeout":"{long}"}}"#),
+        format!(r#"{{"replay":"{long}"}}"#),
+        format!(r#"{{"execute":["{long}"]}}"#),
+    ] {
+        for m in ["stop", "console", "qmp"] {
+            v.push((
+                format!(r#"{{"id":1,"method":"{m}","params":{params}}}"#),
+                bad,
+            ));
+        }
+    }
     for junk in [
         "",
         "\n",
