@@ -127,7 +127,8 @@ pub struct StopArgs {
     #[arg(long)]
     pub force: bool,
     /// Seconds the guest gets to power off before QEMU is told to quit
-    /// (default: the VM's shutdown_timeout, 30 unless configured).
+    /// (default: the VM's shutdown_timeout, 30 unless configured; at most
+    /// 86400).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     /// Print the result as JSON (`name`, `was_running`, `outcome`, `message`).

@@ -41,6 +41,8 @@
 //! - `restart: no|on-failure|always` (default no) — systemd `Restart=`.
 //! - `restart_sec: seconds` — systemd `RestartSec=`.
 //! - `autostart: bool` — start at login.
+//! - `qmp_allow_host_exec: bool` (default false) — forward QMP commands that
+//!   make QEMU run host programs (`migrate` to `exec:`, tap scripts, …).
 //! - `resources:` `memory_max` (size, bare number = bytes), `cpu_quota`
 //!   (`"150%"`), `cpu_weight`/`io_weight` (1..=10000), `tasks_max`.
 //!

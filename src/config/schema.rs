@@ -45,6 +45,9 @@ pub struct VmConfig {
     pub restart_sec: Option<f64>,
     /// Start at login through `maqet-autostart.service`.
     pub autostart: bool,
+    /// `qmp_allow_host_exec: true`: the runner forwards QMP commands that
+    /// make QEMU run host programs (refused by default).
+    pub qmp_allow_host_exec: bool,
     pub resources: Resources,
     /// What the VM actually gets, in bytes: the `arguments` `m` item when it
     /// has a plain size, else `memory`; None when QEMU's default applies.
@@ -393,6 +396,7 @@ mod tests {
             restart: RestartPolicy::No,
             restart_sec: None,
             autostart: false,
+            qmp_allow_host_exec: false,
             resources,
             memory_bytes: None,
             cpus: None,

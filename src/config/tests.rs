@@ -592,12 +592,12 @@ fn maqet_keys() {
     let cfg = env
         .doc(concat!(
             "enable_kvm: yes\nconsole: on\nautostart: true\nshutdown_timeout: 12.5\n",
-            "on_reboot: stop\nrestart: on-failure\nrestart_sec: 0\n",
+            "on_reboot: stop\nrestart: on-failure\nrestart_sec: 0\nqmp_allow_host_exec: true\n",
             "resources: {memory_max: 4G, cpu_quota: \"150%\", cpu_weight: 100, io_weight: 10000, tasks_max: 64}\n"
         ))
         .validate()
         .unwrap();
-    assert!(cfg.enable_kvm && cfg.console && cfg.autostart);
+    assert!(cfg.enable_kvm && cfg.console && cfg.autostart && cfg.qmp_allow_host_exec);
     assert_eq!(cfg.shutdown_timeout, 12.5);
     assert_eq!(cfg.on_reboot, OnReboot::Stop);
     assert_eq!(cfg.restart, RestartPolicy::OnFailure);
@@ -622,7 +622,7 @@ fn maqet_keys() {
     let cfg = env.doc("").validate().unwrap();
     assert_eq!(cfg.shutdown_timeout, 30.0);
     assert_eq!(cfg.restart, RestartPolicy::No);
-    assert!(!cfg.console && !cfg.enable_kvm && !cfg.autostart);
+    assert!(!cfg.console && !cfg.enable_kvm && !cfg.autostart && !cfg.qmp_allow_host_exec);
     // `restart: no` is the YAML 1.1 boolean false.
     assert_eq!(
         env.doc("restart: no\n").validate().unwrap().restart,
@@ -636,6 +636,9 @@ fn maqet_key_errors() {
     assert!(env
         .error("console: \"on\"\n")
         .contains("console: expected true or false, found 'on'"));
+    assert!(env
+        .error("qmp_allow_host_exec: 1\n")
+        .contains("qmp_allow_host_exec: expected true or false"));
     assert!(env
         .error("shutdown_timeout: 0\n")
         .contains("shutdown_timeout: expected a positive number of seconds"));

@@ -35,6 +35,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "restart_sec",
     "autostart",
     "resources",
+    "qmp_allow_host_exec",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
@@ -231,6 +232,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         restart: RestartPolicy::No,
         restart_sec: None,
         autostart: false,
+        qmp_allow_host_exec: false,
         resources: Resources::default(),
         memory_bytes: None,
         cpus: None,
@@ -339,6 +341,9 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             }
             "console" => cfg.console = v.boolean(node, key).unwrap_or(false),
             "autostart" => cfg.autostart = v.boolean(node, key).unwrap_or(false),
+            "qmp_allow_host_exec" => {
+                cfg.qmp_allow_host_exec = v.boolean(node, key).unwrap_or(false)
+            }
             "shutdown_timeout" => {
                 if let Some(d) = v.seconds(node, key, false) {
                     cfg.shutdown_timeout = d;

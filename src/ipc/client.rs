@@ -102,6 +102,11 @@ impl IpcClient {
                 .map_err(|_| IpcError::Timeout(t))??,
             None => self.read_response().await?,
         };
+        // Id 0 is the server speaking for the connection (refused, closed
+        // as idle, unparseable request): its error is the answer.
+        if let (0, Some(e)) = (reply.id, &reply.error) {
+            return Err(IpcError::Remote(e.clone()));
+        }
         if reply.id != id {
             return Err(IpcError::Protocol(format!(
                 "reply for request {} while waiting for {}",

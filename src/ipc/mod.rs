@@ -7,6 +7,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod slots;
 
 pub use client::{IpcClient, IpcError};
 pub use protocol::{ErrorBody, ErrorKind, Request, Response, StatusInfo, StopOutcome};

@@ -1,5 +1,7 @@
 //! Wire types of the runner protocol, shared by client and server.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -10,7 +12,10 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// Method names, in one place so the server's "unknown method" error can list them.
 pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console"];
 
+/// Unknown fields are refused here and in the params types: a misspelt
+/// `timeout` must not silently become the default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     pub id: u64,
     pub method: String,
@@ -104,6 +109,7 @@ pub struct StatusInfo {
 
 /// `stop` params.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
 pub struct StopParams {
     /// Seconds to wait for the guest after ACPI power-down; the VM's
     /// `shutdown_timeout` when absent.
@@ -111,6 +117,39 @@ pub struct StopParams {
     pub timeout: Option<f64>,
     #[serde(default)]
     pub force: bool,
+}
+
+/// Longest `stop` timeout the runner accepts: a day, the same bound as the
+/// config's `shutdown_timeout`. Longer ones are refused, not saturated, so
+/// a typo (`1e9`) is an error rather than a stop that never ends.
+pub const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
+
+impl StopParams {
+    /// Reads `stop` params; `null` (no params) means the defaults.
+    pub fn from_params(params: Value) -> Result<StopParams, String> {
+        let p: StopParams = match params {
+            Value::Null => StopParams::default(),
+            Value::Object(_) => serde_json::from_value(params)
+                .map_err(|e| format!("stop params: {}", excerpt(&e.to_string(), 200)))?,
+            _ => return Err(not_an_object("stop", &params)),
+        };
+        p.timeout_duration()?;
+        Ok(p)
+    }
+
+    /// The requested timeout as a `Duration`, or why it is out of range
+    /// (negative, not finite or longer than [`MAX_STOP_TIMEOUT_SECS`]).
+    pub fn timeout_duration(&self) -> Result<Option<Duration>, String> {
+        match self.timeout {
+            None => Ok(None),
+            Some(t) if t.is_finite() && (0.0..=MAX_STOP_TIMEOUT_SECS).contains(&t) => {
+                Ok(Some(Duration::from_secs_f64(t)))
+            }
+            Some(t) => Err(format!(
+                "stop timeout must be between 0 and {MAX_STOP_TIMEOUT_SECS} seconds, not {t}"
+            )),
+        }
+    }
 }
 
 /// How a stop ended; the runner replies with it once QEMU has exited.
@@ -142,6 +181,7 @@ impl StopOutcome {
 /// the replayed buffer (when `replay`), then the console's output (when
 /// `follow`) one way and keyboard input the other.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ConsoleParams {
     /// Send the recently buffered output first.
     #[serde(default)]
@@ -158,10 +198,38 @@ fn yes() -> bool {
 
 /// `qmp` params.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct QmpParams {
     pub execute: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+}
+
+/// The error for params that are not a JSON object (serde would read a
+/// struct from an array, by position).
+pub fn not_an_object(method: &str, params: &Value) -> String {
+    let found = match params {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    format!("{method} params must be a JSON object, not {found}")
+}
+
+/// `text` cut to at most `max` bytes (on a char boundary) for echoing
+/// client input in an error message: a 1 MiB method name is not repeated.
+pub fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 /// A QMP command name as QEMU spells them; anything else never reaches QEMU.
@@ -224,6 +292,57 @@ mod tests {
                 follow: true
             }
         );
+    }
+
+    #[test]
+    fn stop_timeouts_are_range_checked() {
+        let ok = |v: Value| {
+            StopParams::from_params(v)
+                .unwrap()
+                .timeout_duration()
+                .unwrap()
+        };
+        assert_eq!(ok(Value::Null), None);
+        assert_eq!(ok(json!({"timeout": 0})), Some(Duration::ZERO));
+        assert_eq!(
+            ok(json!({"timeout": 2.5})),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            ok(json!({"timeout": 86400})),
+            Some(Duration::from_secs(86_400))
+        );
+        // 1e400 is not valid JSON for serde_json (it is an error there);
+        // everything else that is a number but out of range is refused.
+        for bad in [
+            json!({"timeout": 1e20}),
+            json!({"timeout": -1}),
+            json!({"timeout": -0.001}),
+            json!({"timeout": 86400.5}),
+            json!({"timeout": u64::MAX}),
+            json!({"timeout": i64::MIN}),
+            json!({"timeout": f64::MAX}),
+            json!({"timeout": "NaN"}),
+            json!({"timeout": "inf"}),
+            json!({"timeout": [1]}),
+            json!({"force": "yes"}),
+            json!("stop"),
+            json!([1, 2]),
+            json!(7),
+        ] {
+            let e = StopParams::from_params(bad.clone()).unwrap_err();
+            assert!(e.contains("stop"), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<Value>(r#"{"timeout": 1e400}"#).is_err());
+    }
+
+    #[test]
+    fn excerpts_cut_on_char_boundaries() {
+        assert_eq!(excerpt("abc", 5), "abc");
+        let long = "é".repeat(100);
+        let e = excerpt(&long, 5);
+        assert!(e.starts_with("éé…"), "{e}");
+        assert!(e.ends_with("(200 bytes)"), "{e}");
     }
 
     #[test]

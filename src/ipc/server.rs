@@ -4,13 +4,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
-use super::protocol::{ErrorBody, ErrorKind, Request, Response, MAX_REQUEST_LINE, METHODS};
+use super::protocol::{
+    excerpt, ErrorBody, ErrorKind, Request, Response, MAX_REQUEST_LINE, METHODS,
+};
+use super::slots::{Slot, Slots, MAX_CONNECTIONS};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -48,42 +52,113 @@ pub trait Dispatch: Send + Sync + 'static {
     fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody>;
 }
 
-/// Accepts connections until the listener fails; each connection runs in
-/// its own task so a slow QMP command never blocks another client.
-pub async fn serve(listener: UnixListener, dispatch: Arc<dyn Dispatch>) {
-    let my_uid = unsafe { libc::geteuid() };
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // The socket is 0600 in a 0700 directory; checking the peer
-                // as well costs nothing and survives a chmod by mistake.
-                match stream.peer_cred() {
-                    Ok(c) if c.uid() == my_uid || c.uid() == 0 => {}
-                    Ok(c) => {
-                        tracing::warn!(
-                            peer_uid = c.uid(),
-                            "refused a connection from another user"
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read peer credentials; connection refused");
-                        continue;
-                    }
-                }
-                let d = dispatch.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, d).await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "accept on the runner socket failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+/// How long a connection may take to send its next request line, counted
+/// from connecting or from its previous reply. Streams (`events`,
+/// `console`) and requests in flight are never idle.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one reply (or a piece of streamed output) may wait for a client
+/// that does not read; then the connection is closed, so a client that
+/// never reads cannot hold a slot forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most one "accept failed" line per this interval: a flood must not
+/// flood the journal as well.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The server's bounds; [`serve`] uses the constants above, tests shrink them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
         }
     }
+}
+
+/// Accepts connections forever with the default [`Limits`].
+pub async fn serve(listener: UnixListener, dispatch: Arc<dyn Dispatch>) {
+    serve_with(listener, dispatch, Limits::default()).await
+}
+
+/// Accepts connections forever; each one runs in its own task so a slow
+/// QMP command never blocks another client.
+pub async fn serve_with(listener: UnixListener, dispatch: Arc<dyn Dispatch>, limits: Limits) {
+    let my_uid = unsafe { libc::geteuid() };
+    let slots = Arc::new(Slots::default());
+    let mut last_warn = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_failed(e, &slots, &mut last_warn).await;
+                continue;
+            }
+        };
+        if !peer_allowed(&stream, my_uid) {
+            continue;
+        }
+        let Some(slot) = slots.acquire(limits.max_connections) else {
+            let e = ErrorBody::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the runner is serving its maximum of {} connections, all busy; try again later",
+                    limits.max_connections
+                ),
+            );
+            notice(&stream, e);
+            continue;
+        };
+        let d = dispatch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_connection(stream, d, slot, limits).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The socket is 0600 in a 0700 directory; checking the peer as well costs
+/// nothing and survives a chmod by mistake.
+fn peer_allowed(stream: &UnixStream, my_uid: u32) -> bool {
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == my_uid || c.uid() == 0 => true,
+        Ok(c) => {
+            tracing::warn!(peer_uid = c.uid(), "refused a connection from another user");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; connection refused");
+            false
+        }
+    }
+}
+
+/// Out of descriptors, the pending connection stays in the backlog and the
+/// listener stays readable, so retrying at once would spin: wait until a
+/// connection closes (or a second passes).
+async fn accept_failed(e: std::io::Error, slots: &Slots, last_warn: &mut Option<Instant>) {
+    if last_warn.is_none_or(|t: Instant| t.elapsed() >= ACCEPT_WARN_EVERY) {
+        tracing::error!(error = %e, "accept on the runner socket failed");
+        *last_warn = Some(Instant::now());
+    }
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), slots.freed.notified()).await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A last line to a connection that is being closed, without waiting: a
+/// client that does not read gets nothing rather than a stalled server.
+fn notice(stream: &UnixStream, e: ErrorBody) {
+    let _ = stream.try_write(&notice_line(e));
 }
 
 enum Line {
@@ -111,76 +186,164 @@ async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std
     Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()))
 }
 
+/// Writes `bytes` within `limit`; a client that stops reading is cut off.
+async fn write_bounded<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, w.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client read nothing for {}s", limit.as_secs_f64()),
+        )),
+    }
+}
+
 async fn write_response<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     r: &Response,
+    limit: Duration,
 ) -> std::io::Result<()> {
     let mut buf = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     buf.push(b'\n');
-    w.write_all(&buf).await
+    write_bounded(w, &buf, limit).await
 }
 
-async fn handle_connection(stream: UnixStream, dispatch: Arc<dyn Dispatch>) -> std::io::Result<()> {
+/// Why an idle connection is being closed.
+enum Closed {
+    Idle(Duration),
+    Evicted,
+}
+
+impl Closed {
+    fn body(self, max: usize) -> ErrorBody {
+        match self {
+            Closed::Idle(t) => ErrorBody::new(
+                ErrorKind::Timeout,
+                format!("closed: no request line within {}s", t.as_secs_f64()),
+            ),
+            Closed::Evicted => ErrorBody::new(
+                ErrorKind::Unavailable,
+                format!("closed: the runner serves at most {max} connections and this one was the longest idle"),
+            ),
+        }
+    }
+}
+
+async fn handle_connection(
+    stream: UnixStream,
+    dispatch: Arc<dyn Dispatch>,
+    slot: Slot,
+    limits: Limits,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
+    let wt = limits.write_timeout;
     loop {
-        let text = match read_bounded_line(&mut reader).await? {
+        slot.idle();
+        let line = tokio::select! {
+            l = read_bounded_line(&mut reader) => l?,
+            _ = tokio::time::sleep(limits.idle_timeout) => {
+                let why = Closed::Idle(limits.idle_timeout).body(limits.max_connections);
+                let _ = w.try_write(&notice_line(why));
+                Line::Eof
+            }
+            _ = slot.evicted() => {
+                let _ = w.try_write(&notice_line(Closed::Evicted.body(limits.max_connections)));
+                Line::Eof
+            }
+        };
+        slot.busy();
+        let text = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => {
                 let e = ErrorBody::new(
                     ErrorKind::BadRequest,
                     format!("request line longer than {MAX_REQUEST_LINE} bytes"),
                 );
-                return write_response(&mut w, &Response::error(0, e)).await;
+                return write_response(&mut w, &Response::error(0, e), wt).await;
             }
             Line::Text(t) => t,
         };
-        let req: Request = match serde_json::from_str(text.trim_end()) {
-            Ok(r) => r,
-            Err(e) => {
-                let body = ErrorBody::new(ErrorKind::BadRequest, format!("invalid request: {e}"));
-                write_response(&mut w, &Response::error(0, body)).await?;
-                continue;
-            }
-        };
-        if req.method == "events" {
-            return stream_events(req.id, reader, w, dispatch.subscribe()).await;
-        }
-        if req.method == "console" {
-            match dispatch.console(req.params) {
-                Ok(c) => return stream_console(req.id, reader, w, c).await,
-                Err(e) => {
-                    write_response(&mut w, &Response::error(req.id, e)).await?;
-                    continue;
+        match handle_line(&text, dispatch.as_ref()).await {
+            Handled::Reply(resp, written) => {
+                write_response(&mut w, &resp, wt).await?;
+                if let Some(tx) = written {
+                    let _ = tx.send(());
                 }
             }
-        }
-        let mut written = None;
-        let resp = if METHODS.contains(&req.method.as_str()) {
-            match dispatch.call(req.method, req.params).await {
-                Ok(a) => {
-                    written = a.written;
-                    Response::result(req.id, a.value)
-                }
-                Err(e) => Response::error(req.id, e),
+            Handled::Events(id) => {
+                return stream_events(id, reader, w, dispatch.subscribe(), wt).await
             }
-        } else {
-            Response::error(
-                req.id,
-                ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "unknown method '{}'; known: {}",
-                        req.method,
-                        METHODS.join(", ")
-                    ),
-                ),
-            )
-        };
-        write_response(&mut w, &resp).await?;
-        if let Some(tx) = written {
-            let _ = tx.send(());
+            Handled::Console(id, c) => return stream_console(id, reader, w, c, wt).await,
         }
+    }
+}
+
+/// What one request line turns into.
+pub(crate) enum Handled {
+    /// A reply, and the channel to signal once it is written.
+    Reply(Response, Option<tokio::sync::oneshot::Sender<()>>),
+    /// The connection becomes an event stream for request `id`.
+    Events(u64),
+    /// The connection becomes a console stream for request `id`.
+    Console(u64, ConsoleStream),
+}
+
+/// Parses one request line and dispatches it: every line that is not a
+/// well-formed request of a known method gets a `bad_request` error.
+pub(crate) async fn handle_line(text: &str, dispatch: &dyn Dispatch) -> Handled {
+    let req: Request = match serde_json::from_str(text.trim_end()) {
+        Ok(r) => r,
+        Err(e) => {
+            let body = ErrorBody::new(
+                ErrorKind::BadRequest,
+                format!("invalid request: {}", excerpt(&e.to_string(), 200)),
+            );
+            return Handled::Reply(Response::error(0, body), None);
+        }
+    };
+    match req.method.as_str() {
+        "events" => Handled::Events(req.id),
+        "console" => match dispatch.console(req.params) {
+            Ok(c) => Handled::Console(req.id, c),
+            Err(e) => Handled::Reply(Response::error(req.id, e), None),
+        },
+        _ => {
+            let (resp, written) = answer(dispatch, req).await;
+            Handled::Reply(resp, written)
+        }
+    }
+}
+
+fn notice_line(e: ErrorBody) -> Vec<u8> {
+    let mut buf = serde_json::to_vec(&Response::error(0, e)).unwrap_or_default();
+    buf.push(b'\n');
+    buf
+}
+
+/// The reply to one parsed request (not `events`/`console`), and the
+/// channel to signal once it is written.
+async fn answer(
+    dispatch: &dyn Dispatch,
+    req: Request,
+) -> (Response, Option<tokio::sync::oneshot::Sender<()>>) {
+    if !METHODS.contains(&req.method.as_str()) {
+        let e = ErrorBody::new(
+            ErrorKind::BadRequest,
+            format!(
+                "unknown method '{}'; known: {}",
+                excerpt(&req.method, 64),
+                METHODS.join(", ")
+            ),
+        );
+        return (Response::error(req.id, e), None);
+    }
+    match dispatch.call(req.method, req.params).await {
+        Ok(a) => (Response::result(req.id, a.value), a.written),
+        Err(e) => (Response::error(req.id, e), None),
     }
 }
 
@@ -190,16 +353,22 @@ async fn stream_events(
     mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     mut w: tokio::net::unix::OwnedWriteHalf,
     mut rx: broadcast::Receiver<Value>,
+    wt: Duration,
 ) -> std::io::Result<()> {
-    write_response(&mut w, &Response::result(id, json!({"streaming": true}))).await?;
+    write_response(
+        &mut w,
+        &Response::result(id, json!({"streaming": true})),
+        wt,
+    )
+    .await?;
     let mut sink = [0u8; 256];
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Ok(v) => write_response(&mut w, &Response::event(id, v)).await?,
+                Ok(v) => write_response(&mut w, &Response::event(id, v), wt).await?,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let v = json!({"event": "MAQET_EVENTS_LOST", "data": {"count": n}});
-                    write_response(&mut w, &Response::event(id, v)).await?;
+                    write_response(&mut w, &Response::event(id, v), wt).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
@@ -216,11 +385,12 @@ async fn stream_console(
     mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     mut w: tokio::net::unix::OwnedWriteHalf,
     c: ConsoleStream,
+    wt: Duration,
 ) -> std::io::Result<()> {
     let follow = c.output.is_some();
     let reply = json!({"streaming": follow, "replay_bytes": c.replay.len()});
-    write_response(&mut w, &Response::result(id, reply)).await?;
-    w.write_all(&c.replay).await?;
+    write_response(&mut w, &Response::result(id, reply), wt).await?;
+    write_bounded(&mut w, &c.replay, wt).await?;
     let Some(mut output) = c.output else {
         return w.shutdown().await;
     };
@@ -234,7 +404,7 @@ async fn stream_console(
     loop {
         tokio::select! {
             chunk = output.recv() => match chunk {
-                Ok(bytes) => w.write_all(&bytes).await?,
+                Ok(bytes) => write_bounded(&mut w, &bytes, wt).await?,
                 // A slow viewer loses output rather than stalling the rest.
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!(chunks = n, "a console viewer fell behind");
@@ -397,6 +567,105 @@ mod tests {
         let mut out = String::new();
         BufReader::new(s).read_line(&mut out).await.unwrap();
         assert!(out.contains("longer than"), "{out}");
+    }
+
+    async fn read_reply(s: &mut UnixStream) -> Response {
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn serve_small(path: &std::path::Path, limits: Limits) {
+        let listener = UnixListener::bind(path).unwrap();
+        let (tx, _) = broadcast::channel(8);
+        tokio::spawn(serve_with(listener, Arc::new(Echo(tx)), limits));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_make_room_busy_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 3,
+                idle_timeout: Duration::from_secs(600),
+                write_timeout: Duration::from_secs(600),
+            },
+        );
+        // Two event streams (busy) and one idle connection fill the slots.
+        let mut ev1 = IpcClient::connect(&path).await.unwrap();
+        ev1.call("events", Value::Null, None).await.unwrap();
+        let mut ev2 = IpcClient::connect(&path).await.unwrap();
+        ev2.call("events", Value::Null, None).await.unwrap();
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+        // A newcomer takes the idle one's slot and is served.
+        let mut c = IpcClient::connect(&path).await.unwrap();
+        c.call("status", Value::Null, None).await.unwrap();
+        let r = read_reply(&mut idle).await;
+        let e = r.error.unwrap();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("longest idle"), "{}", e.message);
+        // c, idle again after its reply, makes room for a third stream;
+        // with every slot busy, a newcomer is refused with one line.
+        let mut busy = IpcClient::connect(&path).await.unwrap();
+        busy.call("events", Value::Null, None).await.unwrap();
+        let mut refused = UnixStream::connect(&path).await.unwrap();
+        let r = read_reply(&mut refused).await;
+        assert!(r.error.unwrap().message.contains("maximum of 3"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 4,
+                idle_timeout: Duration::from_millis(200),
+                write_timeout: Duration::from_secs(600),
+            },
+        );
+        // Half a line counts as idle too (no slowloris).
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"id\":1,").await.unwrap();
+        let r = read_reply(&mut s).await;
+        assert_eq!(r.error.unwrap().kind, ErrorKind::Timeout);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "closed after the notice");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        serve_small(
+            &path,
+            Limits {
+                max_connections: 4,
+                idle_timeout: Duration::from_secs(600),
+                write_timeout: Duration::from_millis(200),
+            },
+        );
+        // Requests with large replies until the socket buffers fill up;
+        // the server must then close the connection, not block forever.
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (_r, mut w) = s.into_split();
+        let big = format!(
+            "{{\"id\":1,\"method\":\"status\",\"params\":\"{}\"}}\n",
+            "x".repeat(64 * 1024)
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if w.write_all(big.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "the server kept the connection open");
     }
 
     #[tokio::test]

@@ -8,33 +8,22 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::console::ConsoleHub;
+use super::policy;
 use crate::ipc::protocol::{
-    valid_qmp_command, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome,
-    StopParams,
+    excerpt, not_an_object, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo,
+    StopOutcome, StopParams,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
 
-/// Commands the runner never forwards, with the reason given to the caller.
-const DENIED: &[(&str, &str)] = &[
-    (
-        "qmp_capabilities",
-        "the runner negotiated capabilities already",
-    ),
-    (
-        "human-monitor-command",
-        "HMP text bypasses QMP's structured errors and this policy; use the QMP command instead",
-    ),
-    ("inject-nmi", "it can crash the guest kernel"),
-    ("getfd", "file descriptors cannot be passed through maqet"),
-    ("add-fd", "file descriptors cannot be passed through maqet"),
-];
-
 /// Default bound on one forwarded QMP command.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A validated stop request: `timeout` is within range (`None`: the VM's
+/// `shutdown_timeout`).
 pub struct StopRequest {
-    pub params: StopParams,
+    pub timeout: Option<Duration>,
+    pub force: bool,
     pub reply: oneshot::Sender<StopReply>,
 }
 
@@ -58,24 +47,9 @@ pub struct RunnerDispatch {
     /// `None` when the config does not ask for a console.
     pub console: Option<Arc<ConsoleHub>>,
     pub busy_jobs: super::jobs::BusyJobs,
-}
-
-pub fn policy_check(command: &str) -> Result<(), ErrorBody> {
-    if !valid_qmp_command(command) {
-        return Err(ErrorBody::new(
-            ErrorKind::BadRequest,
-            format!(
-                "'{command}' is not a QMP command name (lower-case letters, digits, '-' and '_')"
-            ),
-        ));
-    }
-    if let Some((_, why)) = DENIED.iter().find(|(c, _)| *c == command) {
-        return Err(ErrorBody::new(
-            ErrorKind::Policy,
-            format!("maqet does not forward '{command}': {why}"),
-        ));
-    }
-    Ok(())
+    /// The config's `qmp_allow_host_exec`: forward commands that make QEMU
+    /// run host programs (see [`policy`]).
+    pub allow_host_exec: bool,
 }
 
 pub fn qmp_error_body(e: QmpError) -> ErrorBody {
@@ -92,6 +66,55 @@ pub fn qmp_error_body(e: QmpError) -> ErrorBody {
         QmpError::Disconnected => ErrorBody::new(ErrorKind::Unavailable, "QEMU has exited"),
         other => ErrorBody::new(ErrorKind::Unavailable, other.to_string()),
     }
+}
+
+/// `qmp` params: a command name and an arguments object that pass the
+/// policy.
+pub(crate) fn parse_qmp(params: Value, allow_host_exec: bool) -> Result<QmpParams, ErrorBody> {
+    if !params.is_object() {
+        return Err(ErrorBody::new(
+            ErrorKind::BadRequest,
+            format!(
+                "{} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})",
+                not_an_object("qmp", &params)
+            ),
+        ));
+    }
+    let p: QmpParams = serde_json::from_value(params).map_err(|e| {
+        ErrorBody::new(
+            ErrorKind::BadRequest,
+            format!(
+                "qmp params: {} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})",
+                excerpt(&e.to_string(), 200)
+            ),
+        )
+    })?;
+    if p.arguments.as_ref().is_some_and(|a| !a.is_object()) {
+        return Err(ErrorBody::new(
+            ErrorKind::BadRequest,
+            "QMP arguments must be a JSON object",
+        ));
+    }
+    policy::check(&p.execute, p.arguments.as_ref(), allow_host_exec)?;
+    Ok(p)
+}
+
+/// `stop` params: the timeout (range checked) and `force`.
+pub(crate) fn parse_stop(params: Value) -> Result<(Option<Duration>, bool), ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+    let p = StopParams::from_params(params).map_err(bad)?;
+    Ok((p.timeout_duration().map_err(bad)?, p.force))
+}
+
+/// `console` params; `null` means the defaults.
+pub(crate) fn parse_console(params: Value) -> Result<ConsoleParams, ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+    match params {
+        Value::Null => serde_json::from_value(json!({})),
+        Value::Object(_) => serde_json::from_value(params),
+        _ => return Err(bad(not_an_object("console", &params))),
+    }
+    .map_err(|e| bad(format!("console params: {}", excerpt(&e.to_string(), 200))))
 }
 
 impl RunnerDispatch {
@@ -123,44 +146,36 @@ impl RunnerDispatch {
     }
 
     async fn qmp(self: Arc<Self>, params: Value) -> Result<Answer, ErrorBody> {
-        let p: QmpParams = serde_json::from_value(params).map_err(|e| {
-            ErrorBody::new(
-                ErrorKind::BadRequest,
-                format!("qmp params: {e} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})"),
-            )
-        })?;
-        policy_check(&p.execute)?;
-        if let Some(a) = &p.arguments {
-            if !a.is_object() {
-                return Err(ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    "QMP arguments must be a JSON object",
-                ));
-            }
+        let p = parse_qmp(params, self.allow_host_exec)?;
+        match policy::host_exec(&p.execute, p.arguments.as_ref()) {
+            Some(what) => tracing::warn!(
+                qmp_command = %p.execute,
+                "forwarding QMP command with {what}, allowed by {}", policy::OPT_OUT_KEY
+            ),
+            None => tracing::info!(qmp_command = %p.execute, "forwarding QMP command"),
         }
-        tracing::info!(qmp_command = %p.execute, "forwarding QMP command");
-        self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
-        self.qmp
+        let job = self.busy_jobs.forwarded(&p.execute, p.arguments.as_ref());
+        let r = self
+            .qmp
             .execute_timeout(&p.execute, p.arguments, QMP_TIMEOUT)
-            .await
-            .map(Answer::from)
-            .map_err(qmp_error_body)
+            .await;
+        // A job QEMU refused never runs: it must not excuse a silent QEMU
+        // (a client could otherwise switch the watchdog off for an hour).
+        if let (Some(id), Err(QmpError::Command { .. })) = (job, &r) {
+            self.busy_jobs.refused(&id);
+        }
+        r.map(Answer::from).map_err(qmp_error_body)
     }
 
     async fn stop(self: Arc<Self>, params: Value) -> Result<Answer, ErrorBody> {
-        let params: StopParams = serde_json::from_value(params)
-            .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, format!("stop params: {e}")))?;
-        if let Some(t) = params.timeout {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    "stop timeout must be a non-negative number of seconds",
-                ));
-            }
-        }
+        let (timeout, force) = parse_stop(params)?;
         let (reply, rx) = oneshot::channel();
         self.stop_tx
-            .send(StopRequest { params, reply })
+            .send(StopRequest {
+                timeout,
+                force,
+                reply,
+            })
             .await
             .map_err(|_| ErrorBody::new(ErrorKind::Unavailable, "the runner is already exiting"))?;
         let reply = rx.await.map_err(|_| {
@@ -198,12 +213,7 @@ impl Dispatch for Shared {
     }
 
     fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
-        let p: ConsoleParams = if params.is_null() {
-            serde_json::from_value(json!({}))
-        } else {
-            serde_json::from_value(params)
-        }
-        .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, format!("console params: {e}")))?;
+        let p = parse_console(params)?;
         let hub = self.0.console.as_ref().ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::Unavailable,
@@ -220,16 +230,6 @@ impl Dispatch for Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy() {
-        assert!(policy_check("query-status").is_ok());
-        assert!(policy_check("system_powerdown").is_ok());
-        let e = policy_check("human-monitor-command").unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Policy);
-        let e = policy_check("Query Status").unwrap_err();
-        assert_eq!(e.kind, ErrorKind::BadRequest);
-    }
 
     #[test]
     fn qmp_errors_keep_class() {

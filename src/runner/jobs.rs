@@ -20,20 +20,23 @@ const BLOCKING_JOBS: &[&str] = &["snapshot-save", "snapshot-load", "snapshot-del
 pub struct BusyJobs(Arc<Mutex<HashMap<String, Instant>>>);
 
 impl BusyJobs {
-    /// Notes a forwarded command that starts a blocking job.
-    pub fn forwarded(&self, command: &str, arguments: Option<&Value>) {
+    /// Notes a forwarded command that starts a blocking job; returns the
+    /// job's id. Noted before QEMU answers, as the job may stall QMP at once.
+    pub fn forwarded(&self, command: &str, arguments: Option<&Value>) -> Option<String> {
         if !BLOCKING_JOBS.contains(&command) {
-            return;
+            return None;
         }
-        if let Some(id) = arguments
+        let id = arguments
             .and_then(|a| a.get("job-id"))
-            .and_then(Value::as_str)
-        {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(id.to_string(), Instant::now());
-        }
+            .and_then(Value::as_str)?
+            .to_string();
+        self.0.lock().unwrap().insert(id.clone(), Instant::now());
+        Some(id)
+    }
+
+    /// QEMU refused the command that would have started job `id`.
+    pub fn refused(&self, id: &str) {
+        self.0.lock().unwrap().remove(id);
     }
 
     /// Follows `JOB_STATUS_CHANGE`: a concluded job no longer blocks.
@@ -87,6 +90,11 @@ mod tests {
             "JOB_STATUS_CHANGE",
             &json!({"id": "j1", "status": "concluded"}),
         );
+        assert!(!b.excuse_silence());
+        // A job QEMU refused excuses nothing.
+        let id = b.forwarded("snapshot-load", Some(&json!({"job-id": "bogus"})));
+        assert!(b.excuse_silence());
+        b.refused(&id.unwrap());
         assert!(!b.excuse_silence());
     }
 

@@ -13,6 +13,8 @@ mod console;
 mod dispatch;
 mod jobs;
 mod notify;
+mod panic;
+mod policy;
 mod qemu;
 mod shutdown;
 
@@ -32,7 +34,8 @@ use crate::systemd::properties::STOPPED_EXIT_STATUS;
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};
-pub use dispatch::{policy_check, QMP_TIMEOUT};
+pub use dispatch::QMP_TIMEOUT;
+pub use policy::OPT_OUT_KEY as QMP_HOST_EXEC_KEY;
 pub use qemu::QMP_FD;
 
 /// How long QEMU gets to answer the QMP greeting after exec.
@@ -72,6 +75,10 @@ impl RunnerError {
 
 /// Runs the VM to its end; returns the process exit code.
 pub fn main(vm: VmName, data_dir: DataDir) -> i32 {
+    panic::install();
+    // Opened while descriptors are plentiful, so a connection flood that
+    // exhausts them cannot silence the watchdog pings.
+    notify::init();
     // Single-threaded on purpose: QEMU's parent-death signal follows the
     // thread that spawned it, and one VM needs no more.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -137,6 +144,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             binary: argv[0].clone(),
             source,
         })?;
+    panic::qemu_spawned(qemu.pid);
     notify::status(&format!("starting (qemu pid {})", qemu.pid));
     // Drain the console from the start, so the boot is in the ring buffer.
     let console = console_stream.map(console::ConsoleHub::start);
@@ -196,6 +204,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         events: events_tx.clone(),
         console,
         busy_jobs: busy_jobs.clone(),
+        allow_host_exec: config.qmp_allow_host_exec,
     });
     tokio::spawn(crate::ipc::server::serve(
         listener,
@@ -214,7 +223,10 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let default_timeout = Duration::from_secs_f64(config.shutdown_timeout);
+    // Validated to (0, 86400] seconds; try_ keeps a slip from panicking.
+    let default_timeout = Duration::try_from_secs_f64(config.shutdown_timeout).unwrap_or(
+        Duration::from_secs_f64(crate::config::DEFAULT_SHUTDOWN_TIMEOUT),
+    );
     let mut stopper = shutdown::Shutdown::new(&mut qemu, &qmp, &mut stop_rx);
     let event = tokio::select! {
         ev = stopper.next_event() => ev,
@@ -237,14 +249,8 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             Ok(STOPPED_EXIT_STATUS)
         }
         shutdown::Event::Stop(req) => {
-            let timeout = req
-                .params
-                .timeout
-                .map(Duration::from_secs_f64)
-                .unwrap_or(default_timeout);
-            stopper
-                .run(timeout, req.params.force, Some(req.reply))
-                .await;
+            let timeout = req.timeout.unwrap_or(default_timeout);
+            stopper.run(timeout, req.force, Some(req.reply)).await;
             Ok(STOPPED_EXIT_STATUS)
         }
     }
@@ -306,3 +312,6 @@ async fn watchdog(qmp: QmpClient, interval: Duration, busy_jobs: jobs::BusyJobs)
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

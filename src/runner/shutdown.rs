@@ -21,6 +21,14 @@ const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// How long the runner waits for stop replies to reach their clients.
 const REPLY_GRACE: Duration = Duration::from_secs(1);
 
+/// `now + d`, or a year from now when that overflows: timeouts are range
+/// checked where they come in, this only keeps a slip from panicking.
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
 pub enum Event {
     Exited(std::io::Result<ExitStatus>),
     Stop(StopRequest),
@@ -71,7 +79,7 @@ impl<'a> Shutdown<'a> {
                 _ = tokio::time::sleep_until(deadline) => return Waited::Deadline,
                 Some(req) = self.stop_rx.recv() => {
                     self.waiters.push(req.reply);
-                    if req.params.force {
+                    if req.force {
                         return Waited::Forced;
                     }
                 }
@@ -89,7 +97,7 @@ impl<'a> Shutdown<'a> {
         self.waiters.extend(first);
         let pid = self.qemu.pid;
         // STOPPING=1 arms systemd's stop timer; make room for our timeout.
-        let budget = timeout + COMMAND_TIMEOUT + QUIT_GRACE + Duration::from_secs(5);
+        let budget = timeout.saturating_add(COMMAND_TIMEOUT + QUIT_GRACE + Duration::from_secs(5));
         notify::stopping(&format!("stopping (qemu pid {pid})"));
         notify::extend_timeout(budget);
         let outcome = self.stop_qemu(timeout, force).await;
@@ -110,7 +118,7 @@ impl<'a> Shutdown<'a> {
             {
                 tracing::warn!(error = %e, "system_powerdown failed");
             }
-            match self.wait_exit(Instant::now() + timeout).await {
+            match self.wait_exit(deadline_after(timeout)).await {
                 Waited::Exited => return StopOutcome::Powerdown,
                 Waited::Forced => return self.kill().await,
                 Waited::Deadline => {}
@@ -123,7 +131,7 @@ impl<'a> Shutdown<'a> {
             {
                 tracing::warn!(error = %e, "quit failed");
             }
-            match self.wait_exit(Instant::now() + QUIT_GRACE).await {
+            match self.wait_exit(deadline_after(QUIT_GRACE)).await {
                 Waited::Exited => return StopOutcome::Quit,
                 Waited::Forced | Waited::Deadline => {}
             }

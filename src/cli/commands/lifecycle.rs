@@ -196,6 +196,13 @@ pub async fn stop_vm(
         Ok(mut c) => match c.call("stop", params, Some(wait)).await {
             Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
             Err(IpcError::Closed) => None,
+            // The runner is fine and said no: asking systemd instead would
+            // stop the VM with a timeout the user did not ask for.
+            Err(e @ IpcError::Remote(_))
+                if e.remote_kind() == Some(crate::ipc::ErrorKind::BadRequest) =>
+            {
+                return Err(e.into())
+            }
             Err(e) => {
                 tracing::warn!("runner did not complete the stop ({e}); asking systemd");
                 None
@@ -234,6 +241,12 @@ pub async fn stop_vm(
 
 pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
     let timeout = a.timeout.map(|t| seconds(t, "--timeout")).transpose()?;
+    let max = crate::ipc::protocol::MAX_STOP_TIMEOUT_SECS;
+    if timeout.is_some_and(|t| t.as_secs_f64() > max) {
+        return Err(CliError::usage(format!(
+            "--timeout must be at most {max} seconds (a day)"
+        )));
+    }
     let (vm, _) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
     let outcome = stop_vm(&sd, &vm, timeout, a.force).await?;

@@ -1,0 +1,291 @@
+//! Hostile clients on a real VM's socket: malformed, extreme and oversized
+//! requests, a flood of idle connections, and QMP commands that would run
+//! host programs. The VM must keep running with the same QEMU, the unit
+//! must never be restarted, and every bad request gets an error reply.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{alive, socket_path, unit_prop, wait_until, World};
+use serde_json::Value;
+
+/// systemd's watchdog for VM units (`WatchdogSec=`); the flood is held
+/// for more than twice as long.
+const WATCHDOG: Duration = Duration::from_secs(10);
+
+fn connect(sock: &Path) -> UnixStream {
+    let s = UnixStream::connect(sock).expect("connect to the runner socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// Sends one line on `s` and reads one reply line.
+fn ask(s: &mut UnixStream, line: &[u8]) -> Value {
+    s.write_all(line).unwrap();
+    s.write_all(b"\n").unwrap();
+    read_reply(s)
+}
+
+fn read_reply(s: &mut UnixStream) -> Value {
+    let mut r = BufReader::new(s);
+    let mut reply = String::new();
+    r.read_line(&mut reply).expect("a reply line");
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply {reply:?}: {e}"))
+}
+
+/// The runner's and QEMU's pids, which must never change.
+fn pids(w: &World, vm: &str) -> (u64, u64) {
+    let st = w.status(vm);
+    assert_eq!(st["state"], "running", "{st:#}");
+    (
+        st["runner_pid"].as_u64().unwrap(),
+        st["qemu_pid"].as_u64().unwrap(),
+    )
+}
+
+fn assert_untouched(w: &World, vm: &str, before: (u64, u64)) {
+    assert_eq!(pids(w, vm), before, "the runner or QEMU changed");
+    assert!(alive(before.1), "QEMU died");
+    let unit = format!("maqet-vm@{vm}.service");
+    assert_eq!(unit_prop(&unit, "NRestarts"), "0");
+    assert_eq!(unit_prop(&unit, "MainPID"), before.0.to_string());
+    assert_eq!(unit_prop(&unit, "ActiveState"), "active");
+    let out = w.ok(&["qmp", "run", vm, "query-status"]);
+    assert!(out.contains("\"running\""), "{out}");
+}
+
+#[test]
+fn every_hostile_request_gets_an_error_and_the_vm_keeps_running() {
+    let w = World::new("hostile");
+    let vm = w.add_vm("h", "");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    let sock = socket_path(&vm);
+
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_args = format!(
+        r#"{{"id":9,"method":"qmp","params":{{"execute":"query-status","arguments":{{"a":{}}}}}}}"#,
+        "[".repeat(200) + &"]".repeat(200)
+    );
+    let long_method = format!(r#"{{"id":9,"method":"{}"}}"#, "m".repeat(500_000));
+    let mut hostile: Vec<Vec<u8>> = [
+        "not json",
+        "{",
+        "null",
+        "[]",
+        r#"{"id":1}"#,
+        r#"{"id":1,"method":"selfdestruct"}"#,
+        r#"{"id":18446744073709551616,"method":"status"}"#,
+        r#"{"id":-1,"method":"status"}"#,
+        r#"{"id":1e400,"method":"status"}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":1e400}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":1e20}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":1.7976931348623157e308}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":18446744073709551616}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":86401}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":-1}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":"NaN"}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":"Infinity"}}"#,
+        r#"{"id":1,"method":"stop","params":{"force":"yes"}}"#,
+        r#"{"id":1,"method":"stop","params":[1]}"#,
+        r#"{"id":1,"method":"stop","params":"now"}"#,
+        r#"{"id":1,"method":"stop","parms":{}}"#,
+        r#"{"id":1,"method":"stop","params":{"timeout":1,"tiemout":2}}"#,
+        r#"{"id":1,"method":"qmp","params":"query-status"}"#,
+        r#"{"id":1,"method":"qmp","params":{"execute":"Query Status"}}"#,
+        r#"{"id":1,"method":"qmp","params":{"execute":"query-status","arguments":[1]}}"#,
+        r#"{"id":1,"method":"console","params":5}"#,
+        r#"{"id":1,"method":"console","params":{"replay":"yes"}}"#,
+        &deep,
+        &deep_args,
+        &long_method,
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    hostile.push(b"{\"id\":1,\"method\":\"st\xff\xfeop\"}".to_vec());
+    hostile.push(b"\0\0\0\0".to_vec());
+
+    // All on one connection: it survives every error.
+    let mut s = connect(&sock);
+    for line in &hostile {
+        let shown = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
+        let r = ask(&mut s, line);
+        let kind = r["error"]["kind"].as_str();
+        // `console` reports the missing console before its params matter.
+        let ok_kinds: &[&str] = if shown.contains("console") {
+            &["bad_request", "unavailable"]
+        } else {
+            &["bad_request"]
+        };
+        assert!(kind.is_some_and(|k| ok_kinds.contains(&k)), "{shown}: {r}");
+        assert!(
+            r.to_string().len() < 2000,
+            "{shown}: the reply echoes the input"
+        );
+    }
+    let r = ask(&mut s, br#"{"id":7,"method":"status"}"#);
+    assert_eq!(r["id"], 7, "{r}");
+    assert_eq!(r["result"]["qemu_pid"], before.1, "{r}");
+
+    // Over the 1 MiB cap: an error, then the runner hangs up.
+    let mut s = connect(&sock);
+    let huge = vec![b'x'; (1 << 20) + 4096];
+    let _ = s.write_all(&huge);
+    let r = read_reply(&mut s);
+    assert_eq!(r["error"]["kind"], "bad_request", "{r}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+
+    // The CLI refuses what the runner would refuse, and stops nothing.
+    for t in ["100000", "1e20", "inf", "-1"] {
+        let err = w.fails(2, &["stop", &vm, &format!("--timeout={t}")]);
+        assert!(err.contains("--timeout"), "{t}: {err}");
+    }
+
+    assert_untouched(&w, &vm, before);
+    w.ok(&["stop", &vm, "--force"]);
+}
+
+#[test]
+fn an_idle_connection_flood_neither_kills_the_vm_nor_locks_maqet_out() {
+    let w = World::new("flood");
+    let vm = w.add_vm("f", "");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    let unit = format!("maqet-vm@{vm}.service");
+    assert_eq!(unit_prop(&unit, "WatchdogUSec"), "10s");
+    let sock = socket_path(&vm);
+
+    // Several hundred idle connections, renewed all the time so the runner
+    // keeps accepting (and shedding) while maqet's own commands come in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = UnixStream::connect(&sock) {
+                    held.push_back(s);
+                    opened += 1;
+                }
+                if held.len() > 600 {
+                    held.pop_front();
+                }
+                if held.len() >= 600 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            opened
+        })
+    };
+    let end = Instant::now() + WATCHDOG * 2 + Duration::from_secs(5);
+    let mut rounds = 0;
+    while Instant::now() < end {
+        assert_eq!(pids(&w, &vm), before);
+        let out = w.ok(&["qmp", "run", &vm, "query-status"]);
+        assert!(out.contains("\"running\""), "{out}");
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = flood.join().unwrap();
+    assert!(opened > 1000, "the flood opened only {opened} connections");
+    assert!(rounds > 5, "only {rounds} status rounds");
+    assert_eq!(unit_prop(&unit, "Result"), "success");
+    assert_untouched(&w, &vm, before);
+    // The runner gave the descriptors back.
+    wait_until(
+        "the runner to close the flood's connections",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(format!("/proc/{}/fd", before.0))
+                .map(|d| d.count() < 64)
+                .unwrap_or(false)
+        },
+    );
+    w.ok(&["stop", &vm, "--force"]);
+}
+
+#[test]
+fn qmp_commands_that_run_host_programs_are_refused_unless_allowed() {
+    let w = World::new("qmppol");
+    let marker = w.dir.path().join("marker");
+    let m = marker.display();
+    let refused_args = [
+        ("migrate", format!(r#"{{"uri":"exec:touch {m}"}}"#)),
+        (
+            "migrate",
+            format!(
+                r#"{{"channels":[{{"channel-type":"main","addr":{{"transport":"exec","args":["touch","{m}"]}}}}]}}"#
+            ),
+        ),
+        ("migrate-incoming", format!(r#"{{"uri":"exec:touch {m}"}}"#)),
+        (
+            "netdev_add",
+            r#"{"type":"tap","id":"t0","script":"/bin/sh","downscript":"no"}"#.to_string(),
+        ),
+        (
+            "netdev_add",
+            r#"{"type":"user","id":"u0","smb":"/tmp"}"#.to_string(),
+        ),
+    ];
+
+    let vm = w.add_vm("p", "");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    for (cmd, args) in &refused_args {
+        let err = w.fails(2, &["qmp", "run", &vm, cmd, args]);
+        assert!(
+            err.contains("run a program on the host") && err.contains("qmp_allow_host_exec"),
+            "{cmd} {args}: {err}"
+        );
+    }
+    assert!(!marker.exists(), "a refused command ran");
+    assert_untouched(&w, &vm, before);
+    w.ok(&["stop", &vm, "--force"]);
+
+    // Opted out: the harmless `touch` runs (the migration itself then
+    // fails, as touch reads nothing) and the VM keeps running.
+    let open = w.add_vm("o", "qmp_allow_host_exec: true\n");
+    let shown = w.ok(&["config", &open]);
+    assert!(shown.contains("qmp_allow_host_exec: true"), "{shown}");
+    w.ok(&["start", &open]);
+    let before = pids(&w, &open);
+    // HMP stays refused even so.
+    w.fails(
+        2,
+        &[
+            "qmp",
+            "run",
+            &open,
+            "human-monitor-command",
+            r#"{"command-line":"info status"}"#,
+        ],
+    );
+    let (cmd, args) = &refused_args[0];
+    w.ok(&["qmp", "run", &open, cmd, args]);
+    wait_until(
+        "the exec: migration to run touch",
+        Duration::from_secs(20),
+        || marker.exists(),
+    );
+    wait_until(
+        "the failed migration to end",
+        Duration::from_secs(20),
+        || {
+            let out = w.ok(&["qmp", "run", &open, "query-migrate"]);
+            !out.contains("\"active\"") && !out.contains("\"setup\"")
+        },
+    );
+    assert_untouched(&w, &open, before);
+    w.ok(&["stop", &open, "--force"]);
+}
