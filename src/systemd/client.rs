@@ -86,6 +86,7 @@ impl StartProgress {
 
 const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const SOCKET_IFACE: &str = "org.freedesktop.systemd1.Socket";
 
 pub struct Systemd {
     pub(super) conn: Connection,
@@ -138,11 +139,27 @@ impl Systemd {
         } else {
             HashMap::new()
         };
-        Ok(Some(UnitStatus::from_properties(
-            unit,
-            unit_props,
-            service_props,
-        )))
+        let mut st = UnitStatus::from_properties(unit, unit_props, service_props);
+        if let Some(socket) = unit.strip_suffix(".service") {
+            st.start_limit_hit = st.result == "start-limit-hit"
+                || (matches!(st.active_state.as_str(), "failed" | "inactive")
+                    && self.unit_result(&format!("{socket}.socket"), SOCKET_IFACE).await?
+                        == "start-limit-hit");
+        }
+        Ok(Some(st))
+    }
+
+    /// A unit's `Result` ("" when it is not loaded).
+    async fn unit_result(&self, unit: &str, iface: &'static str) -> Result<String, SystemdError> {
+        let Some(path) = self.loaded_unit_path(unit).await? else {
+            return Ok(String::new());
+        };
+        let props = self.properties_proxy(path.as_str()).await?;
+        let v = props
+            .get(InterfaceName::from_static_str_unchecked(iface), "Result")
+            .await
+            .map_err(|e| call_err("Get", unit, e.into()))?;
+        Ok(String::try_from(v).unwrap_or_default())
     }
 
     pub(super) async fn properties_proxy(
@@ -264,9 +281,17 @@ impl Systemd {
                         return Ok(());
                     }
                     let st = self.unit_status(&service).await?.unwrap_or_default();
+                    // The service's start job ended without READY=1: this
+                    // attempt failed, even when a restart policy already
+                    // put the unit into auto-restart (`activating`). The
+                    // caller reports it now and cancels that restart.
+                    let attempt_failed = args.unit == service;
                     match StartProgress::of(&st) {
                         StartProgress::Ready => return Ok(()),
                         StartProgress::Ended => {
+                            return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
+                        }
+                        StartProgress::Pending if attempt_failed => {
                             return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
                         }
                         StartProgress::Pending if socket_failed => {
