@@ -67,7 +67,16 @@ pub fn last_error_of_runner(vm: &VmName, runner_pid: u32) -> Option<String> {
     }
     let last = |extra: &[&str]| -> Option<String> {
         let out = Command::new("journalctl")
-            .args(["--user", "--no-pager", "-o", "cat", "-p", "warning", "-n", "1"])
+            .args([
+                "--user",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-p",
+                "warning",
+                "-n",
+                "1",
+            ])
             .arg(format!("MAQET_VM={vm}"))
             .arg(format!("_PID={runner_pid}"))
             .args(extra)

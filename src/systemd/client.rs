@@ -9,9 +9,9 @@ use zbus::names::InterfaceName;
 use zbus::zvariant::OwnedValue;
 use zbus::Connection;
 
-use super::signals::Pumped;
 use super::properties::{service_properties, socket_properties, VmUnitSpec};
 use super::proxies::{unit_object_path, ManagerProxy, UnitListEntry};
+use super::signals::Pumped;
 use super::unit_state::UnitStatus;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,9 @@ impl Systemd {
         if let Some(socket) = unit.strip_suffix(".service") {
             st.start_limit_hit = st.result == "start-limit-hit"
                 || (matches!(st.active_state.as_str(), "failed" | "inactive")
-                    && self.unit_result(&format!("{socket}.socket"), SOCKET_IFACE).await?
+                    && self
+                        .unit_result(&format!("{socket}.socket"), SOCKET_IFACE)
+                        .await?
                         == "start-limit-hit");
         }
         Ok(Some(st))
@@ -328,10 +330,16 @@ impl Systemd {
             match StartProgress::of(&st) {
                 StartProgress::Ready => return Ok(()),
                 StartProgress::Ended => {
-                    return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
+                    return Err(SystemdError::Failed {
+                        unit: service,
+                        status: Box::new(st),
+                    })
                 }
                 StartProgress::Pending if attempt_failed => {
-                    return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
+                    return Err(SystemdError::Failed {
+                        unit: service,
+                        status: Box::new(st),
+                    })
                 }
                 StartProgress::Pending if socket_failed => {
                     // E.g. the socket path cannot be bound: the service
@@ -340,7 +348,10 @@ impl Systemd {
                     return Err(SystemdError::Call {
                         method: "StartTransientUnit",
                         unit: socket,
-                        message: format!("socket job {} (socket result '{}')", end.result, sock.result),
+                        message: format!(
+                            "socket job {} (socket result '{}')",
+                            end.result, sock.result
+                        ),
                     });
                 }
                 StartProgress::Pending => {}
@@ -428,7 +439,11 @@ impl Systemd {
                 _ => {}
             }
             if Instant::now() >= deadline {
-                return Err(SystemdError::Timeout { unit: unit.to_string(), what, waited: timeout });
+                return Err(SystemdError::Timeout {
+                    unit: unit.to_string(),
+                    what,
+                    waited: timeout,
+                });
             }
             tokio::select! {
                 // Re-read once more at the deadline (above) before giving up.
