@@ -64,6 +64,13 @@ pub(super) fn error_name(e: &zbus::Error) -> Option<&str> {
     }
 }
 
+/// What a start waits for.
+enum StartEvent {
+    Job(JobEnd),
+    /// The service's `SubState` changed.
+    StateChanged,
+}
+
 /// A `JobRemoved` signal's arguments.
 struct JobEnd {
     job: String,
@@ -251,13 +258,29 @@ impl Systemd {
                 .await
                 .map_err(|e| call_err("Subscribe", unit, e))?;
             jobs.add(stream, |sig| {
-                sig.args().ok().map(|a| JobEnd {
-                    job: a.job.to_string(),
-                    unit: a.unit.clone(),
-                    result: a.result.clone(),
+                sig.args().ok().map(|a| {
+                    StartEvent::Job(JobEnd {
+                        job: a.job.to_string(),
+                        unit: a.unit.clone(),
+                        result: a.result.clone(),
+                    })
                 })
             });
         }
+        // And the service's state: where a failed attempt does not end the
+        // start job (it may stay queued across automatic restarts), the
+        // unit entering `auto-restart` is the sign.
+        let changes = self
+            .properties_proxy(&unit_object_path(&service))
+            .await?
+            .receive_properties_changed()
+            .await
+            .map_err(|e| call_err("Subscribe", &service, e))?;
+        jobs.add(changes, |sig| {
+            sig.args()
+                .is_ok_and(|a| a.changed_properties().contains_key("SubState"))
+                .then_some(StartEvent::StateChanged)
+        });
 
         let sock_p = socket_properties(spec);
         let serv_p = service_properties(spec);
@@ -299,18 +322,32 @@ impl Systemd {
                     let st = self.unit_status(&service).await?.unwrap_or_default();
                     return match StartProgress::of(&st) {
                         StartProgress::Ready => Ok(()),
+                        _ if st.is_auto_restart() => Err(SystemdError::Failed { unit: service, status: Box::new(st) }),
                         StartProgress::Ended => Err(SystemdError::Failed { unit: service, status: Box::new(st) }),
                         StartProgress::Pending => Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout }),
                     };
                 }
                 end = jobs.next() => end,
             };
-            let Some(end) = end else {
-                return Err(SystemdError::Call {
-                    method: "JobRemoved",
-                    unit: service,
-                    message: "the bus connection closed".into(),
-                });
+            let end = match end {
+                Some(StartEvent::Job(end)) => end,
+                Some(StartEvent::StateChanged) => {
+                    let st = self.unit_status(&service).await?.unwrap_or_default();
+                    if st.is_auto_restart() {
+                        return Err(SystemdError::Failed {
+                            unit: service,
+                            status: Box::new(st),
+                        });
+                    }
+                    continue;
+                }
+                None => {
+                    return Err(SystemdError::Call {
+                        method: "JobRemoved",
+                        unit: service,
+                        message: "the bus connection closed".into(),
+                    })
+                }
             };
             let socket_failed = end.job == job.as_str() && end.result != "done";
             if end.unit != service && !socket_failed {

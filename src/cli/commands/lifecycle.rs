@@ -77,8 +77,10 @@ pub fn unit_spec(
 
 pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
-    // Read the definition under the lock: an `rm` either finished before
-    // (no such VM) or waits until this start is done.
+    // An unknown VM is "no such VM" without touching the data directory.
+    ctx.vm(&a.name)?;
+    // Read the definition (again) under the lock: an `rm` either finished
+    // before (no such VM) or waits until this start is done.
     let _lock = ctx.lock_vm(&a.name, timeout + STOP_MARGIN)?;
     let (vm, record) = ctx.vm(&a.name)?;
     tracing::debug!("definition read");

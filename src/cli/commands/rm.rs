@@ -14,6 +14,7 @@ const START_WAIT: Duration = Duration::from_secs(120);
 pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     // Exclusive with `start` of this VM from the checks to the delete, so
     // no start can slip in between and leave a VM nobody knows running.
+    ctx.vm(&a.name)?;
     let lock = ctx.lock_vm(&a.name, START_WAIT)?;
     let (vm, rec) = ctx.vm(&a.name)?;
     let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
