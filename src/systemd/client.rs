@@ -11,6 +11,7 @@ use zbus::Connection;
 
 use super::properties::{service_properties, socket_properties, VmUnitSpec};
 use super::proxies::{unit_object_path, ManagerProxy, UnitListEntry};
+use super::query::SOCKET_IFACE;
 use super::signals::Pumped;
 use super::unit_state::UnitStatus;
 
@@ -104,7 +105,6 @@ impl StartProgress {
 
 const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
-const SOCKET_IFACE: &str = "org.freedesktop.systemd1.Socket";
 
 pub struct Systemd {
     pub(super) conn: Connection,
@@ -244,43 +244,8 @@ impl Systemd {
         self.reset_failed(&service).await;
         self.reset_failed(&socket).await;
 
-        // Subscribe before starting so no job can finish unseen. The
-        // service's start job ends exactly when it is ready (READY=1) or
-        // has failed: that is the moment to look, no polling needed.
-        // Only this pair's jobs (matched by the bus on the unit argument),
-        // drained by a pump (signals.rs: an unpolled stream can stall the
-        // connection).
-        let mut jobs = Pumped::new();
-        for unit in [&service, &socket] {
-            let stream = self
-                .mgr
-                .receive_job_removed_with_args(&[(2, unit.as_str())])
-                .await
-                .map_err(|e| call_err("Subscribe", unit, e))?;
-            jobs.add(stream, |sig| {
-                sig.args().ok().map(|a| {
-                    StartEvent::Job(JobEnd {
-                        job: a.job.to_string(),
-                        unit: a.unit.clone(),
-                        result: a.result.clone(),
-                    })
-                })
-            });
-        }
-        // And the service's state: where a failed attempt does not end the
-        // start job (it may stay queued across automatic restarts), the
-        // unit entering `auto-restart` is the sign.
-        let changes = self
-            .properties_proxy(&unit_object_path(&service))
-            .await?
-            .receive_properties_changed()
-            .await
-            .map_err(|e| call_err("Subscribe", &service, e))?;
-        jobs.add(changes, |sig| {
-            sig.args()
-                .is_ok_and(|a| a.changed_properties().contains_key("SubState"))
-                .then_some(StartEvent::StateChanged)
-        });
+        // Subscribe before starting so no job can finish unseen.
+        let events = self.start_events(&service, &socket).await?;
 
         let sock_p = socket_properties(spec);
         let serv_p = service_properties(spec);
@@ -315,41 +280,104 @@ impl Systemd {
             }
         };
 
+        self.wait_ready(&service, &socket, job.as_str(), events, deadline, timeout)
+            .await
+    }
+
+    /// What a start of the pair waits on. The service's start job ends
+    /// exactly when it is ready (READY=1) or has failed: that is the moment
+    /// to look, no polling needed. Only this pair's jobs (matched by the
+    /// bus on the unit argument), drained by pumps (signals.rs: an
+    /// unpolled stream can stall the connection).
+    async fn start_events(
+        &self,
+        service: &str,
+        socket: &str,
+    ) -> Result<Pumped<StartEvent>, SystemdError> {
+        let mut events = Pumped::new();
+        for unit in [service, socket] {
+            let stream = self
+                .mgr
+                .receive_job_removed_with_args(&[(2, unit)])
+                .await
+                .map_err(|e| call_err("Subscribe", unit, e))?;
+            events.add(stream, |sig| {
+                sig.args().ok().map(|a| {
+                    StartEvent::Job(JobEnd {
+                        job: a.job.to_string(),
+                        unit: a.unit.clone(),
+                        result: a.result.clone(),
+                    })
+                })
+            });
+        }
+        // And the service's state: where a failed attempt does not end the
+        // start job (it may stay queued across automatic restarts), the
+        // unit entering `auto-restart` is the sign.
+        let changes = self
+            .properties_proxy(&unit_object_path(service))
+            .await?
+            .receive_properties_changed()
+            .await
+            .map_err(|e| call_err("Subscribe", service, e))?;
+        events.add(changes, |sig| {
+            sig.args()
+                .is_ok_and(|a| a.changed_properties().contains_key("SubState"))
+                .then_some(StartEvent::StateChanged)
+        });
+        Ok(events)
+    }
+
+    /// Waits for the end of a start: the service's start job done (ready),
+    /// or any sign that this attempt failed.
+    async fn wait_ready(
+        &self,
+        service: &str,
+        socket: &str,
+        job: &str,
+        mut events: Pumped<StartEvent>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), SystemdError> {
+        let failed = |st: UnitStatus| SystemdError::Failed {
+            unit: service.to_string(),
+            status: Box::new(st),
+        };
         loop {
             let end = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     // One last look: the signal may be all that was missed.
-                    let st = self.unit_status(&service).await?.unwrap_or_default();
+                    let st = self.unit_status(service).await?.unwrap_or_default();
                     return match StartProgress::of(&st) {
                         StartProgress::Ready => Ok(()),
-                        _ if st.is_auto_restart() => Err(SystemdError::Failed { unit: service, status: Box::new(st) }),
-                        StartProgress::Ended => Err(SystemdError::Failed { unit: service, status: Box::new(st) }),
-                        StartProgress::Pending => Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout }),
+                        StartProgress::Pending if !st.is_auto_restart() => Err(SystemdError::Timeout {
+                            unit: service.to_string(),
+                            what: "become ready",
+                            waited: timeout,
+                        }),
+                        _ => Err(failed(st)),
                     };
                 }
-                end = jobs.next() => end,
+                end = events.next() => end,
             };
             let end = match end {
                 Some(StartEvent::Job(end)) => end,
                 Some(StartEvent::StateChanged) => {
-                    let st = self.unit_status(&service).await?.unwrap_or_default();
+                    let st = self.unit_status(service).await?.unwrap_or_default();
                     if st.is_auto_restart() {
-                        return Err(SystemdError::Failed {
-                            unit: service,
-                            status: Box::new(st),
-                        });
+                        return Err(failed(st));
                     }
                     continue;
                 }
                 None => {
                     return Err(SystemdError::Call {
                         method: "JobRemoved",
-                        unit: service,
+                        unit: service.to_string(),
                         message: "the bus connection closed".into(),
                     })
                 }
             };
-            let socket_failed = end.job == job.as_str() && end.result != "done";
+            let socket_failed = end.job == job && end.result != "done";
             if end.unit != service && !socket_failed {
                 continue;
             }
@@ -358,7 +386,7 @@ impl Systemd {
             if end.unit == service && end.result == "done" {
                 return Ok(());
             }
-            let st = self.unit_status(&service).await?.unwrap_or_default();
+            let st = self.unit_status(service).await?.unwrap_or_default();
             // The service's start job ended without READY=1: this attempt
             // failed, even when a restart policy already put the unit into
             // auto-restart (`activating`). The caller reports it now and
@@ -366,25 +394,15 @@ impl Systemd {
             let attempt_failed = end.unit == service;
             match StartProgress::of(&st) {
                 StartProgress::Ready => return Ok(()),
-                StartProgress::Ended => {
-                    return Err(SystemdError::Failed {
-                        unit: service,
-                        status: Box::new(st),
-                    })
-                }
-                StartProgress::Pending if attempt_failed => {
-                    return Err(SystemdError::Failed {
-                        unit: service,
-                        status: Box::new(st),
-                    })
-                }
+                StartProgress::Ended => return Err(failed(st)),
+                StartProgress::Pending if attempt_failed => return Err(failed(st)),
                 StartProgress::Pending if socket_failed => {
                     // E.g. the socket path cannot be bound: the service
                     // will never come.
-                    let sock = self.unit_status(&socket).await?.unwrap_or_default();
+                    let sock = self.unit_status(socket).await?.unwrap_or_default();
                     return Err(SystemdError::Call {
                         method: "StartTransientUnit",
-                        unit: socket,
+                        unit: socket.to_string(),
                         message: format!(
                             "socket job {} (socket result '{}')",
                             end.result, sock.result
