@@ -115,16 +115,18 @@ fn assert_restarted(w: &World, vm: &str, old_runner: u64) {
 }
 
 #[test]
-fn a_sigkilled_runner_is_restarted_under_on_failure() {
+fn a_sigkilled_runner_is_restarted_under_on_failure_and_always() {
     let w = World::new("rskill");
-    let vm = w.add_vm("k", ON_FAILURE);
-    w.ok(&["start", &vm]);
-    let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
-    signal("-KILL", runner);
-    assert_restarted(&w, &vm, runner);
-    w.ok(&["stop", &vm]);
-    assert_eq!(w.state(&vm), "defined");
-    assert!(!socket_path(&vm).exists());
+    for policy in ["on-failure", "always"] {
+        let vm = w.add_vm(policy, &ON_FAILURE.replace("on-failure", policy));
+        w.ok(&["start", &vm]);
+        let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
+        signal("-KILL", runner);
+        assert_restarted(&w, &vm, runner);
+        w.ok(&["stop", &vm]);
+        assert_eq!(w.state(&vm), "defined");
+        assert!(!socket_path(&vm).exists());
+    }
 }
 
 #[test]

@@ -86,6 +86,12 @@ for ((r = 1; r <= rounds; r++)); do
     left=$((lu + ls + lp))
     printf '%-6s %8.1f %8s %6s %10s\n' "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$fail" "$hang" \
         "$left (units $lu, sockets $ls, qemu $lp)"
+    if ((fail + left > 0)); then
+        # Leave the machine clean for the next round (and the user).
+        for ((i = 0; i < vms; i++)); do
+            timeout -k 5 "$limit" maqet rm --force "$(name "$r" "$i")" >/dev/null 2>&1 || true
+        done
+    fi
     total_fail=$((total_fail + fail))
     total_hang=$((total_hang + hang))
     total_left=$((total_left + left))
