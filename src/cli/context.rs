@@ -1,7 +1,7 @@
 //! What every command needs: the data directory, the DB, systemd.
 
 use crate::paths::DataDir;
-use crate::state::{Store, VmRecord};
+use crate::state::{Store, VmLock, VmRecord};
 use crate::systemd::Systemd;
 use crate::vmname::VmName;
 
@@ -22,6 +22,13 @@ impl Ctx {
     /// when nothing was ever defined here.
     pub fn store_if_exists(&self) -> Result<Option<Store>, CliError> {
         Ok(Store::open_read_only(&self.data_dir.db_path())?)
+    }
+
+    /// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to
+    /// `wait` for another maqet process starting or removing it.
+    pub fn lock_vm(&self, name: &str, wait: std::time::Duration) -> Result<VmLock, CliError> {
+        let vm = VmName::new(name)?;
+        Ok(VmLock::acquire(&self.data_dir, &vm, wait)?)
     }
 
     /// The stored VM `name`, or exit code 3 with a hint.

@@ -4,7 +4,7 @@
 use crate::config::ConfigError;
 use crate::ipc::{ErrorKind, IpcError};
 use crate::paths::PathError;
-use crate::state::StateError;
+use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
 use crate::vmname::InvalidName;
@@ -98,6 +98,16 @@ impl From<StateError> for CliError {
             StateError::NotFound(_) => code::NO_SUCH_VM,
             StateError::Exists(_) => code::CONFLICT,
             _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<LockError> for CliError {
+    fn from(e: LockError) -> Self {
+        let c = match &e {
+            LockError::Busy { .. } => code::CONFLICT,
+            LockError::Io { .. } => code::FAILURE,
         };
         CliError::new(c, e.to_string())
     }

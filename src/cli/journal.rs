@@ -58,6 +58,38 @@ pub fn problems_of_runner(vm: &VmName, runner_pid: u32, max: usize) -> Vec<Strin
     Vec::new()
 }
 
+/// QEMU's last line on stderr under one runner (else the runner's last
+/// warning), for `status`/`ls` of a VM that failed: no retries, the run
+/// ended long enough ago for journald to have it.
+pub fn last_error_of_runner(vm: &VmName, runner_pid: u32) -> Option<String> {
+    if runner_pid == 0 {
+        return None;
+    }
+    let last = |extra: &[&str]| -> Option<String> {
+        let out = Command::new("journalctl")
+            .args([
+                "--user",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-p",
+                "warning",
+                "-n",
+                "1",
+            ])
+            .arg(format!("MAQET_VM={vm}"))
+            .arg(format!("_PID={runner_pid}"))
+            .args(extra)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with("-- "))
+            .map(str::to_string)
+    };
+    last(&["MAQET_SOURCE=qemu"]).or_else(|| last(&[]))
+}
+
 /// Replaces this process with journalctl for `maqet logs`.
 pub fn exec_logs(vm: &VmName, follow: bool, lines: Option<u32>) -> std::io::Error {
     use std::os::unix::process::CommandExt;

@@ -5,7 +5,7 @@ mod commands;
 mod context;
 pub mod exit;
 pub mod generate;
-mod journal;
+pub mod journal;
 pub mod output;
 pub mod table;
 pub mod term;

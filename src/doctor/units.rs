@@ -153,7 +153,15 @@ pub async fn vm_units(
             (Owner::Elsewhere, _) => continue,
             (Owner::Defined, "failed") => {
                 let reason = match sd.unit_status(name).await {
-                    Ok(Some(st)) => st.failure_reason(),
+                    Ok(Some(st)) => {
+                        let last = crate::vmname::VmName::new(&vm).ok().and_then(|v| {
+                            crate::cli::journal::last_error_of_runner(&v, st.exec_main_pid)
+                        });
+                        match last {
+                            Some(e) => format!("{}; QEMU said: {e}", st.failure_reason()),
+                            None => st.failure_reason(),
+                        }
+                    }
                     _ => "failed".to_string(),
                 };
                 let mut finding = Finding::new(

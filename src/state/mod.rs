@@ -8,6 +8,7 @@ mod error;
 mod schema;
 mod store;
 mod types;
+pub mod vmlock;
 
 #[cfg(test)]
 mod tests;
@@ -16,3 +17,4 @@ pub use error::StateError;
 pub use schema::SCHEMA_VERSION;
 pub use store::Store;
 pub use types::{CreatedFile, FileKind, NewVm, VmRecord};
+pub use vmlock::{LockError, VmLock};

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 use zbus::fdo::PropertiesProxy;
 use zbus::names::InterfaceName;
@@ -12,6 +11,8 @@ use zbus::Connection;
 
 use super::properties::{service_properties, socket_properties, VmUnitSpec};
 use super::proxies::{unit_object_path, ManagerProxy, UnitListEntry};
+use super::query::SOCKET_IFACE;
+use super::signals::Pumped;
 use super::unit_state::UnitStatus;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,24 @@ pub(super) fn error_name(e: &zbus::Error) -> Option<&str> {
     }
 }
 
+/// What a start waits for.
+enum StartEvent {
+    Job(JobEnd),
+    /// The service's `SubState` changed.
+    StateChanged,
+}
+
+/// A `JobRemoved` signal's arguments.
+struct JobEnd {
+    job: String,
+    unit: String,
+    result: String,
+}
+
+/// Bound on every D-Bus call, so no call can wait forever (libdbus's
+/// default reply timeout).
+const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// Where a start stands, judged from the service's properties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartProgress {
@@ -105,7 +124,12 @@ impl Systemd {
             address: address.clone(),
             reason: dbus_message(&e),
         };
-        let conn = Connection::session().await.map_err(no_session)?;
+        let conn = zbus::connection::Builder::session()
+            .map_err(no_session)?
+            .method_timeout(METHOD_TIMEOUT)
+            .build()
+            .await
+            .map_err(no_session)?;
         let mgr = ManagerProxy::new(&conn).await.map_err(no_session)?;
         // Signals are only sent to subscribed clients.
         mgr.subscribe().await.map_err(no_session)?;
@@ -138,11 +162,29 @@ impl Systemd {
         } else {
             HashMap::new()
         };
-        Ok(Some(UnitStatus::from_properties(
-            unit,
-            unit_props,
-            service_props,
-        )))
+        let mut st = UnitStatus::from_properties(unit, unit_props, service_props);
+        if let Some(socket) = unit.strip_suffix(".service") {
+            st.start_limit_hit = st.result == "start-limit-hit"
+                || (matches!(st.active_state.as_str(), "failed" | "inactive")
+                    && self
+                        .unit_result(&format!("{socket}.socket"), SOCKET_IFACE)
+                        .await?
+                        == "start-limit-hit");
+        }
+        Ok(Some(st))
+    }
+
+    /// A unit's `Result` ("" when it is not loaded).
+    async fn unit_result(&self, unit: &str, iface: &'static str) -> Result<String, SystemdError> {
+        let Some(path) = self.loaded_unit_path(unit).await? else {
+            return Ok(String::new());
+        };
+        let props = self.properties_proxy(path.as_str()).await?;
+        let v = props
+            .get(InterfaceName::from_static_str_unchecked(iface), "Result")
+            .await
+            .map_err(|e| call_err("Get", unit, e.into()))?;
+        Ok(String::try_from(v).unwrap_or_default())
     }
 
     pub(super) async fn properties_proxy(
@@ -202,14 +244,8 @@ impl Systemd {
         self.reset_failed(&service).await;
         self.reset_failed(&socket).await;
 
-        // Subscribe before starting so no job can finish unseen. The
-        // service's start job ends exactly when it is ready (READY=1) or
-        // has failed: that is the moment to look, no polling needed.
-        let mut jobs = self
-            .mgr
-            .receive_job_removed()
-            .await
-            .map_err(|e| call_err("Subscribe", &socket, e))?;
+        // Subscribe before starting so no job can finish unseen.
+        let events = self.start_events(&service, &socket).await?;
 
         let sock_p = socket_properties(spec);
         let serv_p = service_properties(spec);
@@ -244,44 +280,136 @@ impl Systemd {
             }
         };
 
+        self.wait_ready(&service, &socket, job.as_str(), events, deadline, timeout)
+            .await
+    }
+
+    /// What a start of the pair waits on. The service's start job ends
+    /// exactly when it is ready (READY=1) or has failed: that is the moment
+    /// to look, no polling needed. Only this pair's jobs (matched by the
+    /// bus on the unit argument), drained by pumps (signals.rs: an
+    /// unpolled stream can stall the connection).
+    async fn start_events(
+        &self,
+        service: &str,
+        socket: &str,
+    ) -> Result<Pumped<StartEvent>, SystemdError> {
+        let mut events = Pumped::new();
+        for unit in [service, socket] {
+            let stream = self
+                .mgr
+                .receive_job_removed_with_args(&[(2, unit)])
+                .await
+                .map_err(|e| call_err("Subscribe", unit, e))?;
+            events.add(stream, |sig| {
+                sig.args().ok().map(|a| {
+                    StartEvent::Job(JobEnd {
+                        job: a.job.to_string(),
+                        unit: a.unit.clone(),
+                        result: a.result.clone(),
+                    })
+                })
+            });
+        }
+        // And the service's state: where a failed attempt does not end the
+        // start job (it may stay queued across automatic restarts), the
+        // unit entering `auto-restart` is the sign.
+        let changes = self
+            .properties_proxy(&unit_object_path(service))
+            .await?
+            .receive_properties_changed()
+            .await
+            .map_err(|e| call_err("Subscribe", service, e))?;
+        events.add(changes, |sig| {
+            sig.args()
+                .is_ok_and(|a| a.changed_properties().contains_key("SubState"))
+                .then_some(StartEvent::StateChanged)
+        });
+        Ok(events)
+    }
+
+    /// Waits for the end of a start: the service's start job done (ready),
+    /// or any sign that this attempt failed.
+    async fn wait_ready(
+        &self,
+        service: &str,
+        socket: &str,
+        job: &str,
+        mut events: Pumped<StartEvent>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), SystemdError> {
+        let failed = |st: UnitStatus| SystemdError::Failed {
+            unit: service.to_string(),
+            status: Box::new(st),
+        };
         loop {
-            tokio::select! {
+            let end = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(SystemdError::Timeout { unit: service, what: "become ready", waited: timeout });
-                }
-                sig = jobs.next() => {
-                    let Some(sig) = sig else {
-                        return Err(SystemdError::Call { method: "JobRemoved", unit: service, message: "the bus connection closed".into() });
+                    // One last look: the signal may be all that was missed.
+                    let st = self.unit_status(service).await?.unwrap_or_default();
+                    return match StartProgress::of(&st) {
+                        StartProgress::Ready => Ok(()),
+                        StartProgress::Pending if !st.is_auto_restart() => Err(SystemdError::Timeout {
+                            unit: service.to_string(),
+                            what: "become ready",
+                            waited: timeout,
+                        }),
+                        _ => Err(failed(st)),
                     };
-                    let Ok(args) = sig.args() else { continue };
-                    let socket_failed = args.job.as_str() == job.as_str() && args.result != "done";
-                    if args.unit != service && !socket_failed {
-                        continue;
-                    }
-                    // A Type=notify start job is "done" exactly when READY=1
-                    // arrived: nothing more to ask.
-                    if args.unit == service && args.result == "done" {
-                        return Ok(());
-                    }
-                    let st = self.unit_status(&service).await?.unwrap_or_default();
-                    match StartProgress::of(&st) {
-                        StartProgress::Ready => return Ok(()),
-                        StartProgress::Ended => {
-                            return Err(SystemdError::Failed { unit: service, status: Box::new(st) })
-                        }
-                        StartProgress::Pending if socket_failed => {
-                            // E.g. the socket path cannot be bound: the
-                            // service will never come.
-                            let sock = self.unit_status(&socket).await?.unwrap_or_default();
-                            return Err(SystemdError::Call {
-                                method: "StartTransientUnit",
-                                unit: socket,
-                                message: format!("socket job {} (socket result '{}')", args.result, sock.result),
-                            });
-                        }
-                        StartProgress::Pending => {}
-                    }
                 }
+                end = events.next() => end,
+            };
+            let end = match end {
+                Some(StartEvent::Job(end)) => end,
+                Some(StartEvent::StateChanged) => {
+                    let st = self.unit_status(service).await?.unwrap_or_default();
+                    if st.is_auto_restart() {
+                        return Err(failed(st));
+                    }
+                    continue;
+                }
+                None => {
+                    return Err(SystemdError::Call {
+                        method: "JobRemoved",
+                        unit: service.to_string(),
+                        message: "the bus connection closed".into(),
+                    })
+                }
+            };
+            let socket_failed = end.job == job && end.result != "done";
+            if end.unit != service && !socket_failed {
+                continue;
+            }
+            // A Type=notify start job is "done" exactly when READY=1
+            // arrived: nothing more to ask.
+            if end.unit == service && end.result == "done" {
+                return Ok(());
+            }
+            let st = self.unit_status(service).await?.unwrap_or_default();
+            // The service's start job ended without READY=1: this attempt
+            // failed, even when a restart policy already put the unit into
+            // auto-restart (`activating`). The caller reports it now and
+            // cancels that restart.
+            let attempt_failed = end.unit == service;
+            match StartProgress::of(&st) {
+                StartProgress::Ready => return Ok(()),
+                StartProgress::Ended => return Err(failed(st)),
+                StartProgress::Pending if attempt_failed => return Err(failed(st)),
+                StartProgress::Pending if socket_failed => {
+                    // E.g. the socket path cannot be bound: the service
+                    // will never come.
+                    let sock = self.unit_status(socket).await?.unwrap_or_default();
+                    return Err(SystemdError::Call {
+                        method: "StartTransientUnit",
+                        unit: socket.to_string(),
+                        message: format!(
+                            "socket job {} (socket result '{}')",
+                            end.result, sock.result
+                        ),
+                    });
+                }
+                StartProgress::Pending => {}
             }
         }
     }
@@ -334,16 +462,30 @@ impl Systemd {
         done: impl Fn(&UnitStatus) -> bool,
     ) -> Result<Option<UnitStatus>, SystemdError> {
         let props = self.properties_proxy(&unit_object_path(unit)).await?;
-        let mut changes = props
+        // Subscribed before the first read, drained by pumps (signals.rs);
+        // a wake-up only says "look again", the state is always re-read.
+        let mut wake = Pumped::new();
+        let changes = props
             .receive_properties_changed()
             .await
             .map_err(|e| call_err("Subscribe", unit, e))?;
-        let mut removed = self
+        wake.add(changes, |sig| {
+            // Service-interface chatter (StatusText, …) needs no look.
+            sig.args()
+                .is_ok_and(|a| {
+                    a.interface_name().as_str() == UNIT_IFACE
+                        && a.changed_properties().contains_key("ActiveState")
+                })
+                .then_some(())
+        });
+        let removed = self
             .mgr
-            .receive_unit_removed()
+            .receive_unit_removed_with_args(&[(0, unit)])
             .await
             .map_err(|e| call_err("Subscribe", unit, e))?;
+        wake.add(removed, |_| Some(()));
         let deadline = Instant::now() + timeout;
+        let mut streams_open = true;
         loop {
             let st = self.unit_status(unit).await?;
             match &st {
@@ -351,21 +493,17 @@ impl Systemd {
                 Some(s) if done(s) => return Ok(st),
                 _ => {}
             }
+            if Instant::now() >= deadline {
+                return Err(SystemdError::Timeout {
+                    unit: unit.to_string(),
+                    what,
+                    waited: timeout,
+                });
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(SystemdError::Timeout { unit: unit.to_string(), what, waited: timeout });
-                }
-                Some(sig) = changes.next() => {
-                    // Service-interface chatter (StatusText, …) needs no look.
-                    let relevant = sig.args().is_ok_and(|a| {
-                        a.interface_name().as_str() == UNIT_IFACE
-                            && a.changed_properties().contains_key("ActiveState")
-                    });
-                    if !relevant {
-                        continue;
-                    }
-                }
-                _ = removed.next() => {}
+                // Re-read once more at the deadline (above) before giving up.
+                _ = tokio::time::sleep_until(deadline) => {}
+                w = wake.next(), if streams_open => streams_open = w.is_some(),
             }
         }
     }

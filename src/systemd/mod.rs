@@ -6,6 +6,7 @@ pub mod json;
 pub mod properties;
 pub mod proxies;
 mod query;
+mod signals;
 pub mod unit_state;
 pub mod usage;
 

@@ -130,7 +130,11 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         ("SyslogIdentifier", Value::from("maqet-runner".to_string())),
         // The socket stops with the service (BindsTo); a restart of the
         // service must bring it back first, or the new runner gets no fd.
-        ("Requires", Value::from(vec![spec.vm.socket_unit()])),
+        // `Wants=`, not `Requires=`: a runner that is killed or hangs takes
+        // the unit through `deactivating`, which stops the bound socket at
+        // once, and `Requires=` would carry that stop back into the service
+        // as a stop job, cancelling its restart (docs/architecture.md).
+        ("Wants", Value::from(vec![spec.vm.socket_unit()])),
         ("After", Value::from(vec![spec.vm.socket_unit()])),
         // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
         // end that Restart=always must not undo (docs/architecture.md).
@@ -221,7 +225,8 @@ mod tests {
     fn restarts_bring_the_socket_back_and_requested_stops_stay_stopped() {
         let p = service_properties(&spec());
         let socket = Value::from(vec!["maqet-vm@web.socket".to_string()]);
-        assert_eq!(get(&p, "Requires"), &socket);
+        assert_eq!(get(&p, "Wants"), &socket);
+        assert!(!p.iter().any(|(n, _)| *n == "Requires"));
         assert_eq!(get(&p, "After"), &socket);
         for k in ["SuccessExitStatus", "RestartPreventExitStatus"] {
             assert_eq!(get(&p, k).value_signature().to_string(), "(aiai)");

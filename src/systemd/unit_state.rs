@@ -32,6 +32,10 @@ pub struct UnitStatus {
     pub memory_current: Option<u64>,
     pub cpu_usage_nsec: Option<u64>,
     pub tasks_current: Option<u64>,
+    /// systemd gave up restarting it: the start limit was hit. On systemd
+    /// 252 the service keeps the `Result` of its last run and only the
+    /// socket (started before it on every restart) says `start-limit-hit`.
+    pub start_limit_hit: bool,
 }
 
 fn take<T: TryFrom<OwnedValue>>(m: &mut HashMap<String, OwnedValue>, k: &str) -> Option<T> {
@@ -71,12 +75,16 @@ impl UnitStatus {
             memory_current: counter(take(s, "MemoryCurrent")),
             cpu_usage_nsec: counter(take(s, "CPUUsageNSec")),
             tasks_current: counter(take(s, "TasksCurrent")),
+            start_limit_hit: false,
         }
     }
 
     pub fn vm_state(&self) -> VmState {
         if self.is_auto_restart() {
             return VmState::Restarting;
+        }
+        if self.start_limit_hit && !matches!(self.active_state.as_str(), "active" | "reloading") {
+            return VmState::Failed;
         }
         VmState::derive(&self.active_state, &self.status_text)
     }
@@ -87,9 +95,30 @@ impl UnitStatus {
         self.active_state == "activating" && self.sub_state == "auto-restart"
     }
 
+    /// systemd's `Result`, or `start-limit-hit` when that is why the unit
+    /// stays down (the service's own `Result` is then its last run's).
+    pub fn effective_result(&self) -> &str {
+        if self.start_limit_hit {
+            "start-limit-hit"
+        } else {
+            &self.result
+        }
+    }
+
     /// A short human reason for a failed unit, e.g. "watchdog timeout" or
     /// "runner exited with status 1".
     pub fn failure_reason(&self) -> String {
+        let last = self.last_run_reason();
+        if !self.start_limit_hit {
+            return last;
+        }
+        format!(
+            "start-limit-hit: systemd gave up restarting it after {} restarts; last run: {last}",
+            self.n_restarts
+        )
+    }
+
+    fn last_run_reason(&self) -> String {
         let how = match self.exec_main_code {
             // The runner exits 128+N when QEMU died of signal N.
             1 if (129..=128 + 64).contains(&self.exec_main_status) => format!(
@@ -112,7 +141,9 @@ impl UnitStatus {
         let what = match self.result.as_str() {
             "watchdog" => "watchdog timeout (runner or QEMU stopped answering)".to_string(),
             "timeout" => "timed out".to_string(),
-            "exit-code" | "signal" | "core-dump" | "" | "success" => String::new(),
+            "exit-code" | "signal" | "core-dump" | "" | "success" | "start-limit-hit" => {
+                String::new()
+            }
             other => other.to_string(),
         };
         match (what.is_empty(), how.is_empty()) {
@@ -271,5 +302,30 @@ mod tests {
             u.failure_reason(),
             "QEMU was killed by signal SIGKILL (runner exited with status 137)"
         );
+    }
+
+    #[test]
+    fn a_hit_start_limit_is_a_failure_with_its_reason() {
+        let mut u = UnitStatus {
+            active_state: "failed".into(),
+            result: "exit-code".into(),
+            exec_main_code: 1,
+            exec_main_status: 1,
+            n_restarts: 5,
+            start_limit_hit: true,
+            ..Default::default()
+        };
+        assert_eq!(u.vm_state(), VmState::Failed);
+        assert_eq!(u.effective_result(), "start-limit-hit");
+        assert_eq!(
+            u.failure_reason(),
+            "start-limit-hit: systemd gave up restarting it after 5 restarts; last run: runner exited with status 1"
+        );
+        // The service may be left inactive when only its socket failed.
+        u.active_state = "inactive".into();
+        assert_eq!(u.vm_state(), VmState::Failed);
+        u.start_limit_hit = false;
+        assert_eq!(u.vm_state(), VmState::Defined);
+        assert_eq!(u.effective_result(), "exit-code");
     }
 }

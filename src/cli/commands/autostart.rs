@@ -137,7 +137,17 @@ async fn start_one(
         Ok(_) => {}
         Err(e) => return result("failed", Some(e.to_string())),
     }
-    match start_record(ctx, sd, &vm, rec, timeout).await {
+    // Under the VM's lock, with the definition as it is now (an `rm` may
+    // have come since the listing).
+    let _lock = match ctx.lock_vm(&rec.name, timeout) {
+        Ok(l) => l,
+        Err(e) => return result("failed", Some(e.message)),
+    };
+    let rec = match ctx.vm(&rec.name) {
+        Ok((_, r)) => r,
+        Err(e) => return result("failed", Some(e.message)),
+    };
+    match start_record(ctx, sd, &vm, &rec, timeout).await {
         Ok(()) => result("started", None),
         Err(e) => result("failed", Some(e.message)),
     }

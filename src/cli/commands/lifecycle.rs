@@ -77,6 +77,11 @@ pub fn unit_spec(
 
 pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
+    // An unknown VM is "no such VM" without touching the data directory.
+    ctx.vm(&a.name)?;
+    // Read the definition (again) under the lock: an `rm` either finished
+    // before (no such VM) or waits until this start is done.
+    let _lock = ctx.lock_vm(&a.name, timeout + STOP_MARGIN)?;
     let (vm, record) = ctx.vm(&a.name)?;
     tracing::debug!("definition read");
     let sd = ctx.systemd().await?;
@@ -84,7 +89,8 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     start_record(ctx, &sd, &vm, &record, timeout).await
 }
 
-/// Starts a stored VM and waits until it is ready (or failed).
+/// Starts a stored VM and waits until it is ready (or failed). The caller
+/// holds the VM's lock (`Ctx::lock_vm`) and read `record` under it.
 pub async fn start_record(
     ctx: &Ctx,
     sd: &Systemd,
@@ -192,24 +198,27 @@ pub async fn stop_vm(
     let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
     // The runner answers once QEMU is gone; the guest may take `timeout`.
     let wait = timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10);
-    let outcome = match IpcClient::connect(&paths::socket_path(vm)?).await {
-        Ok(mut c) => match c.call("stop", params, Some(wait)).await {
-            Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
-            Err(IpcError::Closed) => None,
-            // The runner is fine and said no: asking systemd instead would
-            // stop the VM with a timeout the user did not ask for.
-            Err(e @ IpcError::Remote(_))
-                if e.remote_kind() == Some(crate::ipc::ErrorKind::BadRequest) =>
-            {
-                return Err(e.into())
-            }
-            Err(e) => {
-                tracing::warn!("runner did not complete the stop ({e}); asking systemd");
-                None
-            }
-        },
+    let socket = paths::socket_path(vm)?;
+    // Bounded as a whole (connect, send, reply): a runner that accepts but
+    // never answers must not hold `stop` forever.
+    let asked = tokio::time::timeout(wait, async {
+        let mut c = IpcClient::connect(&socket).await?;
+        c.call("stop", params, Some(wait)).await
+    })
+    .await
+    .unwrap_or(Err(IpcError::Timeout(wait)));
+    let outcome = match asked {
+        Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
+        Err(IpcError::Closed) => None,
+        // The runner is fine and said no: asking systemd instead would
+        // stop the VM with a timeout the user did not ask for.
+        Err(e @ IpcError::Remote(_))
+            if e.remote_kind() == Some(crate::ipc::ErrorKind::BadRequest) =>
+        {
+            return Err(e.into())
+        }
         Err(e) => {
-            tracing::warn!("cannot reach the runner ({e}); asking systemd");
+            tracing::warn!("runner did not complete the stop ({e}); asking systemd");
             None
         }
     };

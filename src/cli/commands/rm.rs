@@ -1,12 +1,21 @@
 //! `maqet rm`: forget a VM; a running one only with --force.
 
+use std::time::Duration;
+
 use crate::cli::args::RmArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 
 use super::lifecycle::stop_vm;
 
+/// How long `rm` waits for a `start` of the same VM to finish.
+const START_WAIT: Duration = Duration::from_secs(120);
+
 pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
+    // Exclusive with `start` of this VM from the checks to the delete, so
+    // no start can slip in between and leave a VM nobody knows running.
+    ctx.vm(&a.name)?;
+    let lock = ctx.lock_vm(&a.name, START_WAIT)?;
     let (vm, rec) = ctx.vm(&a.name)?;
     let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
     let sd = ctx.systemd().await?;
@@ -33,6 +42,7 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
         super::storage::note_kept(&store, &vm)?;
     }
     store.delete_vm(vm.as_str())?;
+    lock.remove_file();
     eprintln!("removed VM '{vm}'");
     Ok(())
 }

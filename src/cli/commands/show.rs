@@ -31,6 +31,8 @@ pub struct StatusReport {
     /// systemd's `Result` of the last run (`success`, `exit-code`, `signal`, `watchdog`, …).
     pub result: Option<String>,
     pub failure: Option<String>,
+    /// QEMU's last error line (from the journal) of the run that failed.
+    pub last_error: Option<String>,
     pub exit_status: Option<i32>,
     pub status_text: Option<String>,
     pub restarts: u32,
@@ -63,8 +65,9 @@ impl StatusReport {
             since,
             result: st
                 .filter(|s| !s.result.is_empty())
-                .map(|s| s.result.clone()),
+                .map(|s| s.effective_result().to_string()),
             failure: st.filter(|_| failed).map(UnitStatus::failure_reason),
+            last_error: None,
             exit_status: st
                 .filter(|s| s.exec_main_code != 0)
                 .map(|s| s.exec_main_status),
@@ -82,6 +85,13 @@ impl StatusReport {
             r.set_usage(Usage::from_systemd(s));
         }
         r
+    }
+
+    /// For a failed or restarting VM, QEMU's last error from the journal.
+    pub(super) fn fill_last_error(&mut self, vm: &VmName, st: Option<&UnitStatus>) {
+        if let Some(s) = st.filter(|_| self.failure.is_some()) {
+            self.last_error = crate::cli::journal::last_error_of_runner(vm, s.exec_main_pid);
+        }
     }
 
     fn set_usage(&mut self, u: Usage) {
@@ -128,6 +138,7 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let sd = ctx.systemd().await?;
     let st = ours(ctx, sd.unit_status(&vm.service_unit()).await?);
     let mut r = StatusReport::new(&vm, st.as_ref());
+    r.fill_last_error(&vm, st.as_ref());
     if let Some(runner) = r.runner_pid {
         let procs = sd.unit_processes(&r.unit).await.ok();
         if let Some(p) = &procs {
@@ -165,6 +176,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
             println!("  last run: {f}");
+            if let Some(e) = &r.last_error {
+                println!("  last error: {e}");
+            }
             println!(
                 "  (its restart policy starts it again shortly; `maqet stop {}` cancels that)",
                 r.name
@@ -172,6 +186,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         }
         (Some(f), _) => {
             println!("  failure: {f}");
+            if let Some(e) = &r.last_error {
+                println!("  last error: {e}");
+            }
             println!(
                 "  (see `maqet logs {}`; `maqet start {}` starts it again)",
                 r.name, r.name
@@ -278,6 +295,7 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
         let mut rep = StatusReport::new(&vm, st.as_ref());
         if filter.is_none_or(|f| f == rep.state) {
             rep.fill_usage(&sd, None).await;
+            rep.fill_last_error(&vm, st.as_ref());
             reports.push(rep);
         }
     }
@@ -311,7 +329,11 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                 r.memory_bytes
                     .map(human_bytes)
                     .unwrap_or_else(|| "-".into()),
-                r.failure.clone().unwrap_or_default(),
+                match (&r.failure, &r.last_error) {
+                    (Some(f), Some(e)) => format!("{f}: {e}"),
+                    (Some(f), None) => f.clone(),
+                    _ => String::new(),
+                },
             ]
         })
         .collect();
