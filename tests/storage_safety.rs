@@ -67,6 +67,29 @@ fn an_unused_unchanged_created_disk_is_deleted() {
 }
 
 #[test]
+fn a_failed_start_lists_every_file_it_removed() {
+    let w = World::new("sffail");
+    // QEMU refuses the device after maqet made the disk and its directory.
+    let vm = w.add_vm(
+        "f",
+        "  - device: no-such-device-xyz\nstorage:\n  - {name: hdd, size: 8M}\n",
+    );
+    let err = w.fails(1, &["start", &vm]);
+    let hdd = disks_of(&w, &vm).join("hdd.qcow2");
+    assert!(
+        err.contains(&format!(
+            "(removed what this start created: {}, {})",
+            hdd.display(),
+            disks_of(&w, &vm).display()
+        )),
+        "{err}"
+    );
+    assert!(!disks_of(&w, &vm).exists());
+    let ls: Vec<Value> = serde_json::from_str(&w.ok(&["storage", "ls", &vm, "--json"])).unwrap();
+    assert!(ls.iter().all(|r| r["created_by_maqet"] == false), "{ls:#?}");
+}
+
+#[test]
 fn a_disk_another_vm_names_in_arguments_is_kept() {
     let w = World::new("sfargs");
     let vm = w.add_vm("a", "storage:\n  - {name: hdd, size: 8M}\n");
