@@ -158,9 +158,9 @@ impl From<StorageError> for CliError {
             | StorageError::InvalidName { .. }
             | StorageError::LiveUnsupported { .. }
             | StorageError::NoVmState { .. } => code::USAGE,
-            StorageError::SnapshotExists { .. } | StorageError::NotAttached { .. } => {
-                code::CONFLICT
-            }
+            StorageError::SnapshotExists { .. }
+            | StorageError::NotAttached { .. }
+            | StorageError::Locked { .. } => code::CONFLICT,
             StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
             StorageError::QmpTimeout { .. } => code::TIMEOUT,
             StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,

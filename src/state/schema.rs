@@ -13,10 +13,11 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    // STRICT and the CHECKs make SQLite itself reject rows this code could not read back.
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        // STRICT and the CHECKs make SQLite itself reject rows this code could not read back.
+        sql: "
         CREATE TABLE vms (
             name       TEXT NOT NULL PRIMARY KEY,
             config     TEXT NOT NULL CHECK (json_valid(config)),
@@ -33,7 +34,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (vm_name, path)
         ) STRICT;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        // The identity of each created file (see `FileIdentity`); NULL for
+        // older records, which are then never deleted.
+        sql: "
+        ALTER TABLE created_files ADD COLUMN dev INTEGER;
+        ALTER TABLE created_files ADD COLUMN ino INTEGER;
+        ALTER TABLE created_files ADD COLUMN btime_ns INTEGER;
+    ",
+    },
+];
 
 /// The schema version this binary writes and fully understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::schema;
-use super::types::{CreatedFile, FileKind, NewVm, VmRecord};
+use super::types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
 use super::StateError;
 
 /// How long a statement waits for another process's lock before failing with `Busy`.
@@ -216,21 +216,29 @@ impl Store {
         found(changed, name)
     }
 
-    /// Records that maqet created `path` for `vm`. Recording the same path again only updates
-    /// its kind (the first creation time is kept). `path` must be absolute.
+    /// Records that maqet created `path` for `vm`, with the identity of the file it made.
+    /// Recording the same path again replaces its kind and identity (it is a new creation;
+    /// the first creation time is kept). `path` must be absolute.
     pub fn record_created_file(
         &self,
         vm: &str,
         path: &Path,
         kind: FileKind,
+        identity: Option<FileIdentity>,
     ) -> Result<(), StateError> {
         let text = path_text(path)?;
+        // SQLite integers are i64: dev and ino are stored bit for bit.
+        let (dev, ino, btime) = match identity {
+            Some(i) => (Some(i.dev as i64), Some(i.ino as i64), i.btime_ns),
+            None => (None, None, None),
+        };
         self.conn
             .execute(
-                "INSERT INTO created_files (vm_name, path, kind, created_at) \
-                 VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (vm_name, path) DO UPDATE SET kind = excluded.kind",
-                params![vm, text, kind.as_str(), unix_now()],
+                "INSERT INTO created_files (vm_name, path, kind, created_at, dev, ino, btime_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (vm_name, path) DO UPDATE SET kind = excluded.kind, \
+                 dev = excluded.dev, ino = excluded.ino, btime_ns = excluded.btime_ns",
+                params![vm, text, kind.as_str(), unix_now(), dev, ino, btime],
             )
             .map_err(|e| {
                 if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
@@ -253,22 +261,31 @@ impl Store {
         self.require_vm(&tx, vm)?;
         let mut stmt = tx
             .prepare(
-                "SELECT path, kind, created_at FROM created_files \
+                "SELECT path, kind, created_at, dev, ino, btime_ns FROM created_files \
                  WHERE vm_name = ?1 ORDER BY rowid",
             )
             .map_err(|e| self.sql_err(e))?;
         let rows = stmt
             .query_map([vm], |r| {
+                let identity = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                    (Some(dev), Some(ino)) => Some(FileIdentity {
+                        dev: dev as u64,
+                        ino: ino as u64,
+                        btime_ns: r.get(5)?,
+                    }),
+                    _ => None,
+                };
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
+                    identity,
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sql_err(e))?;
         rows.into_iter()
-            .map(|(path, kind, created_at)| {
+            .map(|(path, kind, created_at, identity)| {
                 let kind = kind.parse().map_err(|detail| StateError::Corrupt {
                     path: self.path.clone(),
                     detail: format!("created file {path} of VM '{vm}': {detail}"),
@@ -277,6 +294,7 @@ impl Store {
                     path: PathBuf::from(path),
                     kind,
                     created_at,
+                    identity,
                 })
             })
             .collect()

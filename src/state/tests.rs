@@ -136,7 +136,8 @@ fn missing_vm_is_not_found_everywhere() {
     assert!(nf(store.record_created_file(
         "ghost",
         Path::new("/d.qcow2"),
-        FileKind::Disk
+        FileKind::Disk,
+        None
     )));
     assert!(nf(store.created_files("ghost").map(drop)));
     assert!(nf(store.forget_created_file("ghost", Path::new("/d.qcow2"))));
@@ -150,16 +151,23 @@ fn created_files_are_idempotent_and_ordered() {
     let d = Path::new("/data/disks/vm");
     let disk = Path::new("/data/disks/vm/root.qcow2");
     store
-        .record_created_file("vm", d, FileKind::Directory)
+        .record_created_file("vm", d, FileKind::Directory, None)
         .unwrap();
     store
-        .record_created_file("vm", disk, FileKind::Other)
+        .record_created_file("vm", disk, FileKind::Other, None)
         .unwrap();
     // Recording again is harmless and may correct the kind.
+    let id = FileIdentity {
+        dev: u64::MAX - 1, // bigger than i64::MAX: stored bit for bit
+        ino: 42,
+        btime_ns: Some(1_700_000_000_123_456_789),
+    };
     store
-        .record_created_file("vm", disk, FileKind::Disk)
+        .record_created_file("vm", disk, FileKind::Disk, Some(id))
         .unwrap();
     let files = store.created_files("vm").unwrap();
+    assert_eq!(files[0].identity, None);
+    assert_eq!(files[1].identity, Some(id));
     assert_eq!(files.len(), 2);
     assert_eq!(
         (files[0].path.as_path(), files[0].kind),
@@ -182,7 +190,7 @@ fn relative_and_non_utf8_paths_are_refused() {
     let store = Store::open(&db_in(&dir)).unwrap();
     store.insert_vm(&new_vm("vm")).unwrap();
     let err = store
-        .record_created_file("vm", Path::new("disk.qcow2"), FileKind::Disk)
+        .record_created_file("vm", Path::new("disk.qcow2"), FileKind::Disk, None)
         .unwrap_err();
     assert!(matches!(err, StateError::InvalidPath { .. }), "{err:?}");
     let bad = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff.yaml"));
@@ -200,7 +208,7 @@ fn delete_cascades_to_created_files() {
     let store = Store::open(&db_in(&dir)).unwrap();
     store.insert_vm(&new_vm("vm")).unwrap();
     store
-        .record_created_file("vm", Path::new("/x.qcow2"), FileKind::Disk)
+        .record_created_file("vm", Path::new("/x.qcow2"), FileKind::Disk, None)
         .unwrap();
     store.delete_vm("vm").unwrap();
     let left: i64 = store
@@ -337,7 +345,7 @@ fn concurrent_stores_on_one_file_both_write() {
                     let name = format!("t{t}-{i}");
                     store.insert_vm(&new_vm(&name)).unwrap();
                     store
-                        .record_created_file(&name, Path::new("/d"), FileKind::Disk)
+                        .record_created_file(&name, Path::new("/d"), FileKind::Disk, None)
                         .unwrap();
                 }
             })
@@ -378,4 +386,34 @@ fn file_kind_names_round_trip() {
         assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
     }
     assert!("floppy".parse::<FileKind>().is_err());
+}
+
+#[test]
+fn records_from_schema_1_have_no_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    {
+        // A database as the first release wrote it.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             CREATE TABLE vms (name TEXT NOT NULL PRIMARY KEY, config TEXT NOT NULL,
+                 sources TEXT NOT NULL, autostart INTEGER NOT NULL DEFAULT 0,
+                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+             CREATE TABLE created_files (
+                 vm_name TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE ON UPDATE CASCADE,
+                 path TEXT NOT NULL, kind TEXT NOT NULL, created_at INTEGER NOT NULL,
+                 UNIQUE (vm_name, path)) STRICT;
+             INSERT INTO vms VALUES ('vm', '{}', '[]', 0, 1, 1);
+             INSERT INTO created_files VALUES ('vm', '/old.qcow2', 'disk', 1);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&db).unwrap();
+    let files = store.created_files("vm").unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].path, Path::new("/old.qcow2"));
+    assert_eq!(files[0].identity, None);
 }

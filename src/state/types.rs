@@ -80,6 +80,34 @@ impl FromStr for FileKind {
     }
 }
 
+/// Which file a path named when maqet created it: enough to tell later
+/// whether the path still names that very file.
+///
+/// Device and inode say which file it is; the birth time (statx `btime`)
+/// tells a reused inode number from the original. Size, mtime and ctime are
+/// not used: the guest writes to its disk, so they change while the file
+/// stays the same one. `btime_ns` is None where the file system does not
+/// report a birth time; then device and inode alone decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// Birth time, nanoseconds since the epoch.
+    pub btime_ns: Option<i64>,
+}
+
+impl FileIdentity {
+    /// Whether `now` (the file found at the path today) is this file.
+    pub fn matches(&self, now: &FileIdentity) -> bool {
+        self.dev == now.dev
+            && self.ino == now.ino
+            && match (self.btime_ns, now.btime_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
 /// A file maqet created for a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CreatedFile {
@@ -87,4 +115,7 @@ pub struct CreatedFile {
     pub kind: FileKind,
     /// Unix seconds.
     pub created_at: i64,
+    /// None for records written before maqet kept identities (schema 1):
+    /// such a file cannot be proven to be the one maqet made, so it is kept.
+    pub identity: Option<FileIdentity>,
 }

@@ -6,15 +6,19 @@
 //!   name in the target directory and then linked into place without
 //!   replacing anything, so two concurrent starts never both "create" it.
 //! - A missing virtfs directory is created; shares are checked for access.
-//! - Everything created is recorded in the DB (`created_files`), so `rm
-//!   --delete-storage` removes exactly that, and a failed start can undo
-//!   exactly what it did.
+//! - Everything created is recorded in the DB (`created_files`) with its
+//!   identity (device, inode, birth time), so `rm --delete-storage` removes
+//!   exactly that, only while it is still that file and unused, and a
+//!   failed start can undo exactly what it did (docs/storage.md).
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::identity::{stat_path, FileIdentity};
 use super::qemu_img::QemuImg;
+use super::refs::References;
+use super::remove::{remove_if_same, Removal};
 use super::StorageError;
 use crate::config::{StorageEntry, VmConfig};
 use crate::state::{FileKind, Store};
@@ -22,10 +26,13 @@ use crate::state::{FileKind, Store};
 /// Something this run created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
+    /// Canonical at creation (see `remove`: deletion walks it without
+    /// following symlinks).
     pub path: PathBuf,
     pub kind: FileKind,
     /// For messages: `qcow2, 2.0G`, `qcow2 overlay on base.qcow2`, `directory`.
     pub what: String,
+    pub identity: FileIdentity,
 }
 
 /// What [`provision`] created, in creation order.
@@ -34,52 +41,50 @@ pub struct Provisioned {
     pub created: Vec<Created>,
 }
 
+/// What undoing a start did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undone {
+    pub removed: Vec<PathBuf>,
+    /// Files left in place, with the reason (e.g. a running VM uses it).
+    pub kept: Vec<(PathBuf, String)>,
+    /// Errors, one line each.
+    pub problems: Vec<String>,
+}
+
 impl Provisioned {
-    /// Deletes what was created (newest first) and forgets the records.
-    /// Returns problems, one line each (an undo must not hide the error
-    /// that caused it).
-    pub fn undo(self, vm: &str, store: &Store) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// Deletes what was created (newest first) unless it changed or `refs`
+    /// names a user, and forgets every record: whatever stays is no longer
+    /// this VM's creation. An undo must not hide the error that caused it,
+    /// so problems are returned, not raised.
+    pub fn undo(self, vm: &str, store: &Store, refs: &References) -> Undone {
+        let mut out = Undone::default();
         for c in self.created.into_iter().rev() {
-            let r = match c.kind {
-                FileKind::Directory => fs::remove_dir(&c.path),
-                _ => fs::remove_file(&c.path),
-            };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(format!("cannot remove {}: {e}", c.path.display())),
+            match remove_if_same(&c.path, c.kind, Some(&c.identity), &|id| refs.user_of(id)) {
+                Removal::Deleted => out.removed.push(c.path.clone()),
+                Removal::AlreadyGone => {}
+                Removal::KeptNotEmpty => out
+                    .kept
+                    .push((c.path.clone(), "directory holds other files".into())),
+                Removal::KeptInUse(why) | Removal::KeptUnproven(why) => {
+                    out.kept.push((c.path.clone(), why))
+                }
+                Removal::Failed(e) => out
+                    .problems
+                    .push(format!("cannot remove {}: {e}", c.path.display())),
             }
             if let Err(e) = store.forget_created_file(vm, &c.path) {
-                problems.push(e.to_string());
+                out.problems.push(e.to_string());
             }
         }
-        problems
+        out
     }
 }
 
 /// Creates what the VM's storage needs and records it for `vm` (which must
-/// exist in `store`). On error, whatever this call created is removed
-/// again before returning.
+/// exist in `store`), adding each creation to `done`. On error, `done`
+/// holds what was created so far: the caller undoes it (with the
+/// references it can see).
 pub fn provision(
-    vm: &str,
-    cfg: &VmConfig,
-    disk_dir: &Path,
-    store: &Store,
-) -> Result<Provisioned, StorageError> {
-    let mut done = Provisioned::default();
-    match provision_into(vm, cfg, disk_dir, store, &mut done) {
-        Ok(()) => Ok(done),
-        Err(e) => {
-            for p in done.undo(vm, store) {
-                tracing::warn!("{p}");
-            }
-            Err(e)
-        }
-    }
-}
-
-fn provision_into(
     vm: &str,
     cfg: &VmConfig,
     disk_dir: &Path,
@@ -128,8 +133,9 @@ fn provision_into(
                     .unwrap_or(crate::config::ImageFormat::Qcow2),
             )
         });
-        if create_image(img, &path, format, e.size, backing)? {
-            store.record_created_file(vm, &path, FileKind::Disk)?;
+        let path = canonical_parent(&path);
+        if let Some(identity) = create_image(img, &path, format, e.size, backing)? {
+            store.record_created_file(vm, &path, FileKind::Disk, Some(identity))?;
             let what = match (backing, &e.size_text) {
                 (Some((b, _)), _) => format!("{} overlay on {}", format.as_str(), b.display()),
                 (None, Some(s)) => format!("{}, {s}", format.as_str()),
@@ -139,6 +145,7 @@ fn provision_into(
                 path,
                 kind: FileKind::Disk,
                 what,
+                identity,
             });
         }
     }
@@ -165,11 +172,14 @@ fn make_dirs(
     for d in missing.into_iter().rev() {
         match DirBuilder::new().mode(mode).create(&d) {
             Ok(()) => {
-                store.record_created_file(vm, &d, FileKind::Directory)?;
+                let d = canonical_parent(&d);
+                let identity = stat_path(&d).map_err(|e| StorageError::io(&d, e))?.identity;
+                store.record_created_file(vm, &d, FileKind::Directory, Some(identity))?;
                 done.created.push(Created {
                     path: d,
                     kind: FileKind::Directory,
                     what: "directory".into(),
+                    identity,
                 });
             }
             // Someone else made it meanwhile: not ours.
@@ -213,15 +223,27 @@ fn access(p: &Path, mode: i32) -> bool {
     unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 
-/// Creates the image at `path` unless it appears meanwhile; true when this
-/// call created it.
+/// `path` with its directory resolved (symlinks and `..`), the file name
+/// kept: how a created file is recorded, so that deleting it later can
+/// walk that exact directory chain without following anything.
+fn canonical_parent(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Creates the image at `path` unless it appears meanwhile; the created
+/// file's identity when this call created it.
 fn create_image(
     img: &QemuImg,
     path: &Path,
     format: crate::config::ImageFormat,
     size: Option<u64>,
     backing: Option<(&Path, crate::config::ImageFormat)>,
-) -> Result<bool, StorageError> {
+) -> Result<Option<FileIdentity>, StorageError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -242,56 +264,33 @@ fn create_image(
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
                 .map_err(|e| StorageError::io(&tmp, e))
         })
-        .and_then(|()| match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // The identity is taken before the link: the linked name is the
+        // same inode, and nobody else can have touched it yet.
+        .and_then(|()| {
+            stat_path(&tmp)
+                .map(|f| f.identity)
+                .map_err(|e| StorageError::io(&tmp, e))
+        })
+        .and_then(|identity| match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(Some(identity)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(StorageError::io(path, e)),
         });
     let _ = fs::remove_file(&tmp);
     result
 }
 
-/// What happened to one recorded file on `rm --delete-storage`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    Deleted,
-    AlreadyGone,
-    /// A directory that still holds files maqet did not create.
-    KeptNotEmpty,
-    /// Another VM's config uses it (e.g. as a backing file).
-    KeptInUse(String),
-    Failed(String),
-}
-
-/// Deletes the files recorded as created for `vm`, newest first. `in_use`
-/// names another VM that still needs a path (such a file is kept). Records
-/// are forgotten for what is gone.
+/// Deletes the files recorded as created for `vm`, newest first, each only
+/// if it is still the file maqet made and `in_use` names no user of it.
+/// Records are forgotten for what is gone.
 pub fn delete_created(
     vm: &str,
     store: &Store,
-    in_use: &dyn Fn(&Path) -> Option<String>,
+    in_use: &dyn Fn(&FileIdentity) -> Option<String>,
 ) -> Result<Vec<(PathBuf, FileKind, Removal)>, StorageError> {
     let mut out = Vec::new();
     for f in store.created_files(vm)?.into_iter().rev() {
-        let outcome = if let Some(other) = in_use(&f.path) {
-            Removal::KeptInUse(other)
-        } else {
-            let r = match f.kind {
-                FileKind::Directory => fs::remove_dir(&f.path),
-                _ => fs::remove_file(&f.path),
-            };
-            match r {
-                Ok(()) => Removal::Deleted,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Removal::AlreadyGone,
-                Err(e)
-                    if f.kind == FileKind::Directory
-                        && e.raw_os_error() == Some(libc::ENOTEMPTY) =>
-                {
-                    Removal::KeptNotEmpty
-                }
-                Err(e) => Removal::Failed(e.to_string()),
-            }
-        };
+        let outcome = remove_if_same(&f.path, f.kind, f.identity.as_ref(), in_use);
         if matches!(outcome, Removal::Deleted | Removal::AlreadyGone) {
             store.forget_created_file(vm, &f.path)?;
         }
@@ -340,7 +339,8 @@ mod tests {
             &dir,
             "storage:\n  - {name: a, size: 1M}\n  - {name: b, type: raw, size: 64K, file: sub/b.img}\n  - {name: s, type: virtfs, path: share}\n",
         );
-        let p = provision("vm", &cfg, &disks, &st).unwrap();
+        let mut p = Provisioned::default();
+        provision("vm", &cfg, &disks, &st, &mut p).unwrap();
         let paths: Vec<_> = p.created.iter().map(|c| c.path.clone()).collect();
         assert_eq!(
             paths,
@@ -367,11 +367,15 @@ mod tests {
         // No temporary files left beside the images.
         assert_eq!(fs::read_dir(&disks).unwrap().count(), 1);
         // A second run finds everything in place.
-        assert!(provision("vm", &cfg, &disks, &st)
-            .unwrap()
-            .created
-            .is_empty());
-        assert!(p.undo("vm", &st).is_empty());
+        let mut again = Provisioned::default();
+        provision("vm", &cfg, &disks, &st, &mut again).unwrap();
+        assert!(again.created.is_empty());
+        let undone = p.undo("vm", &st, &References::default());
+        assert!(
+            undone.problems.is_empty() && undone.kept.is_empty(),
+            "{undone:?}"
+        );
+        assert_eq!(undone.removed.len(), 5);
         assert!(!disks.exists() && !dir.join("sub").exists());
         assert!(dir.join("data/disks").is_dir());
         assert!(st.created_files("vm").unwrap().is_empty());
@@ -392,8 +396,13 @@ mod tests {
             "storage:\n  - {name: a, size: 1M, file: new/a.qcow2}\n  - {name: o, file: o.qcow2, backing_file: base.qcow2}\n",
         );
         fs::remove_file(dir.join("base.qcow2")).unwrap();
-        let e = provision("vm", &cfg, &dir.join("disks"), &st).unwrap_err();
+        let mut p = Provisioned::default();
+        let e = provision("vm", &cfg, &dir.join("disks"), &st, &mut p).unwrap_err();
         assert!(e.to_string().contains("qemu-img"), "{e}");
+        assert!(p
+            .undo("vm", &st, &References::default())
+            .problems
+            .is_empty());
         assert!(!dir.join("new").exists());
         assert!(!dir.join("o.qcow2").exists());
         assert!(st.created_files("vm").unwrap().is_empty());
@@ -414,37 +423,54 @@ mod tests {
         fs::create_dir(&d).unwrap();
         fs::write(d.join("a.img"), "a").unwrap();
         fs::write(d.join("shared.img"), "s").unwrap();
+        fs::write(d.join("gone.img"), "g").unwrap();
+        let id = |p: &Path| stat_path(p).unwrap().identity;
         for (p, k) in [
             (d.clone(), FileKind::Directory),
             (d.join("a.img"), FileKind::Disk),
             (d.join("shared.img"), FileKind::Disk),
             (d.join("gone.img"), FileKind::Disk),
         ] {
-            st.record_created_file("vm", &p, k).unwrap();
+            st.record_created_file("vm", &p, k, Some(id(&p))).unwrap();
         }
+        // Recorded before identities existed.
+        fs::write(d.join("old.img"), "o").unwrap();
+        st.record_created_file("vm", &d.join("old.img"), FileKind::Disk, None)
+            .unwrap();
+        fs::remove_file(d.join("gone.img")).unwrap();
         let shared = d.join("shared.img");
-        let out =
-            delete_created("vm", &st, &|p| (p == shared).then(|| "other".to_string())).unwrap();
+        let shared_id = id(&shared);
+        let out = delete_created("vm", &st, &|i| {
+            (*i == shared_id).then(|| "VM 'other' uses it".to_string())
+        })
+        .unwrap();
         let outcomes: Vec<_> = out
             .iter()
             .map(|(p, _, r)| (p.file_name().unwrap().to_owned(), r.clone()))
             .collect();
+        assert!(
+            matches!(&outcomes[0].1, Removal::KeptUnproven(_)),
+            "{outcomes:?}"
+        );
         assert_eq!(
-            outcomes,
+            outcomes[1..],
             [
                 ("gone.img".into(), Removal::AlreadyGone),
-                ("shared.img".into(), Removal::KeptInUse("other".into())),
+                (
+                    "shared.img".into(),
+                    Removal::KeptInUse("VM 'other' uses it".into())
+                ),
                 ("a.img".into(), Removal::Deleted),
                 ("d".into(), Removal::KeptNotEmpty),
             ]
         );
-        assert!(shared.exists() && !d.join("a.img").exists());
+        assert!(shared.exists() && !d.join("a.img").exists() && d.join("old.img").exists());
         let left: Vec<_> = st
             .created_files("vm")
             .unwrap()
             .into_iter()
             .map(|f| f.path)
             .collect();
-        assert_eq!(left, [d.clone(), shared]);
+        assert_eq!(left, [d.clone(), shared, d.join("old.img")]);
     }
 }

@@ -11,8 +11,19 @@ pub enum StorageError {
     QemuImgMissing { tried: String },
 
     /// qemu-img ran and failed; `stderr` is its own explanation.
-    #[error("`{command}` failed: {stderr}{}", hint_for(.stderr))]
+    #[error("`{command}` failed: {stderr}")]
     QemuImg { command: String, stderr: String },
+
+    /// qemu-img could not take the image's lock. `user` names the running
+    /// VM that has it open when the caller found one; otherwise it is some
+    /// other process (not necessarily a VM).
+    #[error("`{command}` failed: {stderr} ({})", lock_holder(.user.as_deref()))]
+    Locked {
+        command: String,
+        stderr: String,
+        path: PathBuf,
+        user: Option<String>,
+    },
 
     #[error("qemu-img printed something maqet cannot read for {path}: {message}")]
     BadInfo { path: PathBuf, message: String },
@@ -98,12 +109,10 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-/// qemu-img's lock error means a QEMU has the image open.
-fn hint_for(stderr: &str) -> &'static str {
-    if stderr.contains("lock") {
-        " (is a VM using this image? stop it first, or use --live for a running VM)"
-    } else {
-        ""
+fn lock_holder(user: Option<&str>) -> String {
+    match user {
+        Some(u) => format!("{u}; stop that VM first, or use --live if it is this VM"),
+        None => "no running VM uses it: another process holds its lock, such as another maqet command (`storage create`, `snapshot`) working on it or a QEMU outside maqet; try again once it has finished".into(),
     }
 }
 

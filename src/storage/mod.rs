@@ -4,11 +4,16 @@
 
 pub mod disks;
 mod error;
+pub mod identity;
 pub mod inventory;
 pub mod live;
 pub mod qemu_img;
+pub mod refs;
+pub mod remove;
 pub mod snapshot;
 
-pub use disks::{delete_created, provision, Created, Provisioned, Removal};
+pub use disks::{delete_created, provision, Created, Provisioned, Undone};
 pub use error::StorageError;
 pub use qemu_img::{ImageInfo, QemuImg, SnapshotInfo, SnapshotOp};
+pub use refs::References;
+pub use remove::Removal;

@@ -191,6 +191,7 @@ impl QemuImg {
     }
 
     /// `qemu-img snapshot -c|-a|-d TAG FILE` (needs the image unused).
+    /// A lock conflict is [`StorageError::Locked`] (its holder unknown).
     pub fn snapshot(&self, op: SnapshotOp, tag: &str, path: &Path) -> Result<(), StorageError> {
         self.run(&[
             "snapshot".as_ref(),
@@ -199,6 +200,18 @@ impl QemuImg {
             path.as_os_str(),
         ])
         .map(drop)
+        .map_err(|e| match e {
+            // qemu-img: "Failed to get "write" lock".
+            StorageError::QemuImg { command, stderr } if stderr.contains("lock") => {
+                StorageError::Locked {
+                    command,
+                    stderr,
+                    path: path.to_path_buf(),
+                    user: None,
+                }
+            }
+            e => e,
+        })
     }
 }
 

@@ -437,6 +437,19 @@ impl Systemd {
         .await
     }
 
+    /// Waits until `unit` has finished starting: no longer `activating`
+    /// (ready, failed, or gone).
+    pub async fn wait_until_settled(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.wait_until(unit, timeout, "finish starting", |s| {
+            s.active_state != "activating"
+        })
+        .await
+    }
+
     /// Waits until a stop of `unit` is under way (or done).
     pub async fn wait_until_stopping(
         &self,

@@ -12,6 +12,7 @@ use crate::config::{ConfigDocument, VmConfig};
 use crate::ipc::{IpcClient, IpcError, StopOutcome};
 use crate::paths;
 use crate::state::VmRecord;
+use crate::storage::Provisioned;
 use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{RestartPolicy, Systemd, SystemdError, VmUnitSpec};
 use crate::vmname::VmName;
@@ -105,13 +106,24 @@ pub async fn start_record(
         return Err(already_running(ctx, sd, vm, &vm.service_unit()).await);
     }
     // Disks exist before the unit does; a failed start removes them again.
-    let (provisioned, store) = super::storage::provision(ctx, vm, &cfg)?;
+    let store = ctx.store()?;
+    let mut provisioned = Provisioned::default();
+    if let Err(mut e) = super::storage::provision(ctx, vm, &cfg, &store, &mut provisioned) {
+        e.message
+            .push_str(&super::storage::undo(ctx, vm, provisioned, &store).await);
+        return Err(e);
+    }
     let started = sd.start_vm(&spec, timeout).await;
-    // Lost a race with another start: the disks are that VM's now.
-    let keep_disks = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
+    // The unit is the winner's then: never stop it.
+    let lost_race = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
     let result = match started {
         Ok(_) => Ok(()),
         Err(SystemdError::AlreadyRunning { unit }) => {
+            // Lost a race with another start of this name (maybe from
+            // another data directory). Once the winner is up, its QEMU shows
+            // which files it uses; what this start made and the winner does
+            // not use goes, and no record of it stays.
+            let _ = sd.wait_until_settled(&unit, timeout).await;
             Err(already_running(ctx, sd, vm, &unit).await)
         }
         Err(SystemdError::Failed { unit, status }) => {
@@ -140,8 +152,8 @@ pub async fn start_record(
         Err(e) => Err(e.into()),
     };
     match result {
-        Err(mut e) if !keep_disks => {
-            if cfg.restart_policy().is_some() {
+        Err(mut e) => {
+            if cfg.restart_policy().is_some() && !lost_race {
                 // systemd may be about to restart it; it must not find
                 // its disks gone.
                 let _ = sd.stop_unit(&vm.service_unit()).await;
@@ -150,10 +162,10 @@ pub async fn start_record(
                     .await;
             }
             e.message
-                .push_str(&super::storage::undo(vm, provisioned, &store));
+                .push_str(&super::storage::undo(ctx, vm, provisioned, &store).await);
             Err(e)
         }
-        other => other,
+        ok => ok,
     }
 }
 

@@ -16,4 +16,5 @@ pub mod rm;
 pub mod show;
 pub mod snapshot;
 pub mod storage;
+pub mod storage_refs;
 pub mod vmconfig;

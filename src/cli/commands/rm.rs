@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::cli::args::RmArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
+use crate::systemd::properties::data_dir_of_description;
 
 use super::lifecycle::stop_vm;
 
@@ -19,11 +20,15 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
     let sd = ctx.systemd().await?;
-    let live = sd
-        .unit_status(&vm.service_unit())
-        .await?
-        .is_some_and(|s| s.vm_state().is_live());
-    if live {
+    let status = sd.unit_status(&vm.service_unit()).await?;
+    let live = status.as_ref().is_some_and(|s| s.vm_state().is_live());
+    // A unit of the same name from another data directory is not this VM:
+    // it is neither stopped nor reset here.
+    let ours = status.as_ref().is_none_or(|s| {
+        data_dir_of_description(&s.description)
+            .is_none_or(|d| d == ctx.data_dir.path().to_string_lossy())
+    });
+    if live && ours {
         if !a.force {
             return Err(CliError::conflict(format!(
                 "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
@@ -31,11 +36,13 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
         }
         stop_vm(&sd, &vm, None, true).await?;
     }
-    // A failed unit would otherwise outlive its definition.
-    sd.reset_failed(&vm.service_unit()).await;
-    sd.reset_failed(&vm.socket_unit()).await;
+    if ours {
+        // A failed unit would otherwise outlive its definition.
+        sd.reset_failed(&vm.service_unit()).await;
+        sd.reset_failed(&vm.socket_unit()).await;
+    }
     if a.delete_storage || !named.is_empty() {
-        super::storage::delete_for_rm(ctx, &vm, &rec, a.delete_storage, &named)?;
+        super::storage::delete_for_rm(ctx, &vm, &rec, a.delete_storage, &named).await?;
     }
     let store = ctx.store()?;
     if !a.delete_storage {

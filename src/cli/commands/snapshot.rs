@@ -12,14 +12,16 @@ use crate::cli::args::{SnapshotArgs, SnapshotCommand, SnapshotListArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::{human_bytes, print_json, render_table, rfc3339_utc};
-use crate::config::{normalize, StorageKind, VmConfig};
+use crate::config::{normalize, RenderContext, StorageKind, VmConfig};
 use crate::storage::live::{self, BlockNode, LiveTarget, Progress};
+use crate::storage::refs::argv_paths;
 use crate::storage::snapshot as snap;
-use crate::storage::{QemuImg, SnapshotInfo, StorageError};
+use crate::storage::{QemuImg, References, SnapshotInfo, StorageError};
 use crate::vmname::VmName;
 
 use super::qmp::connect;
 use super::storage::{is_running, stored_config};
+use super::storage_refs::running_processes;
 
 const ACTIONS: &str = "create, load, delete, list";
 
@@ -135,33 +137,101 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
     }
     let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
     let img = QemuImg::find(Some(&cfg.binary))?;
-    match op {
+    match offline(&img, op, &vm, &entry.name, &path, &tag) {
+        Ok(said) => {
+            eprintln!("{said}");
+            Ok(())
+        }
+        Err(e) => Err(explain_lock(ctx, &img, e).await),
+    }
+}
+
+/// A disk-only snapshot operation with qemu-img; returns what to tell.
+fn offline(
+    img: &QemuImg,
+    op: Op,
+    vm: &VmName,
+    drive: &str,
+    path: &Path,
+    tag: &str,
+) -> Result<String, StorageError> {
+    Ok(match op {
         Op::Create(overwrite) => {
-            let replaced = snap::create(&img, &entry.name, &path, &tag, overwrite)?;
-            eprintln!(
-                "{} snapshot '{tag}' of drive '{}' (disk only; VM '{vm}' is stopped)",
+            let replaced = snap::create(img, drive, path, tag, overwrite)?;
+            format!(
+                "{} snapshot '{tag}' of drive '{drive}' (disk only; VM '{vm}' is stopped)",
                 if replaced { "replaced" } else { "created" },
-                entry.name
-            );
+            )
         }
         Op::Load => {
-            let s = snap::load(&img, &entry.name, &path, &tag)?;
+            let s = snap::load(img, drive, path, tag)?;
             let ram = if s.is_live() {
                 "; the RAM state saved with it was not loaded (a stopped VM boots afresh; load it with --live into the running VM to get it back)"
             } else {
                 ""
             };
-            eprintln!(
-                "drive '{}' of VM '{vm}' is back at snapshot '{tag}' (disk only){ram}",
-                entry.name
-            );
+            format!("drive '{drive}' of VM '{vm}' is back at snapshot '{tag}' (disk only){ram}")
         }
         Op::Delete => {
-            snap::delete(&img, &entry.name, &path, &tag)?;
-            eprintln!("deleted snapshot '{tag}' of drive '{}'", entry.name);
+            snap::delete(img, drive, path, tag)?;
+            format!("deleted snapshot '{tag}' of drive '{drive}'")
+        }
+    })
+}
+
+/// A lock conflict names the running VM (of any data directory) that has
+/// the image open, directly or down a backing chain; when none has, the
+/// lock is some other process's (e.g. a concurrent maqet command).
+async fn explain_lock(ctx: &Ctx, img: &QemuImg, e: StorageError) -> CliError {
+    let StorageError::Locked {
+        command,
+        stderr,
+        path,
+        user: None,
+    } = e
+    else {
+        return e.into();
+    };
+    let mut refs = References::default();
+    if let Ok(procs) = running_processes(ctx).await {
+        for p in procs {
+            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+        }
+        refs.add_backing_chains(img);
+    }
+    StorageError::Locked {
+        command,
+        stderr,
+        user: refs.user_of_path(&path),
+        path,
+    }
+    .into()
+}
+
+/// Existing files the rendered command line names besides the `storage`
+/// disks (`arguments` drives); each once.
+fn argument_images(
+    cfg: &VmConfig,
+    vm: &VmName,
+    disk_dir: &Path,
+    storage: &[(PathBuf, String)],
+) -> Vec<PathBuf> {
+    let argv = cfg.render_argv(&RenderContext {
+        vm_name: vm.to_string(),
+        qmp_fd: 3,
+        console_fd: None,
+        disk_dir: disk_dir.to_path_buf(),
+    });
+    let mut seen: Vec<PathBuf> = storage.iter().map(|(p, _)| p.clone()).collect();
+    let mut out = Vec::new();
+    for p in argv_paths(&argv).into_iter().map(PathBuf::from) {
+        let c = canonical(&p);
+        if p.is_absolute() && p.is_file() && !seen.contains(&c) {
+            seen.push(c);
+            out.push(p);
         }
     }
-    Ok(())
+    out
 }
 
 /// Maps image paths to drive names for messages.
@@ -326,7 +396,7 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.vm)?;
     let cfg = stored_config(&rec)?;
     let disk_dir = ctx.data_dir.disk_dir(&vm);
-    let entries: Vec<_> = match &a.drive {
+    let only = match &a.drive {
         Some(d) => {
             let e = snap::find_drive(vm.as_str(), &cfg, d)?;
             if e.kind != StorageKind::Qcow2 {
@@ -336,40 +406,54 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
                 }
                 .into());
             }
-            vec![e]
+            Some(e)
         }
-        None => cfg
-            .storage()
+        None => None,
+    };
+    // Every disk is read, also for one drive: a live snapshot keeps its VM
+    // state on one drive only, and the others tell what its parts are.
+    let names = drive_names(&cfg, &disk_dir);
+    let label = |p: &Path| {
+        let c = canonical(p);
+        names
             .iter()
-            .filter(|e| e.kind == StorageKind::Qcow2)
-            .collect(),
+            .find(|(q, _)| *q == c)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| p.display().to_string())
     };
     let mut out: Vec<Row> = Vec::new();
     if is_running(ctx, &vm).await? {
-        // Structured data from QEMU, which has the images open.
+        // Structured data from QEMU, which has the images open: every
+        // attached disk, `arguments` ones included.
         let mut client = connect(&vm).await?;
-        let nodes = attached(&mut client).await?;
-        for e in entries {
-            let p = canonical(&e.path(&disk_dir));
-            if let Some(n) = nodes.iter().find(|n| canonical(&n.file) == p) {
-                out.extend(rows(&e.name, n.snapshots.clone()));
-            }
+        for n in attached(&mut client).await? {
+            out.extend(rows(&label(&n.file), n.snapshots));
         }
     } else {
         let img = QemuImg::find(Some(&cfg.binary))?;
-        for e in entries {
+        for e in cfg
+            .storage()
+            .iter()
+            .filter(|e| e.kind == StorageKind::Qcow2)
+        {
             let path = e.path(&disk_dir);
             if !path.exists() {
-                if a.drive.is_some() {
+                if only.is_some_and(|o| o.name == e.name) {
                     snap::snapshot_image(vm.as_str(), e, &disk_dir)?;
                 }
                 continue;
             }
             out.extend(rows(&e.name, snap::list(&img, &path)?));
         }
+        for path in argument_images(&cfg, &vm, &disk_dir, &names) {
+            // Not every file on the command line is an image (kernel, …).
+            if let Ok(chain) = img.info(&path) {
+                if let Some(top) = chain.into_iter().next().filter(|i| i.format == "qcow2") {
+                    out.extend(rows(&label(&path), top.snapshots));
+                }
+            }
+        }
     }
-    // A live snapshot keeps its VM state on one drive; its other drives'
-    // parts (same tag, same moment) belong to the same live snapshot.
     let live: Vec<(String, i64)> = out
         .iter()
         .filter(|r| r.vm_state_size > 0)
@@ -379,6 +463,9 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
         if live.contains(&(r.tag.clone(), r.date_sec)) {
             r.kind = "live";
         }
+    }
+    if let Some(e) = only {
+        out.retain(|r| r.drive == e.name);
     }
     if a.json {
         print_json(&out);

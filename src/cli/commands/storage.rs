@@ -1,6 +1,5 @@
 //! `maqet storage create|ls`, and the storage steps of `start` and `rm`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli::args::{StorageCommand, StorageCreateArgs, StorageLsArgs};
@@ -10,14 +9,14 @@ use crate::cli::output::{human_bytes, print_json, render_table};
 use crate::config::{normalize, ConfigDocument, StorageKind, VmConfig};
 use crate::state::{FileKind, Store, VmRecord};
 use crate::storage::inventory::{self, DiskReport};
-use crate::storage::{self as st, Provisioned, QemuImg, Removal};
+use crate::storage::{self as st, Provisioned, QemuImg, Removal, Undone};
 use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::Systemd;
 use crate::vmname::VmName;
 
 pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
     match c {
-        StorageCommand::Create(a) => create(ctx, &a),
+        StorageCommand::Create(a) => create(ctx, &a).await,
         StorageCommand::Ls(a) => ls(ctx, &a),
     }
 }
@@ -66,60 +65,109 @@ pub fn stored_config(rec: &VmRecord) -> Result<VmConfig, CliError> {
 }
 
 /// Creates what the VM's storage needs before a start, telling the user
-/// what was made. The caller undoes it if the start fails.
-pub fn provision(ctx: &Ctx, vm: &VmName, cfg: &VmConfig) -> Result<(Provisioned, Store), CliError> {
-    let store = ctx.store()?;
-    let done = st::provision(vm.as_str(), cfg, &ctx.data_dir.disk_dir(vm), &store)?;
-    for c in &done.created {
+/// what was made; `done` collects it for an undo.
+pub fn provision(
+    ctx: &Ctx,
+    vm: &VmName,
+    cfg: &VmConfig,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), CliError> {
+    let before = done.created.len();
+    let r = st::provision(vm.as_str(), cfg, &ctx.data_dir.disk_dir(vm), store, done);
+    for c in &done.created[before..] {
         eprintln!("created {} ({})", c.path.display(), c.what);
     }
-    Ok((done, store))
+    Ok(r?)
 }
 
-/// Removes what a failed start created; returns a note for its error.
-pub fn undo(vm: &VmName, done: Provisioned, store: &Store) -> String {
+/// Undoes what a failed (or lost) start created: deletes what no VM uses
+/// (running VMs of any data directory included) and forgets every record.
+/// Returns the note for its error: what was removed, what was kept and why.
+pub async fn undo(ctx: &Ctx, vm: &VmName, done: Provisioned, store: &Store) -> String {
     if done.created.is_empty() {
         return String::new();
     }
-    let paths: Vec<String> = done
-        .created
-        .iter()
-        .filter(|c| c.kind != FileKind::Directory)
-        .map(|c| c.path.display().to_string())
-        .collect();
-    let problems = done.undo(vm.as_str(), store);
+    let refs = match super::storage_refs::references(ctx, store, Some(vm)).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Without knowing who uses them, nothing is deleted; the
+            // records stay so a later `rm --delete-storage` can decide.
+            let paths: Vec<String> = done
+                .created
+                .iter()
+                .map(|c| c.path.display().to_string())
+                .collect();
+            return format!(
+                "\n(kept what this start created: {}; {})",
+                paths.join(", "),
+                e.message
+            );
+        }
+    };
+    undo_note(&done.undo(vm.as_str(), store, &refs))
+}
+
+fn undo_note(u: &Undone) -> String {
     let mut note = String::new();
-    if !paths.is_empty() {
+    if !u.removed.is_empty() {
+        let paths: Vec<String> = u.removed.iter().map(|p| p.display().to_string()).collect();
         note = format!("\n(removed what this start created: {})", paths.join(", "));
     }
-    for p in problems {
+    for (p, why) in &u.kept {
+        note.push_str(&format!(
+            "\n(kept {}, which this start created: {why}; it is no longer recorded as created by maqet)",
+            p.display()
+        ));
+    }
+    for p in &u.problems {
         note.push_str("\n  ");
-        note.push_str(&p);
+        note.push_str(p);
     }
     note
 }
 
-fn create(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
+async fn create(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let cfg = stored_config(&rec)?;
     let store = ctx.store()?;
-    let done = st::provision(vm.as_str(), &cfg, &ctx.data_dir.disk_dir(&vm), &store)?;
+    let mut done = Provisioned::default();
+    let r = st::provision(
+        vm.as_str(),
+        &cfg,
+        &ctx.data_dir.disk_dir(&vm),
+        &store,
+        &mut done,
+    );
+    if let Err(e) = r {
+        let mut e = CliError::from(e);
+        e.message.push_str(&undo(ctx, &vm, done, &store).await);
+        return Err(e);
+    }
     for c in &done.created {
         println!("created {} ({})", c.path.display(), c.what);
     }
     let disk_dir = ctx.data_dir.disk_dir(&vm);
     for e in cfg.storage() {
         let p = e.path(&disk_dir);
-        if !done.created.iter().any(|c| c.path == p) {
+        if !done.created.iter().any(|c| same_path(&c.path, &p)) {
             eprintln!("{}: {} exists", e.name, p.display());
         }
     }
     Ok(())
 }
 
+/// Whether two spellings name the same place (records are canonical).
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || canonical(a) == canonical(b)
+}
+
 /// Every VM's validated config (with its disk directory); VMs whose config
 /// no longer validates are skipped with a warning.
-fn all_configs(ctx: &Ctx, store: &Store) -> Result<Vec<(String, VmConfig, PathBuf)>, CliError> {
+pub(super) fn all_configs(
+    ctx: &Ctx,
+    store: &Store,
+) -> Result<Vec<(String, VmConfig, PathBuf)>, CliError> {
     let mut out = Vec::new();
     for rec in store.list_vms()? {
         let Ok(vm) = VmName::new(&rec.name) else {
@@ -148,9 +196,13 @@ fn ls(ctx: &Ctx, a: &StorageLsArgs) -> Result<(), CliError> {
         let created: Vec<PathBuf> = store
             .created_files(name)?
             .into_iter()
-            .map(|f| f.path)
+            .map(|f| canonical(&f.path))
             .collect();
-        reports.extend(inventory::vm_disks(name, cfg, disk_dir, &created));
+        let mut disks = inventory::vm_disks(name, cfg, disk_dir, &[]);
+        for d in disks.iter_mut() {
+            d.created_by_maqet = created.contains(&canonical(&d.path));
+        }
+        reports.extend(disks);
     }
     // Files in the disk directory no VM uses (backing chains count as used).
     for r in reports.iter_mut() {
@@ -285,8 +337,8 @@ pub fn check_delete_files(
 }
 
 /// `rm --delete-storage` / `--delete-file`: deletes, reports each file on
-/// stderr, and lists the VM's files that are kept.
-pub fn delete_for_rm(
+/// stderr, and lists the VM's files that are kept (and why).
+pub async fn delete_for_rm(
     ctx: &Ctx,
     vm: &VmName,
     rec: &VmRecord,
@@ -294,42 +346,33 @@ pub fn delete_for_rm(
     named: &[PathBuf],
 ) -> Result<(), CliError> {
     let store = ctx.store()?;
-    // Another VM's disk or backing file is never deleted.
-    let others: Vec<_> = all_configs(ctx, &store)?
-        .into_iter()
-        .filter(|(n, _, _)| n != vm.as_str())
-        .collect();
-    let refs: HashMap<PathBuf, String> = inventory::references(&others)
-        .into_iter()
-        .map(|(p, v)| (canonical(&p), v))
-        .collect();
-    let in_use = |p: &Path| refs.get(&canonical(p)).cloned();
+    // No file another VM uses is deleted, whoever created it.
+    let refs = super::storage_refs::references(ctx, &store, Some(vm)).await?;
     let created: Vec<PathBuf> = store
         .created_files(vm.as_str())?
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| canonical(&f.path))
         .collect();
     let mut failed = Vec::new();
     if delete_created {
-        for (path, kind, outcome) in st::delete_created(vm.as_str(), &store, &in_use)? {
+        for (path, kind, outcome) in
+            st::delete_created(vm.as_str(), &store, &|id| refs.user_of(id))?
+        {
             let p = path.display();
             match outcome {
                 Removal::Deleted => eprintln!("deleted {p} ({kind}, created by maqet)"),
                 Removal::AlreadyGone => eprintln!("{p} was already gone"),
                 Removal::KeptNotEmpty => eprintln!("kept {p} (directory holds other files)"),
-                Removal::KeptInUse(other) => {
-                    eprintln!("kept {p} (VM '{other}' uses it)")
+                Removal::KeptInUse(why) | Removal::KeptUnproven(why) => {
+                    eprintln!("kept {p} ({why})")
                 }
                 Removal::Failed(e) => failed.push(format!("cannot delete {p}: {e}")),
             }
         }
     }
     for p in named {
-        if let Some(other) = in_use(p) {
-            failed.push(format!(
-                "not deleting {}: VM '{other}' uses it",
-                p.display()
-            ));
+        if let Some(user) = refs.user_of_path(p) {
+            failed.push(format!("not deleting {}: {user}", p.display()));
             continue;
         }
         match std::fs::remove_file(p) {
@@ -350,7 +393,7 @@ pub fn delete_for_rm(
         {
             let p = e.path(&disk_dir);
             if p.exists()
-                && !created.contains(&p)
+                && !created.contains(&canonical(&p))
                 && !named.iter().any(|n| canonical(n) == canonical(&p))
             {
                 eprintln!(
