@@ -71,7 +71,7 @@ fn crud_round_trip_preserves_json_key_order() {
 
     let new_config = json!({"b": 2, "a": 1});
     let sources = vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")];
-    let updated = store.update_config("web", &new_config, &sources).unwrap();
+    let updated = store.update_config("web", &new_config, &sources, false).unwrap();
     assert_eq!(updated.config.to_string(), r#"{"b":2,"a":1}"#);
     assert_eq!(updated.sources, sources);
     assert_eq!(updated.created_at, inserted.created_at);
@@ -130,7 +130,7 @@ fn missing_vm_is_not_found_everywhere() {
     let store = Store::open(&db_in(&dir)).unwrap();
     let nf = |r: Result<(), StateError>| matches!(r, Err(StateError::NotFound(n)) if n == "ghost");
     assert!(nf(store.get_vm("ghost").map(drop)));
-    assert!(nf(store.update_config("ghost", &json!({}), &[]).map(drop)));
+    assert!(nf(store.update_config("ghost", &json!({}), &[], false).map(drop)));
     assert!(nf(store.set_autostart("ghost", true)));
     assert!(nf(store.delete_vm("ghost")));
     assert!(nf(store.record_created_file(
@@ -300,7 +300,7 @@ fn read_only_open_never_creates_and_cannot_write() {
     let ro = Store::open_read_only(&path).unwrap().unwrap();
     assert_eq!(ro.list_vms().unwrap().len(), 1);
     let err = ro.insert_vm(&new_vm("nope")).unwrap_err();
-    assert!(matches!(err, StateError::Sqlite { .. }), "{err:?}");
+    assert!(matches!(err, StateError::ReadOnly { .. }), "{err:?}");
 }
 
 #[test]

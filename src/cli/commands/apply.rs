@@ -113,10 +113,7 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
         }
     }
     let store = ctx.store()?;
-    store.update_config(vm.as_str(), &new, &sources)?;
-    if cfg.autostart != rec.autostart {
-        store.set_autostart(vm.as_str(), cfg.autostart)?;
-    }
+    store.update_config(vm.as_str(), &new, &sources, cfg.autostart)?;
     if !a.json {
         for c in &changes {
             println!("{c}");
