@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::store::dir_of;
+
 use rusqlite::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +63,9 @@ pub enum StateError {
     /// be written: read-only file system, or no write permission.
     #[error(
         "state database {} cannot be written: {reason}; nothing was changed. A command that \
-         changes VMs needs write access to the file and to {} (SQLite creates {}-wal and -shm \
-         there); read-only commands such as `maqet ls` still work",
-        path.display(), dir.display(), path.file_name().unwrap_or_default().to_string_lossy()
+         changes VMs needs write access to it, to its -wal and -shm files and to {} (where \
+         SQLite creates them); read-only commands such as `maqet ls` still work",
+        path.display(), dir.display()
     )]
     ReadOnly {
         path: PathBuf,
@@ -167,13 +169,5 @@ impl StateError {
             }),
             _ => None,
         }
-    }
-}
-
-/// The directory holding the database (the data directory).
-fn dir_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }

@@ -84,14 +84,21 @@ impl Store {
             Ok(false) => return Ok(None),
             Err(source) => return Err(StateError::io(path, path, source)),
         }
-        let mut conn = match open_reader(path, false) {
-            Err(e @ (StateError::ReadOnly { .. } | StateError::NoSpace { .. }))
-                if !wal_has_data(path) =>
-            {
-                tracing::debug!(db = %path.display(), error = %e, "reading the state database as immutable");
-                open_reader(path, true)?
+        // A read-only file or directory: do not even try the normal open, which would leave
+        // a -shm file with the database's read-only mode behind, and that breaks every later
+        // writer once the database is writable again.
+        let mut conn = if !(writable(path) && writable(&dir_of(path))) && !wal_has_data(path) {
+            open_reader(path, true)?
+        } else {
+            match open_reader(path, false) {
+                Err(e @ (StateError::ReadOnly { .. } | StateError::NoSpace { .. }))
+                    if !wal_has_data(path) =>
+                {
+                    tracing::debug!(db = %path.display(), error = %e, "reading the state database as immutable");
+                    open_reader(path, true)?
+                }
+                other => other?,
             }
-            other => other?,
         };
         let version = schema::check_version(&conn, path)?;
         if version < schema::SCHEMA_VERSION {
@@ -444,6 +451,23 @@ fn open_reader(path: &Path, immutable: bool) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
+/// Whether this process may write `path` (permissions and read-only mounts).
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The directory holding the database.
+pub(crate) fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Whether the -wal file beside `path` exists and is not empty (or cannot be checked).
 fn wal_has_data(path: &Path) -> bool {
     let mut wal = path.as_os_str().to_owned();
@@ -455,7 +479,7 @@ fn wal_has_data(path: &Path) -> bool {
 }
 
 /// `path` percent-encoded for a SQLite URI (every byte but unreserved ones and '/').
-fn uri_path(path: &Path) -> String {
+pub(crate) fn uri_path(path: &Path) -> String {
     let mut out = String::new();
     for &b in path.as_os_str().as_bytes() {
         if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
@@ -576,6 +600,14 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+pub(crate) fn open_reader_for_tests(
+    path: &Path,
+    immutable: bool,
+) -> Result<Connection, StateError> {
+    open_reader(path, immutable)
 }
 
 #[cfg(test)]
