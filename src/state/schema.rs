@@ -42,18 +42,19 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 /// Reads the schema version: 0 for an empty database (no tables at all).
 pub(crate) fn read_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     let sql_err = |e| sql_error(conn, path, e);
-    let has_version_table: bool = conn
+    // One statement, so one snapshot: as two, a migration committed by another process in
+    // between made a fresh database look like someone else's ("tables, but no
+    // schema_version").
+    let (has_version_table, tables): (bool, i64) = conn
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-             WHERE type = 'table' AND name = 'schema_version')",
+             WHERE type = 'table' AND name = 'schema_version'), \
+             (SELECT count(*) FROM sqlite_master)",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(sql_err)?;
     if !has_version_table {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(sql_err)?;
         // Refuse to add our tables to someone else's database.
         if tables > 0 {
             return Err(StateError::Corrupt {

@@ -87,7 +87,8 @@ impl Store {
         // A read-only file or directory: do not even try the normal open, which would leave
         // a -shm file with the database's read-only mode behind, and that breaks every later
         // writer once the database is writable again.
-        let mut conn = if !(writable(path) && writable(&dir_of(path))) && !wal_has_data(path) {
+        let can_write = writable(path) && writable(&dir_of(path));
+        let mut conn = if !can_write && !wal_has_data(path) {
             open_reader(path, true)?
         } else {
             match open_reader(path, false) {
@@ -409,6 +410,17 @@ fn create_private_file(path: &Path) -> Result<(), StateError> {
             .mode(0o700)
             .create(parent)
             .map_err(|e| StateError::io(path, parent, e))?;
+    }
+    // SQLite writes through existing -wal and -shm files even in a read-only directory, so
+    // whether a write worked would depend on what an earlier reader left behind. A writer
+    // needs the directory anyway (to create those files, and to remove them on close).
+    let dir = dir_of(path);
+    if !writable(&dir) {
+        return Err(StateError::ReadOnly {
+            path: path.to_path_buf(),
+            reason: format!("the directory {} is not writable", dir.display()),
+            dir,
+        });
     }
     // Create the file ourselves so its mode does not depend on SQLite's default (0644).
     // SQLite gives the -wal and -shm files the database file's mode.

@@ -522,7 +522,7 @@ fn apply_updates_config_and_autostart_together() {
         .unwrap();
     assert!(rec.autostart);
     assert_eq!(rec.config, json!({"memory": "2G"}));
-    assert_eq!(store.get_vm("vm").unwrap().autostart, true);
+    assert!(store.get_vm("vm").unwrap().autostart);
 }
 
 /// Many connections creating one fresh database and adding the same name: one wins, every
