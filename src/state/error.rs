@@ -105,9 +105,10 @@ impl StateError {
     /// another remedy.
     pub(crate) fn sqlite(path: &Path, source: rusqlite::Error, errno: Option<i32>) -> Self {
         let code = source.sqlite_error_code();
+        // Only these codes record an errno; for any other it would be stale.
         let os_related = matches!(
             code,
-            Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+            Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
         );
         if let Some(e) = errno.filter(|e| *e != 0 && os_related) {
             if let Some(err) = Self::from_errno(path, e) {

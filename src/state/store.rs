@@ -88,7 +88,7 @@ impl Store {
         // a -shm file with the database's read-only mode behind, and that breaks every later
         // writer once the database is writable again.
         let can_write = writable(path) && writable(&dir_of(path));
-        let mut conn = if !can_write && !wal_has_data(path) {
+        let (mut conn, version) = if !can_write && !wal_has_data(path) {
             open_reader(path, true)?
         } else {
             match open_reader(path, false) {
@@ -101,7 +101,6 @@ impl Store {
                 other => other?,
             }
         };
-        let version = schema::check_version(&conn, path)?;
         if version < schema::SCHEMA_VERSION {
             match Store::open(path) {
                 Ok(store) => drop(store),
@@ -113,7 +112,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
             // Reopen: this connection may have cached the old schema.
-            conn = open_reader(path, false)?;
+            conn = open_reader(path, false)?.0;
         }
         Ok(Some(Store {
             conn,
@@ -445,8 +444,9 @@ fn create_private_file(path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// A read-only connection; `immutable` reads the file without locks, -wal or -shm.
-fn open_reader(path: &Path, immutable: bool) -> Result<Connection, StateError> {
+/// A read-only connection and the schema version; `immutable` reads the file without
+/// locks, -wal or -shm.
+fn open_reader(path: &Path, immutable: bool) -> Result<(Connection, i64), StateError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = if immutable {
         Connection::open_with_flags(
@@ -459,8 +459,8 @@ fn open_reader(path: &Path, immutable: bool) -> Result<Connection, StateError> {
     .map_err(|e| StateError::sqlite(path, e, None))?;
     configure(&conn, path, false)?;
     // Opening is lazy: read now, so a missing -shm or -wal shows here and not mid-command.
-    schema::check_version(&conn, path)?;
-    Ok(conn)
+    let version = schema::check_version(&conn, path)?;
+    Ok((conn, version))
 }
 
 /// Whether this process may write `path` (permissions and read-only mounts).
@@ -619,7 +619,7 @@ pub(crate) fn open_reader_for_tests(
     path: &Path,
     immutable: bool,
 ) -> Result<Connection, StateError> {
-    open_reader(path, immutable)
+    open_reader(path, immutable).map(|(conn, _)| conn)
 }
 
 #[cfg(test)]
