@@ -160,11 +160,11 @@ impl Drop for SmallFs {
 /// A data directory on the small filesystem holding VM `name` (64M), with the -shm and
 /// -wal files a reader leaves behind: a write on the full disk then fails at its COMMIT,
 /// not already while setting up shared memory (the path that used to report success).
-fn defined_vm_on_small_fs(w: &World, fs: &SmallFs, suffix: &str) -> String {
+fn defined_vm_on_small_fs(w: &World, small: &SmallFs, suffix: &str) -> String {
     let name = w.name(suffix);
     let yaml = w.vm_yaml(&name, "");
-    ok(&fs.data_dir(), &["add", yaml.to_str().unwrap()]);
-    assert_eq!(names(&fs.data_dir()), [name.as_str()]);
+    ok(&small.data_dir(), &["add", yaml.to_str().unwrap()]);
+    assert_eq!(names(&small.data_dir()), [name.as_str()]);
     name
 }
 
@@ -173,60 +173,72 @@ fn defined_vm_on_small_fs(w: &World, fs: &SmallFs, suffix: &str) -> String {
 #[test]
 fn full_disk_add_on_fresh_database_fails_and_stores_nothing() {
     let w = World::new("sf-fresh");
-    let fs = SmallFs::take("fresh");
+    let small = SmallFs::take("fresh");
     let name = w.name("vm");
     let yaml = w.vm_yaml(&name, "");
-    fs.fill();
-    let err = expect(&fs.data_dir(), FAILURE, &["add", yaml.to_str().unwrap()]);
-    assert_no_space(&err, &fs.data_dir());
+    small.fill();
+    let err = expect(&small.data_dir(), FAILURE, &["add", yaml.to_str().unwrap()]);
+    assert_no_space(&err, &small.data_dir());
     // Readers work on the full disk, and see nothing.
-    assert!(names(&fs.data_dir()).is_empty());
-    fs.unfill();
-    assert!(names(&fs.data_dir()).is_empty());
-    ok(&fs.data_dir(), &["add", yaml.to_str().unwrap()]);
-    assert_eq!(names(&fs.data_dir()), [name]);
+    assert!(names(&small.data_dir()).is_empty());
+    small.unfill();
+    assert!(names(&small.data_dir()).is_empty());
+    ok(&small.data_dir(), &["add", yaml.to_str().unwrap()]);
+    assert_eq!(names(&small.data_dir()), [name.as_str()]);
+    // The writer removed its -wal and -shm on close; a reader on the full disk cannot
+    // create them and reads the file as immutable instead.
+    for side in ["maqet.db-wal", "maqet.db-shm"] {
+        let _ = fs::remove_file(small.data_dir().join(side));
+    }
+    small.fill();
+    assert_eq!(names(&small.data_dir()), [name.as_str()]);
+    assert_eq!(info(&small.data_dir(), &name)["config"]["memory"], "64M");
 }
 
 #[test]
 fn full_disk_add_on_existing_database_keeps_previous_state() {
     let w = World::new("sf-exist");
-    let fs = SmallFs::take("exist");
-    let old = defined_vm_on_small_fs(&w, &fs, "old");
+    let small = SmallFs::take("exist");
+    let old = defined_vm_on_small_fs(&w, &small, "old");
     let new = w.name("new");
     let yaml = w.vm_yaml(&new, "");
-    fs.fill();
-    let err = expect(&fs.data_dir(), FAILURE, &["add", yaml.to_str().unwrap()]);
-    assert_no_space(&err, &fs.data_dir());
-    assert_eq!(names(&fs.data_dir()), [old.as_str()]);
-    fs.unfill();
-    assert_eq!(names(&fs.data_dir()), [old]);
+    small.fill();
+    let err = expect(&small.data_dir(), FAILURE, &["add", yaml.to_str().unwrap()]);
+    assert_no_space(&err, &small.data_dir());
+    assert_eq!(names(&small.data_dir()), [old.as_str()]);
+    small.unfill();
+    assert_eq!(names(&small.data_dir()), [old]);
 }
 
 #[test]
 fn full_disk_apply_keeps_the_old_config() {
     let w = World::new("sf-apply");
-    let fs = SmallFs::take("apply");
-    let vm = defined_vm_on_small_fs(&w, &fs, "vm");
-    fs.fill();
-    let err = expect(&fs.data_dir(), FAILURE, &["apply", &vm, "--memory", "128M"]);
-    assert_no_space(&err, &fs.data_dir());
-    fs.unfill();
-    assert_eq!(info(&fs.data_dir(), &vm)["config"]["memory"], "64M");
+    let small = SmallFs::take("apply");
+    let vm = defined_vm_on_small_fs(&w, &small, "vm");
+    small.fill();
+    let err = expect(
+        &small.data_dir(),
+        FAILURE,
+        &["apply", &vm, "--memory", "128M"],
+    );
+    assert_no_space(&err, &small.data_dir());
+    small.unfill();
+    assert_eq!(info(&small.data_dir(), &vm)["config"]["memory"], "64M");
     // With space again, the same apply goes through.
-    ok(&fs.data_dir(), &["apply", &vm, "--memory", "128M"]);
-    assert_eq!(info(&fs.data_dir(), &vm)["config"]["memory"], "128M");
+    ok(&small.data_dir(), &["apply", &vm, "--memory", "128M"]);
+    assert_eq!(info(&small.data_dir(), &vm)["config"]["memory"], "128M");
 }
 
 #[test]
 fn full_disk_enable_keeps_the_flag() {
     let w = World::new("sf-enable");
-    let fs = SmallFs::take("enable");
-    let vm = defined_vm_on_small_fs(&w, &fs, "vm");
-    fs.fill();
-    let err = expect(&fs.data_dir(), FAILURE, &["enable", &vm]);
-    assert_no_space(&err, &fs.data_dir());
-    fs.unfill();
-    assert_eq!(info(&fs.data_dir(), &vm)["autostart"], false);
+    let small = SmallFs::take("enable");
+    let vm = defined_vm_on_small_fs(&w, &small, "vm");
+    small.fill();
+    let err = expect(&small.data_dir(), FAILURE, &["enable", &vm]);
+    assert_no_space(&err, &small.data_dir());
+    small.unfill();
+    assert_eq!(info(&small.data_dir(), &vm)["autostart"], false);
 }
 
 // ---------------------------------------------------------------- read-only
