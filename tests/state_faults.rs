@@ -434,3 +434,22 @@ fn concurrent_adds_of_different_names_on_a_fresh_database() {
         assert_eq!(got, want);
     }
 }
+
+// ---------------------------------------------------------------- lost updates
+
+/// `apply` used to write the config's `autostart` (absent: false) over the flag that
+/// `maqet enable` had set, silently undoing it.
+#[test]
+fn apply_keeps_the_autostart_flag_set_by_enable() {
+    let w = World::new("sf-autostart");
+    let vm = w.add_vm("vm", "");
+    let dd = w.data_dir();
+    ok(&dd, &["enable", &vm]);
+    ok(&dd, &["apply", &vm, "--memory", "128M"]);
+    let rec = info(&dd, &vm);
+    assert_eq!(rec["autostart"], true, "{rec:#}");
+    assert_eq!(rec["config"]["memory"], "128M");
+    // A change of `autostart` itself still sets the flag.
+    ok(&dd, &["apply", &vm, "--set", "autostart=false"]);
+    assert_eq!(info(&dd, &vm)["autostart"], false);
+}

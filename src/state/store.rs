@@ -168,22 +168,22 @@ impl Store {
             .collect()
     }
 
-    /// Replaces a VM's config, sources and autostart flag in one transaction (`maqet
-    /// apply`); bumps `updated_at`.
+    /// Replaces a VM's config and sources, and sets the autostart flag unless `autostart` is
+    /// `None` (`maqet apply`), in one transaction; bumps `updated_at`.
     pub fn update_config(
         &self,
         name: &str,
         config: &serde_json::Value,
         sources: &[PathBuf],
-        autostart: bool,
+        autostart: Option<bool>,
     ) -> Result<VmRecord, StateError> {
         let config = json_text(config);
         let sources = self.sources_text(sources)?;
         self.write(|tx| {
             let changed = tx
                 .execute(
-                    "UPDATE vms SET config = ?2, sources = ?3, autostart = ?4, updated_at = ?5 \
-                     WHERE name = ?1",
+                    "UPDATE vms SET config = ?2, sources = ?3, \
+                     autostart = coalesce(?4, autostart), updated_at = ?5 WHERE name = ?1",
                     params![name, config, sources, autostart, unix_now()],
                 )
                 .map_err(|e| self.sql_err(e))?;

@@ -72,7 +72,7 @@ fn crud_round_trip_preserves_json_key_order() {
     let new_config = json!({"b": 2, "a": 1});
     let sources = vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")];
     let updated = store
-        .update_config("web", &new_config, &sources, false)
+        .update_config("web", &new_config, &sources, None)
         .unwrap();
     assert_eq!(updated.config.to_string(), r#"{"b":2,"a":1}"#);
     assert_eq!(updated.sources, sources);
@@ -133,7 +133,7 @@ fn missing_vm_is_not_found_everywhere() {
     let nf = |r: Result<(), StateError>| matches!(r, Err(StateError::NotFound(n)) if n == "ghost");
     assert!(nf(store.get_vm("ghost").map(drop)));
     assert!(nf(store
-        .update_config("ghost", &json!({}), &[], false)
+        .update_config("ghost", &json!({}), &[], None)
         .map(drop)));
     assert!(nf(store.set_autostart("ghost", true)));
     assert!(nf(store.delete_vm("ghost")));
@@ -495,7 +495,9 @@ fn failed_writes_leave_the_previous_state_intact() {
     vm.config = big.clone();
     let err = store.insert_vm(&vm).unwrap_err();
     assert!(matches!(err, StateError::NoSpace { .. }), "{err:?}");
-    let err = store.update_config("old", &big, &[], true).unwrap_err();
+    let err = store
+        .update_config("old", &big, &[], Some(true))
+        .unwrap_err();
     assert!(matches!(err, StateError::NoSpace { .. }), "{err:?}");
 
     let names: Vec<_> = store
@@ -518,11 +520,17 @@ fn apply_updates_config_and_autostart_together() {
     let store = Store::open(&db_in(&dir)).unwrap();
     store.insert_vm(&new_vm("vm")).unwrap();
     let rec = store
-        .update_config("vm", &json!({"memory": "2G"}), &[], true)
+        .update_config("vm", &json!({"memory": "2G"}), &[], Some(true))
         .unwrap();
     assert!(rec.autostart);
     assert_eq!(rec.config, json!({"memory": "2G"}));
     assert!(store.get_vm("vm").unwrap().autostart);
+    // None keeps the flag (set by `maqet enable`, say) as it is.
+    let rec = store
+        .update_config("vm", &json!({"memory": "4G"}), &[], None)
+        .unwrap();
+    assert!(rec.autostart);
+    assert_eq!(rec.config, json!({"memory": "4G"}));
 }
 
 /// Many connections creating one fresh database and adding the same name: one wins, every
