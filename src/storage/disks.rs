@@ -129,17 +129,19 @@ fn provision_into(
             )
         });
         if create_image(img, &path, format, e.size, backing)? {
-            store.record_created_file(vm, &path, FileKind::Disk)?;
             let what = match (backing, &e.size_text) {
                 (Some((b, _)), _) => format!("{} overlay on {}", format.as_str(), b.display()),
                 (None, Some(s)) => format!("{}, {s}", format.as_str()),
                 (None, None) => format.as_str().to_string(),
             };
+            // Listed before it is recorded: if recording fails (full disk, lock timeout),
+            // the undo still removes the file instead of leaving it unrecorded.
             done.created.push(Created {
-                path,
+                path: path.clone(),
                 kind: FileKind::Disk,
                 what,
             });
+            store.record_created_file(vm, &path, FileKind::Disk)?;
         }
     }
     Ok(())
@@ -165,12 +167,13 @@ fn make_dirs(
     for d in missing.into_iter().rev() {
         match DirBuilder::new().mode(mode).create(&d) {
             Ok(()) => {
-                store.record_created_file(vm, &d, FileKind::Directory)?;
+                // Listed first, so a failed record still gets it undone.
                 done.created.push(Created {
-                    path: d,
+                    path: d.clone(),
                     kind: FileKind::Directory,
                     what: "directory".into(),
                 });
+                store.record_created_file(vm, &d, FileKind::Directory)?;
             }
             // Someone else made it meanwhile: not ours.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -403,6 +406,25 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left, [std::ffi::OsString::from("db")], "{left:?}");
+    }
+
+    /// A file or directory whose record cannot be written (here: a read-only store) is
+    /// removed again, not left behind unrecorded.
+    #[test]
+    fn failed_record_undoes_the_creation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        drop(store(&dir));
+        let ro = Store::open_read_only(&dir.join("db/maqet.db"))
+            .unwrap()
+            .unwrap();
+        let cfg = config(
+            &dir,
+            "storage:\n  - {name: s, type: virtfs, path: share/deep}\n",
+        );
+        let e = provision("vm", &cfg, &dir.join("disks"), &ro).unwrap_err();
+        assert!(e.to_string().contains("cannot be written"), "{e}");
+        assert!(!dir.join("share").exists());
     }
 
     #[test]
