@@ -23,6 +23,7 @@ pub mod code {
     pub const CONFLICT: i32 = 5;
     /// QEMU answered a QMP command with an error.
     pub const QMP_ERROR: i32 = 6;
+    /// Also when the state database stayed locked by another process (retryable).
     pub const TIMEOUT: i32 = 7;
     /// No user session: systemd --user or the session bus is unreachable.
     pub const NO_SESSION: i32 = 8;
@@ -37,7 +38,7 @@ Exit codes:
   4  invalid configuration
   5  conflict (exists, already running, or running when it must not be)
   6  QMP error reported by QEMU
-  7  timeout
+  7  timeout (also: the state database stayed locked by another process)
   8  no user session (systemd --user or the session bus unreachable)";
 
 #[derive(Debug)]
@@ -97,6 +98,8 @@ impl From<StateError> for CliError {
         let c = match &e {
             StateError::NotFound(_) => code::NO_SUCH_VM,
             StateError::Exists(_) => code::CONFLICT,
+            StateError::Busy { .. } => code::TIMEOUT,
+            // No space, read-only, I/O error, corrupt: the previous state is intact.
             _ => code::FAILURE,
         };
         CliError::new(c, e.to_string())
@@ -164,6 +167,7 @@ impl From<StorageError> for CliError {
             StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
             StorageError::QmpTimeout { .. } => code::TIMEOUT,
             StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
+            StorageError::State(StateError::Busy { .. }) => code::TIMEOUT,
             _ => code::FAILURE,
         };
         CliError::new(c, e.to_string())

@@ -1,7 +1,9 @@
 //! Errors of the state store. Every message that concerns the database names its path, so a
 //! user seeing it knows which file to inspect, move aside or fix permissions on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use super::store::dir_of;
 
 use rusqlite::ErrorCode;
 
@@ -43,11 +45,41 @@ pub enum StateError {
 
     /// Another process held the database lock for longer than the busy timeout.
     #[error(
-        "state database {} is locked by another process (gave up after {timeout_secs} s); \
-         retry when the other maqet command has finished",
+        "state database {} is busy: another process (probably another maqet command) held its \
+         lock for more than {timeout_secs} s; nothing was changed, retry when it has finished",
         path.display()
     )]
     Busy { path: PathBuf, timeout_secs: u64 },
+
+    /// The filesystem holding the database is full (SQLITE_FULL, ENOSPC, EDQUOT).
+    #[error(
+        "state database {}: no space left on device in {}; nothing was changed. Free space on \
+         that filesystem (see `df {}`) or use another data directory (--data-dir)",
+        path.display(), dir.display(), dir.display()
+    )]
+    NoSpace { path: PathBuf, dir: PathBuf },
+
+    /// The database (or its directory, where SQLite creates the -wal and -shm files) cannot
+    /// be written: read-only file system, or no write permission.
+    #[error(
+        "state database {} cannot be written: {reason}; nothing was changed. A command that \
+         changes VMs needs write access to it, to its -wal and -shm files and to {} (where \
+         SQLite creates them); read-only commands such as `maqet ls` still work",
+        path.display(), dir.display()
+    )]
+    ReadOnly {
+        path: PathBuf,
+        dir: PathBuf,
+        reason: String,
+    },
+
+    /// The operating system reported an I/O error while reading or writing the database.
+    #[error(
+        "state database {}: I/O error: {detail}; nothing was changed (check the filesystem \
+         and the kernel log)",
+        path.display()
+    )]
+    DiskIo { path: PathBuf, detail: String },
 
     /// The database was written by a newer maqet with a schema this binary does not know.
     #[error(
@@ -67,11 +99,24 @@ pub enum StateError {
 }
 
 impl StateError {
-    /// Classifies a rusqlite error: lock contention and corruption get their own variants
-    /// because the user's remedy differs from a generic failure.
-    pub(crate) fn sqlite(path: &std::path::Path, source: rusqlite::Error) -> Self {
+    /// Classifies a rusqlite error. `errno` is the OS error of the connection's last failed
+    /// system call (`sqlite3_system_errno`), consulted only for I/O and open failures: it is
+    /// what tells a full disk or a read-only directory from a failing one, and each has
+    /// another remedy.
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error, errno: Option<i32>) -> Self {
+        let code = source.sqlite_error_code();
+        // Only these codes record an errno; for any other it would be stale.
+        let os_related = matches!(
+            code,
+            Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
+        );
+        if let Some(e) = errno.filter(|e| *e != 0 && os_related) {
+            if let Some(err) = Self::from_errno(path, e) {
+                return err;
+            }
+        }
         let path = path.to_path_buf();
-        match source.sqlite_error_code() {
+        match code {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StateError::Busy {
                 path,
                 timeout_secs: crate::state::store::BUSY_TIMEOUT.as_secs(),
@@ -80,7 +125,50 @@ impl StateError {
                 path,
                 detail: source.to_string(),
             },
+            Some(ErrorCode::DiskFull) => StateError::NoSpace {
+                dir: dir_of(&path),
+                path,
+            },
+            Some(ErrorCode::ReadOnly) => StateError::ReadOnly {
+                dir: dir_of(&path),
+                path,
+                reason: source.to_string(),
+            },
+            Some(ErrorCode::SystemIoFailure) => StateError::DiskIo {
+                detail: match errno.filter(|e| *e != 0) {
+                    Some(e) => format!("{source} ({})", std::io::Error::from_raw_os_error(e)),
+                    None => source.to_string(),
+                },
+                path,
+            },
             _ => StateError::Sqlite { path, source },
+        }
+    }
+
+    /// Classifies a failed filesystem call on `what` (the database `db`, or its directory).
+    pub(crate) fn io(db: &Path, what: &Path, source: std::io::Error) -> Self {
+        source
+            .raw_os_error()
+            .and_then(|e| Self::from_errno(db, e))
+            .unwrap_or_else(|| StateError::Io {
+                path: what.to_path_buf(),
+                source,
+            })
+    }
+
+    /// The errors whose remedy is not "look at the disk": a full filesystem or quota, and a
+    /// file or directory that cannot be written.
+    fn from_errno(path: &Path, errno: i32) -> Option<Self> {
+        let path = path.to_path_buf();
+        let dir = dir_of(&path);
+        match errno {
+            libc::ENOSPC | libc::EDQUOT => Some(StateError::NoSpace { path, dir }),
+            libc::EROFS | libc::EACCES | libc::EPERM => Some(StateError::ReadOnly {
+                path,
+                dir,
+                reason: std::io::Error::from_raw_os_error(errno).to_string(),
+            }),
+            _ => None,
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::store::sql_error;
 use super::StateError;
 
 struct Migration {
@@ -52,19 +53,20 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// Reads the schema version: 0 for an empty database (no tables at all).
 pub(crate) fn read_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
-    let sql_err = |e| StateError::sqlite(path, e);
-    let has_version_table: bool = conn
+    let sql_err = |e| sql_error(conn, path, e);
+    // One statement, so one snapshot: as two, a migration committed by another process in
+    // between made a fresh database look like someone else's ("tables, but no
+    // schema_version").
+    let (has_version_table, tables): (bool, i64) = conn
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-             WHERE type = 'table' AND name = 'schema_version')",
+             WHERE type = 'table' AND name = 'schema_version'), \
+             (SELECT count(*) FROM sqlite_master)",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(sql_err)?;
     if !has_version_table {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(sql_err)?;
         // Refuse to add our tables to someone else's database.
         if tables > 0 {
             return Err(StateError::Corrupt {
@@ -103,15 +105,13 @@ pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<i64, State
 /// Brings the database to `SCHEMA_VERSION`. Safe to call concurrently from several processes:
 /// the steps run in one IMMEDIATE transaction (taking the write lock up front) and the version
 /// is re-read inside it, so only the first caller applies them.
-pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<(), StateError> {
     // Fast path without the write lock: every CLI invocation opens the store.
     if check_version(conn, path)? == SCHEMA_VERSION {
         return Ok(());
     }
-    let sql_err = |e| StateError::sqlite(path, e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql_err)?;
+    let sql_err = |e| sql_error(conn, path, e);
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql_err)?;
     let current = check_version(&tx, path)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(sql_err)?;

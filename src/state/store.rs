@@ -1,11 +1,14 @@
 //! The `Store`: one SQLite connection plus the database path (for error messages).
 
 use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{
+    ffi, params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
 
 use super::schema;
 use super::types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
@@ -29,44 +32,35 @@ impl Store {
     /// Missing parent directories are created with mode 0700 and a new database file with
     /// mode 0600: VM configs may hold secrets (e.g. passwords in QEMU arguments).
     pub fn open(path: &Path) -> Result<Store, StateError> {
-        let io_err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| StateError::Io { path: p, source }
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io_err(parent))?;
+        create_private_file(path)?;
+        // Several processes setting up a fresh file at once (switching it to WAL, creating
+        // the tables) can get SQLITE_BUSY without SQLite's busy handler being consulted.
+        // Every setup step is idempotent, so retry it within the same busy timeout: a racing
+        // `add` then reaches its INSERT and gets "exists" rather than "locked".
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut attempt: u64 = 0;
+        loop {
+            match Store::open_writable(path) {
+                Err(StateError::Busy { .. }) if Instant::now() < deadline => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5 + (attempt * 7) % 40));
+                }
+                other => return other,
+            }
         }
-        // Create the file ourselves so its mode does not depend on SQLite's default (0644).
-        // SQLite gives the -wal and -shm files the database file's mode.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-        let mode = file.metadata().map_err(io_err(path))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(db = %path.display(), mode = format!("{:o}", mode & 0o777), "state database was readable by others; setting mode 0600");
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
-        }
-        drop(file);
+    }
 
-        let mut conn = Connection::open_with_flags(
+    fn open_writable(path: &Path) -> Result<Store, StateError> {
+        let conn = Connection::open_with_flags(
             path,
             // No SQLITE_OPEN_URI: a path starting with "file:" is a path, not a URI.
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| StateError::sqlite(path, e))?;
+        .map_err(|e| StateError::sqlite(path, e, None))?;
         configure(&conn, path, true)?;
-        schema::migrate(&mut conn, path)?;
+        schema::migrate(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -78,31 +72,47 @@ impl Store {
     ///
     /// A database from an older maqet is migrated first (through a short read-write
     /// connection): refusing every read after an upgrade would only confuse.
+    ///
+    /// In a directory this user cannot write (or on a full disk), SQLite cannot create the
+    /// -wal and -shm files a WAL reader needs; the file is then read as `immutable`, which
+    /// needs neither. That is only safe when no -wal file with data exists: every open
+    /// connection keeps one, so none can be writing, and no committed transaction is
+    /// waiting in it to be checkpointed.
     pub fn open_read_only(path: &Path) -> Result<Option<Store>, StateError> {
         match path.try_exists() {
             Ok(true) => {}
             Ok(false) => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StateError::io(path, path, source)),
         }
-        let open = || {
-            Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| StateError::sqlite(path, e))
+        // A read-only file or directory: do not even try the normal open, which would leave
+        // a -shm file with the database's read-only mode behind, and that breaks every later
+        // writer once the database is writable again.
+        let can_write = writable(path) && writable(&dir_of(path));
+        let (mut conn, version) = if !can_write && !wal_has_data(path) {
+            open_reader(path, true)?
+        } else {
+            match open_reader(path, false) {
+                Err(e @ (StateError::ReadOnly { .. } | StateError::NoSpace { .. }))
+                    if !wal_has_data(path) =>
+                {
+                    tracing::debug!(db = %path.display(), error = %e, "reading the state database as immutable");
+                    open_reader(path, true)?
+                }
+                other => other?,
+            }
         };
-        let mut conn = open()?;
-        configure(&conn, path, false)?;
-        if schema::check_version(&conn, path)? < schema::SCHEMA_VERSION {
-            drop(Store::open(path)?);
+        if version < schema::SCHEMA_VERSION {
+            match Store::open(path) {
+                Ok(store) => drop(store),
+                // No tables at all (e.g. left by an `add` that failed on a full disk): no
+                // VMs, which needs no write to say.
+                Err(StateError::NoSpace { .. } | StateError::ReadOnly { .. }) if version == 0 => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
             // Reopen: this connection may have cached the old schema.
-            conn = open()?;
-            configure(&conn, path, false)?;
+            conn = open_reader(path, false)?.0;
         }
         Ok(Some(Store {
             conn,
@@ -120,14 +130,10 @@ impl Store {
         let config = json_text(&vm.config);
         let sources = self.sources_text(&vm.sources)?;
         let now = unix_now();
-        self.conn
-            .query_row(
-                &format!(
-                    "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-                     RETURNING {VM_COLUMNS}"
-                ),
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5)"),
                 params![vm.name, config, sources, vm.autostart, now],
-                RawVm::from_row,
             )
             .map_err(|e| {
                 if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) {
@@ -135,22 +141,14 @@ impl Store {
                 } else {
                     self.sql_err(e)
                 }
-            })?
-            .into_record(&self.path)
+            })?;
+            self.read_vm(tx, &vm.name)
+        })
     }
 
     /// Returns the VM named `name`, or `NotFound`.
     pub fn get_vm(&self, name: &str) -> Result<VmRecord, StateError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {VM_COLUMNS} FROM vms WHERE name = ?1"),
-                [name],
-                RawVm::from_row,
-            )
-            .optional()
-            .map_err(|e| self.sql_err(e))?
-            .ok_or_else(|| StateError::NotFound(name.to_owned()))?
-            .into_record(&self.path)
+        self.read_vm(&self.conn, name)
     }
 
     /// All VMs, oldest first (ties broken by name, for a stable `ls`).
@@ -170,50 +168,52 @@ impl Store {
             .collect()
     }
 
-    /// Replaces a VM's config and sources (e.g. `maqet apply`); bumps `updated_at`.
+    /// Replaces a VM's config and sources, and sets the autostart flag unless `autostart` is
+    /// `None` (`maqet apply`), in one transaction; bumps `updated_at`.
     pub fn update_config(
         &self,
         name: &str,
         config: &serde_json::Value,
         sources: &[PathBuf],
+        autostart: Option<bool>,
     ) -> Result<VmRecord, StateError> {
         let config = json_text(config);
         let sources = self.sources_text(sources)?;
-        self.conn
-            .query_row(
-                &format!(
-                    "UPDATE vms SET config = ?2, sources = ?3, updated_at = ?4 \
-                     WHERE name = ?1 RETURNING {VM_COLUMNS}"
-                ),
-                params![name, config, sources, unix_now()],
-                RawVm::from_row,
-            )
-            .optional()
-            .map_err(|e| self.sql_err(e))?
-            .ok_or_else(|| StateError::NotFound(name.to_owned()))?
-            .into_record(&self.path)
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE vms SET config = ?2, sources = ?3, \
+                     autostart = coalesce(?4, autostart), updated_at = ?5 WHERE name = ?1",
+                    params![name, config, sources, autostart, unix_now()],
+                )
+                .map_err(|e| self.sql_err(e))?;
+            found(changed, name)?;
+            self.read_vm(tx, name)
+        })
     }
 
     /// Sets the autostart flag; bumps `updated_at`.
     pub fn set_autostart(&self, name: &str, on: bool) -> Result<(), StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE vms SET autostart = ?2, updated_at = ?3 WHERE name = ?1",
-                params![name, on, unix_now()],
-            )
-            .map_err(|e| self.sql_err(e))?;
-        found(changed, name)
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE vms SET autostart = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![name, on, unix_now()],
+                )
+                .map_err(|e| self.sql_err(e))?;
+            found(changed, name)
+        })
     }
 
     /// Deletes a VM definition and (by cascade) its created-file records. The files
     /// themselves are the caller's to remove: read `created_files` first.
     pub fn delete_vm(&self, name: &str) -> Result<(), StateError> {
-        let changed = self
-            .conn
-            .execute("DELETE FROM vms WHERE name = ?1", [name])
-            .map_err(|e| self.sql_err(e))?;
-        found(changed, name)
+        self.write(|tx| {
+            let changed = tx
+                .execute("DELETE FROM vms WHERE name = ?1", [name])
+                .map_err(|e| self.sql_err(e))?;
+            found(changed, name)
+        })
     }
 
     /// Records that maqet created `path` for `vm`, with the identity of the file it made.
@@ -232,8 +232,8 @@ impl Store {
             Some(i) => (Some(i.dev as i64), Some(i.ino as i64), i.btime_ns),
             None => (None, None, None),
         };
-        self.conn
-            .execute(
+        self.write(|tx| {
+            tx.execute(
                 "INSERT INTO created_files (vm_name, path, kind, created_at, dev, ino, btime_ns) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (vm_name, path) DO UPDATE SET kind = excluded.kind, \
@@ -247,7 +247,8 @@ impl Store {
                     self.sql_err(e)
                 }
             })?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Files recorded for `vm`, in the order they were recorded (delete in reverse, so files
@@ -304,17 +305,18 @@ impl Store {
     /// was never recorded is not an error; an unknown VM is.
     pub fn forget_created_file(&self, vm: &str, path: &Path) -> Result<(), StateError> {
         let text = path_text(path)?;
-        let changed = self
-            .conn
-            .execute(
-                "DELETE FROM created_files WHERE vm_name = ?1 AND path = ?2",
-                params![vm, text],
-            )
-            .map_err(|e| self.sql_err(e))?;
-        if changed == 0 {
-            self.require_vm(&self.conn, vm)?;
-        }
-        Ok(())
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "DELETE FROM created_files WHERE vm_name = ?1 AND path = ?2",
+                    params![vm, text],
+                )
+                .map_err(|e| self.sql_err(e))?;
+            if changed == 0 {
+                self.require_vm(tx, vm)?;
+            }
+            Ok(())
+        })
     }
 
     /// Runs SQLite's integrity and foreign-key checks; returns the problems (empty = healthy).
@@ -350,6 +352,36 @@ impl Store {
         Ok(problems)
     }
 
+    /// Runs `f` in one IMMEDIATE transaction and commits it: every write goes through here.
+    ///
+    /// IMMEDIATE takes the write lock up front, so waiting for another writer goes through
+    /// the busy timeout (a deferred transaction that later upgrades its lock gets
+    /// SQLITE_BUSY at once in WAL mode). The COMMIT's result is checked: a full disk or an
+    /// I/O error fails the command instead of being lost with a dropped statement, and on
+    /// any error the transaction rolls back, leaving the previous state intact.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.sql_err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.sql_err(e))?;
+        Ok(out)
+    }
+
+    fn read_vm(&self, conn: &Connection, name: &str) -> Result<VmRecord, StateError> {
+        conn.query_row(
+            &format!("SELECT {VM_COLUMNS} FROM vms WHERE name = ?1"),
+            [name],
+            RawVm::from_row,
+        )
+        .optional()
+        .map_err(|e| self.sql_err(e))?
+        .ok_or_else(|| StateError::NotFound(name.to_owned()))?
+        .into_record(&self.path)
+    }
+
     fn require_vm(&self, conn: &Connection, vm: &str) -> Result<(), StateError> {
         let exists: bool = conn
             .query_row(
@@ -374,15 +406,128 @@ impl Store {
     }
 
     fn sql_err(&self, e: rusqlite::Error) -> StateError {
-        StateError::sqlite(&self.path, e)
+        sql_error(&self.conn, &self.path, e)
     }
 }
 
-/// Per-connection settings. WAL lets readers (`maqet ls`) proceed while a writer commits;
-/// NORMAL sync is durable enough in WAL mode (a power cut may lose the last commit, never
-/// corrupt the file).
+/// Classifies an error of a statement on `conn`, with the OS error of its last failed
+/// system call (what tells "no space left" from other I/O errors).
+pub(crate) fn sql_error(conn: &Connection, path: &Path, e: rusqlite::Error) -> StateError {
+    // SAFETY: the handle is valid while `conn` lives; sqlite3_system_errno only reads it.
+    let errno = unsafe { ffi::sqlite3_system_errno(conn.handle()) };
+    StateError::sqlite(path, e, Some(errno))
+}
+
+/// Creates the database's directory (0700) and file (0600) if missing, and tightens a file
+/// others can read.
+fn create_private_file(path: &Path) -> Result<(), StateError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| StateError::io(path, parent, e))?;
+    }
+    // SQLite writes through existing -wal and -shm files even in a read-only directory, so
+    // whether a write worked would depend on what an earlier reader left behind. A writer
+    // needs the directory anyway (to create those files, and to remove them on close).
+    let dir = dir_of(path);
+    if !writable(&dir) {
+        return Err(StateError::ReadOnly {
+            path: path.to_path_buf(),
+            reason: format!("the directory {} is not writable", dir.display()),
+            dir,
+        });
+    }
+    // Create the file ourselves so its mode does not depend on SQLite's default (0644).
+    // SQLite gives the -wal and -shm files the database file's mode.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StateError::io(path, path, e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| StateError::io(path, path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(db = %path.display(), mode = format!("{:o}", mode & 0o777), "state database was readable by others; setting mode 0600");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| StateError::io(path, path, e))?;
+    }
+    Ok(())
+}
+
+/// A read-only connection and the schema version; `immutable` reads the file without
+/// locks, -wal or -shm.
+fn open_reader(path: &Path, immutable: bool) -> Result<(Connection, i64), StateError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        Connection::open_with_flags(
+            format!("file:{}?immutable=1", uri_path(path)),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| StateError::sqlite(path, e, None))?;
+    configure(&conn, path, false)?;
+    // Opening is lazy: read now, so a missing -shm or -wal shows here and not mid-command.
+    let version = schema::check_version(&conn, path)?;
+    Ok((conn, version))
+}
+
+/// Whether this process may write `path` (permissions and read-only mounts).
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The directory holding the database.
+pub(crate) fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether the -wal file beside `path` exists and is not empty (or cannot be checked).
+fn wal_has_data(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match fs::metadata(&wal) {
+        Ok(m) => m.len() > 0,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// `path` percent-encoded for a SQLite URI (every byte but unreserved ones and '/').
+pub(crate) fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Per-connection settings, the busy timeout first: every later statement may wait for a
+/// lock. WAL lets readers (`maqet ls`) proceed while a writer commits. synchronous=FULL
+/// makes each COMMIT fsync the WAL, so an error the kernel reports only at write-back
+/// (ENOSPC or EIO on NFS, thin provisioning, a failing disk) fails that COMMIT, instead of
+/// surfacing at a later checkpoint or close whose errors nobody sees.
 fn configure(conn: &Connection, path: &Path, writable: bool) -> Result<(), StateError> {
-    let sql_err = |e| StateError::sqlite(path, e);
+    let sql_err = |e| sql_error(conn, path, e);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(sql_err)?;
@@ -394,7 +539,7 @@ fn configure(conn: &Connection, path: &Path, writable: bool) -> Result<(), State
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(db = %path.display(), %mode, "filesystem does not support WAL; using another journal mode");
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql_err)?;
     }
     Ok(())
@@ -485,6 +630,14 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+pub(crate) fn open_reader_for_tests(
+    path: &Path,
+    immutable: bool,
+) -> Result<Connection, StateError> {
+    open_reader(path, immutable).map(|(conn, _)| conn)
 }
 
 #[cfg(test)]

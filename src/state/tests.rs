@@ -71,7 +71,9 @@ fn crud_round_trip_preserves_json_key_order() {
 
     let new_config = json!({"b": 2, "a": 1});
     let sources = vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")];
-    let updated = store.update_config("web", &new_config, &sources).unwrap();
+    let updated = store
+        .update_config("web", &new_config, &sources, None)
+        .unwrap();
     assert_eq!(updated.config.to_string(), r#"{"b":2,"a":1}"#);
     assert_eq!(updated.sources, sources);
     assert_eq!(updated.created_at, inserted.created_at);
@@ -130,7 +132,9 @@ fn missing_vm_is_not_found_everywhere() {
     let store = Store::open(&db_in(&dir)).unwrap();
     let nf = |r: Result<(), StateError>| matches!(r, Err(StateError::NotFound(n)) if n == "ghost");
     assert!(nf(store.get_vm("ghost").map(drop)));
-    assert!(nf(store.update_config("ghost", &json!({}), &[]).map(drop)));
+    assert!(nf(store
+        .update_config("ghost", &json!({}), &[], None)
+        .map(drop)));
     assert!(nf(store.set_autostart("ghost", true)));
     assert!(nf(store.delete_vm("ghost")));
     assert!(nf(store.record_created_file(
@@ -308,7 +312,7 @@ fn read_only_open_never_creates_and_cannot_write() {
     let ro = Store::open_read_only(&path).unwrap().unwrap();
     assert_eq!(ro.list_vms().unwrap().len(), 1);
     let err = ro.insert_vm(&new_vm("nope")).unwrap_err();
-    assert!(matches!(err, StateError::Sqlite { .. }), "{err:?}");
+    assert!(matches!(err, StateError::ReadOnly { .. }), "{err:?}");
 }
 
 #[test]
@@ -416,4 +420,216 @@ fn records_from_schema_1_have_no_identity() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].path, Path::new("/old.qcow2"));
     assert_eq!(files[0].identity, None);
+}
+
+// ---- error mapping: which failure gets which remedy
+
+fn sqlite_failure(code: i32, msg: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(msg.into()))
+}
+
+#[test]
+fn full_disk_is_no_space_naming_the_data_directory() {
+    let db = Path::new("/srv/maqet/maqet.db");
+    let full = sqlite_failure(rusqlite::ffi::SQLITE_FULL, "database or disk is full");
+    let err = StateError::sqlite(db, full, None);
+    assert!(
+        matches!(&err, StateError::NoSpace { dir, .. } if dir == Path::new("/srv/maqet")),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("no space left on device"), "{text}");
+    assert!(text.contains("/srv/maqet/maqet.db"), "{text}");
+    assert!(text.contains("df /srv/maqet"), "{text}");
+
+    // SQLite reports a failed -shm or WAL write as a generic I/O error; the OS error tells.
+    for errno in [libc::ENOSPC, libc::EDQUOT] {
+        let io = sqlite_failure(rusqlite::ffi::SQLITE_IOERR_SHMSIZE, "disk I/O error");
+        let err = StateError::sqlite(db, io, Some(errno));
+        assert!(
+            matches!(err, StateError::NoSpace { .. }),
+            "{errno}: {err:?}"
+        );
+    }
+    let err = StateError::io(
+        db,
+        Path::new("/srv/maqet"),
+        std::io::Error::from_raw_os_error(libc::ENOSPC),
+    );
+    assert!(matches!(err, StateError::NoSpace { .. }), "{err:?}");
+}
+
+#[test]
+fn unwritable_file_or_directory_is_read_only() {
+    let db = Path::new("/srv/maqet/maqet.db");
+    let ro = sqlite_failure(
+        rusqlite::ffi::SQLITE_READONLY,
+        "attempt to write a readonly database",
+    );
+    assert!(matches!(
+        StateError::sqlite(db, ro, None),
+        StateError::ReadOnly { .. }
+    ));
+    for errno in [libc::EACCES, libc::EPERM, libc::EROFS] {
+        let cant = sqlite_failure(
+            rusqlite::ffi::SQLITE_CANTOPEN,
+            "unable to open database file",
+        );
+        let err = StateError::sqlite(db, cant, Some(errno));
+        assert!(
+            matches!(err, StateError::ReadOnly { .. }),
+            "{errno}: {err:?}"
+        );
+        assert!(err.to_string().contains("`maqet ls` still work"), "{err}");
+        let err = StateError::io(db, db, std::io::Error::from_raw_os_error(errno));
+        assert!(
+            matches!(err, StateError::ReadOnly { .. }),
+            "{errno}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn other_failures_keep_their_own_kind() {
+    let db = Path::new("/srv/maqet/maqet.db");
+    let busy = sqlite_failure(rusqlite::ffi::SQLITE_BUSY, "database is locked");
+    let err = StateError::sqlite(db, busy, Some(libc::ENOSPC));
+    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+    assert!(err.to_string().contains("another process"), "{err}");
+
+    let eio = sqlite_failure(rusqlite::ffi::SQLITE_IOERR_WRITE, "disk I/O error");
+    let err = StateError::sqlite(db, eio, Some(libc::EIO));
+    assert!(matches!(err, StateError::DiskIo { .. }), "{err:?}");
+    assert!(err.to_string().contains("Input/output error"), "{err}");
+
+    // A stale errno must not turn a constraint error into "no space".
+    let pk = sqlite_failure(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY, "UNIQUE");
+    let err = StateError::sqlite(db, pk, Some(libc::ENOSPC));
+    assert!(matches!(err, StateError::Sqlite { .. }), "{err:?}");
+
+    let err = StateError::io(db, db, std::io::Error::from_raw_os_error(libc::ENOENT));
+    assert!(matches!(err, StateError::Io { .. }), "{err:?}");
+}
+
+/// A database that cannot grow (max_page_count stands in for a full disk): every write
+/// fails with `NoSpace` and leaves the previous state as it was.
+#[test]
+fn failed_writes_leave_the_previous_state_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    store.insert_vm(&new_vm("old")).unwrap();
+    let before = store.get_vm("old").unwrap();
+    let pages: i64 = store
+        .conn_for_tests()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn_for_tests()
+        .execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+        .unwrap();
+    let big = json!({ "blob": "x".repeat(64 * 1024) });
+
+    let mut vm = new_vm("new");
+    vm.config = big.clone();
+    let err = store.insert_vm(&vm).unwrap_err();
+    assert!(matches!(err, StateError::NoSpace { .. }), "{err:?}");
+    let err = store
+        .update_config("old", &big, &[], Some(true))
+        .unwrap_err();
+    assert!(matches!(err, StateError::NoSpace { .. }), "{err:?}");
+
+    let names: Vec<_> = store
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["old"]);
+    let after = store.get_vm("old").unwrap();
+    assert_eq!(
+        (after.config, after.autostart),
+        (before.config, before.autostart)
+    );
+}
+
+#[test]
+fn apply_updates_config_and_autostart_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    store.insert_vm(&new_vm("vm")).unwrap();
+    let rec = store
+        .update_config("vm", &json!({"memory": "2G"}), &[], Some(true))
+        .unwrap();
+    assert!(rec.autostart);
+    assert_eq!(rec.config, json!({"memory": "2G"}));
+    assert!(store.get_vm("vm").unwrap().autostart);
+    // None keeps the flag (set by `maqet enable`, say) as it is.
+    let rec = store
+        .update_config("vm", &json!({"memory": "4G"}), &[], None)
+        .unwrap();
+    assert!(rec.autostart);
+    assert_eq!(rec.config, json!({"memory": "4G"}));
+}
+
+/// Many connections creating one fresh database and adding the same name: one wins, every
+/// other gets `Exists` (never `Busy` from the racing setup).
+#[test]
+fn racing_adds_on_a_fresh_database_get_exists() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("r{round}/maqet.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path)?.insert_vm(&new_vm("same")).map(drop)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(()) | Err(StateError::Exists(_)))),
+            "{results:?}"
+        );
+        assert_eq!(Store::open(&path).unwrap().list_vms().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn uri_paths_are_percent_encoded() {
+    assert_eq!(
+        super::store::uri_path(Path::new("/a b/x?y#z%/maqet.db")),
+        "/a%20b/x%3Fy%23z%25/maqet.db"
+    );
+}
+
+/// A reader of a database it cannot write (here: a -wal-less file opened as immutable)
+/// sees the data and creates no -wal or -shm file beside it.
+#[test]
+fn immutable_reader_sees_data_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    Store::open(&path)
+        .unwrap()
+        .insert_vm(&new_vm("vm"))
+        .unwrap();
+    let conn = super::store::open_reader_for_tests(&path, true).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM vms", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let side: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(side, [std::ffi::OsString::from("maqet.db")]);
 }

@@ -135,18 +135,20 @@ pub fn provision(
         });
         let path = canonical_parent(&path);
         if let Some(identity) = create_image(img, &path, format, e.size, backing)? {
-            store.record_created_file(vm, &path, FileKind::Disk, Some(identity))?;
             let what = match (backing, &e.size_text) {
                 (Some((b, _)), _) => format!("{} overlay on {}", format.as_str(), b.display()),
                 (None, Some(s)) => format!("{}, {s}", format.as_str()),
                 (None, None) => format.as_str().to_string(),
             };
+            // Listed before it is recorded: if recording fails (full disk, lock timeout),
+            // the undo still removes the file instead of leaving it unrecorded.
             done.created.push(Created {
-                path,
+                path: path.clone(),
                 kind: FileKind::Disk,
                 what,
                 identity,
             });
+            store.record_created_file(vm, &path, FileKind::Disk, Some(identity))?;
         }
     }
     Ok(())
@@ -174,13 +176,14 @@ fn make_dirs(
             Ok(()) => {
                 let d = canonical_parent(&d);
                 let identity = stat_path(&d).map_err(|e| StorageError::io(&d, e))?.identity;
-                store.record_created_file(vm, &d, FileKind::Directory, Some(identity))?;
+                // Listed first, so a failed record still gets it undone.
                 done.created.push(Created {
-                    path: d,
+                    path: d.clone(),
                     kind: FileKind::Directory,
                     what: "directory".into(),
                     identity,
                 });
+                store.record_created_file(vm, &d, FileKind::Directory, Some(identity))?;
             }
             // Someone else made it meanwhile: not ours.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -412,6 +415,29 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left, [std::ffi::OsString::from("db")], "{left:?}");
+    }
+
+    /// A file or directory whose record cannot be written (here: a read-only store) is
+    /// removed again, not left behind unrecorded.
+    #[test]
+    fn failed_record_undoes_the_creation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        drop(store(&dir));
+        let ro = Store::open_read_only(&dir.join("db/maqet.db"))
+            .unwrap()
+            .unwrap();
+        let cfg = config(
+            &dir,
+            "storage:\n  - {name: s, type: virtfs, path: share/deep}\n",
+        );
+        let mut done = Provisioned::default();
+        let e = provision("vm", &cfg, &dir.join("disks"), &ro, &mut done).unwrap_err();
+        assert!(e.to_string().contains("cannot be written"), "{e}");
+        // Listed before its record was attempted, so the caller's undo finds it.
+        assert_eq!(done.created.len(), 1, "{:?}", done.created.len());
+        done.undo("vm", &ro, &crate::storage::refs::References::default());
+        assert!(!dir.join("share").exists());
     }
 
     #[test]

@@ -328,6 +328,8 @@ cmd_up() {
     fi
     lock_state
     ensure_user
+    # The full-disk tests' tiny filesystem (tests/state_faults.rs).
+    bash "$here/small-fs.sh" "$TUID" "$TGID"
     # sd_booted() marker: without it systemd --user and sd_notify users refuse to act.
     mkdir -p /run/systemd/system
     ensure_journald

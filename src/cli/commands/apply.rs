@@ -113,10 +113,10 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
         }
     }
     let store = ctx.store()?;
-    store.update_config(vm.as_str(), &new, &sources)?;
-    if cfg.autostart != rec.autostart {
-        store.set_autostart(vm.as_str(), cfg.autostart)?;
-    }
+    // The flag follows the config only when this apply changes `autostart`: otherwise a
+    // `maqet enable` would be undone by any unrelated change.
+    let autostart = (old.get("autostart") != new.get("autostart")).then_some(cfg.autostart);
+    store.update_config(vm.as_str(), &new, &sources, autostart)?;
     if !a.json {
         for c in &changes {
             println!("{c}");
