@@ -7,6 +7,7 @@ use crate::paths::PathError;
 use crate::state::StateError;
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
+use crate::vm::OwnerError;
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -129,6 +130,20 @@ impl From<IpcError> for CliError {
             _ => code::FAILURE,
         };
         CliError::new(c, e.to_string())
+    }
+}
+
+impl From<OwnerError> for CliError {
+    fn from(e: OwnerError) -> Self {
+        match e {
+            OwnerError::Systemd(e) => e.into(),
+            OwnerError::Ipc(e) => e.into(),
+            OwnerError::Path(e) => e.into(),
+            e @ (OwnerError::OtherDataDir { .. } | OwnerError::NotRunning { .. }) => {
+                CliError::conflict(e.to_string())
+            }
+            e @ OwnerError::SocketMissing { .. } => CliError::failure(e.to_string()),
+        }
     }
 }
 

@@ -5,14 +5,17 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 
 use super::lifecycle::stop_vm;
+use crate::vm::UnitOwner;
 
 pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
     let sd = ctx.systemd().await?;
-    let live = sd
-        .unit_status(&vm.service_unit())
-        .await?
+    let unit = UnitOwner::of(&sd, &vm, ctx.data_dir.path()).await?;
+    // Another data directory's unit is neither stopped nor reset from here.
+    let ours_or_absent = unit.ours_or_absent();
+    let live = unit
+        .refuse_other_live(&vm, ctx.data_dir.path())?
         .is_some_and(|s| s.vm_state().is_live());
     if live {
         if !a.force {
@@ -20,11 +23,13 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
                 "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
             )));
         }
-        stop_vm(&sd, &vm, None, true).await?;
+        stop_vm(ctx, &sd, &vm, None, true).await?;
     }
-    // A failed unit would otherwise outlive its definition.
-    sd.reset_failed(&vm.service_unit()).await;
-    sd.reset_failed(&vm.socket_unit()).await;
+    if ours_or_absent {
+        // A failed unit would otherwise outlive its definition.
+        sd.reset_failed(&vm.service_unit()).await;
+        sd.reset_failed(&vm.socket_unit()).await;
+    }
     if a.delete_storage || !named.is_empty() {
         super::storage::delete_for_rm(ctx, &vm, &rec, a.delete_storage, &named)?;
     }

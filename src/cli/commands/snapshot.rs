@@ -112,6 +112,7 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
             )));
         }
         return change_live(
+            ctx,
             &vm,
             &cfg,
             &disk_dir,
@@ -184,6 +185,7 @@ async fn attached(client: &mut crate::ipc::IpcClient) -> Result<Vec<BlockNode>, 
 }
 
 async fn change_live(
+    ctx: &Ctx,
     vm: &VmName,
     cfg: &VmConfig,
     disk_dir: &Path,
@@ -192,7 +194,7 @@ async fn change_live(
     tag: &str,
     op: Op,
 ) -> Result<(), CliError> {
-    let mut client = connect(vm).await?;
+    let mut client = connect(ctx, vm).await?;
     let nodes = attached(&mut client).await?;
     let disk_dir_names = drive_names(cfg, disk_dir);
     let names = |p: &Path| {
@@ -347,7 +349,7 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     let mut out: Vec<Row> = Vec::new();
     if is_running(ctx, &vm).await? {
         // Structured data from QEMU, which has the images open.
-        let mut client = connect(&vm).await?;
+        let mut client = connect(ctx, &vm).await?;
         let nodes = attached(&mut client).await?;
         for e in entries {
             let p = canonical(&e.path(&disk_dir));
