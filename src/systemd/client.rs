@@ -338,9 +338,12 @@ impl Systemd {
             .receive_properties_changed()
             .await
             .map_err(|e| call_err("Subscribe", unit, e))?;
+        // Only this unit's removal: a stream of every unit's, unread while
+        // a property call is under way, fills zbus's queue on a busy
+        // manager, which then holds back the call's reply for good.
         let mut removed = self
             .mgr
-            .receive_unit_removed()
+            .receive_unit_removed_with_args(&[(0, unit)])
             .await
             .map_err(|e| call_err("Subscribe", unit, e))?;
         let deadline = Instant::now() + timeout;
