@@ -111,17 +111,7 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
                 a.drive
             )));
         }
-        return change_live(
-            ctx,
-            &vm,
-            &cfg,
-            &disk_dir,
-            &entry.path(&disk_dir),
-            &a.drive,
-            &tag,
-            op,
-        )
-        .await;
+        return change_live(ctx, &vm, &cfg, &entry.path(&disk_dir), &a.drive, &tag, op).await;
     }
     if running {
         let what = match op {
@@ -188,7 +178,6 @@ async fn change_live(
     ctx: &Ctx,
     vm: &VmName,
     cfg: &VmConfig,
-    disk_dir: &Path,
     drive_path: &Path,
     drive: &str,
     tag: &str,
@@ -196,7 +185,7 @@ async fn change_live(
 ) -> Result<(), CliError> {
     let mut client = connect(ctx, vm).await?;
     let nodes = attached(&mut client).await?;
-    let disk_dir_names = drive_names(cfg, disk_dir);
+    let disk_dir_names = drive_names(cfg, &ctx.data_dir.disk_dir(vm));
     let names = |p: &Path| {
         let c = canonical(p);
         disk_dir_names
