@@ -138,8 +138,14 @@ fn a_missing_control_socket_is_reported_and_stop_still_honours_its_timeout() {
     // Without the runner's socket the stop goes through systemd; the guest
     // ignores power-down, so it ends because --timeout ran out (killed),
     // not after the VM's 600 s shutdown_timeout.
-    let out: Value =
-        serde_json::from_str(&w.ok(&["stop", "--timeout", "2", "--json", &vm])).unwrap();
+    let o = w.maqet(&["stop", "--timeout", "2", "--json", &vm]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stop failed: {stderr}");
+    assert!(
+        stderr.contains("control socket") && !stderr.contains("not running"),
+        "{stderr}"
+    );
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["was_running"], true, "{out:#}");
     assert_eq!(out["outcome"], "killed", "{out:#}");
     assert_eq!(w.state(&vm), "defined");

@@ -239,8 +239,16 @@ async fn stop_through_runner(
     timeout: Option<Duration>,
     force: bool,
 ) -> Result<Option<StopOutcome>, CliError> {
-    let mut c = match IpcClient::connect(&paths::socket_path(vm)?).await {
+    let socket = paths::socket_path(vm)?;
+    let mut c = match IpcClient::connect(&socket).await {
         Ok(c) => c,
+        Err(IpcError::NotRunning { .. }) if !socket.exists() => {
+            tracing::warn!(
+                "the control socket {} is missing; stopping through systemd",
+                socket.display()
+            );
+            return Ok(None);
+        }
         Err(e) => {
             tracing::warn!("cannot reach the runner ({e}); asking systemd");
             return Ok(None);
