@@ -10,4 +10,5 @@ pub mod runner;
 pub mod state;
 pub mod storage;
 pub mod systemd;
+pub mod vm;
 pub mod vmname;

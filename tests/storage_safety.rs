@@ -273,11 +273,17 @@ fn a_lock_held_by_another_process_is_not_blamed_on_a_vm() {
     // concurrent `maqet snapshot`/`storage create` would.
     let mut holder = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", "sleep 600000", path_str(&hdd)])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until("qemu-io to hold the lock", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = holder.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("qemu-io ended ({st}) before holding the lock: {err}");
+        }
         !Command::new("qemu-img")
             .args(["info", path_str(&hdd)])
             .output()
@@ -403,7 +409,7 @@ fn race_once(round: u32) {
         ),
     };
     eprintln!("the losing start said: {lost}");
-    assert!(lost.contains("from another data directory"), "{lost}");
+    assert!(lost.contains("of another data directory"), "{lost}");
     assert_eq!(winner.state(&name), "running");
     let pid = winner.status(&name)["qemu_pid"].as_u64().expect("qemu pid");
     // The loser keeps no disk and no claim: its own disk is gone (if it

@@ -28,6 +28,9 @@ impl Ctx {
     /// `wait` for another maqet process starting or removing it.
     pub fn lock_vm(&self, name: &str, wait: std::time::Duration) -> Result<VmLock, CliError> {
         let vm = VmName::new(name)?;
+        // Only writers lock: an unwritable data directory gets the store's
+        // own message ("cannot be written"), not a bare EACCES on the lock file.
+        drop(self.store()?);
         Ok(VmLock::acquire(&self.data_dir, &vm, wait)?)
     }
 

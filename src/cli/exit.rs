@@ -7,6 +7,7 @@ use crate::paths::PathError;
 use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
+use crate::vm::OwnerError;
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -19,7 +20,8 @@ pub mod code {
     /// Also for a drive or snapshot that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
-    /// Exists already, already running, or running when it must not be.
+    /// Exists already, already running, running when it must not be, or
+    /// the unit belongs to another data directory's VM of that name.
     pub const CONFLICT: i32 = 5;
     /// QEMU answered a QMP command with an error.
     pub const QMP_ERROR: i32 = 6;
@@ -36,7 +38,7 @@ Exit codes:
   2  usage error
   3  no such VM (or no such drive or snapshot)
   4  invalid configuration
-  5  conflict (exists, already running, or running when it must not be)
+  5  conflict (exists, already running, running when it must not be, or runs from another data directory)
   6  QMP error reported by QEMU
   7  timeout (also: the state database stayed locked by another process)
   8  no user session (systemd --user or the session bus unreachable)";
@@ -145,6 +147,20 @@ impl From<IpcError> for CliError {
     }
 }
 
+impl From<OwnerError> for CliError {
+    fn from(e: OwnerError) -> Self {
+        match e {
+            OwnerError::Systemd(e) => e.into(),
+            OwnerError::Ipc(e) => e.into(),
+            OwnerError::Path(e) => e.into(),
+            e @ (OwnerError::OtherDataDir { .. } | OwnerError::NotRunning { .. }) => {
+                CliError::conflict(e.to_string())
+            }
+            e @ OwnerError::SocketMissing { .. } => CliError::failure(e.to_string()),
+        }
+    }
+}
+
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         CliError::failure(e.to_string())
@@ -171,5 +187,36 @@ impl From<StorageError> for CliError {
             _ => code::FAILURE,
         };
         CliError::new(c, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_refusals_are_conflicts_and_a_missing_socket_a_failure() {
+        let other = CliError::from(OwnerError::OtherDataDir {
+            vm: "twin".into(),
+            unit: "maqet-vm@twin.service".into(),
+            other: "/srv/a".into(),
+            ours: "/srv/b".into(),
+        });
+        assert_eq!(other.code, code::CONFLICT);
+        assert!(other.message.contains("/srv/a") && other.message.contains("/srv/b"));
+        let missing = CliError::from(OwnerError::SocketMissing {
+            vm: "web".into(),
+            unit: "maqet-vm@web.service".into(),
+            pid: 42,
+            socket: "/run/user/1/maqet/vm/web.sock".into(),
+        });
+        assert_eq!(missing.code, code::FAILURE);
+        assert!(
+            missing.message.contains("is running") && !missing.message.contains("not running"),
+            "{}",
+            missing.message
+        );
+        let not = CliError::from(OwnerError::NotRunning { vm: "web".into() });
+        assert_eq!(not.code, code::CONFLICT);
     }
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 use super::store::DefinedVm;
 use super::{Finding, Severity};
 use crate::paths::{self, DataDir};
-use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{Systemd, VmState};
+use crate::vm::{owned_by, Owner};
+use crate::vmname::VmName;
 
 pub const SLICE_UNIT: &str = "maqet.slice";
 pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
@@ -85,7 +86,7 @@ fn vm_of(unit: &str, suffix: &str) -> Option<String> {
 
 /// Whose VM a unit runs, judged from its description's data directory.
 #[derive(Debug, PartialEq, Eq)]
-enum Owner {
+enum Whose {
     /// This data directory, and the VM is defined in it.
     Defined,
     /// Another data directory that still has a database: not ours to judge.
@@ -94,19 +95,46 @@ enum Owner {
     Leftover(String),
 }
 
-fn owner(desc: &str, vm: &str, data_dir: &DataDir, defined: &HashSet<&str>) -> Owner {
-    let ours = data_dir.path().to_string_lossy();
-    match data_dir_of_description(desc) {
-        Some(d) if d != ours => {
-            if Path::new(d).join("maqet.db").exists() {
-                Owner::Elsewhere
+fn owner(desc: &str, vm: &str, data_dir: &DataDir, defined: &HashSet<&str>) -> Whose {
+    match owned_by(desc, data_dir.path()) {
+        Owner::Other(d) => {
+            if Path::new(&d).join("maqet.db").exists() {
+                Whose::Elsewhere
             } else {
-                Owner::Leftover(format!("its data directory {d} has no maqet.db any more"))
+                Whose::Leftover(format!("its data directory {d} has no maqet.db any more"))
             }
         }
-        _ if defined.contains(vm) => Owner::Defined,
-        _ => Owner::Leftover(format!("VM '{vm}' is not defined in {ours}")),
+        Owner::Unmarked => {
+            Whose::Leftover(format!("its description '{desc}' names no data directory"))
+        }
+        Owner::Ours if defined.contains(vm) => Whose::Defined,
+        Owner::Ours => Whose::Leftover(format!(
+            "VM '{vm}' is not defined in {}",
+            data_dir.path().display()
+        )),
     }
+}
+
+/// A running VM of this data directory whose socket file is gone: maqet
+/// cannot reach its runner (`qmp`, `console`, … fail) until it restarts.
+fn missing_socket(vm: &str, unit: &str) -> Option<Finding> {
+    let socket = paths::socket_path(&VmName::new(vm).ok()?).ok()?;
+    if socket.exists() {
+        return None;
+    }
+    Some(
+        Finding::new(
+            "sockets",
+            Severity::Warning,
+            format!(
+                "VM '{vm}' is running ({unit}) but its control socket {} is missing: `qmp`, `console`, `events` and live snapshots cannot reach it",
+                socket.display()
+            ),
+        )
+        .hint(format!(
+            "`maqet restart {vm}` brings the socket back (`maqet stop {vm}` works without it, through systemd); was the file removed by hand or by a tmpfiles cleanup of $XDG_RUNTIME_DIR?"
+        )),
+    )
 }
 
 /// Failed units of defined VMs and leftover units; returns the VM names
@@ -150,8 +178,8 @@ pub async fn vm_units(
         let live = !matches!(active, "inactive" | "failed");
         let who = owner(desc, &vm, data_dir, &defined);
         match (&who, active) {
-            (Owner::Elsewhere, _) => continue,
-            (Owner::Defined, "failed") => {
+            (Whose::Elsewhere, _) => continue,
+            (Whose::Defined, "failed") => {
                 let reason = match sd.unit_status(name).await {
                     Ok(Some(st)) => {
                         let last = crate::vmname::VmName::new(&vm).ok().and_then(|v| {
@@ -178,8 +206,12 @@ pub async fn vm_units(
                 }
                 f.push(finding);
             }
-            (Owner::Defined, _) => running += usize::from(live),
-            (Owner::Leftover(why), _) if live => f.push(
+            (Whose::Defined, "active") => {
+                running += 1;
+                f.extend(missing_socket(&vm, name));
+            }
+            (Whose::Defined, _) => running += usize::from(live),
+            (Whose::Leftover(why), _) if live => f.push(
                 Finding::new(
                     "units",
                     Severity::Warning,
@@ -189,7 +221,7 @@ pub async fn vm_units(
                     "stop it if it is not needed: systemctl --user stop {name}"
                 )),
             ),
-            (Owner::Leftover(why), _) => {
+            (Whose::Leftover(why), _) => {
                 let mut finding = Finding::new(
                     "units",
                     Severity::Warning,
@@ -353,21 +385,21 @@ mod tests {
         let desc = |d: &str| format!("maqet VM web (data {d})");
         assert_eq!(
             owner(&desc("/nonexistent/maqet-doctor-a"), "web", &dd, &defined),
-            Owner::Defined
+            Whose::Defined
         );
         assert!(matches!(
             owner(&desc("/nonexistent/maqet-doctor-a"), "db", &dd, &defined),
-            Owner::Leftover(_)
+            Whose::Leftover(_)
         ));
         assert!(matches!(
             owner(&desc("/nonexistent/maqet-doctor-b"), "web", &dd, &defined),
-            Owner::Leftover(_)
+            Whose::Leftover(_)
         ));
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join("maqet.db"), b"").unwrap();
         assert_eq!(
             owner(&desc(&other.path().to_string_lossy()), "web", &dd, &defined),
-            Owner::Elsewhere
+            Whose::Elsewhere
         );
         assert_eq!(
             vm_of("maqet-vm@a.b.service", ".service").as_deref(),

@@ -105,6 +105,11 @@ pub struct StatusInfo {
     pub run_state: String,
     /// Unix seconds when QEMU answered QMP.
     pub ready_at: u64,
+    /// The runner's data directory (canonical path), so a client can tell
+    /// that the socket it reached is its own data directory's VM. Absent
+    /// from runners that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
 }
 
 /// `stop` params.

@@ -40,6 +40,8 @@ pub struct RunnerDispatch {
     pub qemu_pid: u32,
     pub qemu_version: String,
     pub ready_at: u64,
+    /// Canonical data directory, reported in `status` (ownership checks).
+    pub data_dir: String,
     pub qmp: QmpClient,
     pub run_state: Arc<Mutex<String>>,
     pub stop_tx: mpsc::Sender<StopRequest>,
@@ -139,6 +141,7 @@ impl RunnerDispatch {
             qemu_version: self.qemu_version.clone(),
             run_state: state,
             ready_at: self.ready_at,
+            data_dir: Some(self.data_dir.clone()),
         };
         Ok(serde_json::to_value(info)
             .expect("status serializes")

@@ -491,6 +491,7 @@ impl Systemd {
                 })
                 .then_some(())
         });
+        // Only this unit's removal (see signals.rs for why no stream is left unread).
         let removed = self
             .mgr
             .receive_unit_removed_with_args(&[(0, unit)])

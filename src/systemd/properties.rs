@@ -62,16 +62,11 @@ fn exit_status_set(code: i32) -> Value<'static> {
     Value::from((vec![code], Vec::<i32>::new()))
 }
 
-/// `Description=` carries the data directory so `ls` and `start` can tell a
-/// unit of this data directory from a same-named VM of another one.
+/// `Description=` carries the data directory so every command can tell a
+/// unit of this data directory from a same-named VM of another one
+/// (parsed by [`crate::vm::owner::data_dir_of_description`]).
 pub fn description(vm: &VmName, data_dir: &std::path::Path) -> String {
     format!("maqet VM {} (data {})", vm, data_dir.display())
-}
-
-/// The data directory named in a unit description made by [`description`].
-pub fn data_dir_of_description(desc: &str) -> Option<&str> {
-    desc.rsplit_once("(data ")
-        .and_then(|(_, rest)| rest.strip_suffix(')'))
 }
 
 fn usec(d: Duration) -> u64 {
@@ -249,12 +244,5 @@ mod tests {
         assert_eq!(get(&p, "RestartUSec"), &Value::from(2_000_000u64));
         assert_eq!(get(&p, "MemoryMax"), &Value::from(1u64 << 30));
         assert_eq!(get(&p, "CPUQuotaPerSecUSec"), &Value::from(500_000u64));
-    }
-
-    #[test]
-    fn description_carries_data_dir() {
-        let d = description(&VmName::new("a").unwrap(), std::path::Path::new("/x (y)/z"));
-        assert_eq!(data_dir_of_description(&d), Some("/x (y)/z"));
-        assert_eq!(data_dir_of_description("something else"), None);
     }
 }

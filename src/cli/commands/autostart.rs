@@ -15,7 +15,7 @@ use crate::systemd::Systemd;
 use crate::vmname::VmName;
 
 use super::lifecycle::{seconds, start_record};
-use super::show::ours;
+use crate::vm::UnitOwner;
 
 pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
@@ -128,10 +128,10 @@ async fn start_one(
         Ok(v) => v,
         Err(e) => return result("failed", Some(e.to_string())),
     };
-    match sd.unit_status(&vm.service_unit()).await {
+    match UnitOwner::of(sd, &vm, ctx.data_dir.path()).await {
         // (A live unit of another data directory makes the start fail
         // with a message that says so.)
-        Ok(Some(st)) if st.vm_state().is_live() && ours(ctx, Some(st.clone())).is_some() => {
+        Ok(UnitOwner::Ours(st)) if st.vm_state().is_live() => {
             return result("already_running", None)
         }
         Ok(_) => {}

@@ -24,7 +24,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     let params = json!({"replay": a.dump || a.replay, "follow": !a.dump});
     client.call("console", params, Some(ATTACH_TIMEOUT)).await?;
     let (mut from_vm, mut to_vm) = client.into_raw();

@@ -14,7 +14,7 @@ use super::qmp::connect;
 
 pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     client
         .call("events", Value::Null, Some(Duration::from_secs(10)))
         .await?;

@@ -19,7 +19,7 @@ use crate::paths;
 use crate::systemd::{json::to_json, Systemd, SERVICE_IFACE, SOCKET_IFACE};
 use crate::vmname::VmName;
 
-use super::show::{ours, qemu_pid, usage_fields, StatusReport};
+use super::show::{our_unit, qemu_pid, usage_fields, StatusReport};
 
 /// The service properties `inspect` shows (D-Bus names, as
 /// `systemctl --user show` prints them).
@@ -135,7 +135,7 @@ pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
     let unit = vm.service_unit();
-    let st = ours(ctx, sd.unit_status(&unit).await?);
+    let st = our_unit(ctx, &sd, &vm).await?;
     let mut status = StatusReport::new(&vm, st.as_ref());
     // A unit of the same name from another data directory is not this VM's.
     let raw = match st {

@@ -13,8 +13,8 @@ use crate::ipc::{IpcClient, IpcError, StopOutcome};
 use crate::paths;
 use crate::state::VmRecord;
 use crate::storage::Provisioned;
-use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{RestartPolicy, Systemd, SystemdError, VmUnitSpec};
+use crate::vm::{owner, OwnerError};
 use crate::vmname::VmName;
 
 /// Margin on top of the guest's shutdown timeout for `quit` and SIGKILL.
@@ -103,7 +103,7 @@ pub async fn start_record(
     let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
     let spec = unit_spec(ctx, vm, &cfg, timeout)?;
     if super::storage::running_on(ctx, sd, vm).await? {
-        return Err(already_running(ctx, sd, vm, &vm.service_unit()).await);
+        return Err(already_running(ctx, sd, vm).await);
     }
     // Disks exist before the unit does; a failed start removes them again.
     let store = ctx.store()?;
@@ -124,7 +124,7 @@ pub async fn start_record(
             // which files it uses; what this start made and the winner does
             // not use goes, and no record of it stays.
             let _ = sd.wait_until_settled(&unit, timeout).await;
-            Err(already_running(ctx, sd, vm, &unit).await)
+            Err(already_running(ctx, sd, vm).await)
         }
         Err(SystemdError::Failed { unit, status }) => {
             let lines = journal::problems_of_runner(vm, status.exec_main_pid, 12);
@@ -169,71 +169,43 @@ pub async fn start_record(
     }
 }
 
-async fn already_running(ctx: &Ctx, sd: &Systemd, vm: &VmName, unit: &str) -> CliError {
-    let other = match sd.unit_status(unit).await {
-        Ok(Some(st)) => data_dir_of_description(&st.description)
-            .filter(|d| *d != ctx.data_dir.path().to_string_lossy())
-            .map(str::to_string),
-        _ => None,
-    };
-    match other {
-        Some(dir) => CliError::conflict(format!(
-            "a VM named '{vm}' from another data directory ({dir}) is running as {unit}; unit names are per user, so stop that one first"
+async fn already_running(ctx: &Ctx, sd: &Systemd, vm: &VmName) -> CliError {
+    match owner::live_unit(sd, vm, ctx.data_dir.path()).await {
+        Err(e @ OwnerError::OtherDataDir { .. }) => e.into(),
+        _ => CliError::conflict(format!(
+            "VM '{vm}' is already running (see `maqet status {vm}`)"
         )),
-        None => CliError::conflict(format!("VM '{vm}' is already running (see `maqet status {vm}`)")),
     }
 }
 
-/// Stops a running VM; `Ok(None)` when it was not running.
+/// Stops this data directory's running VM; `Ok(None)` when it was not
+/// running; refuses another data directory's VM of the same name.
+///
+/// `timeout` (the guest's time to power off) holds on every path: the
+/// runner is given it over IPC; without a reachable runner systemd's stop
+/// job is given that long before the unit is killed.
 pub async fn stop_vm(
+    ctx: &Ctx,
     sd: &Systemd,
     vm: &VmName,
     timeout: Option<Duration>,
     force: bool,
 ) -> Result<Option<StopOutcome>, CliError> {
     let unit = vm.service_unit();
-    let Some(st) = sd
-        .unit_status(&unit)
-        .await?
-        .filter(|s| s.vm_state().is_live())
-    else {
+    let Some(st) = owner::live_unit(sd, vm, ctx.data_dir.path()).await? else {
         return Ok(None);
     };
     if st.is_auto_restart() {
-        // No runner to ask: a stop job cancels the pending restart.
+        // No runner and no guest: a stop job cancels the pending restart
+        // at once, so there is nothing for `timeout` to bound.
         sd.stop_unit(&unit).await?;
         sd.wait_until_down(&unit, STOP_MARGIN).await?;
         sd.reset_failed(&unit).await;
         sd.reset_failed(&vm.socket_unit()).await;
         return Ok(Some(StopOutcome::AlreadyStopped));
     }
-    let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
-    // The runner answers once QEMU is gone; the guest may take `timeout`.
-    let wait = timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10);
-    let socket = paths::socket_path(vm)?;
-    // Bounded as a whole (connect, send, reply): a runner that accepts but
-    // never answers must not hold `stop` forever.
-    let asked = tokio::time::timeout(wait, async {
-        let mut c = IpcClient::connect(&socket).await?;
-        c.call("stop", params, Some(wait)).await
-    })
-    .await
-    .unwrap_or(Err(IpcError::Timeout(wait)));
-    let outcome = match asked {
-        Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
-        Err(IpcError::Closed) => None,
-        // The runner is fine and said no: asking systemd instead would
-        // stop the VM with a timeout the user did not ask for.
-        Err(e @ IpcError::Remote(_))
-            if e.remote_kind() == Some(crate::ipc::ErrorKind::BadRequest) =>
-        {
-            return Err(e.into())
-        }
-        Err(e) => {
-            tracing::warn!("runner did not complete the stop ({e}); asking systemd");
-            None
-        }
-    };
+    let outcome = stop_through_runner(ctx, vm, timeout, force).await?;
+    let mut killed = force;
     if outcome.is_none() {
         // Through a stop job in either case: a unit that merely dies (e.g.
         // to a KillUnit alone) would be restarted by its restart policy.
@@ -241,23 +213,112 @@ pub async fn stop_vm(
         if force {
             sd.wait_until_stopping(&unit, STOP_MARGIN).await?;
             sd.kill(&unit, libc::SIGKILL).await?;
+        } else if let Some(t) = timeout {
+            // The runner powers the guest down on SIGTERM but only knows
+            // the VM's shutdown_timeout; --timeout is enforced here.
+            match sd.wait_until_down(&unit, t).await {
+                Ok(_) => {}
+                Err(SystemdError::Timeout { .. }) => {
+                    tracing::warn!("guest still up after {t:?}; killing the unit");
+                    sd.kill(&unit, libc::SIGKILL).await?;
+                    killed = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-    let down_wait = if outcome.is_some() {
-        Duration::from_secs(30)
-    } else {
-        wait
+    let down_wait = match (outcome, timeout) {
+        (Some(_), _) => Duration::from_secs(30),
+        (None, Some(_)) => STOP_MARGIN,
+        (None, None) => runner_wait(None),
     };
     let last = sd.wait_until_down(&unit, down_wait).await?;
-    if force {
+    if killed {
         // A SIGKILLed unit is "failed" only because we asked for it.
         sd.reset_failed(&unit).await;
         sd.reset_failed(&vm.socket_unit()).await;
     }
     Ok(Some(outcome.unwrap_or(match last {
-        Some(s) if s.result == "success" => StopOutcome::Powerdown,
+        Some(s) if s.result == "success" && !killed => StopOutcome::Powerdown,
         _ => StopOutcome::Killed,
     })))
+}
+
+/// How long the runner may take to answer a stop: the guest may take
+/// `timeout` (or its shutdown_timeout, at most 300 s), then `quit`/SIGKILL.
+fn runner_wait(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10)
+}
+
+/// Asks the runner to stop the VM; `Ok(None)` when it cannot be reached or
+/// did not complete (the caller falls back to systemd). A runner of another
+/// data directory behind the socket is refused, never stopped. The whole
+/// exchange (connect, status, stop) is bounded: a runner that accepts but
+/// never answers must not hold `stop` forever.
+async fn stop_through_runner(
+    ctx: &Ctx,
+    vm: &VmName,
+    timeout: Option<Duration>,
+    force: bool,
+) -> Result<Option<StopOutcome>, CliError> {
+    let wait = runner_wait(timeout);
+    tokio::time::timeout(wait, ask_runner_to_stop(ctx, vm, timeout, force, wait))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!("runner did not complete the stop within {wait:?}; asking systemd");
+            Ok(None)
+        })
+}
+
+async fn ask_runner_to_stop(
+    ctx: &Ctx,
+    vm: &VmName,
+    timeout: Option<Duration>,
+    force: bool,
+    wait: Duration,
+) -> Result<Option<StopOutcome>, CliError> {
+    let socket = paths::socket_path(vm)?;
+    let mut c = match IpcClient::connect(&socket).await {
+        Ok(c) => c,
+        Err(IpcError::NotRunning { .. }) if !socket.exists() => {
+            tracing::warn!(
+                "the control socket {} is missing; stopping through systemd",
+                socket.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!("cannot reach the runner ({e}); asking systemd");
+            return Ok(None);
+        }
+    };
+    match owner::verify_runner(&mut c, vm, ctx.data_dir.path()).await {
+        Ok(()) => {}
+        Err(e @ OwnerError::OtherDataDir { .. }) => return Err(e.into()),
+        // The unit's description said ours; a runner that cannot answer
+        // `status` is stopped through systemd.
+        Err(e) => {
+            tracing::warn!("the runner did not answer status ({e}); asking systemd");
+            return Ok(None);
+        }
+    }
+    let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
+    // The runner answers once QEMU is gone; the guest may take `timeout`.
+    match c.call("stop", params, Some(wait)).await {
+        Ok(v) => Ok(serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok()),
+        Err(IpcError::Closed) => Ok(None),
+        // The runner is fine and said no: asking systemd instead would
+        // stop the VM with a timeout the user did not ask for.
+        Err(e @ IpcError::Remote(_))
+            if e.remote_kind() == Some(crate::ipc::ErrorKind::BadRequest) =>
+        {
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::warn!("runner did not complete the stop ({e}); asking systemd");
+            Ok(None)
+        }
+    }
 }
 
 pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
@@ -270,7 +331,7 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
     }
     let (vm, _) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    let outcome = stop_vm(&sd, &vm, timeout, a.force).await?;
+    let outcome = stop_vm(ctx, &sd, &vm, timeout, a.force).await?;
     if a.json {
         crate::cli::output::print_json(&serde_json::json!({
             "name": vm.to_string(),
@@ -290,7 +351,7 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
 pub async fn restart(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    stop_vm(&sd, &vm, None, false).await?;
+    stop_vm(ctx, &sd, &vm, None, false).await?;
     drop(sd);
     start(ctx, a).await
 }

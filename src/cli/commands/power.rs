@@ -23,7 +23,7 @@ use super::qmp_tools::call;
 
 pub async fn reset(ctx: &Ctx, a: &VmArg) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     call(&mut client, "system_reset", None).await.map(drop)
 }
 
@@ -49,11 +49,11 @@ fn reboot_seen(ev: &Value) -> Option<Rebooted> {
 pub async fn reboot(ctx: &Ctx, a: &RebootArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut events = connect(&vm).await?;
+    let mut events = connect(ctx, &vm).await?;
     events
         .call("events", Value::Null, Some(Duration::from_secs(10)))
         .await?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     let st = call(&mut client, "query-status", None).await?;
     if st["status"] != "running" {
         return Err(CliError::conflict(format!(

@@ -6,8 +6,8 @@ use crate::cli::args::{QmpCommand, QmpRunArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
-use crate::ipc::{IpcClient, IpcError};
-use crate::paths;
+use crate::ipc::IpcClient;
+use crate::vm::owner;
 use crate::vmname::VmName;
 
 use super::qmp_tools;
@@ -26,16 +26,11 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
     }
 }
 
-/// Connects to a VM's runner, or explains that the VM is not running.
-pub async fn connect(vm: &VmName) -> Result<IpcClient, CliError> {
-    IpcClient::connect(&paths::socket_path(vm)?)
-        .await
-        .map_err(|e| match e {
-            IpcError::NotRunning { .. } => CliError::conflict(format!(
-                "VM '{vm}' is not running (start it with `maqet start {vm}`)"
-            )),
-            other => other.into(),
-        })
+/// Connects to the runner of this data directory's VM, or explains why
+/// not (not running, another data directory's, socket missing).
+pub async fn connect(ctx: &Ctx, vm: &VmName) -> Result<IpcClient, CliError> {
+    let sd = ctx.systemd().await?;
+    Ok(owner::connect_runner(&sd, vm, ctx.data_dir.path()).await?)
 }
 
 async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
@@ -52,7 +47,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
         },
     };
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     let mut params = serde_json::json!({"execute": a.command});
     if let Some(args) = arguments {
         params["arguments"] = args;

@@ -88,7 +88,7 @@ async fn send_combo(client: &mut IpcClient, combo: &[&str], hold_ms: u32) -> Res
 pub async fn keys(ctx: &Ctx, a: QmpKeysArgs) -> Result<(), CliError> {
     let combo = keys::combination(&a.keys)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     ensure_running(&mut client, &vm).await?;
     send_combo(&mut client, &combo, a.hold_time).await
 }
@@ -99,7 +99,7 @@ pub async fn type_text(ctx: &Ctx, a: QmpTypeArgs) -> Result<(), CliError> {
     // Every character is checked before the first key goes out.
     let combos = keys::text_to_keys(&a.text)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     ensure_running(&mut client, &vm).await?;
     let pace = Duration::from_millis(a.hold_time.into()) + KEY_GAP;
     for (i, combo) in combos.iter().enumerate() {
@@ -123,7 +123,7 @@ pub async fn screendump(ctx: &Ctx, a: ScreendumpArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(format!("{}: {e}", a.file.display())))?;
     let png = wants_png(&file);
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     let mut args = json!({"filename": file.to_string_lossy()});
     if png {
         args["format"] = json!("png");
@@ -161,7 +161,7 @@ pub async fn resume(ctx: &Ctx, a: VmArg) -> Result<(), CliError> {
 
 async fn simple(ctx: &Ctx, name: &str, command: &str) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     call(&mut client, command, None).await.map(drop)
 }
 
@@ -206,7 +206,7 @@ pub fn device_add_arguments(a: &DeviceAddArgs) -> Result<Value, CliError> {
 pub async fn device_add(ctx: &Ctx, a: DeviceAddArgs) -> Result<(), CliError> {
     let args = device_add_arguments(&a)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     call(&mut client, "device_add", Some(args)).await.map(drop)
 }
 
@@ -216,13 +216,13 @@ pub async fn device_del(ctx: &Ctx, a: DeviceDelArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
     let (vm, _) = ctx.vm(&a.name)?;
     // Subscribe before asking, so the event cannot slip past.
-    let mut events = connect(&vm).await?;
+    let mut events = connect(ctx, &vm).await?;
     if !a.no_wait {
         events
             .call("events", Value::Null, Some(CALL_TIMEOUT))
             .await?;
     }
-    let mut client = connect(&vm).await?;
+    let mut client = connect(ctx, &vm).await?;
     call(&mut client, "device_del", Some(json!({"id": a.id}))).await?;
     if a.no_wait {
         return Ok(());

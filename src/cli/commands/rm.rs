@@ -5,9 +5,9 @@ use std::time::Duration;
 use crate::cli::args::RmArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
-use crate::systemd::properties::data_dir_of_description;
 
 use super::lifecycle::stop_vm;
+use crate::vm::UnitOwner;
 
 /// How long `rm` waits for a `start` of the same VM to finish.
 const START_WAIT: Duration = Duration::from_secs(120);
@@ -20,23 +20,21 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let named = super::storage::check_delete_files(ctx, &vm, &rec, &a.delete_files)?;
     let sd = ctx.systemd().await?;
-    let status = sd.unit_status(&vm.service_unit()).await?;
-    let live = status.as_ref().is_some_and(|s| s.vm_state().is_live());
-    // A unit of the same name from another data directory is not this VM:
-    // it is neither stopped nor reset here.
-    let ours = status.as_ref().is_none_or(|s| {
-        data_dir_of_description(&s.description)
-            .is_none_or(|d| d == ctx.data_dir.path().to_string_lossy())
-    });
-    if live && ours {
+    let unit = UnitOwner::of(&sd, &vm, ctx.data_dir.path()).await?;
+    // Another data directory's unit is neither stopped nor reset from here.
+    let ours_or_absent = unit.ours_or_absent();
+    let live = unit
+        .refuse_other_live(&vm, ctx.data_dir.path())?
+        .is_some_and(|s| s.vm_state().is_live());
+    if live {
         if !a.force {
             return Err(CliError::conflict(format!(
                 "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
             )));
         }
-        stop_vm(&sd, &vm, None, true).await?;
+        stop_vm(ctx, &sd, &vm, None, true).await?;
     }
-    if ours {
+    if ours_or_absent {
         // A failed unit would otherwise outlive its definition.
         sd.reset_failed(&vm.service_unit()).await;
         sd.reset_failed(&vm.socket_unit()).await;

@@ -14,8 +14,8 @@ use crate::cli::table;
 use crate::cli::term::Term;
 use crate::config::{ConfigDocument, RenderContext};
 use crate::runner::{CONSOLE_FD, QMP_FD};
-use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::{Systemd, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
+use crate::vm::{owned_by, Owner, UnitOwner};
 use crate::vmname::VmName;
 
 /// `maqet status --json`: stable keys, documented in docs/cli.md.
@@ -125,18 +125,23 @@ impl StatusReport {
     }
 }
 
-/// The unit's state if it belongs to this data directory.
-pub(super) fn ours(ctx: &Ctx, st: Option<UnitStatus>) -> Option<UnitStatus> {
-    st.filter(|s| {
-        data_dir_of_description(&s.description)
-            .is_none_or(|d| d == ctx.data_dir.path().to_string_lossy())
-    })
+/// This data directory's unit of `vm` in whatever state (`None`: not
+/// loaded, or a stopped unit of another data directory); refuses while
+/// another data directory's VM of that name runs.
+pub(super) async fn our_unit(
+    ctx: &Ctx,
+    sd: &Systemd,
+    vm: &VmName,
+) -> Result<Option<UnitStatus>, CliError> {
+    Ok(UnitOwner::of(sd, vm, ctx.data_dir.path())
+        .await?
+        .refuse_other_live(vm, ctx.data_dir.path())?)
 }
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    let st = ours(ctx, sd.unit_status(&vm.service_unit()).await?);
+    let st = our_unit(ctx, &sd, &vm).await?;
     let mut r = StatusReport::new(&vm, st.as_ref());
     r.fill_last_error(&vm, st.as_ref());
     if let Some(runner) = r.runner_pid {
@@ -272,9 +277,11 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
         let Ok(vm) = VmName::new(&r.name) else {
             continue;
         };
-        let entry = units.get(&vm.service_unit()).filter(|u| {
-            data_dir_of_description(&u.1).is_none_or(|d| d == ctx.data_dir.path().to_string_lossy())
-        });
+        // Another data directory's unit of the same name is not this VM's
+        // state: the VM shows as defined here.
+        let entry = units
+            .get(&vm.service_unit())
+            .filter(|u| owned_by(&u.1, ctx.data_dir.path()) == Owner::Ours);
         let mut st = entry.map(|u| UnitStatus {
             unit: u.0.clone(),
             load_state: u.2.clone(),
@@ -288,7 +295,7 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
             .as_ref()
             .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed")
         {
-            if let Some(full) = ours(ctx, sd.unit_status(&vm.service_unit()).await?) {
+            if let Some(full) = UnitOwner::of(&sd, &vm, ctx.data_dir.path()).await?.ours() {
                 st = Some(full);
             }
         }

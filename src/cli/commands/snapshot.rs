@@ -113,16 +113,7 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
                 a.drive
             )));
         }
-        return change_live(
-            &vm,
-            &cfg,
-            &disk_dir,
-            &entry.path(&disk_dir),
-            &a.drive,
-            &tag,
-            op,
-        )
-        .await;
+        return change_live(ctx, &vm, &cfg, &entry.path(&disk_dir), &a.drive, &tag, op).await;
     }
     if running {
         let what = match op {
@@ -254,17 +245,17 @@ async fn attached(client: &mut crate::ipc::IpcClient) -> Result<Vec<BlockNode>, 
 }
 
 async fn change_live(
+    ctx: &Ctx,
     vm: &VmName,
     cfg: &VmConfig,
-    disk_dir: &Path,
     drive_path: &Path,
     drive: &str,
     tag: &str,
     op: Op,
 ) -> Result<(), CliError> {
-    let mut client = connect(vm).await?;
+    let mut client = connect(ctx, vm).await?;
     let nodes = attached(&mut client).await?;
-    let disk_dir_names = drive_names(cfg, disk_dir);
+    let disk_dir_names = drive_names(cfg, &ctx.data_dir.disk_dir(vm));
     let names = |p: &Path| {
         let c = canonical(p);
         disk_dir_names
@@ -425,7 +416,7 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     if is_running(ctx, &vm).await? {
         // Structured data from QEMU, which has the images open: every
         // attached disk, `arguments` ones included.
-        let mut client = connect(&vm).await?;
+        let mut client = connect(ctx, &vm).await?;
         for n in attached(&mut client).await? {
             out.extend(rows(&label(&n.file), n.snapshots));
         }

@@ -10,8 +10,8 @@ use crate::config::{normalize, ConfigDocument, StorageKind, VmConfig};
 use crate::state::{FileKind, Store, VmRecord};
 use crate::storage::inventory::{self, DiskReport};
 use crate::storage::{self as st, Provisioned, QemuImg, Removal, Undone};
-use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::Systemd;
+use crate::vm::owner;
 use crate::vmname::VmName;
 
 pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
@@ -33,20 +33,9 @@ pub async fn is_running(ctx: &Ctx, vm: &VmName) -> Result<bool, CliError> {
 }
 
 pub async fn running_on(ctx: &Ctx, sd: &Systemd, vm: &VmName) -> Result<bool, CliError> {
-    let Some(s) = sd.unit_status(&vm.service_unit()).await? else {
-        return Ok(false);
-    };
-    if !s.vm_state().is_live() {
-        return Ok(false);
-    }
-    let ours = ctx.data_dir.path().to_string_lossy();
-    match data_dir_of_description(&s.description) {
-        Some(d) if d != ours => Err(CliError::conflict(format!(
-            "a VM named '{vm}' from another data directory ({d}) is running as {}; unit names are per user, so stop that one first",
-            s.unit
-        ))),
-        _ => Ok(true),
-    }
+    Ok(owner::live_unit(sd, vm, ctx.data_dir.path())
+        .await?
+        .is_some())
 }
 
 /// The stored config, validated.

@@ -11,8 +11,8 @@ use crate::cli::exit::{code, CliError};
 use crate::config::{RenderContext, VmConfig};
 use crate::state::Store;
 use crate::storage::{QemuImg, References};
-use crate::systemd::properties::data_dir_of_description;
 use crate::systemd::Systemd;
+use crate::vm::owner::data_dir_of_description;
 use crate::vmname::VmName;
 
 /// One process of a running maqet unit.
