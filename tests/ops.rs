@@ -398,7 +398,7 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
     let o = w.maqet(&["doctor", "--fix", "--json"]);
     let r = json_of(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{r:#}");
-    let unit = find(&r, "units", &vm).unwrap();
+    let unit = find(&r, "units", &vm).unwrap_or_else(|| panic!("failed unit after --fix: {r:#}"));
     assert!(unit["fixed"].as_str().unwrap().contains("reset"), "{unit}");
     let sock = find(&r, "sockets", &stale_name).unwrap();
     assert!(
