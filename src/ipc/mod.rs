@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod qmp_endpoint;
 pub mod server;
 pub mod slots;
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::cli::args::{StartArgs, StopArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
@@ -195,7 +193,6 @@ pub async fn stop_vm(
         sd.reset_failed(&vm.socket_unit()).await;
         return Ok(Some(StopOutcome::AlreadyStopped));
     }
-    let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
     // The runner answers once QEMU is gone; the guest may take `timeout`.
     let wait = timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10);
     let socket = paths::socket_path(vm)?;
@@ -203,12 +200,12 @@ pub async fn stop_vm(
     // never answers must not hold `stop` forever.
     let asked = tokio::time::timeout(wait, async {
         let mut c = IpcClient::connect(&socket).await?;
-        c.call("stop", params, Some(wait)).await
+        c.stop(timeout, force, wait).await
     })
     .await
     .unwrap_or(Err(IpcError::Timeout(wait)));
     let outcome = match asked {
-        Ok(v) => serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok(),
+        Ok(r) => Some(r.outcome),
         Err(IpcError::Closed) => None,
         // The runner is fine and said no: asking systemd instead would
         // stop the VM with a timeout the user did not ask for.

@@ -53,11 +53,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
     };
     let (vm, _) = ctx.vm(&a.name)?;
     let mut client = connect(&vm).await?;
-    let mut params = serde_json::json!({"execute": a.command});
-    if let Some(args) = arguments {
-        params["arguments"] = args;
-    }
-    let v = client.call("qmp", params, None).await.map_err(|e| {
+    let v = client.qmp(&a.command, arguments).await.map_err(|e| {
         let c: CliError = e.into();
         if c.code == code::QMP_ERROR {
             CliError::new(code::QMP_ERROR, format!("QMP error: {}", c.message))
