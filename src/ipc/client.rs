@@ -268,3 +268,83 @@ impl IpcClient {
             .map_err(|e| IpcError::Protocol(format!("{e}: {}", self.line.trim_end())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::net::UnixListener;
+
+    /// A runner that answers `status` with `status` (counting the asks)
+    /// and `qmp` with `{}`.
+    async fn runner(status: Value) -> (tempfile::TempDir, std::path::PathBuf, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Some(l) = lines.next_line().await.unwrap() {
+                let req: Value = serde_json::from_str(&l).unwrap();
+                let result = if req["method"] == "status" {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    status.clone()
+                } else {
+                    json!({})
+                };
+                let reply = json!({"id": req["id"], "result": result});
+                w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            }
+        });
+        (dir, path, asked)
+    }
+
+    fn status_v(protocol: Option<u32>) -> Value {
+        let mut v = json!({"vm": "a", "runner_pid": 1, "qemu_pid": 2, "qemu_version": "9.2.0",
+            "run_state": "running", "ready_at": 5});
+        if let Some(p) = protocol {
+            v["protocol"] = json!(p);
+            v["maqet_version"] = json!("9.9.9");
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn an_old_runner_serves_old_requests_and_refuses_new_ones_once_asked() {
+        let (_d, path, asked) = runner(status_v(None)).await;
+        let mut c = IpcClient::connect(&path).await.unwrap();
+        // Protocol-1 requests need no version round trip.
+        c.require(Need::Qmp).await.unwrap();
+        c.qmp("query-status", None).await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        let e = c.require(Need::QmpEndpoint).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                IpcError::Outdated {
+                    runner: 1,
+                    maqet_version: None,
+                    need: Need::QmpEndpoint
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("started by an older maqet"), "{e}");
+        // Asked once per connection.
+        c.require(Need::QmpEndpoint).await.unwrap_err();
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_current_runner_offers_everything() {
+        let (_d, path, _) = runner(status_v(Some(2))).await;
+        let mut c = IpcClient::connect(&path).await.unwrap();
+        c.require(Need::QmpEndpoint).await.unwrap();
+        assert_eq!(c.protocol().await.unwrap(), (2, Some("9.9.9".into())));
+    }
+}

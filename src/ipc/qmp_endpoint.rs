@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::io::BufReader;
+use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
 
 use super::protocol::{excerpt, valid_qmp_command, Call, QmpParams, MAX_REQUEST_LINE};
-use super::server::{accept_loop, read_bounded_line, write_bounded, Dispatch, Limits, Line};
+use super::server::{accept_loop, write_bounded, Dispatch, Limits};
 use super::slots::Slot;
 use crate::qmp::QemuVersion;
 
@@ -167,6 +167,61 @@ async fn next_event(rx: &mut Option<broadcast::Receiver<Value>>) -> Option<Value
     }
 }
 
+/// What the client sent next.
+enum Next {
+    Eof,
+    TooLong,
+    Json(Value),
+    Invalid(String),
+}
+
+/// QMP input is a stream of JSON values, not lines: QEMU needs no newline
+/// between commands and `qemu.qmp` sends none.
+struct Input<R> {
+    reader: R,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Input<R> {
+    /// Cancel-safe (used in `select!`): what was read stays in `buf`.
+    async fn next(&mut self) -> std::io::Result<Next> {
+        loop {
+            let start = self
+                .buf
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..start);
+            if !self.buf.is_empty() {
+                let mut values = serde_json::Deserializer::from_slice(&self.buf).into_iter();
+                match values.next() {
+                    Some(Ok(v)) => {
+                        let used = values.byte_offset();
+                        self.buf.drain(..used);
+                        return Ok(Next::Json(v));
+                    }
+                    Some(Err(e)) if e.is_eof() => {}
+                    // Like QEMU: report, forget the rest of the input so far.
+                    Some(Err(e)) => {
+                        self.buf.clear();
+                        return Ok(Next::Invalid(e.to_string()));
+                    }
+                    None => {}
+                }
+            }
+            if self.buf.len() > MAX_REQUEST_LINE {
+                return Ok(Next::TooLong);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(Next::Eof);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 async fn handle(
     stream: UnixStream,
     dispatch: Arc<dyn Dispatch>,
@@ -175,7 +230,10 @@ async fn handle(
     limits: Limits,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
-    let mut reader = BufReader::new(r);
+    let mut input = Input {
+        reader: r,
+        buf: Vec::new(),
+    };
     let wt = limits.write_timeout;
     write_bounded(&mut w, &greeting, wt).await?;
     // Subscribed at negotiation, as QEMU starts sending events then.
@@ -190,7 +248,7 @@ async fn handle(
             slot.idle();
         }
         let read = tokio::select! {
-            l = read_bounded_line(&mut reader) => l?,
+            n = input.next() => n?,
             ev = next_event(&mut events) => match ev {
                 Some(v) => {
                     write_bounded(&mut w, &line(&v), wt).await?;
@@ -202,9 +260,9 @@ async fn handle(
             _ = slot.evicted(), if !negotiated => return Ok(()),
         };
         slot.busy();
-        let text = match read {
-            Line::Eof => return Ok(()),
-            Line::TooLong => {
+        let reply = match read {
+            Next::Eof => return Ok(()),
+            Next::TooLong => {
                 let e = err(
                     "GenericError",
                     format!("command longer than {MAX_REQUEST_LINE} bytes"),
@@ -212,12 +270,16 @@ async fn handle(
                 let reply = ErrorReply { error: e, id: None };
                 return write_bounded(&mut w, &line(&reply), wt).await;
             }
-            Line::Text(t) => t,
+            Next::Invalid(e) => Err((
+                err(
+                    "GenericError",
+                    format!("JSON parse error, {}", excerpt(&e, 200)),
+                ),
+                None,
+            )),
+            Next::Json(v) => answer(v, &mut events, dispatch.as_ref()).await,
         };
-        if text.trim().is_empty() {
-            continue;
-        }
-        let reply = match answer(&text, &mut events, dispatch.as_ref()).await {
+        let reply = match reply {
             Ok((value, id)) => line(&Return { value, id }),
             Err((error, id)) => line(&ErrorReply { error, id }),
         };
@@ -230,11 +292,11 @@ type Answered = Result<(Value, Option<Value>), (QmpErr, Option<Value>)>;
 /// One command line: negotiation, or a command forwarded through the
 /// dispatcher (policy included).
 async fn answer(
-    text: &str,
+    input: Value,
     events: &mut Option<broadcast::Receiver<Value>>,
     dispatch: &dyn Dispatch,
 ) -> Answered {
-    let cmd = parse(text).map_err(|e| (e, None))?;
+    let cmd = parse(input).map_err(|e| (e, None))?;
     let id = cmd.id;
     let fail = |e: QmpErr| Err((e, id.clone()));
     match (cmd.execute.as_str(), events.is_some()) {
@@ -279,13 +341,7 @@ async fn answer(
     }
 }
 
-fn parse(text: &str) -> Result<Command, QmpErr> {
-    let v: Value = serde_json::from_str(text.trim_end()).map_err(|e| {
-        err(
-            "GenericError",
-            format!("JSON parse error, {}", excerpt(&e.to_string(), 200)),
-        )
-    })?;
+fn parse(v: Value) -> Result<Command, QmpErr> {
     if !v.is_object() {
         return Err(err("GenericError", "QMP input must be a JSON object"));
     }
@@ -309,7 +365,7 @@ mod tests {
     use crate::ipc::protocol::{ConsoleParams, ErrorBody, ErrorKind};
     use crate::ipc::server::{Answer, BoxFuture, ConsoleStream};
     use serde_json::json;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     /// Answers `query-status`; refuses `human-monitor-command` as policy.
     struct Fake(broadcast::Sender<Value>);
@@ -379,8 +435,16 @@ mod tests {
         let e = next(&mut r).await;
         assert_eq!(e["error"]["class"], "CommandNotFound", "{e}");
         assert_eq!(e["id"], 1);
-        ask(&mut w, r#"{"execute":"qmp_capabilities"}"#).await;
+        // No newline after a command (qemu.qmp sends none); two at once.
+        w.write_all(br#"{"execute":"qmp_capabilities"}"#)
+            .await
+            .unwrap();
         assert_eq!(next(&mut r).await, json!({"return": {}}));
+        w.write_all(br#" {"execute":"query-status","id":2}{"execute":"query-status","id":3}"#)
+            .await
+            .unwrap();
+        assert_eq!(next(&mut r).await["id"], 2);
+        assert_eq!(next(&mut r).await["id"], 3);
         ask(&mut w, r#"{"execute":"query-status","id":"a"}"#).await;
         assert_eq!(
             next(&mut r).await,

@@ -181,15 +181,13 @@ fn notice(stream: &UnixStream, e: ErrorBody) {
     let _ = stream.try_write(&notice_line(e));
 }
 
-pub(super) enum Line {
+enum Line {
     Eof,
     TooLong,
     Text(String),
 }
 
-pub(super) async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-) -> std::io::Result<Line> {
+async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Line> {
     let mut buf = Vec::new();
     let n = (&mut *r)
         .take(MAX_REQUEST_LINE as u64 + 1)

@@ -6,6 +6,8 @@ use crate::cli::args::{QmpCommand, QmpRunArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
+use crate::ipc::client::started_by;
+use crate::ipc::protocol::Need;
 use crate::ipc::{IpcClient, IpcError};
 use crate::paths;
 use crate::vmname::VmName;
@@ -22,6 +24,7 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
         QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
         QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
         QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
+        QmpCommand::Socket(a) => socket(ctx, &a.name).await,
         QmpCommand::Shorthand(words) => run_command(ctx, shorthand(words)?).await,
     }
 }
@@ -36,6 +39,43 @@ pub async fn connect(vm: &VmName) -> Result<IpcClient, CliError> {
             )),
             other => other.into(),
         })
+}
+
+/// The runner is the one that knows whether it serves a QMP socket: one
+/// started by an older maqet (protocol 1) does not.
+async fn socket(ctx: &Ctx, name: &str) -> Result<(), CliError> {
+    let (vm, _) = ctx.vm(name)?;
+    let mut client = connect(&vm).await?;
+    client
+        .require(Need::QmpEndpoint)
+        .await
+        .map_err(|e| outdated(&vm, "maqet qmp socket", e))?;
+    match client.status().await?.qmp_socket {
+        Some(path) => {
+            println!("{}", path.display());
+            Ok(())
+        }
+        None => Err(CliError::conflict(format!(
+            "the runner of VM '{vm}' serves no QMP socket (its unit was created without one); restart the VM with `maqet restart {vm}` to get it"
+        ))),
+    }
+}
+
+/// [`IpcError::Outdated`] in the user's terms: which VM, which command, and
+/// the restart that brings a runner that speaks the newer protocol.
+pub fn outdated(vm: &VmName, command: &str, e: IpcError) -> CliError {
+    match e {
+        IpcError::Outdated {
+            runner,
+            maqet_version,
+            need,
+        } => CliError::conflict(format!(
+            "the runner of VM '{vm}' speaks protocol {runner} (started by {}); `{command}` needs {}: restart the VM with `maqet restart {vm}` to use it",
+            started_by(&maqet_version),
+            need.since()
+        )),
+        other => other.into(),
+    }
 }
 
 async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
