@@ -467,5 +467,37 @@ mod tests {
         assert_eq!(next(&mut r).await["error"]["class"], "GenericError");
         tx.send(json!({"event": "STOP", "data": {}})).unwrap();
         assert_eq!(next(&mut r).await["event"], "STOP");
+
+        // Hostile input: errors, and the connection stays usable.
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        for bad in [
+            &deep[..],
+            "[1]",
+            "7",
+            "{\"execute\":5}",
+            "{\"execute-oob\":\"x\"}",
+        ] {
+            ask(&mut w, bad).await;
+            let e = next(&mut r).await;
+            assert_eq!(e["error"]["class"], "GenericError", "{bad:.40}: {e}");
+            assert!(e.to_string().len() < 1000, "{e}");
+        }
+        w.write_all(b"{\"execute\":\"query-status\",\"id\":\"\xff\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(next(&mut r).await["error"]["class"], "GenericError");
+        ask(&mut w, r#"{"execute":"query-status","id":9}"#).await;
+        assert_eq!(next(&mut r).await["id"], 9);
+        // An unterminated value over the cap: an error, then the runner hangs up.
+        let huge = format!("{{\"execute\":\"{}", "x".repeat(MAX_REQUEST_LINE + 10));
+        let _ = w.write_all(huge.as_bytes()).await;
+        let e = next(&mut r).await;
+        assert!(
+            e["error"]["desc"].as_str().unwrap().contains("longer than"),
+            "{e}"
+        );
+        let mut rest = String::new();
+        r.read_line(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest}");
     }
 }
