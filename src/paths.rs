@@ -68,6 +68,17 @@ pub fn socket_path(vm: &VmName) -> Result<PathBuf, PathError> {
     Ok(socket_dir()?.join(format!("{}.sock", vm.as_str())))
 }
 
+/// The VM's QMP socket for standard QMP clients, beside its IPC socket.
+pub fn qmp_socket_path(vm: &VmName) -> Result<PathBuf, PathError> {
+    Ok(qmp_socket_beside(&socket_path(vm)?))
+}
+
+/// `NAME.qmp` beside the IPC socket `NAME.sock` (the socket unit listens on
+/// both).
+pub fn qmp_socket_beside(ipc_socket: &Path) -> PathBuf {
+    ipc_socket.with_extension("qmp")
+}
+
 /// Lexical clean-up (`a/./b/../c` → `a/c`) without touching the file system,
 /// so a not-yet-existing data directory is shown the way it will be.
 fn normalize(p: &Path) -> PathBuf {

@@ -1,38 +1,76 @@
 //! `maqet-runner NAME --data-dir DIR`: the main process of
 //! `maqet-vm@NAME.service`. Started by systemd (via `maqet start`), never
 //! by hand: it needs the listening socket systemd passes as fd 3.
+//!
+//! Its two arguments are read by hand rather than with clap: clap's parser
+//! is the largest piece of code the runner would otherwise touch at start,
+//! and every page of it stays resident for the VM's whole life (see
+//! docs/performance.md, "Runner memory").
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
 use maqet::paths::DataDir;
 use maqet::vmname::VmName;
 
-#[derive(Parser)]
-#[command(
-    name = "maqet-runner",
-    version,
-    about = "Runs one maqet VM under systemd (started by `maqet start`)"
-)]
-struct Args {
-    /// The VM to run.
-    name: String,
-    /// The data directory holding maqet.db (the one the CLI used).
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+const USAGE: &str = "usage: maqet-runner NAME --data-dir DIR
+Runs one maqet VM under systemd (started by `maqet start`, not by hand).";
+
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    Run { name: String, data_dir: PathBuf },
+    Help,
+    Version,
+}
+
+fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
+    let (mut name, mut data_dir) = (None, None);
+    while let Some(a) = args.next() {
+        let text = a.to_str().ok_or("arguments must be UTF-8")?.to_string();
+        match text.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "--data-dir" => {
+                let d = args.next().ok_or("--data-dir needs a directory")?;
+                data_dir = Some(PathBuf::from(d));
+            }
+            _ if text.starts_with("--data-dir=") => {
+                data_dir = Some(PathBuf::from(&text["--data-dir=".len()..]));
+            }
+            _ if text.starts_with('-') => return Err(format!("unknown option {text}")),
+            _ if name.is_none() => name = Some(text),
+            _ => return Err(format!("unexpected argument {text}")),
+        }
+    }
+    match (name, data_dir) {
+        (Some(name), Some(data_dir)) => Ok(Parsed::Run { name, data_dir }),
+        (None, _) => Err("missing the VM name".into()),
+        (_, None) => Err("missing --data-dir DIR".into()),
+    }
 }
 
 fn main() {
-    let args = Args::parse();
+    let (name, data_dir) = match parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run { name, data_dir }) => (name, data_dir),
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return;
+        }
+        Ok(Parsed::Version) => {
+            println!("maqet-runner {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("maqet-runner: {e}\n{USAGE}");
+            std::process::exit(64); // EX_USAGE
+        }
+    };
     let level = std::env::var("MAQET_LOG")
         .ok()
         .and_then(|s| maqet::logging::level_from_name(&s))
         .unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    maqet::logging::init_runner(&args.name, level);
-    let code = match (
-        VmName::new(&args.name),
-        DataDir::resolve(Some(&args.data_dir)),
-    ) {
+    maqet::logging::init_runner(&name, level);
+    let code = match (VmName::new(&name), DataDir::resolve(Some(&data_dir))) {
         (Ok(vm), Ok(dir)) => maqet::runner::main(vm, dir),
         (Err(e), _) => {
             tracing::error!("{e}");
@@ -44,4 +82,38 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Parsed, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn reads_what_the_unit_passes() {
+        let want = Parsed::Run {
+            name: "web".into(),
+            data_dir: "/d".into(),
+        };
+        assert_eq!(p(&["web", "--data-dir", "/d"]), Ok(want));
+        let want = Parsed::Run {
+            name: "web".into(),
+            data_dir: "/d".into(),
+        };
+        assert_eq!(p(&["--data-dir=/d", "web"]), Ok(want));
+        assert_eq!(p(&["--version"]), Ok(Parsed::Version));
+        assert_eq!(p(&["web", "-h"]), Ok(Parsed::Help));
+        for bad in [
+            &["web"][..],
+            &["--data-dir", "/d"],
+            &["web", "--data-dir"],
+            &["a", "b", "--data-dir", "/d"],
+            &["web", "--bogus"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -191,6 +191,9 @@ pub enum QmpCommand {
     DeviceAdd(DeviceAddArgs),
     /// Hot-unplug a device and wait until the guest has released it.
     DeviceDel(DeviceDelArgs),
+    /// Print the path of the VM's QMP socket for standard QMP clients
+    /// (`qmp-shell PATH`, `qemu.qmp`); same policy as `qmp run`.
+    Socket(VmArg),
     /// The original tool's shorthand: VM COMMAND [ARGS_JSON].
     #[command(external_subcommand)]
     Shorthand(Vec<String>),

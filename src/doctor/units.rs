@@ -296,7 +296,11 @@ pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Ve
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(vm) = name.strip_suffix(".sock") else {
+        // maqet's socket and, beside it, the QMP socket for standard clients.
+        let Some(vm) = name
+            .strip_suffix(".sock")
+            .or_else(|| name.strip_suffix(".qmp"))
+        else {
             continue;
         };
         let unit = format!("{PREFIX}{vm}.socket");

@@ -9,18 +9,145 @@ use serde_json::Value;
 /// schema is several hundred KiB).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
 
+/// The protocol version this build speaks; the runner reports it in its
+/// `status` reply. Version 1 is the runner before typed requests: its
+/// status reply has no `protocol` key. See [`Need::since`] for what each
+/// version offers.
+pub const PROTOCOL: u32 = 2;
+
+/// The version a `status` reply without `protocol` stands for.
+pub const PROTOCOL_UNTYPED: u32 = 1;
+
 /// Method names, in one place so the server's "unknown method" error can list them.
 pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console"];
 
-/// Unknown fields are refused here and in the params types: a misspelt
-/// `timeout` must not silently become the default.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One request, as both sides see it. On the wire it is the `method` and
+/// `params` of the JSON line `{"id":N,"method":…,"params":…}` (serde's
+/// adjacent tagging); the server reads it with [`Call::from_wire`], which
+/// keeps the precise error messages and the range checks.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Call {
+    /// The runner's [`StatusInfo`].
+    Status,
+    /// One QMP command, behind maqet's policy; the result is QEMU's `return`.
+    Qmp(QmpParams),
+    /// Stop the VM; answered with a [`StopResult`] once QEMU has exited.
+    Stop(StopParams),
+    /// Answered with a [`StreamStart`], then the connection streams events.
+    Events,
+    /// Answered with a [`StreamStart`], then the connection is the console.
+    Console(ConsoleParams),
+}
+
+/// What a caller may need from a runner. Requests map to one each
+/// ([`Call::need`]); features that are not requests have their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Status,
+    Qmp,
+    Stop,
+    Events,
+    Console,
+    /// The per-VM QMP socket for standard QMP clients.
+    QmpEndpoint,
+}
+
+impl Need {
+    /// The compatibility rule, in one place: the first protocol version
+    /// whose runner offers this. A client asks for the runner's version
+    /// only when this is above [`PROTOCOL_UNTYPED`] (every runner speaks 1).
+    pub fn since(self) -> u32 {
+        match self {
+            Need::Status | Need::Qmp | Need::Stop | Need::Events | Need::Console => 1,
+            Need::QmpEndpoint => 2,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Need::Status => "the status request",
+            Need::Qmp => "the qmp request",
+            Need::Stop => "the stop request",
+            Need::Events => "the events request",
+            Need::Console => "the console request",
+            Need::QmpEndpoint => "the QMP socket for standard QMP clients",
+        }
+    }
+}
+
+impl Call {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Call::Status => "status",
+            Call::Qmp(_) => "qmp",
+            Call::Stop(_) => "stop",
+            Call::Events => "events",
+            Call::Console(_) => "console",
+        }
+    }
+
+    pub fn need(&self) -> Need {
+        match self {
+            Call::Status => Need::Status,
+            Call::Qmp(_) => Need::Qmp,
+            Call::Stop(_) => Need::Stop,
+            Call::Events => Need::Events,
+            Call::Console(_) => Need::Console,
+        }
+    }
+
+    /// Reads a request's method and params strictly: unknown methods and
+    /// fields, params that are not objects, out-of-range stop timeouts and
+    /// malformed QMP command names are `bad_request` errors that quote at
+    /// most an excerpt of the input. maqet's QMP policy is the runner's.
+    pub fn from_wire(method: &str, params: Value) -> Result<Call, ErrorBody> {
+        let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+        match method {
+            "status" => no_params("status", params).map(|()| Call::Status),
+            "events" => no_params("events", params).map(|()| Call::Events),
+            "qmp" => QmpParams::from_params(params).map(Call::Qmp),
+            "stop" => StopParams::from_params(params).map(Call::Stop).map_err(bad),
+            "console" => ConsoleParams::from_params(params).map(Call::Console),
+            other => Err(bad(format!(
+                "unknown method '{}'; known: {}",
+                excerpt(other, 64),
+                METHODS.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Methods without params accept none, `null` or `{}`.
+fn no_params(method: &str, params: Value) -> Result<(), ErrorBody> {
+    match params {
+        Value::Null => Ok(()),
+        Value::Object(m) if m.is_empty() => Ok(()),
+        _ => Err(ErrorBody::new(
+            ErrorKind::BadRequest,
+            format!("{method} takes no params"),
+        )),
+    }
+}
+
+/// The wire envelope of a request. Unknown fields are refused here and in
+/// the params types: a misspelt `timeout` must not silently become the
+/// default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub id: u64,
     pub method: String,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[serde(default)]
     pub params: Value,
+}
+
+/// A request as the client writes it.
+#[derive(Debug, Serialize)]
+pub struct Outgoing<'a> {
+    pub id: u64,
+    #[serde(flatten)]
+    pub call: &'a Call,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -110,6 +237,39 @@ pub struct StatusInfo {
     /// from runners that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// The runner's protocol version; absent from a version-1 runner.
+    #[serde(default = "untyped")]
+    pub protocol: u32,
+    /// The maqet version the runner was built as; absent before protocol 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maqet_version: Option<String>,
+    /// The QMP socket the runner serves for standard QMP clients; absent
+    /// when it serves none (protocol 1, or a unit created without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp_socket: Option<std::path::PathBuf>,
+}
+
+fn untyped() -> u32 {
+    PROTOCOL_UNTYPED
+}
+
+/// `stop` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StopResult {
+    pub outcome: StopOutcome,
+    /// [`StopOutcome::describe`], for clients that only print it.
+    pub message: String,
+}
+
+/// The reply to `events` and `console` before the connection turns into a
+/// stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamStart {
+    /// `false` for a console dump: the runner hangs up after the replay.
+    pub streaming: bool,
+    /// Console only: how many replayed bytes follow the reply line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_bytes: Option<usize>,
 }
 
 /// `stop` params.
@@ -130,6 +290,13 @@ pub struct StopParams {
 pub const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
 
 impl StopParams {
+    pub fn new(timeout: Option<Duration>, force: bool) -> StopParams {
+        StopParams {
+            timeout: timeout.map(|t| t.as_secs_f64()),
+            force,
+        }
+    }
+
     /// Reads `stop` params; `null` (no params) means the defaults.
     pub fn from_params(params: Value) -> Result<StopParams, String> {
         let p: StopParams = match params {
@@ -201,6 +368,22 @@ fn yes() -> bool {
     true
 }
 
+impl ConsoleParams {
+    /// Reads `console` params; `null` (no params) means the defaults.
+    pub fn from_params(params: Value) -> Result<ConsoleParams, ErrorBody> {
+        let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+        match params {
+            Value::Null => Ok(ConsoleParams {
+                replay: false,
+                follow: true,
+            }),
+            Value::Object(_) => serde_json::from_value(params)
+                .map_err(|e| bad(format!("console params: {}", excerpt(&e.to_string(), 200)))),
+            _ => Err(bad(not_an_object("console", &params))),
+        }
+    }
+}
+
 /// `qmp` params.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -208,6 +391,34 @@ pub struct QmpParams {
     pub execute: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+}
+
+impl QmpParams {
+    /// Reads `qmp` params: a well-formed command name and, if present, an
+    /// arguments object.
+    pub fn from_params(params: Value) -> Result<QmpParams, ErrorBody> {
+        const SHAPE: &str = "(expected {\"execute\": NAME, \"arguments\": {…}})";
+        let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+        if !params.is_object() {
+            return Err(bad(format!("{} {SHAPE}", not_an_object("qmp", &params))));
+        }
+        let p: QmpParams = serde_json::from_value(params).map_err(|e| {
+            bad(format!(
+                "qmp params: {} {SHAPE}",
+                excerpt(&e.to_string(), 200)
+            ))
+        })?;
+        if p.arguments.as_ref().is_some_and(|a| !a.is_object()) {
+            return Err(bad("QMP arguments must be a JSON object".into()));
+        }
+        if !valid_qmp_command(&p.execute) {
+            return Err(bad(format!(
+                "'{}' is not a QMP command name (lower-case letters, digits, '-' and '_')",
+                excerpt(&p.execute, 64)
+            )));
+        }
+        Ok(p)
+    }
 }
 
 /// The error for params that are not a JSON object (serde would read a
@@ -255,13 +466,70 @@ mod tests {
             r#"{"id":1,"method":"qmp","params":{"execute":"query-status","arguments":{}}}"#,
         )
         .unwrap();
-        assert_eq!(r.method, "qmp");
-        let p: QmpParams = serde_json::from_value(r.params.clone()).unwrap();
+        let call = Call::from_wire(&r.method, r.params).unwrap();
+        let Call::Qmp(p) = &call else {
+            panic!("{call:?}")
+        };
         assert_eq!(p.execute, "query-status");
-        let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(back, r);
         let bare: Request = serde_json::from_str(r#"{"id":2,"method":"status"}"#).unwrap();
         assert!(bare.params.is_null());
+    }
+
+    /// What the client writes is what the server reads, and the wire
+    /// format is the one protocol-1 runners read.
+    #[test]
+    fn every_call_round_trips_in_the_version_1_format() {
+        let calls = [
+            (Call::Status, json!({"id": 7, "method": "status"})),
+            (Call::Events, json!({"id": 7, "method": "events"})),
+            (
+                Call::Qmp(QmpParams {
+                    execute: "query-status".into(),
+                    arguments: None,
+                }),
+                json!({"id": 7, "method": "qmp", "params": {"execute": "query-status"}}),
+            ),
+            (
+                Call::Stop(StopParams::new(Some(Duration::from_millis(2500)), true)),
+                json!({"id": 7, "method": "stop", "params": {"timeout": 2.5, "force": true}}),
+            ),
+            (
+                Call::Console(ConsoleParams {
+                    replay: true,
+                    follow: false,
+                }),
+                json!({"id": 7, "method": "console", "params": {"replay": true, "follow": false}}),
+            ),
+        ];
+        for (call, wire) in calls {
+            let text = serde_json::to_string(&Outgoing { id: 7, call: &call }).unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), wire);
+            let r: Request = serde_json::from_str(&text).unwrap();
+            assert_eq!(r.method, call.method());
+            assert_eq!(Call::from_wire(&r.method, r.params).unwrap(), call);
+            assert_eq!(call.need().since(), PROTOCOL_UNTYPED, "{call:?}");
+        }
+    }
+
+    #[test]
+    fn calls_without_params_refuse_params() {
+        assert_eq!(Call::from_wire("status", json!({})).unwrap(), Call::Status);
+        for p in [json!({"x": 1}), json!([]), json!("x")] {
+            let e = Call::from_wire("events", p).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+        }
+        let e = Call::from_wire("selfdestruct", Value::Null).unwrap_err();
+        assert!(e.message.contains("unknown method 'selfdestruct'"), "{e:?}");
+    }
+
+    #[test]
+    fn version_1_status_replies_read_as_protocol_1() {
+        let v1 = json!({"vm": "a", "runner_pid": 1, "qemu_pid": 2, "qemu_version": "9.2.0",
+            "run_state": "running", "ready_at": 5});
+        let s: StatusInfo = serde_json::from_value(v1).unwrap();
+        assert_eq!((s.protocol, s.maqet_version, s.qmp_socket), (1, None, None));
+        assert!(Need::QmpEndpoint.since() > s.protocol);
+        assert!(Need::QmpEndpoint.since() <= PROTOCOL);
     }
 
     #[test]

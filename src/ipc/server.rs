@@ -12,7 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
 use super::protocol::{
-    excerpt, ErrorBody, ErrorKind, Request, Response, MAX_REQUEST_LINE, METHODS,
+    excerpt, Call, ConsoleParams, ErrorBody, ErrorKind, Request, Response, StreamStart,
+    MAX_REQUEST_LINE,
 };
 use super::slots::{Slot, Slots, MAX_CONNECTIONS};
 
@@ -42,14 +43,16 @@ pub struct ConsoleStream {
     pub input: mpsc::Sender<Vec<u8>>,
 }
 
-/// What the runner does with requests.
+/// What the runner does with requests, already parsed and checked by
+/// [`Call::from_wire`].
 pub trait Dispatch: Send + Sync + 'static {
-    /// Answers one request (every method except `events` and `console`).
-    fn call(&self, method: String, params: Value) -> BoxFuture<Result<Answer, ErrorBody>>;
+    /// Answers one request: every call except `events` and `console`,
+    /// which the server turns into streams with the two methods below.
+    fn call(&self, call: Call) -> BoxFuture<Result<Answer, ErrorBody>>;
     /// A fresh subscription to the VM's events, as JSON objects.
     fn subscribe(&self) -> broadcast::Receiver<Value>;
-    /// Attaches a viewer to the serial console (`console` params).
-    fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody>;
+    /// Attaches a viewer to the serial console.
+    fn console(&self, params: ConsoleParams) -> Result<ConsoleStream, ErrorBody>;
 }
 
 /// How long a connection may take to send its next request line, counted
@@ -90,6 +93,36 @@ pub async fn serve(listener: UnixListener, dispatch: Arc<dyn Dispatch>) {
 /// Accepts connections forever; each one runs in its own task so a slow
 /// QMP command never blocks another client.
 pub async fn serve_with(listener: UnixListener, dispatch: Arc<dyn Dispatch>, limits: Limits) {
+    let refuse = move |stream: &UnixStream| {
+        let e = ErrorBody::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the runner is serving its maximum of {} connections, all busy; try again later",
+                limits.max_connections
+            ),
+        );
+        notice(stream, e);
+    };
+    accept_loop(listener, limits, refuse, move |stream, slot| {
+        let d = dispatch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_connection(stream, d, slot, limits).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    })
+    .await
+}
+
+/// The accept loop both runner sockets share: peer check, one slot per
+/// connection (`refuse` tells a newcomer that every slot is busy), then
+/// `serve` spawns the connection's task.
+pub(super) async fn accept_loop(
+    listener: UnixListener,
+    limits: Limits,
+    refuse: impl Fn(&UnixStream),
+    serve: impl Fn(UnixStream, Slot),
+) {
     let my_uid = unsafe { libc::geteuid() };
     let slots = Arc::new(Slots::default());
     let mut last_warn = None;
@@ -104,23 +137,10 @@ pub async fn serve_with(listener: UnixListener, dispatch: Arc<dyn Dispatch>, lim
         if !peer_allowed(&stream, my_uid) {
             continue;
         }
-        let Some(slot) = slots.acquire(limits.max_connections) else {
-            let e = ErrorBody::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "the runner is serving its maximum of {} connections, all busy; try again later",
-                    limits.max_connections
-                ),
-            );
-            notice(&stream, e);
-            continue;
-        };
-        let d = dispatch.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle_connection(stream, d, slot, limits).await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+        match slots.acquire(limits.max_connections) {
+            Some(slot) => serve(stream, slot),
+            None => refuse(&stream),
+        }
     }
 }
 
@@ -187,7 +207,7 @@ async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std
 }
 
 /// Writes `bytes` within `limit`; a client that stops reading is cut off.
-async fn write_bounded<W: tokio::io::AsyncWrite + Unpin>(
+pub(super) async fn write_bounded<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     bytes: &[u8],
     limit: Duration,
@@ -305,16 +325,20 @@ pub(crate) async fn handle_line(text: &str, dispatch: &dyn Dispatch) -> Handled 
             return Handled::Reply(Response::error(0, body), None);
         }
     };
-    match req.method.as_str() {
-        "events" => Handled::Events(req.id),
-        "console" => match dispatch.console(req.params) {
+    let call = match Call::from_wire(&req.method, req.params) {
+        Ok(c) => c,
+        Err(e) => return Handled::Reply(Response::error(req.id, e), None),
+    };
+    match call {
+        Call::Events => Handled::Events(req.id),
+        Call::Console(p) => match dispatch.console(p) {
             Ok(c) => Handled::Console(req.id, c),
             Err(e) => Handled::Reply(Response::error(req.id, e), None),
         },
-        _ => {
-            let (resp, written) = answer(dispatch, req).await;
-            Handled::Reply(resp, written)
-        }
+        call => match dispatch.call(call).await {
+            Ok(a) => Handled::Reply(Response::result(req.id, a.value), a.written),
+            Err(e) => Handled::Reply(Response::error(req.id, e), None),
+        },
     }
 }
 
@@ -324,27 +348,12 @@ fn notice_line(e: ErrorBody) -> Vec<u8> {
     buf
 }
 
-/// The reply to one parsed request (not `events`/`console`), and the
-/// channel to signal once it is written.
-async fn answer(
-    dispatch: &dyn Dispatch,
-    req: Request,
-) -> (Response, Option<tokio::sync::oneshot::Sender<()>>) {
-    if !METHODS.contains(&req.method.as_str()) {
-        let e = ErrorBody::new(
-            ErrorKind::BadRequest,
-            format!(
-                "unknown method '{}'; known: {}",
-                excerpt(&req.method, 64),
-                METHODS.join(", ")
-            ),
-        );
-        return (Response::error(req.id, e), None);
-    }
-    match dispatch.call(req.method, req.params).await {
-        Ok(a) => (Response::result(req.id, a.value), a.written),
-        Err(e) => (Response::error(req.id, e), None),
-    }
+fn stream_start(streaming: bool, replay_bytes: Option<usize>) -> Value {
+    let s = StreamStart {
+        streaming,
+        replay_bytes,
+    };
+    serde_json::to_value(s).expect("a stream start serializes")
 }
 
 /// Streams events until the client hangs up or the runner stops.
@@ -355,12 +364,7 @@ async fn stream_events(
     mut rx: broadcast::Receiver<Value>,
     wt: Duration,
 ) -> std::io::Result<()> {
-    write_response(
-        &mut w,
-        &Response::result(id, json!({"streaming": true})),
-        wt,
-    )
-    .await?;
+    write_response(&mut w, &Response::result(id, stream_start(true, None)), wt).await?;
     let mut sink = [0u8; 256];
     loop {
         tokio::select! {
@@ -388,7 +392,7 @@ async fn stream_console(
     wt: Duration,
 ) -> std::io::Result<()> {
     let follow = c.output.is_some();
-    let reply = json!({"streaming": follow, "replay_bytes": c.replay.len()});
+    let reply = stream_start(follow, Some(c.replay.len()));
     write_response(&mut w, &Response::result(id, reply), wt).await?;
     write_bounded(&mut w, &c.replay, wt).await?;
     let Some(mut output) = c.output else {
@@ -429,11 +433,12 @@ mod tests {
 
     struct Echo(broadcast::Sender<Value>);
 
+    /// `qmp echo` answers with its arguments; every other call is refused.
     impl Dispatch for Echo {
-        fn call(&self, method: String, params: Value) -> BoxFuture<Result<Answer, ErrorBody>> {
+        fn call(&self, call: Call) -> BoxFuture<Result<Answer, ErrorBody>> {
             Box::pin(async move {
-                match method.as_str() {
-                    "status" => Ok(json!({"echo": params}).into()),
+                match call {
+                    Call::Qmp(p) if p.execute == "echo" => Ok(json!({"echo": p.arguments}).into()),
                     _ => Err(ErrorBody::new(ErrorKind::Unavailable, "nope")),
                 }
             })
@@ -441,7 +446,7 @@ mod tests {
         fn subscribe(&self) -> broadcast::Receiver<Value> {
             self.0.subscribe()
         }
-        fn console(&self, _params: Value) -> Result<ConsoleStream, ErrorBody> {
+        fn console(&self, _params: ConsoleParams) -> Result<ConsoleStream, ErrorBody> {
             Err(ErrorBody::new(ErrorKind::Unavailable, "no console here"))
         }
     }
@@ -453,14 +458,13 @@ mod tests {
     }
 
     impl Dispatch for Console {
-        fn call(&self, _: String, _: Value) -> BoxFuture<Result<Answer, ErrorBody>> {
+        fn call(&self, _: Call) -> BoxFuture<Result<Answer, ErrorBody>> {
             Box::pin(async { Err(ErrorBody::new(ErrorKind::Unavailable, "nope")) })
         }
         fn subscribe(&self) -> broadcast::Receiver<Value> {
             broadcast::channel(1).1
         }
-        fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
-            let p: crate::ipc::protocol::ConsoleParams = serde_json::from_value(params).unwrap();
+        fn console(&self, p: ConsoleParams) -> Result<ConsoleStream, ErrorBody> {
             Ok(ConsoleStream {
                 replay: if p.replay {
                     b"history".to_vec()
@@ -524,6 +528,8 @@ mod tests {
         assert_eq!(rest, "history");
     }
 
+    const T: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn requests_errors_and_events() {
         let dir = tempfile::tempdir().unwrap();
@@ -533,19 +539,23 @@ mod tests {
         tokio::spawn(serve(listener, Arc::new(Echo(tx.clone()))));
 
         let mut c = IpcClient::connect(&path).await.unwrap();
-        let v = c.call("status", json!({"x": 1}), None).await.unwrap();
+        let v = c.qmp("echo", Some(json!({"x": 1}))).await.unwrap();
         assert_eq!(v, json!({"echo": {"x": 1}}));
-        let e = c.call("qmp", Value::Null, None).await.unwrap_err();
+        let e = c.status().await.unwrap_err();
         assert_eq!(e.remote_kind(), Some(ErrorKind::Unavailable));
-        let e = c.call("bogus", Value::Null, None).await.unwrap_err();
-        assert!(e.to_string().contains("unknown method 'bogus'"), "{e}");
+        let mut raw = UnixStream::connect(&path).await.unwrap();
+        raw.write_all(b"{\"id\":1,\"method\":\"bogus\"}\n")
+            .await
+            .unwrap();
+        let e = read_reply(&mut raw).await.error.unwrap();
+        assert!(e.message.contains("unknown method 'bogus'"), "{e:?}");
         // A refused console leaves the connection usable.
-        let e = c.call("console", Value::Null, None).await.unwrap_err();
+        let e = c.console(false, true, T).await.unwrap_err();
         assert!(e.to_string().contains("no console here"), "{e}");
-        c.call("status", Value::Null, None).await.unwrap();
+        c.qmp("echo", None).await.unwrap();
 
         let mut ev = IpcClient::connect(&path).await.unwrap();
-        ev.call("events", Value::Null, None).await.unwrap();
+        ev.events(T).await.unwrap();
         // The subscription exists once the reply arrived.
         tx.send(json!({"event": "STOP"})).unwrap();
         assert_eq!(
@@ -595,13 +605,13 @@ mod tests {
         );
         // Two event streams (busy) and one idle connection fill the slots.
         let mut ev1 = IpcClient::connect(&path).await.unwrap();
-        ev1.call("events", Value::Null, None).await.unwrap();
+        ev1.events(T).await.unwrap();
         let mut ev2 = IpcClient::connect(&path).await.unwrap();
-        ev2.call("events", Value::Null, None).await.unwrap();
+        ev2.events(T).await.unwrap();
         let mut idle = UnixStream::connect(&path).await.unwrap();
         // A newcomer takes the idle one's slot and is served.
         let mut c = IpcClient::connect(&path).await.unwrap();
-        c.call("status", Value::Null, None).await.unwrap();
+        c.qmp("echo", None).await.unwrap();
         let r = read_reply(&mut idle).await;
         let e = r.error.unwrap();
         assert_eq!(e.kind, ErrorKind::Unavailable);
@@ -609,7 +619,7 @@ mod tests {
         // c, idle again after its reply, makes room for a third stream;
         // with every slot busy, a newcomer is refused with one line.
         let mut busy = IpcClient::connect(&path).await.unwrap();
-        busy.call("events", Value::Null, None).await.unwrap();
+        busy.events(T).await.unwrap();
         let mut refused = UnixStream::connect(&path).await.unwrap();
         let r = read_reply(&mut refused).await;
         assert!(r.error.unwrap().message.contains("maximum of 3"));
@@ -654,7 +664,7 @@ mod tests {
         let s = UnixStream::connect(&path).await.unwrap();
         let (_r, mut w) = s.into_split();
         let big = format!(
-            "{{\"id\":1,\"method\":\"status\",\"params\":\"{}\"}}\n",
+            "{{\"id\":1,\"method\":\"qmp\",\"params\":{{\"execute\":\"echo\",\"arguments\":{{\"x\":\"{}\"}}}}}}\n",
             "x".repeat(64 * 1024)
         );
         let outcome = tokio::time::timeout(Duration::from_secs(30), async {

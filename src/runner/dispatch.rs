@@ -4,14 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
-    excerpt, not_an_object, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo,
-    StopOutcome, StopParams,
+    Call, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome, StopParams,
+    StopResult, PROTOCOL,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -52,6 +52,8 @@ pub struct RunnerDispatch {
     /// The config's `qmp_allow_host_exec`: forward commands that make QEMU
     /// run host programs (see [`policy`]).
     pub allow_host_exec: bool,
+    /// The QMP socket served for standard clients, when systemd passed one.
+    pub qmp_socket: Option<std::path::PathBuf>,
 }
 
 pub fn qmp_error_body(e: QmpError) -> ErrorBody {
@@ -70,53 +72,10 @@ pub fn qmp_error_body(e: QmpError) -> ErrorBody {
     }
 }
 
-/// `qmp` params: a command name and an arguments object that pass the
-/// policy.
-pub(crate) fn parse_qmp(params: Value, allow_host_exec: bool) -> Result<QmpParams, ErrorBody> {
-    if !params.is_object() {
-        return Err(ErrorBody::new(
-            ErrorKind::BadRequest,
-            format!(
-                "{} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})",
-                not_an_object("qmp", &params)
-            ),
-        ));
-    }
-    let p: QmpParams = serde_json::from_value(params).map_err(|e| {
-        ErrorBody::new(
-            ErrorKind::BadRequest,
-            format!(
-                "qmp params: {} (expected {{\"execute\": NAME, \"arguments\": {{…}}}})",
-                excerpt(&e.to_string(), 200)
-            ),
-        )
-    })?;
-    if p.arguments.as_ref().is_some_and(|a| !a.is_object()) {
-        return Err(ErrorBody::new(
-            ErrorKind::BadRequest,
-            "QMP arguments must be a JSON object",
-        ));
-    }
-    policy::check(&p.execute, p.arguments.as_ref(), allow_host_exec)?;
-    Ok(p)
-}
-
-/// `stop` params: the timeout (range checked) and `force`.
-pub(crate) fn parse_stop(params: Value) -> Result<(Option<Duration>, bool), ErrorBody> {
-    let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
-    let p = StopParams::from_params(params).map_err(bad)?;
-    Ok((p.timeout_duration().map_err(bad)?, p.force))
-}
-
-/// `console` params; `null` means the defaults.
-pub(crate) fn parse_console(params: Value) -> Result<ConsoleParams, ErrorBody> {
-    let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
-    match params {
-        Value::Null => serde_json::from_value(json!({})),
-        Value::Object(_) => serde_json::from_value(params),
-        _ => return Err(bad(not_an_object("console", &params))),
-    }
-    .map_err(|e| bad(format!("console params: {}", excerpt(&e.to_string(), 200))))
+/// A `qmp` request that passes maqet's policy (its shape was checked by
+/// [`Call::from_wire`]).
+pub(crate) fn check_qmp(p: &QmpParams, allow_host_exec: bool) -> Result<(), ErrorBody> {
+    policy::check(&p.execute, p.arguments.as_ref(), allow_host_exec)
 }
 
 impl RunnerDispatch {
@@ -142,14 +101,17 @@ impl RunnerDispatch {
             run_state: state,
             ready_at: self.ready_at,
             data_dir: Some(self.data_dir.clone()),
+            protocol: PROTOCOL,
+            maqet_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            qmp_socket: self.qmp_socket.clone(),
         };
         Ok(serde_json::to_value(info)
             .expect("status serializes")
             .into())
     }
 
-    async fn qmp(self: Arc<Self>, params: Value) -> Result<Answer, ErrorBody> {
-        let p = parse_qmp(params, self.allow_host_exec)?;
+    async fn qmp(self: Arc<Self>, p: QmpParams) -> Result<Answer, ErrorBody> {
+        check_qmp(&p, self.allow_host_exec)?;
         match policy::host_exec(&p.execute, p.arguments.as_ref()) {
             Some(what) => tracing::warn!(
                 qmp_command = %p.execute,
@@ -170,8 +132,11 @@ impl RunnerDispatch {
         r.map(Answer::from).map_err(qmp_error_body)
     }
 
-    async fn stop(self: Arc<Self>, params: Value) -> Result<Answer, ErrorBody> {
-        let (timeout, force) = parse_stop(params)?;
+    async fn stop(self: Arc<Self>, p: StopParams) -> Result<Answer, ErrorBody> {
+        let timeout = p
+            .timeout_duration()
+            .map_err(|m| ErrorBody::new(ErrorKind::BadRequest, m))?;
+        let force = p.force;
         let (reply, rx) = oneshot::channel();
         self.stop_tx
             .send(StopRequest {
@@ -187,8 +152,12 @@ impl RunnerDispatch {
                 "the runner ended without reporting the stop",
             )
         })?;
+        let result = StopResult {
+            outcome: reply.outcome,
+            message: reply.outcome.describe().to_string(),
+        };
         Ok(Answer {
-            value: json!({"outcome": reply.outcome, "message": reply.outcome.describe()}),
+            value: serde_json::to_value(result).expect("a stop result serializes"),
             written: Some(reply.written),
         })
     }
@@ -198,15 +167,16 @@ impl RunnerDispatch {
 pub struct Shared(pub Arc<RunnerDispatch>);
 
 impl Dispatch for Shared {
-    fn call(&self, method: String, params: Value) -> BoxFuture<Result<Answer, ErrorBody>> {
+    fn call(&self, call: Call) -> BoxFuture<Result<Answer, ErrorBody>> {
         let me = self.0.clone();
-        match method.as_str() {
-            "status" => Box::pin(me.status()),
-            "qmp" => Box::pin(me.qmp(params)),
-            "stop" => Box::pin(me.stop(params)),
-            other => {
-                let m = format!("method '{other}' is not handled by this runner");
-                Box::pin(async move { Err(ErrorBody::new(ErrorKind::BadRequest, m)) })
+        match call {
+            Call::Status => Box::pin(me.status()),
+            Call::Qmp(p) => Box::pin(me.qmp(p)),
+            Call::Stop(p) => Box::pin(me.stop(p)),
+            // The server streams these itself (`subscribe`, `console`).
+            Call::Events | Call::Console(_) => {
+                let m = format!("the server routed '{}' as a call", call.method());
+                Box::pin(async move { Err(ErrorBody::new(ErrorKind::Internal, m)) })
             }
         }
     }
@@ -215,8 +185,7 @@ impl Dispatch for Shared {
         self.0.events.subscribe()
     }
 
-    fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
-        let p = parse_console(params)?;
+    fn console(&self, p: ConsoleParams) -> Result<ConsoleStream, ErrorBody> {
         let hub = self.0.console.as_ref().ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::Unavailable,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::dispatch::{parse_console, parse_qmp, parse_stop};
-use crate::ipc::protocol::{ErrorBody, ErrorKind, Response};
+use super::dispatch::check_qmp;
+use crate::ipc::protocol::{Call, ConsoleParams, ErrorBody, ErrorKind, Response};
 use crate::ipc::server::{handle_line, Answer, BoxFuture, ConsoleStream, Dispatch, Handled};
 
 /// Valid requests for every method (each answered with a result).
@@ -172,14 +172,13 @@ fn hostile() -> Vec<(String, ErrorKind)> {
 struct Fake;
 
 impl Dispatch for Fake {
-    fn call(&self, method: String, params: Value) -> BoxFuture<Result<Answer, ErrorBody>> {
-        let r = match method.as_str() {
-            "status" => Ok(()),
-            "qmp" => parse_qmp(params, false).map(drop),
-            "stop" => parse_stop(params).map(drop),
+    fn call(&self, call: Call) -> BoxFuture<Result<Answer, ErrorBody>> {
+        let r = match call {
+            Call::Status | Call::Stop(_) => Ok(()),
+            Call::Qmp(p) => check_qmp(&p, false),
             other => Err(ErrorBody::new(
                 ErrorKind::Internal,
-                format!("routed {other}"),
+                format!("routed {}", other.method()),
             )),
         };
         Box::pin(async move { r.map(|()| Answer::from(json!({"ok": true}))) })
@@ -187,8 +186,7 @@ impl Dispatch for Fake {
     fn subscribe(&self) -> broadcast::Receiver<Value> {
         broadcast::channel(1).1
     }
-    fn console(&self, params: Value) -> Result<ConsoleStream, ErrorBody> {
-        parse_console(params)?;
+    fn console(&self, _: ConsoleParams) -> Result<ConsoleStream, ErrorBody> {
         Ok(ConsoleStream {
             replay: Vec::new(),
             output: None,

@@ -19,6 +19,7 @@ mod qemu;
 mod shutdown;
 
 use std::os::fd::FromRawFd;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,14 +102,23 @@ pub fn main(vm: VmName, data_dir: DataDir) -> i32 {
     }
 }
 
-fn take_listener() -> Result<tokio::net::UnixListener, RunnerError> {
-    let fd = sd_notify::listen_fds()?
-        .next()
-        .ok_or(RunnerError::NoSocket)?;
-    // SAFETY: systemd passed us this fd (LISTEN_PID matched) and nothing else owns it.
-    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-    std_listener.set_nonblocking(true)?;
-    Ok(tokio::net::UnixListener::from_std(std_listener)?)
+/// The sockets systemd passed, in the socket unit's `Listen` order: maqet's
+/// own (fd 3) and, for units made by protocol-2 maqet, the QMP socket for
+/// standard clients (fd 4). QEMU's QMP and console ends are placed at fds 4
+/// and 5 only in QEMU's process, over these close-on-exec copies, so the
+/// runner's fds do not clash with them.
+fn take_listeners(
+) -> Result<(tokio::net::UnixListener, Option<tokio::net::UnixListener>), RunnerError> {
+    let mut fds = sd_notify::listen_fds()?;
+    let ours = fds.next().ok_or(RunnerError::NoSocket)?;
+    let qmp = fds.next();
+    let listener = |fd| -> Result<tokio::net::UnixListener, RunnerError> {
+        // SAFETY: systemd passed us this fd (LISTEN_PID matched) and nothing else owns it.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        Ok(tokio::net::UnixListener::from_std(std_listener)?)
+    };
+    Ok((listener(ours)?, qmp.map(listener).transpose()?))
 }
 
 fn now_unix() -> u64 {
@@ -120,8 +130,12 @@ fn now_unix() -> u64 {
 
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tracing::debug!("runner started");
-    // Take the socket first: it also marks fd 3 close-on-exec for QEMU.
-    let listener = take_listener()?;
+    // Take the sockets first: it also marks them close-on-exec for QEMU.
+    let (listener, qmp_listener) = take_listeners()?;
+    let qmp_socket = qmp_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     // Read-only: the runner never writes definitions.
     let store = Store::open_read_only(&data_dir.db_path())?
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
@@ -208,11 +222,19 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         console,
         busy_jobs: busy_jobs.clone(),
         allow_host_exec: config.qmp_allow_host_exec,
+        qmp_socket,
     });
-    tokio::spawn(crate::ipc::server::serve(
-        listener,
-        Arc::new(dispatch::Shared(dispatch)),
-    ));
+    let shared: Arc<dyn crate::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
+    if let Some(l) = qmp_listener {
+        let greeting = crate::ipc::qmp_endpoint::Greeting::new(&version);
+        tokio::spawn(crate::ipc::qmp_endpoint::serve_qmp(
+            l,
+            shared.clone(),
+            greeting,
+            Default::default(),
+        ));
+    }
+    tokio::spawn(crate::ipc::server::serve(listener, shared));
     tokio::spawn(forward_events(
         qmp.clone(),
         events_tx,

@@ -35,12 +35,12 @@ impl QmpExec for IpcClient {
         command: &str,
         arguments: Value,
     ) -> impl Future<Output = Result<Value, StorageError>> {
-        let params = json!({"execute": command, "arguments": arguments});
         let command = command.to_string();
         async move {
             // No client-side timeout: the runner bounds each QMP command and
             // says so, which keeps request and reply ids in step.
-            self.call("qmp", params, None).await.map_err(|e| match e {
+            let reply = self.qmp(&command, Some(arguments)).await;
+            reply.map_err(|e| match e {
                 IpcError::Remote(b) if b.kind == ErrorKind::Qmp => StorageError::Qmp {
                     command,
                     message: b.message,

@@ -74,10 +74,17 @@ fn usec(d: Duration) -> u64 {
 }
 
 pub fn socket_properties(spec: &VmUnitSpec) -> Props {
-    let listen = vec![(
-        "Stream".to_string(),
-        spec.socket_path.to_string_lossy().into_owned(),
-    )];
+    // Two listeners on one socket unit, so both are created, passed
+    // (LISTEN_FDS=2, in this order: fds 3 and 4) and removed together:
+    // maqet's protocol, then QMP for standard clients.
+    let qmp = crate::paths::qmp_socket_beside(&spec.socket_path);
+    let listen = vec![
+        (
+            "Stream".to_string(),
+            spec.socket_path.to_string_lossy().into_owned(),
+        ),
+        ("Stream".to_string(), qmp.to_string_lossy().into_owned()),
+    ];
     vec![
         (
             "Description",
@@ -203,6 +210,16 @@ mod tests {
             &Value::from(vec!["maqet-vm@web.service".to_string()])
         );
         assert_eq!(get(&p, "Listen").value_signature().to_string(), "a(ss)");
+        let listen: Vec<(String, String)> =
+            get(&p, "Listen").try_clone().unwrap().try_into().unwrap();
+        let paths: Vec<&str> = listen.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/run/user/1000/maqet/vm/web.sock",
+                "/run/user/1000/maqet/vm/web.qmp"
+            ]
+        );
     }
 
     #[test]

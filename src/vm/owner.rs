@@ -7,7 +7,6 @@
 //! that reads or acts on a unit or its socket asks here first.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::ipc::{IpcClient, IpcError, StatusInfo};
 use crate::paths::{self, PathError};
@@ -15,7 +14,6 @@ use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::vmname::VmName;
 
 /// Bound on the ownership `status` round trip to a runner.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whose a unit (or runner) is, as seen from one data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,11 +181,7 @@ pub async fn verify_runner(
     vm: &VmName,
     data_dir: &Path,
 ) -> Result<(), OwnerError> {
-    let v = client
-        .call("status", serde_json::Value::Null, Some(STATUS_TIMEOUT))
-        .await?;
-    let info: StatusInfo =
-        serde_json::from_value(v).map_err(|e| IpcError::Protocol(format!("status reply: {e}")))?;
+    let info = client.status().await?;
     match runner_owned_by(&info, data_dir) {
         Some(Owner::Other(d)) => Err(other_dir(vm, data_dir, d)),
         _ => Ok(()),
@@ -310,6 +304,9 @@ mod tests {
             run_state: "running".into(),
             ready_at: 0,
             data_dir: None,
+            protocol: crate::ipc::protocol::PROTOCOL,
+            maqet_version: None,
+            qmp_socket: None,
         };
         assert_eq!(runner_owned_by(&info, t.path()), None);
         info.data_dir = Some(format!("{}/", t.path().display()));

@@ -30,7 +30,25 @@ for pkg in "${PACKAGES[@]}"; do
     [[ $status == installed ]] || missing+=("$pkg")
 done
 
+# QEMU's own QMP client (`qemu.qmp`, with qmp-shell) for tests/qmp_endpoint.rs:
+# pure Python without dependencies, installed where the test user's system
+# python3 finds it through PYTHONPATH. A no-op when present.
+QMP_PYLIB=/opt/maqet-pylib
+install_qemu_qmp() {
+    PYTHONPATH=$QMP_PYLIB /usr/bin/python3 -c 'import qemu.qmp' 2>/dev/null && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: qemu.qmp is missing from $QMP_PYLIB; run as root" >&2
+        return 1
+    fi
+    local pip=(pip3)
+    command -v pip3 >/dev/null || pip=(/usr/bin/python3 -m pip)
+    echo "install-deps: installing qemu.qmp into $QMP_PYLIB" >&2
+    "${pip[@]}" install --quiet --no-deps --target "$QMP_PYLIB" 'qemu.qmp==0.0.6'
+    chmod -R a+rX "$QMP_PYLIB"
+}
+
 if ((${#missing[@]} == 0)) && command -v qemu-img >/dev/null; then
+    install_qemu_qmp
     exit 0
 fi
 # Some images ship qemu-utils from backports, which Debian's qemu-system-x86
@@ -55,3 +73,4 @@ if ! qemu-img --version >/dev/null 2>&1; then
     echo "install-deps: qemu-img is still not usable after installing qemu-utils" >&2
     exit 1
 fi
+install_qemu_qmp

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -25,8 +24,9 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
     let mut client = connect(ctx, &vm).await?;
-    let params = json!({"replay": a.dump || a.replay, "follow": !a.dump});
-    client.call("console", params, Some(ATTACH_TIMEOUT)).await?;
+    client
+        .console(a.dump || a.replay, !a.dump, ATTACH_TIMEOUT)
+        .await?;
     let (mut from_vm, mut to_vm) = client.into_raw();
     let mut stdout = std::io::stdout();
 

@@ -15,9 +15,7 @@ use super::qmp::connect;
 pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
     let mut client = connect(ctx, &vm).await?;
-    client
-        .call("events", Value::Null, Some(Duration::from_secs(10)))
-        .await?;
+    client.events(Duration::from_secs(10)).await?;
     // Scripts wait for this line to know the subscription is live.
     eprintln!("following the QMP events of {vm} until it stops");
     while let Some(ev) = client.next_event().await? {

@@ -329,6 +329,9 @@ fn print_human(r: &Inspection) {
             }
         );
     }
+    if let Some(q) = &r.status.qmp_socket {
+        println!("  qmp:       {q} (standard QMP clients, e.g. qmp-shell)");
+    }
     if !r.disks.is_empty() {
         println!("  disks:");
         for d in &r.disks {

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::cli::args::{StartArgs, StopArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
@@ -302,10 +300,9 @@ async fn ask_runner_to_stop(
             return Ok(None);
         }
     }
-    let params = json!({"timeout": timeout.map(|t| t.as_secs_f64()), "force": force});
     // The runner answers once QEMU is gone; the guest may take `timeout`.
-    match c.call("stop", params, Some(wait)).await {
-        Ok(v) => Ok(serde_json::from_value::<StopOutcome>(v["outcome"].clone()).ok()),
+    match c.stop(timeout, force, wait).await {
+        Ok(r) => Ok(Some(r.outcome)),
         Err(IpcError::Closed) => Ok(None),
         // The runner is fine and said no: asking systemd instead would
         // stop the VM with a timeout the user did not ask for.

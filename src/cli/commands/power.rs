@@ -50,9 +50,7 @@ pub async fn reboot(ctx: &Ctx, a: &RebootArgs) -> Result<(), CliError> {
     let timeout = seconds(a.timeout, "--timeout")?;
     let (vm, _) = ctx.vm(&a.name)?;
     let mut events = connect(ctx, &vm).await?;
-    events
-        .call("events", Value::Null, Some(Duration::from_secs(10)))
-        .await?;
+    events.events(Duration::from_secs(10)).await?;
     let mut client = connect(ctx, &vm).await?;
     let st = call(&mut client, "query-status", None).await?;
     if st["status"] != "running" {

@@ -6,7 +6,9 @@ use crate::cli::args::{QmpCommand, QmpRunArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
-use crate::ipc::IpcClient;
+use crate::ipc::client::started_by;
+use crate::ipc::protocol::Need;
+use crate::ipc::{IpcClient, IpcError};
 use crate::vm::owner;
 use crate::vmname::VmName;
 
@@ -22,6 +24,7 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
         QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
         QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
         QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
+        QmpCommand::Socket(a) => socket(ctx, &a.name).await,
         QmpCommand::Shorthand(words) => run_command(ctx, shorthand(words)?).await,
     }
 }
@@ -31,6 +34,43 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
 pub async fn connect(ctx: &Ctx, vm: &VmName) -> Result<IpcClient, CliError> {
     let sd = ctx.systemd().await?;
     Ok(owner::connect_runner(&sd, vm, ctx.data_dir.path()).await?)
+}
+
+/// The runner is the one that knows whether it serves a QMP socket: one
+/// started by an older maqet (protocol 1) does not.
+async fn socket(ctx: &Ctx, name: &str) -> Result<(), CliError> {
+    let (vm, _) = ctx.vm(name)?;
+    let mut client = connect(ctx, &vm).await?;
+    client
+        .require(Need::QmpEndpoint)
+        .await
+        .map_err(|e| outdated(&vm, "maqet qmp socket", e))?;
+    match client.status().await?.qmp_socket {
+        Some(path) => {
+            println!("{}", path.display());
+            Ok(())
+        }
+        None => Err(CliError::conflict(format!(
+            "the runner of VM '{vm}' serves no QMP socket (its unit was created without one); restart the VM with `maqet restart {vm}` to get it"
+        ))),
+    }
+}
+
+/// [`IpcError::Outdated`] in the user's terms: which VM, which command, and
+/// the restart that brings a runner that speaks the newer protocol.
+pub fn outdated(vm: &VmName, command: &str, e: IpcError) -> CliError {
+    match e {
+        IpcError::Outdated {
+            runner,
+            maqet_version,
+            need,
+        } => CliError::conflict(format!(
+            "the runner of VM '{vm}' speaks protocol {runner} (started by {}); `{command}` needs {}: restart the VM with `maqet restart {vm}` to use it",
+            started_by(&maqet_version),
+            need.since()
+        )),
+        other => other.into(),
+    }
 }
 
 async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
@@ -48,11 +88,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
     };
     let (vm, _) = ctx.vm(&a.name)?;
     let mut client = connect(ctx, &vm).await?;
-    let mut params = serde_json::json!({"execute": a.command});
-    if let Some(args) = arguments {
-        params["arguments"] = args;
-    }
-    let v = client.call("qmp", params, None).await.map_err(|e| {
+    let v = client.qmp(&a.command, arguments).await.map_err(|e| {
         let c: CliError = e.into();
         if c.code == code::QMP_ERROR {
             CliError::new(code::QMP_ERROR, format!("QMP error: {}", c.message))

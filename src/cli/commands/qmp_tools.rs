@@ -46,12 +46,8 @@ pub async fn call(
     execute: &str,
     arguments: Option<Value>,
 ) -> Result<Value, CliError> {
-    let mut params = json!({ "execute": execute });
-    if let Some(a) = arguments {
-        params["arguments"] = a;
-    }
     client
-        .call("qmp", params, Some(CALL_TIMEOUT))
+        .qmp_within(execute, arguments, Some(CALL_TIMEOUT))
         .await
         .map_err(qmp_failure)
 }
@@ -218,9 +214,7 @@ pub async fn device_del(ctx: &Ctx, a: DeviceDelArgs) -> Result<(), CliError> {
     // Subscribe before asking, so the event cannot slip past.
     let mut events = connect(ctx, &vm).await?;
     if !a.no_wait {
-        events
-            .call("events", Value::Null, Some(CALL_TIMEOUT))
-            .await?;
+        events.events(CALL_TIMEOUT).await?;
     }
     let mut client = connect(ctx, &vm).await?;
     call(&mut client, "device_del", Some(json!({"id": a.id}))).await?;

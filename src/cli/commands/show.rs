@@ -13,6 +13,7 @@ use crate::cli::output::{human_bytes, human_duration, now_unix, print_json, rfc3
 use crate::cli::table;
 use crate::cli::term::Term;
 use crate::config::{ConfigDocument, RenderContext};
+use crate::paths;
 use crate::runner::{CONSOLE_FD, QMP_FD};
 use crate::systemd::{Systemd, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
 use crate::vm::{owned_by, Owner, UnitOwner};
@@ -44,6 +45,9 @@ pub struct StatusReport {
     pub usage_source: Option<UsageSource>,
     /// Seconds since the unit became active.
     pub uptime_sec: Option<u64>,
+    /// The VM's QMP socket for standard QMP clients, while it is there
+    /// (VMs started before protocol 2 have none).
+    pub qmp_socket: Option<String>,
 }
 
 impl StatusReport {
@@ -80,7 +84,11 @@ impl StatusReport {
             tasks: None,
             usage_source: None,
             uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
+            qmp_socket: None,
         };
+        if up {
+            r.qmp_socket = qmp_socket(vm);
+        }
         if let Some(s) = st.filter(|_| up) {
             r.set_usage(Usage::from_systemd(s));
         }
@@ -123,6 +131,16 @@ impl StatusReport {
             self.set_usage(u);
         }
     }
+}
+
+/// The QMP socket's path if systemd created it: a stat, no round trip.
+fn qmp_socket(vm: &VmName) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = paths::qmp_socket_path(vm).ok()?;
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    meta.file_type()
+        .is_socket()
+        .then(|| path.display().to_string())
 }
 
 /// This data directory's unit of `vm` in whatever state (`None`: not
