@@ -16,6 +16,7 @@ pub(super) const PREFIX_LEN: usize = 7;
 
 pub(super) fn ctx(disk_dir: &Path) -> RenderContext {
     RenderContext {
+        runtime_dir: "/run/user/1000/maqet/vm/t".into(),
         vm_name: "vm".into(),
         qmp_fd: 3,
         console_fd: None,

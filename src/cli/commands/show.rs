@@ -373,6 +373,7 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             qmp_fd: QMP_FD,
             console_fd: Some(CONSOLE_FD),
             disk_dir: ctx.data_dir.disk_dir(&vm),
+            runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
         })),
         Err(e) => Err(e.to_string()),
     };

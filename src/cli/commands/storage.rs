@@ -74,7 +74,12 @@ pub fn provision(
     done: &mut Provisioned,
 ) -> Result<(), CliError> {
     let before = done.created.len();
-    let r = st::provision(vm.as_str(), cfg, &ctx.data_dir.disk_dir(vm), store, done);
+    let vm_dir = ctx.data_dir.disk_dir(vm);
+    let mut r = st::provision(vm.as_str(), cfg, &vm_dir, store, done);
+    // hook: issue 10 — the VM's NVRAM copy and TPM state directory
+    if r.is_ok() {
+        r = crate::companion::provision_state(vm.as_str(), cfg, &vm_dir, store, done);
+    }
     for c in &done.created[before..] {
         eprintln!("created {} ({})", c.path.display(), c.what);
     }
