@@ -95,6 +95,35 @@ pub fn patterns(vm: &VmName) -> Vec<String> {
     vec![format!("maqet-tpm@{}.*", vm.as_str())]
 }
 
+/// A loaded companion unit as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CompanionState {
+    pub unit: String,
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// The loaded companion units of `vm` (none when it has none running).
+pub async fn states(
+    sd: &crate::systemd::Systemd,
+    vm: &VmName,
+) -> Result<Vec<CompanionState>, crate::systemd::SystemdError> {
+    let pats = patterns(vm);
+    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+    let mut out: Vec<CompanionState> = sd
+        .list_units(&refs)
+        .await?
+        .into_iter()
+        .map(|u| CompanionState {
+            unit: u.0,
+            active_state: u.3,
+            sub_state: u.4,
+        })
+        .collect();
+    out.sort_by(|a, b| a.unit.cmp(&b.unit));
+    Ok(out)
+}
+
 /// Properties every companion service shares.
 pub(crate) fn common_service_props(vm: &VmName, description: String) -> Props {
     vec![

@@ -44,6 +44,8 @@ pub struct StatusReport {
     pub usage_source: Option<UsageSource>,
     /// Seconds since the unit became active.
     pub uptime_sec: Option<u64>,
+    /// Helper units next to the VM's (swtpm), while loaded.
+    pub companions: Vec<crate::companion::CompanionState>,
 }
 
 impl StatusReport {
@@ -80,11 +82,25 @@ impl StatusReport {
             tasks: None,
             usage_source: None,
             uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
+            companions: Vec::new(),
         };
         if let Some(s) = st.filter(|_| up) {
             r.set_usage(Usage::from_systemd(s));
         }
         r
+    }
+
+    /// hook: issue 10 — the VM's companion units (swtpm).
+    pub(super) async fn fill_companions(&mut self, sd: &Systemd, vm: &VmName) {
+        self.companions = crate::companion::states(sd, vm).await.unwrap_or_default();
+    }
+
+    /// Helper lines for human output.
+    pub(super) fn companion_lines(&self) -> Vec<String> {
+        self.companions
+            .iter()
+            .map(|c| format!("{} {} ({})", c.unit, c.active_state, c.sub_state))
+            .collect()
     }
 
     /// For a failed or restarting VM, QEMU's last error from the journal.
@@ -139,6 +155,7 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let st = ours(ctx, sd.unit_status(&vm.service_unit()).await?);
     let mut r = StatusReport::new(&vm, st.as_ref());
     r.fill_last_error(&vm, st.as_ref());
+    r.fill_companions(&sd, &vm).await;
     if let Some(runner) = r.runner_pid {
         let procs = sd.unit_processes(&r.unit).await.ok();
         if let Some(p) = &procs {
@@ -172,6 +189,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     }
     if let Some(t) = &r.status_text {
         println!("  status:  {t}");
+    }
+    for c in r.companion_lines() {
+        println!("  helper:  {c}");
     }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
