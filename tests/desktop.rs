@@ -81,9 +81,9 @@ impl Console {
     /// Runs `cmd` in the guest shell; its output between computed markers.
     fn run(&mut self, cmd: &str) -> String {
         let n = 700_000 + std::process::id() % 1000;
-        write!(
+        writeln!(
             self.stdin,
-            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\"\n"
+            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
         )
         .unwrap();
         self.stdin.flush().unwrap();
@@ -387,7 +387,8 @@ fn desktop_keys_that_cannot_work_are_refused() {
     let w = World::new("dbad");
     let empty = w.dir.path().join("no-firmware");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: &[(&str, &str, Vec<(&str, &str)>, &str)] = &[
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: &[Case] = &[
         ("nofw", "firmware: uefi\n", vec![("MAQET_FIRMWARE_DIRS", empty.to_str().unwrap())], "install ovmf"),
         ("notpm", "tpm: true\n", vec![("MAQET_SWTPM", "/nonexistent/swtpm")], "install swtpm swtpm-tools"),
         ("sbpc", "firmware: uefi\nsecure_boot: true\n", vec![], "needs the q35 machine"),
