@@ -325,9 +325,10 @@ fn uefi_tpm_vnc_guest() {
     assert!(pids_with("swtpm", &vm_dir.to_string_lossy()).is_empty());
     assert_eq!(files_of("/usr/share/OVMF"), templates);
 
-    // rm --delete-storage removes the NVRAM copy maqet made.
+    // rm --delete-storage removes the NVRAM copy and the TPM state maqet made.
     w.ok(&["rm", &vm, "--delete-storage"]);
     assert!(!nvram.exists());
+    assert!(!vm_dir.exists(), "{}", vm_dir.display());
 }
 
 #[test]

@@ -359,6 +359,16 @@ pub async fn delete_for_rm(
         .map(|f| canonical(&f.path))
         .collect();
     let mut failed = Vec::new();
+    // hook: issue 10 — swtpm's files in the TPM state directory maqet made
+    let tpm_dir = crate::companion::tpm::state_dir(&ctx.data_dir.disk_dir(vm));
+    if delete_created && created.contains(&canonical(&tpm_dir)) {
+        for r in crate::companion::tpm::clear_state(&tpm_dir) {
+            match r {
+                Ok(p) => eprintln!("deleted {} (TPM state)", p.display()),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
     if delete_created {
         for (path, kind, outcome) in
             st::delete_created(vm.as_str(), &store, &|id| refs.user_of(id))?
