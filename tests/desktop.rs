@@ -291,6 +291,11 @@ fn uefi_tpm_vnc_guest() {
         )
     });
     assert!(vm_dir.join("tpm/tpm2-00.permall").is_file());
+    // `maqet logs` has the helper's end next to the VM's.
+    wait_until("swtpm's end in maqet logs", Duration::from_secs(10), || {
+        w.ok(&["logs", &vm])
+            .contains(&format!("{tpm_unit}: Main process exited, code=killed"))
+    });
 
     // The firmware wrote its variables on the first boot; they stay, the
     // file is never replaced, and the template is never written.
@@ -365,6 +370,42 @@ fn spice_display_speaks_on_its_socket_only() {
         format!("spice+unix://{}", sock.display())
     );
     assert_no_tcp(&qemu_pids(&name));
+
+    // No viewer installed: says what to install.
+    let o = w
+        .cmd()
+        .env("PATH", "/nonexistent")
+        .args(["display", &name])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("install virt-viewer (remote-viewer) or spice-client-gtk (spicy)"),
+        "{err}"
+    );
+    // A viewer found in PATH is run with the URI (a stand-in records it).
+    let bin = w.dir.path().join("viewers");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = w.dir.path().join("viewer-args");
+    let viewer = bin.join("remote-viewer");
+    std::fs::write(
+        &viewer,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&viewer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = w
+        .cmd()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args(["display", &name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        format!("spice+unix://{}", sock.display())
+    );
     w.ok(&["stop", &name]);
     let err = w.fails(5, &["display", &name]);
     assert!(err.contains("not running"), "{err}");

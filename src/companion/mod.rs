@@ -8,8 +8,9 @@
 //! - the VM's service `BindsTo=` the helper, so the VM is never left
 //!   running without it (docs/systemd.md: what happens when swtpm dies).
 //!
-//! Their journal lines carry `MAQET_VM=NAME` (`LogExtraFields=`), like the
-//! runner's, so `maqet logs` and `journalctl MAQET_VM=NAME` show them.
+//! `maqet logs` shows their output by unit. They also set
+//! `LogExtraFields=MAQET_VM=NAME`, which journald (252) applies to system
+//! units only; it costs nothing and works where journald honours it.
 
 pub mod tpm;
 
