@@ -36,6 +36,9 @@ pub struct Companions {
     /// Other units the VM's service pulls in and waits for (`Wants=` +
     /// `After=`): the helpers' sockets.
     pub want: Vec<String>,
+    /// The VM needs its runtime directory (display or helper sockets):
+    /// the service gets `RuntimeDirectory=`.
+    pub runtime_dir: bool,
 }
 
 impl Companions {
@@ -55,10 +58,12 @@ pub fn for_vm(
     vm_dir: &std::path::Path,
     runtime_dir: &std::path::Path,
 ) -> Companions {
-    match &cfg.desktop.tpm {
+    let mut c = match &cfg.desktop.tpm {
         Some(t) => tpm::units(vm, &t.swtpm, vm_dir, runtime_dir),
         None => Companions::default(),
-    }
+    };
+    c.runtime_dir |= cfg.desktop.display.is_some();
+    c
 }
 
 /// Creates the per-VM files the desktop keys need before a start: the

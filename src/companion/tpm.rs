@@ -182,6 +182,7 @@ pub fn units(vm: &VmName, swtpm: &Path, vm_dir: &Path, runtime_dir: &Path) -> Co
         ],
         bind: vec![service],
         want: vec![socket],
+        runtime_dir: true,
     }
 }
 

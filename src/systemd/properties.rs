@@ -151,17 +151,6 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
                 .concat(),
             ),
         ),
-        // $XDG_RUNTIME_DIR/maqet/vm/NAME: display and TPM sockets; kept
-        // across automatic restarts (the TPM socket unit lives on).
-        (
-            "RuntimeDirectory",
-            Value::from(vec![format!("maqet/vm/{}", spec.vm)]),
-        ),
-        ("RuntimeDirectoryMode", Value::from(0o700u32)),
-        (
-            "RuntimeDirectoryPreserve",
-            Value::from("restart".to_string()),
-        ),
         // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
         // end that Restart=always must not undo (docs/architecture.md).
         ("SuccessExitStatus", exit_status_set(STOPPED_EXIT_STATUS)),
@@ -177,6 +166,19 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
     ];
     if !env.is_empty() {
         p.push(("Environment", Value::from(env)));
+    }
+    if spec.companions.runtime_dir {
+        // $XDG_RUNTIME_DIR/maqet/vm/NAME: display and TPM sockets; kept
+        // across automatic restarts (the TPM socket unit lives on).
+        p.push((
+            "RuntimeDirectory",
+            Value::from(vec![format!("maqet/vm/{}", spec.vm)]),
+        ));
+        p.push(("RuntimeDirectoryMode", Value::from(0o700u32)));
+        p.push((
+            "RuntimeDirectoryPreserve",
+            Value::from("restart".to_string()),
+        ));
     }
     if !spec.companions.bind.is_empty() {
         // The VM is never left running without its helpers.
@@ -264,11 +266,9 @@ mod tests {
             assert_eq!(get(&p, k), &exit_status_set(STOPPED_EXIT_STATUS));
         }
         assert_eq!(get(&p, "MemoryAccounting"), &Value::from(true));
-        assert!(!p.iter().any(|(n, _)| *n == "BindsTo"));
-        assert_eq!(
-            get(&p, "RuntimeDirectory"),
-            &Value::from(vec!["maqet/vm/web".to_string()])
-        );
+        assert!(!p
+            .iter()
+            .any(|(n, _)| *n == "BindsTo" || *n == "RuntimeDirectory"));
     }
 
     #[test]
@@ -289,6 +289,10 @@ mod tests {
         assert!(after.contains("maqet-tpm@web.socket") && after.contains("maqet-tpm@web.service"));
         let wants = format!("{:?}", get(&p, "Wants"));
         assert!(wants.contains("maqet-tpm@web.socket"));
+        assert_eq!(
+            get(&p, "RuntimeDirectory"),
+            &Value::from(vec!["maqet/vm/web".to_string()])
+        );
     }
 
     #[test]
