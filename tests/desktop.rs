@@ -489,3 +489,36 @@ fn desktop_keys_that_cannot_work_are_refused() {
     assert!(err.contains("install ovmf"), "{err}");
     assert!(!w.data_dir().join("disks").join(&name).exists());
 }
+
+#[test]
+fn a_restart_policy_brings_swtpm_back_with_the_vm() {
+    let w = World::new("dtpmrs");
+    let vm = w.add_vm("r", "tpm: true\nrestart: on-failure\nrestart_sec: 0\n");
+    let tpm_unit = format!("maqet-tpm@{vm}.service");
+    w.ok(&["start", &vm]);
+    let swtpm_pid = || unit_prop(&tpm_unit, "MainPID");
+    let first = swtpm_pid();
+    assert_ne!(first, "0");
+    // QEMU crashes: systemd restarts the VM, and swtpm (stopped with the
+    // failed run) comes back before it, with the same state directory.
+    let qemu = qemu_pids(&vm);
+    assert_eq!(qemu.len(), 1);
+    let rc = std::process::Command::new("kill")
+        .args(["-9", &qemu[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    wait_until("the restarted VM", Duration::from_secs(60), || {
+        let s = w.status(&vm);
+        s["state"] == "running" && s["restarts"].as_u64() >= Some(1)
+    });
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+    assert_ne!(swtpm_pid(), first);
+    w.ok(&["stop", &vm]);
+    wait_until("the TPM unit to stop", Duration::from_secs(10), || {
+        !matches!(
+            unit_prop(&tpm_unit, "ActiveState").as_str(),
+            "active" | "activating" | "deactivating"
+        )
+    });
+}
