@@ -1,7 +1,10 @@
 //! maqet: QEMU VMs as transient systemd user units.
 pub mod cli;
+pub mod companion;
 pub mod config;
+pub mod display;
 pub mod doctor;
+pub mod firmware;
 pub mod ipc;
 pub mod logging;
 pub mod paths;

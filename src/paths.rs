@@ -79,6 +79,25 @@ pub fn qmp_socket_beside(ipc_socket: &Path) -> PathBuf {
     ipc_socket.with_extension("qmp")
 }
 
+/// A VM's runtime directory, `$XDG_RUNTIME_DIR/maqet/vm/NAME` (0700): its
+/// display and TPM sockets. The VM's service owns it (`RuntimeDirectory=`),
+/// so systemd creates it before the VM starts and removes it after.
+pub fn vm_runtime_dir(vm: &VmName) -> Result<PathBuf, PathError> {
+    Ok(socket_dir()?.join(vm.as_str()))
+}
+
+/// [`vm_runtime_dir`] for display purposes (`show`, references): without
+/// `XDG_RUNTIME_DIR`, the path systemd-logind would give this user.
+pub fn vm_runtime_dir_or_default(vm: &str) -> PathBuf {
+    match socket_dir() {
+        Ok(d) => d.join(vm),
+        // SAFETY: getuid cannot fail.
+        Err(_) => PathBuf::from(format!("/run/user/{}/maqet/vm/{vm}", unsafe {
+            libc::getuid()
+        })),
+    }
+}
+
 /// Lexical clean-up (`a/./b/../c` → `a/c`) without touching the file system,
 /// so a not-yet-existing data directory is shown the way it will be.
 fn normalize(p: &Path) -> PathBuf {

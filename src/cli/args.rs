@@ -88,6 +88,8 @@ pub enum Command {
     Console(ConsoleArgs),
     /// Print a VM's QMP events as they happen, until it stops.
     Events(NameJson),
+    /// Open a VM's graphical display (`display: vnc` or `spice`) in a viewer.
+    Display(DisplayArgs),
     /// Reset a VM at once, like pressing its reset button (QMP system_reset).
     Reset(VmArg),
     /// Ask the guest to reboot (Ctrl-Alt-Delete) and wait until it does.
@@ -252,6 +254,17 @@ pub struct QmpTypeArgs {
     /// How long each key stays pressed, in milliseconds.
     #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub hold_time: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DisplayArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Print the display's URI (e.g. vnc+unix:///run/user/1000/maqet/vm/NAME/vnc.sock)
+    /// instead of opening a viewer. The viewer used otherwise is the first of
+    /// remote-viewer, vncviewer (VNC) or spicy (SPICE) found in PATH.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]

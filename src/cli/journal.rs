@@ -14,13 +14,24 @@ use crate::vmname::VmName;
 /// records, the unit's output, and the manager's lines about the unit.
 pub fn vm_matches(vm: &VmName) -> Vec<String> {
     let unit = vm.service_unit();
-    vec![
+    let mut m = vec![
         format!("MAQET_VM={vm}"),
         "+".into(),
         format!("_SYSTEMD_USER_UNIT={unit}"),
         "+".into(),
         format!("USER_UNIT={unit}"),
-    ]
+    ];
+    // hook: issue 10 — companion units' output: journald (252) does not
+    // apply LogExtraFields= to user units, so their lines carry only the
+    // unit, not MAQET_VM=.
+    let tpm = crate::companion::tpm::service_unit(vm);
+    m.extend([
+        "+".into(),
+        format!("_SYSTEMD_USER_UNIT={tpm}"),
+        "+".into(),
+        format!("USER_UNIT={tpm}"),
+    ]);
+    m
 }
 
 /// The warning-and-worse lines one runner process logged, oldest first.

@@ -66,6 +66,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::CompleteVms => generate::complete_vms(&ctx),
         Command::Console(a) => rt.block_on(console::run(&ctx, &a)),
         Command::Events(a) => rt.block_on(events::run(&ctx, &a)),
+        Command::Display(a) => rt.block_on(display::run(&ctx, &a)),
         Command::Reset(a) => rt.block_on(power::reset(&ctx, &a)),
         Command::Reboot(a) => rt.block_on(power::reboot(&ctx, &a)),
     }

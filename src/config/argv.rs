@@ -14,8 +14,11 @@ pub struct RenderContext {
     pub qmp_fd: i32,
     /// The console socket fd, used when the config sets `console: true`.
     pub console_fd: Option<i32>,
-    /// Directory of disks that have no `file:`.
+    /// Directory of disks that have no `file:`: the VM's own directory
+    /// (also its NVRAM and TPM state).
     pub disk_dir: PathBuf,
+    /// The VM's runtime directory (display and TPM sockets).
+    pub runtime_dir: PathBuf,
 }
 
 /// The result of rendering one `arguments` item.
@@ -290,7 +293,11 @@ impl VmConfig {
                     "-smp",
                     self.cpu.map(|c| c.to_string()).as_deref(),
                 ),
-                Section::Display => push_opt(&mut argv, "-display", self.display.as_deref()),
+                Section::Display => match self.desktop.display {
+                    // hook: issue 10 — socket display servers
+                    Some(server) => argv.extend(server.qemu_args(&server.socket(&ctx.runtime_dir))),
+                    None => push_opt(&mut argv, "-display", self.display.as_deref()),
+                },
                 Section::Vga => push_opt(&mut argv, "-vga", self.vga.as_deref()),
                 Section::Args => argv.extend(self.args.iter().cloned()),
                 Section::Arguments => {
@@ -317,6 +324,14 @@ impl VmConfig {
                     }
                 }
             }
+        }
+        // hook: issue 10 — UEFI flash and the TPM backend
+        if let Some(fw) = &self.desktop.firmware {
+            argv.extend(fw.qemu_args(&crate::firmware::nvram::path(&ctx.disk_dir)));
+        }
+        if let Some(tpm) = &self.desktop.tpm {
+            let socket = crate::companion::tpm::socket_path(&ctx.runtime_dir);
+            argv.extend(crate::companion::tpm::qemu_args(&socket, tpm.device));
         }
         if let (true, Some(fd)) = (self.console, ctx.console_fd) {
             argv.extend([

@@ -67,9 +67,47 @@ fn parse_machine_value(value: &str) -> Option<(String, Vec<&str>)> {
     name.filter(|n| !n.is_empty()).map(|n| (n, rest))
 }
 
+/// The machine type name the config asks for (`arguments` item or
+/// `args`), else the x86 binaries' default `pc`; None when unknown.
+pub(crate) fn machine_type(cfg: &VmConfig) -> Option<String> {
+    match machine_written(cfg) {
+        Some((value, _)) => parse_machine_value(&value).map(|(name, _)| name),
+        None => machine_of(cfg).map(|m| m.name),
+    }
+}
+
 /// The machine the config asks for (`arguments` item or `args`), else the
 /// binary's default.
 fn machine_of(cfg: &VmConfig) -> Option<Machine> {
+    match machine_written(cfg) {
+        Some((value, origin)) => {
+            let (name, options) = parse_machine_value(&value)?;
+            let (pci, ide_slots) = family(&name, &options)?;
+            Some(Machine {
+                name,
+                pci,
+                ide_slots,
+                origin: Some(origin),
+            })
+        }
+        None => {
+            let bin = cfg.binary.file_name()?.to_string_lossy();
+            if bin.ends_with("x86_64") || bin.ends_with("i386") {
+                Some(Machine {
+                    name: "pc".into(),
+                    pci: true,
+                    ide_slots: 4,
+                    origin: None,
+                })
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The `-machine` value written in the config, and where.
+fn machine_written(cfg: &VmConfig) -> Option<(String, String)> {
     let mut found: Option<(String, String)> = None;
     for a in &cfg.arguments {
         if (a.option == "machine" || a.option == "M") && a.argv.len() == 2 {
@@ -95,31 +133,7 @@ fn machine_of(cfg: &VmConfig) -> Option<Machine> {
             }
         }
     }
-    match found {
-        Some((value, origin)) => {
-            let (name, options) = parse_machine_value(&value)?;
-            let (pci, ide_slots) = family(&name, &options)?;
-            Some(Machine {
-                name,
-                pci,
-                ide_slots,
-                origin: Some(origin),
-            })
-        }
-        None => {
-            let bin = cfg.binary.file_name()?.to_string_lossy();
-            if bin.ends_with("x86_64") || bin.ends_with("i386") {
-                Some(Machine {
-                    name: "pc".into(),
-                    pci: true,
-                    ide_slots: 4,
-                    origin: None,
-                })
-            } else {
-                None
-            }
-        }
-    }
+    found
 }
 
 /// IDE drives that `arguments` adds: `-drive` without `if=` (IDE is the

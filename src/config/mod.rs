@@ -45,6 +45,9 @@
 //!   make QEMU run host programs (`migrate` to `exec:`, tap scripts, …).
 //! - `resources:` `memory_max` (size, bare number = bytes), `cpu_quota`
 //!   (`"150%"`), `cpu_weight`/`io_weight` (1..=10000), `tasks_max`.
+//! - `firmware: bios|uefi` (default bios), `secure_boot: bool` (uefi, q35),
+//!   `tpm: bool` (swtpm companion unit); `display: vnc|spice` serve the
+//!   display on a Unix socket (docs/config.md).
 //!
 //! Any other key is an error with a suggestion. A top-level `memory`/`cpu`/
 //! `display`/`vga` and an `arguments` item for the same option yield one
@@ -56,6 +59,7 @@
 //! `^\d+[KMGT]?$` ([`parse_size`]: bare number = bytes).
 
 mod argv;
+mod desktop;
 mod diff;
 mod document;
 mod emit;
@@ -82,6 +86,7 @@ mod tests_input;
 mod tests_quoting;
 
 pub use argv::RenderContext;
+pub use desktop::{Desktop, Tpm};
 pub use diff::{diff, Change};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};

@@ -55,6 +55,8 @@ pub struct VmConfig {
     /// CPUs the VM gets: the `arguments` `smp` item when it has a count,
     /// else `cpu`.
     pub cpus: Option<u32>,
+    /// `firmware`, `secure_boot`, `tpm`, socket displays, as resolved.
+    pub desktop: super::desktop::Desktop,
     /// Non-fatal findings, one line each, to show the user.
     pub warnings: Vec<String>,
     /// Argv groups in the merged key order.
@@ -400,6 +402,7 @@ mod tests {
             resources,
             memory_bytes: None,
             cpus: None,
+            desktop: Default::default(),
             warnings: vec![],
             order: vec![],
         };

@@ -16,6 +16,7 @@ pub(super) const PREFIX_LEN: usize = 7;
 
 pub(super) fn ctx(disk_dir: &Path) -> RenderContext {
     RenderContext {
+        runtime_dir: "/run/user/1000/maqet/vm/t".into(),
         vm_name: "vm".into(),
         qmp_fd: 3,
         console_fd: None,
@@ -1081,4 +1082,45 @@ fn yaml_output_round_trips_examples() {
             doc.validate().unwrap().render_argv(&c)
         );
     }
+}
+
+#[test]
+fn socket_displays_and_desktop_key_errors() {
+    let env = env();
+    let cfg = env.doc("display: vnc\n").validate().unwrap();
+    assert_eq!(
+        cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
+        split("-vnc unix:/run/user/1000/maqet/vm/t/vnc.sock")
+    );
+    let cfg = env.doc("display: spice\nvga: qxl\n").validate().unwrap();
+    assert_eq!(
+        cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
+        split("-spice unix=on,addr=/run/user/1000/maqet/vm/t/spice.sock,disable-ticketing=on -vga qxl")
+    );
+    // Other values pass through; an `arguments` display item wins.
+    let cfg = env.doc("display: gtk\n").validate().unwrap();
+    assert_eq!(
+        cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
+        split("-display gtk")
+    );
+    let cfg = env
+        .doc("display: vnc\narguments:\n  - display: none\n")
+        .validate()
+        .unwrap();
+    assert_eq!(cfg.desktop.display, None);
+    assert!(env
+        .error("secure_boot: true\n")
+        .contains("secure_boot: needs 'firmware: uefi'"));
+    assert!(env
+        .error("firmware: uefi\nsecure_boot: true\narguments:\n  - machine: pc\n")
+        .contains("needs the q35 machine"));
+    assert!(env
+        .error("firmware: efi\n")
+        .contains("firmware: expected 'bios' or 'uefi', found 'efi'"));
+    assert!(env
+        .error("tpm: yes please\n")
+        .contains("tpm: expected true or false"));
+    // `firmware: bios` is the default and renders nothing.
+    let cfg = env.doc("firmware: bios\n").validate().unwrap();
+    assert_eq!(cfg.desktop, Desktop::default());
 }

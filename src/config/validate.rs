@@ -36,6 +36,9 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "autostart",
     "resources",
     "qmp_allow_host_exec",
+    "firmware",
+    "secure_boot",
+    "tpm",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
@@ -236,9 +239,11 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         resources: Resources::default(),
         memory_bytes: None,
         cpus: None,
+        desktop: Default::default(),
         warnings: Vec::new(),
         order: Vec::new(),
     };
+    let mut desktop_keys = super::desktop::DesktopKeys::default();
     super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
     let mut binary_node: Option<&Node> = None;
@@ -384,6 +389,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 };
             }
             "resources" => cfg.resources = validate_resources(&mut v, node),
+            "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
             _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
         }
     }
@@ -392,6 +398,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     check_single_instance(&mut v, &cfg.arguments);
     super::machine::check_interfaces(&mut v, &cfg);
     resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
+    super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
     effective_resources(&mut cfg);
 
     if v.errors.is_empty() {

@@ -15,6 +15,8 @@
 //! - `config`   every stored VM config still validates
 //! - `units`    unit files (maqet.slice, maqet-autostart.service, a
 //!   forbidden `maqet-vm@.service`), failed and leftover `maqet-vm@` units
+//! - `firmware`, `swtpm`, `viewer`  UEFI firmware (QEMU descriptors),
+//!   swtpm and a viewer for `maqet display`, with the packages to install
 //! - `sockets`  socket files in `$XDG_RUNTIME_DIR/maqet/vm` without a unit
 //!
 //! Safe repairs only: reset-failed of failed units (they hold no
@@ -22,6 +24,7 @@
 //! is never touched.
 
 mod cgroups;
+mod desktop;
 mod host;
 mod session;
 mod store;
@@ -148,6 +151,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.push(host::kvm(&vms));
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);
+    desktop::check(&mut f);
     match &sd {
         Some(sd) => {
             f.push(cgroups::check(sd, &vms).await);

@@ -149,6 +149,8 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         qmp_fd: QMP_FD,
         console_fd: Some(CONSOLE_FD),
         disk_dir: data_dir.disk_dir(vm),
+        runtime_dir: crate::paths::vm_runtime_dir(vm)
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
     };
     let argv = config.render_argv(&ctx);
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
@@ -191,6 +193,17 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             });
         }
     };
+    // hook: issue 10 — QEMU made the display socket with its umask; only
+    // this user may connect (the directory is 0700 as well).
+    if let Some(server) = config.desktop.display {
+        let socket = server.socket(&ctx.runtime_dir);
+        if let Err(e) = std::fs::set_permissions(
+            &socket,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        ) {
+            tracing::warn!("cannot make {} private: {e}", socket.display());
+        }
+    }
     let run_state = qmp
         .execute_timeout("query-status", None, Duration::from_secs(10))
         .await

@@ -108,16 +108,7 @@ pub fn provision(
         let parent = path.parent().unwrap_or(Path::new("/"));
         if !parent.exists() {
             if parent.starts_with(disk_dir) {
-                // DATA_DIR/disks is shared by all VMs: made, never recorded.
-                // The VM's own directory is private.
-                if let Some(all) = disk_dir.parent() {
-                    DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(all)
-                        .map_err(|e| StorageError::io(all, e))?;
-                }
-                make_dirs(vm, parent, store, done, 0o700)?;
+                ensure_private_dir(vm, disk_dir, parent, store, done)?;
             } else {
                 make_dirs(vm, parent, store, done, 0o755)?;
             }
@@ -152,6 +143,29 @@ pub fn provision(
         }
     }
     Ok(())
+}
+
+/// Creates `dir` (inside the VM's own `disk_dir`) private (0700), and
+/// missing parents, recording each; DATA_DIR/disks is shared by all VMs:
+/// made, never recorded.
+pub fn ensure_private_dir(
+    vm: &str,
+    disk_dir: &Path,
+    dir: &Path,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), StorageError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    if let Some(all) = disk_dir.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(all)
+            .map_err(|e| StorageError::io(all, e))?;
+    }
+    make_dirs(vm, dir, store, done, 0o700)
 }
 
 /// Creates `dir` and missing parents; records each one created.

@@ -243,19 +243,30 @@ impl Systemd {
         // it must be reset before the names can be used again.
         self.reset_failed(&service).await;
         self.reset_failed(&socket).await;
+        for c in &spec.companions.units {
+            self.reset_failed(&c.name).await;
+        }
 
         // Subscribe before starting so no job can finish unseen.
         let events = self.start_events(&service, &socket).await?;
 
         let sock_p = socket_properties(spec);
         let serv_p = service_properties(spec);
+        // The service and its companions, created in the same transaction.
+        let mut aux = vec![(service.as_str(), serv_p)];
+        aux.extend(
+            spec.companions
+                .units
+                .iter()
+                .map(|c| (c.name.as_str(), c.props.clone())),
+        );
         let deadline = Instant::now() + timeout;
         let mut attempts = 0;
         tracing::debug!(unit = %socket, "StartTransientUnit");
         let job = loop {
             match self
                 .mgr
-                .start_transient_unit(&socket, "fail", &sock_p, &[(&service, serv_p.clone())])
+                .start_transient_unit(&socket, "fail", &sock_p, &aux)
                 .await
             {
                 Ok(job) => break job,

@@ -45,6 +45,8 @@ pub struct VmUnitSpec {
     pub resources: ResourceLimits,
     /// Passed to the runner as `MAQET_LOG`.
     pub log_filter: Option<String>,
+    /// Helper units created with the pair (swtpm), bound to the service.
+    pub companions: crate::companion::Companions,
 }
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
@@ -136,8 +138,21 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         // the unit through `deactivating`, which stops the bound socket at
         // once, and `Requires=` would carry that stop back into the service
         // as a stop job, cancelling its restart (docs/architecture.md).
-        ("Wants", Value::from(vec![spec.vm.socket_unit()])),
-        ("After", Value::from(vec![spec.vm.socket_unit()])),
+        (
+            "Wants",
+            Value::from([vec![spec.vm.socket_unit()], spec.companions.want.clone()].concat()),
+        ),
+        (
+            "After",
+            Value::from(
+                [
+                    vec![spec.vm.socket_unit()],
+                    spec.companions.want.clone(),
+                    spec.companions.bind.clone(),
+                ]
+                .concat(),
+            ),
+        ),
         // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
         // end that Restart=always must not undo (docs/architecture.md).
         ("SuccessExitStatus", exit_status_set(STOPPED_EXIT_STATUS)),
@@ -153,6 +168,23 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
     ];
     if !env.is_empty() {
         p.push(("Environment", Value::from(env)));
+    }
+    if spec.companions.runtime_dir {
+        // $XDG_RUNTIME_DIR/maqet/vm/NAME: display and TPM sockets; kept
+        // across automatic restarts (the TPM socket unit lives on).
+        p.push((
+            "RuntimeDirectory",
+            Value::from(vec![format!("maqet/vm/{}", spec.vm)]),
+        ));
+        p.push(("RuntimeDirectoryMode", Value::from(0o700u32)));
+        p.push((
+            "RuntimeDirectoryPreserve",
+            Value::from("restart".to_string()),
+        ));
+    }
+    if !spec.companions.bind.is_empty() {
+        // The VM is never left running without its helpers.
+        p.push(("BindsTo", Value::from(spec.companions.bind.clone())));
     }
     if let Some(r) = &spec.restart {
         p.push(("Restart", Value::from(r.restart.clone())));
@@ -191,6 +223,7 @@ mod tests {
             restart: None,
             resources: ResourceLimits::default(),
             log_filter: None,
+            companions: Default::default(),
         }
     }
 
@@ -245,6 +278,33 @@ mod tests {
             assert_eq!(get(&p, k), &exit_status_set(STOPPED_EXIT_STATUS));
         }
         assert_eq!(get(&p, "MemoryAccounting"), &Value::from(true));
+        assert!(!p
+            .iter()
+            .any(|(n, _)| *n == "BindsTo" || *n == "RuntimeDirectory"));
+    }
+
+    #[test]
+    fn companions_are_bound_and_ordered_first() {
+        let mut s = spec();
+        s.companions = crate::companion::tpm::units(
+            &s.vm,
+            std::path::Path::new("/usr/bin/swtpm"),
+            std::path::Path::new("/d/disks/web"),
+            std::path::Path::new("/run/user/1000/maqet/vm/web"),
+        );
+        let p = service_properties(&s);
+        assert_eq!(
+            get(&p, "BindsTo"),
+            &Value::from(vec!["maqet-tpm@web.service".to_string()])
+        );
+        let after = format!("{:?}", get(&p, "After"));
+        assert!(after.contains("maqet-tpm@web.socket") && after.contains("maqet-tpm@web.service"));
+        let wants = format!("{:?}", get(&p, "Wants"));
+        assert!(wants.contains("maqet-tpm@web.socket"));
+        assert_eq!(
+            get(&p, "RuntimeDirectory"),
+            &Value::from(vec!["maqet/vm/web".to_string()])
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ PACKAGES=(
     man-db            # man: the installed man pages are read back
     zsh               # the generated completions are run in each shell
     fish
+    ovmf              # UEFI firmware + QEMU firmware descriptors (desktop tests)
+    swtpm             # TPM 2.0 emulator, the tpm: true companion unit
+    swtpm-tools       # swtpm_setup, used by swtpm for first-time TPM state
 )
 
 missing=()

@@ -137,6 +137,7 @@ pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let unit = vm.service_unit();
     let st = our_unit(ctx, &sd, &vm).await?;
     let mut status = StatusReport::new(&vm, st.as_ref());
+    status.fill_companions(&sd, &vm).await;
     // A unit of the same name from another data directory is not this VM's.
     let raw = match st {
         Some(_) => sd.unit_properties(&unit, SERVICE_IFACE).await?,
@@ -284,6 +285,9 @@ fn print_human(r: &Inspection) {
         r.restart_policy, s.restarts
     );
     println!("  autostart: {}", if r.autostart { "yes" } else { "no" });
+    for c in s.companion_lines() {
+        println!("  helper:    {c}");
+    }
     if s.runner_pid.is_some() {
         let (fields, note) = usage_fields(s);
         for (k, v) in fields {

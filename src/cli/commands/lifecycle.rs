@@ -71,6 +71,13 @@ pub fn unit_spec(
             2 => Some("debug".into()),
             _ => Some("trace".into()),
         },
+        // hook: issue 10 — swtpm and other helpers, created with the pair
+        companions: crate::companion::for_vm(
+            vm,
+            cfg,
+            &ctx.data_dir.disk_dir(vm),
+            &paths::vm_runtime_dir(vm)?,
+        ),
     })
 }
 

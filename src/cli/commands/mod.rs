@@ -4,6 +4,7 @@ pub mod add;
 pub mod apply;
 pub mod autostart;
 pub mod console;
+pub mod display;
 pub mod doctor;
 pub mod events;
 pub mod inspect;

@@ -48,6 +48,8 @@ pub struct StatusReport {
     /// The VM's QMP socket for standard QMP clients, while it is there
     /// (VMs started before protocol 2 have none).
     pub qmp_socket: Option<String>,
+    /// Helper units next to the VM's (swtpm), while loaded.
+    pub companions: Vec<crate::companion::CompanionState>,
 }
 
 impl StatusReport {
@@ -85,6 +87,7 @@ impl StatusReport {
             usage_source: None,
             uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
             qmp_socket: None,
+            companions: Vec::new(),
         };
         if up {
             r.qmp_socket = qmp_socket(vm);
@@ -93,6 +96,19 @@ impl StatusReport {
             r.set_usage(Usage::from_systemd(s));
         }
         r
+    }
+
+    /// hook: issue 10 — the VM's companion units (swtpm).
+    pub(super) async fn fill_companions(&mut self, sd: &Systemd, vm: &VmName) {
+        self.companions = crate::companion::states(sd, vm).await.unwrap_or_default();
+    }
+
+    /// Helper lines for human output.
+    pub(super) fn companion_lines(&self) -> Vec<String> {
+        self.companions
+            .iter()
+            .map(|c| format!("{} {} ({})", c.unit, c.active_state, c.sub_state))
+            .collect()
     }
 
     /// For a failed or restarting VM, QEMU's last error from the journal.
@@ -162,6 +178,7 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let st = our_unit(ctx, &sd, &vm).await?;
     let mut r = StatusReport::new(&vm, st.as_ref());
     r.fill_last_error(&vm, st.as_ref());
+    r.fill_companions(&sd, &vm).await;
     if let Some(runner) = r.runner_pid {
         let procs = sd.unit_processes(&r.unit).await.ok();
         if let Some(p) = &procs {
@@ -195,6 +212,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     }
     if let Some(t) = &r.status_text {
         println!("  status:  {t}");
+    }
+    for c in r.companion_lines() {
+        println!("  helper:  {c}");
     }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
@@ -398,6 +418,7 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             qmp_fd: QMP_FD,
             console_fd: Some(CONSOLE_FD),
             disk_dir: ctx.data_dir.disk_dir(&vm),
+            runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
         })),
         Err(e) => Err(e.to_string()),
     };

@@ -212,8 +212,14 @@ fn argument_images(
         qmp_fd: 3,
         console_fd: None,
         disk_dir: disk_dir.to_path_buf(),
+        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     let mut seen: Vec<PathBuf> = storage.iter().map(|(p, _)| p.clone()).collect();
+    // hook: issue 10 — UEFI flash images are firmware, not disks.
+    if let Some(fw) = &cfg.desktop.firmware {
+        seen.push(canonical(&fw.flash.executable));
+        seen.push(canonical(&crate::firmware::nvram::path(disk_dir)));
+    }
     let mut out = Vec::new();
     for p in argv_paths(&argv).into_iter().map(PathBuf::from) {
         let c = canonical(&p);

@@ -63,7 +63,12 @@ pub fn provision(
     done: &mut Provisioned,
 ) -> Result<(), CliError> {
     let before = done.created.len();
-    let r = st::provision(vm.as_str(), cfg, &ctx.data_dir.disk_dir(vm), store, done);
+    let vm_dir = ctx.data_dir.disk_dir(vm);
+    let mut r = st::provision(vm.as_str(), cfg, &vm_dir, store, done);
+    // hook: issue 10 — the VM's NVRAM copy and TPM state directory
+    if r.is_ok() {
+        r = crate::companion::provision_state(vm.as_str(), cfg, &vm_dir, store, done);
+    }
     for c in &done.created[before..] {
         eprintln!("created {} ({})", c.path.display(), c.what);
     }
@@ -343,6 +348,16 @@ pub async fn delete_for_rm(
         .map(|f| canonical(&f.path))
         .collect();
     let mut failed = Vec::new();
+    // hook: issue 10 — swtpm's files in the TPM state directory maqet made
+    let tpm_dir = crate::companion::tpm::state_dir(&ctx.data_dir.disk_dir(vm));
+    if delete_created && created.contains(&canonical(&tpm_dir)) {
+        for r in crate::companion::tpm::clear_state(&tpm_dir) {
+            match r {
+                Ok(p) => eprintln!("deleted {} (TPM state)", p.display()),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
     if delete_created {
         for (path, kind, outcome) in
             st::delete_created(vm.as_str(), &store, &|id| refs.user_of(id))?

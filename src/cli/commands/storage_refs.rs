@@ -111,6 +111,7 @@ pub fn add_config(refs: &mut References, name: &str, cfg: &VmConfig, disk_dir: P
         qmp_fd: 3,
         console_fd: None,
         disk_dir: disk_dir.clone(),
+        runtime_dir: crate::paths::vm_runtime_dir_or_default(name),
     });
     refs.add_argv(&argv, None, &user);
     for e in cfg.storage() {

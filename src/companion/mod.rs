@@ -1,0 +1,152 @@
+//! Companion units: helper processes a VM needs (swtpm for `tpm: true`),
+//! each its own transient unit in `maqet.slice`, created in the same
+//! transaction as the VM's unit pair and tied to it both ways:
+//!
+//! - the helper `BindsTo=` the VM's service and is ordered `Before=` it, so
+//!   it is up before QEMU starts and stops whenever the VM stops (however
+//!   it stops: `maqet stop`, guest power-off, crash);
+//! - the VM's service `BindsTo=` the helper, so the VM is never left
+//!   running without it (docs/systemd.md: what happens when swtpm dies).
+//!
+//! `maqet logs` shows their output by unit. They also set
+//! `LogExtraFields=MAQET_VM=NAME`, which journald (252) applies to system
+//! units only; it costs nothing and works where journald honours it.
+
+pub mod tpm;
+
+use zbus::zvariant::Value;
+
+use crate::systemd::properties::Props;
+use crate::vmname::VmName;
+
+/// One transient unit to create next to the VM's pair.
+#[derive(Debug, Clone)]
+pub struct CompanionUnit {
+    pub name: String,
+    pub props: Props,
+}
+
+/// The companions of one VM start: the units to create, and those the
+/// VM's service binds to and is ordered after.
+#[derive(Debug, Clone, Default)]
+pub struct Companions {
+    pub units: Vec<CompanionUnit>,
+    /// Services whose end stops the VM (`BindsTo=` + `After=`).
+    pub bind: Vec<String>,
+    /// Other units the VM's service pulls in and waits for (`Wants=` +
+    /// `After=`): the helpers' sockets.
+    pub want: Vec<String>,
+    /// The VM needs its runtime directory (display or helper sockets):
+    /// the service gets `RuntimeDirectory=`.
+    pub runtime_dir: bool,
+}
+
+impl Companions {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.units.iter().map(|u| u.name.clone()).collect()
+    }
+}
+
+/// The companions `cfg` asks for.
+pub fn for_vm(
+    vm: &VmName,
+    cfg: &crate::config::VmConfig,
+    vm_dir: &std::path::Path,
+    runtime_dir: &std::path::Path,
+) -> Companions {
+    let mut c = match &cfg.desktop.tpm {
+        Some(t) => tpm::units(vm, &t.swtpm, vm_dir, runtime_dir),
+        None => Companions::default(),
+    };
+    c.runtime_dir |= cfg.desktop.display.is_some();
+    c
+}
+
+/// Creates the per-VM files the desktop keys need before a start: the
+/// UEFI variable store (a copy of the firmware's template) and the TPM
+/// state directory, each recorded as created by maqet; existing ones are
+/// never touched.
+pub fn provision_state(
+    vm: &str,
+    cfg: &crate::config::VmConfig,
+    vm_dir: &std::path::Path,
+    store: &crate::state::Store,
+    done: &mut crate::storage::Provisioned,
+) -> Result<(), crate::storage::StorageError> {
+    let needs_dir = cfg.desktop.firmware.is_some() || cfg.desktop.tpm.is_some();
+    if needs_dir {
+        crate::storage::disks::ensure_private_dir(vm, vm_dir, vm_dir, store, done)?;
+    }
+    if let Some(fw) = &cfg.desktop.firmware {
+        crate::firmware::nvram::provision(
+            vm,
+            fw,
+            &crate::firmware::nvram::path(vm_dir),
+            store,
+            done,
+        )?;
+    }
+    if cfg.desktop.tpm.is_some() {
+        tpm::provision_state(vm, vm_dir, store, done)?;
+    }
+    Ok(())
+}
+
+/// Unit-name patterns of every companion of `vm` (for status listings).
+pub fn patterns(vm: &VmName) -> Vec<String> {
+    vec![format!("maqet-tpm@{}.*", vm.as_str())]
+}
+
+/// A loaded companion unit as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CompanionState {
+    pub unit: String,
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// The loaded companion units of `vm` (none when it has none running).
+pub async fn states(
+    sd: &crate::systemd::Systemd,
+    vm: &VmName,
+) -> Result<Vec<CompanionState>, crate::systemd::SystemdError> {
+    let pats = patterns(vm);
+    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+    let mut out: Vec<CompanionState> = sd
+        .list_units(&refs)
+        .await?
+        .into_iter()
+        .map(|u| CompanionState {
+            unit: u.0,
+            active_state: u.3,
+            sub_state: u.4,
+        })
+        .collect();
+    out.sort_by(|a, b| a.unit.cmp(&b.unit));
+    Ok(out)
+}
+
+/// Properties every companion service shares.
+pub(crate) fn common_service_props(vm: &VmName, description: String) -> Props {
+    vec![
+        ("Description", Value::from(description)),
+        (
+            "Slice",
+            Value::from(crate::systemd::properties::SLICE.to_string()),
+        ),
+        ("BindsTo", Value::from(vec![vm.service_unit()])),
+        ("Before", Value::from(vec![vm.service_unit()])),
+        // Signature aay: each field a byte array.
+        (
+            "LogExtraFields",
+            Value::from(vec![format!("MAQET_VM={}", vm.as_str()).into_bytes()]),
+        ),
+        // A failed helper (e.g. killed) is unloaded once nothing refers to
+        // it, so the next start can create it again; the journal keeps why.
+        ("CollectMode", Value::from("inactive-or-failed".to_string())),
+    ]
+}

@@ -1,0 +1,266 @@
+//! TPM 2.0 through swtpm: `maqet-tpm@NAME.socket` (the control socket,
+//! 0600, in the VM's runtime directory, bound by systemd before anything
+//! runs) and `maqet-tpm@NAME.service` (swtpm, handed that socket as fd 3).
+//! The TPM state lives in the VM's directory (`tpm/`, 0700) and survives
+//! restarts; it is recorded as created by maqet.
+//!
+//! Socket activation removes the race between swtpm creating its socket and
+//! QEMU connecting to it: the socket exists before either process starts.
+
+use std::path::{Path, PathBuf};
+
+use zbus::zvariant::Value;
+
+use super::{common_service_props, CompanionUnit, Companions};
+use crate::state::Store;
+use crate::storage::{Provisioned, StorageError};
+use crate::vmname::VmName;
+
+/// Overrides the swtpm binary (a path or a name looked up in PATH).
+pub const SWTPM_ENV: &str = "MAQET_SWTPM";
+/// Packages that provide swtpm, for hints.
+pub const PACKAGES: &str = "swtpm swtpm-tools";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("swtpm ('{tried}') is not installed or not executable; `tpm: true` runs the TPM emulator swtpm next to the VM: install {PACKAGES} (Debian, Ubuntu, Fedora){}", if *.from_env { format!(" or fix {SWTPM_ENV}") } else { String::new() })]
+pub struct SwtpmMissing {
+    pub tried: String,
+    pub from_env: bool,
+}
+
+/// The swtpm binary: `MAQET_SWTPM`, else `swtpm` in PATH.
+pub fn find_swtpm() -> Result<PathBuf, SwtpmMissing> {
+    let (name, from_env) = match std::env::var(SWTPM_ENV) {
+        Ok(v) if !v.is_empty() => (v, true),
+        _ => ("swtpm".to_string(), false),
+    };
+    let found = if name.contains('/') {
+        let p = PathBuf::from(&name);
+        (p.is_file() && crate::config::is_executable(&p)).then_some(p)
+    } else {
+        crate::config::find_in_path(&name)
+    };
+    found.ok_or(SwtpmMissing {
+        tried: name,
+        from_env,
+    })
+}
+
+pub fn service_unit(vm: &VmName) -> String {
+    format!("maqet-tpm@{}.service", vm.as_str())
+}
+
+pub fn socket_unit(vm: &VmName) -> String {
+    format!("maqet-tpm@{}.socket", vm.as_str())
+}
+
+/// The control socket in the VM's runtime directory.
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("tpm.sock")
+}
+
+/// The state directory in the VM's own directory.
+pub fn state_dir(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("tpm")
+}
+
+/// The TPM device QEMU gives the guest: CRB on q35 (what Windows 11 and
+/// current Linux expect), TIS elsewhere (i440fx has no CRB support).
+pub fn device_for_machine(machine: Option<&str>) -> &'static str {
+    match machine {
+        Some(m) if m == "q35" || m.starts_with("pc-q35-") => "tpm-crb",
+        _ => "tpm-tis",
+    }
+}
+
+/// QEMU's side: a tpm-emulator backend on the control socket.
+pub fn qemu_args(socket: &Path, device: &str) -> Vec<String> {
+    let path = socket.to_string_lossy().replace(',', ",,");
+    vec![
+        "-chardev".into(),
+        format!("socket,id=maqet-tpm,path={path}"),
+        "-tpmdev".into(),
+        "emulator,id=maqet-tpm0,chardev=maqet-tpm".into(),
+        "-device".into(),
+        format!("{device},tpmdev=maqet-tpm0"),
+    ]
+}
+
+/// Creates the state directory (0700) unless it exists, recorded.
+pub fn provision_state(
+    vm: &str,
+    vm_dir: &Path,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), StorageError> {
+    crate::storage::disks::ensure_private_dir(vm, vm_dir, &state_dir(vm_dir), store, done)
+}
+
+/// Files swtpm keeps in its state directory (TPM 2.0).
+const STATE_FILES: &[&str] = &[
+    "tpm2-00.permall",
+    "tpm2-00.volatilestate",
+    "tpm2-00.savestate",
+    ".lock",
+];
+
+/// Deletes swtpm's files from a state directory maqet created, so that
+/// `rm --delete-storage` can remove the directory itself (its records
+/// cover the directory, not the files swtpm made in it). Only regular
+/// files of swtpm's names; anything else keeps the directory.
+pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, String>> {
+    STATE_FILES
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .map(|p| match std::fs::remove_file(&p) {
+            Ok(()) => Ok(p),
+            Err(e) => Err(format!("cannot delete {}: {e}", p.display())),
+        })
+        .collect()
+}
+
+/// The socket + service pair for `vm`.
+pub fn units(vm: &VmName, swtpm: &Path, vm_dir: &Path, runtime_dir: &Path) -> Companions {
+    let service = service_unit(vm);
+    let socket = socket_unit(vm);
+    let state = state_dir(vm_dir).to_string_lossy().replace(',', ",,");
+    let exe = swtpm.to_string_lossy().into_owned();
+    let argv = vec![
+        "swtpm".to_string(),
+        "socket".into(),
+        "--tpm2".into(),
+        "--tpmstate".into(),
+        format!("dir={state},mode=0600"),
+        // fd 3: the control socket systemd bound (maqet-tpm@NAME.socket).
+        "--ctrl".into(),
+        "type=unixio,fd=3".into(),
+        "--log".into(),
+        "level=1".into(),
+    ];
+    let mut sp = common_service_props(vm, format!("maqet VM {} TPM (swtpm)", vm.as_str()));
+    sp.extend([
+        // Active once swtpm is exec'd: a missing binary fails the start.
+        ("Type", Value::from("exec".to_string())),
+        ("ExecStart", Value::from(vec![(exe, argv, false)])),
+        ("SyslogIdentifier", Value::from("swtpm".to_string())),
+        ("Wants", Value::from(vec![socket.clone()])),
+        ("After", Value::from(vec![socket.clone()])),
+    ]);
+    let listen = vec![(
+        "Stream".to_string(),
+        socket_path(runtime_dir).to_string_lossy().into_owned(),
+    )];
+    let kp = vec![
+        (
+            "Description",
+            Value::from(format!("maqet VM {} TPM control socket", vm.as_str())),
+        ),
+        ("Listen", Value::from(listen)),
+        ("SocketMode", Value::from(0o600u32)),
+        ("DirectoryMode", Value::from(0o700u32)),
+        ("RemoveOnStop", Value::from(true)),
+        // Gone with swtpm: a later connection must not start a fresh,
+        // stateless swtpm behind the VM's back.
+        ("BindsTo", Value::from(vec![service.clone()])),
+        (
+            "Slice",
+            Value::from(crate::systemd::properties::SLICE.to_string()),
+        ),
+        ("CollectMode", Value::from("inactive-or-failed".to_string())),
+    ];
+    Companions {
+        units: vec![
+            CompanionUnit {
+                name: socket.clone(),
+                props: kp,
+            },
+            CompanionUnit {
+                name: service.clone(),
+                props: sp,
+            },
+        ],
+        bind: vec![service],
+        want: vec![socket],
+        runtime_dir: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(p: &'a crate::systemd::properties::Props, k: &str) -> &'a Value<'static> {
+        &p.iter()
+            .find(|(n, _)| *n == k)
+            .unwrap_or_else(|| panic!("{k}"))
+            .1
+    }
+
+    #[test]
+    fn units_are_bound_both_ways_and_private() {
+        let vm = VmName::new("w").unwrap();
+        let c = units(
+            &vm,
+            Path::new("/usr/bin/swtpm"),
+            Path::new("/d/disks/w"),
+            Path::new("/run/u/maqet/vm/w"),
+        );
+        assert_eq!(c.names(), vec!["maqet-tpm@w.socket", "maqet-tpm@w.service"]);
+        assert_eq!(c.bind, vec!["maqet-tpm@w.service"]);
+        let sock = &c.units[0].props;
+        assert_eq!(get(sock, "SocketMode"), &Value::from(0o600u32));
+        assert!(format!("{:?}", get(sock, "Listen")).contains("/run/u/maqet/vm/w/tpm.sock"));
+        let svc = &c.units[1].props;
+        assert_eq!(
+            get(svc, "BindsTo"),
+            &Value::from(vec!["maqet-vm@w.service".to_string()])
+        );
+        assert_eq!(
+            get(svc, "Before"),
+            &Value::from(vec!["maqet-vm@w.service".to_string()])
+        );
+        assert_eq!(
+            get(svc, "LogExtraFields"),
+            &Value::from(vec![b"MAQET_VM=w".to_vec()])
+        );
+        assert_eq!(
+            get(svc, "LogExtraFields").value_signature().to_string(),
+            "aay"
+        );
+        let exec = format!("{:?}", get(svc, "ExecStart"));
+        assert!(
+            exec.contains("dir=/d/disks/w/tpm,mode=0600") && exec.contains("fd=3"),
+            "{exec}"
+        );
+    }
+
+    #[test]
+    fn devices_and_args() {
+        assert_eq!(device_for_machine(Some("q35")), "tpm-crb");
+        assert_eq!(device_for_machine(Some("pc-q35-7.2")), "tpm-crb");
+        assert_eq!(device_for_machine(Some("pc")), "tpm-tis");
+        let a = qemu_args(Path::new("/r/tpm.sock"), "tpm-crb");
+        assert_eq!(a[1], "socket,id=maqet-tpm,path=/r/tpm.sock");
+        assert_eq!(a[5], "tpm-crb,tpmdev=maqet-tpm0");
+    }
+
+    #[test]
+    fn clear_state_removes_only_swtpm_files() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("tpm2-00.permall"), b"x").unwrap();
+        std::fs::write(t.path().join("mine.txt"), b"x").unwrap();
+        let out = clear_state(t.path());
+        assert_eq!(out, vec![Ok(t.path().join("tpm2-00.permall"))]);
+        assert!(t.path().join("mine.txt").exists());
+    }
+
+    #[test]
+    fn swtpm_override() {
+        // Only this test touches the variable.
+        std::env::set_var(SWTPM_ENV, "/nonexistent/swtpm");
+        let e = find_swtpm().unwrap_err();
+        std::env::remove_var(SWTPM_ENV);
+        assert!(e.from_env && e.to_string().contains("install swtpm swtpm-tools"));
+    }
+}

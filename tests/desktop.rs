@@ -1,0 +1,524 @@
+//! Desktop guests: UEFI (OVMF by QEMU firmware descriptor) with a per-VM
+//! NVRAM copy, TPM 2.0 through the swtpm companion unit, and the VNC/SPICE
+//! display on a Unix socket — against the real user manager and QEMU (TCG).
+//!
+//! A UEFI boot costs ~9 s under TCG, so one booted guest carries most
+//! assertions (`uefi_tpm_vnc_guest`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BOOT: Duration = Duration::from_secs(90);
+const READY: &str = "maqet-test-guest: ready";
+
+fn guest_file(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
+    })
+}
+
+/// `maqet console VM --no-tty --replay` used as a shell.
+struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Console {
+    fn attach(w: &World, vm: &str) -> Console {
+        let mut child = w
+            .cmd()
+            .args(["console", vm, "--no-tty", "--replay"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("maqet console");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut r, o) = (child.stdout.take().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Console { child, stdin, out }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let s = self.text();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} within {within:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `cmd` in the guest shell; its output between computed markers.
+    fn run(&mut self, cmd: &str) -> String {
+        let n = 700_000 + std::process::id() % 1000;
+        writeln!(
+            self.stdin,
+            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
+        )
+        .unwrap();
+        self.stdin.flush().unwrap();
+        let (start, end) = (format!("<{}>", n + 1), format!("</{}>", n + 1));
+        let out = self.wait_for(&end, Duration::from_secs(30));
+        let after = &out[out.rfind(&start).unwrap() + start.len()..];
+        after[..after.find(&end).unwrap()].to_string()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime_dir(vm: &str) -> PathBuf {
+    let rt = std::env::var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR");
+    Path::new(&rt).join("maqet/vm").join(vm)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// PIDs of processes whose command line contains `needle`.
+fn pids_with(program: &str, needle: &str) -> Vec<u64> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.split(' ').next().is_some_and(|a| a.ends_with(program))
+            && cmd.contains(needle)
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Socket inodes the process holds open.
+fn socket_inodes(pid: u64) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Inodes of every TCP socket on the host (`/proc/net/tcp`, `tcp6`).
+fn tcp_inodes() -> Vec<String> {
+    let mut out = vec![];
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                out.push(inode.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// No process of `pids` has a TCP socket.
+fn assert_no_tcp(pids: &[u64]) {
+    let tcp = tcp_inodes();
+    for pid in pids {
+        let mine = socket_inodes(*pid);
+        assert!(!mine.is_empty(), "pid {pid} has no sockets at all");
+        let bad: Vec<&String> = mine.iter().filter(|i| tcp.contains(i)).collect();
+        assert!(bad.is_empty(), "pid {pid} holds TCP sockets {bad:?}");
+    }
+}
+
+fn files_of(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn uefi_guest(w: &World, suffix: &str, extra: &str) -> String {
+    let name = w.name(suffix);
+    let text = format!(
+        "name: {name}\nbinary: {QEMU}\nmemory: 256M\nconsole: true\nshutdown_timeout: 20\n\
+         firmware: uefi\n{extra}arguments:\n  - machine: q35\n  - accel: tcg\n\
+         \x20 - kernel: {}\n  - initrd: {}\n  - append: \"console=ttyS0 quiet\"\n",
+        guest_file("MAQET_GUEST_KERNEL"),
+        guest_file("MAQET_GUEST_INITRD"),
+    );
+    let f = w.write(&format!("{name}.yaml"), &text);
+    w.ok(&["add", f.to_str().unwrap()]);
+    name
+}
+
+#[test]
+fn uefi_tpm_vnc_guest() {
+    let w = World::new("desk");
+    let templates = files_of("/usr/share/OVMF");
+    let vm = uefi_guest(&w, "u", "tpm: true\ndisplay: vnc\n");
+    let vm_dir = w.data_dir().join("disks").join(&vm);
+    let nvram = vm_dir.join("efi-vars.fd");
+    let tpm_unit = format!("maqet-tpm@{vm}.service");
+
+    // First start: the NVRAM copy and TPM state are made, 0600/0700.
+    let out = w.cmd().args(["start", &vm]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("efi-vars.fd (UEFI variable store"), "{err}");
+    assert_eq!(mode(&nvram), 0o600);
+    assert_eq!(mode(&vm_dir.join("tpm")), 0o700);
+    let inode = std::fs::metadata(&nvram).unwrap().ino();
+
+    // The helper runs as its own unit next to the VM, tagged with MAQET_VM.
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+    assert_eq!(unit_prop(&tpm_unit, "Slice"), "maqet.slice");
+    assert!(unit_prop(&tpm_unit, "LogExtraFields").contains(&format!("MAQET_VM={vm}")));
+    assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "BindsTo").contains(&tpm_unit));
+    let st = w.status(&vm);
+    let helpers: Vec<&str> = st["companions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["unit"].as_str().unwrap())
+        .collect();
+    assert!(helpers.contains(&tpm_unit.as_str()), "{st:#}");
+    let human = w.ok(&["status", &vm]);
+    assert!(
+        human.contains(&format!("helper:  {tpm_unit} active")),
+        "{human}"
+    );
+
+    // Sockets: private, in the VM's runtime directory; VNC greets.
+    let rt = runtime_dir(&vm);
+    assert_eq!(mode(&rt), 0o700);
+    assert_eq!(mode(&rt.join("tpm.sock")), 0o600);
+    assert_eq!(mode(&rt.join("vnc.sock")), 0o600);
+    let mut vnc = UnixStream::connect(rt.join("vnc.sock")).unwrap();
+    vnc.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut greeting = [0u8; 12];
+    vnc.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    drop(vnc);
+    let uri = w.ok(&["display", &vm, "--print"]);
+    assert_eq!(
+        uri.trim(),
+        format!("vnc+unix://{}", rt.join("vnc.sock").display())
+    );
+
+    // The guest booted through OVMF and sees the TPM.
+    let mut c = Console::attach(&w, &vm);
+    c.wait_for(READY, BOOT);
+    let seen = c.run("ls -d /sys/firmware/efi /dev/tpm0 /sys/class/tpm/tpm0");
+    for p in ["/sys/firmware/efi", "/dev/tpm0", "/sys/class/tpm/tpm0"] {
+        assert!(seen.contains(p), "{p} missing in the guest: {seen}");
+    }
+    // Screendump keeps working with a socket display.
+    let shot = w.dir.path().join("s.ppm");
+    w.ok(&["qmp", "screendump", &vm, shot.to_str().unwrap()]);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 0);
+
+    // No TCP anywhere: neither QEMU nor swtpm holds a TCP socket.
+    let qemu = qemu_pids(&vm);
+    let swtpm = pids_with("swtpm", &vm_dir.to_string_lossy());
+    assert_eq!((qemu.len(), swtpm.len()), (1, 1), "{qemu:?} {swtpm:?}");
+    assert_no_tcp(&[qemu[0], swtpm[0]]);
+
+    // swtpm dies: systemd stops the VM (BindsTo=), cleanly, as `maqet stop`
+    // would; the helper is gone with it.
+    drop(c);
+    let rc = std::process::Command::new("kill")
+        .args(["-9", &swtpm[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    w.wait_state(&vm, "defined", Duration::from_secs(60));
+    assert!(qemu_pids(&vm).is_empty());
+    assert!(pids_with("swtpm", &vm_dir.to_string_lossy()).is_empty());
+    wait_until("the TPM unit to go", Duration::from_secs(10), || {
+        !matches!(
+            unit_prop(&tpm_unit, "ActiveState").as_str(),
+            "active" | "activating" | "deactivating"
+        )
+    });
+    assert!(vm_dir.join("tpm/tpm2-00.permall").is_file());
+    // `maqet logs` has the helper's end next to the VM's.
+    wait_until("swtpm's end in maqet logs", Duration::from_secs(10), || {
+        w.ok(&["logs", &vm])
+            .contains(&format!("{tpm_unit}: Main process exited, code=killed"))
+    });
+
+    // The firmware wrote its variables on the first boot; they stay, the
+    // file is never replaced, and the template is never written.
+    let template = templates
+        .iter()
+        .find(|(p, _)| p.ends_with("OVMF_VARS_4M.fd"))
+        .map(|(_, b)| b.clone())
+        .unwrap();
+    let persisted = std::fs::read(&nvram).unwrap();
+    assert_ne!(persisted, template, "the firmware wrote nothing");
+    let out = w.cmd().args(["start", &vm]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("efi-vars.fd"),
+        "{err}"
+    );
+    let c = Console::attach(&w, &vm);
+    c.wait_for(READY, BOOT);
+    drop(c);
+    assert_eq!(std::fs::metadata(&nvram).unwrap().ino(), inode);
+    assert_ne!(std::fs::read(&nvram).unwrap(), template);
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+
+    // A normal stop takes the helper along.
+    w.ok(&["stop", &vm]);
+    wait_until("the TPM unit to stop", Duration::from_secs(10), || {
+        !matches!(
+            unit_prop(&tpm_unit, "ActiveState").as_str(),
+            "active" | "activating" | "deactivating"
+        )
+    });
+    assert!(pids_with("swtpm", &vm_dir.to_string_lossy()).is_empty());
+    assert_eq!(files_of("/usr/share/OVMF"), templates);
+
+    // rm --delete-storage removes the NVRAM copy and the TPM state maqet made.
+    w.ok(&["rm", &vm, "--delete-storage"]);
+    assert!(!nvram.exists());
+    assert!(!vm_dir.exists(), "{}", vm_dir.display());
+}
+
+#[test]
+fn spice_display_speaks_on_its_socket_only() {
+    let w = World::new("dspice");
+    let name = w.name("s");
+    let f = w.write(
+        &format!("{name}.yaml"),
+        &format!("name: {name}\nbinary: {QEMU}\nmemory: 64M\ndisplay: spice\nvga: std\narguments:\n  - accel: tcg\n"),
+    );
+    w.ok(&["add", f.to_str().unwrap()]);
+    w.ok(&["start", &name]);
+    let sock = runtime_dir(&name).join("spice.sock");
+    assert_eq!(mode(&sock), 0o600);
+    // A SPICE link message for the main channel; the server answers with
+    // its own link header, magic "REDQ".
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut msg = Vec::new();
+    for v in [0x5144_4552u32, 2, 2, 18, 0] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    msg.extend_from_slice(&[1, 0]);
+    for v in [0u32, 0, 18] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    s.write_all(&msg).unwrap();
+    let mut magic = [0u8; 4];
+    s.read_exact(&mut magic).unwrap();
+    assert_eq!(&magic, b"REDQ");
+    drop(s);
+    assert_eq!(
+        w.ok(&["display", &name, "--print"]).trim(),
+        format!("spice+unix://{}", sock.display())
+    );
+    assert_no_tcp(&qemu_pids(&name));
+
+    // No viewer installed: says what to install.
+    let o = w
+        .cmd()
+        .env("PATH", "/nonexistent")
+        .args(["display", &name])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("install virt-viewer (remote-viewer) or spice-client-gtk (spicy)"),
+        "{err}"
+    );
+    // A viewer found in PATH is run with the URI (a stand-in records it).
+    let bin = w.dir.path().join("viewers");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = w.dir.path().join("viewer-args");
+    let viewer = bin.join("remote-viewer");
+    std::fs::write(
+        &viewer,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&viewer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = w
+        .cmd()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args(["display", &name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        format!("spice+unix://{}", sock.display())
+    );
+    w.ok(&["stop", &name]);
+    let err = w.fails(5, &["display", &name]);
+    assert!(err.contains("not running"), "{err}");
+}
+
+/// `maqet add` with extra environment; returns (exit code, stderr).
+fn add_with(w: &World, env: &[(&str, &str)], file: &Path) -> (i32, String) {
+    let mut c = w.cmd();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.args(["add", file.to_str().unwrap()]).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn desktop_keys_that_cannot_work_are_refused() {
+    let w = World::new("dbad");
+    let empty = w.dir.path().join("no-firmware");
+    std::fs::create_dir_all(&empty).unwrap();
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: &[Case] = &[
+        ("nofw", "firmware: uefi\n", vec![("MAQET_FIRMWARE_DIRS", empty.to_str().unwrap())], "install ovmf"),
+        ("notpm", "tpm: true\n", vec![("MAQET_SWTPM", "/nonexistent/swtpm")], "install swtpm swtpm-tools"),
+        ("sbpc", "firmware: uefi\nsecure_boot: true\n", vec![], "needs the q35 machine"),
+        ("sbbios", "secure_boot: true\n", vec![], "needs 'firmware: uefi'"),
+        (
+            "twofw",
+            "firmware: uefi\nargs: [-drive, \"if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd\"]\n",
+            vec![],
+            "remove one of them",
+        ),
+        ("badfw", "firmware: efi\n", vec![], "expected 'bios' or 'uefi'"),
+    ];
+    for (suffix, extra, env, msg) in cases {
+        let name = w.name(suffix);
+        let f = w.vm_yaml(&name, extra);
+        let (code, err) = add_with(&w, env, &f);
+        assert_eq!(code, 4, "{suffix}: {err}");
+        assert!(err.contains(msg), "{suffix}: {err}");
+        w.fails(3, &["status", &name]);
+    }
+    // Nothing was created for any of them.
+    assert!(!w.data_dir().join("disks").exists());
+
+    // The original's explicit pflash drives keep working with the default BIOS.
+    let name = w.name("pflash");
+    let f = w.vm_yaml(
+        &name,
+        "args: [-drive, \"if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd\"]\n",
+    );
+    let (code, err) = add_with(&w, &[], &f);
+    assert_eq!(code, 0, "{err}");
+    let info: Value = serde_json::from_str(&w.ok(&["info", &name, "--json"])).unwrap();
+    let pflash: Vec<&Value> = info["qemu_argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.as_str().unwrap().contains("if=pflash"))
+        .collect();
+    assert_eq!(pflash.len(), 1, "{info:#}");
+    w.ok(&["start", &name]);
+    w.ok(&["stop", &name]);
+
+    // Where it depends on the host, start checks again: firmware gone
+    // since `add` → refused, nothing created.
+    let name = w.name("gone");
+    let f = w.vm_yaml(&name, "firmware: uefi\nargs: [-machine, q35]\n");
+    assert_eq!(add_with(&w, &[], &f).0, 0);
+    let o = w
+        .cmd()
+        .env("MAQET_FIRMWARE_DIRS", &empty)
+        .args(["start", &name])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("install ovmf"), "{err}");
+    assert!(!w.data_dir().join("disks").join(&name).exists());
+}
+
+#[test]
+fn a_restart_policy_brings_swtpm_back_with_the_vm() {
+    let w = World::new("dtpmrs");
+    let vm = w.add_vm("r", "tpm: true\nrestart: on-failure\nrestart_sec: 0\n");
+    let tpm_unit = format!("maqet-tpm@{vm}.service");
+    w.ok(&["start", &vm]);
+    let swtpm_pid = || unit_prop(&tpm_unit, "MainPID");
+    let first = swtpm_pid();
+    assert_ne!(first, "0");
+    // QEMU crashes: systemd restarts the VM, and swtpm (stopped with the
+    // failed run) comes back before it, with the same state directory.
+    let qemu = qemu_pids(&vm);
+    assert_eq!(qemu.len(), 1);
+    let rc = std::process::Command::new("kill")
+        .args(["-9", &qemu[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    wait_until("the restarted VM", Duration::from_secs(60), || {
+        let s = w.status(&vm);
+        s["state"] == "running" && s["restarts"].as_u64() >= Some(1)
+    });
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+    assert_ne!(swtpm_pid(), first);
+    w.ok(&["stop", &vm]);
+    wait_until("the TPM unit to stop", Duration::from_secs(10), || {
+        !matches!(
+            unit_prop(&tpm_unit, "ActiveState").as_str(),
+            "active" | "activating" | "deactivating"
+        )
+    });
+}
