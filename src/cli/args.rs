@@ -92,6 +92,39 @@ pub enum Command {
     Reset(VmArg),
     /// Ask the guest to reboot (Ctrl-Alt-Delete) and wait until it does.
     Reboot(RebootArgs),
+    /// List a running VM's forwarded ports (`ports:` and the ssh port).
+    Ports(NameJson),
+    /// Run ssh into a VM through its forwarded port, as the cloud-init user.
+    Ssh(SshArgs),
+    /// Copy a VM's definition under a new name, with fresh disks and identity.
+    Clone(CloneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Wait up to this many seconds for the guest's sshd to answer (0: do not wait).
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub wait: f64,
+    /// Log in as this user (default: `cloud_init.user`, else your user name).
+    #[arg(short = 'l', long)]
+    pub user: Option<String>,
+    /// Command to run in the guest (after `--`); none opens a shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The VM to copy (must be stopped when --full copies its disks).
+    pub name: String,
+    /// Name of the new VM.
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name: String,
+    /// Copy every disk image in full instead of giving `base:` disks fresh overlays.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -68,5 +68,9 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Events(a) => rt.block_on(events::run(&ctx, &a)),
         Command::Reset(a) => rt.block_on(power::reset(&ctx, &a)),
         Command::Reboot(a) => rt.block_on(power::reboot(&ctx, &a)),
+        // hook: issue 11
+        Command::Ports(a) => rt.block_on(cloud::ports(&ctx, &a)),
+        Command::Ssh(a) => rt.block_on(cloud::ssh(&ctx, &a)),
+        Command::Clone(a) => rt.block_on(cloud::clone(&ctx, &a)),
     }
 }

@@ -60,6 +60,7 @@ mod diff;
 mod document;
 mod emit;
 mod error;
+mod guest;
 mod load;
 mod machine;
 mod merge;
@@ -85,6 +86,7 @@ pub use argv::RenderContext;
 pub use diff::{diff, Change};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
+pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};
 pub use paths::{find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, Resources, RestartPolicy, SecurityModel,

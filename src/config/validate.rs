@@ -36,6 +36,10 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "autostart",
     "resources",
     "qmp_allow_host_exec",
+    // hook: issue 11 (guest provisioning)
+    "cloud_init",
+    "ports",
+    "ssh",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
@@ -233,6 +237,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         restart_sec: None,
         autostart: false,
         qmp_allow_host_exec: false,
+        guest: Default::default(),
         resources: Resources::default(),
         memory_bytes: None,
         cpus: None,
@@ -384,6 +389,10 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 };
             }
             "resources" => cfg.resources = validate_resources(&mut v, node),
+            // hook: issue 11
+            k if super::guest::KEYS.contains(&k) => {
+                super::guest::validate_key(&mut v, k, node, &mut cfg.guest)
+            }
             _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
         }
     }

@@ -105,6 +105,8 @@ pub async fn start_record(
     if super::storage::running_on(ctx, sd, vm).await? {
         return Err(already_running(ctx, sd, vm, &vm.service_unit()).await);
     }
+    // hook: issue 11 (base digests, cloud-init seed, ports; a taken port is exit 5)
+    crate::provision::prepare(&ctx.data_dir, vm, &cfg)?;
     // Disks exist before the unit does; a failed start removes them again.
     let store = ctx.store()?;
     let mut provisioned = Provisioned::default();

@@ -44,6 +44,8 @@ pub struct StatusReport {
     pub usage_source: Option<UsageSource>,
     /// Seconds since the unit became active.
     pub uptime_sec: Option<u64>,
+    /// Forwarded ports chosen at start (issue 11); null when none or stopped.
+    pub ports: Option<crate::ports::PortPlan>,
 }
 
 impl StatusReport {
@@ -80,6 +82,7 @@ impl StatusReport {
             tasks: None,
             usage_source: None,
             uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
+            ports: None,
         };
         if let Some(s) = st.filter(|_| up) {
             r.set_usage(Usage::from_systemd(s));
@@ -134,7 +137,7 @@ pub(super) fn ours(ctx: &Ctx, st: Option<UnitStatus>) -> Option<UnitStatus> {
 }
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (vm, _) = ctx.vm(&a.name)?;
+    let (vm, record) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
     let st = ours(ctx, sd.unit_status(&vm.service_unit()).await?);
     let mut r = StatusReport::new(&vm, st.as_ref());
@@ -145,6 +148,11 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             r.qemu_pid = qemu_pid(p, runner);
         }
         r.fill_usage(&sd, procs.as_deref()).await;
+        // hook: issue 11
+        r.ports = ConfigDocument::from_stored(&record.config)
+            .ok()
+            .and_then(|d| d.validate().ok())
+            .and_then(|cfg| crate::provision::published_ports(&vm, &cfg).ok().flatten());
     }
     if a.json {
         print_json(&r);
@@ -172,6 +180,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     }
     if let Some(t) = &r.status_text {
         println!("  status:  {t}");
+    }
+    if let Some(p) = r.ports.as_ref().filter(|p| !p.forwards.is_empty()) {
+        println!("  ports:   {}", p.summary());
     }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
