@@ -186,6 +186,11 @@ fn plan_disks(
 pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
     let (src, record) = ctx.vm(&a.name)?;
     let dst = VmName::new(&a.new_name)?;
+    if ctx.vm(dst.as_str()).is_ok() {
+        return Err(CliError::conflict(format!(
+            "a VM named '{dst}' already exists"
+        )));
+    }
     let cfg = super::storage::stored_config(&record)?;
     let src_dir = ctx.data_dir.disk_dir(&src);
     let dst_dir = ctx.data_dir.disk_dir(&dst);
