@@ -3,6 +3,7 @@ pub mod cli;
 pub mod cloudinit;
 pub mod config;
 pub mod doctor;
+pub mod guest_agent;
 pub mod ipc;
 pub mod logging;
 pub mod paths;

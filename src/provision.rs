@@ -71,6 +71,11 @@ pub fn runner_argv(
             ),
         ]);
     }
+    if cfg.guest.guest_agent {
+        argv.extend(crate::guest_agent::qemu_argv(
+            &crate::guest_agent::socket_path(vm)?,
+        ));
+    }
     if cfg.guest.wants_network() {
         let plan = ports::read_plan(&ports::plan_path(vm)?)?
             .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
@@ -87,4 +92,26 @@ pub fn published_ports(vm: &VmName, cfg: &VmConfig) -> Result<Option<PortPlan>, 
         return Ok(None);
     }
     Ok(ports::read_plan(&ports::plan_path(vm)?)?)
+}
+
+/// Removes what provisioning kept for a VM that is being removed: its seed
+/// directory (and so its instance-id: a later VM of that name is a new
+/// instance), its ssh known_hosts and its port plan. Returns problems, one
+/// line each; none of them should stop an `rm`.
+pub fn forget(data_dir: &DataDir, vm: &VmName) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = cloudinit::remove_seed(data_dir.path(), vm.as_str()) {
+        problems.push(format!("cannot remove the cloud-init seed of '{vm}': {e}"));
+    }
+    let mut files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
+    files.extend(ports::plan_path(vm).ok());
+    for f in files {
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                problems.push(format!("cannot remove {}: {e}", f.display()))
+            }
+            _ => {}
+        }
+    }
+    problems
 }

@@ -114,7 +114,11 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     let w = &c.w;
     let digest = sha256(&c.base);
     let web = free_port();
-    let vm = c.add("src", &digest, &format!("ports: [\"{web}:80\"]\n"));
+    let vm = c.add(
+        "src",
+        &digest,
+        &format!("ports: [\"{web}:80\"]\nguest_agent: true\n"),
+    );
     w.ok(&["start", vm.as_str()]);
 
     // The seed reached the guest: the key logs the invoking user in, and
@@ -122,6 +126,33 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     let release = kernel_release(&guest_file("MAQET_GUEST_KERNEL"));
     assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+
+    // The guest agent answers on its channel.
+    w.ok(&["guest", vm.as_str(), "ping"]);
+    let ip = w.ok(&["guest", vm.as_str(), "ip"]);
+    assert!(
+        ip.lines()
+            .any(|l| l.starts_with("eth0 ") && l.contains("10.0.2.15/24")),
+        "{ip}"
+    );
+    assert_eq!(
+        w.ok(&["guest", vm.as_str(), "exec", "--", "cat", "/etc/hostname"])
+            .trim(),
+        vm
+    );
+    let o = w.maqet(&[
+        "guest",
+        vm.as_str(),
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+    let info = w.ok(&["guest", vm.as_str(), "info"]);
+    assert!(info.contains("guest-exec"), "{info}");
 
     // The ports are published where ports, status --json and systemd show them.
     let st = w.status(&vm);
@@ -190,6 +221,34 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     assert_eq!(sha256(&c.base), digest, "the base image was written");
     // Stopped: no ports to show.
     w.fails(1, &["ports", vm.as_str()]);
+
+    // A second start keeps the unchanged seed (not rewritten) and its
+    // instance-id, so cloud-init would not run again.
+    let seed_dir = w.data_dir().join("cloud-init").join(&vm);
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let seed_time = mtime(&seed_dir.join("cidata.img"));
+    let iid = std::fs::read_to_string(seed_dir.join("instance-id")).unwrap();
+    let clone_iid = std::fs::read_to_string(
+        w.data_dir()
+            .join("cloud-init")
+            .join(&clone)
+            .join("instance-id"),
+    )
+    .unwrap();
+    assert_ne!(iid, clone_iid, "a clone has its own instance-id");
+    w.ok(&["start", vm.as_str()]);
+    assert_eq!(mtime(&seed_dir.join("cidata.img")), seed_time);
+    assert_eq!(
+        std::fs::read_to_string(seed_dir.join("instance-id")).unwrap(),
+        iid
+    );
+    w.ok(&["stop", vm.as_str()]);
+
+    // rm forgets the seed and the learned host key.
+    let known_hosts = w.data_dir().join("ssh").join(format!("{vm}.known_hosts"));
+    assert!(known_hosts.is_file());
+    w.ok(&["rm", vm.as_str()]);
+    assert!(!seed_dir.exists() && !known_hosts.exists());
 }
 
 #[test]

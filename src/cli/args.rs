@@ -98,6 +98,43 @@ pub enum Command {
     Ssh(SshArgs),
     /// Copy a VM's definition under a new name, with fresh disks and identity.
     Clone(CloneArgs),
+    /// Ask the QEMU guest agent in a VM (`guest_agent: true`).
+    Guest(GuestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Seconds to wait for the agent's answer (for `exec`: for the program to end).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", global = true)]
+    pub timeout: f64,
+    #[command(subcommand)]
+    pub action: GuestAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestAction {
+    /// Check that the agent answers.
+    Ping,
+    /// The agent's version and the commands it supports.
+    Info,
+    /// The guest's network interfaces with their addresses.
+    Ip {
+        /// Print the agent's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a program in the guest; its output is printed and its exit code is maqet's.
+    Exec {
+        /// Program and arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Freeze the guest's file systems (e.g. around a host-side backup).
+    Fsfreeze,
+    /// Thaw file systems frozen by `fsfreeze`.
+    Fsthaw,
 }
 
 #[derive(Debug, Args)]

@@ -72,5 +72,6 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Ports(a) => rt.block_on(cloud::ports(&ctx, &a)),
         Command::Ssh(a) => rt.block_on(cloud::ssh(&ctx, &a)),
         Command::Clone(a) => rt.block_on(cloud::clone(&ctx, &a)),
+        Command::Guest(a) => rt.block_on(cloud::guest(&ctx, &a)),
     }
 }

@@ -19,7 +19,7 @@ const CLOUD_INIT_KEYS: &[&str] = &[
 ];
 
 /// The top-level keys this module validates.
-pub(crate) const KEYS: &[&str] = &["cloud_init", "ports", "ssh"];
+pub(crate) const KEYS: &[&str] = &["cloud_init", "ports", "ssh", "guest_agent"];
 
 /// Everything the guest-provisioning keys ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct GuestSetup {
     pub ports: Vec<PortSpec>,
     /// `ssh:` as written; None = true when `cloud_init` is set.
     pub ssh: Option<bool>,
+    /// `guest_agent: true`: a virtio-serial channel `org.qemu.guest_agent.0`.
+    pub guest_agent: bool,
 }
 
 impl GuestSetup {
@@ -122,6 +124,7 @@ pub(crate) fn validate_key(v: &mut Validator, key: &str, node: &Node, out: &mut 
         "cloud_init" => out.cloud_init = validate_cloud_init(v, node),
         "ports" => out.ports = validate_ports(v, node),
         "ssh" => out.ssh = v.boolean(node, "ssh"),
+        "guest_agent" => out.guest_agent = v.boolean(node, "guest_agent").unwrap_or(false),
         _ => unreachable!("only KEYS are passed"),
     }
 }

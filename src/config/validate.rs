@@ -40,6 +40,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "cloud_init",
     "ports",
     "ssh",
+    "guest_agent",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.

@@ -230,6 +230,7 @@ mod tests {
                 .map(|p| crate::config::parse_port(p).unwrap())
                 .collect::<Vec<PortSpec>>(),
             ssh,
+            guest_agent: false,
         }
     }
 

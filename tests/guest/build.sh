@@ -11,8 +11,9 @@
 # linux-image-cloud-amd64 points at, for this machine's Debian release); the
 # initramfs is rebuilt only when it is absent or this script or init changed.
 # Needs busybox-static and cpio (tests/session/install-deps.sh installs them),
-# and dropbear-bin: its dropbear (ssh server) is copied with the libraries
-# ldd names, so the guest can be reached through `maqet ssh` (issue 11).
+# and dropbear-bin and qemu-guest-agent: dropbear (ssh server) and qemu-ga are
+# copied with the libraries ldd names, so the guest can be reached through
+# `maqet ssh` and `maqet guest` (issue 11).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,11 +32,13 @@ fi
 command -v cpio >/dev/null || die "cpio is missing (package cpio)"
 dropbear=/usr/sbin/dropbear
 [[ -x $dropbear ]] || die "$dropbear is missing (package dropbear-bin)"
+qga=/usr/sbin/qemu-ga
+[[ -x $qga ]] || die "$qga is missing (package qemu-guest-agent)"
 # Modules a cloud image's guest needs: virtio PCI devices (the NoCloud seed
 # on virtio-blk, the user-mode NIC), VFAT for the seed. Loaded in this order
 # by init (each after what it depends on; the package has no modules.dep).
 CLOUD_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-    virtio_blk failover net_failover virtio_net fat vfat nls_cp437 nls_ascii)
+    virtio_blk failover net_failover virtio_net virtio_console fat vfat nls_cp437 nls_ascii)
 
 mkdir -p "$cache"
 cleanup=()
@@ -79,7 +82,7 @@ extract_module() {
 }
 
 kdir=$cache/kernel
-if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s $kdir/cloud/nls_ascii.ko ]]; then
+if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s $kdir/cloud/virtio_console.ko ]]; then
     pkg=$(kernel_package)
     work=$(mktemp -d)
     cleanup+=("$work")
@@ -104,7 +107,7 @@ if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s 
 fi
 
 # The initramfs is named after everything that goes into it.
-recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" | sha256sum | cut -c1-12)
+recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" | sha256sum | cut -c1-12)
 initrd=$cache/initrd-$recipe.gz
 if [[ ! -s $initrd ]]; then
     log "building the initramfs ($initrd)"
@@ -121,10 +124,11 @@ if [[ ! -s $initrd ]]; then
     install -m 0755 "$here/init" "$root/init"
     cp "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$root/lib/modules/"
     printf '%s\n' "${CLOUD_MODULES[@]}" >"$root/lib/modules/cloud.order"
-    # dropbear and the shared libraries it loads, at the paths ldd names.
+    # dropbear and qemu-ga with the shared libraries they load, at the
+    # paths ldd names.
     mkdir -p "$root/usr/sbin" "$root/etc/dropbear" "$root/home"
-    cp "$dropbear" "$root/usr/sbin/dropbear"
-    for lib in $(ldd "$dropbear" | grep -oE '/[^ ]+'); do
+    cp "$dropbear" "$qga" "$root/usr/sbin/"
+    for lib in $(ldd "$dropbear" "$qga" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done

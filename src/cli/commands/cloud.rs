@@ -6,10 +6,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::args::{CloneArgs, NameJson, SshArgs};
+use crate::cli::args::{CloneArgs, GuestAction, GuestArgs, NameJson, SshArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::config::VmConfig;
+use crate::guest_agent::{Agent, AgentError};
 use crate::ports::{PortError, PortPlan};
 use crate::provision::ProvisionError;
 use crate::state::{FileKind, NewVm};
@@ -269,6 +270,86 @@ fn copy_disks(
         store.record_created_file(dst.as_str(), to, FileKind::Disk, Some(id.identity))?;
         std::io::copy(&mut r, &mut w).map_err(|e| io(to, e))?;
         w.sync_all().map_err(|e| io(to, e))?;
+    }
+    Ok(())
+}
+
+impl From<AgentError> for CliError {
+    fn from(e: AgentError) -> Self {
+        let c = match &e {
+            AgentError::Timeout(_) => code::TIMEOUT,
+            AgentError::Path(p) => return CliError::from_path(p, e.to_string()),
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
+    let (vm, record) = ctx.vm(&a.name)?;
+    let cfg = super::storage::stored_config(&record)?;
+    if !cfg.guest.guest_agent {
+        return Err(CliError::failure(format!(
+            "VM '{vm}' has no guest agent channel; set `guest_agent: true` (and run qemu-guest-agent in the guest)"
+        )));
+    }
+    if !super::storage::is_running(ctx, &vm).await? {
+        return Err(CliError::failure(format!("VM '{vm}' is not running")));
+    }
+    let timeout = super::lifecycle::seconds(a.timeout, "--timeout")?;
+    let mut agent = Agent::connect(&crate::guest_agent::socket_path(&vm)?, timeout)?;
+    match &a.action {
+        GuestAction::Ping => {
+            agent.call("guest-ping", None)?;
+            println!("{vm}: the guest agent answers");
+        }
+        GuestAction::Info => {
+            let v = agent.call("guest-info", None)?;
+            let enabled: Vec<&str> = v["supported_commands"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["enabled"].as_bool() == Some(true))
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            println!("version: {}", v["version"].as_str().unwrap_or("?"));
+            println!("commands: {}", enabled.join(" "));
+        }
+        GuestAction::Ip { json } => {
+            let v = agent.call("guest-network-get-interfaces", None)?;
+            if *json {
+                crate::cli::output::print_json(&v);
+            } else {
+                for l in crate::guest_agent::describe_interfaces(&v) {
+                    println!("{l}");
+                }
+            }
+        }
+        GuestAction::Exec { command } => {
+            let r = agent.exec(command)?;
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&r.stdout);
+            let _ = std::io::stderr().write_all(&r.stderr);
+            let _ = std::io::stdout().flush();
+            if let Some(sig) = r.signal {
+                return Err(CliError::failure(format!(
+                    "{} was killed by signal {sig} in the guest",
+                    command[0]
+                )));
+            }
+            if r.code != 0 {
+                // The guest program's status is ours, like ssh does.
+                std::process::exit(i32::try_from(r.code).unwrap_or(1));
+            }
+        }
+        GuestAction::Fsfreeze => {
+            let n = agent.call("guest-fsfreeze-freeze", None)?;
+            println!("{vm}: froze {n} file system(s); `maqet guest {vm} fsthaw` thaws them");
+        }
+        GuestAction::Fsthaw => {
+            let n = agent.call("guest-fsfreeze-thaw", None)?;
+            println!("{vm}: thawed {n} file system(s)");
+        }
     }
     Ok(())
 }
