@@ -216,7 +216,12 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
         assert_eq!(info["virtual-size"], 64 * 1024 * 1024);
     }
 
-    w.ok(&["stop", vm.as_str()]);
+    // Stopping asks the agent first, and says so.
+    let stopped = w.ok(&["stop", vm.as_str()]);
+    assert!(
+        stopped.contains("guest powered off (guest agent shutdown)"),
+        "{stopped}"
+    );
     w.ok(&["stop", clone.as_str()]);
     assert_eq!(sha256(&c.base), digest, "the base image was written");
     // Stopped: no ports to show.

@@ -201,7 +201,7 @@ pub struct StopArgs {
     /// 86400).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Print the result as JSON (`name`, `was_running`, `outcome`, `message`).
+    /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`).
     #[arg(long)]
     pub json: bool,
 }

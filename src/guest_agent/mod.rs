@@ -162,6 +162,24 @@ impl Agent {
         Ok(v.get("return").cloned().unwrap_or(Value::Null))
     }
 
+    /// `guest-shutdown` (power-down). The agent answers only when it could
+    /// not start the shutdown; silence within `grace` means it is under way.
+    pub fn shutdown(&mut self, grace: Duration) -> Result<(), AgentError> {
+        self.send("guest-shutdown", Some(json!({ "mode": "powerdown" })))?;
+        self.reader.get_ref().set_read_timeout(Some(grace))?;
+        match self.read_reply() {
+            Ok(v) if v.get("error").is_some() => Err(AgentError::Refused {
+                command: "guest-shutdown".into(),
+                class: v["error"]["class"].as_str().unwrap_or("Error").into(),
+                desc: v["error"]["desc"].as_str().unwrap_or("").into(),
+            }),
+            // The guest went away under us, or kept quiet: both mean it is
+            // shutting down.
+            Ok(_) | Err(AgentError::Timeout(_)) | Err(AgentError::Io(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs a program in the guest and waits for it: exit code, stdout,
     /// stderr.
     pub fn exec(&mut self, argv: &[String]) -> Result<ExecResult, AgentError> {

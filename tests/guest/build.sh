@@ -138,6 +138,10 @@ if [[ ! -s $initrd ]]; then
     echo 'PWRF off' >"$root/etc/acpid.conf"
     printf '#!/bin/sh\nexec poweroff -f\n' >"$root/etc/acpi/off"
     chmod 0755 "$root/etc/acpi/off"
+    # qemu-ga's guest-shutdown runs /sbin/shutdown.
+    mkdir -p "$root/sbin"
+    printf '#!/bin/sh\nexec poweroff -f\n' >"$root/sbin/shutdown"
+    chmod 0755 "$root/sbin/shutdown"
     (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6) >"$initrd.tmp"
     mv "$initrd.tmp" "$initrd"
     # Older builds are of no use any more — unless another checkout of a

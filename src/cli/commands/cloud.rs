@@ -353,3 +353,28 @@ pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// `maqet stop`'s first word to a guest with an agent: ask it to power
+/// off. True when the agent took the request; the runner's ACPI power-down
+/// follows either way, so a silent or absent agent costs nothing but the
+/// 2 s this waits for it.
+pub fn agent_shutdown(record: &crate::state::VmRecord, vm: &VmName) -> bool {
+    let Ok(cfg) = super::storage::stored_config(record) else {
+        return false;
+    };
+    if !cfg.guest.guest_agent {
+        return false;
+    }
+    let Ok(path) = crate::guest_agent::socket_path(vm) else {
+        return false;
+    };
+    match Agent::connect(&path, Duration::from_secs(2))
+        .and_then(|mut a| a.shutdown(Duration::from_secs(1)))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!("guest agent shutdown of '{vm}' not used: {e}");
+            false
+        }
+    }
+}

@@ -270,20 +270,35 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
             "--timeout must be at most {max} seconds (a day)"
         )));
     }
-    let (vm, _) = ctx.vm(&a.name)?;
+    let (vm, record) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    let outcome = stop_vm(&sd, &vm, timeout, a.force).await?;
+    // hook: issue 11 (the guest agent is asked first; ACPI follows in the runner)
+    let via_agent = !a.force
+        && super::storage::running_on(ctx, &sd, &vm)
+            .await
+            .unwrap_or(false)
+        && super::cloud::agent_shutdown(&record, &vm);
+    let outcome = match stop_vm(&sd, &vm, timeout, a.force).await? {
+        // The agent's power-off finished before the runner was asked.
+        None if via_agent => Some(StopOutcome::Powerdown),
+        o => o,
+    };
+    let message = outcome.map(|o| match o {
+        StopOutcome::Powerdown if via_agent => "guest powered off (guest agent shutdown)",
+        o => o.describe(),
+    });
     if a.json {
         crate::cli::output::print_json(&serde_json::json!({
             "name": vm.to_string(),
             "was_running": outcome.is_some(),
             "outcome": outcome,
-            "message": outcome.map(StopOutcome::describe),
+            "guest_agent": via_agent,
+            "message": message,
         }));
         return Ok(());
     }
-    match outcome {
-        Some(outcome) => println!("{vm}: {}", outcome.describe()),
+    match message {
+        Some(m) => println!("{vm}: {m}"),
         None => eprintln!("{vm} is not running"),
     }
     Ok(())
