@@ -78,6 +78,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fuzz;
 #[cfg(test)]
+mod tests_guest;
+#[cfg(test)]
 mod tests_input;
 #[cfg(test)]
 mod tests_quoting;

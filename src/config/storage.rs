@@ -290,7 +290,8 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
         if base.is_none() {
             v.error(&n.loc, format!("{key}: given without a base"));
         } else if let Some(s) = v.string(n, &key) {
-            let hex = s.strip_prefix("sha256:").unwrap_or(&s).to_ascii_lowercase();
+            let lower = s.to_ascii_lowercase();
+            let hex = lower.strip_prefix("sha256:").unwrap_or(&lower).to_string();
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 entry.base_sha256 = Some(hex);
             } else {
