@@ -84,11 +84,16 @@ impl Cloud {
     /// A VM booting the test guest with a disk on the base image, a seed
     /// with the test's key, and `extra` top-level YAML.
     fn add(&self, suffix: &str, sha: &str, extra: &str) -> String {
+        self.add_booting(suffix, sha, extra, "")
+    }
+
+    /// [`Cloud::add`] with more kernel parameters.
+    fn add_booting(&self, suffix: &str, sha: &str, extra: &str, append: &str) -> String {
         let name = self.w.name(suffix);
         let text = format!(
             "name: {name}\nbinary: {QEMU}\nmemory: 128M\nconsole: true\nshutdown_timeout: 20\n\
              arguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n\
-             \x20 - kernel: {}\n  - initrd: {}\n  - append: \"console=ttyS0 quiet\"\n\
+             \x20 - kernel: {}\n  - initrd: {}\n  - append: \"console=ttyS0 quiet {append}\"\n\
              storage:\n  - name: root\n    base: {}\n    sha256: {sha}\n    size: 64M\n\
              cloud_init:\n  ssh_authorized_keys: [{}]\n{extra}",
             guest_file("MAQET_GUEST_KERNEL"),
@@ -305,4 +310,28 @@ fn clone_refuses_to_share_or_drop_a_disk() {
     assert!(!w.data_dir().join("disks").join(&copy).exists());
     let err = w.fails(5, &["clone", vm.as_str(), vm.as_str()]);
     assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
+    let c = Cloud::new("cloudnoqga");
+    let w = &c.w;
+    let vm = c.add_booting(
+        "noqga",
+        &sha256(&c.base),
+        "guest_agent: true\n",
+        "maqet.noagent",
+    );
+    w.ok(&["start", vm.as_str()]);
+    // Booted (sshd answers), but nothing serves the agent channel.
+    assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+    let err = w.fails(7, &["guest", vm.as_str(), "ping", "--timeout", "2"]);
+    assert!(err.contains("did not answer"), "{err}");
+    let out: Value = serde_json::from_str(&w.ok(&["stop", vm.as_str(), "--json"])).unwrap();
+    assert_eq!(out["guest_agent"], false, "{out:#}");
+    assert_eq!(out["outcome"], "powerdown", "{out:#}");
+    // A VM without the channel says what to configure.
+    let plain = c.add("plain", &sha256(&c.base), "");
+    let err = w.fails(1, &["guest", plain.as_str(), "ping"]);
+    assert!(err.contains("guest_agent: true"), "{err}");
 }

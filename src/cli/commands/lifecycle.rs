@@ -19,6 +19,9 @@ use crate::vmname::VmName;
 
 /// Margin on top of the guest's shutdown timeout for `quit` and SIGKILL.
 const STOP_MARGIN: Duration = Duration::from_secs(15);
+/// How long a guest that accepted the guest agent's shutdown gets before
+/// `maqet stop` falls back to the runner's ACPI power-down (issue 11).
+const AGENT_GRACE: Duration = Duration::from_secs(10);
 /// systemd kills a runner that has not pinged within this interval.
 const WATCHDOG: Duration = Duration::from_secs(10);
 
@@ -278,10 +281,25 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
             .await
             .unwrap_or(false)
         && super::cloud::agent_shutdown(&record, &vm);
-    let outcome = match stop_vm(&sd, &vm, timeout, a.force).await? {
-        // The agent's power-off finished before the runner was asked.
-        None if via_agent => Some(StopOutcome::Powerdown),
-        o => o,
+    // A guest that took the agent's request gets up to AGENT_GRACE to go
+    // down by itself; then (or at once without an agent) the runner stops
+    // it: ACPI power-down, then quit.
+    let agent_done = via_agent
+        && sd
+            .wait_until_down(
+                &vm.service_unit(),
+                AGENT_GRACE.min(timeout.unwrap_or(AGENT_GRACE)),
+            )
+            .await
+            .is_ok();
+    let outcome = if agent_done {
+        Some(StopOutcome::Powerdown)
+    } else {
+        match stop_vm(&sd, &vm, timeout, a.force).await? {
+            // The agent's power-off finished before the runner was asked.
+            None if via_agent => Some(StopOutcome::Powerdown),
+            o => o,
+        }
     };
     let message = outcome.map(|o| match o {
         StopOutcome::Powerdown if via_agent => "guest powered off (guest agent shutdown)",
