@@ -94,6 +94,76 @@ pub enum Command {
     Reset(VmArg),
     /// Ask the guest to reboot (Ctrl-Alt-Delete) and wait until it does.
     Reboot(RebootArgs),
+    /// List a running VM's forwarded ports (`ports:` and the ssh port).
+    Ports(NameJson),
+    /// Run ssh into a VM through its forwarded port, as the cloud-init user.
+    Ssh(SshArgs),
+    /// Copy a VM's definition under a new name, with fresh disks and identity.
+    Clone(CloneArgs),
+    /// Ask the QEMU guest agent in a VM (`guest_agent: true`).
+    Guest(GuestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Seconds to wait for the agent's answer (for `exec`: for the program to end).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", global = true)]
+    pub timeout: f64,
+    #[command(subcommand)]
+    pub action: GuestAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestAction {
+    /// Check that the agent answers.
+    Ping,
+    /// The agent's version and the commands it supports.
+    Info,
+    /// The guest's network interfaces with their addresses.
+    Ip {
+        /// Print the agent's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a program in the guest; its output is printed and its exit code is maqet's.
+    Exec {
+        /// Program and arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Freeze the guest's file systems (e.g. around a host-side backup).
+    Fsfreeze,
+    /// Thaw file systems frozen by `fsfreeze`.
+    Fsthaw,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Wait up to this many seconds for the guest's sshd to answer (0: do not wait).
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub wait: f64,
+    /// Log in as this user (default: `cloud_init.user`, else your user name).
+    #[arg(short = 'l', long)]
+    pub user: Option<String>,
+    /// Command to run in the guest (after `--`); none opens a shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The VM to copy (must be stopped when --full copies its disks).
+    pub name: String,
+    /// Name of the new VM.
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name: String,
+    /// Copy every disk image in full instead of giving `base:` disks fresh overlays.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +203,7 @@ pub struct StopArgs {
     /// 86400).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Print the result as JSON (`name`, `was_running`, `outcome`, `message`).
+    /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`).
     #[arg(long)]
     pub json: bool,
 }

@@ -69,5 +69,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Display(a) => rt.block_on(display::run(&ctx, &a)),
         Command::Reset(a) => rt.block_on(power::reset(&ctx, &a)),
         Command::Reboot(a) => rt.block_on(power::reboot(&ctx, &a)),
+        // hook: issue 11
+        Command::Ports(a) => rt.block_on(cloud::ports(&ctx, &a)),
+        Command::Ssh(a) => rt.block_on(cloud::ssh(&ctx, &a)),
+        Command::Clone(a) => rt.block_on(cloud::clone(&ctx, &a)),
+        Command::Guest(a) => rt.block_on(cloud::guest(&ctx, &a)),
     }
 }

@@ -64,6 +64,7 @@ mod diff;
 mod document;
 mod emit;
 mod error;
+mod guest;
 mod load;
 mod machine;
 mod merge;
@@ -81,6 +82,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fuzz;
 #[cfg(test)]
+mod tests_guest;
+#[cfg(test)]
 mod tests_input;
 #[cfg(test)]
 mod tests_quoting;
@@ -90,6 +93,7 @@ pub use desktop::{Desktop, Tpm};
 pub use diff::{diff, Change};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
+pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};
 pub use paths::{find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, Resources, RestartPolicy, SecurityModel,

@@ -48,6 +48,8 @@ pub(crate) fn resolve_relative_paths(root: &mut Node, dir: &Path) {
                     }
                 }
             }
+            // hook: issue 11
+            "cloud_init" => resolve_cloud_init(&mut entry.value, dir),
             _ => {}
         }
     }
@@ -56,11 +58,34 @@ pub(crate) fn resolve_relative_paths(root: &mut Node, dir: &Path) {
 fn resolve_storage_entry(item: &mut Node, dir: &Path) {
     if let Value::Map(fields) = &mut item.value {
         for f in fields.iter_mut() {
-            if f.key == "file" || f.key == "path" {
+            if f.key == "file" || f.key == "path" || f.key == "base" {
                 if let Value::Str(s) = &mut f.value.value {
                     resolve_whole(s, dir);
                 }
             }
+        }
+    }
+}
+
+/// `cloud_init.user_data_file` and the key-file items of
+/// `cloud_init.ssh_authorized_keys` (anything that is not a key itself).
+fn resolve_cloud_init(node: &mut Node, dir: &Path) {
+    let Value::Map(fields) = &mut node.value else {
+        return;
+    };
+    for f in fields.iter_mut() {
+        match (f.key.as_str(), &mut f.value.value) {
+            ("user_data_file", Value::Str(s)) => resolve_whole(s, dir),
+            ("ssh_authorized_keys", Value::Seq(items)) => {
+                for item in items {
+                    if let Value::Str(s) = &mut item.value {
+                        if !crate::cloudinit::is_public_key(s) {
+                            resolve_whole(s, dir);
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

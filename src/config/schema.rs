@@ -48,6 +48,8 @@ pub struct VmConfig {
     /// `qmp_allow_host_exec: true`: the runner forwards QMP commands that
     /// make QEMU run host programs (refused by default).
     pub qmp_allow_host_exec: bool,
+    /// `cloud_init`, `ports`, `ssh` (issue 11).
+    pub guest: super::guest::GuestSetup,
     pub resources: Resources,
     /// What the VM actually gets, in bytes: the `arguments` `m` item when it
     /// has a plain size, else `memory`; None when QEMU's default applies.
@@ -246,6 +248,9 @@ pub struct StorageEntry {
     pub backing_file: Option<PathBuf>,
     /// `backing_format` (default qcow2) when there is a backing file.
     pub backing_format: Option<ImageFormat>,
+    /// `sha256` of a `base:` image, lowercase hex: checked before the
+    /// overlay is created (issue 11).
+    pub base_sha256: Option<String>,
     /// Only for `virtfs`.
     pub virtfs: Option<Virtfs>,
     pub location: Location,
@@ -336,6 +341,7 @@ mod tests {
             interface: Interface::Virtio,
             backing_file: backing.map(PathBuf::from),
             backing_format: backing.map(|_| ImageFormat::Qcow2),
+            base_sha256: None,
             virtfs: None,
             location: Location::default(),
         }
@@ -399,6 +405,7 @@ mod tests {
             restart_sec: None,
             autostart: false,
             qmp_allow_host_exec: false,
+            guest: Default::default(),
             resources,
             memory_bytes: None,
             cpus: None,

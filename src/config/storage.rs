@@ -22,6 +22,8 @@ const FIELDS: &[&str] = &[
     "interface",
     "backing_file",
     "backing_format",
+    "base",
+    "sha256",
     "path",
     "options",
 ];
@@ -32,6 +34,8 @@ const DISK_FIELDS: &[&str] = &[
     "interface",
     "backing_file",
     "backing_format",
+    "base",
+    "sha256",
 ];
 /// virtfs settings that belong under `options:`.
 const VIRTFS_OPTIONS: &[&str] = &["mount_tag", "security_model", "readonly", "id"];
@@ -186,6 +190,7 @@ fn validate_entry(v: &mut Validator, i: usize, item: &Node) -> Option<StorageEnt
         interface: Interface::Virtio,
         backing_file: None,
         backing_format: None,
+        base_sha256: None,
         virtfs: None,
         location: item.loc.clone(),
     };
@@ -270,7 +275,35 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
             }
         }
     }
-    let backing = field(fields, "backing_file");
+    // `base:` (issue 11) is a backing file resolved against the config
+    // file's directory like `file:`, so an overlay always finds it.
+    let base = field(fields, "base");
+    if let (Some(n), Some(_)) = (base, field(fields, "backing_file")) {
+        v.error(
+            &n.loc,
+            format!("storage[{i}].base: give base or backing_file, not both"),
+        );
+    }
+    let backing = base.or_else(|| field(fields, "backing_file"));
+    if let Some(n) = field(fields, "sha256") {
+        let key = format!("storage[{i}].sha256");
+        if base.is_none() {
+            v.error(&n.loc, format!("{key}: given without a base"));
+        } else if let Some(s) = v.string(n, &key) {
+            let lower = s.to_ascii_lowercase();
+            let hex = lower.strip_prefix("sha256:").unwrap_or(&lower).to_string();
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                entry.base_sha256 = Some(hex);
+            } else {
+                v.error(
+                    &n.loc,
+                    format!(
+                        "{key}: expected 64 hexadecimal digits (as sha256sum prints), found '{s}'"
+                    ),
+                );
+            }
+        }
+    }
     if let Some(n) = field(fields, "backing_format") {
         let key = format!("storage[{i}].backing_format");
         if backing.is_none() {

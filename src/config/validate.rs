@@ -39,6 +39,11 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "firmware",
     "secure_boot",
     "tpm",
+    // hook: issue 11 (guest provisioning)
+    "cloud_init",
+    "ports",
+    "ssh",
+    "guest_agent",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
@@ -236,6 +241,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         restart_sec: None,
         autostart: false,
         qmp_allow_host_exec: false,
+        guest: Default::default(),
         resources: Resources::default(),
         memory_bytes: None,
         cpus: None,
@@ -390,6 +396,10 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             }
             "resources" => cfg.resources = validate_resources(&mut v, node),
             "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
+            // hook: issue 11
+            k if super::guest::KEYS.contains(&k) => {
+                super::guest::validate_key(&mut v, k, node, &mut cfg.guest)
+            }
             _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
         }
     }

@@ -59,6 +59,8 @@ pub enum RunnerError {
     Handshake(QmpError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Provision(#[from] crate::provision::ProvisionError),
 }
 
 impl RunnerError {
@@ -70,6 +72,7 @@ impl RunnerError {
             RunnerError::Spawn { .. } => 69,                      // EX_UNAVAILABLE
             RunnerError::Handshake(_) => 76,                      // EX_PROTOCOL
             RunnerError::Io(_) => 74,                             // EX_IOERR
+            RunnerError::Provision(_) => 78,                      // EX_CONFIG
         }
     }
 }
@@ -152,7 +155,11 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         runtime_dir: crate::paths::vm_runtime_dir(vm)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     };
-    let argv = config.render_argv(&ctx);
+    let mut argv = config.render_argv(&ctx);
+    // hook: issue 11 (seed drive, user-mode NIC with the start's ports)
+    let (extra, ports) = crate::provision::runner_argv(data_dir, vm, &config)?;
+    argv.extend(extra);
+    notify::set_status_suffix(ports);
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
 
     let (mut qemu, qmp_stream, console_stream) =

@@ -13,6 +13,22 @@ use std::sync::OnceLock;
 use sd_notify::NotifyState;
 
 static SOCKET: OnceLock<Option<(UnixDatagram, SocketAddr)>> = OnceLock::new();
+/// Appended to every `STATUS=` text: the VM's forwarded ports (issue 11),
+/// fixed for the runner's life, so `systemctl --user status` shows them
+/// whatever state the line reports.
+static SUFFIX: OnceLock<String> = OnceLock::new();
+
+/// Sets the text appended to every `STATUS=` (once; later calls do nothing).
+pub fn set_status_suffix(s: String) {
+    let _ = SUFFIX.set(s);
+}
+
+fn with_suffix(status: &str) -> String {
+    match SUFFIX.get().filter(|s| !s.is_empty()) {
+        Some(sfx) => format!("{status}; {sfx}"),
+        None => status.to_string(),
+    }
+}
 
 /// Opens the notify socket (once); later calls do nothing.
 pub fn init() {
@@ -58,15 +74,21 @@ fn send(states: &[NotifyState]) {
 }
 
 pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    send(&[
+        NotifyState::Ready,
+        NotifyState::Status(&with_suffix(status)),
+    ]);
 }
 
 pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
+    send(&[NotifyState::Status(&with_suffix(status))]);
 }
 
 pub fn stopping(status: &str) {
-    send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status(&with_suffix(status)),
+    ]);
 }
 
 pub fn watchdog() {

@@ -2,6 +2,7 @@
 //! provisioning with created-file records, and live snapshots through QMP
 //! jobs (`snapshot-save`/`-load`/`-delete`).
 
+pub mod base;
 pub mod disks;
 mod error;
 pub mod identity;

@@ -10,7 +10,10 @@
 # overrides). The kernel is downloaded once (`apt-get download` of the package
 # linux-image-cloud-amd64 points at, for this machine's Debian release); the
 # initramfs is rebuilt only when it is absent or this script or init changed.
-# Needs busybox-static and cpio (tests/session/install-deps.sh installs them).
+# Needs busybox-static and cpio (tests/session/install-deps.sh installs them),
+# and dropbear-bin and qemu-guest-agent: dropbear (ssh server) and qemu-ga are
+# copied with the libraries ldd names, so the guest can be reached through
+# `maqet ssh` and `maqet guest` (issue 11).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +30,15 @@ if ! [[ -x $busybox ]] || ! "$busybox" --list | grep -x acpid >/dev/null; then
     die "$busybox (package busybox-static) is missing or has no acpid"
 fi
 command -v cpio >/dev/null || die "cpio is missing (package cpio)"
+dropbear=/usr/sbin/dropbear
+[[ -x $dropbear ]] || die "$dropbear is missing (package dropbear-bin)"
+qga=/usr/sbin/qemu-ga
+[[ -x $qga ]] || die "$qga is missing (package qemu-guest-agent)"
+# Modules a cloud image's guest needs: virtio PCI devices (the NoCloud seed
+# on virtio-blk, the user-mode NIC), VFAT for the seed. Loaded in this order
+# by init (each after what it depends on; the package has no modules.dep).
+CLOUD_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+    virtio_blk failover net_failover virtio_net virtio_console fat vfat nls_cp437 nls_ascii)
 
 mkdir -p "$cache"
 cleanup=()
@@ -70,7 +82,7 @@ extract_module() {
 }
 
 kdir=$cache/kernel
-if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko ]]; then
+if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s $kdir/cloud/virtio_console.ko ]]; then
     pkg=$(kernel_package)
     work=$(mktemp -d)
     cleanup+=("$work")
@@ -85,33 +97,56 @@ if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko ]]; then
     cp "$work"/x/boot/vmlinuz-* "$kdir.new/vmlinuz"
     extract_module "$work/x/lib/modules" button "$kdir.new/button.ko"
     extract_module "$work/x/lib/modules" evdev "$kdir.new/evdev.ko"
+    mkdir -p "$kdir.new/cloud"
+    for m in "${CLOUD_MODULES[@]}"; do
+        extract_module "$work/x/lib/modules" "$m" "$kdir.new/cloud/$m.ko"
+    done
     basename "$work"/x/boot/vmlinuz-* | sed 's/^vmlinuz-//' >"$kdir.new/release"
     rm -rf "$kdir"
     mv "$kdir.new" "$kdir"
 fi
 
 # The initramfs is named after everything that goes into it.
-recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$busybox" | sha256sum | cut -c1-12)
+recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" | sha256sum | cut -c1-12)
 initrd=$cache/initrd-$recipe.gz
 if [[ ! -s $initrd ]]; then
     log "building the initramfs ($initrd)"
     root=$(mktemp -d)
     cleanup+=("$root")
+    # mktemp made it 0700: the guest's / must be searchable for non-root
+    # users (dropbear reads authorized_keys as the user).
+    chmod 0755 "$root"
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,root,etc/acpi,lib/modules}
     cp "$busybox" "$root/bin/busybox"
     for applet in $("$busybox" --list); do
         [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
     done
     install -m 0755 "$here/init" "$root/init"
-    cp "$kdir/button.ko" "$kdir/evdev.ko" "$root/lib/modules/"
+    cp "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$root/lib/modules/"
+    printf '%s\n' "${CLOUD_MODULES[@]}" >"$root/lib/modules/cloud.order"
+    # dropbear and qemu-ga with the shared libraries they load, at the
+    # paths ldd names.
+    mkdir -p "$root/usr/sbin" "$root/etc/dropbear" "$root/home"
+    cp "$dropbear" "$qga" "$root/usr/sbin/"
+    for lib in $(ldd "$dropbear" "$qga" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+    echo 'root:x:0:' >"$root/etc/group"
     # acpid: event class PWRF → the action file `off` in /etc/acpi.
     echo 'PWRF off' >"$root/etc/acpid.conf"
     printf '#!/bin/sh\nexec poweroff -f\n' >"$root/etc/acpi/off"
     chmod 0755 "$root/etc/acpi/off"
+    # qemu-ga's guest-shutdown runs /sbin/shutdown.
+    mkdir -p "$root/sbin"
+    printf '#!/bin/sh\nexec poweroff -f\n' >"$root/sbin/shutdown"
+    chmod 0755 "$root/sbin/shutdown"
     (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6) >"$initrd.tmp"
     mv "$initrd.tmp" "$initrd"
-    # Older builds are of no use any more.
-    find "$cache" -maxdepth 1 -name 'initrd-*.gz' ! -name "initrd-$recipe.gz" -delete
+    # Older builds are of no use any more — unless another checkout of a
+    # different revision still uses them: only day-old ones go.
+    find "$cache" -maxdepth 1 -name 'initrd-*.gz' ! -name "initrd-$recipe.gz" -mtime +1 -delete
 fi
 
 # World-readable, so the unprivileged test user's QEMU may read a copy.

@@ -12,6 +12,9 @@ PACKAGES=(
     dbus              # dbus-daemon, pulled by dbus-user-session; listed for clarity
     busybox-static    # guest initramfs userland
     cpio              # packing that initramfs
+    dropbear-bin      # the test guest's ssh server (copied into its initramfs)
+    openssh-client    # `maqet ssh` and ssh-keygen in the cloud tests
+    qemu-guest-agent  # the test guest's agent (copied into its initramfs)
     python3           # stand-in services and helpers in session tests
     procps            # ps/pgrep used by the session scripts
     util-linux        # setpriv, setsid, flock, runuser

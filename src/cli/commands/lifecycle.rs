@@ -17,6 +17,9 @@ use crate::vmname::VmName;
 
 /// Margin on top of the guest's shutdown timeout for `quit` and SIGKILL.
 const STOP_MARGIN: Duration = Duration::from_secs(15);
+/// How long a guest that accepted the guest agent's shutdown gets before
+/// `maqet stop` falls back to the runner's ACPI power-down (issue 11).
+const AGENT_GRACE: Duration = Duration::from_secs(10);
 /// systemd kills a runner that has not pinged within this interval.
 const WATCHDOG: Duration = Duration::from_secs(10);
 
@@ -110,6 +113,8 @@ pub async fn start_record(
     if super::storage::running_on(ctx, sd, vm).await? {
         return Err(already_running(ctx, sd, vm).await);
     }
+    // hook: issue 11 (base digests, cloud-init seed, ports; a taken port is exit 5)
+    crate::provision::prepare(&ctx.data_dir, vm, &cfg)?;
     // Disks exist before the unit does; a failed start removes them again.
     let store = ctx.store()?;
     let mut provisioned = Provisioned::default();
@@ -333,20 +338,50 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
             "--timeout must be at most {max} seconds (a day)"
         )));
     }
-    let (vm, _) = ctx.vm(&a.name)?;
+    let (vm, record) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
-    let outcome = stop_vm(ctx, &sd, &vm, timeout, a.force).await?;
+    // hook: issue 11 (the guest agent is asked first; ACPI follows in the runner)
+    let via_agent = !a.force
+        && super::storage::running_on(ctx, &sd, &vm)
+            .await
+            .unwrap_or(false)
+        && super::cloud::agent_shutdown(&record, &vm);
+    // A guest that took the agent's request gets up to AGENT_GRACE to go
+    // down by itself; then (or at once without an agent) the runner stops
+    // it: ACPI power-down, then quit.
+    let agent_done = via_agent
+        && sd
+            .wait_until_down(
+                &vm.service_unit(),
+                AGENT_GRACE.min(timeout.unwrap_or(AGENT_GRACE)),
+            )
+            .await
+            .is_ok();
+    let outcome = if agent_done {
+        Some(StopOutcome::Powerdown)
+    } else {
+        match stop_vm(ctx, &sd, &vm, timeout, a.force).await? {
+            // The agent's power-off finished before the runner was asked.
+            None if via_agent => Some(StopOutcome::Powerdown),
+            o => o,
+        }
+    };
+    let message = outcome.map(|o| match o {
+        StopOutcome::Powerdown if via_agent => "guest powered off (guest agent shutdown)",
+        o => o.describe(),
+    });
     if a.json {
         crate::cli::output::print_json(&serde_json::json!({
             "name": vm.to_string(),
             "was_running": outcome.is_some(),
             "outcome": outcome,
-            "message": outcome.map(StopOutcome::describe),
+            "guest_agent": via_agent,
+            "message": message,
         }));
         return Ok(());
     }
-    match outcome {
-        Some(outcome) => println!("{vm}: {}", outcome.describe()),
+    match message {
+        Some(m) => println!("{vm}: {m}"),
         None => eprintln!("{vm} is not running"),
     }
     Ok(())

@@ -3,6 +3,7 @@
 pub mod add;
 pub mod apply;
 pub mod autostart;
+pub mod cloud;
 pub mod console;
 pub mod display;
 pub mod doctor;

@@ -47,6 +47,10 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
         super::storage::note_kept(&store, &vm)?;
     }
     store.delete_vm(vm.as_str())?;
+    // hook: issue 11 (seed, known_hosts, port plan)
+    for p in crate::provision::forget(&ctx.data_dir, &vm) {
+        eprintln!("warning: {p}");
+    }
     lock.remove_file();
     eprintln!("removed VM '{vm}'");
     Ok(())

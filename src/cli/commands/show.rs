@@ -50,6 +50,8 @@ pub struct StatusReport {
     pub qmp_socket: Option<String>,
     /// Helper units next to the VM's (swtpm), while loaded.
     pub companions: Vec<crate::companion::CompanionState>,
+    /// Forwarded ports chosen at start (issue 11); null when none or stopped.
+    pub ports: Option<crate::ports::PortPlan>,
 }
 
 impl StatusReport {
@@ -88,6 +90,7 @@ impl StatusReport {
             uptime_sec: since.map(|s| now_unix().saturating_sub(s)),
             qmp_socket: None,
             companions: Vec::new(),
+            ports: None,
         };
         if up {
             r.qmp_socket = qmp_socket(vm);
@@ -173,7 +176,7 @@ pub(super) async fn our_unit(
 }
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (vm, _) = ctx.vm(&a.name)?;
+    let (vm, record) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
     let st = our_unit(ctx, &sd, &vm).await?;
     let mut r = StatusReport::new(&vm, st.as_ref());
@@ -185,6 +188,11 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             r.qemu_pid = qemu_pid(p, runner);
         }
         r.fill_usage(&sd, procs.as_deref()).await;
+        // hook: issue 11
+        r.ports = ConfigDocument::from_stored(&record.config)
+            .ok()
+            .and_then(|d| d.validate().ok())
+            .and_then(|cfg| crate::provision::published_ports(&vm, &cfg).ok().flatten());
     }
     if a.json {
         print_json(&r);
@@ -215,6 +223,9 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     }
     for c in r.companion_lines() {
         println!("  helper:  {c}");
+    }
+    if let Some(p) = r.ports.as_ref().filter(|p| !p.forwards.is_empty()) {
+        println!("  ports:   {}", p.summary());
     }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {

@@ -1,0 +1,101 @@
+//! `cloud_init`, `ports`, `ssh`, `guest_agent` and storage `base`/`sha256`
+//! through the whole load → validate path (issue 11).
+
+use super::tests::env;
+use super::*;
+
+#[test]
+fn guest_keys_load_with_paths_resolved_against_the_file() {
+    let env = env();
+    env.file("img/base.qcow2", "x");
+    env.file("keys/me.pub", "ssh-ed25519 AAAA me\n");
+    env.file("ud.yaml", "#cloud-config\n");
+    let cfg = env
+        .doc(
+            "storage:\n  - {name: root, base: img/base.qcow2, sha256: \"SHA256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789\", size: 2G}\n\
+             cloud_init:\n  user: alice\n  hostname: web-1\n  user_data_file: ud.yaml\n  \
+             ssh_authorized_keys: [keys/me.pub, \"ssh-rsa AAAB inline\"]\n\
+             ports: [8080:80, \"5353:53/udp\"]\nguest_agent: true\n",
+        )
+        .validate()
+        .unwrap();
+    let d = &cfg.storage()[0];
+    assert_eq!(d.backing_file, Some(env.dir.join("img/base.qcow2")));
+    assert_eq!(d.backing_format, Some(ImageFormat::Qcow2));
+    assert_eq!(
+        d.base_sha256.as_deref(),
+        Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+    );
+    assert_eq!(d.size, Some(2 << 30));
+    let ci = cfg.guest.cloud_init.as_ref().unwrap();
+    assert_eq!(ci.user.as_deref(), Some("alice"));
+    assert_eq!(ci.user_data_file, Some(env.dir.join("ud.yaml")));
+    assert_eq!(
+        ci.ssh_authorized_keys.as_ref().unwrap(),
+        &vec![
+            env.dir.join("keys/me.pub").display().to_string(),
+            "ssh-rsa AAAB inline".to_string()
+        ]
+    );
+    assert_eq!(
+        cfg.guest
+            .ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+        ["8080:80/tcp", "5353:53/udp"]
+    );
+    assert!(cfg.guest.ssh_enabled() && cfg.guest.guest_agent);
+    // The seed and NIC are the runner's additions, not the config's argv.
+    let argv = env.argv("cloud_init: true\n");
+    assert!(!argv
+        .iter()
+        .any(|a| a.contains("maqet-net") || a.contains("cidata")));
+}
+
+#[test]
+fn guest_key_errors_name_the_key() {
+    let env = env();
+    env.file("b.qcow2", "x");
+    let cases: &[(&str, &str)] = &[
+        (
+            "storage:\n  - {base: b.qcow2, backing_file: b.qcow2}\n",
+            "storage[0].base: give base or backing_file, not both",
+        ),
+        (
+            "storage:\n  - {size: 1G, sha256: abc}\n",
+            "storage[0].sha256: given without a base",
+        ),
+        (
+            "storage:\n  - {base: b.qcow2, sha256: abc}\n",
+            "storage[0].sha256: expected 64 hexadecimal digits",
+        ),
+        ("storage:\n  - {base: missing.qcow2}\n", "does not exist"),
+        ("ports: [\"80\"]\n", "ports[0]: '80' is not HOST:GUEST"),
+        (
+            "ports: [\"8080:80\", \"8080:81\"]\n",
+            "ports[1]: host port 8080 is already forwarded (8080:80/tcp)",
+        ),
+        ("ports: 8080\n", "ports: expected a list"),
+        ("ssh: \"yes\"\n", "ssh: expected true or false"),
+        (
+            "cloud_init: {hostnme: x}\n",
+            "unknown key 'cloud_init.hostnme' (did you mean 'hostname'?)",
+        ),
+        (
+            "cloud_init: {user_data: x, user_data_file: y}\n",
+            "give user_data or user_data_file, not both",
+        ),
+        (
+            "cloud_init: {hostname: \"a_b\"}\n",
+            "cloud_init.hostname: 'a_b' is not a valid host name",
+        ),
+        ("cloud_init: {user: \"-x\"}\n", "is not a valid user name"),
+        ("cloud_init: 3\n", "cloud_init: expected a mapping or true"),
+    ];
+    for (body, want) in cases {
+        let e = env.error(body);
+        assert!(e.contains(want), "{body}: {e}");
+        assert!(e.contains(&env.vm_yaml()), "{body}: no location in {e}");
+    }
+}

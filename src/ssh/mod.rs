@@ -1,0 +1,132 @@
+//! `maqet ssh` (issue 11): the ssh command line for a VM — its forwarded
+//! port on 127.0.0.1, the guest user, the private keys whose public halves
+//! went into the seed, and a per-VM known_hosts file under the data
+//! directory. The host key is learned on first connect
+//! (`StrictHostKeyChecking=accept-new`) under a per-VM alias, so a port that
+//! changes between starts does not look like a new host, while a changed key
+//! for the same VM is still refused.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `DATA_DIR/ssh/VM.known_hosts`.
+pub fn known_hosts_path(data_dir: &Path, vm: &str) -> PathBuf {
+    data_dir.join("ssh").join(format!("{vm}.known_hosts"))
+}
+
+/// Private keys next to the given `.pub` files (`id_ed25519.pub` →
+/// `id_ed25519`), where they exist.
+pub fn identities(pub_files: &[PathBuf]) -> Vec<PathBuf> {
+    pub_files
+        .iter()
+        .filter_map(|p| {
+            let s = p.to_str()?.strip_suffix(".pub")?;
+            let private = PathBuf::from(s);
+            private.is_file().then_some(private)
+        })
+        .collect()
+}
+
+/// What `ssh` gets, after the program name.
+pub struct SshTarget<'a> {
+    pub vm: &'a str,
+    pub user: &'a str,
+    pub port: u16,
+    pub identities: &'a [PathBuf],
+    pub known_hosts: &'a Path,
+}
+
+/// The argv (without `ssh` itself); `command` runs remotely when not empty.
+pub fn argv(t: &SshTarget, command: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-p".into(), t.port.to_string().into()];
+    let mut opt = |s: String| {
+        a.push("-o".into());
+        a.push(s.into());
+    };
+    opt(format!("HostKeyAlias=maqet-{}", t.vm));
+    let mut kh = OsString::from("UserKnownHostsFile=");
+    kh.push(t.known_hosts.as_os_str());
+    opt("StrictHostKeyChecking=accept-new".into());
+    opt("GlobalKnownHostsFile=/dev/null".into());
+    // "Permanently added … to the list of known hosts" is noise here.
+    opt("LogLevel=ERROR".into());
+    a.push("-o".into());
+    a.push(kh);
+    for i in t.identities {
+        a.push("-i".into());
+        a.push(i.as_os_str().to_owned());
+    }
+    a.push(format!("{}@{}", t.user, crate::ports::HOST_ADDR).into());
+    a.extend(command.iter().map(OsString::from));
+    a
+}
+
+/// Waits until something speaking SSH answers on 127.0.0.1:`port` (QEMU's
+/// user network accepts the TCP connection before the guest's sshd runs,
+/// so the banner is what counts). False after `timeout`.
+pub fn wait_for_banner(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from((crate::ports::HOST_ADDR, port));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return true;
+            }
+        }
+        // The guest is booting; poll again shortly.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_has_port_alias_known_hosts_and_command() {
+        let ids = vec![PathBuf::from("/h/.ssh/id_ed25519")];
+        let t = SshTarget {
+            vm: "web",
+            user: "alice",
+            port: 40022,
+            identities: &ids,
+            known_hosts: Path::new("/d/ssh/web.known_hosts"),
+        };
+        let a: Vec<String> = argv(&t, &["uname".into(), "-r".into()])
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let joined = a.join(" ");
+        assert!(joined.starts_with("-p 40022 "), "{joined}");
+        assert!(joined.contains("-o HostKeyAlias=maqet-web"));
+        assert!(joined.contains("-o UserKnownHostsFile=/d/ssh/web.known_hosts"));
+        assert!(joined.contains("-o StrictHostKeyChecking=accept-new"));
+        assert!(joined.contains("-i /h/.ssh/id_ed25519"));
+        assert!(joined.ends_with("alice@127.0.0.1 uname -r"), "{joined}");
+    }
+
+    #[test]
+    fn identities_are_the_existing_private_halves() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.pub");
+        let b = d.path().join("b.pub");
+        std::fs::write(&a, "x").unwrap();
+        std::fs::write(&b, "x").unwrap();
+        std::fs::write(d.path().join("a"), "k").unwrap();
+        assert_eq!(identities(&[a, b]), vec![d.path().join("a")]);
+    }
+
+    #[test]
+    fn no_banner_means_not_ready() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        assert!(!wait_for_banner(port, Duration::from_millis(300)));
+    }
+}

@@ -1,0 +1,337 @@
+//! From a cloud image to ssh (issue 11), against the real user manager and
+//! QEMU (TCG): a base image with its sha256, a per-VM overlay, a cloud-init
+//! NoCloud seed that the test guest (tests/guest/init) reads the way
+//! cloud-init would (user + authorized key, host name), port forwards with
+//! collision checks, `maqet ssh`, and a clone running beside its source.
+//! Boots are shared across assertions: one source VM and its clone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn guest_file(var: &str) -> String {
+    let p = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
+    });
+    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
+    p
+}
+
+/// The release string in a bzImage's header (`uname -r` of the guest).
+fn kernel_release(vmlinuz: &str) -> String {
+    let b = std::fs::read(vmlinuz).unwrap();
+    let off = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize + 0x200;
+    let text: Vec<u8> = b[off..]
+        .iter()
+        .take_while(|&&c| c != b' ' && c != 0)
+        .copied()
+        .collect();
+    String::from_utf8(text).unwrap()
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sha256(p: &Path) -> String {
+    sh("sha256sum", &[p.to_str().unwrap()])[..64].to_string()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Cloud {
+    w: World,
+    base: PathBuf,
+    key_pub: PathBuf,
+}
+
+impl Cloud {
+    fn new(tag: &str) -> Cloud {
+        let w = World::new(tag);
+        let base = w.dir.path().join("base.qcow2");
+        sh(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "32M"],
+        );
+        let key = w.dir.path().join("id_test");
+        sh(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+        );
+        Cloud {
+            key_pub: key.with_extension("pub"),
+            w,
+            base,
+        }
+    }
+
+    /// A VM booting the test guest with a disk on the base image, a seed
+    /// with the test's key, and `extra` top-level YAML.
+    fn add(&self, suffix: &str, sha: &str, extra: &str) -> String {
+        self.add_booting(suffix, sha, extra, "")
+    }
+
+    /// [`Cloud::add`] with more kernel parameters.
+    fn add_booting(&self, suffix: &str, sha: &str, extra: &str, append: &str) -> String {
+        let name = self.w.name(suffix);
+        let text = format!(
+            "name: {name}\nbinary: {QEMU}\nmemory: 128M\nconsole: true\nshutdown_timeout: 20\n\
+             arguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n\
+             \x20 - kernel: {}\n  - initrd: {}\n  - append: \"console=ttyS0 quiet {append}\"\n\
+             storage:\n  - name: root\n    base: {}\n    sha256: {sha}\n    size: 64M\n\
+             cloud_init:\n  ssh_authorized_keys: [{}]\n{extra}",
+            guest_file("MAQET_GUEST_KERNEL"),
+            guest_file("MAQET_GUEST_INITRD"),
+            self.base.display(),
+            self.key_pub.display(),
+        );
+        let f = self.w.write(&format!("{name}.yaml"), &text);
+        self.w.ok(&["add", f.to_str().unwrap()]);
+        name
+    }
+
+    fn ssh(&self, vm: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["ssh", "--wait", "90", vm, "--"];
+        args.extend(cmd);
+        self.w.ok(&args).trim().to_string()
+    }
+}
+
+#[test]
+fn cloud_image_to_ssh_with_ports_and_a_clone() {
+    let c = Cloud::new("cloud");
+    let w = &c.w;
+    let digest = sha256(&c.base);
+    let web = free_port();
+    let vm = c.add(
+        "src",
+        &digest,
+        &format!("ports: [\"{web}:80\"]\nguest_agent: true\n"),
+    );
+    w.ok(&["start", vm.as_str()]);
+
+    // The seed reached the guest: the key logs the invoking user in, and
+    // the host name is the VM's.
+    let release = kernel_release(&guest_file("MAQET_GUEST_KERNEL"));
+    assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
+    assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+
+    // The guest agent answers on its channel.
+    w.ok(&["guest", vm.as_str(), "ping"]);
+    let ip = w.ok(&["guest", vm.as_str(), "ip"]);
+    assert!(
+        ip.lines()
+            .any(|l| l.starts_with("eth0 ") && l.contains("10.0.2.15/24")),
+        "{ip}"
+    );
+    assert_eq!(
+        w.ok(&["guest", vm.as_str(), "exec", "--", "cat", "/etc/hostname"])
+            .trim(),
+        vm
+    );
+    let o = w.maqet(&[
+        "guest",
+        vm.as_str(),
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+    let info = w.ok(&["guest", vm.as_str(), "info"]);
+    assert!(info.contains("guest-exec"), "{info}");
+
+    // The ports are published where ports, status --json and systemd show them.
+    let st = w.status(&vm);
+    let ssh_port = st["ports"]["ssh_port"]
+        .as_u64()
+        .expect("ssh port in status --json");
+    let listing = w.ok(&["ports", vm.as_str()]);
+    assert!(
+        listing.contains(&format!("127.0.0.1:{ssh_port} -> 22/tcp  (ssh)")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("127.0.0.1:{web} -> 80/tcp")),
+        "{listing}"
+    );
+    let status_text = unit_prop(&format!("maqet-vm@{vm}.service"), "StatusText");
+    assert!(
+        status_text.contains(&format!("ssh 127.0.0.1:{ssh_port}")),
+        "{status_text}"
+    );
+    let j: Value = serde_json::from_str(&w.ok(&["ports", vm.as_str(), "--json"])).unwrap();
+    assert_eq!(j["ssh_port"].as_u64(), Some(ssh_port));
+
+    // A second VM wanting the same host port fails to start, naming it.
+    let other = c.add(
+        "taken",
+        &digest,
+        &format!("ports: [\"{web}:8080\"]\nssh: false\n"),
+    );
+    let err = w.fails(5, &["start", other.as_str()]);
+    assert!(err.contains(&format!("port {web}/tcp")), "{err}");
+    assert_eq!(w.state(&other), "defined");
+
+    // A clone runs beside its source, with its own overlay and ssh port.
+    let clone = w.name("clone");
+    let src_no_ports = c.add("plain", &digest, "");
+    w.ok(&["clone", src_no_ports.as_str(), clone.as_str()]);
+    w.ok(&["start", clone.as_str()]);
+    assert_eq!(c.ssh(&clone, &["uname", "-r"]), release);
+    assert_eq!(c.ssh(&clone, &["cat", "/etc/hostname"]), clone);
+    let clone_port = w.status(&clone)["ports"]["ssh_port"].as_u64().unwrap();
+    assert_ne!(clone_port, ssh_port);
+    // Both still answer.
+    assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
+    let overlays: Vec<PathBuf> = [&vm, &clone]
+        .iter()
+        .map(|n| w.data_dir().join("disks").join(n).join("root.qcow2"))
+        .collect();
+    for o in &overlays {
+        let info = sh(
+            "qemu-img",
+            &["info", "-U", "--output=json", o.to_str().unwrap()],
+        );
+        let info: Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(
+            info["backing-filename"],
+            c.base.to_str().unwrap(),
+            "{info:#}"
+        );
+        assert_eq!(info["backing-filename-format"], "qcow2");
+        assert_eq!(info["virtual-size"], 64 * 1024 * 1024);
+    }
+
+    // Stopping asks the agent first, and says so.
+    let stopped = w.ok(&["stop", vm.as_str()]);
+    assert!(
+        stopped.contains("guest powered off (guest agent shutdown)"),
+        "{stopped}"
+    );
+    w.ok(&["stop", clone.as_str()]);
+    assert_eq!(sha256(&c.base), digest, "the base image was written");
+    // Stopped: no ports to show.
+    w.fails(1, &["ports", vm.as_str()]);
+
+    // A second start keeps the unchanged seed (not rewritten) and its
+    // instance-id, so cloud-init would not run again.
+    let seed_dir = w.data_dir().join("cloud-init").join(&vm);
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let seed_time = mtime(&seed_dir.join("cidata.img"));
+    let iid = std::fs::read_to_string(seed_dir.join("instance-id")).unwrap();
+    let clone_iid = std::fs::read_to_string(
+        w.data_dir()
+            .join("cloud-init")
+            .join(&clone)
+            .join("instance-id"),
+    )
+    .unwrap();
+    assert_ne!(iid, clone_iid, "a clone has its own instance-id");
+    w.ok(&["start", vm.as_str()]);
+    assert_eq!(mtime(&seed_dir.join("cidata.img")), seed_time);
+    assert_eq!(
+        std::fs::read_to_string(seed_dir.join("instance-id")).unwrap(),
+        iid
+    );
+    w.ok(&["stop", vm.as_str()]);
+
+    // rm forgets the seed and the learned host key.
+    let known_hosts = w.data_dir().join("ssh").join(format!("{vm}.known_hosts"));
+    assert!(known_hosts.is_file());
+    w.ok(&["rm", vm.as_str()]);
+    assert!(!seed_dir.exists() && !known_hosts.exists());
+}
+
+#[test]
+fn wrong_base_digest_fails_the_start_with_both_digests() {
+    let c = Cloud::new("cloudsha");
+    let w = &c.w;
+    let wrong = "0".repeat(64);
+    let vm = c.add("bad", &wrong, "");
+    let err = w.fails(1, &["start", vm.as_str()]);
+    let actual = sha256(&c.base);
+    assert!(err.contains(&wrong) && err.contains(&actual), "{err}");
+    assert_eq!(w.state(&vm), "defined");
+    // Nothing was made on the unverified base.
+    assert!(!w
+        .data_dir()
+        .join("disks")
+        .join(&vm)
+        .join("root.qcow2")
+        .exists());
+}
+
+#[test]
+fn clone_refuses_to_share_or_drop_a_disk() {
+    let w = World::new("cloudclone");
+    let own = w.dir.path().join("own.qcow2");
+    let vm = w.add_vm(
+        "f",
+        &format!(
+            "storage:\n  - {{name: d, file: {}, size: 1M}}\n",
+            own.display()
+        ),
+    );
+    let err = w.fails(5, &["clone", vm.as_str(), w.name("f2").as_str()]);
+    assert!(err.contains("would share"), "{err}");
+    // A disk with data and no base needs --full, which copies it.
+    let vm = w.add_vm("g", "storage:\n  - {name: d, size: 1M}\n");
+    w.ok(&["storage", "create", vm.as_str()]);
+    let err = w.fails(5, &["clone", vm.as_str(), w.name("g2").as_str()]);
+    assert!(err.contains("--full"), "{err}");
+    let copy = w.name("g3");
+    w.ok(&["clone", "--full", vm.as_str(), copy.as_str()]);
+    assert!(w
+        .data_dir()
+        .join("disks")
+        .join(&copy)
+        .join("d.qcow2")
+        .is_file());
+    w.ok(&["rm", "--delete-storage", copy.as_str()]);
+    assert!(!w.data_dir().join("disks").join(&copy).exists());
+    let err = w.fails(5, &["clone", vm.as_str(), vm.as_str()]);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
+    let c = Cloud::new("cloudnoqga");
+    let w = &c.w;
+    let vm = c.add_booting(
+        "noqga",
+        &sha256(&c.base),
+        "guest_agent: true\n",
+        "maqet.noagent",
+    );
+    w.ok(&["start", vm.as_str()]);
+    // Booted (sshd answers), but nothing serves the agent channel.
+    assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+    let err = w.fails(7, &["guest", vm.as_str(), "ping", "--timeout", "2"]);
+    assert!(err.contains("did not answer"), "{err}");
+    let out: Value = serde_json::from_str(&w.ok(&["stop", vm.as_str(), "--json"])).unwrap();
+    assert_eq!(out["guest_agent"], false, "{out:#}");
+    assert_eq!(out["outcome"], "powerdown", "{out:#}");
+    // A VM without the channel says what to configure.
+    let plain = c.add("plain", &sha256(&c.base), "");
+    let err = w.fails(1, &["guest", plain.as_str(), "ping"]);
+    assert!(err.contains("guest_agent: true"), "{err}");
+}
