@@ -10,5 +10,6 @@ pub mod runner;
 pub mod state;
 pub mod storage;
 pub mod systemd;
+pub mod units;
 pub mod vm;
 pub mod vmname;

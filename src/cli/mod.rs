@@ -5,7 +5,6 @@ mod commands;
 mod context;
 pub mod exit;
 pub mod generate;
-pub mod journal;
 pub mod output;
 pub mod table;
 pub mod term;

@@ -76,6 +76,11 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Shows a notice of the vm layer (progress, kept files) on stderr.
+pub fn print_notice(n: crate::vm::Notice) {
+    eprintln!("{n}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use crate::config::{ConfigDocument, ConfigError, RenderContext};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
-use crate::systemd::properties::STOPPED_EXIT_STATUS;
+use crate::units::STOPPED_EXIT_STATUS;
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};

@@ -49,13 +49,7 @@ pub struct VmUnitSpec {
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
 
-/// The runner's exit status after a stop that was asked for (`maqet stop`,
-/// `systemctl --user stop`). Listed in `SuccessExitStatus=` and
-/// `RestartPreventExitStatus=`, so the unit ends cleanly and no restart
-/// policy brings the VM back. Even, so QEMU's isa-debug-exit codes (always
-/// odd) cannot be mistaken for it; in the 100–149 range LSB leaves to
-/// applications.
-pub const STOPPED_EXIT_STATUS: i32 = 100;
+pub use crate::units::STOPPED_EXIT_STATUS;
 
 /// An exit-status set `(aiai)`: exit codes, signals.
 fn exit_status_set(code: i32) -> Value<'static> {

@@ -16,5 +16,4 @@ pub mod rm;
 pub mod show;
 pub mod snapshot;
 pub mod storage;
-pub mod storage_refs;
 pub mod vmconfig;

@@ -17,7 +17,6 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::ipc::IpcError;
 
-use super::lifecycle::seconds;
 use super::qmp::connect;
 use super::qmp_tools::call;
 
@@ -47,7 +46,7 @@ fn reboot_seen(ev: &Value) -> Option<Rebooted> {
 }
 
 pub async fn reboot(ctx: &Ctx, a: &RebootArgs) -> Result<(), CliError> {
-    let timeout = seconds(a.timeout, "--timeout")?;
+    let timeout = a.timeout;
     let (vm, _) = ctx.vm(&a.name)?;
     let mut events = connect(ctx, &vm).await?;
     events

@@ -16,7 +16,6 @@ use crate::ipc::{IpcClient, IpcError};
 use crate::qmp::keys::{self, KeyError};
 use crate::vmname::VmName;
 
-use super::lifecycle::seconds;
 use super::qmp::connect;
 
 /// Pause between one key's release and the next key's press in `type`.
@@ -213,7 +212,7 @@ pub async fn device_add(ctx: &Ctx, a: DeviceAddArgs) -> Result<(), CliError> {
 /// `device_del` only asks the guest to let go; the device is gone when
 /// QEMU reports DEVICE_DELETED, which this waits for.
 pub async fn device_del(ctx: &Ctx, a: DeviceDelArgs) -> Result<(), CliError> {
-    let timeout = seconds(a.timeout, "--timeout")?;
+    let timeout = a.timeout;
     let (vm, _) = ctx.vm(&a.name)?;
     // Subscribe before asking, so the event cannot slip past.
     let mut events = connect(ctx, &vm).await?;

@@ -90,7 +90,7 @@ impl StatusReport {
     /// For a failed or restarting VM, QEMU's last error from the journal.
     pub(super) fn fill_last_error(&mut self, vm: &VmName, st: Option<&UnitStatus>) {
         if let Some(s) = st.filter(|_| self.failure.is_some()) {
-            self.last_error = crate::cli::journal::last_error_of_runner(vm, s.exec_main_pid);
+            self.last_error = crate::systemd::journal::last_error_of_runner(vm, s.exec_main_pid);
         }
     }
 
