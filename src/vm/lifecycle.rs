@@ -57,8 +57,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         Ok(VmUnitSpec {
             vm: vm.clone(),
             data_dir: self.data_dir.path().to_path_buf(),
-            runner: runner_path()?,
-            socket_path: paths::socket_path(vm)?,
+            runner: match &self.runner {
+                Some(r) => r.clone(),
+                None => runner_path()?,
+            },
+            socket_path: match &self.socket_dir {
+                Some(d) => d.join(format!("{vm}.sock")),
+                None => paths::socket_path(vm)?,
+            },
             start_timeout,
             stop_timeout: Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN,
             watchdog: WATCHDOG,

@@ -14,6 +14,11 @@ pub mod remove;
 pub mod runners;
 pub mod units;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +41,10 @@ pub struct Vms<U, R = IpcRunners> {
     pub runners: R,
     /// The runner's log filter (`None`: its default, info).
     pub log_filter: Option<String>,
+    /// The runner binary; `None`: found as [`runner_path`] says.
+    pub runner: Option<PathBuf>,
+    /// Where the runners' sockets are; `None`: `$XDG_RUNTIME_DIR/maqet/vm`.
+    pub socket_dir: Option<PathBuf>,
 }
 
 impl<U: UnitManager> Vms<U> {
@@ -45,6 +54,8 @@ impl<U: UnitManager> Vms<U> {
             units,
             runners: IpcRunners,
             log_filter: None,
+            runner: None,
+            socket_dir: None,
         }
     }
 }
