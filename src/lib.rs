@@ -9,6 +9,7 @@ pub mod qmp;
 pub mod runner;
 pub mod state;
 pub mod storage;
+pub mod suggest;
 pub mod systemd;
 pub mod units;
 pub mod vm;

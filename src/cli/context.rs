@@ -40,6 +40,12 @@ impl Ctx {
         Ok(Systemd::connect_user().await?)
     }
 
+    /// Connects to the runner of this data directory's VM, or explains
+    /// why not (not running, another data directory's, socket missing).
+    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, CliError> {
+        Ok(self.vms().await?.runner(vm).await?)
+    }
+
     /// This data directory's VMs over a new connection to the user manager.
     pub async fn vms(&self) -> Result<Vms<Systemd>, CliError> {
         let mut vms = Vms::new(self.data_dir.clone(), self.systemd().await?);

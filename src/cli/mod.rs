@@ -6,6 +6,7 @@ mod context;
 pub mod exit;
 pub mod generate;
 pub mod output;
+pub mod qmp_call;
 pub mod table;
 pub mod term;
 

@@ -18,16 +18,7 @@ pub struct RestartPolicy {
     pub delay: Option<Duration>,
 }
 
-/// Resource-control properties; `None` leaves systemd's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResourceLimits {
-    pub memory_max: Option<u64>,
-    /// CPU time per second of wall time, in µs (`CPUQuota=50%` → 500000).
-    pub cpu_quota_per_sec_usec: Option<u64>,
-    pub cpu_weight: Option<u64>,
-    pub io_weight: Option<u64>,
-    pub tasks_max: Option<u64>,
-}
+pub use crate::config::ResourceLimits;
 
 /// Everything that goes into one VM's unit pair.
 #[derive(Debug, Clone)]

@@ -252,6 +252,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         })))
     }
 
+    /// Connects to this data directory's running `vm`'s runner (checked
+    /// to be ours).
+    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, VmError> {
+        Ok(super::owner::connect_runner(&self.units, vm, self.data_dir.path()).await?)
+    }
+
     /// Forgets the VM's failed units.
     pub async fn reset_failed(&self, vm: &VmName) {
         self.units.reset_failed(&vm.service_unit()).await;

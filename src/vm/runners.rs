@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::ipc::{ErrorKind, IpcClient, IpcError, StopOutcome};
 use crate::paths;
+use crate::storage::live::QmpExec;
+use crate::storage::StorageError;
 use crate::vmname::VmName;
 
 use super::owner::{verify_runner, OwnerError};
@@ -80,6 +82,32 @@ impl Runners for IpcRunners {
                 tracing::warn!("runner did not complete the stop ({e}); asking systemd");
                 Ok(None)
             }
+        }
+    }
+}
+
+/// Storage's live operations reach QEMU through the runner's `qmp`.
+impl QmpExec for IpcClient {
+    fn execute(
+        &mut self,
+        command: &str,
+        arguments: Value,
+    ) -> impl std::future::Future<Output = Result<Value, StorageError>> {
+        let params = json!({"execute": command, "arguments": arguments});
+        let command = command.to_string();
+        async move {
+            // No client-side timeout: the runner bounds each QMP command and
+            // says so, which keeps request and reply ids in step.
+            self.call("qmp", params, None).await.map_err(|e| match e {
+                IpcError::Remote(b) if b.kind == ErrorKind::Qmp => StorageError::Qmp {
+                    command,
+                    message: b.message,
+                },
+                IpcError::Remote(b) if b.kind == ErrorKind::Timeout => {
+                    StorageError::QmpTimeout { command }
+                }
+                other => StorageError::Runner(other.to_string()),
+            })
         }
     }
 }

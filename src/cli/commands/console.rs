@@ -15,8 +15,6 @@ use crate::cli::args::ConsoleArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 
-use super::qmp::connect;
-
 /// Ctrl-] — telnet's escape key; rarely needed by a guest.
 pub const ESCAPE: u8 = 0x1d;
 const ESCAPE_NAME: &str = "Ctrl-]";
@@ -24,7 +22,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     let params = json!({"replay": a.dump || a.replay, "follow": !a.dump});
     client.call("console", params, Some(ATTACH_TIMEOUT)).await?;
     let (mut from_vm, mut to_vm) = client.into_raw();

@@ -11,7 +11,6 @@ pub mod lifecycle;
 pub mod logs;
 pub mod power;
 pub mod qmp;
-pub mod qmp_tools;
 pub mod rm;
 pub mod show;
 pub mod snapshot;

@@ -19,8 +19,6 @@ use crate::storage::snapshot as snap;
 use crate::storage::{QemuImg, References, SnapshotInfo, StorageError};
 use crate::vmname::VmName;
 
-use super::qmp::connect;
-
 const ACTIONS: &str = "create, load, delete, list";
 
 /// Re-reads the original tool's order, `VM ACTION DRIVE …`.
@@ -255,7 +253,7 @@ async fn change_live(
     tag: &str,
     op: Op,
 ) -> Result<(), CliError> {
-    let mut client = connect(ctx, vm).await?;
+    let mut client = ctx.runner(vm).await?;
     let nodes = attached(&mut client).await?;
     let disk_dir_names = drive_names(cfg, &ctx.data_dir.disk_dir(vm));
     let names = |p: &Path| {
@@ -418,7 +416,7 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     if ctx.vms_if_session().await?.is_running(&vm).await? {
         // Structured data from QEMU, which has the images open: every
         // attached disk, `arguments` ones included.
-        let mut client = connect(ctx, &vm).await?;
+        let mut client = ctx.runner(&vm).await?;
         for n in attached(&mut client).await? {
             out.extend(rows(&label(&n.file), n.snapshots));
         }

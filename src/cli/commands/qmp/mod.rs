@@ -6,31 +6,21 @@ use crate::cli::args::{QmpCommand, QmpRunArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
-use crate::ipc::IpcClient;
-use crate::vm::owner;
-use crate::vmname::VmName;
 
-use super::qmp_tools;
+mod tools;
 
 pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
     match c {
         QmpCommand::Run(a) => run_command(ctx, a).await,
-        QmpCommand::Keys(a) => qmp_tools::keys(ctx, a).await,
-        QmpCommand::Type(a) => qmp_tools::type_text(ctx, a).await,
-        QmpCommand::Screendump(a) => qmp_tools::screendump(ctx, a).await,
-        QmpCommand::Pause(a) => qmp_tools::pause(ctx, a).await,
-        QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
-        QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
-        QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
+        QmpCommand::Keys(a) => tools::keys(ctx, a).await,
+        QmpCommand::Type(a) => tools::type_text(ctx, a).await,
+        QmpCommand::Screendump(a) => tools::screendump(ctx, a).await,
+        QmpCommand::Pause(a) => tools::pause(ctx, a).await,
+        QmpCommand::Resume(a) => tools::resume(ctx, a).await,
+        QmpCommand::DeviceAdd(a) => tools::device_add(ctx, a).await,
+        QmpCommand::DeviceDel(a) => tools::device_del(ctx, a).await,
         QmpCommand::Shorthand(words) => run_command(ctx, shorthand(words)?).await,
     }
-}
-
-/// Connects to the runner of this data directory's VM, or explains why
-/// not (not running, another data directory's, socket missing).
-pub async fn connect(ctx: &Ctx, vm: &VmName) -> Result<IpcClient, CliError> {
-    let sd = ctx.systemd().await?;
-    Ok(owner::connect_runner(&sd, vm, ctx.data_dir.path()).await?)
 }
 
 async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
@@ -47,7 +37,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
         },
     };
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     let mut params = serde_json::json!({"execute": a.command});
     if let Some(args) = arguments {
         params["arguments"] = args;
