@@ -11,6 +11,7 @@ pub mod state;
 pub mod storage;
 pub mod suggest;
 pub mod systemd;
+pub mod time;
 pub mod units;
 pub mod vm;
 pub mod vmname;

@@ -20,7 +20,7 @@ mod shutdown;
 
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
@@ -111,12 +111,7 @@ fn take_listener() -> Result<tokio::net::UnixListener, RunnerError> {
     Ok(tokio::net::UnixListener::from_std(std_listener)?)
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::time::now_unix;
 
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tracing::debug!("runner started");

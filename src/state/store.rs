@@ -4,7 +4,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{
     ffi, params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
@@ -626,10 +626,9 @@ fn found(changed: usize, name: &str) -> Result<(), StateError> {
     }
 }
 
+/// SQLite stores integers signed.
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::time::now_unix() as i64
 }
 
 #[cfg(test)]

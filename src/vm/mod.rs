@@ -13,6 +13,7 @@ pub mod refs;
 pub mod remove;
 pub mod runners;
 pub mod units;
+pub mod view;
 
 #[cfg(test)]
 mod fake;
