@@ -483,11 +483,7 @@ fn open_reader(path: &Path, immutable: bool) -> Result<(Connection, i64), StateE
 
 /// Whether this process may write `path` (permissions and read-only mounts).
 fn writable(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    crate::access::allowed(path, crate::access::Access::WRITE_OK)
 }
 
 /// The directory holding the database.
