@@ -4,6 +4,7 @@
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
 
+pub mod autostart;
 pub mod error;
 pub mod lifecycle;
 pub mod notice;
