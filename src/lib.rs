@@ -1,22 +1,50 @@
 //! maqet: QEMU VMs as transient systemd user units.
-pub mod cli;
+//!
+//! Layers, each importing only those above it in this list (see
+//! docs/architecture.md, "Layers and what each module may import"):
+//!
+//! - leaf helpers: [`units`] (names, fds and exit statuses runner and CLI
+//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`];
+//! - [`config`] (YAML → validated config → QEMU argv), [`qmp`], [`ipc`];
+//! - [`state`] (definitions database), [`systemd`] (the user manager over
+//!   D-Bus, the journal), [`storage`] (disks and snapshots);
+//! - [`vm`]: the VM API every front end uses ([`vm::Vms`]);
+//! - front ends: [`runner`] (the `maqet-runner` binary's supervisor) and
+//!   [`cli`] (the `maqet` binary), plus [`doctor`] and [`logging`].
+
+// Leaf helpers.
+pub mod access;
+pub mod paths;
+pub mod suggest;
+pub mod time;
+pub mod units;
+pub mod vmname;
+
+// Definitions, wire formats, host services.
+pub mod config;
+pub mod ipc;
+pub mod qmp;
+
+// Guest provisioning and desktop helpers (used by the vm layer and the CLI).
 pub mod cloudinit;
 pub mod companion;
-pub mod config;
 pub mod display;
-pub mod doctor;
 pub mod firmware;
 pub mod guest_agent;
-pub mod ipc;
-pub mod logging;
-pub mod paths;
 pub mod ports;
 pub mod provision;
-pub mod qmp;
-pub mod runner;
 pub mod ssh;
 pub mod state;
 pub mod storage;
 pub mod systemd;
+
+// The VM API.
 pub mod vm;
-pub mod vmname;
+
+// Front ends and their helpers.
+pub mod cli;
+pub mod doctor;
+pub mod logging;
+pub mod runner;
+
+pub use vm::{UnitManager, VmError, Vms};

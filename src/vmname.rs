@@ -50,17 +50,17 @@ impl VmName {
 
     /// `maqet-vm@NAME.service`
     pub fn service_unit(&self) -> String {
-        format!("maqet-vm@{}.service", self.0)
+        format!("{}{}.service", crate::units::UNIT_PREFIX, self.0)
     }
 
     /// `maqet-vm@NAME.socket`
     pub fn socket_unit(&self) -> String {
-        format!("maqet-vm@{}.socket", self.0)
+        format!("{}{}.socket", crate::units::UNIT_PREFIX, self.0)
     }
 
     /// The name from a unit name such as `maqet-vm@NAME.service`.
     pub fn from_unit(unit: &str) -> Option<VmName> {
-        let rest = unit.strip_prefix("maqet-vm@")?;
+        let rest = unit.strip_prefix(crate::units::UNIT_PREFIX)?;
         let name = rest
             .strip_suffix(".service")
             .or_else(|| rest.strip_suffix(".socket"))?;

@@ -5,6 +5,7 @@
 //! offers the defined VMs for it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -109,8 +110,8 @@ pub struct GuestArgs {
     /// Name of the VM.
     pub name: String,
     /// Seconds to wait for the agent's answer (for `exec`: for the program to end).
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", global = true)]
-    pub timeout: f64,
+    #[arg(long, default_value = "30", value_name = "SECONDS", global = true, value_parser = seconds)]
+    pub timeout: Duration,
     #[command(subcommand)]
     pub action: GuestAction,
 }
@@ -144,8 +145,8 @@ pub struct SshArgs {
     /// Name of the VM.
     pub name: String,
     /// Wait up to this many seconds for the guest's sshd to answer (0: do not wait).
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    pub wait: f64,
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = seconds_or_zero)]
+    pub wait: Duration,
     /// Log in as this user (default: `cloud_init.user`, else your user name).
     #[arg(short = 'l', long)]
     pub user: Option<String>,
@@ -187,8 +188,8 @@ pub struct StartArgs {
     /// Name of the VM.
     pub name: String,
     /// Seconds to wait for QEMU to answer QMP.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -201,8 +202,8 @@ pub struct StopArgs {
     /// Seconds the guest gets to power off before QEMU is told to quit
     /// (default: the VM's shutdown_timeout, 30 unless configured; at most
     /// 86400).
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = stop_seconds)]
+    pub timeout: Option<Duration>,
     /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`).
     #[arg(long)]
     pub json: bool,
@@ -299,8 +300,8 @@ pub struct RebootArgs {
     /// Name of the VM.
     pub name: String,
     /// Seconds to wait for the guest to reboot.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -366,8 +367,8 @@ pub struct DeviceDelArgs {
     /// The device's id (or QOM path).
     pub id: String,
     /// Seconds to wait for the guest to release the device.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
     /// Return once QEMU accepted the request, without waiting for the guest.
     #[arg(long)]
     pub no_wait: bool,
@@ -519,8 +520,8 @@ pub struct AutostartArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds each VM gets to answer QMP.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -532,4 +533,63 @@ pub struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Longest timeout any command takes (about 31 years).
+const MAX_SECONDS: f64 = 999_999_999.0;
+
+/// A `--timeout`: a positive number of seconds, at most `max`.
+fn seconds_up_to(s: &str, max: f64, bound: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if v.is_nan() || v <= 0.0 {
+        return Err(format!("must be a positive number of seconds, not {s}"));
+    }
+    if v > max {
+        return Err(format!("must be at most {max} seconds{bound}, not {s}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    seconds_up_to(s, MAX_SECONDS, "")
+}
+
+/// A wait that may be 0 (do not wait).
+fn seconds_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v == 0.0 => Ok(Duration::ZERO),
+        _ => seconds(s),
+    }
+}
+
+/// `stop --timeout`: the runner accepts at most a day.
+fn stop_seconds(s: &str) -> Result<Duration, String> {
+    seconds_up_to(s, crate::ipc::protocol::MAX_STOP_TIMEOUT_SECS, " (a day)")
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_positive_bounded_seconds_with_precise_messages() {
+        assert_eq!(seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(stop_seconds("86400"), Ok(Duration::from_secs(86400)));
+        assert_eq!(
+            stop_seconds("1e20").unwrap_err(),
+            "must be at most 86400 seconds (a day), not 1e20"
+        );
+        assert!(stop_seconds("inf").unwrap_err().contains("at most 86400"));
+        assert!(seconds("1e20").unwrap_err().contains("at most 999999999"));
+        for bad in ["0", "-1", "NaN"] {
+            assert!(
+                seconds(bad).unwrap_err().contains("positive number"),
+                "{bad}"
+            );
+        }
+        assert!(seconds("soon").unwrap_err().contains("not a number"));
+    }
 }

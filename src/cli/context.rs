@@ -3,6 +3,7 @@
 use crate::paths::DataDir;
 use crate::state::{Store, VmLock, VmRecord};
 use crate::systemd::Systemd;
+use crate::vm::Vms;
 use crate::vmname::VmName;
 
 use super::exit::{code, CliError};
@@ -27,34 +28,43 @@ impl Ctx {
     /// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to
     /// `wait` for another maqet process starting or removing it.
     pub fn lock_vm(&self, name: &str, wait: std::time::Duration) -> Result<VmLock, CliError> {
-        let vm = VmName::new(name)?;
-        // Only writers lock: an unwritable data directory gets the store's
-        // own message ("cannot be written"), not a bare EACCES on the lock file.
-        drop(self.store()?);
-        Ok(VmLock::acquire(&self.data_dir, &vm, wait)?)
+        Ok(crate::vm::lock(&self.data_dir, name, wait)?)
     }
 
     /// The stored VM `name`, or exit code 3 with a hint.
     pub fn vm(&self, name: &str) -> Result<(VmName, VmRecord), CliError> {
-        let vm = VmName::new(name)?;
-        let not_found = || {
-            CliError::new(
-                code::NO_SUCH_VM,
-                format!(
-                    "no VM named '{name}' in {} (see `maqet ls`, or define it with `maqet add`)",
-                    self.data_dir.path().display()
-                ),
-            )
-        };
-        let store = self.store_if_exists()?.ok_or_else(not_found)?;
-        match store.get_vm(vm.as_str()) {
-            Ok(r) => Ok((vm, r)),
-            Err(crate::state::StateError::NotFound(_)) => Err(not_found()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(crate::vm::record(&self.data_dir, name)?)
     }
 
     pub async fn systemd(&self) -> Result<Systemd, CliError> {
         Ok(Systemd::connect_user().await?)
+    }
+
+    /// Connects to the runner of this data directory's VM, or explains
+    /// why not (not running, another data directory's, socket missing).
+    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, CliError> {
+        Ok(self.vms().await?.runner(vm).await?)
+    }
+
+    /// This data directory's VMs over a new connection to the user manager.
+    pub async fn vms(&self) -> Result<Vms<Systemd>, CliError> {
+        let mut vms = Vms::new(self.data_dir.clone(), self.systemd().await?);
+        vms.log_filter = match self.verbosity {
+            0 | 1 => None,
+            2 => Some("debug".into()),
+            _ => Some("trace".into()),
+        };
+        Ok(vms)
+    }
+
+    /// Like [`Ctx::vms`], but without a user session (where no VM can
+    /// run) one whose systemd has no units.
+    pub async fn vms_if_session(&self) -> Result<Vms<Option<Systemd>>, CliError> {
+        let units = match self.systemd().await {
+            Ok(sd) => Some(sd),
+            Err(e) if e.code == code::NO_SESSION => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Vms::new(self.data_dir.clone(), units))
     }
 }

@@ -7,7 +7,7 @@ use crate::paths::PathError;
 use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
-use crate::vm::OwnerError;
+use crate::vm::{OwnerError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -158,6 +158,36 @@ impl From<OwnerError> for CliError {
             }
             e @ OwnerError::SocketMissing { .. } => CliError::failure(e.to_string()),
         }
+    }
+}
+
+impl From<VmError> for CliError {
+    fn from(e: VmError) -> Self {
+        let message = e.to_string();
+        let c = match e {
+            VmError::Undone { error, .. } => CliError::from(*error).code,
+            VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
+            VmError::AlreadyRunning { .. } | VmError::RunningNeedsForce { .. } => code::CONFLICT,
+            VmError::StartTimeout { .. } => code::TIMEOUT,
+            VmError::StoredConfig { .. } => code::INVALID_CONFIG,
+            VmError::NotADisk { .. } => code::USAGE,
+            VmError::StartFailed { .. }
+            | VmError::NoRunner { .. }
+            | VmError::UsageUnknown(_)
+            | VmError::NotRemoved { .. } => code::FAILURE,
+            VmError::Config(e) => CliError::from(e).code,
+            VmError::Name(e) => CliError::from(e).code,
+            VmError::Path(e) => CliError::from(e).code,
+            VmError::State(e) => CliError::from(e).code,
+            VmError::Lock(e) => CliError::from(e).code,
+            VmError::Storage(e) => CliError::from(e).code,
+            VmError::Systemd(e) => CliError::from(e).code,
+            VmError::Ipc(e) => CliError::from(e).code,
+            VmError::Owner(e) => CliError::from(e).code,
+            VmError::Provision(e) => CliError::from(e).code,
+            VmError::Io(e) => CliError::from(e).code,
+        };
+        CliError::new(c, message)
     }
 }
 

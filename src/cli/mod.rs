@@ -5,8 +5,8 @@ mod commands;
 mod context;
 pub mod exit;
 pub mod generate;
-pub mod journal;
 pub mod output;
+pub mod qmp_call;
 pub mod table;
 pub mod term;
 

@@ -69,11 +69,35 @@ pub fn rfc3339_utc(unix: u64) -> String {
     )
 }
 
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+pub use crate::time::now_unix;
+
+/// `memory`/`cpu`/`tasks` values ("-" where nothing reports a figure) and
+/// a note on where they came from.
+pub fn usage_fields(
+    r: &crate::vm::view::StatusReport,
+) -> (Vec<(&'static str, String)>, Option<&'static str>) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let fields = vec![
+        ("memory", or_dash(r.memory_bytes.map(human_bytes))),
+        (
+            "cpu",
+            or_dash(r.cpu_nsec.map(|c| format!("{:.2}s", c as f64 / 1e9))),
+        ),
+        ("tasks", or_dash(r.tasks.map(|t| t.to_string()))),
+    ];
+    let note = match r.usage_source {
+        Some(crate::systemd::UsageSource::Proc) => Some(
+            "(summed over the unit's processes from /proc: systemd accounts nothing here, see docs/systemd.md)",
+        ),
+        None if r.runner_pid.is_some() => Some("(systemd reports no usage for this unit)"),
+        _ => None,
+    };
+    (fields, note)
+}
+
+/// Shows a notice of the vm layer (progress, kept files) on stderr.
+pub fn print_notice(n: crate::vm::Notice) {
+    eprintln!("{n}");
 }
 
 #[cfg(test)]

@@ -108,14 +108,14 @@ const STATE_FILES: &[&str] = &[
 /// `rm --delete-storage` can remove the directory itself (its records
 /// cover the directory, not the files swtpm made in it). Only regular
 /// files of swtpm's names; anything else keeps the directory.
-pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, String>> {
+pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, (PathBuf, String)>> {
     STATE_FILES
         .iter()
         .map(|n| dir.join(n))
         .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .map(|p| match std::fs::remove_file(&p) {
             Ok(()) => Ok(p),
-            Err(e) => Err(format!("cannot delete {}: {e}", p.display())),
+            Err(e) => Err((p, e.to_string())),
         })
         .collect()
 }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::node::{Node, Value};
-use super::suggest;
 use super::validate::{found, Validator};
+use crate::suggest;
 
 const CLOUD_INIT_KEYS: &[&str] = &[
     "user",

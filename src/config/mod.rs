@@ -74,7 +74,7 @@ mod schema;
 mod size;
 mod storage;
 mod strings;
-pub(crate) mod suggest;
+
 mod validate;
 
 #[cfg(test)]
@@ -96,8 +96,8 @@ pub use error::{ConfigError, Location};
 pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};
 pub use paths::{find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
-    Argument, ImageFormat, Interface, OnReboot, Resources, RestartPolicy, SecurityModel,
-    StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
+    Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,
+    SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use size::{parse_memory, parse_size, SizeError};

@@ -264,22 +264,12 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// Executable by the current user (not merely "has an x bit").
 pub fn is_executable(p: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    crate::access::allowed(p, crate::access::Access::EXEC_OK)
 }
 
 /// Readable by the current user.
 pub fn is_readable(p: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: as above.
-    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
+    crate::access::allowed(p, crate::access::Access::READ_OK)
 }
 
 #[cfg(test)]

@@ -310,12 +310,12 @@ impl VmConfig {
 
     /// The unit's resource-control properties; None when `resources` sets
     /// nothing.
-    pub fn resource_limits(&self) -> Option<crate::systemd::ResourceLimits> {
+    pub fn resource_limits(&self) -> Option<ResourceLimits> {
         let r = &self.resources;
         if *r == Resources::default() {
             return None;
         }
-        Some(crate::systemd::ResourceLimits {
+        Some(ResourceLimits {
             memory_max: r.memory_max,
             // CPUQuota=100% is one CPU second per wall-clock second.
             cpu_quota_per_sec_usec: r.cpu_quota_percent.map(|p| u64::from(p) * 10_000),
@@ -324,6 +324,19 @@ impl VmConfig {
             tasks_max: r.tasks_max,
         })
     }
+}
+
+/// The VM's resource limits, for systemd's resource-control properties
+/// (the systemd layer turns them into unit properties); `None` leaves
+/// systemd's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub memory_max: Option<u64>,
+    /// CPU time per second of wall time, in µs (`CPUQuota=50%` → 500000).
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    pub cpu_weight: Option<u64>,
+    pub io_weight: Option<u64>,
+    pub tasks_max: Option<u64>,
 }
 
 #[cfg(test)]
@@ -380,7 +393,7 @@ mod tests {
         assert_eq!(r, Resources::default());
         r.cpu_quota_percent = Some(150);
         r.memory_max = Some(1 << 30);
-        let limits = crate::systemd::ResourceLimits {
+        let limits = ResourceLimits {
             memory_max: Some(1 << 30),
             cpu_quota_per_sec_usec: Some(1_500_000),
             cpu_weight: None,

@@ -11,8 +11,8 @@ use super::schema::{
     ImageFormat, Interface, SecurityModel, StorageEntry, StorageKind, Virtfs, DEFAULT_DISK_SIZE,
 };
 use super::size::parse_size;
-use super::suggest;
 use super::validate::{found, Validator};
+use crate::suggest;
 
 const FIELDS: &[&str] = &[
     "name",

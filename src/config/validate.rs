@@ -14,7 +14,7 @@ use super::schema::{
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;
-use super::suggest;
+use crate::suggest;
 
 /// Top-level keys: the original's, then maqet's additions.
 pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[

@@ -1,8 +1,7 @@
 //! The host side: the runner binary, /dev/kvm, QEMU, journald.
 
+use crate::access::Access;
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::store::DefinedVm;
@@ -24,11 +23,7 @@ pub fn runner(runner: &Result<PathBuf, String>) -> Finding {
 }
 
 fn can_read_write(p: &Path) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path; access() only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
+    crate::access::allowed(p, Access::READ_OK | Access::WRITE_OK)
 }
 
 /// /dev/kvm: without it VMs run under TCG emulation; `enable_kvm` VMs need it.

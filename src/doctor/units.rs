@@ -16,7 +16,7 @@ use crate::vmname::VmName;
 
 pub const SLICE_UNIT: &str = "maqet.slice";
 pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
-const PREFIX: &str = "maqet-vm@";
+use crate::units::UNIT_PREFIX as PREFIX;
 
 /// Installed unit files: the forbidden `maqet-vm@.service`, the slice, the
 /// autostart service.
@@ -183,7 +183,7 @@ pub async fn vm_units(
                 let reason = match sd.unit_status(name).await {
                     Ok(Some(st)) => {
                         let last = crate::vmname::VmName::new(&vm).ok().and_then(|v| {
-                            crate::cli::journal::last_error_of_runner(&v, st.exec_main_pid)
+                            crate::systemd::journal::last_error_of_runner(&v, st.exec_main_pid)
                         });
                         match last {
                             Some(e) => format!("{}; QEMU said: {e}", st.failure_reason()),

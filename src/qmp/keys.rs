@@ -204,7 +204,7 @@ pub fn qcode(name: &str) -> Result<&'static str, KeyError> {
     candidates.extend(ALIASES.iter().map(|(a, _)| *a));
     Err(KeyError::Unknown {
         name: name.to_string(),
-        suggestion: crate::config::suggest::closest(name, &candidates).map(str::to_string),
+        suggestion: crate::suggest::closest(name, &candidates).map(str::to_string),
     })
 }
 

@@ -16,9 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::ipc::server::ConsoleStream;
 
-/// The fd QEMU finds its console socket at. 3 is the runner's listening
-/// socket, 4 is QMP.
-pub const CONSOLE_FD: i32 = 5;
+pub use crate::units::CONSOLE_FD;
 /// Recent output kept for `maqet console --dump` and `--replay`.
 pub const RING_BYTES: usize = 64 * 1024;
 /// Output chunks queued per viewer before it starts losing them.

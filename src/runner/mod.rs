@@ -21,7 +21,7 @@ mod shutdown;
 use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
@@ -31,7 +31,7 @@ use crate::config::{ConfigDocument, ConfigError, RenderContext};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
-use crate::systemd::properties::STOPPED_EXIT_STATUS;
+use crate::units::STOPPED_EXIT_STATUS;
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};
@@ -124,12 +124,7 @@ fn take_listeners(
     Ok((listener(ours)?, qmp.map(listener).transpose()?))
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::time::now_unix;
 
 async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tracing::debug!("runner started");

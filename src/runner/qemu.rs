@@ -12,9 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::console::CONSOLE_FD;
 
-/// The fd QEMU finds its QMP socket at (`-chardev socket,id=maqet-qmp,fd=4`).
-/// Not 3: that is the runner's listening socket from systemd.
-pub const QMP_FD: i32 = 4;
+pub use crate::units::QMP_FD;
 
 /// Lines of QEMU's stderr kept for error reports.
 const TAIL_LINES: usize = 20;

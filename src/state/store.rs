@@ -4,7 +4,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{
     ffi, params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
@@ -483,11 +483,7 @@ fn open_reader(path: &Path, immutable: bool) -> Result<(Connection, i64), StateE
 
 /// Whether this process may write `path` (permissions and read-only mounts).
 fn writable(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    crate::access::allowed(path, crate::access::Access::WRITE_OK)
 }
 
 /// The directory holding the database.
@@ -626,10 +622,9 @@ fn found(changed: usize, name: &str) -> Result<(), StateError> {
     }
 }
 
+/// SQLite stores integers signed.
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::time::now_unix() as i64
 }
 
 #[cfg(test)]

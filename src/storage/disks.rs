@@ -11,6 +11,7 @@
 //!   exactly that, only while it is still that file and unused, and a
 //!   failed start can undo exactly what it did (docs/storage.md).
 
+use crate::access::{allowed, Access};
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -220,24 +221,15 @@ fn check_share(e: &StorageEntry, path: &Path, readonly: bool) -> Result<(), Stor
     if !meta.is_dir() {
         return Err(bad("not a directory".into()));
     }
-    if !access(path, libc::R_OK | libc::X_OK) {
+    if !allowed(path, Access::READ_OK | Access::EXEC_OK) {
         return Err(bad("not readable by you".into()));
     }
-    if !readonly && !access(path, libc::W_OK) {
+    if !readonly && !allowed(path, Access::WRITE_OK) {
         return Err(bad(
             "not writable by you (set options: {readonly: true} to share it read-only)".into(),
         ));
     }
     Ok(())
-}
-
-fn access(p: &Path, mode: i32) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 
 /// `path` with its directory resolved (symlinks and `..`), the file name

@@ -18,40 +18,15 @@ use serde_json::{json, Value};
 use super::qemu_img::SnapshotInfo;
 use super::StorageError;
 use crate::config::normalize;
-use crate::ipc::{ErrorKind, IpcClient, IpcError};
 
-/// Runs QMP commands; the runner's IPC client in maqet, a fake in tests.
+/// Runs QMP commands; the vm layer supplies the runner's (vm/runners.rs),
+/// tests a fake.
 pub trait QmpExec {
     fn execute(
         &mut self,
         command: &str,
         arguments: Value,
     ) -> impl Future<Output = Result<Value, StorageError>>;
-}
-
-impl QmpExec for IpcClient {
-    fn execute(
-        &mut self,
-        command: &str,
-        arguments: Value,
-    ) -> impl Future<Output = Result<Value, StorageError>> {
-        let command = command.to_string();
-        async move {
-            // No client-side timeout: the runner bounds each QMP command and
-            // says so, which keeps request and reply ids in step.
-            let reply = self.qmp(&command, Some(arguments)).await;
-            reply.map_err(|e| match e {
-                IpcError::Remote(b) if b.kind == ErrorKind::Qmp => StorageError::Qmp {
-                    command,
-                    message: b.message,
-                },
-                IpcError::Remote(b) if b.kind == ErrorKind::Timeout => {
-                    StorageError::QmpTimeout { command }
-                }
-                other => StorageError::Runner(other.to_string()),
-            })
-        }
-    }
 }
 
 /// A disk image attached to the running VM (`query-block`).

@@ -2,6 +2,7 @@
 //! reading its state. Runtime state is systemd's; maqet only asks.
 
 mod client;
+pub mod journal;
 pub mod json;
 pub mod properties;
 pub mod proxies;
@@ -16,5 +17,4 @@ pub use query::{SERVICE_IFACE, SOCKET_IFACE, UNIT_IFACE};
 pub use unit_state::{UnitStatus, VmState};
 pub use usage::{Usage, UsageSource};
 
-/// Pattern of every VM service unit, for `ListUnitsByPatterns`.
-pub const SERVICE_PATTERN: &str = "maqet-vm@*.service";
+pub use crate::units::SERVICE_PATTERN;

@@ -18,16 +18,7 @@ pub struct RestartPolicy {
     pub delay: Option<Duration>,
 }
 
-/// Resource-control properties; `None` leaves systemd's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResourceLimits {
-    pub memory_max: Option<u64>,
-    /// CPU time per second of wall time, in µs (`CPUQuota=50%` → 500000).
-    pub cpu_quota_per_sec_usec: Option<u64>,
-    pub cpu_weight: Option<u64>,
-    pub io_weight: Option<u64>,
-    pub tasks_max: Option<u64>,
-}
+pub use crate::config::ResourceLimits;
 
 /// Everything that goes into one VM's unit pair.
 #[derive(Debug, Clone)]
@@ -51,13 +42,7 @@ pub struct VmUnitSpec {
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
 
-/// The runner's exit status after a stop that was asked for (`maqet stop`,
-/// `systemctl --user stop`). Listed in `SuccessExitStatus=` and
-/// `RestartPreventExitStatus=`, so the unit ends cleanly and no restart
-/// policy brings the VM back. Even, so QEMU's isa-debug-exit codes (always
-/// odd) cannot be mistaken for it; in the 100–149 range LSB leaves to
-/// applications.
-pub const STOPPED_EXIT_STATUS: i32 = 100;
+pub use crate::units::STOPPED_EXIT_STATUS;
 
 /// An exit-status set `(aiai)`: exit codes, signals.
 fn exit_status_set(code: i32) -> Value<'static> {

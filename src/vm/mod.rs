@@ -1,6 +1,121 @@
-//! What maqet knows about one VM beyond its definition: for now, whose
-//! data directory a running unit and its runner belong to.
+//! The VM API every front end calls: define, start, stop, restart,
+//! remove, storage for a start and its undo, whose data directory a unit
+//! belongs to, autostart. It sits on config, state, storage, systemd (via
+//! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
+//! line: results and notices come back as data, errors as [`VmError`].
 
+pub mod agent;
+pub mod autostart;
+pub mod error;
+pub mod lifecycle;
+pub mod notice;
 pub mod owner;
+pub mod provision;
+pub mod refs;
+pub mod remove;
+pub mod runners;
+pub mod units;
+pub mod view;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{ConfigDocument, VmConfig};
+use crate::paths::DataDir;
+use crate::state::{StateError, Store, VmLock, VmRecord};
+use crate::vmname::VmName;
+
+pub use error::{RemoveFailure, VmError};
+pub use lifecycle::{runner_path, StopOutcome};
+pub use notice::{Notice, Notify};
 pub use owner::{owned_by, Owner, OwnerError, UnitOwner};
+pub use runners::{IpcRunners, Runners};
+pub use units::UnitManager;
+
+/// One data directory's VMs, driven through one systemd connection.
+pub struct Vms<U, R = IpcRunners> {
+    pub data_dir: DataDir,
+    pub units: U,
+    pub runners: R,
+    /// The runner's log filter (`None`: its default, info).
+    pub log_filter: Option<String>,
+    /// The runner binary; `None`: found as [`runner_path`] says.
+    pub runner: Option<PathBuf>,
+    /// Where the runners' sockets are; `None`: `$XDG_RUNTIME_DIR/maqet/vm`.
+    pub socket_dir: Option<PathBuf>,
+}
+
+impl<U: UnitManager> Vms<U> {
+    pub fn new(data_dir: DataDir, units: U) -> Self {
+        Vms {
+            data_dir,
+            units,
+            runners: IpcRunners,
+            log_filter: None,
+            runner: None,
+            socket_dir: None,
+        }
+    }
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Opens (creating if needed) the definitions database.
+    pub fn store(&self) -> Result<Store, VmError> {
+        Ok(Store::open(&self.data_dir.db_path())?)
+    }
+
+    /// The stored VM `name`.
+    pub fn record(&self, name: &str) -> Result<(VmName, VmRecord), VmError> {
+        record(&self.data_dir, name)
+    }
+
+    /// Takes VM `name`'s start/rm lock, waiting up to `wait`.
+    pub fn lock(&self, name: &str, wait: Duration) -> Result<VmLock, VmError> {
+        lock(&self.data_dir, name, wait)
+    }
+
+    pub fn disk_dir(&self, vm: &VmName) -> PathBuf {
+        self.data_dir.disk_dir(vm)
+    }
+}
+
+/// The stored VM `name` of `data_dir` (no systemd needed).
+pub fn record(data_dir: &DataDir, name: &str) -> Result<(VmName, VmRecord), VmError> {
+    let vm = VmName::new(name)?;
+    let not_found = || VmError::NoSuchVm {
+        name: name.to_string(),
+        data_dir: data_dir.path().to_path_buf(),
+    };
+    let store = Store::open_read_only(&data_dir.db_path())?.ok_or_else(not_found)?;
+    match store.get_vm(vm.as_str()) {
+        Ok(r) => Ok((vm, r)),
+        Err(StateError::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to `wait`
+/// for another maqet process starting or removing it.
+pub fn lock(data_dir: &DataDir, name: &str, wait: Duration) -> Result<VmLock, VmError> {
+    let vm = VmName::new(name)?;
+    // Only writers lock: an unwritable data directory gets the store's
+    // own message ("cannot be written"), not a bare EACCES on the lock file.
+    drop(Store::open(&data_dir.db_path())?);
+    Ok(VmLock::acquire(data_dir, &vm, wait)?)
+}
+
+/// A stored config, validated (a config that validated at `add` may not
+/// any more: a binary or file may have gone).
+pub fn stored_config(rec: &VmRecord) -> Result<VmConfig, VmError> {
+    ConfigDocument::from_stored(&rec.config)?
+        .validate()
+        .map_err(|source| VmError::StoredConfig {
+            vm: rec.name.clone(),
+            source: Box::new(source),
+        })
+}

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crate::ipc::{IpcClient, IpcError, StatusInfo};
 use crate::paths::{self, PathError};
-use crate::systemd::{Systemd, SystemdError, UnitStatus};
+use crate::systemd::{SystemdError, UnitStatus};
+
+use super::units::UnitManager;
 use crate::vmname::VmName;
 
 /// Bound on the ownership `status` round trip to a runner.
@@ -115,7 +117,11 @@ pub enum UnitOwner {
 }
 
 impl UnitOwner {
-    pub async fn of(sd: &Systemd, vm: &VmName, data_dir: &Path) -> Result<Self, SystemdError> {
+    pub async fn of(
+        sd: &impl UnitManager,
+        vm: &VmName,
+        data_dir: &Path,
+    ) -> Result<Self, SystemdError> {
         let Some(st) = sd.unit_status(&vm.service_unit()).await? else {
             return Ok(UnitOwner::Absent);
         };
@@ -162,7 +168,7 @@ impl UnitOwner {
 
 /// This data directory's live unit of `vm`; refuses another's.
 pub async fn live_unit(
-    sd: &Systemd,
+    sd: &impl UnitManager,
     vm: &VmName,
     data_dir: &Path,
 ) -> Result<Option<UnitStatus>, OwnerError> {
@@ -192,7 +198,7 @@ pub async fn verify_runner(
 /// ours and live, and the runner must say it is ours. A live unit whose
 /// socket file is gone is reported as such, not as "not running".
 pub async fn connect_runner(
-    sd: &Systemd,
+    sd: &impl UnitManager,
     vm: &VmName,
     data_dir: &Path,
 ) -> Result<IpcClient, OwnerError> {

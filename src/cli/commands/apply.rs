@@ -9,8 +9,6 @@ use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
 use crate::config::{diff, ConfigDocument};
 
-use super::storage::is_running;
-
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
     let files: Vec<_> = a.files.iter().chain(&a.vm_config).cloned().collect();
     let no_flags = a.memory.is_none()
@@ -47,7 +45,7 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
             e
         }
     })?;
-    if is_running(ctx, &vm).await? {
+    if ctx.vms_if_session().await?.is_running(&vm).await? {
         return Err(CliError::conflict(format!(
             "VM '{vm}' is running; stop it first with `maqet stop {vm}`, then apply (a running VM keeps the config it was started with)"
         )));

@@ -2,20 +2,16 @@
 //! `maqet autostart` (start every flagged VM that is not running; what
 //! `maqet-autostart.service` runs at login).
 
-use futures_util::future::join_all;
-use serde::Serialize;
-
-use crate::cli::args::{AutostartArgs, EnableArgs, StartArgs, StopArgs};
+use crate::cli::args::{AutostartArgs, EnableArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
+use crate::cli::output::print_notice;
 use crate::doctor::AUTOSTART_UNIT;
-use crate::state::VmRecord;
-use crate::systemd::Systemd;
-use crate::vmname::VmName;
+use crate::vm::autostart::AutostartResult;
 
-use super::lifecycle::{seconds, start_record};
-use crate::vm::UnitOwner;
+/// `enable --now`: the default of `maqet start --timeout`.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
@@ -42,41 +38,21 @@ pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError>
         eprintln!("{vm} will no longer be started by `maqet autostart`");
     }
     if a.now {
+        let vms = ctx.vms().await?;
         if on {
-            let start = StartArgs {
-                name: a.name.clone(),
-                timeout: 30.0,
-            };
-            super::lifecycle::start(ctx, &start).await?;
+            vms.start(&a.name, START_TIMEOUT, &print_notice).await?;
         } else {
-            let stop = StopArgs {
-                name: a.name.clone(),
-                force: false,
-                timeout: None,
-                json: false,
-            };
-            super::lifecycle::stop(ctx, &stop).await?;
+            match vms.stop(&vm, None, false).await? {
+                Some(outcome) => println!("{vm}: {}", outcome.describe()),
+                None => eprintln!("{vm} is not running"),
+            }
         }
     }
     Ok(())
 }
 
-/// What `maqet autostart` did with one VM (`--json`: stable keys).
-#[derive(Debug, Serialize)]
-pub struct AutostartResult {
-    pub name: String,
-    /// `started`, `already_running` or `failed`.
-    pub result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 pub async fn run(ctx: &Ctx, a: &AutostartArgs) -> Result<(), CliError> {
-    let timeout = seconds(a.timeout, "--timeout")?;
-    let records: Vec<VmRecord> = match ctx.store_if_exists()? {
-        Some(s) => s.list_vms()?.into_iter().filter(|r| r.autostart).collect(),
-        None => Vec::new(),
-    };
+    let records = crate::vm::autostart::flagged(&ctx.data_dir)?;
     if records.is_empty() {
         if a.json {
             print_json(&Vec::<AutostartResult>::new());
@@ -87,9 +63,8 @@ pub async fn run(ctx: &Ctx, a: &AutostartArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    let sd = ctx.systemd().await?;
-    // All at once: each start waits on its own VM's readiness.
-    let results = join_all(records.iter().map(|r| start_one(ctx, &sd, r, timeout))).await;
+    let vms = ctx.vms().await?;
+    let results = vms.autostart(&records, a.timeout, &print_notice).await;
     let failed = results.iter().filter(|r| r.result == "failed").count();
     if a.json {
         print_json(&results);
@@ -111,44 +86,4 @@ pub async fn run(ctx: &Ctx, a: &AutostartArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
-}
-
-async fn start_one(
-    ctx: &Ctx,
-    sd: &Systemd,
-    rec: &VmRecord,
-    timeout: std::time::Duration,
-) -> AutostartResult {
-    let result = |result, error| AutostartResult {
-        name: rec.name.clone(),
-        result,
-        error,
-    };
-    let vm = match VmName::new(&rec.name) {
-        Ok(v) => v,
-        Err(e) => return result("failed", Some(e.to_string())),
-    };
-    match UnitOwner::of(sd, &vm, ctx.data_dir.path()).await {
-        // (A live unit of another data directory makes the start fail
-        // with a message that says so.)
-        Ok(UnitOwner::Ours(st)) if st.vm_state().is_live() => {
-            return result("already_running", None)
-        }
-        Ok(_) => {}
-        Err(e) => return result("failed", Some(e.to_string())),
-    }
-    // Under the VM's lock, with the definition as it is now (an `rm` may
-    // have come since the listing).
-    let _lock = match ctx.lock_vm(&rec.name, timeout) {
-        Ok(l) => l,
-        Err(e) => return result("failed", Some(e.message)),
-    };
-    let rec = match ctx.vm(&rec.name) {
-        Ok((_, r)) => r,
-        Err(e) => return result("failed", Some(e.message)),
-    };
-    match start_record(ctx, sd, &vm, &rec, timeout).await {
-        Ok(()) => result("started", None),
-        Err(e) => result("failed", Some(e.message)),
-    }
 }

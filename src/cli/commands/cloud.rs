@@ -42,13 +42,13 @@ impl CliError {
 /// failure with a hint.
 async fn running_plan(ctx: &Ctx, name: &str) -> Result<(VmName, VmConfig, PortPlan), CliError> {
     let (vm, record) = ctx.vm(name)?;
-    let cfg = super::storage::stored_config(&record)?;
+    let cfg = crate::vm::stored_config(&record)?;
     if !cfg.guest.wants_network() {
         return Err(CliError::failure(format!(
             "VM '{vm}' forwards no ports (add `ports:`, `ssh: true` or `cloud_init:` to its config)"
         )));
     }
-    if !super::storage::is_running(ctx, &vm).await? {
+    if !ctx.vms_if_session().await?.is_running(&vm).await? {
         return Err(CliError::failure(format!(
             "VM '{vm}' is not running; its ports are chosen at start (`maqet start {vm}`)"
         )));
@@ -108,14 +108,13 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
             .create(dir)
             .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     }
-    if a.wait > 0.0 {
-        let wait = super::lifecycle::seconds(a.wait, "--wait")?;
-        if !crate::ssh::wait_for_banner(port, wait) {
+    if !a.wait.is_zero() {
+        if !crate::ssh::wait_for_banner(port, a.wait) {
             return Err(CliError::new(
                 code::TIMEOUT,
                 format!(
                     "VM '{vm}': no ssh server answered on 127.0.0.1:{port} within {}s (is sshd running in the guest? `maqet console {vm}` shows its boot)",
-                    a.wait
+                    a.wait.as_secs_f64()
                 ),
             ));
         }
@@ -192,7 +191,7 @@ pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
             "a VM named '{dst}' already exists"
         )));
     }
-    let cfg = super::storage::stored_config(&record)?;
+    let cfg = crate::vm::stored_config(&record)?;
     let src_dir = ctx.data_dir.disk_dir(&src);
     let dst_dir = ctx.data_dir.disk_dir(&dst);
     let disks = plan_disks(&cfg, &src_dir, &dst_dir, a.full)?;
@@ -203,7 +202,7 @@ pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
             DiskPlan::Fresh => None,
         })
         .collect();
-    if !copies.is_empty() && super::storage::is_running(ctx, &src).await? {
+    if !copies.is_empty() && ctx.vms_if_session().await?.is_running(&src).await? {
         return Err(CliError::conflict(format!(
             "VM '{src}' is running; stop it before copying its disks (`maqet stop {src}`)"
         )));
@@ -287,16 +286,16 @@ impl From<AgentError> for CliError {
 
 pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
     let (vm, record) = ctx.vm(&a.name)?;
-    let cfg = super::storage::stored_config(&record)?;
+    let cfg = crate::vm::stored_config(&record)?;
     if !cfg.guest.guest_agent {
         return Err(CliError::failure(format!(
             "VM '{vm}' has no guest agent channel; set `guest_agent: true` (and run qemu-guest-agent in the guest)"
         )));
     }
-    if !super::storage::is_running(ctx, &vm).await? {
+    if !ctx.vms_if_session().await?.is_running(&vm).await? {
         return Err(CliError::failure(format!("VM '{vm}' is not running")));
     }
-    let timeout = super::lifecycle::seconds(a.timeout, "--timeout")?;
+    let timeout = a.timeout;
     let mut agent = Agent::connect(&crate::guest_agent::socket_path(&vm)?, timeout)?;
     match &a.action {
         GuestAction::Ping => {
@@ -352,29 +351,4 @@ pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// `maqet stop`'s first word to a guest with an agent: ask it to power
-/// off. True when the agent took the request; the runner's ACPI power-down
-/// follows either way, so a silent or absent agent costs nothing but the
-/// 2 s this waits for it.
-pub fn agent_shutdown(record: &crate::state::VmRecord, vm: &VmName) -> bool {
-    let Ok(cfg) = super::storage::stored_config(record) else {
-        return false;
-    };
-    if !cfg.guest.guest_agent {
-        return false;
-    }
-    let Ok(path) = crate::guest_agent::socket_path(vm) else {
-        return false;
-    };
-    match Agent::connect(&path, Duration::from_secs(2))
-        .and_then(|mut a| a.shutdown(Duration::from_secs(1)))
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::info!("guest agent shutdown of '{vm}' not used: {e}");
-            false
-        }
-    }
 }

@@ -14,8 +14,6 @@ use crate::cli::args::ConsoleArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 
-use super::qmp::connect;
-
 /// Ctrl-] — telnet's escape key; rarely needed by a guest.
 pub const ESCAPE: u8 = 0x1d;
 const ESCAPE_NAME: &str = "Ctrl-]";
@@ -23,7 +21,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     client
         .console(a.dump || a.replay, !a.dump, ATTACH_TIMEOUT)
         .await?;

@@ -10,13 +10,13 @@ use crate::display;
 
 pub async fn run(ctx: &Ctx, a: &DisplayArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
-    let cfg = super::storage::stored_config(&rec)?;
+    let cfg = crate::vm::stored_config(&rec)?;
     let Some(server) = cfg.desktop.display else {
         return Err(CliError::failure(format!(
             "VM '{vm}' has no display server: set `display: vnc` or `display: spice` in its config (maqet apply), then restart it; `maqet qmp screendump {vm} FILE` works with any display"
         )));
     };
-    if !super::storage::is_running(ctx, &vm).await? {
+    if !ctx.vms_if_session().await?.is_running(&vm).await? {
         return Err(CliError::conflict(format!(
             "VM '{vm}' is not running (maqet start {vm})"
         )));

@@ -7,12 +7,12 @@ use crate::cli::exit::CliError;
 use crate::cli::output::print_json;
 use crate::doctor::{self, DoctorInput, Severity};
 
-use super::lifecycle::runner_path;
+use crate::vm::runner_path;
 
 pub async fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), CliError> {
     let input = DoctorInput {
         data_dir: ctx.data_dir.clone(),
-        runner: runner_path().map_err(|e| e.message),
+        runner: runner_path().map_err(|e| e.to_string()),
         fix: a.fix,
     };
     let report = doctor::run(&input).await;

@@ -10,11 +10,9 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::rfc3339_utc;
 
-use super::qmp::connect;
-
 pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     client.events(Duration::from_secs(10)).await?;
     // Scripts wait for this line to know the subscription is live.
     eprintln!("following the QMP events of {vm} until it stops");

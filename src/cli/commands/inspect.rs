@@ -19,7 +19,8 @@ use crate::paths;
 use crate::systemd::{json::to_json, Systemd, SERVICE_IFACE, SOCKET_IFACE};
 use crate::vmname::VmName;
 
-use super::show::{our_unit, qemu_pid, usage_fields, StatusReport};
+use crate::cli::output::usage_fields;
+use crate::vm::view::{qemu_pid, StatusReport};
 
 /// The service properties `inspect` shows (D-Bus names, as
 /// `systemctl --user show` prints them).
@@ -135,7 +136,7 @@ pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let sd = ctx.systemd().await?;
     let unit = vm.service_unit();
-    let st = our_unit(ctx, &sd, &vm).await?;
+    let st = ctx.vms().await?.unit_of(&vm).await?;
     let mut status = StatusReport::new(&vm, st.as_ref());
     status.fill_companions(&sd, &vm).await;
     // A unit of the same name from another data directory is not this VM's.
@@ -149,7 +150,7 @@ pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     };
     if let Some(runner) = status.runner_pid {
         status.qemu_pid = qemu_pid(&processes, runner);
-        status.fill_usage(&sd, Some(&processes)).await;
+        status.fill_usage(Some(&processes));
     }
     let (cfg, config_error) =
         match ConfigDocument::from_stored(&rec.config).and_then(|d| d.validate()) {

@@ -2,7 +2,7 @@
 
 use crate::cli::args::LogsArgs;
 use crate::cli::exit::CliError;
-use crate::cli::journal;
+use crate::systemd::journal;
 use crate::vmname::VmName;
 
 pub fn run(a: &LogsArgs) -> Result<(), CliError> {

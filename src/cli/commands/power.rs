@@ -17,13 +17,11 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::ipc::IpcError;
 
-use super::lifecycle::seconds;
-use super::qmp::connect;
-use super::qmp_tools::call;
+use crate::cli::qmp_call::call;
 
 pub async fn reset(ctx: &Ctx, a: &VmArg) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     call(&mut client, "system_reset", None).await.map(drop)
 }
 
@@ -47,11 +45,11 @@ fn reboot_seen(ev: &Value) -> Option<Rebooted> {
 }
 
 pub async fn reboot(ctx: &Ctx, a: &RebootArgs) -> Result<(), CliError> {
-    let timeout = seconds(a.timeout, "--timeout")?;
+    let timeout = a.timeout;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut events = connect(ctx, &vm).await?;
+    let mut events = ctx.runner(&vm).await?;
     events.events(Duration::from_secs(10)).await?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     let st = call(&mut client, "query-status", None).await?;
     if st["status"] != "running" {
         return Err(CliError::conflict(format!(

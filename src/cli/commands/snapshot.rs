@@ -19,10 +19,6 @@ use crate::storage::snapshot as snap;
 use crate::storage::{QemuImg, References, SnapshotInfo, StorageError};
 use crate::vmname::VmName;
 
-use super::qmp::connect;
-use super::storage::{is_running, stored_config};
-use super::storage_refs::running_processes;
-
 const ACTIONS: &str = "create, load, delete, list";
 
 /// Re-reads the original tool's order, `VM ACTION DRIVE …`.
@@ -100,10 +96,10 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
         snap::validate_tag(&tag)?;
     }
     let (vm, rec) = ctx.vm(&a.vm)?;
-    let cfg = stored_config(&rec)?;
+    let cfg = crate::vm::stored_config(&rec)?;
     let entry = snap::find_drive(vm.as_str(), &cfg, &a.drive)?;
     let disk_dir = ctx.data_dir.disk_dir(&vm);
-    let running = is_running(ctx, &vm).await?;
+    let running = ctx.vms_if_session().await?.is_running(&vm).await?;
     if a.live {
         if !running {
             return Err(CliError::conflict(format!(
@@ -184,7 +180,11 @@ async fn explain_lock(ctx: &Ctx, img: &QemuImg, e: StorageError) -> CliError {
         return e.into();
     };
     let mut refs = References::default();
-    if let Ok(procs) = running_processes(ctx).await {
+    let procs = match ctx.vms_if_session().await {
+        Ok(vms) => vms.running_processes().await.ok(),
+        Err(_) => None,
+    };
+    if let Some(procs) = procs {
         for p in procs {
             refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
         }
@@ -259,7 +259,7 @@ async fn change_live(
     tag: &str,
     op: Op,
 ) -> Result<(), CliError> {
-    let mut client = connect(ctx, vm).await?;
+    let mut client = ctx.runner(vm).await?;
     let nodes = attached(&mut client).await?;
     let disk_dir_names = drive_names(cfg, &ctx.data_dir.disk_dir(vm));
     let names = |p: &Path| {
@@ -391,7 +391,7 @@ fn rows(drive: &str, snaps: Vec<SnapshotInfo>) -> impl Iterator<Item = Row> + '_
 
 async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.vm)?;
-    let cfg = stored_config(&rec)?;
+    let cfg = crate::vm::stored_config(&rec)?;
     let disk_dir = ctx.data_dir.disk_dir(&vm);
     let only = match &a.drive {
         Some(d) => {
@@ -419,10 +419,10 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| p.display().to_string())
     };
     let mut out: Vec<Row> = Vec::new();
-    if is_running(ctx, &vm).await? {
+    if ctx.vms_if_session().await?.is_running(&vm).await? {
         // Structured data from QEMU, which has the images open: every
         // attached disk, `arguments` ones included.
-        let mut client = connect(ctx, &vm).await?;
+        let mut client = ctx.runner(&vm).await?;
         for n in attached(&mut client).await? {
             out.extend(rows(&label(&n.file), n.snapshots));
         }

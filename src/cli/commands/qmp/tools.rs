@@ -12,44 +12,18 @@ use crate::cli::args::{
 };
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
+use crate::cli::qmp_call::{call, CALL_TIMEOUT};
 use crate::ipc::{IpcClient, IpcError};
 use crate::qmp::keys::{self, KeyError};
 use crate::vmname::VmName;
 
-use super::lifecycle::seconds;
-use super::qmp::connect;
-
 /// Pause between one key's release and the next key's press in `type`.
 const KEY_GAP: Duration = Duration::from_millis(15);
-/// Bound on a single IPC round trip for these short commands.
-const CALL_TIMEOUT: Duration = Duration::from_secs(35);
 
 impl From<KeyError> for CliError {
     fn from(e: KeyError) -> Self {
         CliError::usage(e.to_string())
     }
-}
-
-/// QMP errors keep QEMU's class and words, marked as QEMU's.
-pub fn qmp_failure(e: IpcError) -> CliError {
-    let c: CliError = e.into();
-    if c.code == code::QMP_ERROR {
-        CliError::new(code::QMP_ERROR, format!("QMP error: {}", c.message))
-    } else {
-        c
-    }
-}
-
-/// One QMP command through the runner.
-pub async fn call(
-    client: &mut IpcClient,
-    execute: &str,
-    arguments: Option<Value>,
-) -> Result<Value, CliError> {
-    client
-        .qmp_within(execute, arguments, Some(CALL_TIMEOUT))
-        .await
-        .map_err(qmp_failure)
 }
 
 /// Keys sent to paused CPUs are lost or arrive in a burst on resume.
@@ -84,7 +58,7 @@ async fn send_combo(client: &mut IpcClient, combo: &[&str], hold_ms: u32) -> Res
 pub async fn keys(ctx: &Ctx, a: QmpKeysArgs) -> Result<(), CliError> {
     let combo = keys::combination(&a.keys)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     ensure_running(&mut client, &vm).await?;
     send_combo(&mut client, &combo, a.hold_time).await
 }
@@ -95,7 +69,7 @@ pub async fn type_text(ctx: &Ctx, a: QmpTypeArgs) -> Result<(), CliError> {
     // Every character is checked before the first key goes out.
     let combos = keys::text_to_keys(&a.text)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     ensure_running(&mut client, &vm).await?;
     let pace = Duration::from_millis(a.hold_time.into()) + KEY_GAP;
     for (i, combo) in combos.iter().enumerate() {
@@ -119,7 +93,7 @@ pub async fn screendump(ctx: &Ctx, a: ScreendumpArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(format!("{}: {e}", a.file.display())))?;
     let png = wants_png(&file);
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     let mut args = json!({"filename": file.to_string_lossy()});
     if png {
         args["format"] = json!("png");
@@ -157,7 +131,7 @@ pub async fn resume(ctx: &Ctx, a: VmArg) -> Result<(), CliError> {
 
 async fn simple(ctx: &Ctx, name: &str, command: &str) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     call(&mut client, command, None).await.map(drop)
 }
 
@@ -202,21 +176,21 @@ pub fn device_add_arguments(a: &DeviceAddArgs) -> Result<Value, CliError> {
 pub async fn device_add(ctx: &Ctx, a: DeviceAddArgs) -> Result<(), CliError> {
     let args = device_add_arguments(&a)?;
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     call(&mut client, "device_add", Some(args)).await.map(drop)
 }
 
 /// `device_del` only asks the guest to let go; the device is gone when
 /// QEMU reports DEVICE_DELETED, which this waits for.
 pub async fn device_del(ctx: &Ctx, a: DeviceDelArgs) -> Result<(), CliError> {
-    let timeout = seconds(a.timeout, "--timeout")?;
+    let timeout = a.timeout;
     let (vm, _) = ctx.vm(&a.name)?;
     // Subscribe before asking, so the event cannot slip past.
-    let mut events = connect(ctx, &vm).await?;
+    let mut events = ctx.runner(&vm).await?;
     if !a.no_wait {
         events.events(CALL_TIMEOUT).await?;
     }
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     call(&mut client, "device_del", Some(json!({"id": a.id}))).await?;
     if a.no_wait {
         return Ok(());

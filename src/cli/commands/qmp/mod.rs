@@ -8,39 +8,31 @@ use crate::cli::exit::{code, CliError};
 use crate::cli::output::print_json;
 use crate::ipc::client::started_by;
 use crate::ipc::protocol::Need;
-use crate::ipc::{IpcClient, IpcError};
-use crate::vm::owner;
+use crate::ipc::IpcError;
 use crate::vmname::VmName;
 
-use super::qmp_tools;
+mod tools;
 
 pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
     match c {
         QmpCommand::Run(a) => run_command(ctx, a).await,
-        QmpCommand::Keys(a) => qmp_tools::keys(ctx, a).await,
-        QmpCommand::Type(a) => qmp_tools::type_text(ctx, a).await,
-        QmpCommand::Screendump(a) => qmp_tools::screendump(ctx, a).await,
-        QmpCommand::Pause(a) => qmp_tools::pause(ctx, a).await,
-        QmpCommand::Resume(a) => qmp_tools::resume(ctx, a).await,
-        QmpCommand::DeviceAdd(a) => qmp_tools::device_add(ctx, a).await,
-        QmpCommand::DeviceDel(a) => qmp_tools::device_del(ctx, a).await,
+        QmpCommand::Keys(a) => tools::keys(ctx, a).await,
+        QmpCommand::Type(a) => tools::type_text(ctx, a).await,
+        QmpCommand::Screendump(a) => tools::screendump(ctx, a).await,
+        QmpCommand::Pause(a) => tools::pause(ctx, a).await,
+        QmpCommand::Resume(a) => tools::resume(ctx, a).await,
+        QmpCommand::DeviceAdd(a) => tools::device_add(ctx, a).await,
+        QmpCommand::DeviceDel(a) => tools::device_del(ctx, a).await,
         QmpCommand::Socket(a) => socket(ctx, &a.name).await,
         QmpCommand::Shorthand(words) => run_command(ctx, shorthand(words)?).await,
     }
-}
-
-/// Connects to the runner of this data directory's VM, or explains why
-/// not (not running, another data directory's, socket missing).
-pub async fn connect(ctx: &Ctx, vm: &VmName) -> Result<IpcClient, CliError> {
-    let sd = ctx.systemd().await?;
-    Ok(owner::connect_runner(&sd, vm, ctx.data_dir.path()).await?)
 }
 
 /// The runner is the one that knows whether it serves a QMP socket: one
 /// started by an older maqet (protocol 1) does not.
 async fn socket(ctx: &Ctx, name: &str) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     client
         .require(Need::QmpEndpoint)
         .await
@@ -87,7 +79,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
         },
     };
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = connect(ctx, &vm).await?;
+    let mut client = ctx.runner(&vm).await?;
     let v = client.qmp(&a.command, arguments).await.map_err(|e| {
         let c: CliError = e.into();
         if c.code == code::QMP_ERROR {

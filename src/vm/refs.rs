@@ -1,19 +1,19 @@
-//! Which files VMs use, seen from the CLI: the rendered QEMU command line of
-//! every VM defined in this data directory, the real command line of every
-//! QEMU running in the user's maqet units (whatever their data directory),
-//! and the backing chains of all those images. Nothing is deleted that this
-//! finds in use (docs/storage.md).
+//! Which files VMs use: the rendered QEMU command line of every VM defined
+//! in this data directory, the real command line of every QEMU running in
+//! the user's maqet units (whatever their data directory), and the backing
+//! chains of all those images. Nothing is deleted that this finds in use
+//! (docs/storage.md).
 
 use std::path::PathBuf;
 
-use crate::cli::context::Ctx;
-use crate::cli::exit::{code, CliError};
 use crate::config::{RenderContext, VmConfig};
 use crate::state::Store;
 use crate::storage::{QemuImg, References};
-use crate::systemd::Systemd;
-use crate::vm::owner::data_dir_of_description;
 use crate::vmname::VmName;
+
+use super::owner::data_dir_of_description;
+use super::{stored_config, Runners, UnitManager, VmError, Vms};
+use crate::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
 
 /// One process of a running maqet unit.
 #[derive(Debug, Clone)]
@@ -24,41 +24,23 @@ pub struct RunningProcess {
     pub user: String,
 }
 
-/// The processes of every live `maqet-vm@*.service` of this user. Without
-/// a user session no VM runs; any other failure is an error, since a
-/// deletion must not go ahead without knowing.
-pub async fn running_processes(ctx: &Ctx) -> Result<Vec<RunningProcess>, CliError> {
-    let sd = match ctx.systemd().await {
-        Ok(sd) => sd,
-        Err(e) if e.code == code::NO_SESSION => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    processes_of_units(&sd).await
-}
-
-async fn processes_of_units(sd: &Systemd) -> Result<Vec<RunningProcess>, CliError> {
-    let scan_failed = |e: crate::systemd::SystemdError| {
-        CliError::failure(format!(
-            "cannot tell which files running VMs use ({e}); nothing was deleted"
-        ))
-    };
+/// The processes of every live `maqet-vm@*.service` of this user. Any
+/// failure is an error, since a deletion must not go ahead without knowing.
+pub async fn running_processes(units: &impl UnitManager) -> Result<Vec<RunningProcess>, VmError> {
     let mut out = Vec::new();
-    for unit in sd
-        .list_units(&["maqet-vm@*.service"])
+    for unit in units
+        .list_units(&[SERVICE_PATTERN])
         .await
-        .map_err(scan_failed)?
+        .map_err(VmError::UsageUnknown)?
     {
         let (name, description) = (&unit.0, &unit.1);
-        let vm = name
-            .strip_prefix("maqet-vm@")
-            .and_then(|n| n.strip_suffix(".service"))
-            .unwrap_or(name);
+        let vm = service_vm_name(name).unwrap_or(name);
         let dir = data_dir_of_description(description).unwrap_or("unknown");
-        let procs = match sd.unit_processes(name).await {
+        let procs = match units.unit_processes(name).await {
             Ok(p) => p,
             // Gone between the listing and now: it uses nothing any more.
             Err(_)
-                if !sd
+                if !units
                     .unit_status(name)
                     .await
                     .ok()
@@ -67,7 +49,7 @@ async fn processes_of_units(sd: &Systemd) -> Result<Vec<RunningProcess>, CliErro
             {
                 continue
             }
-            Err(e) => return Err(scan_failed(e)),
+            Err(e) => return Err(VmError::UsageUnknown(e)),
         };
         for (_, pid, cmdline) in procs {
             let argv = proc_argv(pid)
@@ -108,7 +90,7 @@ pub fn add_config(refs: &mut References, name: &str, cfg: &VmConfig, disk_dir: P
     let user = format!("VM '{name}' uses it");
     let argv = cfg.render_argv(&RenderContext {
         vm_name: name.to_string(),
-        qmp_fd: 3,
+        qmp_fd: QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.clone(),
         runtime_dir: crate::paths::vm_runtime_dir_or_default(name),
@@ -121,42 +103,49 @@ pub fn add_config(refs: &mut References, name: &str, cfg: &VmConfig, disk_dir: P
     }
 }
 
-/// Everything in use, except by the VM `except` of this data directory
-/// (the one whose files are being deleted).
-pub async fn references(
-    ctx: &Ctx,
-    store: &Store,
-    except: Option<&VmName>,
-) -> Result<References, CliError> {
-    let mut refs = References::default();
-    let mut binary = None;
-    for rec in store.list_vms()? {
-        if except.is_some_and(|e| e.as_str() == rec.name) {
-            continue;
-        }
-        let Ok(vm) = VmName::new(&rec.name) else {
-            continue;
-        };
-        match super::storage::stored_config(&rec) {
-            Ok(cfg) => {
-                add_config(&mut refs, &rec.name, &cfg, ctx.data_dir.disk_dir(&vm));
-                binary.get_or_insert(cfg.binary);
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// The processes of every live VM unit of this user.
+    pub async fn running_processes(&self) -> Result<Vec<RunningProcess>, VmError> {
+        running_processes(&self.units).await
+    }
+
+    /// Everything in use, except by the VM `except` of this data directory
+    /// (the one whose files are being deleted).
+    pub async fn references(
+        &self,
+        store: &Store,
+        except: Option<&VmName>,
+    ) -> Result<References, VmError> {
+        let mut refs = References::default();
+        let mut binary = None;
+        for rec in store.list_vms()? {
+            if except.is_some_and(|e| e.as_str() == rec.name) {
+                continue;
             }
-            // Cannot be rendered: every path-like string in it still counts.
-            Err(_) => {
-                let mut strings = vec![String::new()];
-                collect_strings(&rec.config, &mut strings);
-                refs.add_argv(&strings, None, &format!("VM '{}' uses it", rec.name));
+            let Ok(vm) = VmName::new(&rec.name) else {
+                continue;
+            };
+            match stored_config(&rec) {
+                Ok(cfg) => {
+                    add_config(&mut refs, &rec.name, &cfg, self.disk_dir(&vm));
+                    binary.get_or_insert(cfg.binary);
+                }
+                // Cannot be rendered: every path-like string in it still counts.
+                Err(_) => {
+                    let mut strings = vec![String::new()];
+                    collect_strings(&rec.config, &mut strings);
+                    refs.add_argv(&strings, None, &format!("VM '{}' uses it", rec.name));
+                }
             }
         }
+        for p in running_processes(&self.units).await? {
+            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+        }
+        if let Ok(img) = QemuImg::find(binary.as_deref()) {
+            refs.add_backing_chains(&img);
+        }
+        Ok(refs)
     }
-    for p in running_processes(ctx).await? {
-        refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
-    }
-    if let Ok(img) = QemuImg::find(binary.as_deref()) {
-        refs.add_backing_chains(&img);
-    }
-    Ok(refs)
 }
 
 fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {

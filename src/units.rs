@@ -1,0 +1,39 @@
+//! What the runner and the CLI agree on, in one place: unit names, the fd
+//! numbers QEMU finds its sockets at, and the runner's exit statuses. Both
+//! binaries import these; nothing here imports anything of maqet's.
+
+/// Every VM's units are `maqet-vm@NAME.service` and `maqet-vm@NAME.socket`.
+pub const UNIT_PREFIX: &str = "maqet-vm@";
+/// Pattern of every VM service unit, for `ListUnitsByPatterns`.
+pub const SERVICE_PATTERN: &str = "maqet-vm@*.service";
+/// Pattern of every VM socket unit.
+pub const SOCKET_PATTERN: &str = "maqet-vm@*.socket";
+
+/// The VM name in `maqet-vm@NAME.service`.
+pub fn service_vm_name(unit: &str) -> Option<&str> {
+    unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".service")
+}
+
+/// The fd QEMU finds its QMP socket at (`-chardev socket,id=maqet-qmp,fd=4`).
+/// Not 3: that is the runner's listening socket from systemd.
+pub const QMP_FD: i32 = 4;
+/// The fd QEMU finds its end of the console socketpair at.
+pub const CONSOLE_FD: i32 = 5;
+
+/// The runner's exit status after a stop that was asked for (`maqet stop`,
+/// `systemctl --user stop`). Listed in `SuccessExitStatus=` and
+/// `RestartPreventExitStatus=`, so the unit ends cleanly and no restart
+/// policy brings the VM back. Even, so QEMU's isa-debug-exit codes (always
+/// odd) cannot be mistaken for it; in the 100–149 range LSB leaves to
+/// applications.
+pub const STOPPED_EXIT_STATUS: i32 = 100;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vm_name_of_a_service_unit() {
+        assert_eq!(super::service_vm_name("maqet-vm@a.b.service"), Some("a.b"));
+        assert_eq!(super::service_vm_name("maqet-vm@a.socket"), None);
+        assert_eq!(super::service_vm_name("other@a.service"), None);
+    }
+}

@@ -1,0 +1,80 @@
+//! `maqet autostart`: start every VM flagged for it that is not running,
+//! all at once (each start waits on its own VM's readiness).
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::paths::DataDir;
+use crate::state::{Store, VmRecord};
+use crate::vmname::VmName;
+
+use super::owner::UnitOwner;
+use super::{Notify, Runners, UnitManager, VmError, Vms};
+
+/// What autostart did with one VM (`--json`: stable keys).
+#[derive(Debug, Serialize)]
+pub struct AutostartResult {
+    pub name: String,
+    /// `started`, `already_running` or `failed`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The VMs of `data_dir` flagged for autostart (none when nothing was
+/// ever defined there).
+pub fn flagged(data_dir: &DataDir) -> Result<Vec<VmRecord>, VmError> {
+    Ok(match Store::open_read_only(&data_dir.db_path())? {
+        Some(s) => s.list_vms()?.into_iter().filter(|r| r.autostart).collect(),
+        None => Vec::new(),
+    })
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Starts each of `records` that is not running, concurrently.
+    pub async fn autostart(
+        &self,
+        records: &[VmRecord],
+        timeout: Duration,
+        notify: Notify<'_>,
+    ) -> Vec<AutostartResult> {
+        join_all(records.iter().map(|r| async move {
+            let (result, error) = match self.autostart_one(&r.name, timeout, notify).await {
+                Ok(true) => ("started", None),
+                Ok(false) => ("already_running", None),
+                Err(e) => ("failed", Some(e.to_string())),
+            };
+            AutostartResult {
+                name: r.name.clone(),
+                result,
+                error,
+            }
+        }))
+        .await
+    }
+
+    /// `Ok(false)`: already running.
+    async fn autostart_one(
+        &self,
+        name: &str,
+        timeout: Duration,
+        notify: Notify<'_>,
+    ) -> Result<bool, VmError> {
+        let vm = VmName::new(name)?;
+        // (A live unit of another data directory makes the start fail with
+        // a message that says so.)
+        if let UnitOwner::Ours(st) = UnitOwner::of(&self.units, &vm, self.data_dir.path()).await? {
+            if st.vm_state().is_live() {
+                return Ok(false);
+            }
+        }
+        // Under the VM's lock, with the definition as it is now (an `rm`
+        // may have come since the listing).
+        let _lock = self.lock(name, timeout)?;
+        let (_, rec) = self.record(name)?;
+        self.start_record(&vm, &rec, timeout, notify).await?;
+        Ok(true)
+    }
+}

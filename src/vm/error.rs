@@ -1,0 +1,116 @@
+//! The vm layer's error: one enum wrapping the lower layers' errors, plus
+//! the lifecycle's own refusals. Front ends map it to what they show (the
+//! CLI: `cli/exit.rs`, message and exit code).
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::ipc::IpcError;
+use crate::paths::PathError;
+use crate::state::{LockError, StateError};
+use crate::storage::StorageError;
+use crate::systemd::SystemdError;
+use crate::vmname::{InvalidName, VmName};
+
+use super::owner::OwnerError;
+use super::provision::UndoNote;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("no VM named '{name}' in {} (see `maqet ls`, or define it with `maqet add`)", data_dir.display())]
+    NoSuchVm { name: String, data_dir: PathBuf },
+    #[error("VM '{vm}' is already running (see `maqet status {vm}`)")]
+    AlreadyRunning { vm: VmName },
+    /// The runner failed before it was ready; `log` is what it logged.
+    #[error("VM '{vm}' failed to start: {reason}{}\n(full log: maqet logs {vm}; unit: systemctl --user status {unit})", log.iter().map(|l| format!("\n  {l}")).collect::<String>())]
+    StartFailed {
+        vm: VmName,
+        unit: String,
+        reason: String,
+        log: Vec<String>,
+    },
+    /// Not ready in time; the unit was stopped again.
+    #[error("{source}; the VM was stopped again (see `maqet logs {vm}`)")]
+    StartTimeout { vm: VmName, source: SystemdError },
+    /// A failed start (or storage step), with what undoing it did.
+    #[error("{error}{undo}")]
+    Undone { error: Box<VmError>, undo: UndoNote },
+    #[error("cannot find maqet-runner next to {} (install both binaries together, or set MAQET_RUNNER)", exe.display())]
+    NoRunner { exe: PathBuf },
+    #[error("the stored configuration of '{vm}' no longer validates: {source} (fix it with `maqet apply`)")]
+    StoredConfig {
+        vm: String,
+        source: Box<ConfigError>,
+    },
+    #[error(
+        "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
+    )]
+    RunningNeedsForce { vm: VmName },
+    #[error("--delete-file {}: not a disk image of VM '{vm}' (its disks: {}); maqet only deletes a VM's own disks", path.display(), list_or_none(disks))]
+    NotADisk {
+        vm: VmName,
+        path: PathBuf,
+        disks: Vec<PathBuf>,
+    },
+    /// Which files running VMs use is unknown, so nothing may be deleted.
+    #[error("cannot tell which files running VMs use ({0}); nothing was deleted")]
+    UsageUnknown(SystemdError),
+    #[error("VM '{vm}' was not removed:{}", failures.iter().map(|f| format!("\n  {f}")).collect::<String>())]
+    NotRemoved {
+        vm: VmName,
+        failures: Vec<RemoveFailure>,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Ipc(#[from] IpcError),
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    /// Guest provisioning (base digests, cloud-init seed, ports).
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl VmError {
+    /// The error underneath any undo note.
+    pub fn root(&self) -> &VmError {
+        match self {
+            VmError::Undone { error, .. } => error.root(),
+            e => e,
+        }
+    }
+}
+
+/// One file `rm` could not delete.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveFailure {
+    #[error("cannot delete {}: {error}", path.display())]
+    Delete { path: PathBuf, error: String },
+    #[error("not deleting {}: {user}", path.display())]
+    InUse { path: PathBuf, user: String },
+}
+
+fn list_or_none(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
+    }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

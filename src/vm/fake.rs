@@ -1,0 +1,165 @@
+//! Test doubles for the vm layer: a user manager and runners that record
+//! every call and answer from a script. They model only what the lifecycle
+//! relies on (a unit's state changes when it is started or stopped).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::ipc::StopOutcome;
+use crate::systemd::properties::description;
+use crate::systemd::proxies::UnitListEntry;
+use crate::systemd::{SystemdError, UnitStatus, VmUnitSpec};
+use crate::vmname::VmName;
+
+use super::{Runners, UnitManager, VmError};
+
+/// A unit of `vm` in `active_state`/`sub_state`, owned by `data_dir`.
+pub fn unit(vm: &VmName, data_dir: &Path, active: &str, sub: &str) -> UnitStatus {
+    UnitStatus {
+        unit: vm.service_unit(),
+        load_state: "loaded".into(),
+        active_state: active.into(),
+        sub_state: sub.into(),
+        description: description(vm, data_dir),
+        result: "success".into(),
+        main_pid: 4242,
+        exec_main_pid: 4242,
+        ..Default::default()
+    }
+}
+
+#[derive(Default)]
+pub struct FakeUnits {
+    /// Every call, as `Method unit`.
+    pub calls: RefCell<Vec<String>>,
+    /// The service unit's state (`None`: not loaded).
+    pub status: RefCell<Option<UnitStatus>>,
+    /// What `start_vm` returns (default: ready).
+    pub start: RefCell<Option<SystemdError>>,
+    /// What the next `wait_until_down` calls return (default: the unit
+    /// went down cleanly).
+    pub down: RefCell<VecDeque<Result<(), SystemdError>>>,
+}
+
+impl FakeUnits {
+    fn call(&self, what: String) {
+        self.calls.borrow_mut().push(what);
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+    pub fn called(&self, method: &str) -> bool {
+        self.calls.borrow().iter().any(|c| c.starts_with(method))
+    }
+    fn set_active(&self, active: &str, sub: &str) {
+        if let Some(s) = self.status.borrow_mut().as_mut() {
+            s.active_state = active.into();
+            s.sub_state = sub.into();
+        }
+    }
+}
+
+impl UnitManager for FakeUnits {
+    async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        self.call(format!("GetUnit {unit}"));
+        Ok(self.status.borrow().clone().filter(|s| s.unit == unit))
+    }
+    async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
+        self.call(format!(
+            "StartTransientUnit {} {timeout:?}",
+            spec.vm.service_unit()
+        ));
+        match self.start.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => {
+                *self.status.borrow_mut() =
+                    Some(unit(&spec.vm, &spec.data_dir, "active", "running"));
+                Ok(())
+            }
+        }
+    }
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.call(format!("StopUnit {unit}"));
+        Ok(())
+    }
+    async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        self.call(format!("KillUnit {unit} {signal}"));
+        self.set_active("failed", "failed");
+        Ok(())
+    }
+    async fn reset_failed(&self, unit: &str) {
+        self.call(format!("ResetFailedUnit {unit}"));
+    }
+    async fn wait_until_down(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.call(format!("wait down {unit} {timeout:?}"));
+        self.down.borrow_mut().pop_front().unwrap_or(Ok(()))?;
+        if self
+            .status
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.active_state != "failed")
+        {
+            self.set_active("inactive", "dead");
+        }
+        Ok(self.status.borrow().clone())
+    }
+    async fn wait_until_settled(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.call(format!("wait settled {unit} {timeout:?}"));
+        Ok(self.status.borrow().clone())
+    }
+    async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.call(format!("wait stopping {unit} {timeout:?}"));
+        self.set_active("deactivating", "stop-sigterm");
+        Ok(self.status.borrow().clone())
+    }
+    async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError> {
+        self.call(format!("ListUnitsByPatterns {}", patterns.join(" ")));
+        // Only live units' processes are asked for; this fake runs no QEMU.
+        Ok(Vec::new())
+    }
+    async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError> {
+        self.call(format!("GetUnitProcesses {unit}"));
+        Ok(Vec::new())
+    }
+    fn runner_problems(&self, _vm: &VmName, pid: u32, _max: usize) -> Vec<String> {
+        vec![format!("qemu (runner {pid}): could not open disk")]
+    }
+}
+
+/// Runners that answer `stop` from a script.
+#[derive(Default)]
+pub struct FakeRunners {
+    pub calls: RefCell<Vec<String>>,
+    /// `None`: unreachable (the caller falls back to systemd).
+    pub answer: RefCell<Option<StopOutcome>>,
+}
+
+impl Runners for FakeRunners {
+    async fn stop(
+        &self,
+        vm: &VmName,
+        _data_dir: &Path,
+        timeout: Option<Duration>,
+        force: bool,
+        _wait: Duration,
+    ) -> Result<Option<StopOutcome>, VmError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("stop {vm} timeout={timeout:?} force={force}"));
+        Ok(*self.answer.borrow())
+    }
+}

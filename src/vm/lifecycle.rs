@@ -1,0 +1,291 @@
+//! A VM's life: start (storage → unit → ready, undone on failure), stop
+//! (through the runner, else through systemd; `timeout` bounds every path),
+//! restart. The caller holds no lock; `start` takes the VM's start/rm lock
+//! itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{ConfigDocument, VmConfig};
+use crate::paths;
+use crate::state::VmRecord;
+use crate::storage::Provisioned;
+use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
+use crate::vmname::VmName;
+
+pub use crate::ipc::StopOutcome;
+
+use super::owner::{live_unit, OwnerError};
+use super::runners::Runners;
+use super::{Notify, UnitManager, VmError, Vms};
+
+/// Margin on top of the guest's shutdown timeout for `quit` and SIGKILL.
+pub const STOP_MARGIN: Duration = Duration::from_secs(15);
+/// systemd kills a runner that has not pinged within this interval.
+const WATCHDOG: Duration = Duration::from_secs(10);
+/// How long a failed or timed-out start waits for its unit to go again.
+const UNDO_WAIT: Duration = Duration::from_secs(60);
+
+/// The runner binary: `MAQET_RUNNER`, else beside this executable.
+pub fn runner_path() -> Result<PathBuf, VmError> {
+    if let Some(p) = std::env::var_os("MAQET_RUNNER") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("maqet-runner");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(VmError::NoRunner { exe })
+    }
+}
+
+/// How long the runner may take to answer a stop: the guest may take
+/// `timeout` (or its shutdown_timeout, at most 300 s), then `quit`/SIGKILL.
+pub fn runner_wait(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(Duration::from_secs(300)) + STOP_MARGIN + Duration::from_secs(10)
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// The unit pair's properties for starting `vm` with `cfg`.
+    pub fn unit_spec(
+        &self,
+        vm: &VmName,
+        cfg: &VmConfig,
+        start_timeout: Duration,
+    ) -> Result<VmUnitSpec, VmError> {
+        Ok(VmUnitSpec {
+            vm: vm.clone(),
+            data_dir: self.data_dir.path().to_path_buf(),
+            runner: match &self.runner {
+                Some(r) => r.clone(),
+                None => runner_path()?,
+            },
+            socket_path: match &self.socket_dir {
+                Some(d) => d.join(format!("{vm}.sock")),
+                None => paths::socket_path(vm)?,
+            },
+            start_timeout,
+            stop_timeout: Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN,
+            watchdog: WATCHDOG,
+            restart: cfg
+                .restart_policy()
+                .map(|(restart, delay)| RestartPolicy { restart, delay }),
+            resources: cfg.resource_limits().unwrap_or_default(),
+            log_filter: self.log_filter.clone(),
+            // Helper units (swtpm), created in the same call as the pair.
+            companions: crate::companion::for_vm(
+                vm,
+                cfg,
+                &self.disk_dir(vm),
+                &match &self.socket_dir {
+                    Some(d) => d.join(vm.as_str()),
+                    None => paths::vm_runtime_dir(vm)?,
+                },
+            ),
+        })
+    }
+
+    /// Whether this data directory's `vm` runs; another data directory's
+    /// live VM of that name is an error.
+    pub async fn is_running(&self, vm: &VmName) -> Result<bool, VmError> {
+        Ok(live_unit(&self.units, vm, self.data_dir.path())
+            .await?
+            .is_some())
+    }
+
+    /// `maqet start NAME`: under the VM's lock, with the definition as it
+    /// is then (an `rm` either finished before or waits for this start).
+    pub async fn start(
+        &self,
+        name: &str,
+        timeout: Duration,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        // An unknown VM is "no such VM" without touching the data directory.
+        self.record(name)?;
+        let _lock = self.lock(name, timeout + STOP_MARGIN)?;
+        let (vm, record) = self.record(name)?;
+        self.start_record(&vm, &record, timeout, notify).await
+    }
+
+    /// Starts a stored VM and waits until it is ready (or failed). The
+    /// caller holds the VM's lock and read `record` under it.
+    pub async fn start_record(
+        &self,
+        vm: &VmName,
+        record: &VmRecord,
+        timeout: Duration,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        // Revalidate: the binary or a disk may have gone since `add`.
+        let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
+        let spec = self.unit_spec(vm, &cfg, timeout)?;
+        if self.is_running(vm).await? {
+            return Err(self.already_running(vm).await);
+        }
+        // Base digests, the cloud-init seed and the ports of this run (a
+        // taken port is a conflict), before anything is created.
+        crate::provision::prepare(&self.data_dir, vm, &cfg)?;
+        // Disks exist before the unit does; a failed start removes them again.
+        let store = self.store()?;
+        let mut provisioned = Provisioned::default();
+        if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
+            return Err(self.undone(vm, provisioned, &store, e).await);
+        }
+        let started = self.units.start_vm(&spec, timeout).await;
+        // The unit is the winner's then: never stop it.
+        let lost_race = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
+        let error = match started {
+            Ok(()) => return Ok(()),
+            Err(SystemdError::AlreadyRunning { unit }) => {
+                // Lost a race with another start of this name (maybe from
+                // another data directory). Once the winner is up, its QEMU
+                // shows which files it uses; what this start made and the
+                // winner does not use goes, and no record of it stays.
+                let _ = self.units.wait_until_settled(&unit, timeout).await;
+                self.already_running(vm).await
+            }
+            Err(SystemdError::Failed { unit, status }) => VmError::StartFailed {
+                vm: vm.clone(),
+                unit,
+                reason: status.failure_reason(),
+                log: self.units.runner_problems(vm, status.exec_main_pid, 12),
+            },
+            Err(source @ SystemdError::Timeout { .. }) => {
+                // Leave nothing half-started behind.
+                self.stop_and_wait(vm).await;
+                VmError::StartTimeout {
+                    vm: vm.clone(),
+                    source,
+                }
+            }
+            Err(e) => e.into(),
+        };
+        if cfg.restart_policy().is_some() && !lost_race {
+            // systemd may be about to restart it; it must not find its
+            // disks gone.
+            self.stop_and_wait(vm).await;
+        }
+        Err(self.undone(vm, provisioned, &store, error).await)
+    }
+
+    /// Best effort: the unit stopped, for an undo.
+    async fn stop_and_wait(&self, vm: &VmName) {
+        let _ = self.units.stop_unit(&vm.service_unit()).await;
+        let _ = self
+            .units
+            .wait_until_down(&vm.service_unit(), UNDO_WAIT)
+            .await;
+    }
+
+    async fn already_running(&self, vm: &VmName) -> VmError {
+        match live_unit(&self.units, vm, self.data_dir.path()).await {
+            Err(e @ OwnerError::OtherDataDir { .. }) => e.into(),
+            _ => VmError::AlreadyRunning { vm: vm.clone() },
+        }
+    }
+
+    /// Stops this data directory's running VM; `Ok(None)` when it was not
+    /// running; refuses another data directory's VM of the same name.
+    ///
+    /// `timeout` (the guest's time to power off) holds on every path: the
+    /// runner is given it over IPC; without a reachable runner systemd's
+    /// stop job is given that long before the unit is killed.
+    pub async fn stop(
+        &self,
+        vm: &VmName,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> Result<Option<StopOutcome>, VmError> {
+        let unit = vm.service_unit();
+        let Some(st) = live_unit(&self.units, vm, self.data_dir.path()).await? else {
+            return Ok(None);
+        };
+        if st.is_auto_restart() {
+            // No runner and no guest: a stop job cancels the pending
+            // restart at once, so there is nothing for `timeout` to bound.
+            self.units.stop_unit(&unit).await?;
+            self.units.wait_until_down(&unit, STOP_MARGIN).await?;
+            self.reset_failed(vm).await;
+            return Ok(Some(StopOutcome::AlreadyStopped));
+        }
+        let wait = runner_wait(timeout);
+        let outcome = match tokio::time::timeout(
+            wait,
+            self.runners
+                .stop(vm, self.data_dir.path(), timeout, force, wait),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            // A runner that accepts but never answers must not hold `stop`
+            // forever.
+            Err(_) => {
+                tracing::warn!("runner did not complete the stop within {wait:?}; asking systemd");
+                None
+            }
+        };
+        let mut killed = force;
+        if outcome.is_none() {
+            // Through a stop job in either case: a unit that merely dies
+            // (e.g. to a KillUnit alone) would be restarted by its restart
+            // policy.
+            self.units.stop_unit(&unit).await?;
+            if force {
+                self.units.wait_until_stopping(&unit, STOP_MARGIN).await?;
+                self.units.kill(&unit, libc::SIGKILL).await?;
+            } else if let Some(t) = timeout {
+                // The runner powers the guest down on SIGTERM but only
+                // knows the VM's shutdown_timeout; `timeout` is enforced here.
+                match self.units.wait_until_down(&unit, t).await {
+                    Ok(_) => {}
+                    Err(SystemdError::Timeout { .. }) => {
+                        tracing::warn!("guest still up after {t:?}; killing the unit");
+                        self.units.kill(&unit, libc::SIGKILL).await?;
+                        killed = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let down_wait = match (outcome, timeout) {
+            (Some(_), _) => Duration::from_secs(30),
+            (None, Some(_)) => STOP_MARGIN,
+            (None, None) => runner_wait(None),
+        };
+        let last = self.units.wait_until_down(&unit, down_wait).await?;
+        if killed {
+            // A SIGKILLed unit is "failed" only because we asked for it.
+            self.reset_failed(vm).await;
+        }
+        Ok(Some(outcome.unwrap_or(match last {
+            Some(s) if s.result == "success" && !killed => StopOutcome::Powerdown,
+            _ => StopOutcome::Killed,
+        })))
+    }
+
+    /// Connects to this data directory's running `vm`'s runner (checked
+    /// to be ours).
+    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, VmError> {
+        Ok(super::owner::connect_runner(&self.units, vm, self.data_dir.path()).await?)
+    }
+
+    /// Forgets the VM's failed units.
+    pub async fn reset_failed(&self, vm: &VmName) {
+        self.units.reset_failed(&vm.service_unit()).await;
+        self.units.reset_failed(&vm.socket_unit()).await;
+    }
+
+    /// `maqet restart`: stop (if running), then start.
+    pub async fn restart(
+        &self,
+        name: &str,
+        timeout: Duration,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        let (vm, _) = self.record(name)?;
+        self.stop(&vm, None, false).await?;
+        self.start(name, timeout, notify).await
+    }
+}

@@ -1,0 +1,135 @@
+//! Storage for a start, and its undo: what a start creates before its
+//! unit exists, and what a failed (or lost) start deletes again.
+
+use std::path::PathBuf;
+
+use crate::config::VmConfig;
+use crate::state::Store;
+use crate::storage::{self as st, Provisioned, Undone};
+use crate::vmname::VmName;
+
+use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
+
+/// What undoing a start did, for the end of its error message.
+#[derive(Debug, Default)]
+pub enum UndoNote {
+    /// The start had created nothing.
+    #[default]
+    Nothing,
+    Done(Undone),
+    /// Nothing deleted: who uses the files is unknown, so their records
+    /// stay for a later `rm --delete-storage` to decide.
+    KeptAll {
+        paths: Vec<PathBuf>,
+        why: Box<VmError>,
+    },
+}
+
+impl std::fmt::Display for UndoNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |ps: &mut dyn Iterator<Item = &PathBuf>| {
+            ps.map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            UndoNote::Nothing => Ok(()),
+            UndoNote::KeptAll { paths, why } => write!(
+                f,
+                "\n(kept what this start created: {}; {why})",
+                list(&mut paths.iter())
+            ),
+            UndoNote::Done(u) => {
+                if !u.removed.is_empty() {
+                    write!(
+                        f,
+                        "\n(removed what this start created: {})",
+                        list(&mut u.removed.iter())
+                    )?;
+                }
+                for (p, why) in &u.kept {
+                    write!(f, "\n(kept {}, which this start created: {why}; it is no longer recorded as created by maqet)", p.display())?;
+                }
+                for p in &u.problems {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Creates what the VM's storage needs, announcing each file; `done`
+    /// collects it for an undo.
+    pub fn provision(
+        &self,
+        vm: &VmName,
+        cfg: &VmConfig,
+        store: &Store,
+        done: &mut Provisioned,
+        notify: Notify,
+    ) -> Result<(), VmError> {
+        let before = done.created.len();
+        let disk_dir = self.disk_dir(vm);
+        let mut r = st::provision(vm.as_str(), cfg, &disk_dir, store, done);
+        // The VM's NVRAM copy and TPM state directory.
+        if r.is_ok() {
+            r = crate::companion::provision_state(vm.as_str(), cfg, &disk_dir, store, done);
+        }
+        for c in &done.created[before..] {
+            notify(Notice::Created {
+                path: c.path.clone(),
+                what: c.what.clone(),
+            });
+        }
+        Ok(r?)
+    }
+
+    /// Undoes what a failed (or lost) start created: deletes what no VM
+    /// uses (running VMs of any data directory included) and forgets every
+    /// record.
+    pub async fn undo(&self, vm: &VmName, done: Provisioned, store: &Store) -> UndoNote {
+        if done.created.is_empty() {
+            return UndoNote::Nothing;
+        }
+        match self.references(store, Some(vm)).await {
+            Ok(refs) => UndoNote::Done(done.undo(vm.as_str(), store, &refs)),
+            Err(why) => UndoNote::KeptAll {
+                paths: done.created.into_iter().map(|c| c.path).collect(),
+                why: Box::new(why),
+            },
+        }
+    }
+
+    /// `error`, with the undo of `done` said after it.
+    pub async fn undone(
+        &self,
+        vm: &VmName,
+        done: Provisioned,
+        store: &Store,
+        error: VmError,
+    ) -> VmError {
+        match self.undo(vm, done, store).await {
+            UndoNote::Nothing => error,
+            undo => VmError::Undone {
+                error: Box::new(error),
+                undo,
+            },
+        }
+    }
+
+    /// `maqet storage create`: what a start would create, made now.
+    pub async fn create_storage(
+        &self,
+        vm: &VmName,
+        cfg: &VmConfig,
+    ) -> Result<Provisioned, VmError> {
+        let store = self.store()?;
+        let mut done = Provisioned::default();
+        if let Err(e) = st::provision(vm.as_str(), cfg, &self.disk_dir(vm), &store, &mut done) {
+            return Err(self.undone(vm, done, &store, e.into()).await);
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,112 @@
+//! The one request the lifecycle makes of a VM's runner, as a trait: the
+//! real one goes over the control socket; the vm layer's tests script it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::ipc::{ErrorKind, IpcClient, IpcError, StopOutcome};
+use crate::paths;
+use crate::storage::live::QmpExec;
+use crate::storage::StorageError;
+use crate::vmname::VmName;
+
+use super::owner::{verify_runner, OwnerError};
+use super::VmError;
+
+#[allow(async_fn_in_trait)] // awaited on the caller's task; see units.rs
+pub trait Runners {
+    /// Asks `vm`'s runner to stop the VM; `Ok(None)` when it cannot be
+    /// reached or did not complete (the caller falls back to systemd). A
+    /// runner of another data directory is refused, never stopped.
+    async fn stop(
+        &self,
+        vm: &VmName,
+        data_dir: &Path,
+        timeout: Option<Duration>,
+        force: bool,
+        wait: Duration,
+    ) -> Result<Option<StopOutcome>, VmError>;
+}
+
+/// The runners behind the control sockets.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IpcRunners;
+
+impl Runners for IpcRunners {
+    async fn stop(
+        &self,
+        vm: &VmName,
+        data_dir: &Path,
+        timeout: Option<Duration>,
+        force: bool,
+        wait: Duration,
+    ) -> Result<Option<StopOutcome>, VmError> {
+        let socket = paths::socket_path(vm)?;
+        let mut c = match IpcClient::connect(&socket).await {
+            Ok(c) => c,
+            Err(IpcError::NotRunning { .. }) if !socket.exists() => {
+                tracing::warn!(
+                    "the control socket {} is missing; stopping through systemd",
+                    socket.display()
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!("cannot reach the runner ({e}); asking systemd");
+                return Ok(None);
+            }
+        };
+        match verify_runner(&mut c, vm, data_dir).await {
+            Ok(()) => {}
+            Err(e @ OwnerError::OtherDataDir { .. }) => return Err(e.into()),
+            // The unit's description said ours; a runner that cannot
+            // answer `status` is stopped through systemd.
+            Err(e) => {
+                tracing::warn!("the runner did not answer status ({e}); asking systemd");
+                return Ok(None);
+            }
+        }
+        // The runner answers once QEMU is gone; the guest may take `timeout`.
+        match c.stop(timeout, force, wait).await {
+            Ok(r) => Ok(Some(r.outcome)),
+            Err(IpcError::Closed) => Ok(None),
+            // The runner is fine and said no: asking systemd instead would
+            // stop the VM with a timeout the user did not ask for.
+            Err(e @ IpcError::Remote(_)) if e.remote_kind() == Some(ErrorKind::BadRequest) => {
+                Err(e.into())
+            }
+            Err(e) => {
+                tracing::warn!("runner did not complete the stop ({e}); asking systemd");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Storage's live operations reach QEMU through the runner's `qmp`.
+impl QmpExec for IpcClient {
+    fn execute(
+        &mut self,
+        command: &str,
+        arguments: Value,
+    ) -> impl std::future::Future<Output = Result<Value, StorageError>> {
+        let command = command.to_string();
+        async move {
+            // No client-side timeout: the runner bounds each QMP command and
+            // says so, which keeps request and reply ids in step.
+            let reply = self.qmp(&command, Some(arguments)).await;
+            reply.map_err(|e| match e {
+                IpcError::Remote(b) if b.kind == ErrorKind::Qmp => StorageError::Qmp {
+                    command,
+                    message: b.message,
+                },
+                IpcError::Remote(b) if b.kind == ErrorKind::Timeout => {
+                    StorageError::QmpTimeout { command }
+                }
+                other => StorageError::Runner(other.to_string()),
+            })
+        }
+    }
+}

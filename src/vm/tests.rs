@@ -1,0 +1,324 @@
+//! The lifecycle through a fake user manager and fake runners: which
+//! systemd calls each path makes, what a failed start undoes, and what is
+//! refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::exit::{code, CliError};
+use crate::paths::DataDir;
+use crate::state::NewVm;
+use crate::storage::Provisioned;
+use crate::systemd::{SystemdError, UnitStatus};
+use crate::vmname::VmName;
+
+use super::fake::{unit, FakeRunners, FakeUnits};
+use super::notice::quiet;
+use super::remove::RemoveOptions;
+use super::{Notice, OwnerError, StopOutcome, VmError, Vms};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Case {
+    _dir: tempfile::TempDir,
+    vms: Vms<FakeUnits, FakeRunners>,
+    vm: VmName,
+}
+
+/// A data directory with VM `web` (a raw disk a start creates).
+fn case() -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::resolve(Some(dir.path())).unwrap();
+    let vms = Vms {
+        data_dir: data,
+        units: FakeUnits::default(),
+        runners: FakeRunners::default(),
+        log_filter: None,
+        runner: Some(PathBuf::from("/bin/true")),
+        socket_dir: Some(dir.path().join("run")),
+    };
+    let yaml = "binary: /bin/sh\nstorage:\n  - {name: d, type: raw, size: 64K}\n";
+    let doc = crate::config::ConfigDocument::from_yaml_str(yaml, "web.yaml", dir.path()).unwrap();
+    vms.store()
+        .unwrap()
+        .insert_vm(&NewVm {
+            name: "web".into(),
+            config: doc.to_json(),
+            sources: vec![],
+            autostart: false,
+        })
+        .unwrap();
+    Case {
+        vm: VmName::new("web").unwrap(),
+        vms,
+        _dir: dir,
+    }
+}
+
+impl Case {
+    fn disk(&self) -> PathBuf {
+        self.vms.disk_dir(&self.vm).join("d.raw")
+    }
+    fn set(&self, st: Option<UnitStatus>) {
+        *self.vms.units.status.borrow_mut() = st;
+    }
+    fn ours(&self, active: &str, sub: &str) -> UnitStatus {
+        unit(&self.vm, self.vms.data_dir.path(), active, sub)
+    }
+    fn start_error(&self, e: SystemdError) {
+        *self.vms.units.start.borrow_mut() = Some(e);
+    }
+    fn runner_calls(&self) -> Vec<String> {
+        self.vms.runners.calls.borrow().clone()
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_start_creates_the_disk_then_the_unit() {
+    let c = case();
+    let seen = std::cell::RefCell::new(Vec::new());
+    run(c.vms.start("web", T, &|n| seen.borrow_mut().push(n))).unwrap();
+    assert!(c.disk().exists());
+    assert!(
+        seen.borrow()
+            .iter()
+            .any(|n| matches!(n, Notice::Created { path, .. } if path.ends_with("d.raw"))),
+        "{:?}",
+        seen.borrow()
+    );
+    let calls = c.vms.units.calls();
+    assert_eq!(
+        calls.last().unwrap(),
+        "StartTransientUnit maqet-vm@web.service 30s"
+    );
+    assert!(!c.vms.units.called("StopUnit"), "{calls:?}");
+}
+
+#[test]
+fn a_failed_start_quotes_the_runner_and_removes_what_it_created() {
+    let c = case();
+    let mut st = c.ours("failed", "failed");
+    st.result = "exit-code".into();
+    st.exec_main_pid = 77;
+    c.start_error(SystemdError::Failed {
+        unit: c.vm.service_unit(),
+        status: Box::new(st),
+    });
+    let e = run(c.vms.start("web", T, &quiet)).unwrap_err();
+    assert!(matches!(e.root(), VmError::StartFailed { log, .. } if log[0].contains("runner 77")));
+    let cli = CliError::from(e);
+    assert_eq!(cli.code, code::FAILURE);
+    assert!(
+        cli.message.starts_with("VM 'web' failed to start"),
+        "{}",
+        cli.message
+    );
+    assert!(cli
+        .message
+        .contains("\n  qemu (runner 77): could not open disk"));
+    assert!(
+        cli.message.contains("(removed what this start created: ") && cli.message.contains("d.raw"),
+        "{}",
+        cli.message
+    );
+    assert!(!c.disk().exists());
+    // No restart policy: nothing to stop.
+    assert!(!c.vms.units.called("StopUnit"));
+    let store = c.vms.store().unwrap();
+    assert!(store.created_files("web").unwrap().is_empty());
+}
+
+#[test]
+fn a_start_that_times_out_stops_the_unit_again() {
+    let c = case();
+    c.start_error(SystemdError::Timeout {
+        unit: c.vm.service_unit(),
+        what: "become ready",
+        waited: T,
+    });
+    let cli = CliError::from(run(c.vms.start("web", T, &quiet)).unwrap_err());
+    assert_eq!(cli.code, code::TIMEOUT);
+    assert!(
+        cli.message.contains("the VM was stopped again"),
+        "{}",
+        cli.message
+    );
+    let calls = c.vms.units.calls();
+    assert!(
+        calls.contains(&"StopUnit maqet-vm@web.service".to_string()),
+        "{calls:?}"
+    );
+    assert!(!c.disk().exists());
+}
+
+#[test]
+fn a_lost_race_waits_for_the_winner_and_never_stops_it() {
+    let c = case();
+    c.start_error(SystemdError::AlreadyRunning {
+        unit: c.vm.service_unit(),
+    });
+    let units = &c.vms.units;
+    let cli = CliError::from(run(c.vms.start("web", T, &quiet)).unwrap_err());
+    assert_eq!(cli.code, code::CONFLICT);
+    assert!(
+        cli.message.starts_with("VM 'web' is already running"),
+        "{}",
+        cli.message
+    );
+    assert!(units.called("wait settled maqet-vm@web.service"));
+    assert!(!units.called("StopUnit"), "{:?}", units.calls());
+    assert!(!c.disk().exists(), "the loser's disk is removed");
+}
+
+#[test]
+fn another_data_directory_s_live_vm_is_neither_started_nor_stopped() {
+    let c = case();
+    let other = unit(&c.vm, Path::new("/srv/other"), "active", "running");
+    c.set(Some(other));
+    let e = run(c.vms.start("web", T, &quiet)).unwrap_err();
+    assert!(
+        matches!(e, VmError::Owner(OwnerError::OtherDataDir { .. })),
+        "{e:?}"
+    );
+    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert!(!c.vms.units.called("StartTransientUnit"));
+    assert!(!c.disk().exists());
+
+    let e = run(c.vms.stop(&c.vm, Some(T), true)).unwrap_err();
+    assert!(
+        matches!(e, VmError::Owner(OwnerError::OtherDataDir { .. })),
+        "{e:?}"
+    );
+    let e = run(c.vms.remove(
+        "web",
+        &RemoveOptions {
+            force: true,
+            ..Default::default()
+        },
+        &quiet,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(e, VmError::Owner(OwnerError::OtherDataDir { .. })),
+        "{e:?}"
+    );
+    for m in ["StopUnit", "KillUnit", "ResetFailedUnit"] {
+        assert!(!c.vms.units.called(m), "{m}: {:?}", c.vms.units.calls());
+    }
+    assert!(c.runner_calls().is_empty());
+    assert!(c.vms.record("web").is_ok(), "still defined");
+}
+
+#[test]
+fn a_stop_the_runner_answers_needs_no_stop_job() {
+    let c = case();
+    c.set(Some(c.ours("active", "running")));
+    *c.vms.runners.answer.borrow_mut() = Some(StopOutcome::Quit);
+    let out = run(c.vms.stop(&c.vm, Some(Duration::from_secs(5)), false)).unwrap();
+    assert_eq!(out, Some(StopOutcome::Quit));
+    assert_eq!(c.runner_calls(), ["stop web timeout=Some(5s) force=false"]);
+    assert!(!c.vms.units.called("StopUnit"));
+    assert!(c.vms.units.called("wait down maqet-vm@web.service"));
+}
+
+#[test]
+fn without_a_runner_the_timeout_bounds_the_stop_job_then_the_unit_is_killed() {
+    let c = case();
+    c.set(Some(c.ours("active", "running")));
+    let t = Duration::from_secs(3);
+    c.vms
+        .units
+        .down
+        .borrow_mut()
+        .push_back(Err(SystemdError::Timeout {
+            unit: c.vm.service_unit(),
+            what: "stop",
+            waited: t,
+        }));
+    let out = run(c.vms.stop(&c.vm, Some(t), false)).unwrap();
+    assert_eq!(out, Some(StopOutcome::Killed));
+    let calls = c.vms.units.calls();
+    let at = |m: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with(m))
+            .unwrap_or_else(|| panic!("{m}: {calls:?}"))
+    };
+    assert!(at("StopUnit") < at("wait down maqet-vm@web.service 3s"));
+    assert!(at("wait down maqet-vm@web.service 3s") < at("KillUnit maqet-vm@web.service 9"));
+    // Killed on purpose: not left "failed".
+    assert!(calls.contains(&"ResetFailedUnit maqet-vm@web.service".to_string()));
+    assert!(calls.contains(&"ResetFailedUnit maqet-vm@web.socket".to_string()));
+}
+
+#[test]
+fn without_a_runner_a_guest_that_powers_off_in_time_is_not_killed() {
+    let c = case();
+    c.set(Some(c.ours("active", "running")));
+    let out = run(c.vms.stop(&c.vm, Some(Duration::from_secs(3)), false)).unwrap();
+    assert_eq!(out, Some(StopOutcome::Powerdown));
+    assert!(!c.vms.units.called("KillUnit"));
+}
+
+#[test]
+fn a_pending_restart_is_cancelled_by_a_stop_job_without_the_runner() {
+    let c = case();
+    c.set(Some(c.ours("activating", "auto-restart")));
+    let out = run(c.vms.stop(&c.vm, None, false)).unwrap();
+    assert_eq!(out, Some(StopOutcome::AlreadyStopped));
+    assert!(c.runner_calls().is_empty());
+    assert!(c.vms.units.called("StopUnit maqet-vm@web.service"));
+    assert!(!c.vms.units.called("KillUnit"));
+}
+
+#[test]
+fn a_stopped_vm_is_not_running_and_rm_refuses_a_running_one_without_force() {
+    let c = case();
+    assert_eq!(run(c.vms.stop(&c.vm, None, false)).unwrap(), None);
+    c.set(Some(c.ours("active", "running")));
+    let e = run(c.vms.remove("web", &RemoveOptions::default(), &quiet)).unwrap_err();
+    let cli = CliError::from(e);
+    assert_eq!(cli.code, code::CONFLICT);
+    assert!(
+        cli.message.contains("use `maqet rm --force web`"),
+        "{}",
+        cli.message
+    );
+    assert!(c.runner_calls().is_empty());
+    // --force stops it (killing: no guest to wait for), then forgets it.
+    run(c.vms.remove(
+        "web",
+        &RemoveOptions {
+            force: true,
+            ..Default::default()
+        },
+        &quiet,
+    ))
+    .unwrap();
+    assert_eq!(c.runner_calls(), ["stop web timeout=None force=true"]);
+    assert!(matches!(c.vms.record("web"), Err(VmError::NoSuchVm { .. })));
+}
+
+#[test]
+fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
+    let c = case();
+    let store = c.vms.store().unwrap();
+    let e = run(c.vms.undone(
+        &c.vm,
+        Provisioned::default(),
+        &store,
+        VmError::AlreadyRunning { vm: c.vm.clone() },
+    ));
+    assert_eq!(
+        e.to_string(),
+        "VM 'web' is already running (see `maqet status web`)"
+    );
+}

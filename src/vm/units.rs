@@ -1,0 +1,189 @@
+//! The few systemd calls the vm layer makes, as a trait: the real user
+//! manager (`Systemd`) implements it, and the vm layer's unit tests drive
+//! the lifecycle through a fake that records calls and returns scripted
+//! states. Only what the lifecycle uses is here; views and `doctor` talk to
+//! `Systemd` directly.
+
+use std::time::Duration;
+
+use crate::systemd::proxies::UnitListEntry;
+use crate::systemd::{journal, Systemd, SystemdError, UnitStatus, VmUnitSpec};
+use crate::vmname::VmName;
+
+// `async fn` in a public trait warns that callers cannot demand `Send`
+// futures; the vm layer awaits these on the caller's task (never spawns
+// them), so no bound is needed.
+#[allow(async_fn_in_trait)]
+pub trait UnitManager {
+    /// The unit's state; `None` when systemd has no such unit loaded.
+    async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError>;
+    /// Creates and starts the VM's socket + service pair and waits until
+    /// the runner is ready (or failed, or `timeout`).
+    async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError>;
+    /// Queues a stop job (no wait); a unit that is not loaded is fine.
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError>;
+    async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
+    /// Forgets a failed unit; ignored when not failed or not loaded.
+    async fn reset_failed(&self, unit: &str);
+    async fn wait_until_down(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError>;
+    async fn wait_until_settled(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError>;
+    async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError>;
+    async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError>;
+    /// `(cgroup, pid, command line)` of each of the unit's processes.
+    async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError>;
+    /// The warning-and-worse lines runner `pid` of `vm` logged (the
+    /// journal belongs to systemd; a failed start quotes them).
+    fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String>;
+}
+
+impl UnitManager for Systemd {
+    async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::unit_status(self, unit).await
+    }
+    async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
+        Systemd::start_vm(self, spec, timeout).await
+    }
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        Systemd::stop_unit(self, unit).await
+    }
+    async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        Systemd::kill(self, unit, signal).await
+    }
+    async fn reset_failed(&self, unit: &str) {
+        Systemd::reset_failed(self, unit).await
+    }
+    async fn wait_until_down(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::wait_until_down(self, unit, timeout).await
+    }
+    async fn wait_until_settled(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::wait_until_settled(self, unit, timeout).await
+    }
+    async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::wait_until_stopping(self, unit, timeout).await
+    }
+    async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError> {
+        Systemd::list_units(self, patterns).await
+    }
+    async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError> {
+        Systemd::unit_processes(self, unit).await
+    }
+    fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String> {
+        journal::problems_of_runner(vm, pid, max)
+    }
+}
+
+/// `None` is "no user session": no unit is loaded and none can be made, so
+/// reads say "absent" and anything that would change a unit fails. Lets
+/// commands that work without a session (`storage create`, `apply`,
+/// `snapshot` of a stopped VM) share the vm layer.
+impl<U: UnitManager> UnitManager for Option<U> {
+    async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        match self {
+            Some(u) => u.unit_status(unit).await,
+            None => Ok(None),
+        }
+    }
+    async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
+        match self {
+            Some(u) => u.start_vm(spec, timeout).await,
+            None => Err(no_session("StartTransientUnit", &spec.vm.service_unit())),
+        }
+    }
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        match self {
+            Some(u) => u.stop_unit(unit).await,
+            None => Ok(()),
+        }
+    }
+    async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        match self {
+            Some(u) => u.kill(unit, signal).await,
+            None => Err(no_session("KillUnit", unit)),
+        }
+    }
+    async fn reset_failed(&self, unit: &str) {
+        if let Some(u) = self {
+            u.reset_failed(unit).await
+        }
+    }
+    async fn wait_until_down(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        match self {
+            Some(u) => u.wait_until_down(unit, timeout).await,
+            None => Ok(None),
+        }
+    }
+    async fn wait_until_settled(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        match self {
+            Some(u) => u.wait_until_settled(unit, timeout).await,
+            None => Ok(None),
+        }
+    }
+    async fn wait_until_stopping(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        match self {
+            Some(u) => u.wait_until_stopping(unit, timeout).await,
+            None => Ok(None),
+        }
+    }
+    async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError> {
+        match self {
+            Some(u) => u.list_units(patterns).await,
+            None => Ok(Vec::new()),
+        }
+    }
+    async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError> {
+        match self {
+            Some(u) => u.unit_processes(unit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+    fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String> {
+        match self {
+            Some(u) => u.runner_problems(vm, pid, max),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn no_session(method: &'static str, unit: &str) -> SystemdError {
+    SystemdError::Call {
+        method,
+        unit: unit.to_string(),
+        message: "there is no user session".into(),
+    }
+}
