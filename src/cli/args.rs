@@ -560,7 +560,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
 /// A wait that may be 0 (do not wait).
 fn seconds_or_zero(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v == 0.0 => Ok(Duration::ZERO),
+        Ok(0.0) => Ok(Duration::ZERO),
         _ => seconds(s),
     }
 }

@@ -15,8 +15,6 @@ use crate::systemd::{SystemdError, UnitStatus};
 use super::units::UnitManager;
 use crate::vmname::VmName;
 
-/// Bound on the ownership `status` round trip to a runner.
-
 /// Whose a unit (or runner) is, as seen from one data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {

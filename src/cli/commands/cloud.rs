@@ -108,16 +108,14 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
             .create(dir)
             .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     }
-    if !a.wait.is_zero() {
-        if !crate::ssh::wait_for_banner(port, a.wait) {
-            return Err(CliError::new(
-                code::TIMEOUT,
-                format!(
-                    "VM '{vm}': no ssh server answered on 127.0.0.1:{port} within {}s (is sshd running in the guest? `maqet console {vm}` shows its boot)",
-                    a.wait.as_secs_f64()
-                ),
-            ));
-        }
+    if !a.wait.is_zero() && !crate::ssh::wait_for_banner(port, a.wait) {
+        return Err(CliError::new(
+            code::TIMEOUT,
+            format!(
+                "VM '{vm}': no ssh server answered on 127.0.0.1:{port} within {}s (is sshd running in the guest? `maqet console {vm}` shows its boot)",
+                a.wait.as_secs_f64()
+            ),
+        ));
     }
     let target = crate::ssh::SshTarget {
         vm: vm.as_str(),
