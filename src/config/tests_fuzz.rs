@@ -128,24 +128,9 @@ const TOKENS: &[&str] = &[
     "../../..",
 ];
 
-const KEYS: &[&str] = &[
-    "name",
-    "binary",
-    "memory",
-    "cpu",
-    "display",
-    "vga",
-    "args",
-    "arguments",
-    "storage",
-    "enable_kvm",
-    "console",
-    "shutdown_timeout",
-    "on_reboot",
-    "restart",
-    "restart_sec",
-    "autostart",
-    "resources",
+/// Keys beyond the top-level ones (`validate::TOP_LEVEL_KEYS`, which the
+/// generator picks from too): option names, storage keys and hostile text.
+const OTHER_KEYS: &[&str] = &[
     "network",
     "device",
     "netdev",
@@ -167,6 +152,14 @@ const KEYS: &[&str] = &[
     "",
     "-x",
 ];
+
+fn pick_key(rng: &mut Rng) -> &'static str {
+    if rng.below(2) == 0 {
+        rng.pick::<&str>(super::validate::TOP_LEVEL_KEYS)
+    } else {
+        rng.pick::<&str>(OTHER_KEYS)
+    }
+}
 
 /// Seeds: the example configs when the reference is beside the crate, and
 /// a few written here that reach every part of the schema.
@@ -246,7 +239,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Json {
         5 | 6 => {
             let mut m = Map::new();
             for _ in 0..rng.below(5) {
-                m.insert(rng.pick(KEYS).to_string(), random_value(rng, depth + 1));
+                m.insert(pick_key(rng).to_string(), random_value(rng, depth + 1));
             }
             Json::Object(m)
         }
@@ -261,7 +254,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Json {
 fn random_config(rng: &mut Rng) -> String {
     let mut m = Map::new();
     for _ in 0..1 + rng.below(6) {
-        m.insert(rng.pick(KEYS).to_string(), random_value(rng, 1));
+        m.insert(pick_key(rng).to_string(), random_value(rng, 1));
     }
     let j = Json::Object(m);
     // Half as maqet's YAML, half as JSON (also YAML), then maybe mutated.
