@@ -35,11 +35,17 @@ pub fn init_cli(level: LevelFilter) {
 /// The runner: the journal when systemd connected our stderr to it
 /// (`JOURNAL_STREAM`), every record tagged `MAQET_VM=NAME`; stderr otherwise.
 pub fn init_runner(vm: &str, level: LevelFilter) {
+    init_journal(vm, "maqet-runner", level)
+}
+
+/// [`init_runner`] under another syslog identifier (a relayed helper's
+/// lines read as `swtpm`, not `maqet-runner`).
+pub fn init_journal(vm: &str, identifier: &str, level: LevelFilter) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(j) = tracing_journald::layer() {
             let j = j
                 .with_field_prefix(None)
-                .with_syslog_identifier("maqet-runner".to_string())
+                .with_syslog_identifier(identifier.to_string())
                 .with_custom_fields([("MAQET_VM", vm.as_bytes())])
                 .with_filter(level);
             let _ = tracing_subscriber::registry().with(j).try_init();

@@ -224,6 +224,34 @@ fn uefi_tpm_vnc_guest() {
     assert_eq!(unit_prop(&tpm_unit, "Slice"), "maqet.slice");
     assert!(unit_prop(&tpm_unit, "LogExtraFields").contains(&format!("MAQET_VM={vm}")));
     assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "BindsTo").contains(&tpm_unit));
+    // swtpm runs under the runner's relay: its journal lines carry the
+    // VM's field (journald ignores LogExtraFields= for user units).
+    wait_until(
+        "swtpm's lines under MAQET_VM",
+        Duration::from_secs(10),
+        || {
+            let o = std::process::Command::new("journalctl")
+                .args([
+                    "--user",
+                    "-o",
+                    "json",
+                    "--no-pager",
+                    "SYSLOG_IDENTIFIER=swtpm",
+                ])
+                .arg(format!("MAQET_VM={vm}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|r| {
+                    r["MESSAGE"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("swtpm started (pid "))
+                        && r["MAQET_SOURCE"] == "swtpm"
+                })
+        },
+    );
     let st = w.status(&vm);
     let helpers: Vec<&str> = st["companions"]
         .as_array()
@@ -291,10 +319,14 @@ fn uefi_tpm_vnc_guest() {
         )
     });
     assert!(vm_dir.join("tpm/tpm2-00.permall").is_file());
-    // `maqet logs` has the helper's end next to the VM's.
+    // `maqet logs` has the helper's end next to the VM's: the relay saw
+    // swtpm killed and exited 128+9, which systemd recorded.
     wait_until("swtpm's end in maqet logs", Duration::from_secs(10), || {
-        w.ok(&["logs", &vm])
-            .contains(&format!("{tpm_unit}: Main process exited, code=killed"))
+        let logs = w.ok(&["logs", &vm]);
+        logs.contains("swtpm was killed by signal 9")
+            && logs.contains(&format!(
+                "{tpm_unit}: Main process exited, code=exited, status=137"
+            ))
     });
 
     // The firmware wrote its variables on the first boot; they stay, the

@@ -14,13 +14,42 @@ use maqet::paths::DataDir;
 use maqet::vmname::VmName;
 
 const USAGE: &str = "usage: maqet-runner NAME --data-dir DIR
-Runs one maqet VM under systemd (started by `maqet start`, not by hand).";
+       maqet-runner --relay NAME -- PROGRAM [ARGS...]
+Runs one maqet VM under systemd (started by `maqet start`, not by hand);
+--relay runs one of the VM's helpers (swtpm) and logs its output with the
+VM's journal fields.";
 
 #[derive(Debug, PartialEq)]
 enum Parsed {
-    Run { name: String, data_dir: PathBuf },
+    Run {
+        name: String,
+        data_dir: PathBuf,
+    },
+    Relay {
+        name: String,
+        program: OsString,
+        args: Vec<OsString>,
+    },
     Help,
     Version,
+}
+
+/// `--relay NAME -- PROGRAM ARGS…` (the arguments after PROGRAM are the
+/// helper's, whatever they look like).
+fn parse_relay(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
+    let name = args
+        .next()
+        .and_then(|a| a.into_string().ok())
+        .ok_or("--relay needs the VM name")?;
+    if args.next().as_deref() != Some(std::ffi::OsStr::new("--")) {
+        return Err("--relay NAME must be followed by -- PROGRAM".into());
+    }
+    let program = args.next().ok_or("--relay: missing the program after --")?;
+    Ok(Parsed::Relay {
+        name,
+        program,
+        args: args.collect(),
+    })
 }
 
 fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
@@ -30,6 +59,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
         match text.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
+            "--relay" if name.is_none() && data_dir.is_none() => return parse_relay(args),
             "--data-dir" => {
                 let d = args.next().ok_or("--data-dir needs a directory")?;
                 data_dir = Some(PathBuf::from(d));
@@ -52,6 +82,18 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
 fn main() {
     let (name, data_dir) = match parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Run { name, data_dir }) => (name, data_dir),
+        Ok(Parsed::Relay {
+            name,
+            program,
+            args,
+        }) => {
+            let ident = std::path::Path::new(&program)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "maqet-relay".into());
+            maqet::logging::init_journal(&name, &ident, tracing::level_filters::LevelFilter::INFO);
+            std::process::exit(maqet::runner::relay::run(&program, &args));
+        }
         Ok(Parsed::Help) => {
             println!("{USAGE}");
             return;

@@ -121,13 +121,25 @@ pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, (PathBuf, String)>> {
 }
 
 /// The socket + service pair for `vm`.
-pub fn units(vm: &VmName, swtpm: &Path, vm_dir: &Path, runtime_dir: &Path) -> Companions {
+pub fn units(
+    vm: &VmName,
+    swtpm: &Path,
+    runner: &Path,
+    vm_dir: &Path,
+    runtime_dir: &Path,
+) -> Companions {
     let service = service_unit(vm);
     let socket = socket_unit(vm);
     let state = state_dir(vm_dir).to_string_lossy().replace(',', ",,");
-    let exe = swtpm.to_string_lossy().into_owned();
+    // swtpm runs under the runner's relay, which logs its lines with the
+    // VM's journal fields (see runner/relay.rs).
+    let exe = runner.to_string_lossy().into_owned();
     let argv = vec![
-        "swtpm".to_string(),
+        "maqet-runner".to_string(),
+        "--relay".into(),
+        vm.as_str().to_string(),
+        "--".into(),
+        swtpm.to_string_lossy().into_owned(),
         "socket".into(),
         "--tpm2".into(),
         "--tpmstate".into(),
@@ -140,7 +152,8 @@ pub fn units(vm: &VmName, swtpm: &Path, vm_dir: &Path, runtime_dir: &Path) -> Co
     ];
     let mut sp = common_service_props(vm, format!("maqet VM {} TPM (swtpm)", vm.as_str()));
     sp.extend([
-        // Active once swtpm is exec'd: a missing binary fails the start.
+        // Active once the relay is exec'd; swtpm's presence is checked
+        // before the start, and if it fails to run the relay exits 127.
         ("Type", Value::from("exec".to_string())),
         ("ExecStart", Value::from(vec![(exe, argv, false)])),
         ("SyslogIdentifier", Value::from("swtpm".to_string())),
@@ -203,6 +216,7 @@ mod tests {
         let c = units(
             &vm,
             Path::new("/usr/bin/swtpm"),
+            Path::new("/usr/bin/maqet-runner"),
             Path::new("/d/disks/w"),
             Path::new("/run/u/maqet/vm/w"),
         );
@@ -231,6 +245,12 @@ mod tests {
         let exec = format!("{:?}", get(svc, "ExecStart"));
         assert!(
             exec.contains("dir=/d/disks/w/tpm,mode=0600") && exec.contains("fd=3"),
+            "{exec}"
+        );
+        // swtpm runs under the runner's relay, which tags its lines.
+        assert!(
+            exec.contains("/usr/bin/maqet-runner")
+                && exec.contains(r#"Str("--relay"), Str("w"), Str("--"), Str("/usr/bin/swtpm")"#),
             "{exec}"
         );
     }

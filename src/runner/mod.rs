@@ -16,6 +16,7 @@ mod notify;
 mod panic;
 mod policy;
 mod qemu;
+pub mod relay;
 mod shutdown;
 
 use std::os::fd::FromRawFd;

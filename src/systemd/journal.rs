@@ -21,9 +21,8 @@ pub fn vm_matches(vm: &VmName) -> Vec<String> {
         "+".into(),
         format!("USER_UNIT={unit}"),
     ];
-    // hook: issue 10 — companion units' output: journald (252) does not
-    // apply LogExtraFields= to user units, so their lines carry only the
-    // unit, not MAQET_VM=.
+    // Companion units: their relayed lines carry MAQET_VM=, but systemd's
+    // own lines about them (started, exited) carry only the unit.
     let tpm = crate::companion::tpm::service_unit(vm);
     m.extend([
         "+".into(),

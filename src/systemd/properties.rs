@@ -274,6 +274,7 @@ mod tests {
         s.companions = crate::companion::tpm::units(
             &s.vm,
             std::path::Path::new("/usr/bin/swtpm"),
+            std::path::Path::new("/usr/bin/maqet-runner"),
             std::path::Path::new("/d/disks/web"),
             std::path::Path::new("/run/user/1000/maqet/vm/web"),
         );

@@ -54,13 +54,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         cfg: &VmConfig,
         start_timeout: Duration,
     ) -> Result<VmUnitSpec, VmError> {
+        let runner = match &self.runner {
+            Some(r) => r.clone(),
+            None => runner_path()?,
+        };
         Ok(VmUnitSpec {
             vm: vm.clone(),
             data_dir: self.data_dir.path().to_path_buf(),
-            runner: match &self.runner {
-                Some(r) => r.clone(),
-                None => runner_path()?,
-            },
+            runner: runner.clone(),
             socket_path: match &self.socket_dir {
                 Some(d) => d.join(format!("{vm}.sock")),
                 None => paths::socket_path(vm)?,
@@ -77,6 +78,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             companions: crate::companion::for_vm(
                 vm,
                 cfg,
+                &runner,
                 &self.disk_dir(vm),
                 &match &self.socket_dir {
                     Some(d) => d.join(vm.as_str()),
