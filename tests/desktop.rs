@@ -456,6 +456,36 @@ fn add_with(w: &World, env: &[(&str, &str)], file: &Path) -> (i32, String) {
     )
 }
 
+/// A clone of a UEFI VM gets its own copy of the source's variable store
+/// (0600, recorded as the clone's, so `rm --delete-storage` removes it).
+#[test]
+fn a_clone_gets_its_own_copy_of_the_uefi_variable_store() {
+    let w = World::new("dclone");
+    let src = w.add_vm("src", "firmware: uefi\n");
+    w.ok(&["start", &src]);
+    w.ok(&["stop", &src, "--force"]);
+    let src_vars = w.data_dir().join("disks").join(&src).join("efi-vars.fd");
+    assert!(src_vars.is_file());
+    let dst = w.name("dst");
+    w.ok(&["clone", &src, &dst]);
+    let dst_vars = w.data_dir().join("disks").join(&dst).join("efi-vars.fd");
+    assert_eq!(
+        std::fs::read(&dst_vars).unwrap(),
+        std::fs::read(&src_vars).unwrap()
+    );
+    let (s, d) = (
+        std::fs::metadata(&src_vars).unwrap(),
+        std::fs::metadata(&dst_vars).unwrap(),
+    );
+    assert_ne!(s.ino(), d.ino());
+    assert_eq!(d.permissions().mode() & 0o777, 0o600);
+    let out = w.maqet(&["rm", &dst, "--delete-storage"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!dst_vars.exists(), "{err}");
+    assert!(src_vars.is_file());
+}
+
 #[test]
 fn desktop_keys_that_cannot_work_are_refused() {
     let w = World::new("dbad");

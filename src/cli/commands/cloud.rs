@@ -193,17 +193,37 @@ pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
     let src_dir = ctx.data_dir.disk_dir(&src);
     let dst_dir = ctx.data_dir.disk_dir(&dst);
     let disks = plan_disks(&cfg, &src_dir, &dst_dir, a.full)?;
-    let copies: Vec<(PathBuf, PathBuf)> = disks
+    let mut copies: Vec<(PathBuf, PathBuf)> = disks
         .into_iter()
         .filter_map(|d| match d {
             DiskPlan::Copy(s, t) => Some((s, t)),
             DiskPlan::Fresh => None,
         })
         .collect();
-    if !copies.is_empty() && ctx.vms_if_session().await?.is_running(&src).await? {
+    // The UEFI variable store (boot entries, Secure Boot keys) goes with
+    // the clone, as its own copy.
+    let nvram = cfg
+        .desktop
+        .firmware
+        .as_ref()
+        .map(|_| crate::firmware::nvram::path(&src_dir))
+        .filter(|p| p.is_file());
+    let running = (!copies.is_empty() || nvram.is_some())
+        && ctx.vms_if_session().await?.is_running(&src).await?;
+    if !copies.is_empty() && running {
         return Err(CliError::conflict(format!(
             "VM '{src}' is running; stop it before copying its disks (`maqet stop {src}`)"
         )));
+    }
+    if let Some(from) = nvram {
+        if running {
+            // QEMU writes it while the VM runs: a copy could be torn.
+            eprintln!(
+                "note: '{src}' is running, so its UEFI variable store is not copied; '{dst}' starts with a fresh one from the firmware's template"
+            );
+        } else {
+            copies.push((from, crate::firmware::nvram::path(&dst_dir)));
+        }
     }
     let _lock = ctx.lock_vm(dst.as_str(), Duration::from_secs(30))?;
     let store = ctx.store()?;
