@@ -37,7 +37,7 @@ fn start_and_stop_several_vms_at_once() {
 
 #[test]
 fn an_unknown_name_among_several_fails_alone_with_the_worst_code() {
-    let w = World::new("many");
+    let w = World::new("mixed");
     let a = w.add_vm("a", "");
     let b = w.add_vm("b", "");
     let ghost = w.name("ghost");
