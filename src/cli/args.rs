@@ -36,12 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Define a VM from one or more YAML files (later files override earlier ones).
     Add(AddArgs),
-    /// Start a VM; returns once QEMU answers QMP.
+    /// Start VMs (several at once: concurrently); returns once QEMU answers QMP.
     Start(StartArgs),
-    /// Stop a VM: ACPI power-down, then quit after the timeout.
+    /// Stop VMs (several at once: concurrently): ACPI power-down, then quit after the timeout.
     Stop(StopArgs),
     /// Stop a VM if it runs, then start it.
-    Restart(StartArgs),
+    Restart(RestartArgs),
     /// Show one VM's state (from systemd).
     Status(NameJson),
     /// List every defined VM with its state.
@@ -185,6 +185,17 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Names of the VMs; several start concurrently, one line each, and
+    /// the exit code is the most severe of theirs.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Seconds to wait for QEMU to answer QMP.
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
     /// Name of the VM.
     pub name: String,
     /// Seconds to wait for QEMU to answer QMP.
@@ -194,8 +205,10 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Name of the VM.
-    pub name: String,
+    /// Names of the VMs; several stop concurrently, one line each, and
+    /// the exit code is the most severe of theirs.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
     /// Kill QEMU now instead of powering the guest down.
     #[arg(long)]
     pub force: bool,
@@ -204,7 +217,8 @@ pub struct StopArgs {
     /// 86400).
     #[arg(long, value_name = "SECONDS", value_parser = stop_seconds)]
     pub timeout: Option<Duration>,
-    /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`).
+    /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`;
+    /// for several names an array, a failed VM's entry has `error` and `exit_code`).
     #[arg(long)]
     pub json: bool,
 }

@@ -31,6 +31,32 @@ pub mod code {
     pub const NO_SESSION: i32 = 8;
 }
 
+/// How severe an exit code is, for a command over several VMs whose exit
+/// code is its worst VM's: success < conflict (already running, not
+/// running) < no such VM < usage < invalid configuration < QMP error <
+/// timeout < failure < no user session. An unknown code counts as failure.
+pub fn severity(c: i32) -> u8 {
+    match c {
+        code::OK => 0,
+        code::CONFLICT => 1,
+        code::NO_SUCH_VM => 2,
+        code::USAGE => 3,
+        code::INVALID_CONFIG => 4,
+        code::QMP_ERROR => 5,
+        code::TIMEOUT => 6,
+        code::NO_SESSION => 8,
+        _ => 7,
+    }
+}
+
+/// The most severe of `codes` ([`severity`]); `OK` for none.
+pub fn worst(codes: impl IntoIterator<Item = i32>) -> i32 {
+    codes
+        .into_iter()
+        .max_by_key(|c| severity(*c))
+        .unwrap_or(code::OK)
+}
+
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
@@ -223,6 +249,18 @@ impl From<StorageError> for CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_code_is_the_most_severe_not_the_highest() {
+        assert_eq!(worst([]), code::OK);
+        assert_eq!(worst([code::OK, code::CONFLICT]), code::CONFLICT);
+        assert_eq!(worst([code::CONFLICT, code::NO_SUCH_VM]), code::NO_SUCH_VM);
+        assert_eq!(
+            worst([code::TIMEOUT, code::FAILURE, code::OK]),
+            code::FAILURE
+        );
+        assert_eq!(worst([code::FAILURE, code::NO_SESSION]), code::NO_SESSION);
+    }
 
     #[test]
     fn ownership_refusals_are_conflicts_and_a_missing_socket_a_failure() {
