@@ -4,19 +4,9 @@
 mod common;
 
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn kill(pid: u64, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
 
 #[test]
 fn sigkill_of_the_runner_kills_qemu_and_start_works_again() {
@@ -26,7 +16,7 @@ fn sigkill_of_the_runner_kills_qemu_and_start_works_again() {
     let st = w.status(&vm);
     let runner = st["runner_pid"].as_u64().unwrap();
     let qemu = st["qemu_pid"].as_u64().unwrap();
-    kill(runner, "-9");
+    send_signal(runner, "-9");
     let st = w.wait_state(&vm, "failed", Duration::from_secs(10));
     wait_until(
         "QEMU to die with its runner",
@@ -128,7 +118,7 @@ fn hung_qemu_is_killed_by_the_watchdog() {
     w.ok(&["start", &vm]);
     let st = w.status(&vm);
     let qemu = st["qemu_pid"].as_u64().unwrap();
-    kill(qemu, "-STOP");
+    send_signal(qemu, "-STOP");
     let st = w.wait_state(&vm, "failed", Duration::from_secs(60));
     assert_eq!(st["result"], "watchdog", "{st:#}");
     assert!(
@@ -153,7 +143,7 @@ fn hung_runner_is_killed_by_the_watchdog() {
         st["runner_pid"].as_u64().unwrap(),
         st["qemu_pid"].as_u64().unwrap(),
     );
-    kill(runner, "-STOP");
+    send_signal(runner, "-STOP");
     let st = w.wait_state(&vm, "failed", Duration::from_secs(60));
     assert_eq!(st["result"], "watchdog", "{st:#}");
     wait_until("QEMU to be killed", Duration::from_secs(20), || {

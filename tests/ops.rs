@@ -13,12 +13,7 @@ use common::*;
 use serde_json::Value;
 
 fn kill9(pid: u64) {
-    let ok = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -9 {pid}");
+    send_signal(pid, "-9");
 }
 
 /// Holds for `window` (polling): for "stays stopped" after a restart delay.

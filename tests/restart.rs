@@ -6,20 +6,11 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-fn signal(sig: &str, pid: u64) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
 
 fn spawn(w: &World, args: &[&str]) -> Child {
     w.cmd()
@@ -121,7 +112,7 @@ fn a_sigkilled_runner_is_restarted_under_on_failure_and_always() {
         let vm = w.add_vm(policy, &ON_FAILURE.replace("on-failure", policy));
         w.ok(&["start", &vm]);
         let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
-        signal("-KILL", runner);
+        send_signal(runner, "-KILL");
         assert_restarted(&w, &vm, runner);
         w.ok(&["stop", &vm]);
         assert_eq!(w.state(&vm), "defined");
@@ -138,7 +129,7 @@ fn a_watchdog_kill_is_restarted_under_on_failure() {
     assert_eq!(unit_prop(&service, "WatchdogUSec"), "10s");
     let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
     // A frozen runner stops pinging: systemd's watchdog kills it.
-    signal("-STOP", runner);
+    send_signal(runner, "-STOP");
     assert_restarted(&w, &vm, runner);
     let journal = journal_json(&service);
     assert!(
@@ -182,7 +173,7 @@ fn hitting_the_start_limit_is_failed_with_reason_and_doctor_fixes_it() {
     // From now on every restart fails at once: systemd gives up.
     std::fs::write(&flag, "").unwrap();
     let runner = w.status(&name)["runner_pid"].as_u64().unwrap();
-    signal("-KILL", runner);
+    send_signal(runner, "-KILL");
     let st = wait_status(&w, &name, "failed", Duration::from_secs(60), |s| {
         s["state"] == "failed"
     });

@@ -222,3 +222,13 @@ pub fn journal_json(unit: &str) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// `kill SIG PID` (e.g. `-9`, `-STOP`), asserting it was delivered.
+pub fn send_signal(pid: u64, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
