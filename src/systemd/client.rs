@@ -156,14 +156,54 @@ impl Systemd {
             return Ok(None);
         };
         let props = self.properties_proxy(path.as_str()).await?;
-        let unit_props = get_all(&props, UNIT_IFACE, unit).await?;
-        let service_props = if unit.ends_with(".service") {
-            get_all(&props, SERVICE_IFACE, unit).await?
-        } else {
-            HashMap::new()
+        // Both asked for at once: one round trip, not two.
+        let (unit_props, service_props) =
+            futures_util::future::try_join(get_all(&props, UNIT_IFACE, unit), async {
+                if unit.ends_with(".service") {
+                    get_all(&props, SERVICE_IFACE, unit).await
+                } else {
+                    Ok(HashMap::new())
+                }
+            })
+            .await?;
+        let st = UnitStatus::from_properties(unit, unit_props, service_props);
+        Ok(Some(self.with_start_limit(st).await?))
+    }
+
+    /// The state of a service unit `ListUnitsByPatterns` returned, for
+    /// `maqet ls`: the listing already has its object path, states and
+    /// description, so this skips `GetUnit` and the Unit interface's
+    /// `GetAll` and asks only for the service's properties and the one
+    /// timestamp, in one round trip. `None` when the unit went away since.
+    pub async fn listed_unit_status(
+        &self,
+        entry: &UnitListEntry,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        let unit = entry.0.as_str();
+        let props = self.properties_proxy(entry.6.as_str()).await?;
+        let since = props.get(
+            InterfaceName::from_static_str_unchecked(UNIT_IFACE),
+            "ActiveEnterTimestamp",
+        );
+        let service = props.get_all(InterfaceName::from_static_str_unchecked(SERVICE_IFACE));
+        let (since, service_props) = match futures_util::future::try_join(since, service).await {
+            Ok(r) => r,
+            Err(zbus::fdo::Error::UnknownObject(_)) => return Ok(None),
+            Err(e) => return Err(call_err("GetAll", unit, e.into())),
         };
+        let unit_props = HashMap::from([("ActiveEnterTimestamp".to_string(), since)]);
         let mut st = UnitStatus::from_properties(unit, unit_props, service_props);
-        if let Some(socket) = unit.strip_suffix(".service") {
+        st.description = entry.1.clone();
+        st.load_state = entry.2.clone();
+        st.active_state = entry.3.clone();
+        st.sub_state = entry.4.clone();
+        Ok(Some(self.with_start_limit(st).await?))
+    }
+
+    /// Sets `start_limit_hit` of a service unit's status (asks its socket
+    /// only when the service is down).
+    async fn with_start_limit(&self, mut st: UnitStatus) -> Result<UnitStatus, SystemdError> {
+        if let Some(socket) = st.unit.clone().strip_suffix(".service") {
             st.start_limit_hit = st.result == "start-limit-hit"
                 || (matches!(st.active_state.as_str(), "failed" | "inactive")
                     && self
@@ -171,7 +211,7 @@ impl Systemd {
                         .await?
                         == "start-limit-hit");
         }
-        Ok(Some(st))
+        Ok(st)
     }
 
     /// A unit's `Result` ("" when it is not loaded).

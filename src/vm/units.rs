@@ -17,6 +17,14 @@ use crate::vmname::VmName;
 pub trait UnitManager {
     /// The unit's state; `None` when systemd has no such unit loaded.
     async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError>;
+    /// The state of a unit `list_units` returned (the real manager reuses
+    /// what the listing already says); `None` when it went away since.
+    async fn listed_unit_status(
+        &self,
+        entry: &UnitListEntry,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        self.unit_status(&entry.0).await
+    }
     /// Creates and starts the VM's socket + service pair and waits until
     /// the runner is ready (or failed, or `timeout`).
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError>;
@@ -51,6 +59,12 @@ pub trait UnitManager {
 impl UnitManager for Systemd {
     async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
         Systemd::unit_status(self, unit).await
+    }
+    async fn listed_unit_status(
+        &self,
+        entry: &UnitListEntry,
+    ) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::listed_unit_status(self, entry).await
     }
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         Systemd::start_vm(self, spec, timeout).await

@@ -240,36 +240,38 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             };
             // Another data directory's unit of the same name is not this
             // VM's state: the VM shows as defined here.
-            let st = units
+            let entry = units
                 .get(&vm.service_unit())
-                .filter(|u| owned_by(&u.1, self.data_dir.path()) == Owner::Ours)
-                .map(|u| UnitStatus {
-                    unit: u.0.clone(),
-                    load_state: u.2.clone(),
-                    active_state: u.3.clone(),
-                    sub_state: u.4.clone(),
-                    description: u.1.clone(),
-                    ..Default::default()
-                });
-            rows.push((vm, st));
+                .filter(|u| owned_by(&u.1, self.data_dir.path()) == Owner::Ours);
+            let st = entry.map(|u| UnitStatus {
+                unit: u.0.clone(),
+                load_state: u.2.clone(),
+                active_state: u.3.clone(),
+                sub_state: u.4.clone(),
+                description: u.1.clone(),
+                ..Default::default()
+            });
+            rows.push((vm, st, entry));
         }
         // Details (uptime, CPU, memory, paused) only for units that run,
-        // all asked for at once on the one connection.
-        let details = join_all(rows.iter().map(|(vm, st)| async move {
-            if st
-                .as_ref()
-                .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed")
-            {
-                UnitOwner::of(&self.units, vm, self.data_dir.path())
-                    .await
-                    .map(UnitOwner::ours)
-            } else {
-                Ok(None)
+        // all asked for at once on the one connection. The listing already
+        // settled ownership and has each unit's object path, so this is one
+        // round trip per unit (see listed_unit_status).
+        let details = join_all(rows.iter().map(|(_, st, entry)| async move {
+            match entry {
+                Some(e)
+                    if st
+                        .as_ref()
+                        .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed") =>
+                {
+                    self.units.listed_unit_status(e).await
+                }
+                _ => Ok(None),
             }
         }))
         .await;
         let mut reports = Vec::new();
-        for ((vm, st), full) in rows.into_iter().zip(details) {
+        for ((vm, st, _), full) in rows.into_iter().zip(details) {
             let st = full?.or(st);
             let mut rep = StatusReport::new(&vm, st.as_ref());
             if filter.is_none_or(|f| f == rep.state) {
