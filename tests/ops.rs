@@ -355,9 +355,20 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
     kill9(w.status(&vm)["runner_pid"].as_u64().unwrap());
     w.wait_state(&vm, "failed", Duration::from_secs(10));
 
-    // A socket file no unit owns (as a crashed manager would leave).
+    // A socket file no unit owns (as a crashed manager would leave). It
+    // lives in a runtime directory of this test's own: the real one is
+    // shared with tests running in parallel, whose `doctor --fix` would
+    // remove it between the two runs below.
     let stale_name = w.name("stale");
-    let stale = socket_path(&stale_name);
+    let runtime = w.dir.path().join("run");
+    let stale = runtime.join("maqet/vm").join(format!("{stale_name}.sock"));
+    let doctor = |args: &[&str]| {
+        w.cmd()
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap()
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -374,7 +385,7 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
             .find(|f| f["check"] == check && f["message"].as_str().unwrap().contains(needle))
             .cloned()
     };
-    let o = w.maqet(&["doctor", "--json"]);
+    let o = doctor(&["doctor", "--json"]);
     let r = json_of(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "warnings only: {r:#}");
     let unit = find(&r, "units", &vm).unwrap_or_else(|| panic!("failed unit: {r:#}"));
@@ -387,10 +398,12 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
     let sock = find(&r, "sockets", &stale_name).unwrap_or_else(|| panic!("stale socket: {r:#}"));
     assert_eq!(sock["fixable"], true);
     assert!(sock.get("fixed").is_none());
-    let human = w.ok(&["doctor"]);
+    let o = doctor(&["doctor"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let human = String::from_utf8(o.stdout).unwrap();
     assert!(human.contains("maqet doctor --fix"), "{human}");
 
-    let o = w.maqet(&["doctor", "--fix", "--json"]);
+    let o = doctor(&["doctor", "--fix", "--json"]);
     let r = json_of(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{r:#}");
     let unit = find(&r, "units", &vm).unwrap_or_else(|| panic!("failed unit after --fix: {r:#}"));
@@ -403,7 +416,7 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
     assert!(!stale.exists());
     assert_eq!(w.state(&vm), "defined");
 
-    let r = json_of(&w.maqet(&["doctor", "--json"]).stdout);
+    let r = json_of(&doctor(&["doctor", "--json"]).stdout);
     assert!(find(&r, "units", &vm).is_none(), "{r:#}");
     assert!(find(&r, "sockets", &stale_name).is_none(), "{r:#}");
 }
