@@ -171,33 +171,58 @@ impl Systemd {
     }
 
     /// The state of a service unit `ListUnitsByPatterns` returned, for
-    /// `maqet ls`: the listing already has its object path, states and
-    /// description, so this skips `GetUnit` and the Unit interface's
-    /// `GetAll` and asks only for the service's properties and the one
-    /// timestamp, in one round trip. `None` when the unit went away since.
+    /// `maqet ls`. The listing already has the object path, states and
+    /// description. For a unit that is up, four single-property `Get`s,
+    /// sent at once, settle the rest: a `GetAll` of the Service interface
+    /// serialises some 250 properties and costs systemd ≈ 0.7 ms per unit
+    /// (measured: 50 units, 36 ms by `GetAll`, 9 ms by these `Get`s).
+    /// Usage comes from the unit's cgroup or /proc, not from systemd.
+    /// A unit in any other state (failed, waiting to restart, stopping)
+    /// is rare and needs its result, exit status and start limit: the
+    /// full read. `None` when the unit went away since the listing.
     pub async fn listed_unit_status(
         &self,
         entry: &UnitListEntry,
     ) -> Result<Option<UnitStatus>, SystemdError> {
         let unit = entry.0.as_str();
+        if !(unit.ends_with(".service") && matches!(entry.3.as_str(), "active" | "reloading")) {
+            return self.unit_status(unit).await;
+        }
         let props = self.properties_proxy(entry.6.as_str()).await?;
-        let since = props.get(
-            InterfaceName::from_static_str_unchecked(UNIT_IFACE),
-            "ActiveEnterTimestamp",
-        );
-        let service = props.get_all(InterfaceName::from_static_str_unchecked(SERVICE_IFACE));
-        let (since, service_props) = match futures_util::future::try_join(since, service).await {
+        let service = || InterfaceName::from_static_str_unchecked(SERVICE_IFACE);
+        let got = futures_util::future::try_join4(
+            props.get(service(), "StatusText"),
+            props.get(service(), "MainPID"),
+            props.get(service(), "NRestarts"),
+            props.get(
+                InterfaceName::from_static_str_unchecked(UNIT_IFACE),
+                "ActiveEnterTimestamp",
+            ),
+        )
+        .await;
+        let (status_text, main_pid, n_restarts, since) = match got {
             Ok(r) => r,
             Err(zbus::fdo::Error::UnknownObject(_)) => return Ok(None),
-            Err(e) => return Err(call_err("GetAll", unit, e.into())),
+            Err(e) => return Err(call_err("Get", unit, e.into())),
         };
+        let mut service_props = HashMap::from([
+            ("StatusText".to_string(), status_text),
+            ("MainPID".to_string(), main_pid),
+            ("NRestarts".to_string(), n_restarts),
+        ]);
+        // systemd resets a service's Result to "success" when it starts
+        // it, so a unit that is up has no other.
+        service_props.insert(
+            "Result".to_string(),
+            OwnedValue::from(zbus::zvariant::Str::from_static("success")),
+        );
         let unit_props = HashMap::from([("ActiveEnterTimestamp".to_string(), since)]);
         let mut st = UnitStatus::from_properties(unit, unit_props, service_props);
         st.description = entry.1.clone();
         st.load_state = entry.2.clone();
         st.active_state = entry.3.clone();
         st.sub_state = entry.4.clone();
-        Ok(Some(self.with_start_limit(st).await?))
+        Ok(Some(st))
     }
 
     /// Sets `start_limit_hit` of a service unit's status (asks its socket

@@ -20,6 +20,9 @@ pub enum UsageSource {
     Systemd,
     /// Sum over the unit's processes in `/proc` (systemd reports nothing).
     Proc,
+    /// The unit's cgroup files, read directly (`maqet ls`): the counters
+    /// systemd's accounting reports, without a D-Bus round trip per VM.
+    Cgroup,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -75,9 +78,78 @@ impl Usage {
         }
     }
 
+    /// Usage of the cgroup v2 group `pid` is in (a unit's main process:
+    /// the whole unit), without asking systemd: the group's counters when
+    /// it has the memory controller (what systemd's `MemoryCurrent`,
+    /// `CPUUsageNSec` and `TasksCurrent` read), else the sum over the
+    /// group's processes (`cgroup.procs`) from /proc. Empty without a
+    /// cgroup v2 hierarchy or once the process is gone.
+    pub fn from_cgroup_of(pid: u32) -> Usage {
+        let Some(dir) = cgroup_dir(pid) else {
+            return Usage::default();
+        };
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        if let Some(memory) = read("memory.current").and_then(|t| t.trim().parse().ok()) {
+            return Usage {
+                memory_bytes: Some(memory),
+                cpu_nsec: read("cpu.stat")
+                    .as_deref()
+                    .and_then(cpu_usage_usec)
+                    .map(|us| us * 1000),
+                tasks: read("pids.current").and_then(|t| t.trim().parse().ok()),
+                source: Some(UsageSource::Cgroup),
+            };
+        }
+        let pids: Vec<u32> = read("cgroup.procs")
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        Usage::from_proc(&pids)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.source.is_none()
     }
+}
+
+/// The cgroup v2 directory of the group `pid` is in.
+fn cgroup_dir(pid: u32) -> Option<std::path::PathBuf> {
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let group = unified_group(&membership)?;
+    Some(cgroup2_root()?.join(group.trim_start_matches('/')))
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified
+/// systems, `/sys/fs/cgroup/unified` on hybrid ones), read once.
+fn cgroup2_root() -> Option<&'static std::path::Path> {
+    static ROOT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|m| cgroup2_mount(&m))
+    })
+    .as_deref()
+}
+
+/// The mount point of the first `cgroup2` file system in a mountinfo
+/// text (proc(5): fields up to ` - `, then the file system type).
+fn cgroup2_mount(mountinfo: &str) -> Option<std::path::PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
+/// The unified-hierarchy group of a `/proc/PID/cgroup` text (`0::PATH`).
+fn unified_group(membership: &str) -> Option<&str> {
+    membership.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// `usage_usec` of a `cpu.stat` text.
+fn cpu_usage_usec(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The fields of `/proc/PID/stat` maqet uses (proc(5)).
@@ -128,6 +200,29 @@ fn clock_ticks() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_and_a_process_group() {
+        let hybrid = "25 24 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n\
+                      27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            cgroup2_mount(hybrid).as_deref(),
+            Some(std::path::Path::new("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("22 1 0:5 / /proc rw - proc proc rw\n"), None);
+        let membership = "4:memory:/user.slice\n0::/user.slice/user-1000.slice/user@1000.service/app.slice/maqet-vm@a.service\n";
+        assert_eq!(
+            unified_group(membership),
+            Some("/user.slice/user-1000.slice/user@1000.service/app.slice/maqet-vm@a.service")
+        );
+        assert_eq!(unified_group("4:memory:/x\n"), None);
+        assert_eq!(
+            cpu_usage_usec("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n"),
+            Some(2500)
+        );
+        assert_eq!(cpu_usage_usec("nr_periods 0\n"), None);
+    }
 
     #[test]
     fn parses_proc_stat_with_odd_command_names() {

@@ -37,7 +37,8 @@ pub struct StatusReport {
     pub memory_bytes: Option<u64>,
     pub cpu_nsec: Option<u64>,
     pub tasks: Option<u64>,
-    /// Where memory/cpu/tasks came from: `systemd` (cgroup accounting) or
+    /// Where memory/cpu/tasks came from: `systemd` (its accounting), `cgroup`
+    /// (the unit's cgroup files, read by `ls`) or
     /// `proc` (the unit's processes, where systemd accounts nothing).
     pub usage_source: Option<UsageSource>,
     /// Seconds since the unit became active.
@@ -126,18 +127,25 @@ impl StatusReport {
         self.usage_source = u.source;
     }
 
-    /// Where systemd accounts nothing, the unit's processes from /proc
-    /// (`procs`: the unit's processes if already fetched; else the runner
-    /// and its children, read from /proc without asking systemd).
+    /// Usage where systemd's counters are not at hand: `procs` (the unit's
+    /// processes, already fetched) summed from /proc; else the runner's
+    /// cgroup (its counters, or its processes from /proc), or without a
+    /// cgroup v2 hierarchy the runner and its children — no D-Bus call.
     pub fn fill_usage(&mut self, procs: Option<&[(String, u32, String)]>) {
         let Some(runner) = self.runner_pid.filter(|_| self.usage_source.is_none()) else {
             return;
         };
-        let pids: Vec<u32> = match procs {
-            Some(p) => p.iter().map(|(_, pid, _)| *pid).collect(),
-            None => process_tree(runner),
+        let u = match procs {
+            Some(p) => Usage::from_proc(&p.iter().map(|(_, pid, _)| *pid).collect::<Vec<_>>()),
+            None => {
+                let u = Usage::from_cgroup_of(runner);
+                if u.is_empty() {
+                    Usage::from_proc(&process_tree(runner))
+                } else {
+                    u
+                }
+            }
         };
-        let u = Usage::from_proc(&pids);
         if !u.is_empty() {
             self.set_usage(u);
         }
