@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod autostart;
+pub mod define;
 pub mod error;
 pub mod lifecycle;
 pub mod notice;
