@@ -188,7 +188,7 @@ fn rm_all_needs_yes_without_a_terminal_and_removes_every_vm_with_it() {
     assert!(out.contains(&format!("{b}: removed")), "{out}");
     assert!(out.contains(&format!("{c}: removed")), "{out}");
     assert!(err.contains("1 of 3 VMs were not removed"), "{err}");
-    assert_eq!(defined(&w), [a.clone()]);
+    assert_eq!(defined(&w), [a.as_str()]);
     assert_eq!(w.state(&a), "running");
 
     let out = w.ok(&["rm", "--all", "--yes", "--force"]);
