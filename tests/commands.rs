@@ -133,8 +133,8 @@ fn a_local_refusal_comes_before_the_start_is_queued() {
         "d",
         "storage:\n  - {name: d, type: qcow2, file: /nonexistent/dir/d.qcow2}\n",
     );
-    let o = w.maqet(&["start", "--no-wait", &vm]);
-    assert!(!o.status.success(), "{o:?}");
+    let err = w.fails(1, &["start", "--no-wait", &vm]);
+    assert!(err.contains("/nonexistent"), "{err}");
     assert_eq!(w.state(&vm), "defined");
     assert!(
         unit_prop(&format!("maqet-vm@{vm}.service"), "LoadState") != "loaded",
