@@ -178,6 +178,9 @@ pub struct AddArgs {
     /// The VM's name (overrides `name:` in the files).
     #[arg(long)]
     pub name: Option<String>,
+    /// Define VM NAME without a file: an empty config, so QEMU's defaults (128 MiB, one CPU, TCG, its default display); change it later with `maqet apply`.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["files", "vm_config", "name"])]
+    pub empty: Option<String>,
     /// Print the result as JSON (`name`, `sources`, `warnings`).
     #[arg(long)]
     pub json: bool,
@@ -189,9 +192,12 @@ pub struct StartArgs {
     /// the exit code is the most severe of theirs.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
-    /// Seconds to wait for QEMU to answer QMP.
+    /// Seconds to wait for QEMU to answer QMP (with --no-wait: how long systemd gives the start before failing it).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
     pub timeout: Duration,
+    /// Return once systemd has queued the start (checks and disk creation are done first); follow it with `maqet status NAME`. A failure after that shows there, and the disks this start created stay.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,7 +251,14 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Name of the VM.
-    pub name: String,
+    #[arg(required_unless_present = "all")]
+    pub name: Option<String>,
+    /// Remove every VM of the data directory, one line each (on a terminal: lists them and asks first).
+    #[arg(long, conflicts_with_all = ["name", "delete_files"])]
+    pub all: bool,
+    /// With --all: do not ask (required when stdin is not a terminal).
+    #[arg(long, short = 'y', requires = "all")]
+    pub yes: bool,
     /// Stop the VM first (forcefully) if it is running.
     #[arg(long)]
     pub force: bool,

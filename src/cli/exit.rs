@@ -193,7 +193,11 @@ impl From<VmError> for CliError {
         let c = match e {
             VmError::Undone { error, .. } => CliError::from(*error).code,
             VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
-            VmError::AlreadyRunning { .. } | VmError::RunningNeedsForce { .. } => code::CONFLICT,
+            VmError::AlreadyRunning { .. }
+            | VmError::RunningNeedsForce { .. }
+            | VmError::Exists { .. }
+            | VmError::RunningNoApply { .. } => code::CONFLICT,
+            VmError::Unnamed { .. } | VmError::Invalid(_) => code::INVALID_CONFIG,
             VmError::StartTimeout { .. } => code::TIMEOUT,
             VmError::StoredConfig { .. } => code::INVALID_CONFIG,
             VmError::NotADisk { .. } => code::USAGE,

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commands;
+mod confirm;
 mod context;
 pub mod exit;
 pub mod generate;

@@ -304,20 +304,44 @@ impl Systemd {
     pub async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         let service = spec.vm.service_unit();
         let socket = spec.vm.socket_unit();
-        // A failed pair stays loaded so `systemctl --user status` can say why;
-        // it must be reset before the names can be used again.
-        self.reset_failed(&service).await;
-        self.reset_failed(&socket).await;
+        self.reset_pair(spec).await;
+        // Subscribe before starting so no job can finish unseen.
+        let events = self.start_events(&service, &socket).await?;
+        let deadline = Instant::now() + timeout;
+        let job = self.create_pair(spec).await?;
+        self.wait_ready(&service, &socket, job.as_str(), events, deadline, timeout)
+            .await
+    }
+
+    /// Creates and starts the VM's pair like [`Systemd::start_vm`], but
+    /// returns once systemd has queued the start job: whether the runner
+    /// becomes ready is left to the unit (its `TimeoutStartUSec` still
+    /// bounds the start) and shows in its state.
+    pub async fn queue_vm(&self, spec: &VmUnitSpec) -> Result<(), SystemdError> {
+        self.reset_pair(spec).await;
+        self.create_pair(spec).await.map(drop)
+    }
+
+    /// A failed pair stays loaded so `systemctl --user status` can say why;
+    /// it must be reset before the names can be used again.
+    async fn reset_pair(&self, spec: &VmUnitSpec) {
+        self.reset_failed(&spec.vm.service_unit()).await;
+        self.reset_failed(&spec.vm.socket_unit()).await;
         for c in &spec.companions.units {
             self.reset_failed(&c.name).await;
         }
+    }
 
-        // Subscribe before starting so no job can finish unseen.
-        let events = self.start_events(&service, &socket).await?;
-
+    /// StartTransientUnit of the socket, with the service and companions
+    /// created in the same transaction; returns the socket's start job.
+    async fn create_pair(
+        &self,
+        spec: &VmUnitSpec,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, SystemdError> {
+        let service = spec.vm.service_unit();
+        let socket = spec.vm.socket_unit();
         let sock_p = socket_properties(spec);
         let serv_p = service_properties(spec);
-        // The service and its companions, created in the same transaction.
         let mut aux = vec![(service.as_str(), serv_p)];
         aux.extend(
             spec.companions
@@ -325,16 +349,15 @@ impl Systemd {
                 .iter()
                 .map(|c| (c.name.as_str(), c.props.clone())),
         );
-        let deadline = Instant::now() + timeout;
         let mut attempts = 0;
         tracing::debug!(unit = %socket, "StartTransientUnit");
-        let job = loop {
+        loop {
             match self
                 .mgr
                 .start_transient_unit(&socket, "fail", &sock_p, &aux)
                 .await
             {
-                Ok(job) => break job,
+                Ok(job) => return Ok(job),
                 Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.UnitExists") => {
                     // Live → the atomic "already running" answer. Not live →
                     // a just-reset unit the manager has not unloaded yet.
@@ -354,10 +377,7 @@ impl Systemd {
                 }
                 Err(e) => return Err(call_err("StartTransientUnit", &socket, e)),
             }
-        };
-
-        self.wait_ready(&service, &socket, job.as_str(), events, deadline, timeout)
-            .await
+        }
     }
 
     /// What a start of the pair waits on. The service's start job ends

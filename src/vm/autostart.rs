@@ -11,7 +11,7 @@ use crate::state::{Store, VmRecord};
 use crate::vmname::VmName;
 
 use super::owner::UnitOwner;
-use super::{Notify, Runners, UnitManager, VmError, Vms};
+use super::{Notify, Runners, UnitManager, VmError, Vms, Wait};
 
 /// What autostart did with one VM (`--json`: stable keys).
 #[derive(Debug, Serialize)]
@@ -74,7 +74,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // may have come since the listing).
         let _lock = self.lock(name, timeout)?;
         let (_, rec) = self.record(name)?;
-        self.start_record(&vm, &rec, timeout, notify).await?;
+        self.start_record(&vm, &rec, timeout, Wait::Ready, notify)
+            .await?;
         Ok(true)
     }
 }

@@ -42,6 +42,18 @@ pub enum VmError {
         vm: String,
         source: Box<ConfigError>,
     },
+    /// `add` with no name from `--name` or the files (`file`: the first).
+    #[error("{}: the VM has no name: add a `name:` key or pass --name NAME", file.display())]
+    Unnamed { file: PathBuf },
+    /// `add` of a name that is taken; `from_files`: the name came from a file
+    /// (so `--name` can choose another).
+    #[error("a VM named '{vm}' already exists; remove it with `maqet rm {vm}` or choose another name{}", if *from_files { " with --name" } else { "" })]
+    Exists { vm: VmName, from_files: bool },
+    #[error("VM '{vm}' is running; stop it first with `maqet stop {vm}`, then apply (a running VM keeps the config it was started with)")]
+    RunningNoApply { vm: VmName },
+    /// Every error of a config `apply` would store.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
     #[error(
         "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
     )]

@@ -80,6 +80,20 @@ impl UnitManager for FakeUnits {
             }
         }
     }
+    async fn queue_vm(&self, spec: &VmUnitSpec) -> Result<(), SystemdError> {
+        self.call(format!(
+            "StartTransientUnit {} queued",
+            spec.vm.service_unit()
+        ));
+        match self.start.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => {
+                *self.status.borrow_mut() =
+                    Some(unit(&spec.vm, &spec.data_dir, "activating", "start"));
+                Ok(())
+            }
+        }
+    }
     async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
         self.call(format!("StopUnit {unit}"));
         Ok(())

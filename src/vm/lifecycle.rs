@@ -26,6 +26,18 @@ const WATCHDOG: Duration = Duration::from_secs(10);
 /// How long a failed or timed-out start waits for its unit to go again.
 const UNDO_WAIT: Duration = Duration::from_secs(60);
 
+/// How far `start` follows the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until the runner is ready (READY=1) or has failed; a failed start
+    /// removes what it created.
+    Ready,
+    /// Until systemd has queued the start job (`start --no-wait`). The
+    /// checks and the storage still come first; a failure after that shows
+    /// in the unit's state, and what the start created stays.
+    Queued,
+}
+
 /// The runner binary: `MAQET_RUNNER`, else beside this executable.
 pub fn runner_path() -> Result<PathBuf, VmError> {
     if let Some(p) = std::env::var_os("MAQET_RUNNER") {
@@ -104,20 +116,35 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        self.start_as(name, timeout, Wait::Ready, notify).await
+    }
+
+    /// [`Vms::start`], following the VM only as far as `wait` says. The
+    /// lock is held until then: with [`Wait::Queued`] an `rm` may run
+    /// while the unit is still starting (and finds it live).
+    pub async fn start_as(
+        &self,
+        name: &str,
+        timeout: Duration,
+        wait: Wait,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
         self.record(name)?;
         let _lock = self.lock(name, timeout + STOP_MARGIN)?;
         let (vm, record) = self.record(name)?;
-        self.start_record(&vm, &record, timeout, notify).await
+        self.start_record(&vm, &record, timeout, wait, notify).await
     }
 
-    /// Starts a stored VM and waits until it is ready (or failed). The
-    /// caller holds the VM's lock and read `record` under it.
+    /// Starts a stored VM and waits until it is ready (or failed), or
+    /// only until its start is queued. The caller holds the VM's lock and
+    /// read `record` under it. `timeout` is the unit's start timeout either way.
     pub async fn start_record(
         &self,
         vm: &VmName,
         record: &VmRecord,
         timeout: Duration,
+        wait: Wait,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // Revalidate: the binary or a disk may have gone since `add`.
@@ -135,7 +162,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
             return Err(self.undone(vm, provisioned, &store, e).await);
         }
-        let started = self.units.start_vm(&spec, timeout).await;
+        let started = match wait {
+            Wait::Ready => self.units.start_vm(&spec, timeout).await,
+            // Only an error of the call itself (or "already running") comes
+            // back: those are undone below like any failed start.
+            Wait::Queued => self.units.queue_vm(&spec).await,
+        };
         // The unit is the winner's then: never stop it.
         let lost_race = matches!(started, Err(SystemdError::AlreadyRunning { .. }));
         let error = match started {

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod autostart;
+pub mod define;
 pub mod error;
 pub mod lifecycle;
 pub mod notice;
@@ -31,7 +32,7 @@ use crate::state::{StateError, Store, VmLock, VmRecord};
 use crate::vmname::VmName;
 
 pub use error::{RemoveFailure, VmError};
-pub use lifecycle::{runner_path, StopOutcome};
+pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};
 pub use owner::{owned_by, Owner, OwnerError, UnitOwner};
 pub use runners::{IpcRunners, Runners};
@@ -97,6 +98,19 @@ pub fn record(data_dir: &DataDir, name: &str) -> Result<(VmName, VmRecord), VmEr
         Err(StateError::NotFound(_)) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Every VM defined in `data_dir`, by name, oldest first (none when
+/// nothing was ever defined: the database is not created for this).
+pub fn names(data_dir: &DataDir) -> Result<Vec<VmName>, VmError> {
+    let Some(store) = Store::open_read_only(&data_dir.db_path())? else {
+        return Ok(Vec::new());
+    };
+    store
+        .list_vms()?
+        .iter()
+        .map(|r| Ok(VmName::new(&r.name)?))
+        .collect()
 }
 
 /// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to `wait`

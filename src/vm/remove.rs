@@ -74,6 +74,22 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         Ok(())
     }
 
+    /// `rm --all`: removes each of `names` in turn exactly as
+    /// [`Vms::remove`] would; one result per name, in order. A failure
+    /// stops nothing but that VM's removal.
+    pub async fn remove_each(
+        &self,
+        names: &[VmName],
+        opts: &RemoveOptions,
+        notify: Notify<'_>,
+    ) -> Vec<Result<(), VmError>> {
+        let mut results = Vec::with_capacity(names.len());
+        for vm in names {
+            results.push(self.remove(vm.as_str(), opts, notify).await);
+        }
+        results
+    }
+
     /// Resolves `--delete-file` paths to disks of this VM (checked before
     /// anything is stopped or removed).
     fn check_delete_files(

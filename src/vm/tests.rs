@@ -12,10 +12,11 @@ use crate::storage::Provisioned;
 use crate::systemd::{SystemdError, UnitStatus};
 use crate::vmname::VmName;
 
+use super::define::{define, Changes, Source};
 use super::fake::{unit, FakeRunners, FakeUnits};
 use super::notice::quiet;
 use super::remove::RemoveOptions;
-use super::{Notice, OwnerError, StopOutcome, VmError, Vms};
+use super::{names, Notice, OwnerError, StopOutcome, VmError, Vms, Wait};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -321,4 +322,198 @@ fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
         e.to_string(),
         "VM 'web' is already running (see `maqet status web`)"
     );
+}
+
+#[test]
+fn a_queued_start_returns_after_the_job_is_queued_with_the_disk_made() {
+    let c = case();
+    run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap();
+    assert!(c.disk().exists(), "storage comes before the unit");
+    let calls = c.vms.units.calls();
+    assert_eq!(
+        calls.last().unwrap(),
+        "StartTransientUnit maqet-vm@web.service queued"
+    );
+    assert!(!c
+        .vms
+        .units
+        .called("StartTransientUnit maqet-vm@web.service 30s"));
+    assert!(!c.vms.units.called("wait "), "{calls:?}");
+    // Starting (not yet ready) counts as running for the next start.
+    let e = run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap_err();
+    assert!(matches!(e, VmError::AlreadyRunning { .. }), "{e:?}");
+}
+
+#[test]
+fn a_queued_start_systemd_refuses_is_undone_like_any_other() {
+    let c = case();
+    c.start_error(SystemdError::Call {
+        method: "StartTransientUnit",
+        unit: c.vm.socket_unit(),
+        message: "refused".into(),
+    });
+    let cli = CliError::from(run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap_err());
+    assert_eq!(cli.code, code::FAILURE);
+    assert!(
+        cli.message.contains("(removed what this start created: "),
+        "{}",
+        cli.message
+    );
+    assert!(!c.disk().exists());
+}
+
+#[test]
+fn remove_each_removes_every_stopped_vm_and_refuses_a_running_one_alone() {
+    let c = case();
+    add(&c, "db");
+    let all = names(&c.vms.data_dir).unwrap();
+    assert_eq!(
+        all.iter().map(VmName::as_str).collect::<Vec<_>>(),
+        ["db", "web"],
+        "oldest first, then by name"
+    );
+    // `web` runs: refused without --force, `db` goes anyway.
+    c.set(Some(c.ours("active", "running")));
+    let results = run(c.vms.remove_each(&all, &RemoveOptions::default(), &quiet));
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(VmError::RunningNeedsForce { .. })));
+    assert_eq!(
+        names(&c.vms.data_dir)
+            .unwrap()
+            .iter()
+            .map(VmName::as_str)
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
+    let force = RemoveOptions {
+        force: true,
+        ..Default::default()
+    };
+    let left = names(&c.vms.data_dir).unwrap();
+    let results = run(c.vms.remove_each(&left, &force, &quiet));
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(c.runner_calls(), ["stop web timeout=None force=true"]);
+    assert!(names(&c.vms.data_dir).unwrap().is_empty());
+}
+
+#[test]
+fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
+    let c = case();
+    let d = define(
+        &c.vms.data_dir,
+        &Source::Empty {
+            name: "blank".into(),
+        },
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(d.vm.as_str(), "blank");
+    assert!(d.sources.is_empty());
+    let (_, rec) = c.vms.record("blank").unwrap();
+    assert_eq!(rec.config, serde_json::json!({}));
+    let cfg = super::stored_config(&rec).unwrap();
+    assert_eq!(cfg.binary, PathBuf::from(crate::config::DEFAULT_BINARY));
+    assert!(cfg.storage().is_empty());
+
+    let e = define(
+        &c.vms.data_dir,
+        &Source::Empty { name: "web".into() },
+        &quiet,
+    )
+    .unwrap_err();
+    let cli = CliError::from(e);
+    assert_eq!(cli.code, code::CONFLICT);
+    assert_eq!(
+        cli.message,
+        "a VM named 'web' already exists; remove it with `maqet rm web` or choose another name"
+    );
+    let e = define(
+        &c.vms.data_dir,
+        &Source::Empty {
+            name: "no/slash".into(),
+        },
+        &quiet,
+    )
+    .unwrap_err();
+    assert_eq!(CliError::from(e).code, code::USAGE);
+}
+
+#[test]
+fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
+    let c = case();
+    let dir = c._dir.path();
+    let f = dir.join("anon.yaml");
+    std::fs::write(&f, "memory: 64M\nnetwork: {}\n").unwrap();
+    let files = Source::Files {
+        files: vec![f.clone()],
+        name: None,
+    };
+    let cli = CliError::from(define(&c.vms.data_dir, &files, &quiet).unwrap_err());
+    assert_eq!(cli.code, code::INVALID_CONFIG);
+    assert_eq!(
+        cli.message,
+        format!(
+            "{}: the VM has no name: add a `name:` key or pass --name NAME",
+            f.display()
+        )
+    );
+    let seen = std::cell::RefCell::new(Vec::new());
+    let named = Source::Files {
+        files: vec![f],
+        name: Some("anon".into()),
+    };
+    let d = define(&c.vms.data_dir, &named, &|n| seen.borrow_mut().push(n)).unwrap();
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    assert_eq!(
+        *seen.borrow(),
+        [Notice::Warning {
+            message: d.warnings[0].clone()
+        }]
+    );
+    let cli = CliError::from(define(&c.vms.data_dir, &named, &quiet).unwrap_err());
+    assert!(cli.message.ends_with("or choose another name with --name"));
+}
+
+#[test]
+fn apply_stores_what_changed_and_refuses_a_running_vm() {
+    let c = case();
+    let changes = Changes {
+        memory: Some("256M".into()),
+        set: vec![("cpu".into(), "2".into())],
+        ..Default::default()
+    };
+    let applied = run(c.vms.apply("web", &changes, &quiet)).unwrap();
+    let keys: Vec<String> = applied.changes.iter().map(|c| c.to_string()).collect();
+    assert_eq!(applied.changes.len(), 2, "{keys:?}");
+    let (_, rec) = c.vms.record("web").unwrap();
+    assert_eq!(rec.config["memory"], "256M");
+    assert_eq!(rec.config["cpu"], 2);
+    // The same again changes nothing.
+    let again = run(c.vms.apply("web", &changes, &quiet)).unwrap();
+    assert!(again.changes.is_empty());
+
+    let bad = Changes {
+        set: vec![("cpu".into(), "0".into()), ("memory".into(), "lots".into())],
+        ..Default::default()
+    };
+    let e = run(c.vms.apply("web", &bad, &quiet)).unwrap_err();
+    assert!(matches!(&e, VmError::Invalid(v) if v.len() == 2), "{e:?}");
+    assert_eq!(CliError::from(e).code, code::INVALID_CONFIG);
+
+    c.set(Some(c.ours("active", "running")));
+    let cli = CliError::from(run(c.vms.apply("web", &changes, &quiet)).unwrap_err());
+    assert_eq!(cli.code, code::CONFLICT);
+    assert!(cli.message.contains("stop it first with `maqet stop web`"));
+    let e = run(c.vms.apply("nope", &changes, &quiet)).unwrap_err();
+    assert!(matches!(e, VmError::NoSuchVm { .. }));
+}
+
+/// Defines VM `name` (no storage) next to `web`.
+fn add(c: &Case, name: &str) {
+    define(
+        &c.vms.data_dir,
+        &Source::Empty { name: name.into() },
+        &quiet,
+    )
+    .unwrap();
 }

@@ -28,6 +28,9 @@ pub trait UnitManager {
     /// Creates and starts the VM's socket + service pair and waits until
     /// the runner is ready (or failed, or `timeout`).
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError>;
+    /// Creates and starts the pair, returning once the start job is
+    /// queued (`start --no-wait`).
+    async fn queue_vm(&self, spec: &VmUnitSpec) -> Result<(), SystemdError>;
     /// Queues a stop job (no wait); a unit that is not loaded is fine.
     async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError>;
     async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
@@ -68,6 +71,9 @@ impl UnitManager for Systemd {
     }
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         Systemd::start_vm(self, spec, timeout).await
+    }
+    async fn queue_vm(&self, spec: &VmUnitSpec) -> Result<(), SystemdError> {
+        Systemd::queue_vm(self, spec).await
     }
     async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
         Systemd::stop_unit(self, unit).await
@@ -124,6 +130,12 @@ impl<U: UnitManager> UnitManager for Option<U> {
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         match self {
             Some(u) => u.start_vm(spec, timeout).await,
+            None => Err(no_session("StartTransientUnit", &spec.vm.service_unit())),
+        }
+    }
+    async fn queue_vm(&self, spec: &VmUnitSpec) -> Result<(), SystemdError> {
+        match self {
+            Some(u) => u.queue_vm(spec).await,
             None => Err(no_session("StartTransientUnit", &spec.vm.service_unit())),
         }
     }

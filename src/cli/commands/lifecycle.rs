@@ -10,22 +10,31 @@ use crate::cli::exit::{worst, CliError};
 use crate::cli::output::{print_json, print_notice};
 use crate::systemd::Systemd;
 use crate::vm::agent::AgentStop;
-use crate::vm::Vms;
+use crate::vm::{Vms, Wait};
 use crate::vmname::VmName;
 
 pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
+    let wait = match a.no_wait {
+        true => Wait::Queued,
+        false => Wait::Ready,
+    };
     if let [name] = a.names.as_slice() {
         // An unknown VM is "no such VM" before anything else is asked.
-        ctx.vm(name)?;
+        let (vm, _) = ctx.vm(name)?;
         let vms = ctx.vms().await?;
-        return Ok(vms.start(name, a.timeout, &print_notice).await?);
+        vms.start_as(name, a.timeout, wait, &print_notice).await?;
+        if a.no_wait {
+            println!("{}", queued(&vm));
+        }
+        return Ok(());
     }
     let (known, vms) = connect(ctx, &a.names).await?;
     let runs = known.into_iter().map(|k| {
         let vms = vms.as_ref();
         async move {
             let (vm, vms) = usable(k, vms)?;
-            vms.start(vm.as_str(), a.timeout, &print_notice).await?;
+            vms.start_as(vm.as_str(), a.timeout, wait, &print_notice)
+                .await?;
             Ok::<_, CliError>(vm)
         }
     });
@@ -33,6 +42,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
     let mut codes = Vec::new();
     for (name, r) in a.names.iter().zip(results) {
         match r {
+            Ok(vm) if a.no_wait => println!("{}", queued(&vm)),
             Ok(vm) => println!("{vm}: started"),
             Err(e) => {
                 eprintln!("{name}: {}", e.message);
@@ -99,6 +109,14 @@ pub async fn restart(ctx: &Ctx, a: &RestartArgs) -> Result<(), CliError> {
     ctx.vm(&a.name)?;
     let vms = ctx.vms().await?;
     Ok(vms.restart(&a.name, a.timeout, &print_notice).await?)
+}
+
+/// What `start --no-wait` says per VM: queued, and where to follow it.
+fn queued(vm: &VmName) -> String {
+    format!(
+        "{vm}: start queued (follow: `maqet status {vm}`, `journalctl --user -u {}`)",
+        vm.service_unit()
+    )
 }
 
 fn stop_json(vm: &VmName, stopped: &AgentStop) -> serde_json::Value {

@@ -1,0 +1,198 @@
+//! Definitions: `add` (files merged and validated, or `--empty`: QEMU's
+//! defaults) and `apply` (stored config ← files ← flags, refused while the
+//! VM runs). Only the database changes; no unit is touched.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value as Json};
+
+use crate::config::{diff, Change, ConfigDocument, ConfigError};
+use crate::paths::DataDir;
+use crate::state::{NewVm, StateError, Store};
+use crate::vmname::VmName;
+
+use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
+
+/// What `add` defines the VM from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// YAML files merged left to right; `name` overrides their `name:`.
+    Files {
+        files: Vec<PathBuf>,
+        name: Option<String>,
+    },
+    /// No file: an empty config, so QEMU's own defaults (what `add` stores
+    /// for a file holding only `name:`).
+    Empty { name: String },
+}
+
+/// A VM `add` stored.
+#[derive(Debug, Clone)]
+pub struct Defined {
+    pub vm: VmName,
+    /// The canonical paths of the files it was merged from.
+    pub sources: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// What `apply` merges on top of a stored config, in this order: files,
+/// then the flags, then `--set` pairs.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub files: Vec<PathBuf>,
+    pub memory: Option<String>,
+    pub cpu: Option<String>,
+    pub binary: Option<String>,
+    pub enable_kvm: bool,
+    /// `(KEY, YAML VALUE)`; dotted keys reach into mappings and lists.
+    pub set: Vec<(String, String)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+            && self.memory.is_none()
+            && self.cpu.is_none()
+            && self.binary.is_none()
+            && !self.enable_kvm
+            && self.set.is_empty()
+    }
+}
+
+/// What `apply` did: every changed value (none: the VM is unchanged and
+/// nothing was written).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub vm: VmName,
+    pub changes: Vec<Change>,
+}
+
+/// `maqet add`: validates, then stores the VM in `data_dir`. Config
+/// warnings are sent to `notify` (before the store is written, so a
+/// refused name still shows them) and returned.
+pub fn define(data_dir: &DataDir, source: &Source, notify: Notify) -> Result<Defined, VmError> {
+    let (doc, name) = match source {
+        Source::Files { files, name } => {
+            let doc = ConfigDocument::load_files(files)?;
+            (doc, name.clone())
+        }
+        Source::Empty { name } => (ConfigDocument::empty(), Some(name.clone())),
+    };
+    // Validated first: a bad `name:` is reported with its file:line:column.
+    let config = doc.validate()?;
+    let name = match (name, doc.name()) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n.to_string(),
+        (None, None) => {
+            return Err(VmError::Unnamed {
+                file: match source {
+                    Source::Files { files, .. } => files.first().cloned().unwrap_or_default(),
+                    Source::Empty { .. } => PathBuf::new(),
+                },
+            })
+        }
+    };
+    let vm = VmName::new(&name)?;
+    for w in &config.warnings {
+        notify(Notice::Warning { message: w.clone() });
+    }
+    let store = Store::open(&data_dir.db_path())?;
+    store
+        .insert_vm(&NewVm {
+            name: vm.to_string(),
+            config: doc.to_json(),
+            sources: doc.sources().to_vec(),
+            autostart: config.autostart,
+        })
+        .map_err(|e| match e {
+            StateError::Exists(_) => VmError::Exists {
+                vm: vm.clone(),
+                from_files: matches!(source, Source::Files { .. }),
+            },
+            other => other.into(),
+        })?;
+    Ok(Defined {
+        vm,
+        sources: doc.sources().to_vec(),
+        warnings: config.warnings,
+    })
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// `maqet apply`: merges `changes` on top of the stored config of
+    /// `name`, validates the result with every error reported, and stores
+    /// it when something changed. Refused while the VM runs (a running VM
+    /// keeps the config it was started with).
+    pub async fn apply(
+        &self,
+        name: &str,
+        changes: &Changes,
+        notify: Notify<'_>,
+    ) -> Result<Applied, VmError> {
+        let (vm, rec) = self.record(name)?;
+        if self.is_running(&vm).await? {
+            return Err(VmError::RunningNoApply { vm });
+        }
+        let mut doc = ConfigDocument::from_stored(&rec.config)?;
+        let layer = ConfigDocument::load_files(&changes.files)?;
+        if let Some(n) = layer.name().filter(|n| *n != vm.as_str()) {
+            notify(Notice::Warning {
+                message: format!(
+                    "{}: name '{n}' is ignored; apply does not rename VM '{vm}'",
+                    layer
+                        .name_location()
+                        .map(|l| l.to_string())
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        doc.merge(layer);
+        set_flags(&mut doc, changes)?;
+        let cfg = doc.validate_all().map_err(VmError::Invalid)?;
+        for w in &cfg.warnings {
+            notify(Notice::Warning { message: w.clone() });
+        }
+        let old = if rec.config.is_null() {
+            json!({})
+        } else {
+            rec.config.clone()
+        };
+        let new = doc.to_json();
+        let diffs = diff(&old, &new);
+        if diffs.is_empty() {
+            return Ok(Applied { vm, changes: diffs });
+        }
+        let mut sources = rec.sources.clone();
+        for s in doc.sources() {
+            if !sources.contains(s) {
+                sources.push(s.clone());
+            }
+        }
+        // The flag follows the config only when this apply changes `autostart`: otherwise a
+        // `maqet enable` would be undone by any unrelated change.
+        let autostart = (old.get("autostart") != new.get("autostart")).then_some(cfg.autostart);
+        self.store()?
+            .update_config(vm.as_str(), &new, &sources, autostart)?;
+        Ok(Applied { vm, changes: diffs })
+    }
+}
+
+/// The flags of `apply`, after its files.
+fn set_flags(doc: &mut ConfigDocument, c: &Changes) -> Result<(), ConfigError> {
+    if let Some(m) = &c.memory {
+        doc.set_yaml("memory", m, "--memory")?;
+    }
+    if let Some(cpu) = &c.cpu {
+        doc.set_yaml("cpu", cpu, "--cpu")?;
+    }
+    if let Some(b) = &c.binary {
+        doc.set("binary", Json::from(b.as_str()), "--binary");
+    }
+    if c.enable_kvm {
+        doc.set("enable_kvm", json!(true), "--enable-kvm");
+    }
+    for (k, v) in &c.set {
+        doc.set_path(k, v)?;
+    }
+    Ok(())
+}
