@@ -357,6 +357,7 @@ mod tests {
             backing_file: backing.map(PathBuf::from),
             backing_format: backing.map(|_| ImageFormat::Qcow2),
             base_sha256: None,
+            readonly: false,
             virtfs: None,
             location: Location::default(),
         }
