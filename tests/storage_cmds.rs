@@ -174,6 +174,17 @@ fn attach_to_a_running_vm_needs_live_which_hot_plugs_and_records() {
     let fresh = w.data_dir().join("disks").join(&vm).join("fresh.qcow2");
     assert!(out.contains("created") && fresh.exists(), "{out}");
     assert!(block_files(&w, &vm).contains(&path_str(&fresh).to_string()));
+    // Read-only, live and after the restart below.
+    let ro = qcow2(&w, "ro.qcow2");
+    w.ok(&[
+        "storage",
+        "attach",
+        &vm,
+        path_str(&ro),
+        "--live",
+        "--readonly",
+    ]);
+    assert_eq!(read_only(&w, &vm, &ro), Some(true));
     // A failed hot-plug (IDE cannot be) changes nothing.
     let other = qcow2(&w, "ide.qcow2");
     let err = w.fails(
@@ -201,7 +212,18 @@ fn attach_to_a_running_vm_needs_live_which_hot_plugs_and_records() {
     let files = block_files(&w, &vm);
     assert!(files.contains(&path_str(&file).to_string()), "{files:?}");
     assert!(files.contains(&path_str(&fresh).to_string()), "{files:?}");
+    assert_eq!(read_only(&w, &vm, &ro), Some(true));
+    assert_eq!(read_only(&w, &vm, &file), Some(false));
     stop(&w, &vm);
+}
+
+/// Whether QEMU has the image at `path` open read-only (`query-block`).
+fn read_only(w: &World, vm: &str, path: &Path) -> Option<bool> {
+    let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", vm, "query-block"])).unwrap();
+    v.as_array()?
+        .iter()
+        .find(|d| d["inserted"]["file"] == path_str(path))
+        .and_then(|d| d["inserted"]["ro"].as_bool())
 }
 
 #[test]

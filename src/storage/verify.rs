@@ -510,6 +510,46 @@ mod tests {
     }
 
     #[test]
+    fn a_base_with_another_digest_fails_and_an_uncreated_overlay_does_not() {
+        let Ok(img) = QemuImg::find(None) else {
+            eprintln!("note: no qemu-img here; skipping");
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().canonicalize().unwrap();
+        img.create(
+            &d.join("base.qcow2"),
+            crate::config::ImageFormat::Qcow2,
+            Some(1 << 20),
+            None,
+        )
+        .unwrap();
+        let text = format!(
+            "binary: /bin/sh\nstorage:\n  - {{name: root, base: base.qcow2, sha256: {}}}\n",
+            "0".repeat(64)
+        );
+        let cfg = crate::config::ConfigDocument::from_yaml_str(&text, "t.yaml", &d)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let checks = verify_vm("vm", &cfg, &d.join("disks"), &[], false);
+        let got: Vec<(&str, Status)> = checks.iter().map(|c| (c.disk.as_str(), c.status)).collect();
+        assert_eq!(
+            got,
+            [
+                ("root (base)", Status::Mismatch),
+                ("root", Status::NotCreated)
+            ]
+        );
+        assert!(checks[0].message.contains(&"0".repeat(64)));
+        // Recorded as created but gone: missing.
+        let created = [d.join("disks/root.qcow2")];
+        let checks = verify_vm("vm", &cfg, &d.join("disks"), &created, false);
+        assert_eq!(checks[1].status, Status::Missing);
+        assert!(checks[1].message.contains("maqet created it"));
+    }
+
+    #[test]
     fn argument_disks_are_found_with_their_format() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();

@@ -45,7 +45,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     continue;
                 }
             };
-            let running = self.is_running(&vm).await?;
+            let running = match self.is_running(&vm).await {
+                Ok(r) => r,
+                // Another data directory's VM of that name runs: not ours.
+                Err(VmError::Owner(super::OwnerError::OtherDataDir { .. })) => false,
+                Err(e) => return Err(e),
+            };
             let created: Vec<PathBuf> = store
                 .created_files(vm.as_str())?
                 .into_iter()
