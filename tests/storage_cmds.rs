@@ -238,3 +238,25 @@ fn attaching_a_disk_another_running_vm_uses_is_refused() {
     assert!(!w.ok(&["config", &b]).contains("hdd.qcow2"));
     stop(&w, &a);
 }
+
+#[test]
+fn a_failed_hot_plug_changes_nothing_and_deletes_the_disk_it_created() {
+    let w = World::new("sc-rollback");
+    // q35's root bus cannot hot-plug: QEMU refuses device_add after blockdev-add.
+    let vm = w.add_vm("q", "  - machine: q35\n");
+    w.ok(&["start", &vm]);
+    let before = w.ok(&["config", &vm]);
+    let err = w.fails(
+        6,
+        &["storage", "attach", &vm, "name=nope,size=8M", "--live"],
+    );
+    assert!(err.contains("does not support hotplugging"), "{err}");
+    let created = w.data_dir().join("disks").join(&vm).join("nope.qcow2");
+    assert!(err.contains("removed what this start created"), "{err}");
+    assert!(!created.exists());
+    assert_eq!(w.ok(&["config", &vm]), before);
+    // The node was deleted again, so the same attach can be retried later.
+    let nodes = w.ok(&["qmp", "run", &vm, "query-named-block-nodes"]);
+    assert!(!nodes.contains("maqet-nope"), "{nodes}");
+    stop(&w, &vm);
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 
-use crate::config::{ConfigDocument, VmConfig};
+use crate::config::{ConfigDocument, StorageEntry, VmConfig};
+use crate::state::VmRecord;
 use crate::storage::hotplug;
 use crate::storage::identity::stat_followed;
 use crate::storage::verify::argument_disks;
@@ -92,15 +93,53 @@ pub enum AttachError {
     },
 }
 
+/// The definition with the disk added, validated and checked.
+struct Change {
+    vm: VmName,
+    sources: Vec<PathBuf>,
+    /// The definition before: what a running VM was started with.
+    old: VmConfig,
+    /// With the new entry: its `VmConfig` and the JSON to store.
+    new: VmConfig,
+    json: Json,
+    added: StorageEntry,
+    path: PathBuf,
+}
+
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Attaches a disk to VM `name` (see the module doc).
     pub async fn attach(&self, name: &str, req: AttachRequest) -> Result<Attached, VmError> {
         self.record(name)?;
+        // A start cannot slip in between the running check and the write.
         let _lock = self.lock(name, LOCK_WAIT)?;
         let (vm, rec) = self.record(name)?;
-        let old = stored_config(&rec)?;
+        let c = self.change(vm, &rec, &req)?;
+        let running = self.is_running(&c.vm).await?;
+        match (running, req.live) {
+            (true, false) => return Err(AttachError::RunningNeedsLive { vm: c.vm }.into()),
+            (false, true) => return Err(AttachError::NotRunning { vm: c.vm }.into()),
+            _ => {}
+        }
+        self.refuse_in_use(&c.vm, &c.path, &c.new).await?;
+        if running {
+            return self.hot_plug(c).await;
+        }
+        self.store()?
+            .update_config(c.vm.as_str(), &c.json, &c.sources, None)?;
+        Ok(Attached {
+            drive: c.added.name.clone(),
+            created_at_start: !c.path.exists(),
+            path: c.path,
+            live: false,
+            created: Vec::new(),
+        })
+    }
+
+    /// The stored definition plus the requested entry.
+    fn change(&self, vm: VmName, rec: &VmRecord, req: &AttachRequest) -> Result<Change, VmError> {
+        let old = stored_config(rec)?;
         let disk_dir = self.disk_dir(&vm);
-        let entry = entry_for(&vm, &req, &old)?;
+        let entry = entry_for(&vm, req, &old)?;
         let mut doc = ConfigDocument::from_stored(&rec.config)?;
         let mut list = match doc.get("storage") {
             Some(Json::Array(a)) => a,
@@ -112,54 +151,49 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let added = new.storage().last().expect("just added").clone();
         let path = added.path(&disk_dir);
         refuse_duplicate(&vm, &old, &disk_dir, &path)?;
-        let running = self.is_running(&vm).await?;
-        match (running, req.live) {
-            (true, false) => return Err(AttachError::RunningNeedsLive { vm }.into()),
-            (false, true) => return Err(AttachError::NotRunning { vm }.into()),
-            _ => {}
-        }
-        self.refuse_in_use(&vm, &path, &new).await?;
-        let store = self.store()?;
-        let json = doc.to_json();
-        if !running {
-            store.update_config(vm.as_str(), &json, &rec.sources, None)?;
-            return Ok(Attached {
-                drive: added.name.clone(),
-                created_at_start: !path.exists(),
-                path,
-                live: false,
-                created: Vec::new(),
-            });
-        }
-        // Live: the image must exist before QEMU can open it.
-        let mut one = new.clone();
-        one.storage = vec![added.clone()];
+        Ok(Change {
+            vm,
+            sources: rec.sources.clone(),
+            old,
+            json: doc.to_json(),
+            new,
+            added,
+            path,
+        })
+    }
+
+    /// Creates the image if it is new, hot-plugs it, then records it; a
+    /// failure on the way deletes what was created and records nothing.
+    async fn hot_plug(&self, c: Change) -> Result<Attached, VmError> {
+        let plan = hotplug::plan(&c.added, c.path.clone(), &c.old)?;
+        let disk_dir = self.disk_dir(&c.vm);
+        let mut one = c.new.clone();
+        one.storage = vec![c.added.clone()];
         crate::storage::base::verify_bases(&one, &disk_dir)
             .map_err(crate::provision::ProvisionError::from)?;
+        let store = self.store()?;
         let mut done = Provisioned::default();
-        if let Err(e) = st::provision(vm.as_str(), &one, &disk_dir, &store, &mut done) {
-            return Err(self.undone(&vm, done, &store, e.into()).await);
+        if let Err(e) = st::provision(c.vm.as_str(), &one, &disk_dir, &store, &mut done) {
+            return Err(self.undone(&c.vm, done, &store, e.into()).await);
         }
         let plugged = async {
-            let plan = hotplug::plan(&added, path.clone(), &old)?;
-            let mut client = self.runner(&vm).await?;
-            hotplug::plug(&mut client, &plan).await?;
-            Ok::<(), VmError>(())
+            let mut client = self.runner(&c.vm).await?;
+            Ok::<(), VmError>(hotplug::plug(&mut client, &plan).await?)
         }
         .await;
         if let Err(e) = plugged {
-            return Err(self.undone(&vm, done, &store, e).await);
+            return Err(self.undone(&c.vm, done, &store, e).await);
         }
         store
-            .update_config(vm.as_str(), &json, &rec.sources, None)
+            .update_config(c.vm.as_str(), &c.json, &c.sources, None)
             .map_err(|e| AttachError::NotRecorded {
-                vm: vm.clone(),
-                drive: added.name.clone(),
+                vm: c.vm.clone(),
+                drive: c.added.name.clone(),
                 error: e.to_string(),
             })?;
         Ok(Attached {
-            drive: added.name.clone(),
-            path,
+            drive: c.added.name,
+            path: c.path,
             live: true,
             created_at_start: false,
             created: done.created.into_iter().map(|c| c.path).collect(),
