@@ -101,6 +101,27 @@ fn verify_passes_good_disks_and_names_missing_and_corrupt_ones() {
     let err = w.fails(1, &["storage", "verify"]);
     assert!(err.contains(&format!("{vm}/hdd (missing)")), "{err}");
     assert!(!err.contains(&fresh), "{err}");
+
+    // Images named in raw `arguments` are disks too.
+    let gone = w.dir.path().join("gone.qcow2");
+    let raw = w.dir.path().join("r.img");
+    std::fs::write(&raw, vec![0u8; 8192]).unwrap();
+    let args = w.add_vm(
+        "args",
+        &format!(
+            "  - drive: \"file={},format=qcow2,if=virtio\"\n  - drive: \"file={},format=raw,if=virtio\"\n",
+            gone.display(),
+            raw.display()
+        ),
+    );
+    let (code, checks) = verify_json(&w, &args);
+    assert_eq!(code, Some(1));
+    assert_eq!(status_of(&checks, "arguments[3]")["status"], "missing");
+    assert_eq!(status_of(&checks, "arguments[4]")["status"], "ok");
+    assert_eq!(
+        status_of(&checks, "arguments[4]")["message"],
+        "raw, 8192 bytes"
+    );
 }
 
 #[test]
