@@ -460,6 +460,41 @@ pub enum StorageCommand {
     Create(StorageCreateArgs),
     /// List disk images with format, sizes, backing chain and snapshot count; flags files no VM uses.
     Ls(StorageLsArgs),
+    /// Check every disk the VMs' definitions record: it exists, is readable, and `qemu-img check` passes (exit 1 if any fails).
+    Verify(StorageVerifyArgs),
+    /// Add a disk to a VM's definition: FILE (an existing image) or SPEC (name=data,size=1G); --live hot-plugs it into the running VM too.
+    Attach(StorageAttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StorageVerifyArgs {
+    /// VMs to check; none: every VM of the data directory.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Print JSON (one object per disk).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageAttachArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// An existing image, or KEY=VALUE pairs of a `storage:` disk entry (name, type, file, size, interface, backing_file, backing_format, base, sha256, readonly), comma-separated; a new image is created at the next start.
+    #[arg(value_name = "FILE|SPEC")]
+    pub disk: String,
+    /// Hot-plug the disk into the running VM (blockdev-add + device_add) and record it; without it a running VM is refused.
+    #[arg(long)]
+    pub live: bool,
+    /// The guest sees the disk read-only (`readonly: true`).
+    #[arg(long)]
+    pub readonly: bool,
+    /// The image format (the entry's `type`); probed with qemu-img info when omitted for a FILE.
+    #[arg(long, value_name = "FORMAT", value_parser = ["qcow2", "raw"])]
+    pub format: Option<String>,
+    /// How the guest sees the disk (the entry's `interface`); default virtio.
+    #[arg(long = "if", value_name = "INTERFACE", value_parser = ["virtio", "scsi", "sata", "ide", "none"])]
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Args)]

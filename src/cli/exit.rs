@@ -7,7 +7,7 @@ use crate::paths::PathError;
 use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
-use crate::vm::{OwnerError, VmError};
+use crate::vm::{AttachError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -205,6 +205,7 @@ impl From<VmError> for CliError {
             | VmError::NoRunner { .. }
             | VmError::UsageUnknown(_)
             | VmError::NotRemoved { .. } => code::FAILURE,
+            VmError::Attach(e) => attach_code(&e),
             VmError::Config(e) => CliError::from(e).code,
             VmError::Name(e) => CliError::from(e).code,
             VmError::Path(e) => CliError::from(e).code,
@@ -218,6 +219,19 @@ impl From<VmError> for CliError {
             VmError::Io(e) => CliError::from(e).code,
         };
         CliError::new(c, message)
+    }
+}
+
+fn attach_code(e: &AttachError) -> i32 {
+    match e {
+        AttachError::NoSuchFile { .. } => code::USAGE,
+        AttachError::UnsupportedFormat { .. } | AttachError::Contradiction { .. } => code::USAGE,
+        AttachError::DuplicateName { .. }
+        | AttachError::DuplicatePath { .. }
+        | AttachError::InUse { .. }
+        | AttachError::RunningNeedsLive { .. }
+        | AttachError::NotRunning { .. } => code::CONFLICT,
+        AttachError::NotRecorded { .. } => code::FAILURE,
     }
 }
 
@@ -236,6 +250,7 @@ impl From<StorageError> for CliError {
             StorageError::NotSnapshottable { .. }
             | StorageError::InvalidName { .. }
             | StorageError::LiveUnsupported { .. }
+            | StorageError::NotHotpluggable { .. }
             | StorageError::NoVmState { .. } => code::USAGE,
             StorageError::SnapshotExists { .. }
             | StorageError::NotAttached { .. }

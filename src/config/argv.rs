@@ -376,7 +376,11 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
         }
         let Some(format) = e.format() else { continue };
         let file = escape(&e.path(&ctx.disk_dir).to_string_lossy());
-        let format = format.as_str();
+        let format = if e.readonly {
+            format!("{},readonly=on", format.as_str())
+        } else {
+            format.as_str().to_string()
+        };
         let id = format!("maqet-drive-{}", e.name);
         match e.interface {
             Interface::Virtio | Interface::Ide | Interface::None => argv.extend([

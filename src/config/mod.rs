@@ -61,6 +61,7 @@
 mod argv;
 mod desktop;
 mod diff;
+mod disk_spec;
 mod document;
 mod emit;
 mod error;
@@ -91,6 +92,7 @@ mod tests_quoting;
 pub use argv::RenderContext;
 pub use desktop::{Desktop, Tpm};
 pub use diff::{diff, Change};
+pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
 pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};

@@ -251,6 +251,8 @@ pub struct StorageEntry {
     /// `sha256` of a `base:` image, lowercase hex: checked before the
     /// overlay is created (issue 11).
     pub base_sha256: Option<String>,
+    /// `readonly: true`: the guest sees the disk read-only (`readonly=on`).
+    pub readonly: bool,
     /// Only for `virtfs`.
     pub virtfs: Option<Virtfs>,
     pub location: Location,
@@ -355,6 +357,7 @@ mod tests {
             backing_file: backing.map(PathBuf::from),
             backing_format: backing.map(|_| ImageFormat::Qcow2),
             base_sha256: None,
+            readonly: false,
             virtfs: None,
             location: Location::default(),
         }

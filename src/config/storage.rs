@@ -26,6 +26,7 @@ const FIELDS: &[&str] = &[
     "sha256",
     "path",
     "options",
+    "readonly",
 ];
 /// Fields that only mean something for disk images.
 const DISK_FIELDS: &[&str] = &[
@@ -131,7 +132,8 @@ fn validate_entry(v: &mut Validator, i: usize, item: &Node) -> Option<StorageEnt
     };
     for e in fields {
         let k = e.key.as_str();
-        if VIRTFS_OPTIONS.contains(&k) {
+        // A disk's `readonly` is its own; a share's belongs under `options:`.
+        if VIRTFS_OPTIONS.contains(&k) && !(k == "readonly" && kind != StorageKind::Virtfs) {
             // The original silently ignored a top-level mount_tag.
             v.error(
                 &e.key_loc,
@@ -191,6 +193,7 @@ fn validate_entry(v: &mut Validator, i: usize, item: &Node) -> Option<StorageEnt
         backing_file: None,
         backing_format: None,
         base_sha256: None,
+        readonly: false,
         virtfs: None,
         location: item.loc.clone(),
     };
@@ -222,6 +225,11 @@ fn abs_path(v: &mut Validator, n: &Node, key: &str) -> Option<PathBuf> {
 }
 
 fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut StorageEntry) {
+    if let Some(n) = field(fields, "readonly") {
+        entry.readonly = v
+            .boolean(n, &format!("storage[{i}].readonly"))
+            .unwrap_or(false);
+    }
     if let Some(n) = field(fields, "file") {
         let key = format!("storage[{i}].file");
         if let Some(p) = abs_path(v, n, &key) {

@@ -81,6 +81,13 @@ pub enum StorageError {
     #[error("snapshot '{tag}' is missing on {}: a live load needs it on every writable disk; nothing was changed", drives.join(", "))]
     IncompleteSnapshot { tag: String, drives: Vec<String> },
 
+    #[error("drive '{drive}' (interface {interface}) cannot be hot-plugged: {why}")]
+    NotHotpluggable {
+        drive: String,
+        interface: String,
+        why: String,
+    },
+
     /// A QMP command was answered with an error.
     #[error("QMP {command}: {message}")]
     Qmp { command: String, message: String },

@@ -5,6 +5,7 @@
 pub mod base;
 pub mod disks;
 mod error;
+pub mod hotplug;
 pub mod identity;
 pub mod inventory;
 pub mod live;
@@ -12,6 +13,7 @@ pub mod qemu_img;
 pub mod refs;
 pub mod remove;
 pub mod snapshot;
+pub mod verify;
 
 pub use disks::{delete_created, provision, Created, Provisioned, Undone};
 pub use error::StorageError;

@@ -72,6 +72,15 @@ impl SnapshotOp {
     }
 }
 
+/// What `qemu-img check` printed and how it exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutput {
+    /// None when it was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuImg {
     bin: PathBuf,
@@ -188,6 +197,38 @@ impl QemuImg {
             args.push(s.as_ref());
         }
         self.run(&args).map(drop)
+    }
+
+    /// `qemu-img check --output=json [-f FORMAT] [-U] FILE`, whatever its
+    /// exit status (it tells corruption from leaks); an error only when
+    /// qemu-img cannot be run. `force_share` (-U) reads an image a running
+    /// QEMU holds, read only.
+    pub fn check(
+        &self,
+        path: &Path,
+        format: Option<&str>,
+        force_share: bool,
+    ) -> Result<CheckOutput, StorageError> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["check", "--output=json"]);
+        if let Some(f) = format {
+            cmd.args(["-f", f]);
+        }
+        if force_share {
+            cmd.arg("-U");
+        }
+        cmd.arg("--").arg(path).env("LC_ALL", "C");
+        let out = cmd.output().map_err(|e| StorageError::QemuImg {
+            command: format!("{} check {}", self.bin.display(), path.display()),
+            stderr: format!("cannot run it: {e}"),
+        })?;
+        Ok(CheckOutput {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace("qemu-img: ", ""),
+        })
     }
 
     /// `qemu-img snapshot -c|-a|-d TAG FILE` (needs the image unused).

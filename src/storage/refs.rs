@@ -54,7 +54,7 @@ pub fn argv_paths(argv: &[String]) -> Vec<String> {
 }
 
 /// Splits a QEMU option string at single commas (`,,` is a literal comma).
-fn split_options(s: &str) -> Vec<String> {
+pub(crate) fn split_options(s: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

@@ -73,6 +73,8 @@ pub enum VmError {
         failures: Vec<RemoveFailure>,
     },
     #[error(transparent)]
+    Attach(#[from] super::attach::AttachError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Name(#[from] InvalidName),

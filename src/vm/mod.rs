@@ -5,6 +5,7 @@
 //! line: results and notices come back as data, errors as [`VmError`].
 
 pub mod agent;
+pub mod attach;
 pub mod autostart;
 pub mod define;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod refs;
 pub mod remove;
 pub mod runners;
 pub mod units;
+pub mod verify;
 pub mod view;
 
 #[cfg(test)]
@@ -31,6 +33,7 @@ use crate::paths::DataDir;
 use crate::state::{StateError, Store, VmLock, VmRecord};
 use crate::vmname::VmName;
 
+pub use attach::{AttachError, AttachRequest, AttachSource, Attached};
 pub use error::{RemoveFailure, VmError};
 pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};

@@ -20,6 +20,9 @@ use crate::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
 pub struct RunningProcess {
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// The VM name of its unit, and the data directory its description names.
+    pub vm: String,
+    pub data_dir: String,
     /// `running VM 'x' (data directory D, pid N) uses it`.
     pub user: String,
 }
@@ -65,6 +68,8 @@ pub async fn running_processes(units: &impl UnitManager) -> Result<Vec<RunningPr
             out.push(RunningProcess {
                 argv,
                 cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+                vm: vm.to_string(),
+                data_dir: dir.to_string(),
                 user: format!("running VM '{vm}' (data directory {dir}, pid {pid}) uses it"),
             });
         }

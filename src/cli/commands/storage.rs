@@ -1,23 +1,118 @@
-//! `maqet storage create|ls`.
+//! `maqet storage create|ls|verify|attach`.
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::args::{StorageCommand, StorageCreateArgs, StorageLsArgs};
+use crate::cli::args::{
+    StorageAttachArgs, StorageCommand, StorageCreateArgs, StorageLsArgs, StorageVerifyArgs,
+};
 use crate::cli::context::Ctx;
-use crate::cli::exit::CliError;
+use crate::cli::exit::{code, CliError};
 use crate::cli::output::{human_bytes, print_json, render_table};
 use crate::config::VmConfig;
 use crate::state::{Store, VmRecord};
 use crate::storage::inventory::{self, DiskReport};
+use crate::storage::verify::DiskCheck;
 use crate::storage::QemuImg;
 use crate::vm::remove::canonical;
+use crate::vm::{AttachRequest, AttachSource};
 use crate::vmname::VmName;
 
 pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
     match c {
         StorageCommand::Create(a) => create(ctx, &a).await,
         StorageCommand::Ls(a) => ls(ctx, &a),
+        StorageCommand::Verify(a) => verify(ctx, &a).await,
+        StorageCommand::Attach(a) => attach(ctx, &a).await,
     }
+}
+
+async fn verify(ctx: &Ctx, a: &StorageVerifyArgs) -> Result<(), CliError> {
+    for n in &a.names {
+        ctx.vm(n)?;
+    }
+    let checks = ctx.vms_if_session().await?.verify(&a.names).await?;
+    if a.json {
+        print_json(&checks);
+    } else if checks.is_empty() {
+        eprintln!("no disks");
+    } else {
+        print_checks(&checks);
+    }
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status.is_failure())
+        .map(|c| format!("{}/{} ({})", c.vm, c.disk, c.status.as_str()))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::new(
+        code::FAILURE,
+        format!(
+            "{} of {} disks failed verification: {}",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        ),
+    ))
+}
+
+fn print_checks(checks: &[DiskCheck]) {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            let mut result = format!("{}: {}", c.status.as_str(), c.message);
+            if c.force_share {
+                result.push_str(" (checked with qemu-img -U, read only: the VM is running)");
+            }
+            vec![
+                c.vm.clone(),
+                c.disk.clone(),
+                c.path.display().to_string(),
+                result,
+            ]
+        })
+        .collect();
+    print!("{}", render_table(&["VM", "DISK", "PATH", "RESULT"], &rows));
+}
+
+async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
+    let (vm, _) = ctx.vm(&a.name)?;
+    let cwd = std::env::current_dir()?;
+    let given = Path::new(&a.disk);
+    // An existing file wins over a spec reading of its name.
+    let source = if !given.exists() && a.disk.contains('=') {
+        AttachSource::Spec(
+            crate::config::parse_disk_spec(&a.disk, &cwd)
+                .map_err(|e| CliError::usage(e.to_string()))?,
+        )
+    } else {
+        AttachSource::File(crate::config::normalize(&cwd.join(given)))
+    };
+    let req = AttachRequest {
+        source,
+        live: a.live,
+        readonly: a.readonly,
+        format: a.format.clone(),
+        interface: a.interface.clone(),
+    };
+    let done = ctx.vms_if_session().await?.attach(vm.as_str(), req).await?;
+    for p in &done.created {
+        println!("created {}", p.display());
+    }
+    let when = if done.live {
+        "hot-plugged into the running VM and recorded for its next start"
+    } else if done.created_at_start {
+        "recorded; the image is created at the next start (or now with `maqet storage create`)"
+    } else {
+        "recorded; the VM sees it from its next start"
+    };
+    println!(
+        "attached drive '{}' ({}) to VM '{vm}': {when}",
+        done.drive,
+        done.path.display()
+    );
+    Ok(())
 }
 
 /// The stored config, validated.
