@@ -141,15 +141,14 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
     match offline(&img, op, &vm, &entry.name, &path, &tag) {
         Ok((said, replaced)) => {
             if let Op::Create { json: true, .. } = op {
-                print_json(&Created {
-                    vm: vm.to_string(),
-                    snapshot: tag,
-                    live: false,
+                let drives = vec![entry.name.clone()];
+                print_json(&Created::new(
+                    &vm,
+                    &tag,
                     replaced,
-                    drives: vec![entry.name.clone()],
-                    vmstate_drive: None,
-                    freeze: FreezeReport::default(),
-                });
+                    drives,
+                    FreezeReport::default(),
+                ));
             } else {
                 eprintln!("{said}");
             }
@@ -334,13 +333,9 @@ async fn change_live(
             }
             if json {
                 print_json(&Created {
-                    vm: vm.to_string(),
-                    snapshot: tag.to_string(),
                     live: true,
-                    replaced,
-                    drives: labels,
                     vmstate_drive: Some(target.vmstate.label.clone()),
-                    freeze: f,
+                    ..Created::new(vm, tag, replaced, labels, f)
                 });
                 return Ok(());
             }
@@ -418,8 +413,33 @@ struct Created {
     drives: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vmstate_drive: Option<String>,
-    #[serde(flatten)]
-    freeze: FreezeReport,
+    /// The VM has a guest agent channel.
+    guest_agent: bool,
+    /// The guest's file systems were frozen during the save.
+    frozen: bool,
+    /// How many the agent froze.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystems: Option<u64>,
+    /// Why a VM with an agent was saved unfrozen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    freeze: Option<String>,
+}
+
+impl Created {
+    fn new(vm: &VmName, tag: &str, replaced: bool, drives: Vec<String>, f: FreezeReport) -> Self {
+        Created {
+            vm: vm.to_string(),
+            snapshot: tag.to_string(),
+            live: false,
+            replaced,
+            drives,
+            vmstate_drive: None,
+            guest_agent: f.agent,
+            frozen: f.frozen,
+            filesystems: f.filesystems,
+            freeze: f.reason,
+        }
+    }
 }
 
 /// A one-line progress bar on stderr, drawn only on a terminal. QEMU 7.2
