@@ -328,6 +328,23 @@ fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
     let err = w.fails(7, &["guest", vm.as_str(), "ping", "--timeout", "2"]);
     assert!(err.contains("did not answer"), "{err}");
+    // A live snapshot goes ahead unfrozen, and says so.
+    let o = w.maqet(&["snapshot", "create", &vm, "root", "s1", "--live", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let warning = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warning.contains("saved with its file systems not frozen: the guest agent did not answer"),
+        "{warning}"
+    );
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["frozen"], false, "{j:#}");
+    assert!(
+        j["freeze"]
+            .as_str()
+            .unwrap()
+            .starts_with("the guest agent did not answer"),
+        "{j:#}"
+    );
     let out: Value = serde_json::from_str(&w.ok(&["stop", vm.as_str(), "--json"])).unwrap();
     assert_eq!(out["guest_agent"], false, "{out:#}");
     assert_eq!(out["outcome"], "powerdown", "{out:#}");

@@ -116,16 +116,14 @@ impl QmpExec for IpcClient {
 /// them (protocol 3); an older runner is told apart so the caller can fall
 /// back to plain QMP.
 impl RunnerJobs for IpcClient {
-    fn snapshot(
+    async fn snapshot(
         &mut self,
         params: SnapshotParams,
-    ) -> impl std::future::Future<Output = Result<Option<SnapshotResult>, StorageError>> {
-        async move {
-            match IpcClient::snapshot(self, params).await {
-                Ok(r) => Ok(Some(r)),
-                Err(IpcError::Outdated { .. }) => Ok(None),
-                Err(e) => Err(StorageError::Runner(e.to_string())),
-            }
+    ) -> Result<Option<SnapshotResult>, StorageError> {
+        match IpcClient::snapshot(self, params).await {
+            Ok(r) => Ok(Some(r)),
+            Err(IpcError::Outdated { .. }) => Ok(None),
+            Err(e) => Err(StorageError::Runner(e.to_string())),
         }
     }
 }
