@@ -345,6 +345,13 @@ fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
             .starts_with("the guest agent did not answer"),
         "{j:#}"
     );
+    // A live load cannot ask whether the loaded guest is frozen: it warns,
+    // and succeeds.
+    let said = w.fails(0, &["snapshot", "load", &vm, "root", "s1", "--live"]);
+    assert!(
+        said.contains("cannot tell whether the loaded guest's file systems are frozen"),
+        "{said}"
+    );
     let out: Value = serde_json::from_str(&w.ok(&["stop", vm.as_str(), "--json"])).unwrap();
     assert_eq!(out["guest_agent"], false, "{out:#}");
     assert_eq!(out["outcome"], "powerdown", "{out:#}");

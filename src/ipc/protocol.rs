@@ -344,7 +344,8 @@ pub struct FreezeReport {
     /// How many file systems the agent froze.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystems: Option<u64>,
-    /// Why a VM with an agent was saved unfrozen.
+    /// Why a VM with an agent was saved unfrozen; after a load, why it is
+    /// unknown whether the loaded guest is frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The thaw after the save (or after a load of a frozen state) failed:

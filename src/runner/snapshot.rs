@@ -114,15 +114,25 @@ async fn thaw(socket: PathBuf) -> Result<u64, String> {
     .await
 }
 
+/// Why the check after a load did not complete.
+enum AfterLoad {
+    /// The agent did not answer: whether the guest is frozen is unknown
+    /// (it is only when the state was saved frozen).
+    Silent(String),
+    /// The agent answered, but the status or the thaw failed.
+    Failed(String),
+}
+
 /// After a load: thaws the guest when the loaded state had it frozen.
 /// `Ok(None)`: it was not frozen.
-async fn thaw_if_frozen(socket: PathBuf) -> Result<Option<u64>, String> {
+async fn thaw_if_frozen(socket: PathBuf) -> Result<Option<u64>, AfterLoad> {
     blocking(move || {
-        let mut a = answering(socket).map_err(|e| e.to_string())?;
-        if !a.is_frozen().map_err(|e| e.to_string())? {
+        let mut a = answering(socket).map_err(|e| AfterLoad::Silent(e.to_string()))?;
+        let failed = |e: AgentError| AfterLoad::Failed(e.to_string());
+        if !a.is_frozen().map_err(failed)? {
             return Ok(None);
         }
-        a.fsthaw().map(Some).map_err(|e| e.to_string())
+        a.fsthaw().map(Some).map_err(failed)
     })
     .await
 }
@@ -192,8 +202,13 @@ pub async fn run(
                         report.thawed_after_load = Some(n);
                     }
                     Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(snapshot = %tag, "cannot check the loaded guest's file systems: {e}");
+                    Err(AfterLoad::Silent(e)) => {
+                        let r = format!("the guest agent did not answer after the load ({e})");
+                        tracing::warn!(snapshot = %tag, "cannot tell whether the loaded guest is frozen: {r}");
+                        report.reason = Some(r);
+                    }
+                    Err(AfterLoad::Failed(e)) => {
+                        tracing::error!(snapshot = %tag, "thawing the loaded guest failed: {e}");
                         report.thaw_error = Some(e);
                     }
                 }

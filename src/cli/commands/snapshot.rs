@@ -355,6 +355,11 @@ async fn change_live(
             let o = live::load(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p)).await;
             bar.finish();
             let (_, f) = settle(vm, o)?;
+            if let Some(r) = &f.reason {
+                eprintln!(
+                    "warning: VM '{vm}': cannot tell whether the loaded guest's file systems are frozen: {r}; if the snapshot was saved frozen, `maqet guest {vm} fsthaw` thaws them"
+                );
+            }
             let mut said =
                 format!("VM '{vm}' is back at snapshot '{tag}': drives {drives} and RAM restored");
             if let Some(n) = f.thawed_after_load {
@@ -625,4 +630,74 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
         render_table(&["DRIVE", "TAG", "DATE", "VM-STATE", "KIND"], &table)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> VmName {
+        VmName::new("web").unwrap()
+    }
+
+    fn frozen(thaw_error: Option<&str>) -> FreezeReport {
+        FreezeReport {
+            agent: true,
+            frozen: true,
+            filesystems: Some(2),
+            thaw_error: thaw_error.map(str::to_string),
+            ..FreezeReport::default()
+        }
+    }
+
+    fn job_failed() -> Result<(), StorageError> {
+        Err(StorageError::Job {
+            what: "saving snapshot 's1'".into(),
+            message: "No space left on device".into(),
+        })
+    }
+
+    #[test]
+    fn a_failed_thaw_is_an_error_even_after_a_good_save() {
+        let o = live::Outcome {
+            result: Ok(()),
+            freeze: frozen(Some("the guest agent did not answer")),
+        };
+        let e = settle(&vm(), o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the snapshot job finished, but thawing the file systems of VM 'web' failed: the guest agent did not answer; they may still be frozen: run `maqet guest web fsthaw`"
+        );
+        assert_eq!(CliError::from(e).code, crate::cli::exit::code::FAILURE);
+    }
+
+    #[test]
+    fn a_failed_save_says_whether_the_guest_was_thawed() {
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: frozen(None),
+        };
+        assert_eq!(
+            settle(&vm(), o).unwrap_err().to_string(),
+            "saving snapshot 's1' failed: No space left on device (the guest's file systems were thawed again)"
+        );
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: frozen(Some("timed out")),
+        };
+        let e = settle(&vm(), o).unwrap_err().to_string();
+        assert!(
+            e.starts_with("saving snapshot 's1' failed: No space left on device, but thawing"),
+            "{e}"
+        );
+        // Unfrozen: the job's error as it was.
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: FreezeReport::default(),
+        };
+        assert_eq!(
+            settle(&vm(), o).unwrap_err().to_string(),
+            "saving snapshot 's1' failed: No space left on device"
+        );
+    }
 }
