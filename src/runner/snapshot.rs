@@ -176,7 +176,7 @@ pub async fn run(
                 tracing::info!(snapshot = %tag, "froze {n} guest file system(s) for the live snapshot");
                 report.frozen = true;
                 report.filesystems = Some(n);
-            } else if let Some(r) = &report.reason {
+            } else if let (Some(r), true) = (&report.reason, p.freeze) {
                 tracing::warn!(snapshot = %tag, "saving the live snapshot unfrozen: {r}");
             }
             let what = format!("saving snapshot '{tag}'");
