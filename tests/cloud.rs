@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -327,6 +328,30 @@ fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
     let err = w.fails(7, &["guest", vm.as_str(), "ping", "--timeout", "2"]);
     assert!(err.contains("did not answer"), "{err}");
+    // A live snapshot goes ahead unfrozen, and says so.
+    let o = w.maqet(&["snapshot", "create", &vm, "root", "s1", "--live", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let warning = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warning.contains("saved with its file systems not frozen: the guest agent did not answer"),
+        "{warning}"
+    );
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["frozen"], false, "{j:#}");
+    assert!(
+        j["freeze"]
+            .as_str()
+            .unwrap()
+            .starts_with("the guest agent did not answer"),
+        "{j:#}"
+    );
+    // A live load cannot ask whether the loaded guest is frozen: it warns,
+    // and succeeds.
+    let said = w.fails(0, &["snapshot", "load", &vm, "root", "s1", "--live"]);
+    assert!(
+        said.contains("cannot tell whether the loaded guest's file systems are frozen"),
+        "{said}"
+    );
     let out: Value = serde_json::from_str(&w.ok(&["stop", vm.as_str(), "--json"])).unwrap();
     assert_eq!(out["guest_agent"], false, "{out:#}");
     assert_eq!(out["outcome"], "powerdown", "{out:#}");
@@ -334,4 +359,171 @@ fn without_an_answering_agent_guest_commands_time_out_and_stop_uses_acpi() {
     let plain = c.add("plain", &sha256(&c.base), "");
     let err = w.fails(1, &["guest", plain.as_str(), "ping"]);
     assert!(err.contains("guest_agent: true"), "{err}");
+}
+
+/// The runner's journal messages for `vm` that contain `needle`.
+fn runner_said(vm: &str, needle: &str) -> Vec<String> {
+    journal_json(&format!("maqet-vm@{vm}.service"))
+        .iter()
+        .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+        .filter(|m| m.contains(needle))
+        .collect()
+}
+
+/// One raw request on the runner's control socket; its reply is read only
+/// when `wait` (otherwise the client goes away at once).
+fn raw(vm: &str, method: &str, params: Value, wait: bool) -> Option<Value> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket_path(vm)).unwrap();
+    let req = serde_json::json!({"id": 1, "method": method, "params": params});
+    s.write_all(format!("{req}\n").as_bytes()).unwrap();
+    if !wait {
+        return None;
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    Some(v["result"].clone())
+}
+
+/// A `snapshot` save request as `maqet snapshot create --live` makes it:
+/// every writable disk's node, the first holding the VM state.
+fn save_params(vm: &str, tag: &str) -> Value {
+    let blocks = raw(
+        vm,
+        "qmp",
+        serde_json::json!({"execute": "query-block"}),
+        true,
+    )
+    .unwrap();
+    let nodes: Vec<&str> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["inserted"]["ro"] == false)
+        .filter_map(|b| b["inserted"]["node-name"].as_str())
+        .collect();
+    serde_json::json!({"job": "save", "tag": tag, "vmstate": nodes[0], "devices": nodes,
+        "freeze": true})
+}
+
+/// The guest agent runs programs only while the file systems are thawed
+/// (qemu-ga refuses guest-exec while frozen).
+fn assert_thawed(w: &World, vm: &str) {
+    let o = w.ok(&["guest", vm, "exec", "--", "cat", "/etc/hostname"]);
+    assert_eq!(o.trim(), vm, "guest exec after the snapshot");
+}
+
+#[test]
+fn live_snapshots_freeze_and_thaw_the_guest_through_the_agent() {
+    let c = Cloud::new("freeze");
+    let w = &c.w;
+    // The base holds an ext4 file system the guest mounts (tests/guest/init):
+    // something the agent can freeze, which the initramfs root is not.
+    let raw_fs = w.dir.path().join("data.ext4");
+    std::fs::File::create(&raw_fs)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    sh(
+        "/usr/sbin/mkfs.ext4",
+        &["-q", "-F", "-L", "maqet-data", raw_fs.to_str().unwrap()],
+    );
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw_fs.to_str().unwrap(),
+            c.base.to_str().unwrap(),
+        ],
+    );
+    let vm = c.add("qga", &sha256(&c.base), "guest_agent: true\n");
+    w.ok(&["start", vm.as_str()]);
+    wait_until(
+        "the guest agent to answer",
+        Duration::from_secs(120),
+        || {
+            w.maqet(&["guest", vm.as_str(), "ping", "--timeout", "2"])
+                .status
+                .success()
+        },
+    );
+    let froze = || runner_said(&vm, "guest file system(s) for the live snapshot").len();
+    let thawed = || runner_said(&vm, "thawed").len();
+
+    // Freeze → save → thaw, with the count of frozen file systems.
+    let out = w.ok(&["snapshot", "create", &vm, "root", "s1", "--live", "--json"]);
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["guest_agent"], true, "{j:#}");
+    assert_eq!(j["frozen"], true, "{j:#}");
+    let n = j["filesystems"]
+        .as_u64()
+        .expect("a count of frozen file systems");
+    assert_eq!(n, 1, "the guest's ext4 data disk: {j:#}");
+    assert!(j.get("freeze").is_none(), "{j:#}");
+    assert_eq!(
+        runner_said(&vm, &format!("froze {n} guest file system(s)")).len(),
+        1
+    );
+    assert_eq!((froze(), thawed()), (1, 1));
+    assert_thawed(w, &vm);
+
+    // A save that fails after the freeze still thaws. QEMU refuses a tag
+    // that exists; `maqet snapshot create` checks that before asking the
+    // runner, so the request goes to the runner directly.
+    let r = raw(&vm, "snapshot", save_params(&vm, "s1"), true).unwrap();
+    assert!(
+        r["error"].as_str().unwrap().contains("already exists"),
+        "{r:#}"
+    );
+    assert_eq!(r["freeze"]["frozen"], true, "{r:#}");
+    assert!(r["freeze"].get("thaw_error").is_none(), "{r:#}");
+    assert_eq!((froze(), thawed()), (2, 2));
+    assert_thawed(w, &vm);
+
+    // A client that goes away mid-save (a killed `maqet`) leaves the thaw
+    // to the runner, which finishes the save and thaws.
+    raw(&vm, "snapshot", save_params(&vm, "s2"), false);
+    wait_until("the runner's thaw", Duration::from_secs(120), || {
+        thawed() == 3
+    });
+    assert_eq!(froze(), 3);
+    assert_thawed(w, &vm);
+    let list = w.ok(&["snapshot", "list", &vm, "--json"]);
+    assert!(list.contains("\"s2\""), "{list}");
+
+    // --no-freeze saves without freezing, and says so in --json only.
+    let o = w.maqet(&[
+        "snapshot",
+        "create",
+        &vm,
+        "root",
+        "s3",
+        "--live",
+        "--no-freeze",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("froz"));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["frozen"], false, "{j:#}");
+    assert_eq!(j["freeze"], "not asked to (--no-freeze)", "{j:#}");
+    assert_eq!(froze(), 3);
+
+    // Loading s1, saved frozen, resumes a frozen guest: the runner thaws it.
+    let said = w.fails(0, &["snapshot", "load", &vm, "root", "s1", "--live"]);
+    assert!(
+        said.contains("saved with the guest's file systems frozen, 1 thawed now"),
+        "{said}"
+    );
+    assert_thawed(w, &vm);
+    // A state saved unfrozen loads without a thaw.
+    let said = w.fails(0, &["snapshot", "load", &vm, "root", "s3", "--live"]);
+    assert!(!said.contains("froz"), "{said}");
+    w.ok(&["stop", vm.as_str()]);
 }

@@ -667,7 +667,25 @@ fn live_snapshots_restore_disks_and_vm_state() {
     // Without --live, a running VM's disks are not touched.
     let err = w.fails(5, &["snapshot", "create", &vm, "hdd", "s1"]);
     assert!(err.contains("--live"), "{err}");
-    w.ok(&["snapshot", "create", &vm, "hdd", "--name", "s1", "--live"]);
+    // A VM without a guest agent is saved as before: nothing about freezing.
+    let o = w.maqet(&[
+        "snapshot", "create", &vm, "hdd", "--name", "s1", "--live", "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("froz"),
+        "{o:?}"
+    );
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&j["guest_agent"], &j["frozen"]),
+        (&Value::Bool(false), &Value::Bool(false))
+    );
+    assert!(
+        j.get("freeze").is_none() && j.get("filesystems").is_none(),
+        "{j:#}"
+    );
+    assert_eq!(j["drives"], serde_json::json!(["hdd", "data"]), "{j:#}");
     let list = snapshots_json(&w, &[&vm]);
     assert_eq!(list.len(), 2, "{list:?}");
     let hdd_row = list.iter().find(|r| r["drive"] == "hdd").unwrap();

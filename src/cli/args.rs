@@ -554,6 +554,12 @@ pub struct SnapshotCreateArgs {
     /// Replace a snapshot of the same name.
     #[arg(long)]
     pub overwrite: bool,
+    /// With --live and `guest_agent: true`: do not freeze the guest's file systems around the save.
+    #[arg(long)]
+    pub no_freeze: bool,
+    /// Print the result as JSON (with --live: whether and how many file systems were frozen).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

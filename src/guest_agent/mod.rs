@@ -162,6 +162,39 @@ impl Agent {
         Ok(v.get("return").cloned().unwrap_or(Value::Null))
     }
 
+    /// Bounds each later reply (e.g. a freeze, which syncs the guest's
+    /// file systems first, gets longer than the handshake).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), AgentError> {
+        self.reader.get_ref().set_read_timeout(Some(timeout))?;
+        self.writer.set_write_timeout(Some(timeout))?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// `guest-fsfreeze-freeze`: how many file systems the agent froze
+    /// (ones that cannot be frozen, like an initramfs root, do not count).
+    pub fn fsfreeze(&mut self) -> Result<u64, AgentError> {
+        let n = self.call("guest-fsfreeze-freeze", None)?;
+        count(&n, "guest-fsfreeze-freeze")
+    }
+
+    /// `guest-fsfreeze-thaw`: how many file systems were thawed.
+    pub fn fsthaw(&mut self) -> Result<u64, AgentError> {
+        let n = self.call("guest-fsfreeze-thaw", None)?;
+        count(&n, "guest-fsfreeze-thaw")
+    }
+
+    /// Whether the guest's file systems are frozen (`guest-fsfreeze-status`).
+    pub fn is_frozen(&mut self) -> Result<bool, AgentError> {
+        match self.call("guest-fsfreeze-status", None)?.as_str() {
+            Some("frozen") => Ok(true),
+            Some("thawed") => Ok(false),
+            _ => Err(AgentError::Garbled(
+                "guest-fsfreeze-status returned neither \"frozen\" nor \"thawed\"".into(),
+            )),
+        }
+    }
+
     /// `guest-shutdown` (power-down). The agent answers only when it could
     /// not start the shutdown; silence within `grace` means it is under way.
     pub fn shutdown(&mut self, grace: Duration) -> Result<(), AgentError> {
@@ -207,6 +240,11 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+fn count(v: &Value, command: &str) -> Result<u64, AgentError> {
+    v.as_u64()
+        .ok_or_else(|| AgentError::Garbled(format!("{command} returned {v}, not a count")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

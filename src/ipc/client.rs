@@ -10,8 +10,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::protocol::{
-    Call, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams, Response, StatusInfo,
-    StopParams, StopResult, StreamStart, PROTOCOL_UNTYPED,
+    Call, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams, Response, SnapshotParams,
+    SnapshotResult, StatusInfo, StopParams, StopResult, StreamStart, PROTOCOL_UNTYPED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +181,15 @@ impl IpcClient {
     ) -> Result<StopResult, IpcError> {
         let call = Call::Stop(StopParams::new(timeout, force));
         typed(self.request(&call, Some(wait)).await?)
+    }
+
+    /// Has the runner run a live snapshot job to its end (freezing the
+    /// guest's file systems around a save when asked). Unbounded: writing
+    /// the VM state takes as long as the guest's RAM needs, and the runner
+    /// reports a failed job in the result.
+    pub async fn snapshot(&mut self, p: SnapshotParams) -> Result<SnapshotResult, IpcError> {
+        self.require(Need::Snapshot).await?;
+        typed(self.request(&Call::Snapshot(p), None).await?)
     }
 
     /// Turns the connection into the VM's event stream; read it with

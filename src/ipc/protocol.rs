@@ -13,13 +13,13 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// `status` reply. Version 1 is the runner before typed requests: its
 /// status reply has no `protocol` key. See [`Need::since`] for what each
 /// version offers.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// The version a `status` reply without `protocol` stands for.
 pub const PROTOCOL_UNTYPED: u32 = 1;
 
 /// Method names, in one place so the server's "unknown method" error can list them.
-pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console"];
+pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console", "snapshot"];
 
 /// One request, as both sides see it. On the wire it is the `method` and
 /// `params` of the JSON line `{"id":N,"method":…,"params":…}` (serde's
@@ -38,6 +38,9 @@ pub enum Call {
     Events,
     /// Answered with a [`StreamStart`], then the connection is the console.
     Console(ConsoleParams),
+    /// A live snapshot job the runner runs to its end, freezing the guest's
+    /// file systems around a save; answered with a [`SnapshotResult`].
+    Snapshot(SnapshotParams),
 }
 
 /// What a caller may need from a runner. Requests map to one each
@@ -51,6 +54,7 @@ pub enum Need {
     Console,
     /// The per-VM QMP socket for standard QMP clients.
     QmpEndpoint,
+    Snapshot,
 }
 
 impl Need {
@@ -61,6 +65,7 @@ impl Need {
         match self {
             Need::Status | Need::Qmp | Need::Stop | Need::Events | Need::Console => 1,
             Need::QmpEndpoint => 2,
+            Need::Snapshot => 3,
         }
     }
 
@@ -72,6 +77,9 @@ impl Need {
             Need::Events => "the events request",
             Need::Console => "the console request",
             Need::QmpEndpoint => "the QMP socket for standard QMP clients",
+            Need::Snapshot => {
+                "a live snapshot run by the runner (with the guest's file systems frozen)"
+            }
         }
     }
 }
@@ -84,6 +92,7 @@ impl Call {
             Call::Stop(_) => "stop",
             Call::Events => "events",
             Call::Console(_) => "console",
+            Call::Snapshot(_) => "snapshot",
         }
     }
 
@@ -94,6 +103,7 @@ impl Call {
             Call::Stop(_) => Need::Stop,
             Call::Events => Need::Events,
             Call::Console(_) => Need::Console,
+            Call::Snapshot(_) => Need::Snapshot,
         }
     }
 
@@ -109,6 +119,9 @@ impl Call {
             "qmp" => QmpParams::from_params(params).map(Call::Qmp),
             "stop" => StopParams::from_params(params).map(Call::Stop).map_err(bad),
             "console" => ConsoleParams::from_params(params).map(Call::Console),
+            "snapshot" => SnapshotParams::from_params(params)
+                .map(Call::Snapshot)
+                .map_err(bad),
             other => Err(bad(format!(
                 "unknown method '{}'; known: {}",
                 excerpt(other, 64),
@@ -270,6 +283,79 @@ pub struct StreamStart {
     /// Console only: how many replayed bytes follow the reply line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_bytes: Option<usize>,
+}
+
+/// Which live snapshot job a `snapshot` request runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotJob {
+    /// QMP `snapshot-save`, with the guest's file systems frozen around it
+    /// when `freeze` is set and the guest agent answers.
+    Save,
+    /// QMP `snapshot-load`; a guest that was saved frozen is thawed after.
+    Load,
+}
+
+/// `snapshot` params: the job's tag, the node that holds the VM state and
+/// every writable disk's node (the client picks them from `query-block`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotParams {
+    pub job: SnapshotJob,
+    pub tag: String,
+    pub vmstate: String,
+    pub devices: Vec<String>,
+    /// Freeze the guest's file systems around a save (ignored by a load).
+    #[serde(default)]
+    pub freeze: bool,
+}
+
+impl SnapshotParams {
+    pub fn from_params(params: Value) -> Result<SnapshotParams, String> {
+        if !params.is_object() {
+            return Err(not_an_object("snapshot", &params));
+        }
+        let p: SnapshotParams = serde_json::from_value(params)
+            .map_err(|e| format!("snapshot params: {}", excerpt(&e.to_string(), 200)))?;
+        if p.tag.is_empty() || p.vmstate.is_empty() || p.devices.is_empty() {
+            return Err("snapshot params: tag, vmstate and devices must not be empty".into());
+        }
+        Ok(p)
+    }
+}
+
+/// `snapshot` result. A failed job is a result, not an error reply: what
+/// happened to the guest's file systems must reach the caller either way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotResult {
+    /// QEMU's (or the runner's) words when the job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub freeze: FreezeReport,
+}
+
+/// What the runner did with the guest's file systems.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FreezeReport {
+    /// The VM has a guest agent channel (`guest_agent: true` at its start).
+    pub agent: bool,
+    /// The file systems were frozen during the save.
+    pub frozen: bool,
+    /// How many file systems the agent froze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<u64>,
+    /// Why a VM with an agent was saved unfrozen; after a load, why it is
+    /// unknown whether the loaded guest is frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The thaw after the save (or after a load of a frozen state) failed:
+    /// the guest's file systems may still be frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thaw_error: Option<String>,
+    /// After a load: how many file systems were thawed because the loaded
+    /// state had them frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thawed_after_load: Option<u64>,
 }
 
 /// `stop` params.
@@ -508,6 +594,38 @@ mod tests {
             assert_eq!(r.method, call.method());
             assert_eq!(Call::from_wire(&r.method, r.params).unwrap(), call);
             assert_eq!(call.need().since(), PROTOCOL_UNTYPED, "{call:?}");
+        }
+    }
+
+    #[test]
+    fn snapshot_requests_need_protocol_3_and_are_checked() {
+        let call = Call::Snapshot(SnapshotParams {
+            job: SnapshotJob::Save,
+            tag: "s1".into(),
+            vmstate: "#block1".into(),
+            devices: vec!["#block1".into()],
+            freeze: true,
+        });
+        let text = serde_json::to_string(&Outgoing { id: 1, call: &call }).unwrap();
+        let r: Request = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.method, "snapshot");
+        assert_eq!(Call::from_wire(&r.method, r.params).unwrap(), call);
+        assert_eq!(call.need().since(), 3);
+        assert!(call.need().since() <= PROTOCOL);
+        let ok = json!({"job": "load", "tag": "s", "vmstate": "n", "devices": ["n"]});
+        let Call::Snapshot(p) = Call::from_wire("snapshot", ok).unwrap() else {
+            panic!()
+        };
+        assert!(!p.freeze, "freeze defaults to off");
+        for bad in [
+            json!({"job": "save", "tag": "", "vmstate": "n", "devices": ["n"]}),
+            json!({"job": "save", "tag": "s", "vmstate": "n", "devices": []}),
+            json!({"job": "revert", "tag": "s", "vmstate": "n", "devices": ["n"]}),
+            json!({"job": "save", "tag": "s", "vmstate": "n", "devices": ["n"], "frozen": 1}),
+            json!("save"),
+        ] {
+            let e = Call::from_wire("snapshot", bad.clone()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
         }
     }
 

@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
-    Call, ConsoleParams, ErrorBody, ErrorKind, QmpParams, StatusInfo, StopOutcome, StopParams,
-    StopResult, PROTOCOL,
+    Call, ConsoleParams, ErrorBody, ErrorKind, QmpParams, SnapshotParams, StatusInfo, StopOutcome,
+    StopParams, StopResult, PROTOCOL,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -54,6 +54,9 @@ pub struct RunnerDispatch {
     pub allow_host_exec: bool,
     /// The QMP socket served for standard clients, when systemd passed one.
     pub qmp_socket: Option<std::path::PathBuf>,
+    /// The guest agent's socket, when the VM was started with
+    /// `guest_agent: true` (live snapshots freeze through it).
+    pub agent_socket: Option<std::path::PathBuf>,
 }
 
 pub fn qmp_error_body(e: QmpError) -> ErrorBody {
@@ -132,6 +135,25 @@ impl RunnerDispatch {
         r.map(Answer::from).map_err(qmp_error_body)
     }
 
+    async fn snapshot(self: Arc<Self>, p: SnapshotParams) -> Result<Answer, ErrorBody> {
+        tracing::info!(snapshot = %p.tag, job = ?p.job, "live snapshot requested");
+        // A task of its own: a client that goes away mid-save must not cancel
+        // the thaw that follows the save.
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            super::snapshot::run(&me.qmp, &me.busy_jobs, me.agent_socket.clone(), p).await
+        });
+        let result = task.await.map_err(|e| {
+            ErrorBody::new(
+                ErrorKind::Internal,
+                format!("the snapshot task failed: {e}"),
+            )
+        })?;
+        Ok(serde_json::to_value(result)
+            .expect("a snapshot result serializes")
+            .into())
+    }
+
     async fn stop(self: Arc<Self>, p: StopParams) -> Result<Answer, ErrorBody> {
         let timeout = p
             .timeout_duration()
@@ -173,6 +195,7 @@ impl Dispatch for Shared {
             Call::Status => Box::pin(me.status()),
             Call::Qmp(p) => Box::pin(me.qmp(p)),
             Call::Stop(p) => Box::pin(me.stop(p)),
+            Call::Snapshot(p) => Box::pin(me.snapshot(p)),
             // The server streams these itself (`subscribe`, `console`).
             Call::Events | Call::Console(_) => {
                 let m = format!("the server routed '{}' as a call", call.method());

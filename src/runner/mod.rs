@@ -18,6 +18,7 @@ mod policy;
 mod qemu;
 pub mod relay;
 mod shutdown;
+mod snapshot;
 
 use std::os::fd::FromRawFd;
 use std::path::Path;
@@ -239,6 +240,11 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         busy_jobs: busy_jobs.clone(),
         allow_host_exec: config.qmp_allow_host_exec,
         qmp_socket,
+        agent_socket: config
+            .guest
+            .guest_agent
+            .then(|| crate::guest_agent::socket_path(vm).ok())
+            .flatten(),
     });
     let shared: Arc<dyn crate::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
     if let Some(l) = qmp_listener {

@@ -100,6 +100,15 @@ pub enum StorageError {
     #[error("QEMU did not answer {command} in time")]
     QmpTimeout { command: String },
 
+    /// A live snapshot's thaw of the guest's file systems failed: the
+    /// guest may still be frozen. `done` says how the job itself ended.
+    #[error("{done}, but thawing the file systems of VM '{vm}' failed: {error}; they may still be frozen: run `maqet guest {vm} fsthaw`")]
+    Thaw {
+        vm: String,
+        done: String,
+        error: String,
+    },
+
     /// The runner could not be reached or did not answer.
     #[error("{0}")]
     Runner(String),

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::qemu_img::SnapshotInfo;
 use super::StorageError;
 use crate::config::normalize;
+use crate::ipc::protocol::{FreezeReport, SnapshotJob, SnapshotParams, SnapshotResult};
 
 /// Runs QMP commands; the vm layer supplies the runner's (vm/runners.rs),
 /// tests a fake.
@@ -27,6 +28,88 @@ pub trait QmpExec {
         command: &str,
         arguments: Value,
     ) -> impl Future<Output = Result<Value, StorageError>>;
+}
+
+/// A runner that runs save and load jobs itself (protocol 3), freezing the
+/// guest's file systems around a save; the vm layer supplies the real one.
+pub trait RunnerJobs: QmpExec {
+    /// `Ok(None)`: the runner predates the request (started by an older
+    /// maqet); the job then runs through plain QMP, unfrozen.
+    fn snapshot(
+        &mut self,
+        params: SnapshotParams,
+    ) -> impl Future<Output = Result<Option<SnapshotResult>, StorageError>>;
+}
+
+/// A live save or load and what happened to the guest's file systems,
+/// which matters also when the job failed.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub result: Result<T, StorageError>,
+    pub freeze: FreezeReport,
+}
+
+/// What the freeze report says of a runner too old to freeze.
+pub const OLD_RUNNER: &str =
+    "the VM's runner was started by an older maqet, which cannot freeze (restart the VM)";
+
+/// How often an unanswered runner job redraws the progress (elapsed time).
+const TICK: Duration = Duration::from_millis(500);
+
+/// Runs a save or load job in the runner; falls back to running it over
+/// plain QMP when the runner is too old.
+async fn runner_job<Q: RunnerJobs>(
+    q: &mut Q,
+    params: SnapshotParams,
+    what: &str,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Outcome<()> {
+    let command = match params.job {
+        SnapshotJob::Save => "snapshot-save",
+        SnapshotJob::Load => "snapshot-load",
+    };
+    let args = json!({"tag": params.tag, "vmstate": params.vmstate, "devices": params.devices});
+    let answer = {
+        let job = q.snapshot(params);
+        tokio::pin!(job);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                r = &mut job => break r,
+                _ = tick.tick() => progress(Progress { current: 0, total: 1 }),
+            }
+        }
+    };
+    match answer {
+        Ok(Some(r)) => {
+            if r.error.is_none() {
+                progress(Progress {
+                    current: 1,
+                    total: 1,
+                });
+            }
+            Outcome {
+                result: r.error.map_or(Ok(()), |message| {
+                    Err(StorageError::Job {
+                        what: what.to_string(),
+                        message,
+                    })
+                }),
+                freeze: r.freeze,
+            }
+        }
+        Ok(None) => Outcome {
+            result: run_job(q, command, args, what, progress).await,
+            freeze: FreezeReport {
+                reason: Some(OLD_RUNNER.into()),
+                ..FreezeReport::default()
+            },
+        },
+        Err(e) => Outcome {
+            result: Err(e),
+            freeze: FreezeReport::default(),
+        },
+    }
 }
 
 /// A disk image attached to the running VM (`query-block`).
@@ -162,7 +245,7 @@ pub async fn run_job<Q: QmpExec>(
     command: &str,
     mut args: Value,
     what: &str,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(), StorageError> {
     let id = job_id(command);
     args["job-id"] = json!(id);
@@ -223,54 +306,101 @@ fn with_tag<'a>(t: &'a LiveTarget, tag: &str) -> Vec<&'a BlockNode> {
         .collect()
 }
 
-/// Saves disks and VM state under `tag`. With `overwrite`, an existing
-/// snapshot of that name is deleted first (on the disks that have it).
-/// Returns whether one was replaced.
-pub async fn save<Q: QmpExec>(
+/// Saves disks and VM state under `tag`, through the runner, which
+/// freezes the guest's file systems around the save when `freeze` is set
+/// and the guest agent answers. With `overwrite`, an existing snapshot of
+/// that name is deleted first (on the disks that have it). The result says
+/// whether one was replaced.
+pub async fn save<Q: RunnerJobs>(
     q: &mut Q,
     t: &LiveTarget,
     tag: &str,
     overwrite: bool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<bool, StorageError> {
-    super::snapshot::validate_tag(tag)?;
+    freeze: bool,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Outcome<bool> {
+    let unfrozen = |result| Outcome {
+        result,
+        freeze: FreezeReport::default(),
+    };
+    if let Err(e) = super::snapshot::validate_tag(tag) {
+        return unfrozen(Err(e));
+    }
     let existing = with_tag(t, tag);
     if !existing.is_empty() {
         if !overwrite {
-            return Err(StorageError::SnapshotExists {
+            return unfrozen(Err(StorageError::SnapshotExists {
                 tag: tag.to_string(),
                 place: labels(&existing),
-            });
+            }));
         }
-        run_job(
+        // Deleting needs no freeze: it changes no guest data.
+        if let Err(e) = run_job(
             q,
             "snapshot-delete",
             json!({"tag": tag, "devices": node_names(&existing)}),
             &format!("deleting the old snapshot '{tag}'"),
             progress,
         )
-        .await?;
+        .await
+        {
+            return unfrozen(Err(e));
+        }
     }
     let all: Vec<&BlockNode> = t.devices.iter().collect();
-    run_job(
-        q,
-        "snapshot-save",
-        json!({"tag": tag, "vmstate": t.vmstate.node_name, "devices": node_names(&all)}),
-        &format!("saving snapshot '{tag}'"),
-        progress,
-    )
-    .await?;
-    Ok(!existing.is_empty())
+    let params = SnapshotParams {
+        job: SnapshotJob::Save,
+        tag: tag.to_string(),
+        vmstate: t.vmstate.node_name.clone(),
+        devices: node_names(&all),
+        freeze,
+    };
+    let o = runner_job(q, params, &format!("saving snapshot '{tag}'"), progress).await;
+    Outcome {
+        result: o.result.map(|()| !existing.is_empty()),
+        freeze: o.freeze,
+    }
 }
 
-/// Loads disks and VM state of `tag` into the running VM.
-pub async fn load<Q: QmpExec>(
+/// Loads disks and VM state of `tag` into the running VM, through the
+/// runner, which thaws a guest whose state was saved frozen.
+pub async fn load<Q: RunnerJobs>(
     q: &mut Q,
     vm: &str,
     t: &LiveTarget,
     tag: &str,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<SnapshotInfo, StorageError> {
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Outcome<SnapshotInfo> {
+    match check_load(vm, t, tag) {
+        Ok((node, snap)) => {
+            let all: Vec<&BlockNode> = t.devices.iter().collect();
+            let params = SnapshotParams {
+                job: SnapshotJob::Load,
+                tag: tag.to_string(),
+                vmstate: node.node_name.clone(),
+                devices: node_names(&all),
+                freeze: false,
+            };
+            let o = runner_job(q, params, &format!("loading snapshot '{tag}'"), progress).await;
+            Outcome {
+                result: o.result.map(|()| snap),
+                freeze: o.freeze,
+            }
+        }
+        Err(e) => Outcome {
+            result: Err(e),
+            freeze: FreezeReport::default(),
+        },
+    }
+}
+
+/// What a load needs, checked before anything is sent: the tag on every
+/// disk, and the node that holds its VM state.
+fn check_load<'a>(
+    vm: &str,
+    t: &'a LiveTarget,
+    tag: &str,
+) -> Result<(&'a BlockNode, SnapshotInfo), StorageError> {
     let having = with_tag(t, tag);
     if having.is_empty() {
         let mut available: Vec<String> = t
@@ -311,16 +441,7 @@ pub async fn load<Q: QmpExec>(
             vm: vm.to_string(),
             tag: tag.to_string(),
         })?;
-    let all: Vec<&BlockNode> = t.devices.iter().collect();
-    run_job(
-        q,
-        "snapshot-load",
-        json!({"tag": tag, "vmstate": node.node_name, "devices": node_names(&all)}),
-        &format!("loading snapshot '{tag}'"),
-        progress,
-    )
-    .await?;
-    Ok(snap)
+    Ok((node, snap))
 }
 
 /// Deletes `tag` from every disk that has it.
@@ -329,7 +450,7 @@ pub async fn delete<Q: QmpExec>(
     vm: &str,
     t: &LiveTarget,
     tag: &str,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(), StorageError> {
     let having = with_tag(t, tag);
     if having.is_empty() {
@@ -362,6 +483,24 @@ mod tests {
         fail: Option<(&'static str, &'static str)>,
         busy_polls: u32,
         asked: Vec<(String, Value)>,
+        /// What a protocol-3 runner answers a `snapshot` request with;
+        /// `None`: the runner is too old and the job runs over QMP.
+        runner: Option<SnapshotResult>,
+        /// The `snapshot` requests the runner got.
+        jobs_asked: Vec<SnapshotParams>,
+    }
+
+    impl RunnerJobs for Fake {
+        fn snapshot(
+            &mut self,
+            params: SnapshotParams,
+        ) -> impl Future<Output = Result<Option<SnapshotResult>, StorageError>> {
+            let r = self.runner.clone();
+            if r.is_some() {
+                self.jobs_asked.push(params);
+            }
+            async move { Ok(r) }
+        }
     }
 
     impl QmpExec for Fake {
@@ -491,8 +630,9 @@ mod tests {
             ..Fake::default()
         };
         let mut seen = Vec::new();
-        let replaced = save(&mut q, &t, "s1", false, &mut |p| seen.push(p))
+        let replaced = save(&mut q, &t, "s1", false, true, &mut |p| seen.push(p))
             .await
+            .result
             .unwrap();
         assert!(!replaced);
         assert_eq!(commands(&q), ["snapshot-save", "job-dismiss"]);
@@ -522,8 +662,9 @@ mod tests {
             )),
             ..Fake::default()
         };
-        let e = save(&mut q, &t, "s1", false, &mut |_| {})
+        let e = save(&mut q, &t, "s1", false, true, &mut |_| {})
             .await
+            .result
             .unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -536,15 +677,19 @@ mod tests {
     async fn overwrite_deletes_first_only_where_present() {
         let t = hdd_target(vec![snap("s1", 9)], vec![]);
         let mut q = Fake::default();
-        let e = save(&mut q, &t, "s1", false, &mut |_| {})
+        let e = save(&mut q, &t, "s1", false, true, &mut |_| {})
             .await
+            .result
             .unwrap_err();
         assert_eq!(
             e.to_string(),
             "snapshot 's1' already exists on drive 'hdd'; add --overwrite to replace it"
         );
         assert!(q.asked.is_empty(), "nothing may be sent before refusing");
-        assert!(save(&mut q, &t, "s1", true, &mut |_| {}).await.unwrap());
+        assert!(save(&mut q, &t, "s1", true, true, &mut |_| {})
+            .await
+            .result
+            .unwrap());
         assert_eq!(
             commands(&q),
             [
@@ -562,23 +707,35 @@ mod tests {
         let mut q = Fake::default();
         // Missing everywhere.
         let t = hdd_target(vec![snap("a", 9)], vec![snap("a", 0)]);
-        let e = load(&mut q, "vm", &t, "s1", &mut |_| {}).await.unwrap_err();
+        let e = load(&mut q, "vm", &t, "s1", &mut |_| {})
+            .await
+            .result
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "no snapshot 's1' on the disks of VM 'vm' (snapshots: a)"
         );
         // Missing on one disk.
         let t = hdd_target(vec![snap("s1", 9)], vec![]);
-        let e = load(&mut q, "vm", &t, "s1", &mut |_| {}).await.unwrap_err();
+        let e = load(&mut q, "vm", &t, "s1", &mut |_| {})
+            .await
+            .result
+            .unwrap_err();
         assert!(matches!(e, StorageError::IncompleteSnapshot { .. }), "{e}");
         // Disk-only.
         let t = hdd_target(vec![snap("s1", 0)], vec![snap("s1", 0)]);
-        let e = load(&mut q, "vm", &t, "s1", &mut |_| {}).await.unwrap_err();
+        let e = load(&mut q, "vm", &t, "s1", &mut |_| {})
+            .await
+            .result
+            .unwrap_err();
         assert!(e.to_string().contains("has no VM state"), "{e}");
         assert!(q.asked.is_empty());
         // The VM state is found on whichever disk holds it.
         let t = hdd_target(vec![snap("s1", 0)], vec![snap("s1", 77)]);
-        let s = load(&mut q, "vm", &t, "s1", &mut |_| {}).await.unwrap();
+        let s = load(&mut q, "vm", &t, "s1", &mut |_| {})
+            .await
+            .result
+            .unwrap();
         assert_eq!(s.vm_state_size, 77);
         assert_eq!(q.asked[0].0, "snapshot-load");
         assert_eq!(q.asked[0].1["vmstate"], "#block500");
@@ -594,5 +751,97 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, StorageError::SnapshotNotFound { .. }));
+    }
+
+    fn runner_says(error: Option<&str>, freeze: FreezeReport) -> Fake {
+        Fake {
+            runner: Some(SnapshotResult {
+                error: error.map(str::to_string),
+                freeze,
+            }),
+            ..Fake::default()
+        }
+    }
+
+    fn frozen(n: u64) -> FreezeReport {
+        FreezeReport {
+            agent: true,
+            frozen: true,
+            filesystems: Some(n),
+            ..FreezeReport::default()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn save_runs_in_the_runner_which_freezes() {
+        let t = hdd_target(vec![], vec![]);
+        let mut q = runner_says(None, frozen(2));
+        let o = save(&mut q, &t, "s1", false, true, &mut |_| {}).await;
+        assert!(!o.result.unwrap());
+        assert_eq!(o.freeze.filesystems, Some(2));
+        assert!(
+            q.asked.is_empty(),
+            "the job is the runner's, not sent as QMP"
+        );
+        let p = &q.jobs_asked[0];
+        assert_eq!(p.job, SnapshotJob::Save);
+        assert_eq!((p.tag.as_str(), p.vmstate.as_str()), ("s1", "#block163"));
+        assert_eq!(p.devices, ["#block163", "#block500"]);
+        assert!(p.freeze);
+        // --no-freeze is passed on as such.
+        save(&mut q, &t, "s2", false, false, &mut |_| {}).await;
+        assert!(!q.jobs_asked[1].freeze);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_save_keeps_what_happened_to_the_file_systems() {
+        let t = hdd_target(vec![], vec![]);
+        let mut thaw_failed = frozen(1);
+        thaw_failed.thaw_error = Some("the guest agent did not answer".into());
+        let mut q = runner_says(Some("No space left on device"), thaw_failed);
+        let o = save(&mut q, &t, "s1", false, true, &mut |_| {}).await;
+        let e = o.result.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "saving snapshot 's1' failed: No space left on device"
+        );
+        assert!(o.freeze.frozen);
+        assert_eq!(
+            o.freeze.thaw_error.as_deref(),
+            Some("the guest agent did not answer")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_old_runner_saves_over_qmp_unfrozen_and_says_why() {
+        let t = hdd_target(vec![], vec![]);
+        let mut q = Fake::default();
+        let o = save(&mut q, &t, "s1", false, true, &mut |_| {}).await;
+        o.result.unwrap();
+        assert!(!o.freeze.frozen);
+        assert_eq!(o.freeze.reason.as_deref(), Some(OLD_RUNNER));
+        assert_eq!(commands(&q), ["snapshot-save", "job-dismiss"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn load_runs_in_the_runner_from_the_node_with_the_state() {
+        let t = hdd_target(vec![snap("s1", 0)], vec![snap("s1", 77)]);
+        let mut q = runner_says(
+            None,
+            FreezeReport {
+                agent: true,
+                thawed_after_load: Some(1),
+                ..FreezeReport::default()
+            },
+        );
+        let o = load(&mut q, "vm", &t, "s1", &mut |_| {}).await;
+        assert_eq!(o.result.unwrap().vm_state_size, 77);
+        assert_eq!(o.freeze.thawed_after_load, Some(1));
+        let p = &q.jobs_asked[0];
+        assert_eq!(
+            (p.job, p.vmstate.as_str()),
+            (SnapshotJob::Load, "#block500")
+        );
+        assert!(q.asked.is_empty());
     }
 }

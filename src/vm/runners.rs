@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::ipc::protocol::{SnapshotParams, SnapshotResult};
 use crate::ipc::{ErrorKind, IpcClient, IpcError, StopOutcome};
 use crate::paths;
-use crate::storage::live::QmpExec;
+use crate::storage::live::{QmpExec, RunnerJobs};
 use crate::storage::StorageError;
 use crate::vmname::VmName;
 
@@ -107,6 +108,22 @@ impl QmpExec for IpcClient {
                 }
                 other => StorageError::Runner(other.to_string()),
             })
+        }
+    }
+}
+
+/// Live saves and loads run in the runner, which owns the freeze around
+/// them (protocol 3); an older runner is told apart so the caller can fall
+/// back to plain QMP.
+impl RunnerJobs for IpcClient {
+    async fn snapshot(
+        &mut self,
+        params: SnapshotParams,
+    ) -> Result<Option<SnapshotResult>, StorageError> {
+        match IpcClient::snapshot(self, params).await {
+            Ok(r) => Ok(Some(r)),
+            Err(IpcError::Outdated { .. }) => Ok(None),
+            Err(e) => Err(StorageError::Runner(e.to_string())),
         }
     }
 }

@@ -15,6 +15,7 @@ PACKAGES=(
     dropbear-bin      # the test guest's ssh server (copied into its initramfs)
     openssh-client    # `maqet ssh` and ssh-keygen in the cloud tests
     qemu-guest-agent  # the test guest's agent (copied into its initramfs)
+    e2fsprogs         # mkfs.ext4: a freezable data disk for the live-snapshot freeze test
     python3           # stand-in services and helpers in session tests
     procps            # ps/pgrep used by the session scripts
     util-linux        # setpriv, setsid, flock, runuser

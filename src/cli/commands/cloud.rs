@@ -360,11 +360,11 @@ pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
             }
         }
         GuestAction::Fsfreeze => {
-            let n = agent.call("guest-fsfreeze-freeze", None)?;
+            let n = agent.fsfreeze()?;
             println!("{vm}: froze {n} file system(s); `maqet guest {vm} fsthaw` thaws them");
         }
         GuestAction::Fsthaw => {
-            let n = agent.call("guest-fsfreeze-thaw", None)?;
+            let n = agent.fsthaw()?;
             println!("{vm}: thawed {n} file system(s)");
         }
     }

@@ -13,6 +13,7 @@ use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::{human_bytes, print_json, render_table, rfc3339_utc};
 use crate::config::{normalize, RenderContext, StorageKind, VmConfig};
+use crate::ipc::protocol::FreezeReport;
 use crate::storage::live::{self, BlockNode, LiveTarget, Progress};
 use crate::storage::refs::argv_paths;
 use crate::storage::snapshot as snap;
@@ -31,7 +32,14 @@ struct Reordered {
 
 pub async fn run(ctx: &Ctx, c: SnapshotCommand) -> Result<(), CliError> {
     match c {
-        SnapshotCommand::Create(a) => change(ctx, Op::Create(a.overwrite), &a.common).await,
+        SnapshotCommand::Create(a) => {
+            let op = Op::Create {
+                overwrite: a.overwrite,
+                freeze: !a.no_freeze,
+                json: a.json,
+            };
+            change(ctx, op, &a.common).await
+        }
         SnapshotCommand::Load(a) => change(ctx, Op::Load, &a).await,
         SnapshotCommand::Delete(a) => change(ctx, Op::Delete, &a).await,
         SnapshotCommand::List(a) => list(ctx, &a).await,
@@ -59,8 +67,14 @@ pub async fn run(ctx: &Ctx, c: SnapshotCommand) -> Result<(), CliError> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
-    /// With `--overwrite`?
-    Create(bool),
+    Create {
+        /// `--overwrite`
+        overwrite: bool,
+        /// Not `--no-freeze`.
+        freeze: bool,
+        /// `--json`
+        json: bool,
+    },
     Load,
     Delete,
 }
@@ -68,7 +82,7 @@ enum Op {
 impl Op {
     fn verb(self) -> &'static str {
         match self {
-            Op::Create(_) => "create",
+            Op::Create { .. } => "create",
             Op::Load => "load",
             Op::Delete => "delete",
         }
@@ -92,7 +106,7 @@ fn tag_of(a: &SnapshotArgs, op: Op) -> Result<String, CliError> {
 
 async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
     let tag = tag_of(a, op)?;
-    if let Op::Create(_) = op {
+    if let Op::Create { .. } = op {
         snap::validate_tag(&tag)?;
     }
     let (vm, rec) = ctx.vm(&a.vm)?;
@@ -113,7 +127,7 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
     }
     if running {
         let what = match op {
-            Op::Create(_) => "take a disk-only snapshot of",
+            Op::Create { .. } => "take a disk-only snapshot of",
             Op::Load => "load a disk snapshot into",
             Op::Delete => "delete a snapshot of a disk of",
         };
@@ -125,15 +139,27 @@ async fn change(ctx: &Ctx, op: Op, a: &SnapshotArgs) -> Result<(), CliError> {
     let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
     let img = QemuImg::find(Some(&cfg.binary))?;
     match offline(&img, op, &vm, &entry.name, &path, &tag) {
-        Ok(said) => {
-            eprintln!("{said}");
+        Ok((said, replaced)) => {
+            if let Op::Create { json: true, .. } = op {
+                let drives = vec![entry.name.clone()];
+                print_json(&Created::new(
+                    &vm,
+                    &tag,
+                    replaced,
+                    drives,
+                    FreezeReport::default(),
+                ));
+            } else {
+                eprintln!("{said}");
+            }
             Ok(())
         }
         Err(e) => Err(explain_lock(ctx, &img, e).await),
     }
 }
 
-/// A disk-only snapshot operation with qemu-img; returns what to tell.
+/// A disk-only snapshot operation with qemu-img; returns what to tell and
+/// whether a snapshot was replaced.
 fn offline(
     img: &QemuImg,
     op: Op,
@@ -141,14 +167,15 @@ fn offline(
     drive: &str,
     path: &Path,
     tag: &str,
-) -> Result<String, StorageError> {
+) -> Result<(String, bool), StorageError> {
     Ok(match op {
-        Op::Create(overwrite) => {
+        Op::Create { overwrite, .. } => {
             let replaced = snap::create(img, drive, path, tag, overwrite)?;
-            format!(
+            let said = format!(
                 "{} snapshot '{tag}' of drive '{drive}' (disk only; VM '{vm}' is stopped)",
                 if replaced { "replaced" } else { "created" },
-            )
+            );
+            (said, replaced)
         }
         Op::Load => {
             let s = snap::load(img, drive, path, tag)?;
@@ -157,11 +184,17 @@ fn offline(
             } else {
                 ""
             };
-            format!("drive '{drive}' of VM '{vm}' is back at snapshot '{tag}' (disk only){ram}")
+            let said = format!(
+                "drive '{drive}' of VM '{vm}' is back at snapshot '{tag}' (disk only){ram}"
+            );
+            (said, false)
         }
         Op::Delete => {
             snap::delete(img, drive, path, tag)?;
-            format!("deleted snapshot '{tag}' of drive '{drive}'")
+            (
+                format!("deleted snapshot '{tag}' of drive '{drive}'"),
+                false,
+            )
         }
     })
 }
@@ -271,43 +304,147 @@ async fn change_live(
     };
     let target: LiveTarget = live::target(vm.as_str(), &nodes, drive, drive_path, &names)?;
     let mut bar = ProgressBar::new(match op {
-        Op::Create(_) => format!("saving '{tag}'"),
+        Op::Create { .. } => format!("saving '{tag}'"),
         Op::Load => format!("loading '{tag}'"),
         Op::Delete => format!("deleting '{tag}'"),
     });
-    let drives: Vec<String> = target
-        .devices
+    let labels: Vec<String> = target.devices.iter().map(|n| n.label.clone()).collect();
+    let drives = labels
         .iter()
-        .map(|n| format!("'{}'", n.label))
-        .collect();
-    let result = match op {
-        Op::Create(overwrite) => {
-            live::save(&mut client, &target, tag, overwrite, &mut |p| bar.show(p))
-                .await
-                .map(|replaced| {
-                    format!(
-                    "{} live snapshot '{tag}' of VM '{vm}': drives {} plus the VM state (in '{}')",
-                    if replaced { "replaced" } else { "created" },
-                    drives.join(", "),
-                    target.vmstate.label
-                )
-                })
+        .map(|l| format!("'{l}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let done = match op {
+        Op::Create {
+            overwrite,
+            freeze,
+            json,
+        } => {
+            let o = live::save(&mut client, &target, tag, overwrite, freeze, &mut |p| {
+                bar.show(p)
+            })
+            .await;
+            bar.finish();
+            let (replaced, f) = settle(vm, o)?;
+            if !f.frozen && f.agent && freeze {
+                if let Some(r) = &f.reason {
+                    eprintln!("warning: VM '{vm}' was saved with its file systems not frozen: {r}");
+                }
+            }
+            if json {
+                print_json(&Created {
+                    live: true,
+                    vmstate_drive: Some(target.vmstate.label.clone()),
+                    ..Created::new(vm, tag, replaced, labels, f)
+                });
+                return Ok(());
+            }
+            let mut said = format!(
+                "{} live snapshot '{tag}' of VM '{vm}': drives {drives} plus the VM state (in '{}')",
+                if replaced { "replaced" } else { "created" },
+                target.vmstate.label
+            );
+            if let Some(n) = f.filesystems.filter(|_| f.frozen) {
+                said.push_str(&format!(
+                    "; {n} guest file system(s) frozen during the save, thawed after"
+                ));
+            }
+            said
         }
-        Op::Load => live::load(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p))
-            .await
-            .map(|_| {
-                format!(
-                    "VM '{vm}' is back at snapshot '{tag}': drives {} and RAM restored",
-                    drives.join(", ")
-                )
-            }),
-        Op::Delete => live::delete(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p))
-            .await
-            .map(|()| format!("deleted snapshot '{tag}' of VM '{vm}'")),
+        Op::Load => {
+            let o = live::load(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p)).await;
+            bar.finish();
+            let (_, f) = settle(vm, o)?;
+            if let Some(r) = &f.reason {
+                eprintln!(
+                    "warning: VM '{vm}': cannot tell whether the loaded guest's file systems are frozen: {r}; if the snapshot was saved frozen, `maqet guest {vm} fsthaw` thaws them"
+                );
+            }
+            let mut said =
+                format!("VM '{vm}' is back at snapshot '{tag}': drives {drives} and RAM restored");
+            if let Some(n) = f.thawed_after_load {
+                said.push_str(&format!(
+                    "; it was saved with the guest's file systems frozen, {n} thawed now"
+                ));
+            }
+            said
+        }
+        Op::Delete => {
+            let r =
+                live::delete(&mut client, vm.as_str(), &target, tag, &mut |p| bar.show(p)).await;
+            bar.finish();
+            r?;
+            format!("deleted snapshot '{tag}' of VM '{vm}'")
+        }
     };
-    bar.finish();
-    eprintln!("{}", result?);
+    eprintln!("{done}");
     Ok(())
+}
+
+/// A live save's or load's result with its freeze report; a failed thaw is
+/// an error even when the job succeeded (the guest may be left frozen), and
+/// a failed job says whether the guest was thawed.
+fn settle<T>(vm: &VmName, o: live::Outcome<T>) -> Result<(T, FreezeReport), StorageError> {
+    match (o.result, o.freeze.thaw_error.clone()) {
+        (Ok(t), None) => Ok((t, o.freeze)),
+        (Ok(_), Some(error)) => Err(StorageError::Thaw {
+            vm: vm.to_string(),
+            done: "the snapshot job finished".into(),
+            error,
+        }),
+        (Err(e), Some(error)) => Err(StorageError::Thaw {
+            vm: vm.to_string(),
+            done: e.to_string(),
+            error,
+        }),
+        (Err(StorageError::Job { what, message }), None) if o.freeze.frozen => {
+            Err(StorageError::Job {
+                what,
+                message: format!("{message} (the guest's file systems were thawed again)"),
+            })
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// `snapshot create --json`.
+#[derive(Debug, Serialize)]
+struct Created {
+    vm: String,
+    snapshot: String,
+    /// Whole VM (disks + RAM) rather than one disk.
+    live: bool,
+    replaced: bool,
+    drives: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmstate_drive: Option<String>,
+    /// The VM has a guest agent channel.
+    guest_agent: bool,
+    /// The guest's file systems were frozen during the save.
+    frozen: bool,
+    /// How many the agent froze.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystems: Option<u64>,
+    /// Why a VM with an agent was saved unfrozen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    freeze: Option<String>,
+}
+
+impl Created {
+    fn new(vm: &VmName, tag: &str, replaced: bool, drives: Vec<String>, f: FreezeReport) -> Self {
+        Created {
+            vm: vm.to_string(),
+            snapshot: tag.to_string(),
+            live: false,
+            replaced,
+            drives,
+            vmstate_drive: None,
+            guest_agent: f.agent,
+            frozen: f.frozen,
+            filesystems: f.filesystems,
+            freeze: f.reason,
+        }
+    }
 }
 
 /// A one-line progress bar on stderr, drawn only on a terminal. QEMU 7.2
@@ -493,4 +630,74 @@ async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
         render_table(&["DRIVE", "TAG", "DATE", "VM-STATE", "KIND"], &table)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> VmName {
+        VmName::new("web").unwrap()
+    }
+
+    fn frozen(thaw_error: Option<&str>) -> FreezeReport {
+        FreezeReport {
+            agent: true,
+            frozen: true,
+            filesystems: Some(2),
+            thaw_error: thaw_error.map(str::to_string),
+            ..FreezeReport::default()
+        }
+    }
+
+    fn job_failed() -> Result<(), StorageError> {
+        Err(StorageError::Job {
+            what: "saving snapshot 's1'".into(),
+            message: "No space left on device".into(),
+        })
+    }
+
+    #[test]
+    fn a_failed_thaw_is_an_error_even_after_a_good_save() {
+        let o = live::Outcome {
+            result: Ok(()),
+            freeze: frozen(Some("the guest agent did not answer")),
+        };
+        let e = settle(&vm(), o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the snapshot job finished, but thawing the file systems of VM 'web' failed: the guest agent did not answer; they may still be frozen: run `maqet guest web fsthaw`"
+        );
+        assert_eq!(CliError::from(e).code, crate::cli::exit::code::FAILURE);
+    }
+
+    #[test]
+    fn a_failed_save_says_whether_the_guest_was_thawed() {
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: frozen(None),
+        };
+        assert_eq!(
+            settle(&vm(), o).unwrap_err().to_string(),
+            "saving snapshot 's1' failed: No space left on device (the guest's file systems were thawed again)"
+        );
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: frozen(Some("timed out")),
+        };
+        let e = settle(&vm(), o).unwrap_err().to_string();
+        assert!(
+            e.starts_with("saving snapshot 's1' failed: No space left on device, but thawing"),
+            "{e}"
+        );
+        // Unfrozen: the job's error as it was.
+        let o = live::Outcome {
+            result: job_failed(),
+            freeze: FreezeReport::default(),
+        };
+        assert_eq!(
+            settle(&vm(), o).unwrap_err().to_string(),
+            "saving snapshot 's1' failed: No space left on device"
+        );
+    }
 }
