@@ -281,3 +281,44 @@ fn a_failed_save_says_whether_the_guest_was_thawed() {
         "saving snapshot 's1' failed: No space left on device"
     );
 }
+
+#[test]
+fn only_an_asked_for_freeze_that_did_not_happen_is_reported() {
+    let unfrozen = FreezeReport {
+        agent: true,
+        reason: Some("the guest agent did not answer".into()),
+        ..FreezeReport::default()
+    };
+    let done = |op, vmstate: Option<&str>, freeze: FreezeReport| super::Snapshotted {
+        vm: vm(),
+        tag: "s1".into(),
+        op,
+        drives: vec!["d".into()],
+        vmstate_drive: vmstate.map(str::to_string),
+        replaced: false,
+        ram_not_loaded: false,
+        freeze,
+    };
+    let live = Some("d");
+    assert_eq!(
+        done(CREATE, live, unfrozen.clone()).unfrozen_reason(),
+        Some("the guest agent did not answer")
+    );
+    let no_freeze = SnapshotOp::Create {
+        overwrite: false,
+        freeze: false,
+    };
+    assert_eq!(
+        done(no_freeze, live, unfrozen.clone()).unfrozen_reason(),
+        None
+    );
+    // No agent: nothing to freeze, nothing to warn of.
+    let no_agent = FreezeReport {
+        agent: false,
+        ..unfrozen.clone()
+    };
+    assert_eq!(done(CREATE, live, no_agent).unfrozen_reason(), None);
+    assert_eq!(done(CREATE, live, frozen(None)).unfrozen_reason(), None);
+    // A disk-only snapshot never freezes.
+    assert_eq!(done(CREATE, None, unfrozen).unfrozen_reason(), None);
+}
