@@ -177,7 +177,7 @@ fn argument_images(
 ) -> Vec<PathBuf> {
     let argv = cfg.render_argv(&RenderContext {
         vm_name: vm.to_string(),
-        qmp_fd: 3,
+        qmp_fd: crate::units::QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.to_path_buf(),
         runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
