@@ -206,6 +206,8 @@ impl From<VmError> for CliError {
             | VmError::UsageUnknown(_)
             | VmError::NotRemoved { .. } => code::FAILURE,
             VmError::Attach(e) => attach_code(&e),
+            // Both are the VM's state not fitting the request.
+            VmError::Snapshot(_) => code::CONFLICT,
             VmError::Config(e) => CliError::from(e).code,
             VmError::Name(e) => CliError::from(e).code,
             VmError::Path(e) => CliError::from(e).code,

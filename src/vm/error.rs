@@ -75,6 +75,8 @@ pub enum VmError {
     #[error(transparent)]
     Attach(#[from] super::attach::AttachError),
     #[error(transparent)]
+    Snapshot(#[from] super::snapshot::SnapshotError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Name(#[from] InvalidName),

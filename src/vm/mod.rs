@@ -1,6 +1,6 @@
 //! The VM API every front end calls: define, start, stop, restart,
-//! remove, storage for a start and its undo, whose data directory a unit
-//! belongs to, autostart. It sits on config, state, storage, systemd (via
+//! remove, storage for a start and its undo, disk and whole-VM snapshots,
+//! whose data directory a unit belongs to, autostart. It sits on config, state, storage, systemd (via
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
 
@@ -16,6 +16,7 @@ pub mod provision;
 pub mod refs;
 pub mod remove;
 pub mod runners;
+pub mod snapshot;
 pub mod units;
 pub mod verify;
 pub mod view;
@@ -39,6 +40,7 @@ pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};
 pub use owner::{owned_by, Owner, OwnerError, UnitOwner};
 pub use runners::{IpcRunners, Runners};
+pub use snapshot::{SnapshotError, SnapshotOp, SnapshotRequest, SnapshotRow, Snapshotted};
 pub use units::UnitManager;
 
 /// One data directory's VMs, driven through one systemd connection.

@@ -1,0 +1,161 @@
+//! Snapshots of a VM's disks, as `maqet snapshot` asks for them: the vm
+//! layer decides between a disk-only snapshot with qemu-img (VM stopped)
+//! and a whole-VM one through the runner's QEMU (`live`, VM running),
+//! refuses the mismatches, and hands back what was done as data. The
+//! storage layer does the work (storage/snapshot.rs, storage/live.rs).
+//!
+//! - `offline.rs`: qemu-img on a stopped VM's image, naming the running VM
+//!   that holds a locked image.
+//! - `live.rs`: jobs in the running VM, with their freeze report.
+//! - `list.rs`: the snapshots of every disk, rows for `snapshot list`.
+
+mod list;
+mod live;
+mod offline;
+#[cfg(test)]
+mod tests;
+
+use crate::ipc::protocol::FreezeReport;
+use crate::storage::live::Progress;
+use crate::storage::snapshot as snap;
+use crate::vmname::VmName;
+
+use super::{stored_config, Runners, UnitManager, VmError, Vms};
+
+pub use list::SnapshotRow;
+
+/// What to do with snapshot `tag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotOp {
+    Create {
+        /// Replace a snapshot of that name.
+        overwrite: bool,
+        /// Freeze the guest's file systems around a live save (when it has
+        /// an agent).
+        freeze: bool,
+    },
+    Load,
+    Delete,
+}
+
+impl SnapshotOp {
+    pub fn verb(self) -> &'static str {
+        match self {
+            SnapshotOp::Create { .. } => "create",
+            SnapshotOp::Load => "load",
+            SnapshotOp::Delete => "delete",
+        }
+    }
+
+    /// What qemu-img would have done to a running VM.
+    fn refusal(self) -> &'static str {
+        match self {
+            SnapshotOp::Create { .. } => "take a disk-only snapshot of",
+            SnapshotOp::Load => "load a disk snapshot into",
+            SnapshotOp::Delete => "delete a snapshot of a disk of",
+        }
+    }
+}
+
+/// One snapshot operation on VM `vm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub vm: String,
+    /// The disk (`storage[].name`); with `live` it holds the VM state.
+    pub drive: String,
+    pub tag: String,
+    pub op: SnapshotOp,
+    /// The whole running VM (every writable disk plus RAM), not one disk.
+    pub live: bool,
+}
+
+/// What a snapshot operation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshotted {
+    pub vm: VmName,
+    pub tag: String,
+    pub op: SnapshotOp,
+    /// Disk only: the one drive; live: every drive it covered, the
+    /// VM-state drive first.
+    pub drives: Vec<String>,
+    /// Live: the drive that holds the VM state.
+    pub vmstate_drive: Option<String>,
+    /// A create replaced a snapshot of that name.
+    pub replaced: bool,
+    /// A disk-only load of a snapshot that also has RAM state, which was
+    /// not loaded (a stopped VM boots afresh).
+    pub ram_not_loaded: bool,
+    /// What happened to the guest's file systems (live save and load).
+    pub freeze: FreezeReport,
+}
+
+impl Snapshotted {
+    pub fn live(&self) -> bool {
+        self.vmstate_drive.is_some()
+    }
+
+    /// Why a live save of a VM with an agent went unfrozen although a
+    /// freeze was asked for.
+    pub fn unfrozen_reason(&self) -> Option<&str> {
+        let f = &self.freeze;
+        match self.op {
+            SnapshotOp::Create { freeze: true, .. } if self.live() && f.agent && !f.frozen => {
+                f.reason.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Refusals of a snapshot operation that does not fit the VM's state.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("VM '{vm}' is not running, so there is no live state to {verb} (without --live, `maqet snapshot {verb} {vm} {drive} {tag}` works on the stopped VM's disk)")]
+    NotRunning {
+        vm: VmName,
+        verb: &'static str,
+        drive: String,
+        tag: String,
+    },
+    #[error("VM '{vm}' is running: maqet will not {} a running VM with qemu-img. Stop it first (`maqet stop {vm}`), or add --live to {} the whole running VM (every disk plus RAM) through QEMU", .op.refusal(), .op.verb())]
+    Running { vm: VmName, op: SnapshotOp },
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Creates, loads or deletes a snapshot: disk-only while the VM is
+    /// stopped, of the whole VM with `live` while it runs. `progress`
+    /// hears how a live job advances.
+    pub async fn snapshot(
+        &self,
+        req: &SnapshotRequest,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Snapshotted, VmError> {
+        if let SnapshotOp::Create { .. } = req.op {
+            snap::validate_tag(&req.tag)?;
+        }
+        let (vm, rec) = self.record(&req.vm)?;
+        let cfg = stored_config(&rec)?;
+        let entry = snap::find_drive(vm.as_str(), &cfg, &req.drive)?;
+        let disk_dir = self.disk_dir(&vm);
+        let running = self.is_running(&vm).await?;
+        match (req.live, running) {
+            (true, true) => {
+                let path = entry.path(&disk_dir);
+                self.snapshot_live(&vm, &cfg, &path, req, progress).await
+            }
+            (true, false) => Err(SnapshotError::NotRunning {
+                verb: req.op.verb(),
+                drive: req.drive.clone(),
+                tag: req.tag.clone(),
+                vm,
+            }
+            .into()),
+            (false, true) => Err(SnapshotError::Running { vm, op: req.op }.into()),
+            (false, false) => {
+                let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
+                let name = entry.name.clone();
+                self.snapshot_offline(vm, &cfg, &name, &path, req).await
+            }
+        }
+    }
+}
