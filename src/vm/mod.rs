@@ -4,11 +4,14 @@
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
 
+pub mod access;
 pub mod agent;
 pub mod attach;
 pub mod autostart;
+pub mod clone;
 pub mod define;
 pub mod error;
+pub mod inspect;
 pub mod lifecycle;
 pub mod notice;
 pub mod owner;
