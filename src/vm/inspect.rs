@@ -257,3 +257,57 @@ fn disks(cfg: &VmConfig, disk_dir: &Path) -> Vec<Disk> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_resolve_paths_sizes_and_missing_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "binary: /bin/sh\nstorage:\n  - {name: a, type: raw, size: 64K}\n  - {name: b, type: qcow2, size: 1M}\n";
+        let cfg = ConfigDocument::from_yaml_str(yaml, "x.yaml", dir.path())
+            .unwrap()
+            .validate()
+            .unwrap();
+        std::fs::write(dir.path().join("a.raw"), [0u8; 512]).unwrap();
+        let d = disks(&cfg, dir.path());
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].name, "a");
+        assert_eq!(d[0].kind, "raw");
+        assert!(d[0].exists);
+        assert_eq!(d[0].size_bytes, Some(512));
+        assert_eq!(d[1].path, dir.path().join("b.qcow2").display().to_string());
+        assert!(!d[1].exists);
+        assert_eq!(d[1].size_bytes, None);
+        assert!(d[1].interface.is_some());
+    }
+
+    #[test]
+    fn socket_file_reports_mode_and_kind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let none = socket_file(&dir.path().join("absent.sock"));
+        assert!(!none.exists && !none.is_socket && none.mode.is_none());
+        let sock = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = socket_file(&sock);
+        assert!(f.exists && f.is_socket);
+        assert_eq!(f.mode.as_deref(), Some("0600"));
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        assert!(!socket_file(&plain).is_socket);
+    }
+
+    #[test]
+    fn pick_keeps_only_the_named_properties() {
+        let mut raw = HashMap::new();
+        raw.insert("Id".to_string(), OwnedValue::from(7u32));
+        raw.insert("Other".to_string(), OwnedValue::from(1u32));
+        let m = pick(Some(&raw), &["Id", "MainPID"]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["Id"], Json::from(7));
+        assert!(pick(None, SERVICE_PROPS).is_empty());
+    }
+}
