@@ -2,11 +2,16 @@
 //! once, to a message and a documented code.
 
 use crate::config::ConfigError;
+use crate::guest_agent::AgentError;
 use crate::ipc::{ErrorKind, IpcError};
 use crate::paths::PathError;
+use crate::ports::PortError;
+use crate::provision::ProvisionError;
 use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
+use crate::vm::access::AccessError;
+use crate::vm::clone::CloneError;
 use crate::vm::{AttachError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
@@ -113,11 +118,14 @@ impl From<InvalidName> for CliError {
 
 impl From<PathError> for CliError {
     fn from(e: PathError) -> Self {
-        let c = match e {
-            PathError::NoRuntimeDir => code::NO_SESSION,
-            _ => code::USAGE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(path_code(&e), e.to_string())
+    }
+}
+
+fn path_code(e: &PathError) -> i32 {
+    match e {
+        PathError::NoRuntimeDir => code::NO_SESSION,
+        _ => code::USAGE,
     }
 }
 
@@ -208,6 +216,22 @@ impl From<VmError> for CliError {
             VmError::Attach(e) => attach_code(&e),
             // Both are the VM's state not fitting the request.
             VmError::Snapshot(_) => code::CONFLICT,
+            VmError::Clone(e) => match e {
+                CloneError::Io { .. } => code::FAILURE,
+                CloneError::Exists(_)
+                | CloneError::SharedFile { .. }
+                | CloneError::NoBase { .. }
+                | CloneError::Running { .. } => code::CONFLICT,
+            },
+            VmError::Access(e) => match e {
+                AccessError::NoSshServer { .. } => code::TIMEOUT,
+                AccessError::NoPorts { .. }
+                | AccessError::NotRunning { .. }
+                | AccessError::NoSshPort { .. }
+                | AccessError::KnownHostsDir { .. } => code::FAILURE,
+            },
+            VmError::Guest(_) => code::FAILURE,
+            VmError::Agent(e) => CliError::from(e).code,
             VmError::Config(e) => CliError::from(e).code,
             VmError::Name(e) => CliError::from(e).code,
             VmError::Path(e) => CliError::from(e).code,
@@ -234,6 +258,28 @@ fn attach_code(e: &AttachError) -> i32 {
         | AttachError::RunningNeedsLive { .. }
         | AttachError::NotRunning { .. } => code::CONFLICT,
         AttachError::NotRecorded { .. } => code::FAILURE,
+    }
+}
+
+impl From<ProvisionError> for CliError {
+    fn from(e: ProvisionError) -> Self {
+        let c = match &e {
+            ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
+            ProvisionError::Path(p) => path_code(p),
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<AgentError> for CliError {
+    fn from(e: AgentError) -> Self {
+        let c = match &e {
+            AgentError::Timeout(_) => code::TIMEOUT,
+            AgentError::Path(p) => path_code(p),
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
     }
 }
 

@@ -1,11 +1,13 @@
-//! `maqet stop` of a VM with `guest_agent: true`: the guest agent is asked
-//! to power the guest off first (a clean shutdown that needs no ACPI
-//! support in the guest); the runner's ACPI power-down follows when the
-//! agent does not answer or the guest does not go down in time.
+//! A VM's guest agent as the vm layer uses it. `maqet stop` of a VM with
+//! `guest_agent: true` asks the agent to power the guest off first (a
+//! clean shutdown that needs no ACPI support in the guest); the runner's
+//! ACPI power-down follows when the agent does not answer or the guest
+//! does not go down in time. `maqet guest` gets a [`Guest`]: the agent of
+//! one running VM, with a method per command it offers.
 
 use std::time::Duration;
 
-use crate::guest_agent::Agent;
+use crate::guest_agent::{Agent, ExecResult};
 use crate::ipc::StopOutcome;
 use crate::vmname::VmName;
 
@@ -87,5 +89,104 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
         };
         Ok(AgentStop { outcome, via_agent })
+    }
+}
+
+/// Why `maqet guest` cannot reach a VM's guest agent.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("VM '{vm}' has no guest agent channel; set `guest_agent: true` (and run qemu-guest-agent in the guest)")]
+    NoChannel { vm: VmName },
+    #[error("VM '{vm}' is not running")]
+    NotRunning { vm: VmName },
+}
+
+/// A connected guest agent of one running VM (`maqet guest`).
+pub struct Guest {
+    pub vm: VmName,
+    agent: Agent,
+}
+
+/// `guest-info`: the agent's version and the commands it has enabled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GuestInfo {
+    pub version: String,
+    pub commands: Vec<String>,
+}
+
+impl GuestInfo {
+    fn from_reply(v: &serde_json::Value) -> Self {
+        GuestInfo {
+            version: v["version"].as_str().unwrap_or("?").to_string(),
+            commands: v["supported_commands"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["enabled"].as_bool() == Some(true))
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect(),
+        }
+    }
+}
+
+impl Guest {
+    pub fn ping(&mut self) -> Result<(), VmError> {
+        self.agent.call("guest-ping", None)?;
+        Ok(())
+    }
+    pub fn info(&mut self) -> Result<GuestInfo, VmError> {
+        Ok(GuestInfo::from_reply(&self.agent.call("guest-info", None)?))
+    }
+    /// `guest-network-get-interfaces`, as the agent answers it.
+    pub fn interfaces(&mut self) -> Result<serde_json::Value, VmError> {
+        Ok(self.agent.call("guest-network-get-interfaces", None)?)
+    }
+    pub fn exec(&mut self, argv: &[String]) -> Result<ExecResult, VmError> {
+        Ok(self.agent.exec(argv)?)
+    }
+    /// How many file systems were frozen.
+    pub fn fsfreeze(&mut self) -> Result<u64, VmError> {
+        Ok(self.agent.fsfreeze()?)
+    }
+    /// How many file systems were thawed.
+    pub fn fsthaw(&mut self) -> Result<u64, VmError> {
+        Ok(self.agent.fsthaw()?)
+    }
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Connects to running VM `name`'s guest agent; each call waits up to
+    /// `timeout` for its answer.
+    pub async fn guest(&self, name: &str, timeout: Duration) -> Result<Guest, VmError> {
+        let (vm, record) = self.record(name)?;
+        if !stored_config(&record)?.guest.guest_agent {
+            return Err(GuestError::NoChannel { vm }.into());
+        }
+        if !self.is_running(&vm).await? {
+            return Err(GuestError::NotRunning { vm }.into());
+        }
+        let agent = Agent::connect(&crate::guest_agent::socket_path(&vm)?, timeout)?;
+        Ok(Guest { vm, agent })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestInfo;
+
+    #[test]
+    fn guest_info_lists_only_enabled_commands() {
+        let v = serde_json::json!({
+            "version": "8.2.0",
+            "supported_commands": [
+                {"name": "guest-ping", "enabled": true},
+                {"name": "guest-exec", "enabled": false},
+                {"name": "guest-info", "enabled": true},
+            ]
+        });
+        let i = GuestInfo::from_reply(&v);
+        assert_eq!(i.version, "8.2.0");
+        assert_eq!(i.commands, ["guest-ping", "guest-info"]);
+        assert_eq!(GuestInfo::from_reply(&serde_json::json!({})).version, "?");
     }
 }

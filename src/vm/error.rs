@@ -77,6 +77,14 @@ pub enum VmError {
     #[error(transparent)]
     Snapshot(#[from] super::snapshot::SnapshotError),
     #[error(transparent)]
+    Clone(#[from] super::clone::CloneError),
+    #[error(transparent)]
+    Access(#[from] super::access::AccessError),
+    #[error(transparent)]
+    Guest(#[from] super::agent::GuestError),
+    #[error(transparent)]
+    Agent(#[from] crate::guest_agent::AgentError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Name(#[from] InvalidName),

@@ -1,14 +1,19 @@
 //! The VM API every front end calls: define, start, stop, restart,
-//! remove, storage for a start and its undo, disk and whole-VM snapshots,
-//! whose data directory a unit belongs to, autostart. It sits on config, state, storage, systemd (via
+//! remove, clone, storage for a start and its undo, disk and whole-VM
+//! snapshots, whose data directory a unit belongs to, autostart, reaching a
+//! running VM (its ports, the ssh command line, its guest agent) and the
+//! views (`status`, `ls`, `inspect`). It sits on config, state, storage, systemd (via
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
 
+pub mod access;
 pub mod agent;
 pub mod attach;
 pub mod autostart;
+pub mod clone;
 pub mod define;
 pub mod error;
+pub mod inspect;
 pub mod lifecycle;
 pub mod notice;
 pub mod owner;
@@ -21,6 +26,8 @@ pub mod units;
 pub mod verify;
 pub mod view;
 
+#[cfg(test)]
+mod cloud_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]

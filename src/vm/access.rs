@@ -1,0 +1,126 @@
+//! Reaching a running VM over its forwarded ports: the port plan it was
+//! started with (`maqet ports`) and the ssh invocation for it (`maqet
+//! ssh`). The front end runs the command; everything that decides it is
+//! here.
+
+use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::VmConfig;
+use crate::ports::PortPlan;
+use crate::provision::ProvisionError;
+use crate::vmname::VmName;
+
+use super::{stored_config, Runners, UnitManager, VmError, Vms};
+
+/// Why a VM cannot be reached over its ports.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "VM '{vm}' forwards no ports (add `ports:`, `ssh: true` or `cloud_init:` to its config)"
+    )]
+    NoPorts { vm: VmName },
+    /// Ports are chosen at start, so a stopped VM has none.
+    #[error("VM '{vm}' is not running; its ports are chosen at start (`maqet start {vm}`)")]
+    NotRunning { vm: VmName },
+    #[error("VM '{vm}' forwards no port to its ssh (22/tcp); set `ssh: true` or forward one in `ports:`")]
+    NoSshPort { vm: VmName },
+    #[error("cannot create {}: {source}", dir.display())]
+    KnownHostsDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("VM '{vm}': no ssh server answered on 127.0.0.1:{port} within {}s (is sshd running in the guest? `maqet console {vm}` shows its boot)", wait.as_secs_f64())]
+    NoSshServer {
+        vm: VmName,
+        port: u16,
+        wait: Duration,
+    },
+}
+
+/// How to ssh into a VM: the arguments after the program name.
+#[derive(Debug)]
+pub struct SshPlan {
+    pub vm: VmName,
+    pub port: u16,
+    pub args: Vec<OsString>,
+}
+
+/// What an ssh session asks for.
+#[derive(Debug, Default)]
+pub struct SshRequest<'a> {
+    /// The guest user; `None`: cloud-init's user.
+    pub user: Option<&'a str>,
+    /// Run remotely instead of a login shell, when not empty.
+    pub command: &'a [String],
+    /// How long to wait for the guest's ssh banner (zero: not at all).
+    pub wait: Duration,
+}
+
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// The port plan running VM `name` was started with, and its config.
+    pub async fn running_ports(&self, name: &str) -> Result<(VmName, VmConfig, PortPlan), VmError> {
+        let (vm, record) = self.record(name)?;
+        let cfg = stored_config(&record)?;
+        if !cfg.guest.wants_network() {
+            return Err(AccessError::NoPorts { vm }.into());
+        }
+        if !self.is_running(&vm).await? {
+            return Err(AccessError::NotRunning { vm }.into());
+        }
+        let plan = crate::provision::published_ports(&vm, &cfg)?
+            .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
+        Ok((vm, cfg, plan))
+    }
+
+    /// `maqet ssh`: the command line for running VM `name` (its per-VM
+    /// known_hosts directory made, its sshd waited for as asked).
+    pub async fn ssh_plan(&self, name: &str, req: &SshRequest<'_>) -> Result<SshPlan, VmError> {
+        let (vm, cfg, plan) = self.running_ports(name).await?;
+        let Some(port) = plan.ssh_port else {
+            return Err(AccessError::NoSshPort { vm }.into());
+        };
+        let ci = cfg.guest.cloud_init.clone().unwrap_or_default();
+        let user = match req.user {
+            Some(u) => u.to_string(),
+            None => crate::cloudinit::guest_user(&ci).map_err(ProvisionError::from)?,
+        };
+        // The private halves of the keys the seed carries; without a seed,
+        // ssh's own defaults (agent, ~/.ssh/id_*) apply.
+        let identities = if cfg.guest.cloud_init.is_some() {
+            crate::ssh::identities(&crate::cloudinit::key_files(&ci).unwrap_or_default())
+        } else {
+            Vec::new()
+        };
+        let known_hosts = crate::ssh::known_hosts_path(self.data_dir.path(), vm.as_str());
+        if let Some(dir) = known_hosts.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| AccessError::KnownHostsDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        if !req.wait.is_zero() && !crate::ssh::wait_for_banner(port, req.wait) {
+            return Err(AccessError::NoSshServer {
+                vm,
+                port,
+                wait: req.wait,
+            }
+            .into());
+        }
+        let target = crate::ssh::SshTarget {
+            vm: vm.as_str(),
+            user: &user,
+            port,
+            identities: &identities,
+            known_hosts: &known_hosts,
+        };
+        let args = crate::ssh::argv(&target, req.command);
+        Ok(SshPlan { vm, port, args })
+    }
+}

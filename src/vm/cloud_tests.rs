@@ -1,0 +1,217 @@
+//! `clone_vm`, `running_ports`/`ssh_plan` and `guest` through the fake user
+//! manager: what each refuses, and what a clone stores and copies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::exit::{code, CliError};
+use crate::paths::DataDir;
+use crate::state::NewVm;
+use crate::vmname::VmName;
+
+use super::access::{AccessError, SshRequest};
+use super::agent::GuestError;
+use super::clone::{plan_disks, CloneError, DiskPlan};
+use super::fake::{unit, FakeRunners, FakeUnits};
+use super::{stored_config, VmError, Vms};
+
+struct Case {
+    dir: tempfile::TempDir,
+    vms: Vms<FakeUnits, FakeRunners>,
+}
+
+/// A data directory with VM `src` defined from `yaml`.
+fn case(yaml: &str) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let vms = Vms {
+        data_dir: DataDir::resolve(Some(dir.path())).unwrap(),
+        units: FakeUnits::default(),
+        runners: FakeRunners::default(),
+        log_filter: None,
+        runner: Some(PathBuf::from("/bin/true")),
+        socket_dir: Some(dir.path().join("run")),
+    };
+    let doc = crate::config::ConfigDocument::from_yaml_str(yaml, "src.yaml", dir.path()).unwrap();
+    vms.store()
+        .unwrap()
+        .insert_vm(&NewVm {
+            name: "src".into(),
+            config: doc.to_json(),
+            sources: vec![],
+            autostart: true,
+        })
+        .unwrap();
+    Case { dir, vms }
+}
+
+const RAW: &str = "binary: /bin/sh\nstorage:\n  - {name: d, type: raw, size: 64K}\n";
+
+impl Case {
+    fn src(&self) -> VmName {
+        VmName::new("src").unwrap()
+    }
+    fn src_disk(&self) -> PathBuf {
+        self.vms.disk_dir(&self.src()).join("d.raw")
+    }
+    fn running(&self) {
+        *self.vms.units.status.borrow_mut() = Some(unit(
+            &self.src(),
+            self.vms.data_dir.path(),
+            "active",
+            "running",
+        ));
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn clone_without_disks_yet_stores_the_config_under_the_new_name() {
+    let c = case(RAW);
+    let cloned = run(c.vms.clone_vm("src", "copy", false)).unwrap();
+    assert_eq!(cloned.vm.as_str(), "copy");
+    assert!(!cloned.nvram_skipped);
+    let (_, src) = c.vms.record("src").unwrap();
+    let (_, copy) = c.vms.record("copy").unwrap();
+    assert_eq!(copy.config, src.config);
+    assert!(!copy.autostart, "a clone is never autostarted");
+    // Nothing to copy, so systemd was not even asked whether it runs.
+    assert!(c.vms.units.calls().is_empty());
+    assert!(!c.vms.disk_dir(&cloned.vm).exists());
+}
+
+#[test]
+fn clone_refuses_an_existing_name_and_an_existing_disk_without_base() {
+    let c = case(RAW);
+    run(c.vms.clone_vm("src", "copy", false)).unwrap();
+    let e = run(c.vms.clone_vm("src", "copy", false)).unwrap_err();
+    assert!(matches!(e, VmError::Clone(CloneError::Exists(_))), "{e}");
+    assert_eq!(e.to_string(), "a VM named 'copy' already exists");
+    assert_eq!(CliError::from(e).code, code::CONFLICT);
+
+    std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
+    std::fs::write(c.src_disk(), b"disk").unwrap();
+    let e = run(c.vms.clone_vm("src", "other", false)).unwrap_err();
+    assert!(e.to_string().contains("has no base image"), "{e}");
+    assert!(e.to_string().contains("use --full"), "{e}");
+    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert!(
+        c.vms.record("other").is_err(),
+        "a refused clone stores nothing"
+    );
+}
+
+#[test]
+fn full_clone_copies_the_disk_private_and_recorded_as_the_clones() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = case(RAW);
+    std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
+    std::fs::write(c.src_disk(), b"disk bytes").unwrap();
+    let cloned = run(c.vms.clone_vm("src", "copy", true)).unwrap();
+    let copy = c.vms.disk_dir(&cloned.vm).join("d.raw");
+    assert_eq!(std::fs::read(&copy).unwrap(), b"disk bytes");
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let created = c.vms.store().unwrap().created_files("copy").unwrap();
+    let paths: Vec<PathBuf> = created.iter().map(|f| f.path.clone()).collect();
+    assert!(paths.contains(&copy), "{paths:?}");
+    assert!(paths.contains(&c.vms.disk_dir(&cloned.vm)), "{paths:?}");
+}
+
+#[test]
+fn full_clone_of_a_running_vm_is_refused_before_anything_is_stored() {
+    let c = case(RAW);
+    std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
+    std::fs::write(c.src_disk(), b"disk").unwrap();
+    c.running();
+    let e = run(c.vms.clone_vm("src", "copy", true)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VM 'src' is running; stop it before copying its disks (`maqet stop src`)"
+    );
+    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert!(c.vms.record("copy").is_err());
+}
+
+#[test]
+fn plan_refuses_a_disk_outside_the_disk_directory() {
+    let c = case(RAW);
+    let file = c.dir.path().join("shared.raw");
+    let yaml = format!(
+        "name: src\nbinary: /bin/sh\nstorage:\n  - {{name: d, type: raw, size: 64K, file: {}}}\n",
+        file.display()
+    );
+    let doc =
+        crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
+    let cfg = doc.validate().unwrap();
+    let e = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap_err();
+    assert!(matches!(e, CloneError::SharedFile { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("which a clone would share with 'src'"),
+        "{e}"
+    );
+    // A disk not made yet is made fresh by the clone's first start.
+    let (_, rec) = c.vms.record("src").unwrap();
+    let cfg = stored_config(&rec).unwrap();
+    let plan = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap();
+    assert_eq!(plan, [DiskPlan::Fresh]);
+}
+
+#[test]
+fn ports_need_a_network_config_and_a_running_vm() {
+    let c = case(RAW);
+    let e = run(c.vms.running_ports("src")).unwrap_err();
+    assert!(
+        matches!(e, VmError::Access(AccessError::NoPorts { .. })),
+        "{e}"
+    );
+    assert_eq!(CliError::from(e).code, code::FAILURE);
+
+    let c = case("binary: /bin/sh\nports: [\"8080:80\"]\n");
+    let e = run(c.vms.running_ports("src")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VM 'src' is not running; its ports are chosen at start (`maqet start src`)"
+    );
+    let e = run(c.vms.ssh_plan("src", &SshRequest::default())).unwrap_err();
+    assert!(
+        matches!(e, VmError::Access(AccessError::NotRunning { .. })),
+        "{e}"
+    );
+}
+
+#[test]
+fn ssh_wait_timeout_is_exit_7() {
+    let e = VmError::from(AccessError::NoSshServer {
+        vm: VmName::new("src").unwrap(),
+        port: 2222,
+        wait: Duration::from_millis(1500),
+    });
+    assert!(e.to_string().contains("within 1.5s"), "{e}");
+    assert_eq!(CliError::from(e).code, code::TIMEOUT);
+}
+
+#[test]
+fn guest_needs_an_agent_channel_and_a_running_vm() {
+    let c = case(RAW);
+    let e = run(c.vms.guest("src", Duration::from_secs(1)))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, VmError::Guest(GuestError::NoChannel { .. })),
+        "{e}"
+    );
+    let c = case("binary: /bin/sh\nguest_agent: true\n");
+    let e = run(c.vms.guest("src", Duration::from_secs(1)))
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "VM 'src' is not running");
+    assert_eq!(CliError::from(e).code, code::FAILURE);
+}
