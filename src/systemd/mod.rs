@@ -11,10 +11,10 @@ mod signals;
 pub mod unit_state;
 pub mod usage;
 
-pub use client::{StartProgress, Systemd, SystemdError};
+pub use client::{ListedAsk, StartProgress, Systemd, SystemdError};
 pub use properties::{ResourceLimits, RestartPolicy, VmUnitSpec};
 pub use query::{SERVICE_IFACE, SOCKET_IFACE, UNIT_IFACE};
 pub use unit_state::{UnitStatus, VmState};
-pub use usage::{Usage, UsageSource};
+pub use usage::{Group, Usage, UsageSource};
 
 pub use crate::units::SERVICE_PATTERN;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use zbus::names::InterfaceName;
 use zbus::zvariant::OwnedValue;
 
 use super::client::{call_err, error_name, get_all};
@@ -39,12 +40,19 @@ impl Systemd {
             .map_err(|e| call_err("Get", "Version", e))
     }
 
-    /// The manager's own cgroup path (relative to the cgroup root).
+    /// The manager's own cgroup path (relative to the cgroup root), e.g.
+    /// `/user.slice/user-1000.slice/user@1000.service`. One plain `Get`: the
+    /// manager proxy's cached property would fetch all of its properties.
     pub async fn manager_cgroup(&self) -> Result<String, SystemdError> {
-        self.mgr
-            .control_group()
+        let props = self.properties_proxy("/org/freedesktop/systemd1").await?;
+        let v = props
+            .get(
+                InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Manager"),
+                "ControlGroup",
+            )
             .await
-            .map_err(|e| call_err("Get", "ControlGroup", e))
+            .map_err(|e| call_err("Get", "ControlGroup", e.into()))?;
+        String::try_from(v).map_err(|e| call_err("Get", "ControlGroup", e.into()))
     }
 
     /// `enabled`, `disabled`, `static`, … of an installed unit file; `None`

@@ -52,20 +52,19 @@ impl Usage {
     /// The sum over `pids` from `/proc`; empty when none could be read
     /// (processes gone, or another user's).
     pub fn from_proc(pids: &[u32]) -> Usage {
+        Usage::sum(pids.iter().filter_map(|&pid| read_stat(pid)))
+    }
+
+    fn sum(stats: impl Iterator<Item = ProcStat>) -> Usage {
         let page = page_size();
         let tick_ns = 1_000_000_000 / clock_ticks();
         let mut total = ProcStat::default();
         let mut any = false;
-        for &pid in pids {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            if let Some(s) = ProcStat::parse(&text) {
-                total.cpu_ticks += s.cpu_ticks;
-                total.threads += s.threads;
-                total.rss_pages += s.rss_pages;
-                any = true;
-            }
+        for s in stats {
+            total.cpu_ticks += s.cpu_ticks;
+            total.threads += s.threads;
+            total.rss_pages += s.rss_pages;
+            any = true;
         }
         if !any {
             return Usage::default();
@@ -79,18 +78,61 @@ impl Usage {
     }
 
     /// Usage of the cgroup v2 group `pid` is in (a unit's main process:
-    /// the whole unit), without asking systemd: the group's counters when
-    /// it has the memory controller (what systemd's `MemoryCurrent`,
-    /// `CPUUsageNSec` and `TasksCurrent` read), else the sum over the
-    /// group's processes (`cgroup.procs`) from /proc. Empty without a
-    /// cgroup v2 hierarchy or once the process is gone.
+    /// the whole unit), without asking systemd (see [`Group::usage`]).
+    /// Empty without a cgroup v2 hierarchy or once the process is gone.
     pub fn from_cgroup_of(pid: u32) -> Usage {
-        let Some(dir) = cgroup_dir(pid) else {
-            return Usage::default();
-        };
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
-        if let Some(memory) = read("memory.current").and_then(|t| t.trim().parse().ok()) {
-            return Usage {
+        cgroup_dir(pid)
+            .and_then(|d| Group::read(&d))
+            .map_or_else(Usage::default, |g| g.usage())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.source.is_none()
+    }
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    ProcStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// A unit's cgroup v2 group as files show it: what systemd's accounting
+/// would report, read without a D-Bus round trip.
+#[derive(Debug)]
+pub struct Group {
+    dir: std::path::PathBuf,
+    /// The group's processes and their `/proc/PID/stat`.
+    procs: Vec<(u32, ProcStat)>,
+}
+
+impl Group {
+    /// The group at `dir`; `None` when it does not exist (the unit has
+    /// no processes, or the hierarchy is elsewhere).
+    pub fn read(dir: &std::path::Path) -> Option<Group> {
+        let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+        let procs = text
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|pid| Some((pid, read_stat(pid)?)))
+            .collect();
+        Some(Group {
+            dir: dir.to_path_buf(),
+            procs,
+        })
+    }
+
+    /// The process systemd started: the one whose parent is outside the
+    /// group (the runner; QEMU is its child). `None` unless exactly one.
+    pub fn main_pid(&self) -> Option<u32> {
+        main_of(&self.procs)
+    }
+
+    /// The group's counters where it has the memory controller (what
+    /// systemd's `MemoryCurrent`, `CPUUsageNSec`, `TasksCurrent` read),
+    /// else the sum over its processes from /proc.
+    pub fn usage(&self) -> Usage {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).ok();
+        match read("memory.current").and_then(|t| t.trim().parse().ok()) {
+            Some(memory) => Usage {
                 memory_bytes: Some(memory),
                 cpu_nsec: read("cpu.stat")
                     .as_deref()
@@ -98,17 +140,31 @@ impl Usage {
                     .map(|us| us * 1000),
                 tasks: read("pids.current").and_then(|t| t.trim().parse().ok()),
                 source: Some(UsageSource::Cgroup),
-            };
+            },
+            None => Usage::sum(self.procs.iter().map(|(_, s)| s.clone())),
         }
-        let pids: Vec<u32> = read("cgroup.procs")
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default();
-        Usage::from_proc(&pids)
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.source.is_none()
+fn main_of(procs: &[(u32, ProcStat)]) -> Option<u32> {
+    let mut outside = procs
+        .iter()
+        .filter(|(_, s)| !procs.iter().any(|(p, _)| *p == s.ppid))
+        .map(|(p, _)| *p);
+    match (outside.next(), outside.next()) {
+        (Some(p), None) => Some(p),
+        _ => None,
     }
+}
+
+/// Where a user manager's units of `slice` live in the cgroup v2
+/// hierarchy, given the manager's own `ControlGroup`.
+pub fn slice_dir(manager_cgroup: &str, slice: &str) -> Option<std::path::PathBuf> {
+    Some(
+        cgroup2_root()?
+            .join(manager_cgroup.trim_start_matches('/'))
+            .join(slice),
+    )
 }
 
 /// The cgroup v2 directory of the group `pid` is in.
@@ -155,6 +211,7 @@ fn cpu_usage_usec(stat: &str) -> Option<u64> {
 /// The fields of `/proc/PID/stat` maqet uses (proc(5)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcStat {
+    pub ppid: u32,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
     pub threads: u64,
@@ -170,6 +227,7 @@ impl ProcStat {
         let f: Vec<&str> = rest.split_ascii_whitespace().collect();
         let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
         Some(ProcStat {
+            ppid: u32::try_from(num(4)?).ok()?,
             cpu_ticks: num(14)? + num(15)?,
             threads: num(20)?,
             rss_pages: num(24)?,
@@ -202,6 +260,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_main_process_is_the_one_whose_parent_is_outside_the_group() {
+        let st = |ppid| ProcStat {
+            ppid,
+            ..Default::default()
+        };
+        // runner 10 (forked by the manager, 5), QEMU 11 its child.
+        assert_eq!(main_of(&[(11, st(10)), (10, st(5))]), Some(10));
+        // Two processes with outside parents: not settled here.
+        assert_eq!(main_of(&[(11, st(4)), (10, st(5))]), None);
+        assert_eq!(main_of(&[]), None);
+    }
+
+    #[test]
     fn finds_the_cgroup2_mount_and_a_process_group() {
         let hybrid = "25 24 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n\
@@ -229,6 +300,7 @@ mod tests {
         let line = "1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
                     250 50 0 0 20 0 7 0 12345 300000000 2048 18446744073709551615";
         let s = ProcStat::parse(line).unwrap();
+        assert_eq!(s.ppid, 1);
         assert_eq!(s.cpu_ticks, 300);
         assert_eq!(s.threads, 7);
         assert_eq!(s.rss_pages, 2048);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::systemd::proxies::UnitListEntry;
-use crate::systemd::{journal, Systemd, SystemdError, UnitStatus, VmUnitSpec};
+use crate::systemd::{journal, ListedAsk, Systemd, SystemdError, UnitStatus, VmUnitSpec};
 use crate::vmname::VmName;
 
 // `async fn` in a public trait warns that callers cannot demand `Send`
@@ -22,8 +22,14 @@ pub trait UnitManager {
     async fn listed_unit_status(
         &self,
         entry: &UnitListEntry,
+        _ask: ListedAsk,
     ) -> Result<Option<UnitStatus>, SystemdError> {
         self.unit_status(&entry.0).await
+    }
+    /// The directory of maqet's slice in the cgroup v2 hierarchy, where
+    /// each VM unit's group is (`None`: not known, read nothing there).
+    async fn vm_slice_dir(&self) -> Option<std::path::PathBuf> {
+        None
     }
     /// Creates and starts the VM's socket + service pair and waits until
     /// the runner is ready (or failed, or `timeout`).
@@ -66,8 +72,13 @@ impl UnitManager for Systemd {
     async fn listed_unit_status(
         &self,
         entry: &UnitListEntry,
+        ask: ListedAsk,
     ) -> Result<Option<UnitStatus>, SystemdError> {
-        Systemd::listed_unit_status(self, entry).await
+        Systemd::listed_unit_status(self, entry, ask).await
+    }
+    async fn vm_slice_dir(&self) -> Option<std::path::PathBuf> {
+        let cgroup = Systemd::manager_cgroup(self).await.ok()?;
+        crate::systemd::usage::slice_dir(&cgroup, crate::systemd::properties::SLICE)
     }
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         Systemd::start_vm(self, spec, timeout).await

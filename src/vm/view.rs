@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::state::VmRecord;
-use crate::systemd::{UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
+use crate::systemd::{Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
 use crate::time::now_unix;
 use crate::vmname::VmName;
 
@@ -233,14 +233,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         records: &[VmRecord],
         filter: Option<VmState>,
     ) -> Result<Vec<StatusReport>, VmError> {
-        // One call for every VM unit, whatever its state.
-        let units: HashMap<String, _> = self
-            .units
-            .list_units(&[SERVICE_PATTERN])
-            .await?
-            .into_iter()
-            .map(|u| (u.0.clone(), u))
-            .collect();
+        // One call for every VM unit, whatever its state; beside it, where
+        // the VM units' cgroups are.
+        let (listed, slice) = futures_util::future::join(
+            self.units.list_units(&[SERVICE_PATTERN]),
+            self.units.vm_slice_dir(),
+        )
+        .await;
+        let units: HashMap<String, _> = listed?.into_iter().map(|u| (u.0.clone(), u)).collect();
         let mut rows = Vec::new();
         for r in records {
             let Ok(vm) = VmName::new(&r.name) else {
@@ -259,31 +259,52 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 description: u.1.clone(),
                 ..Default::default()
             });
-            rows.push((vm, st, entry));
+            // Without a restart policy systemd never restarts the unit
+            // (`apply` refuses a running VM, so the stored policy is the
+            // one it was started with).
+            let may_restart = r.config.get("restart").is_some();
+            rows.push((vm, st, entry, may_restart));
         }
         // Details (uptime, CPU, memory, paused) only for units that run,
         // all asked for at once on the one connection. The listing already
-        // settled ownership and has each unit's object path, so this is one
-        // round trip per unit (see listed_unit_status).
-        let details = join_all(rows.iter().map(|(_, st, entry)| async move {
-            match entry {
-                Some(e)
-                    if st
-                        .as_ref()
-                        .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed") =>
-                {
-                    self.units.listed_unit_status(e).await
+        // settled ownership and has each unit's object path; the unit's
+        // cgroup shows its main process and usage; what is left is two to
+        // four small reads per unit (see listed_unit_status).
+        let slice = slice.as_deref();
+        let details = join_all(rows.iter().map(|(_, st, entry, may_restart)| async move {
+            let Some(e) = entry.filter(|_| {
+                st.as_ref()
+                    .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed")
+            }) else {
+                return Ok::<_, crate::systemd::SystemdError>(None);
+            };
+            let group = slice.and_then(|d| Group::read(&d.join(&e.0)));
+            let main = group.as_ref().and_then(Group::main_pid);
+            let ask = ListedAsk {
+                main_pid: main.is_none(),
+                restarts: *may_restart,
+            };
+            let full = self.units.listed_unit_status(e, ask).await?;
+            Ok(full.map(|mut s| {
+                if let Some(pid) = main.filter(|_| s.main_pid == 0) {
+                    s.main_pid = pid;
                 }
-                _ => Ok(None),
-            }
+                (s, group)
+            }))
         }))
         .await;
         let mut reports = Vec::new();
-        for ((vm, st, _), full) in rows.into_iter().zip(details) {
-            let st = full?.or(st);
+        for ((vm, st, _, _), full) in rows.into_iter().zip(details) {
+            let (st, group) = match full? {
+                Some((s, g)) => (Some(s), g),
+                None => (st, None),
+            };
             let mut rep = StatusReport::new(&vm, st.as_ref());
             if filter.is_none_or(|f| f == rep.state) {
-                rep.fill_usage(None);
+                match group.filter(|_| rep.runner_pid.is_some() && rep.usage_source.is_none()) {
+                    Some(g) => rep.set_usage(g.usage()),
+                    None => rep.fill_usage(None),
+                }
                 rep.fill_last_error(&vm, st.as_ref());
                 reports.push(rep);
             }
