@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::exit::{code, CliError};
-use crate::paths::DataDir;
-use crate::state::NewVm;
 use crate::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
 use super::agent::GuestError;
 use super::clone::{plan_disks, CloneError, DiskPlan};
-use super::fake::{unit, FakeRunners, FakeUnits};
+use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
 use super::{stored_config, VmError, Vms};
 
 struct Case {
@@ -23,24 +21,8 @@ struct Case {
 /// A data directory with VM `src` defined from `yaml`.
 fn case(yaml: &str) -> Case {
     let dir = tempfile::tempdir().unwrap();
-    let vms = Vms {
-        data_dir: DataDir::resolve(Some(dir.path())).unwrap(),
-        units: FakeUnits::default(),
-        runners: FakeRunners::default(),
-        log_filter: None,
-        runner: Some(PathBuf::from("/bin/true")),
-        socket_dir: Some(dir.path().join("run")),
-    };
-    let doc = crate::config::ConfigDocument::from_yaml_str(yaml, "src.yaml", dir.path()).unwrap();
-    vms.store()
-        .unwrap()
-        .insert_vm(&NewVm {
-            name: "src".into(),
-            config: doc.to_json(),
-            sources: vec![],
-            autostart: true,
-        })
-        .unwrap();
+    let vms = fake_vms(dir.path());
+    define_yaml(&vms, dir.path(), "src", yaml, true);
     Case { dir, vms }
 }
 
@@ -61,14 +43,6 @@ impl Case {
             "running",
         ));
     }
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

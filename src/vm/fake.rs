@@ -8,12 +8,57 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::ipc::StopOutcome;
+use crate::paths::DataDir;
+use crate::state::NewVm;
 use crate::systemd::properties::description;
 use crate::systemd::proxies::UnitListEntry;
 use crate::systemd::{SystemdError, UnitStatus, VmUnitSpec};
 use crate::vmname::VmName;
 
-use super::{Runners, UnitManager, VmError};
+use super::{Runners, UnitManager, VmError, Vms};
+
+/// The vm layer over the fakes, for a data directory at `dir` (runner
+/// `/bin/true`, sockets under `dir/run`).
+pub fn fake_vms(dir: &Path) -> Vms<FakeUnits, FakeRunners> {
+    Vms {
+        data_dir: DataDir::resolve(Some(dir)).unwrap(),
+        units: FakeUnits::default(),
+        runners: FakeRunners::default(),
+        log_filter: None,
+        runner: Some(std::path::PathBuf::from("/bin/true")),
+        socket_dir: Some(dir.join("run")),
+    }
+}
+
+/// Stores VM `name` defined by `yaml` (as if from `NAME.yaml` in `dir`).
+pub fn define_yaml(
+    vms: &Vms<FakeUnits, FakeRunners>,
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    autostart: bool,
+) {
+    let doc =
+        crate::config::ConfigDocument::from_yaml_str(yaml, &format!("{name}.yaml"), dir).unwrap();
+    vms.store()
+        .unwrap()
+        .insert_vm(&NewVm {
+            name: name.into(),
+            config: doc.to_json(),
+            sources: vec![],
+            autostart,
+        })
+        .unwrap();
+}
+
+/// Runs `f` on a current-thread runtime with timers, as the CLI does.
+pub fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
 
 /// A unit of `vm` in `active_state`/`sub_state`, owned by `data_dir`.
 pub fn unit(vm: &VmName, data_dir: &Path, active: &str, sub: &str) -> UnitStatus {

@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::exit::{code, CliError};
-use crate::paths::DataDir;
-use crate::state::NewVm;
 use crate::storage::Provisioned;
 use crate::systemd::{SystemdError, UnitStatus};
 use crate::vmname::VmName;
 
 use super::define::{define, Changes, Source};
-use super::fake::{unit, FakeRunners, FakeUnits};
+use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
 use super::notice::quiet;
 use super::remove::RemoveOptions;
 use super::{names, Notice, OwnerError, StopOutcome, VmError, Vms, Wait};
@@ -29,26 +27,9 @@ struct Case {
 /// A data directory with VM `web` (a raw disk a start creates).
 fn case() -> Case {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::resolve(Some(dir.path())).unwrap();
-    let vms = Vms {
-        data_dir: data,
-        units: FakeUnits::default(),
-        runners: FakeRunners::default(),
-        log_filter: None,
-        runner: Some(PathBuf::from("/bin/true")),
-        socket_dir: Some(dir.path().join("run")),
-    };
+    let vms = fake_vms(dir.path());
     let yaml = "binary: /bin/sh\nstorage:\n  - {name: d, type: raw, size: 64K}\n";
-    let doc = crate::config::ConfigDocument::from_yaml_str(yaml, "web.yaml", dir.path()).unwrap();
-    vms.store()
-        .unwrap()
-        .insert_vm(&NewVm {
-            name: "web".into(),
-            config: doc.to_json(),
-            sources: vec![],
-            autostart: false,
-        })
-        .unwrap();
+    define_yaml(&vms, dir.path(), "web", yaml, false);
     Case {
         vm: VmName::new("web").unwrap(),
         vms,
@@ -72,14 +53,6 @@ impl Case {
     fn runner_calls(&self) -> Vec<String> {
         self.vms.runners.calls.borrow().clone()
     }
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

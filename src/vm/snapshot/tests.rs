@@ -3,15 +3,12 @@
 //! list pairs a whole-VM snapshot's parts, and how a live job's freeze
 //! report becomes an error.
 
-use std::path::PathBuf;
 
 use crate::cli::exit::{code, CliError};
 use crate::ipc::protocol::FreezeReport;
-use crate::paths::DataDir;
-use crate::state::NewVm;
 use crate::storage::live::Outcome;
 use crate::storage::{QemuImg, StorageError};
-use crate::vm::fake::{unit, FakeRunners, FakeUnits};
+use crate::vm::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
 use crate::vm::Vms;
 use crate::vmname::VmName;
 
@@ -28,25 +25,9 @@ struct Case {
 /// VM `web` with a qcow2 disk `d` and a raw disk `r`, neither created.
 fn case() -> Case {
     let dir = tempfile::tempdir().unwrap();
-    let vms = Vms {
-        data_dir: DataDir::resolve(Some(dir.path())).unwrap(),
-        units: FakeUnits::default(),
-        runners: FakeRunners::default(),
-        log_filter: None,
-        runner: Some(PathBuf::from("/bin/true")),
-        socket_dir: Some(dir.path().join("run")),
-    };
+    let vms = fake_vms(dir.path());
     let yaml = "binary: /bin/sh\nstorage:\n  - {name: d, type: qcow2, size: 1M}\n  - {name: r, type: raw, size: 64K}\n";
-    let doc = crate::config::ConfigDocument::from_yaml_str(yaml, "web.yaml", dir.path()).unwrap();
-    vms.store()
-        .unwrap()
-        .insert_vm(&NewVm {
-            name: "web".into(),
-            config: doc.to_json(),
-            sources: vec![],
-            autostart: false,
-        })
-        .unwrap();
+    define_yaml(&vms, dir.path(), "web", yaml, false);
     Case { _dir: dir, vms }
 }
 
@@ -77,14 +58,6 @@ impl Case {
         };
         run(self.vms.snapshot(&req, &mut |_| {}))
     }
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 const CREATE: SnapshotOp = SnapshotOp::Create {
