@@ -3,7 +3,6 @@
 //! list pairs a whole-VM snapshot's parts, and how a live job's freeze
 //! report becomes an error.
 
-
 use crate::cli::exit::{code, CliError};
 use crate::ipc::protocol::FreezeReport;
 use crate::storage::live::Outcome;
