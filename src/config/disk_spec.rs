@@ -13,18 +13,7 @@ use super::paths::normalize;
 use crate::suggest;
 
 /// The keys a SPEC takes: a `storage:` disk entry's.
-pub const SPEC_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "file",
-    "size",
-    "interface",
-    "backing_file",
-    "backing_format",
-    "base",
-    "sha256",
-    "readonly",
-];
+pub const SPEC_KEYS: &[&str] = super::storage::DISK_ENTRY_FIELDS;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("disk spec '{spec}': {problem}")]

@@ -14,7 +14,9 @@ use super::size::parse_size;
 use super::validate::{found, Validator};
 use crate::suggest;
 
-const FIELDS: &[&str] = &[
+/// The keys of a disk image entry; `maqet storage attach SPEC` takes the
+/// same ones.
+pub(super) const DISK_ENTRY_FIELDS: &[&str] = &[
     "name",
     "type",
     "file",
@@ -24,10 +26,10 @@ const FIELDS: &[&str] = &[
     "backing_format",
     "base",
     "sha256",
-    "path",
-    "options",
     "readonly",
 ];
+/// The keys only a virtfs entry takes.
+const VIRTFS_ONLY_FIELDS: &[&str] = &["path", "options"];
 /// Fields that only mean something for disk images.
 const DISK_FIELDS: &[&str] = &[
     "file",
@@ -139,12 +141,12 @@ fn validate_entry(v: &mut Validator, i: usize, item: &Node) -> Option<StorageEnt
                 &e.key_loc,
                 format!("storage[{i}]: '{k}' belongs under 'options:' of a virtfs entry (options: {{{k}: …}})"),
             );
-        } else if !FIELDS.contains(&k) {
+        } else if !DISK_ENTRY_FIELDS.contains(&k) && !VIRTFS_ONLY_FIELDS.contains(&k) {
             v.error(
                 &e.key_loc,
                 format!(
                     "storage[{i}]: unknown field '{k}'{}",
-                    suggest::hint(k, FIELDS)
+                    suggest::hint(k, &[DISK_ENTRY_FIELDS, VIRTFS_ONLY_FIELDS].concat())
                 ),
             );
         } else if kind == StorageKind::Virtfs && DISK_FIELDS.contains(&k) {
@@ -152,7 +154,7 @@ fn validate_entry(v: &mut Validator, i: usize, item: &Node) -> Option<StorageEnt
                 &e.key_loc,
                 format!("storage[{i}].{k}: not used by virtfs entries (they share the directory given in 'path')"),
             );
-        } else if kind != StorageKind::Virtfs && (k == "path" || k == "options") {
+        } else if kind != StorageKind::Virtfs && VIRTFS_ONLY_FIELDS.contains(&k) {
             let hint = if k == "path" {
                 "a disk image takes its location from 'file'"
             } else {
