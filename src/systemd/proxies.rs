@@ -60,10 +60,6 @@ pub trait Manager {
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 
-    /// The manager's own cgroup (`/user.slice/user-1000.slice/user@1000.service`).
-    #[zbus(property)]
-    fn control_group(&self) -> zbus::Result<String>;
-
     #[zbus(signal)]
     fn unit_removed(&self, unit: String, path: OwnedObjectPath) -> zbus::Result<()>;
 
