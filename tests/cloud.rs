@@ -132,6 +132,22 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     let release = kernel_release(&guest_file("MAQET_GUEST_KERNEL"));
     assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+    // The remote command's exit status and stderr are the user's own; ssh's
+    // own failure (255) comes with its message; its log file does not
+    // outlive the session.
+    // (ssh hands the guest's shell one command line, as ssh always does.)
+    let o = w.maqet(&["ssh", &vm, "--", "echo oops >&2; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "oops", "{o:?}");
+    let o = w.maqet(&["ssh", "--wait", "5", "-l", "nobody", &vm, "--", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{o:?}");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("Permission denied"), "{said}");
+    let left: Vec<_> = std::fs::read_dir(w.data_dir().join("ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [format!("{vm}.known_hosts").as_str()], "{left:?}");
 
     // The guest agent answers on its channel.
     w.ok(&["guest", vm.as_str(), "ping"]);

@@ -144,7 +144,7 @@ pub enum GuestAction {
 pub struct SshArgs {
     /// Name of the VM.
     pub name: String,
-    /// Wait up to this many seconds for the guest's sshd to answer (0: do not wait).
+    /// Wait up to this many seconds for the guest's sshd to answer, and retry while it turns the connection away before the version exchange (0: do not wait).
     #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = seconds_or_zero)]
     pub wait: Duration,
     /// Log in as this user (default: `cloud_init.user`, else your user name).

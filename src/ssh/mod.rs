@@ -12,6 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod session;
+
 /// `DATA_DIR/ssh/VM.known_hosts`.
 pub fn known_hosts_path(data_dir: &Path, vm: &str) -> PathBuf {
     data_dir.join("ssh").join(format!("{vm}.known_hosts"))

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::VmConfig;
 use crate::ports::PortPlan;
@@ -40,12 +40,16 @@ pub enum AccessError {
     },
 }
 
-/// How to ssh into a VM: the arguments after the program name.
+/// How to ssh into a VM: the arguments after the program name, where ssh
+/// logs (`-E`, see [`crate::ssh::session`]), and until when a connection
+/// the guest's sshd turns away is tried again.
 #[derive(Debug)]
 pub struct SshPlan {
     pub vm: VmName,
     pub port: u16,
     pub args: Vec<OsString>,
+    pub log: PathBuf,
+    pub retry_until: Instant,
 }
 
 /// What an ssh session asks for.
@@ -55,7 +59,8 @@ pub struct SshRequest<'a> {
     pub user: Option<&'a str>,
     /// Run remotely instead of a login shell, when not empty.
     pub command: &'a [String],
-    /// How long to wait for the guest's ssh banner (zero: not at all).
+    /// How long to wait for the guest's sshd: for its banner, and for it to
+    /// serve the session rather than turn it away (zero: not at all).
     pub wait: Duration,
 }
 
@@ -78,6 +83,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `maqet ssh`: the command line for running VM `name` (its per-VM
     /// known_hosts directory made, its sshd waited for as asked).
     pub async fn ssh_plan(&self, name: &str, req: &SshRequest<'_>) -> Result<SshPlan, VmError> {
+        let retry_until = Instant::now() + req.wait;
         let (vm, cfg, plan) = self.running_ports(name).await?;
         let Some(port) = plan.ssh_port else {
             return Err(AccessError::NoSshPort { vm }.into());
@@ -121,6 +127,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             known_hosts: &known_hosts,
         };
         let args = crate::ssh::argv(&target, req.command);
-        Ok(SshPlan { vm, port, args })
+        // Beside the known_hosts file (a 0700 directory), one per session.
+        let log = known_hosts.with_file_name(format!("{vm}.{}.ssh-log", std::process::id()));
+        Ok(SshPlan {
+            vm,
+            port,
+            args,
+            log,
+            retry_until,
+        })
     }
 }

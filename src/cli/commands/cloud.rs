@@ -2,7 +2,6 @@
 //! (`vm::access`, `vm::clone`, `vm::agent`). Logic lives there; this
 //! parses, makes one call and renders.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use crate::cli::args::{CloneArgs, GuestAction, GuestArgs, NameJson, SshArgs};
@@ -41,12 +40,14 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
     };
     let plan = ctx.vms_if_session().await?.ssh_plan(&a.name, &req).await?;
     let ssh = std::env::var_os("MAQET_SSH").unwrap_or_else(|| "ssh".into());
-    // exec: ssh owns the terminal and its exit status is ours.
-    let err = std::process::Command::new(&ssh).args(&plan.args).exec();
-    Err(CliError::failure(format!(
-        "cannot run {}: {err} (install openssh-client)",
-        Path::new(&ssh).display()
-    )))
+    // ssh owns the terminal; its exit status is ours.
+    match crate::ssh::session::run(&ssh, &plan.args, &plan.log, plan.retry_until).await {
+        Ok(status) => std::process::exit(crate::ssh::session::exit_code(status)),
+        Err(err) => Err(CliError::failure(format!(
+            "cannot run {}: {err} (install openssh-client)",
+            Path::new(&ssh).display()
+        ))),
+    }
 }
 
 pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
