@@ -7,10 +7,11 @@
 //! for the same VM is still refused.
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
 
 pub mod session;
 
@@ -69,22 +70,32 @@ pub fn argv(t: &SshTarget, command: &[String]) -> Vec<OsString> {
 /// Waits until something speaking SSH answers on 127.0.0.1:`port` (QEMU's
 /// user network accepts the TCP connection before the guest's sshd runs,
 /// so the banner is what counts). False after `timeout`.
-pub fn wait_for_banner(port: u16, timeout: Duration) -> bool {
+pub async fn wait_for_banner(port: u16, timeout: Duration) -> bool {
     let addr = SocketAddr::from((crate::ports::HOST_ADDR, port));
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
             let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return true;
-            }
+            s.read_exact(&mut buf).await.ok()?;
+            (&buf == b"SSH-").then_some(())
+        };
+        if let Ok(Some(())) = tokio::time::timeout(left.min(PROBE_TIMEOUT), probe).await {
+            return true;
         }
         // The guest is booting; poll again shortly.
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(PROBE_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
     }
-    false
 }
+
+/// How long one probe waits for the banner before giving up on it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+const PROBE_PAUSE: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
@@ -124,11 +135,38 @@ mod tests {
         assert_eq!(identities(&[a, b]), vec![d.path().join("a")]);
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_banner_after_silent_and_closed_connections_is_ready() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            // Like QEMU's user network before the guest's sshd: a silent
+            // connection, then one closed at once; then sshd.
+            let (silent, _) = l.accept().unwrap();
+            let (closed, _) = l.accept().unwrap();
+            drop(closed);
+            let (mut sshd, _) = l.accept().unwrap();
+            sshd.write_all(b"SSH-2.0-test\r\n").unwrap();
+            drop(silent);
+        });
+        assert!(block_on(wait_for_banner(port, Duration::from_secs(20))));
+        server.join().unwrap();
+    }
+
     #[test]
     fn no_banner_means_not_ready() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        assert!(!wait_for_banner(port, Duration::from_millis(300)));
+        assert!(!block_on(wait_for_banner(port, Duration::from_millis(300))));
     }
 }

@@ -111,7 +111,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     source,
                 })?;
         }
-        if !req.wait.is_zero() && !crate::ssh::wait_for_banner(port, req.wait) {
+        if !req.wait.is_zero() && !crate::ssh::wait_for_banner(port, req.wait).await {
             return Err(AccessError::NoSshServer {
                 vm,
                 port,
