@@ -268,7 +268,21 @@ fn an_empty_definition_starts_with_qemu_defaults() {
 
     w.ok(&["start", &vm]);
     assert_eq!(w.state(&vm), "running");
-    assert_eq!(qemu_pids(&vm).len(), 1);
+    let qemu = qemu_pids(&vm);
+    assert_eq!(qemu.len(), 1);
+    // No display chosen: not QEMU's default (VNC on TCP without a
+    // password), but the private VNC socket, which greets.
+    let sock = runtime_dir(&vm).join("vnc.sock");
+    assert_eq!(mode(&sock), 0o600);
+    let mut vnc = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    vnc.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut greeting = [0u8; 12];
+    std::io::Read::read_exact(&mut vnc, &mut greeting).unwrap();
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    drop(vnc);
+    assert_no_tcp(&qemu);
+    let uri = w.ok(&["display", &vm, "--print"]);
+    assert_eq!(uri.trim(), format!("vnc+unix://{}", sock.display()));
     // No guest to power down: killed at once.
     w.ok(&["stop", "--force", &vm]);
     w.wait_state(&vm, "defined", Duration::from_secs(30));

@@ -101,19 +101,6 @@ impl Drop for Console {
     }
 }
 
-fn runtime_dir(vm: &str) -> PathBuf {
-    let rt = std::env::var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR");
-    Path::new(&rt).join("maqet/vm").join(vm)
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 /// PIDs of processes whose command line contains `needle`.
 fn pids_with(program: &str, needle: &str) -> Vec<u64> {
     let mut out = vec![];
@@ -133,47 +120,6 @@ fn pids_with(program: &str, needle: &str) -> Vec<u64> {
         }
     }
     out
-}
-
-/// Socket inodes the process holds open.
-fn socket_inodes(pid: u64) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return vec![];
-    };
-    rd.flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            l.to_string_lossy()
-                .strip_prefix("socket:[")
-                .and_then(|s| s.strip_suffix(']'))
-                .map(str::to_string)
-        })
-        .collect()
-}
-
-/// Inodes of every TCP socket on the host (`/proc/net/tcp`, `tcp6`).
-fn tcp_inodes() -> Vec<String> {
-    let mut out = vec![];
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            if let Some(inode) = line.split_whitespace().nth(9) {
-                out.push(inode.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// No process of `pids` has a TCP socket.
-fn assert_no_tcp(pids: &[u64]) {
-    let tcp = tcp_inodes();
-    for pid in pids {
-        let mine = socket_inodes(*pid);
-        assert!(!mine.is_empty(), "pid {pid} has no sockets at all");
-        let bad: Vec<&String> = mine.iter().filter(|i| tcp.contains(i)).collect();
-        assert!(bad.is_empty(), "pid {pid} holds TCP sockets {bad:?}");
-    }
 }
 
 fn files_of(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {

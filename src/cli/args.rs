@@ -178,7 +178,7 @@ pub struct AddArgs {
     /// The VM's name (overrides `name:` in the files).
     #[arg(long)]
     pub name: Option<String>,
-    /// Define VM NAME without a file: an empty config, so QEMU's defaults (128 MiB, one CPU, TCG, its default display); change it later with `maqet apply`.
+    /// Define VM NAME without a file: an empty config, so QEMU's defaults (128 MiB, one CPU, TCG) and a VNC display on the VM's private socket; change it later with `maqet apply`.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["files", "vm_config", "name"])]
     pub empty: Option<String>,
     /// Print the result as JSON (`name`, `sources`, `warnings`).

@@ -131,5 +131,30 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, keys: &DesktopKeys)
     // item overrides it).
     if cfg.order.contains(&Section::Display) {
         cfg.desktop.display = cfg.display.as_deref().and_then(DisplayServer::from_config);
+    } else if !names_a_display(cfg) {
+        // QEMU's own default would be a GTK window — which a service has no
+        // session for — or, without GUI modules, a VNC server on TCP
+        // 127.0.0.1:5900 with no password, open to every local user. A
+        // config that chose nothing gets the private socket instead.
+        cfg.desktop.display = Some(DisplayServer::Vnc);
+        cfg.order.push(Section::Display);
     }
+}
+
+/// QEMU options that choose how (or whether) the screen is shown.
+const DISPLAY_OPTIONS: [&str; 6] = ["display", "nographic", "vnc", "spice", "curses", "sdl"];
+
+/// Whether anything in the config reaches QEMU as a display choice:
+/// `display:`, an `arguments` item or an `args` string.
+fn names_a_display(cfg: &VmConfig) -> bool {
+    cfg.display.is_some()
+        || cfg
+            .arguments
+            .iter()
+            .any(|a| DISPLAY_OPTIONS.contains(&a.option.as_str()))
+        || cfg.args.iter().any(|a| {
+            a.strip_prefix("--")
+                .or_else(|| a.strip_prefix('-'))
+                .is_some_and(|o| DISPLAY_OPTIONS.contains(&o))
+        })
 }

@@ -14,6 +14,9 @@ pub(super) const EXAMPLES: &str =
 
 pub(super) const PREFIX_LEN: usize = 7;
 
+/// What a config that chooses no display renders (the runtime dir of [`ctx`]).
+const VNC: &str = "-vnc unix:/run/user/1000/maqet/vm/t/vnc.sock";
+
 pub(super) fn ctx(disk_dir: &Path) -> RenderContext {
     RenderContext {
         runtime_dir: "/run/user/1000/maqet/vm/t".into(),
@@ -370,7 +373,9 @@ fn same_file_devices_survive_a_later_file() {
         .unwrap();
     assert_eq!(
         cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
-        split("-device virtio-rng-pci -device virtio-balloon-pci")
+        split(&format!(
+            "-device virtio-rng-pci -device virtio-balloon-pci {VNC}"
+        ))
     );
 }
 
@@ -405,7 +410,7 @@ fn single_instance_rules() {
     // Multi-instance options and string items are fine.
     assert_eq!(
         env.argv("arguments:\n  - device: a\n  - device: b\n  - \"-machine\"\n  - machine: q35\n"),
-        split("-device a -device b -machine -machine q35")
+        split(&format!("-device a -device b -machine -machine q35 {VNC}"))
     );
 }
 
@@ -418,7 +423,7 @@ fn merge_then_set_flags() {
     let cfg = doc.validate().unwrap();
     assert_eq!(
         cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
-        split("-m 2G -smp 2 -accel kvm")
+        split(&format!("-m 2G -smp 2 -accel kvm {VNC}"))
     );
     doc.set("memory", json!("lots"), "--memory");
     assert_eq!(
@@ -447,7 +452,7 @@ fn stored_config_merges_with_files_and_flags() {
     let cfg = doc.validate().unwrap();
     assert_eq!(
         cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
-        split("-m 1G -device c -device b -smp 4")
+        split(&format!("-m 1G -device c -device b -smp 4 {VNC}"))
     );
     assert!(ConfigDocument::from_stored(&json!(null))
         .unwrap()
@@ -502,7 +507,7 @@ fn memory_and_cpu() {
     let env = env();
     assert_eq!(
         env.argv("memory: 512\ncpu: \"3\"\n"),
-        split("-m 512 -smp 3")
+        split(&format!("-m 512 -smp 3 {VNC}"))
     );
     assert_eq!(
         env.error("memory: lots\n"),
@@ -617,7 +622,7 @@ fn maqet_keys() {
     c.console_fd = Some(5);
     assert_eq!(
         cfg.render_argv(&c)[PREFIX_LEN..],
-        split("-accel kvm -no-reboot -chardev socket,id=maqet-console,fd=5 -serial chardev:maqet-console")
+        split(&format!("-accel kvm -no-reboot {VNC} -chardev socket,id=maqet-console,fd=5 -serial chardev:maqet-console"))
     );
     // Defaults.
     let cfg = env.doc("").validate().unwrap();
@@ -674,17 +679,17 @@ fn enable_kvm_goes_before_other_accelerators() {
     let env = env();
     assert_eq!(
         env.argv("arguments: [nodefaults, {accel: tcg}]\nenable_kvm: true\n"),
-        split("-nodefaults -accel kvm -accel tcg")
+        split(&format!("-nodefaults -accel kvm -accel tcg {VNC}"))
     );
     assert_eq!(
         env.argv("enable_kvm: true\narguments: [{accel: tcg}]\n"),
-        split("-accel kvm -accel tcg")
+        split(&format!("-accel kvm -accel tcg {VNC}"))
     );
     assert_eq!(
         env.argv("enable_kvm: true\narguments: [enable-kvm]\n"),
-        split("-enable-kvm")
+        split(&format!("-enable-kvm {VNC}"))
     );
-    assert_eq!(env.argv("enable_kvm: false\n"), Vec::<String>::new());
+    assert_eq!(env.argv("enable_kvm: false\n"), split(VNC));
 }
 
 #[test]
@@ -757,7 +762,7 @@ fn storage_rendering_per_interface() {
              -drive file={d}/c.qcow2,if=none,id=maqet-drive-c,format=qcow2 -device ide-hd,drive=maqet-drive-c,bus=maqet-ahci.1 \
              -drive file={d}/d.qcow2,if=none,id=maqet-drive-d,format=qcow2 -device scsi-hd,drive=maqet-drive-d,bus=maqet-scsi.0 \
              -drive file={d}/e.qcow2,if=none,format=qcow2 \
-             -drive file={d}/storage5.qcow2,if=ide,format=qcow2"
+             -drive file={d}/storage5.qcow2,if=ide,format=qcow2 {VNC}"
         ))
     );
 }
@@ -909,7 +914,7 @@ fn virtfs_rendering() {
     assert_eq!(
         env.argv("storage:\n  - {name: s, type: virtfs, path: 'my,share', options: {multidevs: remap, fmode: \"0644\", readonly: false}}\n"),
         split(&format!(
-            "-virtfs local,path={d}/my,,share,mount_tag=s,security_model=passthrough,id=s,multidevs=remap,fmode=0644"
+            "-virtfs local,path={d}/my,,share,mount_tag=s,security_model=passthrough,id=s,multidevs=remap,fmode=0644 {VNC}"
         ))
     );
     fs::write(env.dir.join("afile"), "x").unwrap();
@@ -946,7 +951,7 @@ fn null_unsets_a_key() {
     assert_eq!(cfg.memory, None);
     assert_eq!(
         cfg.render_argv(&ctx(&env.dir))[PREFIX_LEN..],
-        split("-smp 2")
+        split(&format!("-smp 2 {VNC}"))
     );
 }
 
@@ -1121,6 +1126,34 @@ fn socket_displays_and_desktop_key_errors() {
         .error("tpm: yes please\n")
         .contains("tpm: expected true or false"));
     // `firmware: bios` is the default and renders nothing.
-    let cfg = env.doc("firmware: bios\n").validate().unwrap();
+    let cfg = env
+        .doc("firmware: bios\ndisplay: none\n")
+        .validate()
+        .unwrap();
     assert_eq!(cfg.desktop, Desktop::default());
+    // A config that chooses no display gets the private VNC socket, not
+    // QEMU's default (a window, or VNC on TCP without a password); any
+    // display option in `arguments` or `args` is a choice.
+    assert_eq!(env.argv(""), split(VNC));
+    assert_eq!(
+        env.doc("").validate().unwrap().desktop.display,
+        Some(crate::display::DisplayServer::Vnc)
+    );
+    for chosen in [
+        "arguments: [nographic]\n",
+        "arguments: [{vnc: \"unix:x.sock\"}]\n",
+        "arguments: [{spice: \"port=5930\"}]\n",
+        "arguments: [{display: curses}]\n",
+        "args: [\"-display\", \"none\"]\n",
+        "args: [\"--nographic\"]\n",
+        "args: [\"-sdl\"]\n",
+    ] {
+        let cfg = env.doc(chosen).validate().unwrap();
+        assert_eq!(cfg.desktop.display, None, "{chosen}");
+        let argv = cfg.render_argv(&ctx(&env.dir));
+        assert!(
+            !argv.iter().any(|a| a.contains("vnc.sock")),
+            "{chosen}: {argv:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -231,4 +232,60 @@ pub fn send_signal(pid: u64, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill {sig} {pid}");
+}
+
+/// The VM's runtime directory, `$XDG_RUNTIME_DIR/maqet/vm/VM`.
+pub fn runtime_dir(vm: &str) -> PathBuf {
+    let rt = std::env::var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR");
+    Path::new(&rt).join("maqet/vm").join(vm)
+}
+
+/// A file's permission bits.
+pub fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Socket inodes the process holds open.
+pub fn socket_inodes(pid: u64) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Inodes of every TCP socket on the host (`/proc/net/tcp`, `tcp6`).
+pub fn tcp_inodes() -> Vec<String> {
+    let mut out = vec![];
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                out.push(inode.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// No process of `pids` has a TCP socket.
+pub fn assert_no_tcp(pids: &[u64]) {
+    let tcp = tcp_inodes();
+    for pid in pids {
+        let mine = socket_inodes(*pid);
+        assert!(!mine.is_empty(), "pid {pid} has no sockets at all");
+        let bad: Vec<&String> = mine.iter().filter(|i| tcp.contains(i)).collect();
+        assert!(bad.is_empty(), "pid {pid} holds TCP sockets {bad:?}");
+    }
 }
