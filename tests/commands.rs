@@ -214,17 +214,27 @@ fn rm_all_on_a_tty(w: &World, answer: &str) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (util-linux)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(answer.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
+    // Typed once the question is on the screen, as a person would: input
+    // that reaches script(1) before the command runs can be lost.
+    let mut out = child.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut stdin = child.stdin.take();
+    loop {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        shown.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&shown).contains("[y/N]") {
+            if let Some(mut i) = stdin.take() {
+                i.write_all(answer.as_bytes()).unwrap();
+            }
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    (status.code(), String::from_utf8_lossy(&shown).into_owned())
 }
 
 #[test]

@@ -422,7 +422,12 @@ fn configs_qemu_would_reject_are_refused_at_add_with_file_line_and_key() {
     );
     let vm = w.name("two");
     w.ok(&["add", path_str(&f), "--name", &vm]);
-    assert_eq!(config_argv(&w, &vm), split("-device a -device b"));
+    // (No display chosen: the private VNC socket comes after them.)
+    let vnc = runtime_dir(&vm).join("vnc.sock");
+    assert_eq!(
+        config_argv(&w, &vm),
+        split(&format!("-device a -device b -vnc unix:{}", vnc.display()))
+    );
     assert!(w.maqet(&["ls"]).status.success());
 }
 
