@@ -33,20 +33,36 @@ pub fn init_cli(level: LevelFilter) {
 }
 
 /// The runner: the journal when systemd connected our stderr to it
-/// (`JOURNAL_STREAM`), every record tagged `MAQET_VM=NAME`; stderr otherwise.
-pub fn init_runner(vm: &str, level: LevelFilter) {
-    init_journal(vm, "maqet-runner", level)
+/// (`JOURNAL_STREAM`), every record tagged `MAQET_VM=NAME` and, when known,
+/// `MAQET_DATA_DIR=DIR` (whose VM it is: unit names are per user, so
+/// `maqet logs` tells two data directories' runs of one name apart by it);
+/// stderr otherwise.
+pub fn init_runner(vm: &str, data_dir: Option<&std::path::Path>, level: LevelFilter) {
+    init_journal(vm, data_dir, "maqet-runner", level)
 }
 
 /// [`init_runner`] under another syslog identifier (a relayed helper's
 /// lines read as `swtpm`, not `maqet-runner`).
-pub fn init_journal(vm: &str, identifier: &str, level: LevelFilter) {
+pub fn init_journal(
+    vm: &str,
+    data_dir: Option<&std::path::Path>,
+    identifier: &str,
+    level: LevelFilter,
+) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(j) = tracing_journald::layer() {
+            let dir = data_dir.map(|d| crate::vm::owner::canonical(d).into_os_string());
+            let mut fields = vec![("MAQET_VM", vm.as_bytes())];
+            if let Some(d) = &dir {
+                fields.push((
+                    crate::systemd::journal::DATA_DIR_FIELD,
+                    std::os::unix::ffi::OsStrExt::as_bytes(d.as_os_str()),
+                ));
+            }
             let j = j
                 .with_field_prefix(None)
                 .with_syslog_identifier(identifier.to_string())
-                .with_custom_fields([("MAQET_VM", vm.as_bytes())])
+                .with_custom_fields(fields)
                 .with_filter(level);
             let _ = tracing_subscriber::registry().with(j).try_init();
             return;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use common::*;
@@ -62,6 +64,7 @@ fn another_data_directory_never_acts_on_the_vm() {
         vec!["snapshot", "load", "--live", &vm, "root", "s1"],
         vec!["snapshot", "delete", "--live", &vm, "root", "s1"],
         vec!["snapshot", "list", &vm],
+        vec!["logs", &vm],
     ];
     for args in &refused {
         let err = b.fails(5, args);
@@ -93,7 +96,32 @@ fn another_data_directory_never_acts_on_the_vm() {
     let st: Value = serde_json::from_str(&a.ok(&["qmp", "run", &vm, "query-status"])).unwrap();
     assert_eq!(st["status"], "running", "{st:#}");
     a.ok(&["stop", "--force", &vm]);
-    // With A's VM stopped, B's definition is B's to act on again.
+    // With A's VM stopped, B's definition is B's to act on again: B runs it
+    // once, and each data directory's `logs` shows its own runs only — the
+    // runner's lines and the manager's about the unit — though both share
+    // the unit's journal.
+    b.ok(&["start", &vm]);
+    let b_pid = main_pid(&vm);
+    b.ok(&["stop", "--force", &vm]);
+    let b_dir = b.data_dir().display().to_string();
+    let runner = |p: &str| format!("maqet-runner[{p}]");
+    let started = |d: &str| format!("(data {d})");
+    let mut shown = (String::new(), String::new());
+    wait_until("both runs in the journal", Duration::from_secs(10), || {
+        shown = (a.ok(&["logs", &vm]), b.ok(&["logs", &vm]));
+        shown.0.contains(&runner(&pid)) && shown.1.contains(&runner(&b_pid))
+    });
+    let (a_logs, b_logs) = shown;
+    assert!(a_logs.contains(&started(&a_dir)), "{a_logs}");
+    assert!(b_logs.contains(&started(&b_dir)), "{b_logs}");
+    assert!(
+        !a_logs.contains(&runner(&b_pid)) && !a_logs.contains(&started(&b_dir)),
+        "A's logs show B's run:\n{a_logs}"
+    );
+    assert!(
+        !b_logs.contains(&runner(&pid)) && !b_logs.contains(&started(&a_dir)),
+        "B's logs show A's run:\n{b_logs}"
+    );
     b.ok(&["rm", &vm]);
 }
 

@@ -91,7 +91,14 @@ fn main() {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "maqet-relay".into());
-            maqet::logging::init_journal(&name, &ident, tracing::level_filters::LevelFilter::INFO);
+            // The companion unit says whose VM it serves (see companion::tpm).
+            let dir = std::env::var_os("MAQET_DATA_DIR").map(PathBuf::from);
+            maqet::logging::init_journal(
+                &name,
+                dir.as_deref(),
+                &ident,
+                tracing::level_filters::LevelFilter::INFO,
+            );
             std::process::exit(maqet::runner::relay::run(&program, &args));
         }
         Ok(Parsed::Help) => {
@@ -111,7 +118,7 @@ fn main() {
         .ok()
         .and_then(|s| maqet::logging::level_from_name(&s))
         .unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    maqet::logging::init_runner(&name, level);
+    maqet::logging::init_runner(&name, Some(&data_dir), level);
     let code = match (VmName::new(&name), DataDir::resolve(Some(&data_dir))) {
         (Ok(vm), Ok(dir)) => maqet::runner::main(vm, dir),
         (Err(e), _) => {

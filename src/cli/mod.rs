@@ -53,7 +53,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Info(a) => show::info(&ctx, &a),
         Command::Rm(a) => rt.block_on(rm::run(&ctx, &a)),
         Command::Qmp(c) => rt.block_on(qmp::run(&ctx, c)),
-        Command::Logs(a) => logs::run(&a),
+        Command::Logs(a) => rt.block_on(logs::run(&ctx, &a)),
         Command::Apply(a) => rt.block_on(apply::run(&ctx, &a)),
         Command::Config(a) => vmconfig::run(&ctx, &a),
         Command::Storage(c) => rt.block_on(storage::run(&ctx, c)),

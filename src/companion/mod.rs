@@ -58,9 +58,10 @@ pub fn for_vm(
     runner: &std::path::Path,
     vm_dir: &std::path::Path,
     runtime_dir: &std::path::Path,
+    data_dir: &std::path::Path,
 ) -> Companions {
     let mut c = match &cfg.desktop.tpm {
-        Some(t) => tpm::units(vm, &t.swtpm, runner, vm_dir, runtime_dir),
+        Some(t) => tpm::units(vm, &t.swtpm, runner, vm_dir, runtime_dir, data_dir),
         None => Companions::default(),
     };
     c.runtime_dir |= cfg.desktop.display.is_some();

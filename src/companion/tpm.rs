@@ -120,13 +120,14 @@ pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, (PathBuf, String)>> {
         .collect()
 }
 
-/// The socket + service pair for `vm`.
+/// The socket + service pair for `vm` of data directory `data_dir`.
 pub fn units(
     vm: &VmName,
     swtpm: &Path,
     runner: &Path,
     vm_dir: &Path,
     runtime_dir: &Path,
+    data_dir: &Path,
 ) -> Companions {
     let service = service_unit(vm);
     let socket = socket_unit(vm);
@@ -157,6 +158,12 @@ pub fn units(
         ("Type", Value::from("exec".to_string())),
         ("ExecStart", Value::from(vec![(exe, argv, false)])),
         ("SyslogIdentifier", Value::from("swtpm".to_string())),
+        // The relay tags swtpm's lines with it (MAQET_DATA_DIR=), so
+        // `maqet logs` knows whose run they belong to.
+        (
+            "Environment",
+            Value::from(vec![format!("MAQET_DATA_DIR={}", data_dir.display())]),
+        ),
         ("Wants", Value::from(vec![socket.clone()])),
         ("After", Value::from(vec![socket.clone()])),
     ]);
@@ -219,6 +226,7 @@ mod tests {
             Path::new("/usr/bin/maqet-runner"),
             Path::new("/d/disks/w"),
             Path::new("/run/u/maqet/vm/w"),
+            Path::new("/d"),
         );
         assert_eq!(c.names(), vec!["maqet-tpm@w.socket", "maqet-tpm@w.service"]);
         assert_eq!(c.bind, vec!["maqet-tpm@w.service"]);
@@ -247,7 +255,12 @@ mod tests {
             exec.contains("dir=/d/disks/w/tpm,mode=0600") && exec.contains("fd=3"),
             "{exec}"
         );
-        // swtpm runs under the runner's relay, which tags its lines.
+        // swtpm runs under the runner's relay, which tags its lines, with
+        // the data directory too.
+        assert_eq!(
+            get(svc, "Environment"),
+            &Value::from(vec!["MAQET_DATA_DIR=/d".to_string()])
+        );
         assert!(
             exec.contains("/usr/bin/maqet-runner")
                 && exec.contains(r#"Str("--relay"), Str("w"), Str("--"), Str("/usr/bin/swtpm")"#),

@@ -277,6 +277,7 @@ mod tests {
             std::path::Path::new("/usr/bin/maqet-runner"),
             std::path::Path::new("/d/disks/web"),
             std::path::Path::new("/run/user/1000/maqet/vm/web"),
+            std::path::Path::new("/d"),
         );
         let p = service_properties(&s);
         assert_eq!(

@@ -96,6 +96,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     Some(d) => d.join(vm.as_str()),
                     None => paths::vm_runtime_dir(vm)?,
                 },
+                self.data_dir.path(),
             ),
         })
     }

@@ -15,6 +15,7 @@ pub mod define;
 pub mod error;
 pub mod inspect;
 pub mod lifecycle;
+pub mod logs;
 pub mod notice;
 pub mod owner;
 pub mod provision;

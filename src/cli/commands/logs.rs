@@ -1,13 +1,13 @@
-//! `maqet logs`: the unit's journal via journalctl.
+//! `maqet logs`: this data directory's journal records of a VM, via
+//! journalctl.
 
 use crate::cli::args::LogsArgs;
+use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::systemd::journal;
-use crate::vmname::VmName;
 
-pub fn run(a: &LogsArgs) -> Result<(), CliError> {
-    // Logs outlive a VM's definition, so only the name is checked.
-    let vm = VmName::new(&a.name)?;
-    let err = journal::exec_logs(&vm, a.follow, a.lines);
+pub async fn run(ctx: &Ctx, a: &LogsArgs) -> Result<(), CliError> {
+    let matches = ctx.vms_if_session().await?.log_matches(&a.name).await?;
+    let err = journal::exec_logs(&matches, a.follow, a.lines);
     Err(CliError::failure(format!("cannot run journalctl: {err}")))
 }
