@@ -297,3 +297,38 @@ fn an_empty_definition_starts_with_qemu_defaults() {
     w.ok(&["stop", "--force", &vm]);
     w.wait_state(&vm, "defined", Duration::from_secs(30));
 }
+
+#[test]
+fn concurrent_applies_each_keep_their_change() {
+    let w = World::new("apply8");
+    let vm = w.add_vm("c", "");
+    // Each apply reads, merges and writes the whole definition: without
+    // the VM's lock, one would write over another's change.
+    let sets = [
+        ("memory", "96M"),
+        ("cpu", "2"),
+        ("shutdown_timeout", "7"),
+        ("vga", "std"),
+        ("on_reboot", "stop"),
+        ("enable_kvm", "true"),
+    ];
+    let children: Vec<_> = sets
+        .iter()
+        .map(|(k, v)| {
+            w.cmd()
+                .args(["apply", &vm, "--set", &format!("{k}={v}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn maqet")
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    let cfg = w.ok(&["config", &vm]);
+    for (k, v) in sets {
+        assert!(cfg.contains(&format!("{k}: {v}")), "{k} lost:\n{cfg}");
+    }
+}

@@ -55,6 +55,11 @@ pub enum Command {
     #[command(subcommand)]
     Qmp(QmpCommand),
     /// Show a VM's journal (runner and QEMU output).
+    ///
+    /// Shows the runner's and QEMU's lines and systemd's about each run, of
+    /// this data directory's runs only: another data directory's VM of the
+    /// same name shares the unit's journal, so its runs are left out, and
+    /// while it runs the command exits 5 (see docs/systemd.md, "Journal").
     Logs(LogsArgs),
     /// Change a stopped VM's config: merge files, then flags, on top of it; shows what changed.
     Apply(ApplyArgs),

@@ -1,7 +1,7 @@
 //! What every command needs: the data directory, the DB, systemd.
 
 use crate::paths::DataDir;
-use crate::state::{Store, VmLock, VmRecord};
+use crate::state::{Store, VmRecord};
 use crate::systemd::Systemd;
 use crate::vm::Vms;
 use crate::vmname::VmName;
@@ -23,12 +23,6 @@ impl Ctx {
     /// when nothing was ever defined here.
     pub fn store_if_exists(&self) -> Result<Option<Store>, CliError> {
         Ok(Store::open_read_only(&self.data_dir.db_path())?)
-    }
-
-    /// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to
-    /// `wait` for another maqet process starting or removing it.
-    pub fn lock_vm(&self, name: &str, wait: std::time::Duration) -> Result<VmLock, CliError> {
-        Ok(crate::vm::lock(&self.data_dir, name, wait)?)
     }
 
     /// The stored VM `name`, or exit code 3 with a hint.

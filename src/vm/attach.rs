@@ -7,7 +7,6 @@
 //! again if the hot-plug fails).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 
@@ -23,7 +22,6 @@ use crate::vmname::VmName;
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
 /// How long attach waits for a start or rm of the same VM to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The disk to attach.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,7 +109,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     pub async fn attach(&self, name: &str, req: AttachRequest) -> Result<Attached, VmError> {
         self.record(name)?;
         // A start cannot slip in between the running check and the write.
-        let _lock = self.lock(name, LOCK_WAIT)?;
+        let _lock = self.lock(name, super::LOCK_WAIT)?;
         let (vm, rec) = self.record(name)?;
         let c = self.change(vm, &rec, &req)?;
         let running = self.is_running(&c.vm).await?;

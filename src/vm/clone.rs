@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::config::VmConfig;
 use crate::state::{FileKind, NewVm, StateError, Store};
@@ -137,7 +136,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             None => false,
         };
-        let _lock = self.lock(dst.as_str(), Duration::from_secs(30))?;
+        let _lock = self.lock(dst.as_str(), super::LOCK_WAIT)?;
         let store = self.store()?;
         store
             .insert_vm(&NewVm {

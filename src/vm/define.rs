@@ -129,6 +129,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         changes: &Changes,
         notify: Notify<'_>,
     ) -> Result<Applied, VmError> {
+        self.record(name)?;
+        // Read, merge and write under the VM's lock: two applies at once
+        // would otherwise both merge onto the same old config and the second
+        // write would drop the first's change; a start cannot slip in
+        // between the running check and the write either.
+        let _lock = self.lock(name, super::LOCK_WAIT)?;
         let (vm, rec) = self.record(name)?;
         if self.is_running(&vm).await? {
             return Err(VmError::RunningNoApply { vm });

@@ -98,6 +98,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 }
 
+/// How long a change to one VM's definition waits for that VM's lock (a
+/// start or another change holding it).
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// The stored VM `name` of `data_dir` (no systemd needed).
 pub fn record(data_dir: &DataDir, name: &str) -> Result<(VmName, VmRecord), VmError> {
     let vm = VmName::new(name)?;
