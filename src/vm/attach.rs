@@ -21,7 +21,6 @@ use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
-/// How long attach waits for a start or rm of the same VM to finish.
 
 /// The disk to attach.
 #[derive(Debug, Clone, PartialEq)]
