@@ -21,7 +21,6 @@ use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
-
 /// The disk to attach.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttachSource {
