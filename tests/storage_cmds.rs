@@ -258,6 +258,18 @@ fn attaching_a_disk_another_running_vm_uses_is_refused() {
     assert!(err.contains(&format!("running VM '{a}'")), "{err}");
     assert!(!w.ok(&["config", &b]).contains("hdd.qcow2"));
     stop(&w, &a);
+    // Stopped, A still names the disk: attached, and said so.
+    let o = w.maqet(&["storage", "attach", &b, path_str(&disk)]);
+    assert!(o.status.success(), "{o:?}");
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        note.contains(&format!("VM '{a}' uses it too")) && note.contains("image locks"),
+        "{note}"
+    );
+    // A disk no other VM names gets no note.
+    let file = qcow2(&w, "own.qcow2");
+    let o = w.maqet(&["storage", "attach", &b, path_str(&file)]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
 }
 
 #[test]

@@ -52,6 +52,11 @@ pub struct Attached {
     pub created_at_start: bool,
     /// Images created now (a live attach of a new disk).
     pub created: Vec<PathBuf>,
+    /// Another stopped VM of this data directory whose definition names
+    /// the image (directly or down a backing chain), e.g. "VM 'b' uses
+    /// it": not an error — QEMU's image locks keep the two from running at
+    /// once — but worth saying.
+    pub shared_with: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +122,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             _ => {}
         }
         self.refuse_in_use(&c.vm, &c.path, &c.new).await?;
+        let shared_with = self.defined_user(&c.vm, &c.path)?;
         if running {
-            return self.hot_plug(c).await;
+            return Ok(Attached {
+                shared_with,
+                ..self.hot_plug(c).await?
+            });
         }
         self.store()?
             .update_config(c.vm.as_str(), &c.json, &c.sources, None)?;
@@ -128,7 +137,32 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             path: c.path,
             live: false,
             created: Vec::new(),
+            shared_with,
         })
+    }
+
+    /// Which other VM of this data directory names `path` in its
+    /// definition (rendered argv, `base:` files, backing chains).
+    fn defined_user(&self, vm: &VmName, path: &Path) -> Result<Option<String>, VmError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut refs = References::default();
+        let mut binary = None;
+        for rec in self.store()?.list_vms()? {
+            let (Ok(other), Ok(cfg)) = (VmName::new(&rec.name), stored_config(&rec)) else {
+                continue;
+            };
+            if other == *vm {
+                continue;
+            }
+            super::refs::add_config(&mut refs, &rec.name, &cfg, self.disk_dir(&other));
+            binary.get_or_insert(cfg.binary);
+        }
+        if let Ok(img) = QemuImg::find(binary.as_deref()) {
+            refs.add_backing_chains(&img);
+        }
+        Ok(refs.user_of_path(path))
     }
 
     /// The stored definition plus the requested entry.
@@ -193,6 +227,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             live: true,
             created_at_start: false,
             created: done.created.into_iter().map(|c| c.path).collect(),
+            shared_with: None,
         })
     }
 

@@ -112,6 +112,12 @@ async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
         done.drive,
         done.path.display()
     );
+    if let Some(user) = &done.shared_with {
+        eprintln!(
+            "note: {}: {user} too; QEMU's image locks keep the two from running at once (give one of them an overlay with `base:` or a copy to run both)",
+            done.path.display()
+        );
+    }
     Ok(())
 }
 
