@@ -51,7 +51,7 @@ pub fn init_journal(
 ) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(j) = tracing_journald::layer() {
-            let dir = data_dir.map(|d| crate::vm::owner::canonical(d).into_os_string());
+            let dir = data_dir.map(|d| crate::config::canonical(d).into_os_string());
             let mut fields = vec![("MAQET_VM", vm.as_bytes())];
             if let Some(d) = &dir {
                 fields.push((

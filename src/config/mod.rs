@@ -96,7 +96,7 @@ pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
 pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};
-pub use paths::{find_in_path, is_executable, normalize, system_dir_of};
+pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,
     SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,

@@ -187,6 +187,13 @@ fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quot
     *s = parts.join(",");
 }
 
+/// The path with symlinks resolved, or its lexical form ([`normalize`])
+/// when it does not exist: how recorded files and data directories are
+/// compared.
+pub fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
 /// Lexical normalization: drops `.` and folds `..` (like Python's
 /// `os.path.normpath`), so `./x` renders as `<dir>/x`.
 pub fn normalize(p: &Path) -> PathBuf {

@@ -229,7 +229,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         qemu_pid: qemu.pid,
         qemu_version: version_text,
         ready_at: now_unix(),
-        data_dir: crate::vm::owner::canonical(data_dir.path())
+        data_dir: crate::config::canonical(data_dir.path())
             .to_string_lossy()
             .into_owned(),
         qmp: qmp.clone(),

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
+use crate::config::canonical;
 use crate::config::{ConfigDocument, StorageEntry, VmConfig};
 use crate::state::VmRecord;
 use crate::storage::hotplug;
 use crate::storage::identity::stat_followed;
 use crate::storage::verify::argument_disks;
 use crate::storage::{self as st, Provisioned, QemuImg, References};
-use crate::vm::remove::canonical;
 use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};

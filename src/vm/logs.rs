@@ -16,7 +16,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     pub async fn log_matches(&self, name: &str) -> Result<Vec<String>, VmError> {
         let vm = VmName::new(name)?;
         self.is_running(&vm).await?;
-        let dir = super::owner::canonical(self.data_dir.path());
+        let dir = crate::config::canonical(self.data_dir.path());
         let dir = dir.to_string_lossy();
         let runs = journal::runs_to_show(&journal::tagged_records(&vm)?, &dir);
         Ok(journal::logs_matches(&vm, &dir, &runs))

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::canonical;
+
 use crate::ipc::{IpcClient, IpcError, StatusInfo};
 use crate::paths::{self, PathError};
 use crate::systemd::{SystemdError, UnitStatus};
@@ -34,12 +36,6 @@ pub fn data_dir_of_description(desc: &str) -> Option<&str> {
     let rest = desc.strip_prefix("maqet VM ")?;
     let (_name, rest) = rest.split_once(' ')?;
     rest.strip_prefix("(data ")?.strip_suffix(')')
-}
-
-/// The path a data directory is compared by: the real path when it exists
-/// (symlinks, `..` resolved), else its lexical form without trailing `/`.
-pub fn canonical(dir: &Path) -> PathBuf {
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.components().collect())
 }
 
 /// Whether two spellings name the same data directory.

@@ -2,10 +2,10 @@
 //! storage maqet created for it (or files named one by one) unless
 //! something uses them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{normalize, StorageKind};
+use crate::config::{canonical, normalize, StorageKind};
 use crate::state::{FileKind, Store, VmRecord};
 use crate::storage::{self as st, Removal};
 use crate::vmname::VmName;
@@ -233,10 +233,4 @@ fn note_kept(store: &Store, vm: &VmName, notify: Notify) -> Result<(), VmError> 
         });
     }
     Ok(())
-}
-
-/// The path with symlinks resolved, or its lexical form when it does not
-/// exist (records are canonical).
-pub fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
 }

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::config::canonical;
 use crate::state::{Store, VmRecord};
 use crate::storage::verify::{verify_vm, DiskCheck, Role, Status};
-use crate::vm::remove::canonical;
 use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};

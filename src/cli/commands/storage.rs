@@ -8,12 +8,12 @@ use crate::cli::args::{
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::{human_bytes, print_json, render_table};
+use crate::config::canonical;
 use crate::config::VmConfig;
 use crate::state::{Store, VmRecord};
 use crate::storage::inventory::{self, DiskReport};
 use crate::storage::verify::DiskCheck;
 use crate::storage::QemuImg;
-use crate::vm::remove::canonical;
 use crate::vm::{AttachRequest, AttachSource};
 use crate::vmname::VmName;
 

@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::canonical;
 use crate::config::{RenderContext, StorageKind, VmConfig};
 use crate::ipc::IpcClient;
 use crate::storage::live::{self, BlockNode, QmpExec};
 use crate::storage::refs::argv_paths;
 use crate::storage::snapshot as snap;
 use crate::storage::{QemuImg, SnapshotInfo, StorageError};
-use crate::vm::remove::canonical;
 use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
