@@ -148,17 +148,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             return Ok(None);
         }
         let mut refs = References::default();
-        let mut binary = None;
-        for rec in self.store()?.list_vms()? {
-            let (Ok(other), Ok(cfg)) = (VmName::new(&rec.name), stored_config(&rec)) else {
-                continue;
-            };
-            if other == *vm {
-                continue;
-            }
-            super::refs::add_config(&mut refs, &rec.name, &cfg, self.disk_dir(&other));
-            binary.get_or_insert(cfg.binary);
-        }
+        let binary = self.add_defined(&mut refs, &self.store()?, Some(vm))?;
         if let Ok(img) = QemuImg::find(binary.as_deref()) {
             refs.add_backing_chains(&img);
         }

@@ -122,6 +122,26 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         except: Option<&VmName>,
     ) -> Result<References, VmError> {
         let mut refs = References::default();
+        let binary = self.add_defined(&mut refs, store, except)?;
+        for p in running_processes(&self.units).await? {
+            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+        }
+        if let Ok(img) = QemuImg::find(binary.as_deref()) {
+            refs.add_backing_chains(&img);
+        }
+        Ok(refs)
+    }
+
+    /// Adds what the definitions of this data directory name, except
+    /// `except`'s: each rendered command line and `base:` file (backing
+    /// chains are the caller's, once every file is in). Returns a QEMU
+    /// binary of theirs, to find `qemu-img` beside.
+    pub fn add_defined(
+        &self,
+        refs: &mut References,
+        store: &Store,
+        except: Option<&VmName>,
+    ) -> Result<Option<PathBuf>, VmError> {
         let mut binary = None;
         for rec in store.list_vms()? {
             if except.is_some_and(|e| e.as_str() == rec.name) {
@@ -132,7 +152,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             };
             match stored_config(&rec) {
                 Ok(cfg) => {
-                    add_config(&mut refs, &rec.name, &cfg, self.disk_dir(&vm));
+                    add_config(refs, &rec.name, &cfg, self.disk_dir(&vm));
                     binary.get_or_insert(cfg.binary);
                 }
                 // Cannot be rendered: every path-like string in it still counts.
@@ -143,13 +163,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 }
             }
         }
-        for p in running_processes(&self.units).await? {
-            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
-        }
-        if let Ok(img) = QemuImg::find(binary.as_deref()) {
-            refs.add_backing_chains(&img);
-        }
-        Ok(refs)
+        Ok(binary)
     }
 }
 
