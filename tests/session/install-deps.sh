@@ -54,18 +54,31 @@ install_qemu_qmp() {
     chmod -R a+rX "$QMP_PYLIB"
 }
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=qemu-pair.sh
+source "$here/qemu-pair.sh"
+
+# qemu-system-x86 and qemu-utils from one QEMU release (qemu-pair.sh says why
+# and which): "PKG=VERSION" lines, plus --allow-downgrades when one goes down.
+# Sets the array `pair`; exits when no matching pair can be had.
+qemu_pair() {
+    local out
+    out=$(apt-cache policy qemu-system-x86 qemu-utils | qemu_pair_decide) || exit 1
+    pair=()
+    [[ -z $out ]] || mapfile -t pair <<<"$out"
+}
+
+pair=()
 if ((${#missing[@]} == 0)) && command -v qemu-img >/dev/null; then
-    install_qemu_qmp
-    exit 0
+    qemu_pair
+    if ((${#pair[@]} == 0)); then
+        install_qemu_qmp
+        exit 0
+    fi
 fi
-# Some images ship qemu-utils from backports, which Debian's qemu-system-x86
-# conflicts with: installing only the missing packages would remove it (and
-# qemu-img with it). Asking for qemu-utils in the same transaction lets apt
-# pick the version that goes with qemu-system-x86.
-[[ " ${missing[*]} " == *" qemu-utils "* ]] || missing+=(qemu-utils)
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    echo "install-deps: missing packages (${missing[*]} ${pair[*]}); run as root" >&2
     exit 1
 fi
 
@@ -74,10 +87,26 @@ export DEBIAN_FRONTEND=noninteractive
 # Another apt may be running (image provisioning): wait for its lock instead of failing.
 apt_opts=(-q -o DPkg::Lock::Timeout=600)
 apt-get "${apt_opts[@]}" update
+# Decided after the update, so the versions are what the sources offer now.
+qemu_pair
+pinned=()
+downgrade=()
+for arg in "${pair[@]}"; do
+    case $arg in
+        --allow-downgrades) downgrade=(--allow-downgrades) ;;
+        *) pinned+=("$arg") ;;
+    esac
+done
+# The unpinned names would let apt pick again; the pinned spelling replaces them.
+rest=()
+for pkg in "${missing[@]}"; do
+    [[ " ${pinned[*]%%=*} " == *" $pkg "* ]] || rest+=("$pkg")
+done
+((${#pinned[@]} == 0)) || echo "install-deps: QEMU pair: ${pinned[*]} ${downgrade[*]}" >&2
 # No recommends: qemu-system-x86 would otherwise drag in a GUI stack.
-apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
+apt-get "${apt_opts[@]}" install -y --no-install-recommends "${downgrade[@]}" "${rest[@]}" "${pinned[@]}"
 if ! qemu-img --version >/dev/null 2>&1; then
-    echo "install-deps: qemu-img is still not usable after installing qemu-utils" >&2
+    echo "install-deps: qemu-img is not usable after installing qemu-utils" >&2
     exit 1
 fi
 install_qemu_qmp
