@@ -4,7 +4,10 @@
 //! docs/architecture.md, "Layers and what each module may import"):
 //!
 //! - leaf helpers: [`units`] (names, fds and exit statuses runner and CLI
-//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`];
+//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`],
+//!   [`files`] (regular files opened without blocking on FIFOs or devices),
+//!   [`host_exec`] (what makes QEMU run host programs: the QMP policy's
+//!   and the config checks' one reading of QEMU's options);
 //! - [`config`] (YAML → validated config → QEMU argv), [`qmp`], [`ipc`];
 //! - [`state`] (definitions database), [`systemd`] (the user manager over
 //!   D-Bus, the journal), [`storage`] (disks and snapshots);
@@ -14,6 +17,8 @@
 
 // Leaf helpers.
 pub mod access;
+pub mod files;
+pub mod host_exec;
 pub mod paths;
 pub mod suggest;
 pub mod time;

@@ -1,4 +1,5 @@
-//! "Did you mean" suggestions for misspelt keys and values.
+//! Text for messages: "did you mean" suggestions for misspelt keys and
+//! values, and excerpts of long input.
 
 /// Edit distance counting a swap of two neighbours as one edit
 /// (`memroy` → `memory` is 1), so common typos are caught.
@@ -45,6 +46,19 @@ pub(crate) fn hint(word: &str, candidates: &[&str]) -> String {
     closest(word, candidates)
         .map(|c| format!(" (did you mean '{c}'?)"))
         .unwrap_or_default()
+}
+
+/// `text` cut to at most `max` bytes (on a char boundary) for echoing
+/// client input in an error message: a 1 MiB method name is not repeated.
+pub fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 #[cfg(test)]

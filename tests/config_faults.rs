@@ -157,3 +157,66 @@ fn each_config_warning_is_printed_once() {
         "{stderr}"
     );
 }
+
+/// The QMP policy at `add` and `apply`: options that make QEMU run a host
+/// program are refused where they were written (exit 4, nothing stored or
+/// changed) unless the config sets `qmp_allow_host_exec: true`.
+#[test]
+fn add_and_apply_refuse_options_that_run_host_programs() {
+    let w = World::new("cfgexec");
+    let marker = w.dir.path().join("ran");
+    let cases = [
+        (
+            "vde",
+            format!(
+                "  - netdev: {{vde: null, id: v, sock: \"cmd://sh -c 'touch {}'\"}}\n",
+                marker.display()
+            ),
+            ":8:5:",
+            "netdev type 'vde'",
+        ),
+        (
+            "tap",
+            "args: [-netdev, \"tap,id=t,script= no,downscript=no\"]\n".to_string(),
+            ":8:8:",
+            "a tap without script=no and downscript=no",
+        ),
+        (
+            "incoming",
+            format!("  - incoming: \"exec:touch {}\"\n", marker.display()),
+            ":8:5:",
+            "-incoming exec:",
+        ),
+    ];
+    for (suffix, extra, line, message) in &cases {
+        let name = w.name(suffix);
+        let f = w.vm_yaml(&name, extra);
+        let err = w.fails(4, &["add", f.to_str().unwrap()]);
+        let place = format!("{}{line}", f.display());
+        assert!(err.contains(&place), "{suffix}: no {place} in {err}");
+        assert!(
+            err.contains(message) && err.contains("qmp_allow_host_exec: true"),
+            "{suffix}: {err}"
+        );
+        assert!(!defined(&w).contains(&name), "{suffix}: stored anyway");
+    }
+    // apply: the same check, and the stored config stays as it was.
+    let vm = w.add_vm("apply", "");
+    let before = w.ok(&["config", &vm]);
+    let f = w.vm_yaml(&vm, &cases[0].1);
+    let err = w.fails(4, &["apply", &vm, f.to_str().unwrap()]);
+    assert!(err.contains("netdev type 'vde'"), "{err}");
+    assert_eq!(w.ok(&["config", &vm]), before);
+    // The opt-out lets the same config in.
+    let open = w.name("open");
+    let f = w.write(
+        &format!("{open}.yaml"),
+        &format!(
+            "name: {open}\nbinary: {QEMU}\nqmp_allow_host_exec: true\narguments:\n{}",
+            cases[0].1
+        ),
+    );
+    w.ok(&["add", f.to_str().unwrap()]);
+    assert!(defined(&w).contains(&open));
+    assert!(!marker.exists());
+}

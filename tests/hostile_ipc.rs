@@ -291,3 +291,100 @@ fn qmp_commands_that_run_host_programs_are_refused_unless_allowed() {
     assert_untouched(&w, &open, before);
     w.ok(&["stop", &open, "--force"]);
 }
+
+/// Processes whose parent is `pid` (zombies included).
+fn children(pid: u64) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `PID (COMM) STATE PPID …`; COMM may hold spaces.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if ppid == pid.to_string() {
+            out.push(format!("{head}) {state}"));
+        }
+    }
+    out
+}
+
+/// One QMP exchange on the VM's `.qmp` socket: greeting, negotiation,
+/// then `command`'s reply.
+fn qmp_endpoint(path: &str, command: &Value) -> Value {
+    let mut s = UnixStream::connect(path).expect("connect to the .qmp socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let mut next = |r: &mut BufReader<UnixStream>| {
+        line.clear();
+        r.read_line(&mut line).expect("a QMP line");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    assert!(next(&mut r).get("QMP").is_some(), "no greeting");
+    s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .unwrap();
+    assert_eq!(next(&mut r), serde_json::json!({"return": {}}));
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    loop {
+        let v = next(&mut r);
+        if v.get("event").is_none() {
+            return v;
+        }
+    }
+}
+
+/// The issue's example — `netdev_add` of a vde backend whose socket is
+/// libvdeplug's `cmd://` plugin — and its relatives, over `maqet qmp` and
+/// over the `.qmp` endpoint: each is refused, nothing runs (no marker
+/// file) and QEMU has no child, not even a defunct one.
+#[test]
+fn no_backend_runs_a_host_program_over_either_socket() {
+    let w = World::new("qmpvde");
+    let marker = w.dir.path().join("ran");
+    let m = marker.display();
+    let attempts = [
+        serde_json::json!({"execute": "netdev_add", "arguments":
+            {"type": "vde", "id": "v", "sock": format!("cmd://sh -c \"id > {m}\"")}}),
+        serde_json::json!({"execute": "netdev_add", "arguments":
+            {"type": "user", "id": "u", "guestfwd": [{"str": format!("tcp:10.0.2.100:1-cmd:touch {m}")}]}}),
+        serde_json::json!({"execute": "netdev_add", "arguments":
+            {"type": "bridge", "id": "b", "br": "br0"}}),
+        serde_json::json!({"execute": "blockdev-add", "arguments":
+            {"driver": "ssh", "node-name": "s", "server": {"host": "127.0.0.1", "port": "1"}, "path": "/x"}}),
+        serde_json::json!({"execute": "blockdev-add", "arguments":
+            {"driver": "raw", "node-name": "r", "file": format!("json:{{\"driver\":\"rbd\",\"pool\":\"p\",\"image\":\"{m}\"}}")}}),
+    ];
+    let vm = w.add_vm("v", "");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    let qmp = w.ok(&["qmp", "socket", &vm]).trim().to_string();
+    for a in &attempts {
+        let (cmd, args) = (a["execute"].as_str().unwrap(), a["arguments"].to_string());
+        let err = w.fails(2, &["qmp", "run", &vm, cmd, &args]);
+        assert!(
+            err.contains("run a program on the host") && err.contains("qmp_allow_host_exec"),
+            "maqet qmp {cmd} {args}: {err}"
+        );
+        let r = qmp_endpoint(&qmp, a);
+        assert_eq!(r["error"]["class"], "GenericError", "{a}: {r}");
+        assert!(
+            r["error"]["desc"]
+                .as_str()
+                .unwrap()
+                .contains("qmp_allow_host_exec"),
+            "{a}: {r}"
+        );
+    }
+    assert!(!marker.exists(), "a host command ran");
+    assert_eq!(
+        children(before.1),
+        Vec::<String>::new(),
+        "QEMU has children"
+    );
+    assert_untouched(&w, &vm, before);
+    w.ok(&["stop", &vm, "--force"]);
+}

@@ -65,6 +65,7 @@ mod disk_spec;
 mod document;
 mod emit;
 mod error;
+mod exec;
 mod guest;
 mod load;
 mod machine;

@@ -407,10 +407,18 @@ fn single_instance_rules() {
             ),
         "{e}"
     );
-    // Multi-instance options and string items are fine.
+    // Multi-instance options are fine.
     assert_eq!(
-        env.argv("arguments:\n  - device: a\n  - device: b\n  - \"-machine\"\n  - machine: q35\n"),
-        split(&format!("-device a -device b -machine -machine q35 {VNC}"))
+        env.argv("arguments:\n  - device: a\n  - device: b\n  - machine: q35\n"),
+        split(&format!("-device a -device b -machine q35 {VNC}"))
+    );
+    // A string item of an option that takes a value is not counted; it is
+    // refused as an option without its value (QEMU would take the next
+    // item's first word).
+    let e = env.error("arguments:\n  - \"-machine\"\n  - machine: q35\n");
+    assert!(
+        e.contains(":3:5: arguments[0] '-machine': -machine takes a value, and none follows it"),
+        "{e}"
     );
 }
 
@@ -1156,4 +1164,53 @@ fn socket_displays_and_desktop_key_errors() {
             "{chosen}: {argv:?}"
         );
     }
+}
+
+/// The QMP policy at `add`: what would make QEMU run a host program is
+/// refused where it was written, unless the config opts out.
+#[test]
+fn host_programs_in_arguments_args_and_display_are_refused_with_their_position() {
+    let env = env();
+    let cases = [
+        (
+            "arguments:\n  - accel: tcg\n  - netdev: {vde: null, id: v, sock: \"cmd://sh -c 'id > /tmp/f'\"}\n",
+            ":4:5: arguments[1] '-netdev vde,id=v,sock=cmd://sh -c 'id > /tmp/f'': netdev type 'vde'",
+        ),
+        (
+            "arguments:\n  - netdev: {tap: null, id: t, script: \" no\", downscript: \"no\"}\n",
+            ":3:5: arguments[0] '-netdev tap,id=t,script= no,downscript=no': a tap without script=no",
+        ),
+        (
+            "args:\n  - -m\n  - 1G\n  - -drive\n  - \"file=ssh://h/x,if=virtio\"\n",
+            ":5:5: args[2] '-drive file=ssh://h/x,if=virtio': block driver 'ssh'",
+        ),
+        (
+            "args: [-name, x, -incoming, \"exec:touch /tmp/x\"]\n",
+            ":2:18: args[2] '-incoming exec:touch /tmp/x': -incoming exec:",
+        ),
+        ("display: spice-app\n", ":2:10: display 'spice-app': display spice-app"),
+        (
+            "arguments:\n  - plugin: /tmp/p.so\n",
+            ":3:5: arguments[0] '-plugin /tmp/p.so': a TCG plugin",
+        ),
+        (
+            "arguments:\n  - qmp: \"tcp::4444,server=on,wait=off\"\n",
+            "a second QEMU monitor",
+        ),
+        // An option whose value would come from the next group.
+        ("args: [-nodefaults, -name]\n", ":2:21: args[1] '-name': -name takes a value"),
+    ];
+    for (body, want) in cases {
+        let e = env.error(body);
+        assert!(e.contains(want), "{body}: {e}");
+        if !want.contains("takes a value") {
+            assert!(e.contains("qmp_allow_host_exec: true"), "{e}");
+            let allowed = format!("qmp_allow_host_exec: true\n{body}");
+            assert!(env.doc(&allowed).validate().is_ok(), "{allowed}");
+        }
+    }
+    // What runs nothing passes, as the original's examples do.
+    env.argv(
+        "arguments:\n  - netdev: {user: null, id: n0, hostfwd: \"tcp:127.0.0.1:2222-:22\"}\n  - device: {virtio-net-pci: null, netdev: n0}\n  - chardev: socket,id=s,path=/tmp/s,server=on,wait=off\n  - netdev: {tap: null, id: t, ifname: tap0, script: \"no\", downscript: \"no\"}\nargs: [-nodefaults, -serial, \"chardev:s\"]\ndisplay: none\n",
+    );
 }

@@ -253,6 +253,8 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
     let mut binary_node: Option<&Node> = None;
+    let mut args_node: Option<&Node> = None;
+    let mut display_loc: Option<Location> = None;
     // Where each shorthand key was set, for the override warnings.
     let mut shorthand_locs: Vec<(&str, Location)> = Vec::new();
 
@@ -323,6 +325,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             "display" | "vga" => {
                 if let Some(s) = v.string(node, key) {
                     if key == "display" {
+                        display_loc = Some(node.loc.clone());
                         cfg.display = Some(s);
                         cfg.order.push(Section::Display);
                     } else {
@@ -333,6 +336,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 }
             }
             "args" => {
+                args_node = Some(node);
                 cfg.args = validate_args(&mut v, node);
                 cfg.order.push(Section::Args);
             }
@@ -410,6 +414,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
     super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
     effective_resources(&mut cfg);
+    super::exec::check(&mut v, &cfg, args_node, display_loc.as_ref());
 
     if v.errors.is_empty() {
         cfg.warnings = v.warnings;

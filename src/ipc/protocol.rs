@@ -521,18 +521,7 @@ pub fn not_an_object(method: &str, params: &Value) -> String {
     format!("{method} params must be a JSON object, not {found}")
 }
 
-/// `text` cut to at most `max` bytes (on a char boundary) for echoing
-/// client input in an error message: a 1 MiB method name is not repeated.
-pub fn excerpt(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
-}
+pub use crate::suggest::excerpt;
 
 /// A QMP command name as QEMU spells them; anything else never reaches QEMU.
 pub fn valid_qmp_command(name: &str) -> bool {

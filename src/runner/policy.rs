@@ -1,13 +1,17 @@
 //! maqet's QMP policy: which forwarded commands the runner refuses.
 //!
-//! Two classes. [`DENIED`] commands are always refused. Host-exec commands
-//! make QEMU start a program on the host (as the user, outside the guest's
-//! sandbox); they are refused unless the VM's config sets
-//! `qmp_allow_host_exec: true`. Considered and allowed, because none of them
-//! starts a host program: `chardev-add`/`chardev-change` (no backend execs),
-//! `object-add`, `device_add`, `blockdev-add` (the `ssh` driver uses libssh
-//! in-process), `migrate-set-parameters`, `dump-guest-memory`, `screendump`
-//! (these write files the user could write anyway).
+//! Three classes. [`DENIED`] commands are always refused. Host-exec
+//! commands make QEMU start a program on the host (as the user, outside
+//! the guest's sandbox) or load a plugin; what counts is decided by
+//! [`crate::host_exec`], the same reading of QEMU the config checks use,
+//! and they are refused unless the VM's config sets
+//! `qmp_allow_host_exec: true`. Commands that make QEMU open a host file
+//! by name to write it (`screendump`, `dump-guest-memory`, …) are refused
+//! when that name is an existing FIFO, socket, device or directory: QEMU
+//! opens it in its main loop, and a FIFO nobody reads blocks `open()` for
+//! ever (the watchdog then kills the VM).
+
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -28,8 +32,19 @@ const DENIED: &[(&str, &str)] = &[
     ("add-fd", "file descriptors cannot be passed through maqet"),
 ];
 
+/// Commands that make QEMU open a file by name for writing: the command,
+/// the argument holding the name, and a prefix QEMU strips from it.
+const WRITES_FILE: &[(&str, &str, &str)] = &[
+    ("screendump", "filename", ""),
+    ("memsave", "filename", ""),
+    ("pmemsave", "filename", ""),
+    ("dump-guest-memory", "protocol", "file:"),
+    ("xen-save-devices-state", "filename", ""),
+    ("dump-skeys", "filename", ""),
+];
+
 /// The config key that lets host-exec commands through.
-pub const OPT_OUT_KEY: &str = "qmp_allow_host_exec";
+pub const OPT_OUT_KEY: &str = crate::host_exec::OPT_OUT_KEY;
 
 /// Checks a command before it is forwarded to QEMU.
 pub fn check(
@@ -52,6 +67,7 @@ pub fn check(
             format!("maqet does not forward '{command}': {why}"),
         ));
     }
+    special_file(command, arguments)?;
     if allow_host_exec {
         return Ok(());
     }
@@ -67,70 +83,35 @@ pub fn check(
 }
 
 /// What in `arguments` would make QEMU execute a host program, if anything.
-pub fn host_exec(command: &str, arguments: Option<&Value>) -> Option<&'static str> {
-    let args = arguments?;
-    match command {
-        "migrate" | "migrate-incoming" => migration_exec(args),
-        "netdev_add" => netdev_exec(args),
-        _ => None,
-    }
+pub fn host_exec(command: &str, arguments: Option<&Value>) -> Option<crate::host_exec::Finding> {
+    crate::host_exec::qmp_command(command, arguments)
 }
 
-fn str_arg<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
-    args.get(key).and_then(Value::as_str)
-}
-
-/// QEMU matches `exec:` exactly; refusing any case and leading blanks
-/// costs nothing and does not depend on that.
-fn is_exec_uri(uri: &str) -> bool {
-    uri.trim_start()
-        .get(..5)
-        .is_some_and(|p| p.eq_ignore_ascii_case("exec:"))
-}
-
-/// `uri: "exec:CMD"` and the newer `channels: [{addr: {transport: "exec", args: […]}}]`.
-fn migration_exec(args: &Value) -> Option<&'static str> {
-    if str_arg(args, "uri").is_some_and(is_exec_uri) {
-        return Some("an exec: URI");
-    }
-    let channels = args.get("channels").and_then(Value::as_array)?;
-    channels
-        .iter()
-        .filter_map(|c| c.get("addr"))
-        .any(|addr| {
-            str_arg(addr, "transport").is_some_and(|t| t.trim().eq_ignore_ascii_case("exec"))
-                || str_arg(addr, "uri").is_some_and(is_exec_uri)
-        })
-        .then_some("an exec migration channel")
-}
-
-/// tap runs `script`/`downscript` (by default /etc/qemu-ifup and
-/// /etc/qemu-ifdown when absent) and `helper`; bridge always runs its
-/// helper; user networking runs `smbd` for `smb` and a command for a
-/// `guestfwd` rule of the form `…-cmd:COMMAND`.
-fn netdev_exec(args: &Value) -> Option<&'static str> {
-    let disabled = |key| matches!(str_arg(args, key).map(str::trim), Some("no" | ""));
-    match str_arg(args, "type")? {
-        "tap" if args.get("helper").is_some() => Some("a tap helper"),
-        "tap" if !(disabled("script") && disabled("downscript")) => {
-            Some("tap scripts (set script and downscript to \"no\")")
-        }
-        "bridge" => Some("a bridge (it runs qemu-bridge-helper)"),
-        "user" if args.get("smb").is_some() => Some("smb (it runs smbd)"),
-        "user" if guestfwd_cmd(args) => Some("a guestfwd command"),
-        _ => None,
-    }
-}
-
-fn guestfwd_cmd(args: &Value) -> bool {
-    let has_cmd = |s: &str| s.contains("cmd:");
-    match args.get("guestfwd") {
-        Some(Value::Array(rules)) => rules.iter().any(|r| match r {
-            Value::String(s) => has_cmd(s),
-            other => str_arg(other, "str").is_some_and(has_cmd),
-        }),
-        Some(Value::String(s)) => has_cmd(s),
-        _ => false,
+/// Refuses a file QEMU would open for writing when it exists and is not a
+/// regular file. The name is looked up as QEMU will (from the runner's
+/// working directory, which QEMU shares, through symlinks); a file made in
+/// between by the same user only hurts that user's own VM.
+fn special_file(command: &str, arguments: Option<&Value>) -> Result<(), ErrorBody> {
+    let Some((_, key, prefix)) = WRITES_FILE.iter().find(|(c, ..)| *c == command) else {
+        return Ok(());
+    };
+    let Some(name) = arguments
+        .and_then(|a| a.get(*key))
+        .and_then(Value::as_str)
+        .and_then(|n| n.strip_prefix(prefix))
+    else {
+        return Ok(());
+    };
+    match std::fs::metadata(Path::new(name)) {
+        Ok(m) if !m.is_file() => Err(ErrorBody::new(
+            ErrorKind::Policy,
+            format!(
+                "maqet does not forward '{command}' to '{}': it is {}, not a regular file (QEMU would block opening it, or write into it)",
+                excerpt(name, 200),
+                crate::files::kind(&m)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -203,6 +184,10 @@ mod tests {
             json!({"type": "bridge", "id": "n", "br": "br0"}),
             json!({"type": "user", "id": "n", "smb": "/srv"}),
             json!({"type": "user", "id": "n", "guestfwd": [{"str": "tcp:10.0.2.100:1-cmd:nc x 1"}]}),
+            // The issue's example: libvdeplug's cmd:// plugin runs the command.
+            json!({"type": "vde", "id": "v", "sock": "cmd://sh -c \"id > /tmp/f\""}),
+            // QEMU does not trim: " no" is a script named " no".
+            json!({"type": "tap", "id": "n", "script": " no", "downscript": "no"}),
         ] {
             assert_eq!(
                 refused("netdev_add", args.clone()).kind,
@@ -218,5 +203,47 @@ mod tests {
         ] {
             assert!(check("netdev_add", Some(&args), false).is_ok(), "{args}");
         }
+    }
+
+    #[test]
+    fn writes_to_special_files_are_refused_whatever_the_opt_out() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let f = fifo.to_str().unwrap();
+        for (cmd, args) in [
+            ("screendump", json!({"filename": f})),
+            (
+                "screendump",
+                json!({"filename": "/dev/null", "format": "png"}),
+            ),
+            ("screendump", json!({"filename": d.path()})),
+            ("pmemsave", json!({"val": 0, "size": 1, "filename": f})),
+            (
+                "dump-guest-memory",
+                json!({"paging": false, "protocol": format!("file:{f}")}),
+            ),
+        ] {
+            let e = check(cmd, Some(&args), true).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Policy, "{cmd} {args}");
+            assert!(e.message.contains("not a regular file"), "{}", e.message);
+        }
+        let new = d.path().join("new.ppm");
+        assert!(check("screendump", Some(&json!({"filename": new})), false).is_ok());
+        std::fs::write(&new, "x").unwrap();
+        assert!(check("screendump", Some(&json!({"filename": new})), false).is_ok());
+        assert!(check(
+            "dump-guest-memory",
+            Some(&json!({"paging": false, "protocol": "fd:x"})),
+            false
+        )
+        .is_ok());
     }
 }
