@@ -388,3 +388,83 @@ fn no_backend_runs_a_host_program_over_either_socket() {
     assert_untouched(&w, &vm, before);
     w.ok(&["stop", &vm, "--force"]);
 }
+
+/// Opens `n` event streams on the runner socket; returns the open ones
+/// and the replies of those refused (which must come at once).
+fn event_streams(sock: &Path, n: usize) -> (Vec<UnixStream>, Vec<Value>) {
+    let (mut open, mut refused) = (vec![], vec![]);
+    for _ in 0..n {
+        let mut s = connect(sock);
+        let r = ask(&mut s, br#"{"id":1,"method":"events"}"#);
+        if r["result"]["streaming"] == true {
+            open.push(s);
+        } else {
+            refused.push(r);
+        }
+    }
+    (open, refused)
+}
+
+/// Opens `n` negotiated sessions on the `.qmp` socket; the open ones and
+/// the refusals of the rest.
+fn qmp_sessions(path: &str, n: usize) -> (Vec<UnixStream>, Vec<Value>) {
+    let (mut open, mut refused) = (vec![], vec![]);
+    for _ in 0..n {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let greeting = read_reply(&mut s);
+        assert!(greeting.get("QMP").is_some(), "{greeting}");
+        let r = ask(&mut s, br#"{"execute":"qmp_capabilities"}"#);
+        if r.get("return").is_some() {
+            open.push(s);
+        } else {
+            refused.push(r);
+        }
+    }
+    (open, refused)
+}
+
+/// 64 `events` streams and 64 negotiated `.qmp` sessions at once: the
+/// streams beyond their cap are told "too many clients" at once, and the
+/// VM's control stays open — `qmp`, `status`, the console and a `stop`
+/// that the runner itself carries out (no fallback to killing the unit).
+#[test]
+fn streams_never_lock_control_out() {
+    let w = World::new("streams");
+    let vm = w.add_vm("s", "console: true\n");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    let sock = socket_path(&vm);
+    let qmp = w.ok(&["qmp", "socket", &vm]).trim().to_string();
+
+    let (events, refused) = event_streams(&sock, 64);
+    assert!(!events.is_empty(), "no event stream at all");
+    assert!(!refused.is_empty(), "64 event streams all accepted");
+    for r in &refused {
+        let m = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains("too many clients"), "{r}");
+    }
+    let (sessions, refused) = qmp_sessions(&qmp, 64);
+    assert!(!sessions.is_empty() && !refused.is_empty());
+    for r in &refused {
+        let d = r["error"]["desc"].as_str().unwrap_or_default();
+        assert!(d.contains("too many clients"), "{r}");
+    }
+
+    let out = w.ok(&["qmp", "run", &vm, "query-status"]);
+    assert!(out.contains("\"running\""), "{out}");
+    assert_eq!(w.state(&vm), "running");
+    w.ok(&["console", &vm, "--dump"]);
+    assert_untouched(&w, &vm, before);
+    // The runner answers the stop itself: QEMU is told to quit once the
+    // guest (which has no OS) ignores the power button for a second.
+    let out = w.maqet(&["stop", &vm, "--timeout", "1"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("told to quit"), "{text}");
+    drop((events, sessions));
+}

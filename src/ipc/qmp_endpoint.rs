@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use super::protocol::{excerpt, valid_qmp_command, Call, QmpParams, MAX_REQUEST_LINE};
 use super::server::{accept_loop, write_bounded, Dispatch, Limits};
-use super::slots::Slot;
+use super::slots::{Slot, Stream};
 use crate::qmp::QemuVersion;
 
 /// `{"QMP": {"version": …, "capabilities": []}}`, as QEMU greets.
@@ -121,7 +121,7 @@ pub async fn serve_qmp(
     let full = err(
         "GenericError",
         format!(
-            "the runner is serving its maximum of {} QMP connections, all busy; try again later",
+            "too many clients: the runner is serving its maximum of {} QMP connections, all busy; try again later",
             limits.max_connections
         ),
     );
@@ -277,7 +277,17 @@ async fn handle(
                 ),
                 None,
             )),
-            Next::Json(v) => answer(v, &mut events, dispatch.as_ref()).await,
+            Next::Json(v) => {
+                let room = || slot.stream(Stream::Events, limits.max_event_streams);
+                answer(
+                    v,
+                    &mut events,
+                    dispatch.as_ref(),
+                    room,
+                    limits.max_event_streams,
+                )
+                .await
+            }
         };
         let reply = match reply {
             Ok((value, id)) => line(&Return { value, id }),
@@ -290,11 +300,15 @@ async fn handle(
 type Answered = Result<(Value, Option<Value>), (QmpErr, Option<Value>)>;
 
 /// One command line: negotiation, or a command forwarded through the
-/// dispatcher (policy included).
+/// dispatcher (policy included). A negotiated session streams events, so
+/// negotiating takes one of the `cap` event-stream places (`room`); over
+/// the cap it is refused and the connection can try again later.
 async fn answer(
     input: Value,
     events: &mut Option<broadcast::Receiver<Value>>,
     dispatch: &dyn Dispatch,
+    room: impl FnOnce() -> bool,
+    cap: usize,
 ) -> Answered {
     let cmd = parse(input).map_err(|e| (e, None))?;
     let id = cmd.id;
@@ -309,6 +323,12 @@ async fn answer(
                         format!("Capability {} not available", excerpt(&c.to_string(), 64)),
                     ));
                 }
+            }
+            if !room() {
+                return fail(err(
+                    "GenericError",
+                    format!("too many clients: the runner serves at most {cap} QMP sessions and event streams at once; try again later"),
+                ));
             }
             *events = Some(dispatch.subscribe());
             Ok((Value::Object(Map::new()), id))
@@ -499,5 +519,60 @@ mod tests {
         let mut rest = String::new();
         r.read_line(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "{rest}");
+    }
+
+    #[tokio::test]
+    async fn negotiated_sessions_have_a_cap_and_over_it_get_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.qmp");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, _) = broadcast::channel(8);
+        let v = QemuVersion {
+            major: 7,
+            minor: 2,
+            micro: 0,
+            package: String::new(),
+        };
+        let limits = Limits {
+            max_event_streams: 2,
+            ..Limits::default()
+        };
+        tokio::spawn(serve_qmp(
+            listener,
+            Arc::new(Fake(tx)),
+            Greeting::new(&v),
+            limits,
+        ));
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let s = UnixStream::connect(&path).await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            next(&mut r).await;
+            ask(&mut w, r#"{"execute":"qmp_capabilities"}"#).await;
+            let reply = next(&mut r).await;
+            if i < 2 {
+                assert_eq!(reply, json!({"return": {}}));
+                held.push((r, w));
+            } else {
+                let desc = reply["error"]["desc"].as_str().unwrap().to_string();
+                assert!(desc.contains("too many clients"), "{reply}");
+                // Not negotiated: commands wait for negotiation, as in QEMU.
+                ask(&mut w, r#"{"execute":"query-status"}"#).await;
+                assert_eq!(next(&mut r).await["error"]["class"], "CommandNotFound");
+                // Once a session ends, negotiation succeeds.
+                drop(held.pop());
+                let mut ok = false;
+                for _ in 0..100 {
+                    ask(&mut w, r#"{"execute":"qmp_capabilities"}"#).await;
+                    if next(&mut r).await == json!({"return": {}}) {
+                        ok = true;
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                assert!(ok, "negotiation never succeeded");
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::protocol::{
     excerpt, Call, ConsoleParams, ErrorBody, ErrorKind, Request, Response, StreamStart,
     MAX_REQUEST_LINE,
 };
-use super::slots::{Slot, Slots, MAX_CONNECTIONS};
+use super::slots::{Slot, Slots, Stream, MAX_CONNECTIONS, MAX_CONSOLES, MAX_EVENT_STREAMS};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -71,6 +71,10 @@ const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Event streams (and negotiated QMP sessions), below `max_connections`.
+    pub max_event_streams: usize,
+    /// Console viewers, below `max_connections`.
+    pub max_consoles: usize,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
 }
@@ -79,6 +83,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: MAX_CONNECTIONS,
+            max_event_streams: MAX_EVENT_STREAMS,
+            max_consoles: MAX_CONSOLES,
             idle_timeout: IDLE_TIMEOUT,
             write_timeout: WRITE_TIMEOUT,
         }
@@ -97,7 +103,7 @@ pub async fn serve_with(listener: UnixListener, dispatch: Arc<dyn Dispatch>, lim
         let e = ErrorBody::new(
             ErrorKind::Unavailable,
             format!(
-                "the runner is serving its maximum of {} connections, all busy; try again later",
+                "too many clients: the runner is serving its maximum of {} connections, all busy; try again later",
                 limits.max_connections
             ),
         );
@@ -295,11 +301,30 @@ async fn handle_connection(
                 }
             }
             Handled::Events(id) => {
-                return stream_events(id, reader, w, dispatch.subscribe(), wt).await
+                if slot.stream(Stream::Events, limits.max_event_streams) {
+                    return stream_events(id, reader, w, dispatch.subscribe(), wt).await;
+                }
+                let e = too_many(limits.max_event_streams, "event streams");
+                write_response(&mut w, &Response::error(id, e), wt).await?;
             }
-            Handled::Console(id, c) => return stream_console(id, reader, w, c, wt).await,
+            Handled::Console(id, c) => {
+                if slot.stream(Stream::Console, limits.max_consoles) {
+                    return stream_console(id, reader, w, c, wt).await;
+                }
+                let e = too_many(limits.max_consoles, "console viewers");
+                write_response(&mut w, &Response::error(id, e), wt).await?;
+            }
         }
     }
+}
+
+/// The refusal of a stream over its cap. The connection stays open for
+/// other requests: the cap keeps streams from crowding out control.
+pub(super) fn too_many(cap: usize, what: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Unavailable,
+        format!("too many clients: the runner serves at most {cap} {what} at once; close one and try again"),
+    )
 }
 
 /// What one request line turns into.
@@ -451,10 +476,12 @@ mod tests {
         }
     }
 
-    /// A console with history "history", live output from `out`, input to `input`.
+    /// A console with history "history", live output from `out`, input to
+    /// `input`; events from `events`.
     struct Console {
         out: broadcast::Sender<Arc<[u8]>>,
         input: mpsc::Sender<Vec<u8>>,
+        events: broadcast::Sender<Value>,
     }
 
     impl Dispatch for Console {
@@ -462,7 +489,7 @@ mod tests {
             Box::pin(async { Err(ErrorBody::new(ErrorKind::Unavailable, "nope")) })
         }
         fn subscribe(&self) -> broadcast::Receiver<Value> {
-            broadcast::channel(1).1
+            self.events.subscribe()
         }
         fn console(&self, p: ConsoleParams) -> Result<ConsoleStream, ErrorBody> {
             Ok(ConsoleStream {
@@ -487,6 +514,7 @@ mod tests {
         let d = Console {
             out: out.clone(),
             input,
+            events: broadcast::channel(1).0,
         };
         tokio::spawn(serve(listener, Arc::new(d)));
 
@@ -599,6 +627,8 @@ mod tests {
             &path,
             Limits {
                 max_connections: 3,
+                max_event_streams: 3,
+                max_consoles: 3,
                 idle_timeout: Duration::from_secs(600),
                 write_timeout: Duration::from_secs(600),
             },
@@ -626,6 +656,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streams_at_their_cap_leave_room_for_control_and_consoles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (out, _) = broadcast::channel(8);
+        let (input, _input_rx) = mpsc::channel(8);
+        let limits = Limits {
+            max_connections: 6,
+            max_event_streams: 2,
+            max_consoles: 1,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(600),
+        };
+        let events = broadcast::channel(8).0;
+        tokio::spawn(serve_with(
+            listener,
+            Arc::new(Console { out, input, events }),
+            limits,
+        ));
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            let mut c = IpcClient::connect(&path).await.unwrap();
+            c.events(T).await.unwrap();
+            streams.push(c);
+        }
+        // A third event stream: "too many clients", at once, and the same
+        // connection still serves other requests.
+        let mut third = IpcClient::connect(&path).await.unwrap();
+        let e = tokio::time::timeout(T, third.events(T))
+            .await
+            .expect("an answer, not a wait")
+            .unwrap_err();
+        assert!(e.to_string().contains("too many clients"), "{e}");
+        assert!(e.to_string().contains("2 event streams"), "{e}");
+        let e = third.status().await.unwrap_err();
+        assert!(e.to_string().contains("nope"), "served: {e}");
+        // A console has places of its own; one more than those is refused.
+        let mut viewer = IpcClient::connect(&path).await.unwrap();
+        viewer.console(true, true, T).await.unwrap();
+        let mut second = IpcClient::connect(&path).await.unwrap();
+        let e = second.console(true, true, T).await.unwrap_err();
+        assert!(e.to_string().contains("1 console viewers"), "{e}");
+        // Control still gets in while all of those stream.
+        let mut control = IpcClient::connect(&path).await.unwrap();
+        assert!(control
+            .status()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
+        drop(streams);
+        drop(viewer);
+    }
+
+    #[tokio::test]
     async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
@@ -633,6 +718,8 @@ mod tests {
             &path,
             Limits {
                 max_connections: 4,
+                max_event_streams: 4,
+                max_consoles: 4,
                 idle_timeout: Duration::from_millis(200),
                 write_timeout: Duration::from_secs(600),
             },
@@ -655,6 +742,8 @@ mod tests {
             &path,
             Limits {
                 max_connections: 4,
+                max_event_streams: 4,
+                max_consoles: 4,
                 idle_timeout: Duration::from_secs(600),
                 write_timeout: Duration::from_millis(200),
             },

@@ -1,10 +1,14 @@
-//! The runner's connection slots: at most [`MAX_CONNECTIONS`] clients at
-//! once, so a flood of connections cannot exhaust the runner's file
-//! descriptors. When every slot is taken, a new connection takes the slot of
-//! the connection that has been idle (waiting for a request line) the
-//! longest; only when none is idle is the newcomer refused. A flood of idle
-//! connections therefore never locks maqet's own CLI out, which connects,
-//! asks and hangs up at once.
+//! The runner's connection slots. A socket serves at most
+//! [`MAX_CONNECTIONS`] clients at once, so a flood of connections cannot
+//! exhaust the runner's file descriptors, and streams (`events`,
+//! `console`, a negotiated QMP session) have caps of their own below that
+//! ([`MAX_EVENT_STREAMS`], [`MAX_CONSOLES`]), so the rest of the slots are
+//! always there for control: `status`, `stop`, `qmp`, and a console when
+//! event streams are at their cap. When every slot is taken, a new
+//! connection takes the slot of the connection that has been idle (waiting
+//! for a request line) the longest; only when none is idle is the newcomer
+//! refused. A stream asked for beyond its cap is refused with "too many
+//! clients", and the connection stays usable for other requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +18,19 @@ use tokio::sync::Notify;
 
 /// Connections served at once. Far above what maqet's CLI needs (one per
 /// command, plus `console`/`events` viewers), far below the 1024 descriptors
-/// a systemd service gets by default.
-pub const MAX_CONNECTIONS: usize = 64;
+/// a systemd service gets by default (the runner serves two sockets).
+pub const MAX_CONNECTIONS: usize = 96;
+/// Event streams (maqet's `events`, a negotiated QMP session) at once.
+pub const MAX_EVENT_STREAMS: usize = 32;
+/// Console viewers at once.
+pub const MAX_CONSOLES: usize = 16;
+
+/// What a streaming connection streams; each kind has its own cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Console,
+}
 
 #[derive(Default)]
 pub struct Slots {
@@ -34,6 +49,8 @@ struct Inner {
 struct Conn {
     /// `Some` while the connection waits for a request line.
     idle_since: Option<Instant>,
+    /// `Some` once the connection became a stream (for good).
+    stream: Option<Stream>,
     evict: Arc<Notify>,
 }
 
@@ -68,6 +85,7 @@ impl Slots {
             id,
             Conn {
                 idle_since: Some(Instant::now()),
+                stream: None,
                 evict: evict.clone(),
             },
         );
@@ -86,6 +104,16 @@ impl Slots {
         self.len() == 0
     }
 
+    /// Connections streaming `kind` now.
+    pub fn streams(&self, kind: Stream) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .conns
+            .values()
+            .filter(|c| c.stream == Some(kind))
+            .count()
+    }
+
     fn set_idle(&self, id: u64, idle: bool) {
         if let Some(c) = self.inner.lock().unwrap().conns.get_mut(&id) {
             c.idle_since = idle.then(Instant::now);
@@ -102,6 +130,30 @@ impl Slot {
     /// Serving a request or streaming: never evicted.
     pub fn busy(&self) {
         self.slots.set_idle(self.id, false);
+    }
+
+    /// Makes this connection a stream of `kind` (busy for good) when fewer
+    /// than `cap` connections stream that kind; false, and nothing
+    /// changed, when they are at the cap.
+    pub fn stream(&self, kind: Stream, cap: usize) -> bool {
+        let mut inner = self.slots.inner.lock().unwrap();
+        let streaming = inner
+            .conns
+            .values()
+            .filter(|c| c.stream == Some(kind))
+            .count();
+        let Some(me) = inner.conns.get_mut(&self.id) else {
+            return false;
+        };
+        if me.stream == Some(kind) {
+            return true;
+        }
+        if streaming >= cap {
+            return false;
+        }
+        me.stream = Some(kind);
+        me.idle_since = None;
+        true
     }
 
     /// Resolves once a newer connection has taken this slot.
@@ -150,5 +202,24 @@ mod tests {
         drop(b);
         drop(d);
         assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn each_stream_kind_has_its_own_cap_below_the_total() {
+        let slots = Arc::new(Slots::default());
+        let events: Vec<Slot> = (0..3).map(|_| slots.acquire(10).unwrap()).collect();
+        assert!(events[0].stream(Stream::Events, 2));
+        assert!(events[1].stream(Stream::Events, 2));
+        assert!(events[1].stream(Stream::Events, 2), "asking twice is fine");
+        // At the cap: refused, and the connection is still an idle one.
+        assert!(!events[2].stream(Stream::Events, 2));
+        assert_eq!(slots.streams(Stream::Events), 2);
+        // Another kind is not affected, and control connections still fit.
+        assert!(events[2].stream(Stream::Console, 1));
+        let control = slots.acquire(10).unwrap();
+        control.busy();
+        drop(events);
+        assert_eq!(slots.streams(Stream::Events), 0);
+        assert_eq!(slots.len(), 1);
     }
 }
