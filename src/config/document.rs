@@ -294,6 +294,18 @@ impl ConfigDocument {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "configuration".to_string()),
         );
+        // Each file is bounded as it is read; what several files and
+        // `--set` values merge into is bounded here, before it is stored.
+        let bytes = self.root.bytes();
+        if bytes > super::load::MAX_EXPANDED_BYTES {
+            return Err(vec![ConfigError::invalid(
+                &default_loc,
+                format!(
+                    "the merged configuration holds {bytes} bytes of keys and values; at most {} MiB are stored",
+                    super::load::MAX_EXPANDED_BYTES >> 20
+                ),
+            )]);
+        }
         validate::validate(&self.root, &default_loc)
     }
 

@@ -21,6 +21,10 @@ pub(crate) const MAX_FILE_SIZE: u64 = 1024 * 1024;
 const MAX_DEPTH: usize = 64;
 /// Bound on nodes after alias expansion ("billion laughs").
 const MAX_NODES: usize = 200_000;
+/// Bound on the text (keys and values) after alias expansion: as much as a
+/// config file may hold. Counting values alone let a few aliases of one
+/// large string expand to gigabytes, which `add` then stored.
+pub(crate) const MAX_EXPANDED_BYTES: usize = MAX_FILE_SIZE as usize;
 
 const YAML_TAG_PREFIX: &str = "tag:yaml.org,2002:";
 
@@ -73,6 +77,7 @@ pub(crate) fn parse_value(text: &str, source: &str) -> Result<Node, ConfigError>
         source,
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
     };
     b.document()
 }
@@ -99,6 +104,7 @@ struct Builder<'a> {
     source: &'a str,
     anchors: HashMap<usize, Node>,
     nodes: usize,
+    bytes: usize,
 }
 
 impl Builder<'_> {
@@ -146,12 +152,24 @@ impl Builder<'_> {
         }
     }
 
-    fn count(&mut self, n: usize, loc: &Location) -> Result<(), ConfigError> {
-        self.nodes += n;
+    /// Counts `nodes` more values and `bytes` more text, before anything
+    /// is copied: an alias is counted at its full size where it is used.
+    fn count(&mut self, nodes: usize, bytes: usize, loc: &Location) -> Result<(), ConfigError> {
+        self.nodes += nodes;
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(ConfigError::invalid(
                 loc,
                 format!("the document expands to more than {MAX_NODES} values (aliases nested too deeply?)"),
+            ));
+        }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(ConfigError::invalid(
+                loc,
+                format!(
+                    "the document expands to more than {} MiB of keys and values (aliases of large values?); a VM config is never that big",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
             ));
         }
         Ok(())
@@ -165,17 +183,19 @@ impl Builder<'_> {
                 format!("values are nested more than {MAX_DEPTH} levels deep"),
             ));
         }
-        self.count(1, &loc)?;
+        self.count(1, 0, &loc)?;
         let (node, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(0, text.len(), &loc)?;
                 (Node::new(scalar(&text, style, tag, &loc)?, loc), anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
-                    ConfigError::invalid(&loc, "alias refers to an unknown anchor")
-                })?;
-                self.count(node.size(), &loc)?;
-                return Ok(node);
+                let unknown = || ConfigError::invalid(&loc, "alias refers to an unknown anchor");
+                let anchored = self.anchors.get(&id).ok_or_else(unknown)?;
+                let (nodes, bytes) = (anchored.size(), anchored.bytes());
+                // Counted before the copy is made.
+                self.count(nodes, bytes, &loc)?;
+                return self.anchors.get(&id).cloned().ok_or_else(unknown);
             }
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
@@ -216,7 +236,10 @@ impl Builder<'_> {
             let is_merge_key =
                 matches!(&ev, Event::Scalar(t, TScalarStyle::Plain, _, None) if t == "<<");
             let key = match ev {
-                Event::Scalar(text, ..) => text,
+                Event::Scalar(text, ..) => {
+                    self.count(0, text.len(), &key_loc)?;
+                    text
+                }
                 Event::Alias(_) => {
                     let n = self.node(ev, m, depth + 1)?;
                     n.scalar_text().ok_or_else(|| {

@@ -154,6 +154,17 @@ impl Node {
         Node::new(value, loc.clone())
     }
 
+    /// Bytes of text in this subtree, keys and values (bounds alias
+    /// expansion and what is stored); a number or boolean counts 8.
+    pub fn bytes(&self) -> usize {
+        match &self.value {
+            Value::Str(s) => s.len(),
+            Value::Seq(items) => items.iter().map(Node::bytes).sum(),
+            Value::Map(entries) => entries.iter().map(|e| e.key.len() + e.value.bytes()).sum(),
+            _ => 8,
+        }
+    }
+
     /// Number of nodes in this subtree (bounds alias expansion).
     pub fn size(&self) -> usize {
         1 + match &self.value {

@@ -117,6 +117,14 @@ const TOKENS: &[&str] = &[
     "append",
     "incoming",
     "loadvm",
+    "vde",
+    "tap",
+    "script",
+    "cmd://sh",
+    "exec:true",
+    "json:{}",
+    "ssh://h/x",
+    "mon:stdio",
     "resources",
     "restart",
     "console",
@@ -270,6 +278,22 @@ fn random_config(rng: &mut Rng) -> String {
     }
 }
 
+/// Random alias bombs: a value of random size, aliased in nested lists
+/// of random width and depth, somewhere in a config.
+const ALIAS_BOMB_CASES: usize = 40;
+
+fn alias_bomb(rng: &mut Rng) -> String {
+    let size = 1 << rng.below(18);
+    let mut text = format!("{}: &a0 \"{}\"\n", pick_key(rng), "x".repeat(size));
+    let (width, depth) = (2 + rng.below(30), 1 + rng.below(6));
+    for level in 1..=depth {
+        let refs = vec![format!("*a{}", level - 1); width].join(", ");
+        text.push_str(&format!("l{level}: &a{level} [{refs}]\n"));
+    }
+    text.push_str(&format!("{}: *a{depth}\n", pick_key(rng)));
+    text
+}
+
 /// The property, for one input; true when the config was accepted.
 fn check(env: &Env, text: &str) -> bool {
     let source = "fuzz.yaml";
@@ -356,9 +380,51 @@ fn loader_survives_mutated_and_random_yaml() {
         let text = format!("{binary}{}", random_config(&mut rng));
         accepted += usize::from(run(&env, &text));
     }
+    for _ in 0..ALIAS_BOMB_CASES {
+        let text = format!("{binary}{}", alias_bomb(&mut rng));
+        run(&env, &text);
+    }
     // Both paths are exercised: some inputs are accepted and rendered.
     assert!(
         accepted > (MUTATED_CASES + RANDOM_CASES) / 50,
         "only {accepted} accepted"
     );
+}
+
+/// The alias bombs: one 600 KB string aliased 500 and 100,000
+/// times (under the value cap, far over any sane size), and the classic
+/// nested "billion laughs". Each is refused with a position before it
+/// expands; nothing is built that the bound does not allow.
+#[test]
+fn alias_bombs_are_refused_before_they_expand() {
+    let env = env();
+    let big = "x".repeat(600_000);
+    for copies in [2, 500, 100_000] {
+        let refs = vec!["*s"; copies].join(", ");
+        let text = format!("name: t\nbig: &s \"{big}\"\nargs: [{refs}]\n");
+        let e = ConfigDocument::from_yaml_str(&text, "bomb.yaml", &env.dir).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("bomb.yaml:3:"), "{copies}: {msg}");
+        assert!(msg.contains("more than 1 MiB of keys and values"), "{msg}");
+    }
+    let mut laughs = String::from("a0: &a0 \"lol\"\n");
+    for i in 1..=9 {
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 10].join(", ")
+        ));
+    }
+    let e = ConfigDocument::from_yaml_str(&laughs, "laughs.yaml", &env.dir).unwrap_err();
+    assert!(e.to_string().contains("expands to more than"), "{e}");
+    // Several files, each within the bound, merged: bounded before storing.
+    let half = format!(
+        "binary: {}\nappend_a: \"{}\"\n",
+        env.qemu.display(),
+        "y".repeat(700_000)
+    );
+    let f1 = env.file("one.yaml", &half);
+    let f2 = env.file("two.yaml", &half.replace("append_a", "append_b"));
+    let doc = ConfigDocument::load_files(&[f1, f2]).unwrap();
+    let e = doc.validate().unwrap_err().to_string();
+    assert!(e.contains("at most 1 MiB are stored"), "{e}");
 }

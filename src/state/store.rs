@@ -14,6 +14,9 @@ use super::schema;
 use super::types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
 use super::StateError;
 
+/// Free space in the database file that [`Store::reclaim`] gives back.
+pub(crate) const RECLAIM_AT: i64 = 1 << 20;
+
 /// How long a statement waits for another process's lock before failing with `Busy`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -190,6 +193,7 @@ impl Store {
             found(changed, name)?;
             self.read_vm(tx, name)
         })
+        .inspect(|_| self.reclaim())
     }
 
     /// Sets the autostart flag; bumps `updated_at`.
@@ -213,7 +217,44 @@ impl Store {
                 .execute("DELETE FROM vms WHERE name = ?1", [name])
                 .map_err(|e| self.sql_err(e))?;
             found(changed, name)
-        })
+        })?;
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Gives the space of deleted rows back to the filesystem once at
+    /// least [`RECLAIM_AT`] of the file is free: SQLite only reuses free
+    /// pages, so a database that once held a huge config stayed that big
+    /// (and every reader paid for it). `VACUUM` rewrites the file, then a
+    /// TRUNCATE checkpoint empties the -wal file it went through. This
+    /// works on databases of any maqet version (no auto_vacuum mode is
+    /// needed, which an existing file could only get through a VACUUM
+    /// anyway). Best effort: the change itself is committed already, so a
+    /// failure (another writer, a full disk) is logged and left for the
+    /// next delete.
+    pub fn reclaim(&self) {
+        let free = || -> rusqlite::Result<i64> {
+            self.conn.query_row(
+                "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )
+        };
+        match free() {
+            Ok(bytes) if bytes >= RECLAIM_AT => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(db = %self.path.display(), error = %e, "cannot read the free space");
+                return;
+            }
+        }
+        let done = self.conn.execute_batch("VACUUM").and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        });
+        if let Err(e) = done {
+            tracing::warn!(db = %self.path.display(), error = %e, "could not give the space of deleted definitions back");
+        }
     }
 
     /// Records that maqet created `path` for `vm`, with the identity of the file it made.

@@ -633,3 +633,40 @@ fn immutable_reader_sees_data_and_creates_nothing() {
         .collect();
     assert_eq!(side, [std::ffi::OsString::from("maqet.db")]);
 }
+
+/// A huge definition removed (or replaced by a small one) gives its space
+/// back: the file and its -wal shrink instead of staying at their peak.
+#[test]
+fn space_of_deleted_definitions_is_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = Store::open(&path).unwrap();
+    store.insert_vm(&new_vm("small")).unwrap();
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let on_disk = || size(&path) + size(&path.with_extension("db-wal"));
+    let baseline = on_disk();
+    let big = |name: &str| NewVm {
+        config: json!({"args": ["x".repeat(8 << 20)]}),
+        ..new_vm(name)
+    };
+    store.insert_vm(&big("huge")).unwrap();
+    store
+        .conn_for_tests()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    assert!(size(&path) > 8 << 20, "{}", size(&path));
+    store.delete_vm("huge").unwrap();
+    assert!(
+        on_disk() < baseline + (1 << 20),
+        "{} bytes left after rm (baseline {baseline})",
+        on_disk()
+    );
+    // apply replacing a huge config with a small one: the same.
+    store.insert_vm(&big("again")).unwrap();
+    store
+        .update_config("again", &json!({"memory": "1G"}), &[], None)
+        .unwrap();
+    assert!(on_disk() < baseline + (1 << 20), "{}", on_disk());
+    assert_eq!(store.list_vms().unwrap().len(), 2);
+    assert!(store.integrity_check().unwrap().is_empty());
+}
