@@ -220,3 +220,52 @@ fn add_and_apply_refuse_options_that_run_host_programs() {
     assert!(defined(&w).contains(&open));
     assert!(!marker.exists());
 }
+
+/// The alias bomb (a 600 KB string aliased 500 times, under the
+/// value cap) is refused by `add` with its position and nothing is
+/// stored; large definitions that were stored give their space back when
+/// they are removed.
+#[test]
+fn alias_bombs_are_refused_and_removed_definitions_give_space_back() {
+    let w = World::new("cfgbomb");
+    let name = w.name("bomb");
+    let refs = vec!["*s"; 500].join(", ");
+    let f = w.write(
+        "bomb.yaml",
+        &format!(
+            "name: {name}\nbinary: {QEMU}\nbig: &s \"{}\"\nargs: [{refs}]\n",
+            "x".repeat(600_000)
+        ),
+    );
+    let err = w.fails(4, &["add", f.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:4:", f.display())) && err.contains("more than 1 MiB"),
+        "{err}"
+    );
+    assert!(defined(&w).is_empty());
+
+    // Two definitions of ~900 KB each (a long kernel command line), then rm.
+    let db = w.data_dir().join("maqet.db");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let on_disk = || size(&db) + size(&db.with_extension("db-wal"));
+    let small = w.add_vm("small", "");
+    let baseline = on_disk();
+    let mut big = vec![];
+    for i in 0..2 {
+        let vm = w.add_vm(
+            &format!("big{i}"),
+            &format!("  - append: \"{}\"\n", "y".repeat(900_000)),
+        );
+        big.push(vm);
+    }
+    assert!(on_disk() > baseline + 1_500_000, "{}", on_disk());
+    for vm in &big {
+        w.ok(&["rm", vm]);
+    }
+    assert!(
+        on_disk() < baseline + (1 << 20),
+        "{} bytes on disk after rm (baseline {baseline})",
+        on_disk()
+    );
+    assert_eq!(defined(&w), vec![small]);
+}

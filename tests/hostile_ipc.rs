@@ -468,3 +468,24 @@ fn streams_never_lock_control_out() {
     assert!(text.contains("told to quit"), "{text}");
     drop((events, sessions));
 }
+
+/// `maqet ssh VM --user=-oProxyCommand=…` is refused (exit 2) before ssh
+/// runs: ssh used to read the user name as an option and run the command
+/// (here `touch MARKER@127.0.0.1`).
+#[test]
+fn an_ssh_user_is_never_an_option_of_ssh() {
+    let w = World::new("sshopt");
+    let marker = w.dir.path().join("ran");
+    let vm = w.add_vm("s", "ssh: true\n");
+    w.ok(&["start", &vm]);
+    let user = format!("--user=-oProxyCommand=touch {}", marker.display());
+    let err = w.fails(2, &["ssh", &vm, &user]);
+    assert!(err.contains("starts with '-'"), "{err}");
+    let ran: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ran"))
+        .collect();
+    assert!(ran.is_empty(), "ssh ran the command: {ran:?}");
+    w.ok(&["stop", &vm, "--force"]);
+}

@@ -225,6 +225,7 @@ impl From<VmError> for CliError {
             },
             VmError::Access(e) => match e {
                 AccessError::NoSshServer { .. } => code::TIMEOUT,
+                AccessError::BadUser { .. } => code::USAGE,
                 AccessError::NoPorts { .. }
                 | AccessError::NotRunning { .. }
                 | AccessError::NoSshPort { .. }

@@ -62,9 +62,30 @@ pub fn argv(t: &SshTarget, command: &[String]) -> Vec<OsString> {
         a.push("-i".into());
         a.push(i.as_os_str().to_owned());
     }
+    // `--` ends ssh's options: OpenSSH reads options after the destination
+    // too (`ssh host -oProxyCommand=…`), so without it a remote command
+    // word — or a user name — starting with '-' would be one.
+    a.push("--".into());
     a.push(format!("{}@{}", t.user, crate::ports::HOST_ADDR).into());
     a.extend(command.iter().map(OsString::from));
     a
+}
+
+/// Why `user` cannot be the login name on ssh's command line: one that
+/// starts with '-' would be read as an option (`-oProxyCommand=…` runs a
+/// command on this host), and blanks or control characters are never part
+/// of a user name.
+pub fn check_user(user: &str) -> Result<(), &'static str> {
+    if user.is_empty() {
+        return Err("it is empty");
+    }
+    if user.starts_with('-') {
+        return Err("it starts with '-', which ssh would read as an option");
+    }
+    if user.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("it contains a blank or a control character");
+    }
+    Ok(())
 }
 
 /// Waits until something speaking SSH answers on 127.0.0.1:`port` (QEMU's
@@ -121,7 +142,22 @@ mod tests {
         assert!(joined.contains("-o UserKnownHostsFile=/d/ssh/web.known_hosts"));
         assert!(joined.contains("-o StrictHostKeyChecking=accept-new"));
         assert!(joined.contains("-i /h/.ssh/id_ed25519"));
-        assert!(joined.ends_with("alice@127.0.0.1 uname -r"), "{joined}");
+        assert!(joined.ends_with(" -- alice@127.0.0.1 uname -r"), "{joined}");
+        // Words of the remote command stay the remote command's.
+        let a = argv(&t, &["-oProxyCommand=touch /tmp/x".into()]);
+        let dash = a.iter().position(|w| w == "--").unwrap();
+        assert_eq!(a[dash + 1], "alice@127.0.0.1");
+        assert_eq!(a[dash + 2], "-oProxyCommand=touch /tmp/x");
+    }
+
+    #[test]
+    fn user_names_that_ssh_would_read_as_options_are_refused() {
+        for bad in ["-oProxyCommand=touch /tmp/x", "-l", "", "a b", "a\nb"] {
+            assert!(check_user(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["debian", "alice.b", "svc-1", "DOMAIN\\bob"] {
+            assert!(check_user(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

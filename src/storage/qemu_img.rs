@@ -159,6 +159,8 @@ impl QemuImg {
             "-U".as_ref(),
             "--backing-chain".as_ref(),
             "--output=json".as_ref(),
+            // A file name is never an option, whatever it starts with.
+            "--".as_ref(),
             path.as_os_str(),
         ])?;
         parse_info(&out).map_err(|message| StorageError::BadInfo {
@@ -238,6 +240,7 @@ impl QemuImg {
             "snapshot".as_ref(),
             op.flag().as_ref(),
             tag.as_ref(),
+            "--".as_ref(),
             path.as_os_str(),
         ])
         .map(drop)

@@ -32,6 +32,8 @@ pub enum AccessError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("'{user}' cannot be an ssh user name: {reason}")]
+    BadUser { user: String, reason: &'static str },
     #[error("VM '{vm}': no ssh server answered on 127.0.0.1:{port} within {}s (is sshd running in the guest? `maqet console {vm}` shows its boot)", wait.as_secs_f64())]
     NoSshServer {
         vm: VmName,
@@ -84,6 +86,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// known_hosts directory made, its sshd waited for as asked).
     pub async fn ssh_plan(&self, name: &str, req: &SshRequest<'_>) -> Result<SshPlan, VmError> {
         let retry_until = Instant::now() + req.wait;
+        // What the user typed is refused before anything is looked at.
+        if let Some(u) = req.user {
+            check_user(u)?;
+        }
         let (vm, cfg, plan) = self.running_ports(name).await?;
         let Some(port) = plan.ssh_port else {
             return Err(AccessError::NoSshPort { vm }.into());
@@ -93,6 +99,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             Some(u) => u.to_string(),
             None => crate::cloudinit::guest_user(&ci).map_err(ProvisionError::from)?,
         };
+        // The invoking user's name reaches ssh's command line too
+        // (cloud_init.user is checked at add).
+        check_user(&user)?;
         // The private halves of the keys the seed carries; without a seed,
         // ssh's own defaults (agent, ~/.ssh/id_*) apply.
         let identities = if cfg.guest.cloud_init.is_some() {
@@ -137,4 +146,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             retry_until,
         })
     }
+}
+
+/// A login name ssh cannot mistake for an option.
+fn check_user(user: &str) -> Result<(), AccessError> {
+    crate::ssh::check_user(user).map_err(|reason| AccessError::BadUser {
+        user: crate::suggest::excerpt(user, 64),
+        reason,
+    })
 }

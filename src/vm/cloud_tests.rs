@@ -162,6 +162,22 @@ fn ports_need_a_network_config_and_a_running_vm() {
 }
 
 #[test]
+fn an_ssh_user_that_ssh_would_read_as_an_option_is_refused_first() {
+    let c = case("binary: /bin/sh\nports: [\"8080:80\"]\n");
+    let req = SshRequest {
+        user: Some("-oProxyCommand=touch /tmp/x"),
+        ..Default::default()
+    };
+    let e = run(c.vms.ssh_plan("src", &req)).unwrap_err();
+    assert!(
+        matches!(e, VmError::Access(AccessError::BadUser { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("starts with '-'"), "{e}");
+    assert_eq!(CliError::from(e).code, code::USAGE);
+}
+
+#[test]
 fn ssh_wait_timeout_is_exit_7() {
     let e = VmError::from(AccessError::NoSshServer {
         vm: VmName::new("src").unwrap(),
