@@ -269,3 +269,157 @@ fn alias_bombs_are_refused_and_removed_definitions_give_space_back() {
     );
     assert_eq!(defined(&w), vec![small]);
 }
+
+fn mkfifo(p: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", p.display());
+}
+
+/// `maqet ARGS` within `limit`, else it is killed and the test fails:
+/// these commands used to wait for ever.
+fn within(w: &World, args: &[&str], limit: Duration) -> std::process::Output {
+    let mut child = w
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("maqet {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostileTestKeyOnlyForItsShape maqet-test";
+
+/// FIFOs where a regular file is meant: refused by `add` with their
+/// position; when one replaces a file after `add`, `start`, `storage
+/// ls|verify`, `snapshot list` and `storage attach` answer at once (and
+/// `rm` is not held up), and `autostart` starts the other VMs and
+/// reports the one that failed.
+#[test]
+fn special_files_never_hang_anything() {
+    let w = World::new("cfgfifo");
+    let d = w.dir.path();
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    let f = fifo.display();
+    for (suffix, extra, line) in [
+        (
+            "disk",
+            format!("storage:\n  - {{name: d, type: raw, file: {f}}}\n"),
+            ":9:",
+        ),
+        (
+            "userdata",
+            format!("cloud_init:\n  ssh_authorized_keys: [\"{KEY}\"]\n  user_data_file: {f}\n"),
+            ":10:",
+        ),
+        (
+            "key",
+            format!("cloud_init:\n  ssh_authorized_keys: [{f}]\n"),
+            ":9:",
+        ),
+    ] {
+        let name = w.name(suffix);
+        let file = w.vm_yaml(&name, &extra);
+        let err = w.fails(4, &["add", file.to_str().unwrap()]);
+        assert!(
+            err.contains(&format!("{}{line}", file.display())) && err.contains("a FIFO"),
+            "{suffix}: {err}"
+        );
+    }
+    assert!(defined(&w).is_empty());
+
+    // Regular files at `add`, FIFOs by the time they are used.
+    let user_data = d.join("user-data");
+    std::fs::write(&user_data, "#cloud-config\n").unwrap();
+    let seeded = w.add_vm(
+        "seeded",
+        &format!(
+            "cloud_init:\n  ssh_authorized_keys: [\"{KEY}\"]\n  user_data_file: {}\nautostart: true\n",
+            user_data.display()
+        ),
+    );
+    let plain = w.add_vm("plain", "autostart: true\n");
+    let disk = d.join("disk.qcow2");
+    let disked = w.add_vm(
+        "disked",
+        &format!(
+            "storage:\n  - {{name: d, size: 1M, file: {}}}\n",
+            disk.display()
+        ),
+    );
+    w.ok(&["storage", "create", &disked]);
+    std::fs::remove_file(&user_data).unwrap();
+    mkfifo(&user_data);
+    std::fs::remove_file(&disk).unwrap();
+    mkfifo(&disk);
+    let limit = Duration::from_secs(120);
+
+    // `start` validates the definition again: refused before anything is read.
+    let o = within(&w, &["start", &seeded], limit);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("a FIFO, not a regular file"),
+        "{}",
+        text(&o)
+    );
+    let o = within(&w, &["storage", "ls", &disked], limit);
+    assert!(
+        text(&o).contains("a FIFO, not a disk image"),
+        "{}",
+        text(&o)
+    );
+    let o = within(&w, &["storage", "verify", &disked], limit);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("a FIFO"), "{}", text(&o));
+    let o = within(&w, &["snapshot", "list", &disked], limit);
+    assert!(
+        !o.status.success() && text(&o).contains("a FIFO"),
+        "{}",
+        text(&o)
+    );
+    let o = within(
+        &w,
+        &["storage", "attach", &plain, fifo.to_str().unwrap()],
+        limit,
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("a FIFO"), "{}", text(&o));
+
+    // autostart: the seeded VM fails, the plain one is started anyway.
+    let o = within(&w, &["autostart"], limit);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains(&format!("{seeded}: failed")) && out.contains("a FIFO"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{plain}: started")), "{out}");
+    assert_eq!(w.state(&plain), "running");
+    w.ok(&["stop", &plain, "--force"]);
+
+    // Nothing holds a VM's lock: rm answers at once.
+    let o = within(&w, &["rm", &seeded], limit);
+    assert!(o.status.success(), "{}", text(&o));
+}

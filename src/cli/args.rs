@@ -374,8 +374,11 @@ pub struct DisplayArgs {
 pub struct ScreendumpArgs {
     /// Name of the VM.
     pub name: String,
-    /// Output file; a relative path is relative to the current directory.
+    /// Output file, which must not exist yet; a relative path is relative to the current directory.
     pub file: PathBuf,
+    /// Replace FILE if it exists (a regular file only: never a FIFO, device or directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -305,7 +305,7 @@ impl From<StorageError> for CliError {
             | StorageError::NotAttached { .. }
             | StorageError::Locked { .. } => code::CONFLICT,
             StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
-            StorageError::QmpTimeout { .. } => code::TIMEOUT,
+            StorageError::QmpTimeout { .. } | StorageError::QemuImgTimeout { .. } => code::TIMEOUT,
             StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
             StorageError::State(StateError::Busy { .. }) => code::TIMEOUT,
             _ => code::FAILURE,

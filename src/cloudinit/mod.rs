@@ -122,6 +122,11 @@ pub fn key_files(ci: &CloudInit) -> Result<Vec<PathBuf>, CloudInitError> {
     Ok(out)
 }
 
+/// Largest `.pub` file read (one holds a few keys of a few hundred bytes).
+const MAX_KEY_FILE: u64 = 1 << 20;
+/// Largest `user_data_file` (the seed is a small VFAT volume).
+const MAX_USER_DATA: u64 = 16 << 20;
+
 /// Every authorized key line, inline ones first, then those of
 /// [`key_files`].
 pub fn authorized_keys(ci: &CloudInit) -> Result<Vec<String>, CloudInitError> {
@@ -133,10 +138,13 @@ pub fn authorized_keys(ci: &CloudInit) -> Result<Vec<String>, CloudInitError> {
         .map(|k| k.trim().to_string())
         .collect();
     for path in key_files(ci)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| CloudInitError::Read {
-            what: "the SSH public key",
-            path: path.clone(),
-            source,
+        // Never blocking on a FIFO: this runs at every start, autostart too.
+        let text = crate::files::read_regular(&path, MAX_KEY_FILE).map_err(|source| {
+            CloudInitError::Read {
+                what: "the SSH public key",
+                path: path.clone(),
+                source,
+            }
         })?;
         let found: Vec<String> = text
             .lines()
@@ -318,10 +326,12 @@ pub fn ensure_seed(
     let keys = authorized_keys(ci)?;
     let file_text = match &ci.user_data_file {
         Some(p) => Some(
-            std::fs::read_to_string(p).map_err(|source| CloudInitError::Read {
-                what: "user_data_file",
-                path: p.clone(),
-                source,
+            crate::files::read_regular(p, MAX_USER_DATA).map_err(|source| {
+                CloudInitError::Read {
+                    what: "user_data_file",
+                    path: p.clone(),
+                    source,
+                }
             })?,
         ),
         None => None,

@@ -194,12 +194,25 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
                 let keys: Vec<String> = items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, k)| v.string(k, &format!("{key}[{i}]")))
+                    .filter_map(|(i, k)| {
+                        let name = format!("{key}[{i}]");
+                        let s = v.string(k, &name)?;
+                        // A key file is read at every start (autostart too).
+                        if !crate::cloudinit::is_public_key(&s) {
+                            regular_file(v, k, &name, &s);
+                        }
+                        Some(s)
+                    })
                     .collect();
                 ci.ssh_authorized_keys = Some(keys);
             }
             "user_data" => ci.user_data = v.string(n, &key),
-            "user_data_file" => ci.user_data_file = v.string(n, &key).map(PathBuf::from),
+            "user_data_file" => {
+                ci.user_data_file = v.string(n, &key).map(|s| {
+                    regular_file(v, n, &key, &s);
+                    PathBuf::from(s)
+                })
+            }
             "meta_data" => ci.meta_data = v.string(n, &key),
             "network_config" => ci.network_config = v.string(n, &key),
             other => v.error(
@@ -218,6 +231,15 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
         );
     }
     Some(ci)
+}
+
+/// A file read at start must be a regular file when it exists: a FIFO
+/// would hang the start (holding the VM's lock) until something writes to
+/// it, a device could do anything. A missing one is reported at start.
+fn regular_file(v: &mut Validator, n: &Node, key: &str, path: &str) {
+    if let Some(e) = crate::files::not_regular(std::path::Path::new(path), false) {
+        v.error(&n.loc, format!("{key}: {path}: {e}"));
+    }
 }
 
 fn check_user(v: &mut Validator, n: &Node, key: &str, s: &str) -> bool {

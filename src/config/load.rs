@@ -49,7 +49,8 @@ pub(crate) fn load_file(path: &Path, source: &str) -> Result<Node, ConfigError> 
     }
     let mut bytes = Vec::new();
     // Read one byte past the limit so growth after the metadata call is caught.
-    fs::File::open(path)
+    // Opened without blocking: a FIFO nobody writes to reads as empty.
+    crate::files::open_nonblocking(path)
         .map_err(io_err)?
         .take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)

@@ -240,10 +240,15 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
                     &n.loc,
                     format!("{key}: {} is in the system directory {dir}; keep disk images under your home or maqet's data directory", p.display()),
                 );
-            } else if p.is_dir() {
+            } else if let Some(e) = crate::files::not_regular(&p, true) {
+                // QEMU and qemu-img would block opening a FIFO or read a device.
                 v.error(
                     &n.loc,
-                    format!("{key}: {} is a directory, not a disk image", p.display()),
+                    format!(
+                        "{key}: {} is {}, not a disk image (a regular file or a block device)",
+                        p.display(),
+                        e.kind
+                    ),
                 );
             }
             entry.file = Some(p);

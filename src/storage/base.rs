@@ -29,7 +29,8 @@ pub enum BaseError {
 
 /// sha256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    // A FIFO would block the start that checks it; a device is no image.
+    let mut f = crate::files::open_image(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -25,6 +25,19 @@ pub enum StorageError {
         user: Option<String>,
     },
 
+    /// A disk image that is a FIFO, socket, character device or
+    /// directory: qemu-img (and QEMU) would block opening it or read a
+    /// device, so it is refused before either runs.
+    #[error("{}: it is {kind}, not a disk image (a regular file or a block device)", path.display())]
+    NotAnImage { path: PathBuf, kind: &'static str },
+
+    /// qemu-img did not finish within its deadline and was killed.
+    #[error("`{command}` did not finish within {}s and was stopped (is the image on a hung file system?)", limit.as_secs())]
+    QemuImgTimeout {
+        command: String,
+        limit: std::time::Duration,
+    },
+
     #[error("qemu-img printed something maqet cannot read for {path}: {message}")]
     BadInfo { path: PathBuf, message: String },
 

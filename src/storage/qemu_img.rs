@@ -3,7 +3,8 @@
 //! failure carries qemu-img's own message.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,21 +119,16 @@ impl QemuImg {
         &self.bin
     }
 
-    fn run(&self, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, StorageError> {
+    fn run(&self, args: &[&std::ffi::OsStr], limit: Duration) -> Result<Vec<u8>, StorageError> {
         let shown = || {
             std::iter::once(self.bin.to_string_lossy())
                 .chain(args.iter().map(|a| a.to_string_lossy()))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(|e| StorageError::QemuImg {
-                command: shown(),
-                stderr: format!("cannot run it: {e}"),
-            })?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).env("LC_ALL", "C");
+        let out = output_within(cmd, limit, shown)?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stderr = stderr
@@ -154,15 +150,19 @@ impl QemuImg {
     /// The image and its backing chain, top first. `-U` (force-share) lets
     /// this read images a running QEMU holds.
     pub fn info(&self, path: &Path) -> Result<Vec<ImageInfo>, StorageError> {
-        let out = self.run(&[
-            "info".as_ref(),
-            "-U".as_ref(),
-            "--backing-chain".as_ref(),
-            "--output=json".as_ref(),
-            // A file name is never an option, whatever it starts with.
-            "--".as_ref(),
-            path.as_os_str(),
-        ])?;
+        an_image(path)?;
+        let out = self.run(
+            &[
+                "info".as_ref(),
+                "-U".as_ref(),
+                "--backing-chain".as_ref(),
+                "--output=json".as_ref(),
+                // A file name is never an option, whatever it starts with.
+                "--".as_ref(),
+                path.as_os_str(),
+            ],
+            INFO_LIMIT,
+        )?;
         parse_info(&out).map_err(|message| StorageError::BadInfo {
             path: path.to_path_buf(),
             message,
@@ -198,7 +198,7 @@ impl QemuImg {
         if let Some(s) = &size_text {
             args.push(s.as_ref());
         }
-        self.run(&args).map(drop)
+        self.run(&args, LONG_LIMIT).map(drop)
     }
 
     /// `qemu-img check --output=json [-f FORMAT] [-U] FILE`, whatever its
@@ -219,11 +219,10 @@ impl QemuImg {
         if force_share {
             cmd.arg("-U");
         }
+        an_image(path)?;
         cmd.arg("--").arg(path).env("LC_ALL", "C");
-        let out = cmd.output().map_err(|e| StorageError::QemuImg {
-            command: format!("{} check {}", self.bin.display(), path.display()),
-            stderr: format!("cannot run it: {e}"),
-        })?;
+        let shown = || format!("{} check {}", self.bin.display(), path.display());
+        let out = output_within(cmd, CHECK_LIMIT, shown)?;
         Ok(CheckOutput {
             code: out.status.code(),
             stdout: out.stdout,
@@ -236,13 +235,17 @@ impl QemuImg {
     /// `qemu-img snapshot -c|-a|-d TAG FILE` (needs the image unused).
     /// A lock conflict is [`StorageError::Locked`] (its holder unknown).
     pub fn snapshot(&self, op: SnapshotOp, tag: &str, path: &Path) -> Result<(), StorageError> {
-        self.run(&[
-            "snapshot".as_ref(),
-            op.flag().as_ref(),
-            tag.as_ref(),
-            "--".as_ref(),
-            path.as_os_str(),
-        ])
+        an_image(path)?;
+        self.run(
+            &[
+                "snapshot".as_ref(),
+                op.flag().as_ref(),
+                tag.as_ref(),
+                "--".as_ref(),
+                path.as_os_str(),
+            ],
+            LONG_LIMIT,
+        )
         .map(drop)
         .map_err(|e| match e {
             // qemu-img: "Failed to get "write" lock".
@@ -256,6 +259,73 @@ impl QemuImg {
             }
             e => e,
         })
+    }
+}
+
+/// Deadlines of qemu-img runs: `info` reads headers only; creating and
+/// internal snapshots touch metadata; `check` reads every cluster of an
+/// image that may be large. Past its deadline qemu-img is killed: a file
+/// system that hangs (or a FIFO in a backing chain) must not hang maqet
+/// and the VM lock it may hold.
+const INFO_LIMIT: Duration = Duration::from_secs(60);
+const LONG_LIMIT: Duration = Duration::from_secs(30 * 60);
+const CHECK_LIMIT: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Refuses what qemu-img would block on (a FIFO opens only once someone
+/// writes to it) or should never read (a character device, a socket).
+fn an_image(path: &Path) -> Result<(), StorageError> {
+    match crate::files::not_regular(path, true) {
+        Some(e) => Err(StorageError::NotAnImage {
+            path: path.to_path_buf(),
+            kind: e.kind,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Runs `cmd` to its end, stdin closed, for at most `limit`; then it is
+/// killed and the run is a [`StorageError::QemuImgTimeout`]. The wait is
+/// on a thread of its own, so neither a pipe nor a hung child can hold
+/// the caller past the deadline.
+fn output_within(
+    mut cmd: Command,
+    limit: Duration,
+    shown: impl Fn() -> String,
+) -> Result<Output, StorageError> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| StorageError::QemuImg {
+            command: shown(),
+            stderr: format!("cannot run it: {e}"),
+        })?;
+    // A pidfd names this process even after it was reaped, so the kill
+    // below can never reach a process that got its pid since.
+    let pid = rustix::process::Pid::from_child(&child);
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(|e| StorageError::QemuImg {
+            command: shown(),
+            stderr: format!("cannot read its output: {e}"),
+        }),
+        Err(_) => {
+            // The waiting thread reaps it once it is dead.
+            let kill = rustix::process::Signal::KILL;
+            let _ = match &pidfd {
+                Ok(fd) => rustix::process::pidfd_send_signal(fd, kill),
+                Err(_) => rustix::process::kill_process(pid, kill),
+            };
+            Err(StorageError::QemuImgTimeout {
+                command: shown(),
+                limit,
+            })
+        }
     }
 }
 
@@ -273,6 +343,45 @@ pub(crate) fn parse_info(bytes: &[u8]) -> Result<Vec<ImageInfo>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn special_files_are_refused_before_qemu_img_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("disk.qcow2");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // A qemu-img that would hang if it ran: the refusal comes first.
+        let img = QemuImg {
+            bin: PathBuf::from("/bin/sleep"),
+        };
+        for e in [
+            img.info(&fifo).unwrap_err(),
+            img.check(&fifo, Some("qcow2"), false).unwrap_err(),
+            img.snapshot(SnapshotOp::Create, "s", &fifo).unwrap_err(),
+            img.info(Path::new("/dev/null")).unwrap_err(),
+        ] {
+            assert!(matches!(e, StorageError::NotAnImage { .. }), "{e}");
+            assert!(e.to_string().contains("not a disk image"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_run_past_its_deadline_is_killed_and_reported() {
+        let mut cmd = Command::new("/bin/sleep");
+        cmd.arg("600");
+        let e = output_within(cmd, Duration::from_millis(200), || "sleep 600".into()).unwrap_err();
+        assert!(matches!(e, StorageError::QemuImgTimeout { .. }), "{e}");
+        let mut cmd = Command::new("/bin/echo");
+        cmd.arg("hi");
+        let out = output_within(cmd, Duration::from_secs(60), || "echo".into()).unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+    }
 
     #[test]
     fn parses_info_with_chain_and_snapshots() {

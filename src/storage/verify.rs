@@ -280,6 +280,10 @@ pub fn check_image(
     if meta.is_dir() {
         return Verdict::new(Status::Unreadable, "a directory, not a disk image");
     }
+    if let Some(e) = crate::files::not_regular(path, true) {
+        // qemu-img would block opening a FIFO; a device is no image.
+        return Verdict::new(Status::Unreadable, format!("{}, not a disk image", e.kind));
+    }
     if !allowed(path, Access::READ_OK) {
         return Verdict::new(
             Status::Unreadable,

@@ -1,5 +1,7 @@
 //! `maqet autostart`: start every VM flagged for it that is not running,
-//! all at once (each start waits on its own VM's readiness).
+//! all at once (each start waits on its own VM's readiness). One VM that
+//! fails — or does not finish within its deadline — is reported as
+//! failed, and the others are started all the same.
 
 use std::time::Duration;
 
@@ -12,6 +14,9 @@ use crate::vmname::VmName;
 
 use super::owner::UnitOwner;
 use super::{Notify, Runners, UnitManager, VmError, Vms, Wait};
+
+/// Time a start gets beyond its readiness timeout in `autostart`.
+pub const START_MARGIN: Duration = Duration::from_secs(60);
 
 /// What autostart did with one VM (`--json`: stable keys).
 #[derive(Debug, Serialize)]
@@ -33,18 +38,30 @@ pub fn flagged(data_dir: &DataDir) -> Result<Vec<VmRecord>, VmError> {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// Starts each of `records` that is not running, concurrently.
+    /// Starts each of `records` that is not running, concurrently; each
+    /// start has `timeout` to become ready, and [`START_MARGIN`] more for
+    /// what comes before (its lock, disks, seed).
     pub async fn autostart(
         &self,
         records: &[VmRecord],
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Vec<AutostartResult> {
+        let deadline = timeout + START_MARGIN;
         join_all(records.iter().map(|r| async move {
-            let (result, error) = match self.autostart_one(&r.name, timeout, notify).await {
-                Ok(true) => ("started", None),
-                Ok(false) => ("already_running", None),
-                Err(e) => ("failed", Some(e.to_string())),
+            let started =
+                tokio::time::timeout(deadline, self.autostart_one(&r.name, timeout, notify)).await;
+            let (result, error) = match started {
+                Ok(Ok(true)) => ("started", None),
+                Ok(Ok(false)) => ("already_running", None),
+                Ok(Err(e)) => ("failed", Some(e.to_string())),
+                Err(_) => (
+                    "failed",
+                    Some(format!(
+                        "did not start within {}s; the others were started all the same",
+                        deadline.as_secs()
+                    )),
+                ),
             };
             AutostartResult {
                 name: r.name.clone(),

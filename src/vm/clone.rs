@@ -192,7 +192,7 @@ fn copy_disks(
         )?;
     }
     for (from, to) in copies {
-        let mut r = std::fs::File::open(from).map_err(|e| io(from, e))?;
+        let mut r = crate::files::open_image(from).map_err(|e| io(from, e))?;
         let mut w = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

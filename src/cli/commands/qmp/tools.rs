@@ -13,6 +13,7 @@ use crate::cli::args::{
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::qmp_call::{call, CALL_TIMEOUT};
+use crate::files::{NewFile, NewFileError};
 use crate::ipc::{IpcClient, IpcError};
 use crate::qmp::keys::{self, KeyError};
 use crate::vmname::VmName;
@@ -81,6 +82,14 @@ pub async fn type_text(ctx: &Ctx, a: QmpTypeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+fn new_file_error(e: NewFileError) -> CliError {
+    match e {
+        NewFileError::Exists(_) => CliError::conflict(e.to_string()),
+        NewFileError::NotRegular { .. } => CliError::usage(e.to_string()),
+        NewFileError::Io { .. } => CliError::failure(e.to_string()),
+    }
+}
+
 /// PNG when the name ends in `.png` (any case), PPM otherwise.
 fn wants_png(file: &Path) -> bool {
     file.extension()
@@ -94,12 +103,15 @@ pub async fn screendump(ctx: &Ctx, a: ScreendumpArgs) -> Result<(), CliError> {
     let png = wants_png(&file);
     let (vm, _) = ctx.vm(&a.name)?;
     let mut client = ctx.runner(&vm).await?;
-    let mut args = json!({"filename": file.to_string_lossy()});
+    // QEMU writes a new file of maqet's beside FILE, which is moved into
+    // place afterwards: QEMU never opens FILE itself (a disk image, a FIFO).
+    let out = NewFile::create(&file, a.force).map_err(new_file_error)?;
+    let mut args = json!({"filename": out.path().to_string_lossy()});
     if png {
         args["format"] = json!("png");
     }
     match call(&mut client, "screendump", Some(args)).await {
-        Ok(_) => Ok(()),
+        Ok(_) => out.commit().map_err(new_file_error),
         Err(e) if e.code == code::QMP_ERROR && e.message.contains("no console") => {
             Err(CliError::new(
                 code::QMP_ERROR,
