@@ -404,7 +404,7 @@ fn special_files_never_hang_anything() {
         &["storage", "attach", &plain, fifo.to_str().unwrap()],
         limit,
     );
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("a FIFO"), "{}", text(&o));
 
     // autostart: the seeded VM fails, the plain one is started anyway.

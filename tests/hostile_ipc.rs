@@ -489,3 +489,52 @@ fn an_ssh_user_is_never_an_option_of_ssh() {
     assert!(ran.is_empty(), "ssh ran the command: {ran:?}");
     w.ok(&["stop", &vm, "--force"]);
 }
+
+/// A screendump never goes to a FIFO (QEMU used to block in `open()`
+/// until the watchdog killed the VM) nor over a file that exists, unless
+/// `--force` and that file is a regular one.
+#[test]
+fn screendumps_never_block_qemu_or_overwrite_what_they_should_not() {
+    let w = World::new("shot");
+    let vm = w.add_vm("s", "  - device: VGA\n");
+    w.ok(&["start", &vm]);
+    let before = pids(&w, &vm);
+    let d = w.dir.path();
+    let fifo = d.join("fifo.ppm");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let f = fifo.to_str().unwrap();
+
+    let args = format!(r#"{{"filename":"{f}"}}"#);
+    let err = w.fails(2, &["qmp", "run", &vm, "screendump", &args]);
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+    let err = w.fails(2, &["qmp", "screendump", &vm, f]);
+    assert!(err.contains("a FIFO"), "{err}");
+    let err = w.fails(2, &["qmp", "screendump", &vm, f, "--force"]);
+    assert!(err.contains("never replaced"), "{err}");
+
+    // An existing file (say, a disk image) is kept unless --force.
+    let image = d.join("disk.qcow2");
+    std::fs::write(&image, "QFI\u{fb} stands in for a disk").unwrap();
+    let err = w.fails(5, &["qmp", "screendump", &vm, image.to_str().unwrap()]);
+    assert!(err.contains("--force"), "{err}");
+    assert!(std::fs::read(&image).unwrap().starts_with(b"QFI"));
+    w.ok(&["qmp", "screendump", &vm, image.to_str().unwrap(), "--force"]);
+    assert!(std::fs::read(&image).unwrap().starts_with(b"P6"));
+    let new = d.join("new.ppm");
+    w.ok(&["qmp", "screendump", &vm, new.to_str().unwrap()]);
+    assert!(std::fs::read(&new).unwrap().starts_with(b"P6"));
+    let temps: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+
+    assert_untouched(&w, &vm, before);
+    w.ok(&["stop", &vm, "--force"]);
+}

@@ -125,6 +125,11 @@ const TOKENS: &[&str] = &[
     "json:{}",
     "ssh://h/x",
     "mon:stdio",
+    // Special files where a regular file is meant.
+    "./fifo",
+    "/dev/null",
+    "/dev/zero",
+    "user_data_file",
     "resources",
     "restart",
     "console",
@@ -181,6 +186,10 @@ fn seeds() -> Vec<String> {
          \x20 - {name: s, type: virtfs, path: ./share, options: {mount_tag: m, readonly: true}}\n"
             .to_string(),
         "args: [-m, 128M]\nstorage:\n  - &d {name: a, size: 1M}\n  - <<: *d\n    name: b\n"
+            .to_string(),
+        // Files read at start; mutations turn them into ./fifo or /dev/null.
+        "cloud_init:\n  ssh_authorized_keys: [\"ssh-ed25519 AAAAC3Nz k\", ./k.pub]\n  user_data_file: ./ud\n\
+         storage:\n  - {name: r, type: raw, file: ./r.img}\n"
             .to_string(),
     ];
     for name in [
@@ -358,8 +367,16 @@ fn loader_survives_mutated_and_random_yaml() {
             format!("{binary}{body}")
         })
         .collect();
-    // What example 2 needs beside it.
+    // What example 2 needs beside it, and a FIFO for the hostile tokens.
     fs::create_dir_all(env.dir.join("share")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &env.dir.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     env.file("images/base.qcow2", "stands in for a base image");
     // MAQET_FUZZ_SEED explores other inputs by hand; the suite uses SEED.
     let seed = std::env::var("MAQET_FUZZ_SEED")

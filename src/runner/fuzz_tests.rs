@@ -23,6 +23,9 @@ const VALID: &[&str] = &[
     r#"{"id":5,"method":"stop"}"#,
     r#"{"id":6,"method":"console","params":{"replay":true,"follow":false}}"#,
     r#"{"id":18446744073709551615,"method":"stop","params":{"timeout":86400}}"#,
+    r#"{"id":7,"method":"qmp","params":{"execute":"netdev_add","arguments":{"type":"user","id":"n"}}}"#,
+    r#"{"id":8,"method":"qmp","params":{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"d","file":{"driver":"file","filename":"/tmp/maqet-fuzz-none.qcow2"}}}}"#,
+    r#"{"id":9,"method":"qmp","params":{"execute":"screendump","arguments":{"filename":"/tmp/maqet-fuzz-none.ppm"}}}"#,
 ];
 
 /// Pieces a mutation splices in: JSON syntax and extreme numbers.
@@ -53,6 +56,16 @@ const PIECES: &[&str] = &[
     "\"id\":",
     "\"method\":\"stop\"",
     "\"execute\":\"migrate\"",
+    "\"type\":\"vde\"",
+    "\"type\":\"tap\"",
+    "\"driver\":\"ssh\"",
+    "cmd://",
+    "json:",
+    "rbd:",
+    " no",
+    "/dev/null",
+    "\"filename\":\"/dev/null\"",
+    "\"execute\":\"screendump\"",
 ];
 
 /// Requests that must be refused with `kind`, whatever the fake answers.
@@ -117,6 +130,17 @@ fn hostile() -> Vec<(String, ErrorKind)> {
         r#"{"execute":"migrate","arguments":{"uri":"exec:true"}}"#,
         r#"{"execute":"migrate-incoming","arguments":{"channels":[{"channel-type":"main","addr":{"transport":"exec","args":["true"]}}]}}"#,
         r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"n","script":"/bin/sh"}}"#,
+        // The issue's example and its relatives.
+        r#"{"execute":"netdev_add","arguments":{"type":"vde","id":"v","sock":"cmd://sh -c \"id > /tmp/f\""}}"#,
+        r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"n","script":" no","downscript":"no"}}"#,
+        r#"{"execute":"netdev_add","arguments":{"type":"user","id":"u","guestfwd":[{"str":"tcp:10.0.2.100:1-mon:stdio"}]}}"#,
+        r#"{"execute":"blockdev-add","arguments":{"driver":"ssh","node-name":"s","server":{"host":"h"},"path":"/x"}}"#,
+        r#"{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r","file":"json:{\"driver\":\"rbd\"}"}}"#,
+        r#"{"execute":"drive-mirror","arguments":{"device":"d","target":"gluster://h/v/i","sync":"full"}}"#,
+        // Special files QEMU would open in its main loop.
+        r#"{"execute":"screendump","arguments":{"filename":"/dev/null"}}"#,
+        r#"{"execute":"screendump","arguments":{"filename":"/"}}"#,
+        r#"{"execute":"dump-guest-memory","arguments":{"paging":false,"protocol":"file:/dev/zero"}}"#,
     ] {
         v.push((
             format!(r#"{{"id":1,"method":"qmp","params":{policy}}}"#),
