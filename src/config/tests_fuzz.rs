@@ -371,7 +371,7 @@ fn loader_survives_mutated_and_random_yaml() {
     fs::create_dir_all(env.dir.join("share")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &env.dir.join("fifo"),
+        env.dir.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
