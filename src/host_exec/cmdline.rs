@@ -291,6 +291,10 @@ fn option(name: &str, value: &str) -> Option<Finding> {
             .is_some_and(|p| p.eq_ignore_ascii_case("mon:"))
             .then(|| Finding(SECOND_MONITOR.into())),
         "semihosting-config" => Some(semihosting()),
+        "chardev" => checked(pairs(Some("backend"), false), &super::own_descriptor),
+        "add-fd" => Some(Finding(
+            "-add-fd: QEMU's only descriptors are maqet's QMP and console channels".into(),
+        )),
         _ => None,
     }
 }
@@ -440,6 +444,9 @@ mod tests {
             &["-net", "vde"],
             &["-netdev", "{\"type\":\"vde\"}"],
             &["-netdev", "{broken"],
+            &["-chardev", "socket,id=c,fd=4"],
+            &["-add-fd", "fd=4,set=1"],
+            &["-netdev", "socket,id=s,fd=5"],
         ] {
             assert!(refused(bad), "{bad:?}");
         }

@@ -65,6 +65,29 @@ pub fn command_line(words: &[String]) -> Result<(), Refusal> {
     cmdline::check(words)
 }
 
+/// A descriptor number or an `fd`-typed socket address anywhere in `p`:
+/// QEMU would take a descriptor of its own, and the only ones it has are
+/// maqet's QMP and console channels (`getfd`/`add-fd` are refused, so no
+/// name can stand for another).
+fn own_descriptor(p: &opts::Pairs) -> Option<Finding> {
+    let fd_key = |k: &str| {
+        matches!(
+            opts::last_name(k),
+            "fd" | "fds" | "vhostfd" | "vhostfds" | "sock_fd"
+        )
+    };
+    p.iter()
+        .find(|(k, v)| {
+            fd_key(k) || (k.ends_with("type") && k.contains('.') && v.as_str() == Some("fd"))
+        })
+        .map(|(k, _)| {
+            Finding(format!(
+                "'{}': QEMU would take one of its own file descriptors (maqet's QMP and console channels)",
+                shown(k)
+            ))
+        })
+}
+
 /// QEMU matches `exec:` exactly; refusing any case and leading blanks
 /// costs nothing and does not depend on that.
 fn is_exec_uri(uri: &str) -> bool {

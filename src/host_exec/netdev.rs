@@ -79,6 +79,7 @@ pub(super) fn check(p: &Pairs, form: Form) -> Option<Finding> {
         let found = match t {
             "tap" => tap(p),
             "user" => user(p),
+            "socket" | "stream" | "dgram" | "vhost-vdpa" => super::own_descriptor(p),
             _ => None,
         };
         if found.is_some() {
@@ -180,6 +181,14 @@ mod tests {
         assert!(opt("none", Form::Nic).is_none());
         assert!(opt("nic,model=e1000", Form::Net).is_none());
         assert!(opt("nic", Form::Nic).is_some());
+        for bad in [
+            "socket,id=s,fd=4",
+            "stream,id=s,addr.type=fd,addr.str=4",
+            "dgram,id=d,local.type=fd,local.str=5",
+            "vhost-vdpa,id=v,vhostfd=4",
+        ] {
+            assert!(opt(bad, Form::Netdev).is_some(), "{bad}");
+        }
         for ok in [
             "user,id=n,hostfwd=tcp::2222-:22",
             "socket,id=s,listen=:1234",

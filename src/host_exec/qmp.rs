@@ -32,6 +32,7 @@ pub(super) fn check(command: &str, arguments: Option<&Value>) -> Option<Finding>
         "migrate" | "migrate-incoming" => migration(args),
         "netdev_add" => netdev::check(&flatten(args), Form::Netdev),
         c if BLOCK_COMMANDS.contains(&c) => block::check(&flatten(args)),
+        "chardev-add" | "chardev-change" => super::own_descriptor(&flatten(args)),
         "object-add" => {
             let p = flatten(args);
             let vmstate = values(&p, "qom-type").any(|t| t.as_str() == Some("dbus-vmstate"));
@@ -118,6 +119,11 @@ mod tests {
                 json!({"qom-type": "dbus-vmstate", "id": "d", "addr": "autolaunch:"}),
             ),
             ("migrate", json!({"uri": " exec:true"})),
+            (
+                "chardev-add",
+                json!({"id": "c", "backend": {"type": "socket", "data":
+                {"addr": {"type": "fd", "data": {"str": "4"}}}}}),
+            ),
         ] {
             assert!(check(cmd, Some(&args)).is_some(), "{cmd} {args}");
         }
@@ -141,6 +147,11 @@ mod tests {
             (
                 "screendump",
                 json!({"filename": "/tmp/x.ppm", "format": "ppm"}),
+            ),
+            (
+                "chardev-add",
+                json!({"id": "c", "backend": {"type": "socket", "data":
+                {"addr": {"type": "unix", "data": {"path": "/tmp/s"}}, "server": false}}}),
             ),
         ] {
             assert!(check(cmd, Some(&args)).is_none(), "{cmd} {args}");
