@@ -478,8 +478,10 @@ fn an_ssh_user_is_never_an_option_of_ssh() {
     let marker = w.dir.path().join("ran");
     let vm = w.add_vm("s", "ssh: true\n");
     w.ok(&["start", &vm]);
+    // With a remote command, the old argv left ssh a destination ("true"),
+    // so the ProxyCommand ran.
     let user = format!("--user=-oProxyCommand=touch {}", marker.display());
-    let err = w.fails(2, &["ssh", &vm, &user]);
+    let err = w.fails(2, &["ssh", &vm, &user, "--", "true"]);
     assert!(err.contains("starts with '-'"), "{err}");
     let ran: Vec<_> = std::fs::read_dir(w.dir.path())
         .unwrap()
