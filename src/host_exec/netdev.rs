@@ -237,6 +237,8 @@ mod tests {
             "user,id=u,guestfwd=tcp:10.0.2.100:1-mon:stdio",
             "user,id=u,guestfwd=tcp:10.0.2.100:1-tcp:1.2.3.4:5,guestfwd=:10.0.2.9:2-cmd:sh",
             "user,id=u,guestfwd=tcp:10.0.2.100:1",
+            // QemuOpts' short form: smb=off, and QEMU runs smbd for "off".
+            "user,id=u,nosmb",
         ] {
             assert!(opt(bad, Form::Netdev).is_some(), "{bad}");
         }

@@ -98,7 +98,9 @@ pub(super) struct Syntax {
 /// `name=value,…` syntax (QemuOpts; keyval reads the same text the same
 /// way or refuses it): a name ends at the first `=` or `,`; a value ends
 /// at a single comma, `,,` being a literal comma; a name without `=` is
-/// `name=on`, except that the first one is the value of the implied key.
+/// `name=on` — and `noNAME` is also `NAME=off`, QemuOpts' old short form
+/// (`nosmb` is `smb=off`, which runs smbd on a share named "off") — except
+/// that the first one is the value of the implied key.
 pub(super) fn parse(value: &str, syntax: Syntax) -> Result<Pairs, Finding> {
     if syntax.json && value.starts_with('{') {
         return serde_json::from_str::<Value>(value)
@@ -124,7 +126,11 @@ pub(super) fn parse(value: &str, syntax: Syntax) -> Result<Pairs, Finding> {
             rest = &rest[used..];
         } else {
             if end > 0 {
-                out.push((rest[..end].to_string(), Val::Str("on".into())));
+                let name = &rest[..end];
+                out.push((name.to_string(), Val::Str("on".into())));
+                if let Some(short) = name.strip_prefix("no").filter(|n| !n.is_empty()) {
+                    out.push((short.to_string(), Val::Str("off".into())));
+                }
             }
             rest = rest.get(end + 1..).unwrap_or("");
         }
@@ -185,6 +191,9 @@ mod tests {
         // The implied key only for a first part without '='.
         let p = parse("id=n,tap", NETDEV).unwrap();
         assert_eq!(p[1], ("tap".into(), s("on")));
+        // The old short form: `nosmb` is also `smb=off`.
+        let p = parse("user,nosmb", NETDEV).unwrap();
+        assert!(p.contains(&("smb".into(), s("off"))), "{p:?}");
     }
 
     #[test]
