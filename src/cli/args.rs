@@ -79,7 +79,7 @@ pub enum Command {
     Enable(EnableArgs),
     /// Unmark a VM for autostart.
     Disable(EnableArgs),
-    /// Start every VM marked for autostart that is not running.
+    /// Start every VM marked for autostart that is not running; one that fails is reported and the others are started all the same.
     Autostart(AutostartArgs),
     /// Check the user session, lingering, KVM, QEMU, the journal, the
     /// database and leftover units; --fix repairs what is safe to repair.
