@@ -44,6 +44,13 @@ impl DataDir {
         &self.0
     }
 
+    /// QEMU's working directory (its unit's `WorkingDirectory=`): the
+    /// relative paths QEMU is given, in `args` and unresolved `arguments`,
+    /// name files here.
+    pub fn qemu_cwd(&self) -> &Path {
+        &self.0
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.0.join("maqet.db")
     }

@@ -124,7 +124,14 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
     let doc =
         crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
     let cfg = doc.validate().unwrap();
-    let e = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap_err();
+    let e = plan_disks(
+        &cfg,
+        c.dir.path(),
+        &c.dir.path().join("dst"),
+        true,
+        c.dir.path(),
+    )
+    .unwrap_err();
     assert!(matches!(e, CloneError::SharedFile { .. }), "{e}");
     assert!(
         e.to_string()
@@ -134,7 +141,14 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
     // A disk not made yet is made fresh by the clone's first start.
     let (_, rec) = c.vms.record("src").unwrap();
     let cfg = stored_config(&rec).unwrap();
-    let plan = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap();
+    let plan = plan_disks(
+        &cfg,
+        c.dir.path(),
+        &c.dir.path().join("dst"),
+        true,
+        c.dir.path(),
+    )
+    .unwrap();
     assert_eq!(plan, [DiskPlan::Fresh]);
 }
 
