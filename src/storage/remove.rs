@@ -160,6 +160,36 @@ fn lock_on(dir: &OwnedFd, name: &std::ffi::OsStr, found: &Found) -> Option<Strin
     }
 }
 
+/// Removes `dir` if it is an empty directory, reached without following a
+/// symlink: for a directory of maqet's own data directory that belongs to
+/// one VM by its name (`disks/VM`, `cloud-init/VM`) but that an earlier VM
+/// of the name made, so no record proves it. An empty directory holds
+/// nothing to lose; one that holds anything stays.
+pub fn remove_empty_dir(dir: &Path) -> Removal {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Removal::KeptUnproven(format!("{} names no directory", dir.display()));
+    };
+    if !dir.is_absolute() {
+        return Removal::KeptUnproven(format!("{} is not an absolute path", dir.display()));
+    }
+    let fd = match open_dir_nofollow(parent) {
+        Ok(fd) => fd,
+        Err(r) => return r,
+    };
+    match stat_at(&fd, Path::new(name)) {
+        Ok(f) if f.file_type == FileType::Directory => {}
+        Ok(_) => return Removal::KeptUnproven("it is not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Removal::AlreadyGone,
+        Err(e) => return Removal::Failed(format!("cannot examine it: {e}")),
+    }
+    match unlinkat(&fd, name, AtFlags::REMOVEDIR) {
+        Ok(()) => Removal::Deleted,
+        Err(Errno::NOENT) => Removal::AlreadyGone,
+        Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Removal::KeptNotEmpty,
+        Err(e) => Removal::Failed(e.to_string()),
+    }
+}
+
 /// Deletes the regular files `names` from the directory `dir` — files
 /// another program made in a directory maqet created and recorded as
 /// `expected` — reached without following a symlink, only while `dir` is
@@ -358,6 +388,28 @@ mod tests {
         assert!(matches!(out[1].1, Removal::KeptUnproven(_)), "{out:?}");
         assert_eq!(out.len(), 2);
         assert!(tpm.join("mine.txt").exists() && tpm.join("link").is_symlink());
+    }
+
+    #[test]
+    fn only_an_empty_real_directory_is_removed_without_a_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let d = root.join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), "").unwrap();
+        assert_eq!(remove_empty_dir(&d), Removal::KeptNotEmpty);
+        std::os::unix::fs::symlink(&d, root.join("l")).unwrap();
+        std::fs::remove_file(d.join("f")).unwrap();
+        assert!(matches!(
+            remove_empty_dir(&root.join("l")),
+            Removal::KeptUnproven(_)
+        ));
+        assert!(matches!(
+            remove_empty_dir(&root.join("l/x")),
+            Removal::KeptUnproven(_)
+        ));
+        assert_eq!(remove_empty_dir(&d), Removal::Deleted);
+        assert_eq!(remove_empty_dir(&d), Removal::AlreadyGone);
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub enum Notice {
     DeletedLeftover {
         path: PathBuf,
     },
+    /// The VM's own directory in the data directory, empty, that an earlier
+    /// VM of the name had made.
+    DeletedEmptyDir {
+        path: PathBuf,
+    },
     /// Something that did not stop the command but should be known.
     Warning {
         message: String,
@@ -83,6 +88,9 @@ impl std::fmt::Display for Notice {
                 path.display()
             ),
             Notice::DeletedTpmState { path } => write!(f, "deleted {} (TPM state)", path.display()),
+            Notice::DeletedEmptyDir { path } => {
+                write!(f, "deleted {} (empty directory of the VM)", path.display())
+            }
             Notice::DeletedLeftover { path } => write!(
                 f,
                 "deleted {} (left half-written by an interrupted maqet command)",

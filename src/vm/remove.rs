@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{canonical, normalize, StorageKind};
 use crate::state::{CreatedFile, FileIdentity, FileKind, VmRecord};
-use crate::storage::remove::remove_inside;
+use crate::storage::remove::{remove_empty_dir, remove_inside};
 use crate::storage::{self as st, tmp, Removal};
 use crate::vmname::VmName;
 
@@ -156,7 +156,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             if let Notice::Deleted { path, .. }
             | Notice::DeletedNamed { path }
             | Notice::DeletedTpmState { path }
-            | Notice::DeletedLeftover { path } = &n
+            | Notice::DeletedLeftover { path }
+            | Notice::DeletedEmptyDir { path } = &n
             {
                 deleted.borrow_mut().push(path.clone());
             }
@@ -175,6 +176,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                         say(Notice::Kept { path, why })
                     }
                     Removal::Failed(error) => failed.push(RemoveFailure::Delete { path, error }),
+                }
+            }
+            // The VM's own directories in the data directory, made by an
+            // earlier VM of the name (so not recorded), go when empty.
+            for dir in [
+                self.disk_dir(vm),
+                crate::cloudinit::seed_dir(self.data_dir.path(), vm.as_str()),
+            ] {
+                if created.contains(&canonical(&dir)) {
+                    continue;
+                }
+                if remove_empty_dir(&dir) == Removal::Deleted {
+                    say(Notice::DeletedEmptyDir { path: dir });
                 }
             }
         } else {

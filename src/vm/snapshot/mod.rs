@@ -18,6 +18,7 @@ mod tests;
 use std::path::PathBuf;
 
 use crate::ipc::protocol::FreezeReport;
+use crate::state::Store;
 use crate::storage::live::Progress;
 use crate::storage::snapshot as snap;
 use crate::vmname::VmName;
@@ -201,7 +202,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         images: &[(String, PathBuf)],
         op: SnapshotOp,
     ) -> Result<(), VmError> {
-        let refs = self.references(&self.store()?, None).await?;
+        // Read only: a snapshot works on a data directory that is full.
+        let Some(store) = Store::open_read_only(&self.data_dir.db_path())? else {
+            return Ok(());
+        };
+        let refs = self.references(&store, None).await?;
         for (drive, path) in images {
             let users = refs.backing_users_of_path(path);
             if !users.is_empty() {
