@@ -12,13 +12,14 @@ use super::{Finding, Severity};
 use crate::paths::DataDir;
 use crate::storage::tmp;
 use crate::storage::Removal;
+use crate::vm::verify::file_dirs;
 use crate::vmname::VmName;
 
 const CHECK: &str = "leftovers";
 
 /// The directories maqet writes VM files in: every `disks/VM` and
-/// `cloud-init/VM` of the data directory, and the directory of every
-/// `storage:` image the definitions name.
+/// `cloud-init/VM` of the data directory (also of VMs no longer defined,
+/// or not yet: an interrupted clone), and each defined VM's (`file_dirs`).
 fn dirs(data_dir: &DataDir, vms: &[DefinedVm]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     let mut add = |d: &Path| {
@@ -27,7 +28,7 @@ fn dirs(data_dir: &DataDir, vms: &[DefinedVm]) -> Vec<PathBuf> {
         }
     };
     for top in ["disks", "cloud-init"] {
-        if let Ok(entries) = std::fs::read_dir(data_dir.path().join(top)) {
+        if let Ok(entries) = std::fs::read_dir(data_dir.resolved().path().join(top)) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     add(&e.path());
@@ -39,11 +40,8 @@ fn dirs(data_dir: &DataDir, vms: &[DefinedVm]) -> Vec<PathBuf> {
         let (Ok(cfg), Ok(name)) = (&vm.config, VmName::new(&vm.name)) else {
             continue;
         };
-        let disk_dir = data_dir.disk_dir(&name);
-        for e in cfg.storage().iter().filter(|e| e.virtfs.is_none()) {
-            if let Some(d) = e.path(&disk_dir).parent() {
-                add(d);
-            }
+        for d in file_dirs(data_dir, &name, cfg) {
+            add(&d);
         }
     }
     out

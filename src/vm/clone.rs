@@ -265,7 +265,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let tx = store.begin_write()?;
         let mut deleted = Vec::new();
         let mut kept = Vec::new();
-        for left in tmp::leftovers(&self.disk_dir(vm)) {
+        for left in tmp::leftovers(&self.data_dir.resolved().disk_dir(vm)) {
             match tmp::remove_leftover(&left.path) {
                 Removal::Deleted => deleted.push(left.path),
                 Removal::AlreadyGone => {}

@@ -77,7 +77,7 @@ pub enum VmError {
     DeletedUnrecorded {
         vm: VmName,
         deleted: Vec<PathBuf>,
-        error: StateError,
+        error: Box<StateError>,
     },
     #[error("VM '{vm}' was not removed:{}", failures.iter().map(|f| format!("\n  {f}")).collect::<String>())]
     NotRemoved {

@@ -180,9 +180,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             // The VM's own directories in the data directory, made by an
             // earlier VM of the name (so not recorded), go when empty.
+            let real = self.data_dir.resolved();
             for dir in [
-                self.disk_dir(vm),
-                crate::cloudinit::seed_dir(self.data_dir.path(), vm.as_str()),
+                real.disk_dir(vm),
+                crate::cloudinit::seed_dir(real.path(), vm.as_str()),
             ] {
                 if created.contains(&canonical(&dir)) {
                     continue;
@@ -244,7 +245,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             return Err(VmError::DeletedUnrecorded {
                 vm: vm.clone(),
                 deleted,
-                error,
+                error: Box::new(error),
             });
         }
         if failed.is_empty() {

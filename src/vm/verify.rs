@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use crate::config::{canonical, VmConfig};
+use crate::paths::DataDir;
 use crate::state::{Store, VmRecord};
+use crate::storage::disks::canonical_parent;
 use crate::storage::verify::{leftover_checks, verify_vm, DiskCheck, Role, Status};
 use crate::vmname::VmName;
 
@@ -76,26 +78,33 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 &created,
                 running,
             ));
-            out.extend(leftover_checks(vm.as_str(), &self.file_dirs(&vm, &cfg)));
+            out.extend(leftover_checks(
+                vm.as_str(),
+                &file_dirs(&self.data_dir, &vm, &cfg),
+            ));
         }
         Ok(out)
     }
+}
 
-    /// The directories where maqet writes `vm`'s files: its disk directory,
-    /// that of every `storage:` image, and its cloud-init seed directory.
-    pub fn file_dirs(&self, vm: &VmName, cfg: &VmConfig) -> Vec<PathBuf> {
-        let disk_dir = self.disk_dir(vm);
-        let mut dirs = vec![
-            disk_dir.clone(),
-            crate::cloudinit::seed_dir(self.data_dir.path(), vm.as_str()),
-        ];
-        for e in cfg.storage().iter().filter(|e| e.virtfs.is_none()) {
-            if let Some(d) = e.path(&disk_dir).parent() {
-                if !dirs.iter().any(|x| x == d) {
-                    dirs.push(d.to_path_buf());
-                }
+/// The directories where maqet writes `vm`'s files: its disk directory,
+/// that of every `storage:` image, and its cloud-init seed directory.
+/// Paths as maqet walks them (storage/tmp.rs): below the data directory's
+/// resolved path, and images' directories resolved as at their creation.
+pub fn file_dirs(data_dir: &DataDir, vm: &VmName, cfg: &VmConfig) -> Vec<PathBuf> {
+    let real = data_dir.resolved();
+    let disk_dir = data_dir.disk_dir(vm);
+    let mut dirs = vec![
+        real.disk_dir(vm),
+        crate::cloudinit::seed_dir(real.path(), vm.as_str()),
+    ];
+    for e in cfg.storage().iter().filter(|e| e.virtfs.is_none()) {
+        let image = canonical_parent(&e.path(&disk_dir));
+        if let Some(d) = image.parent() {
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_path_buf());
             }
         }
-        dirs
     }
+    dirs
 }
