@@ -61,12 +61,17 @@ define() { # NAME STORAGE-YAML
 
 # KILL_AFTER ARGS...: runs `maqet ARGS` and SIGKILLs its process group after
 # KILL_AFTER seconds (GNU timeout makes itself the group leader and signals
-# the whole group). Prints "killed" or "finished RC".
+# the whole group), then waits until every process of the group is gone (a
+# process in the middle of a system call, an fsync say, dies only when it
+# returns). Prints "killed" or "finished RC".
 killed_run() {
     local after=$1
     shift
-    timeout -s KILL "$after" maqet "$@" >"$work/out" 2>&1
+    timeout -s KILL "$after" maqet "$@" >"$work/out" 2>&1 &
+    local group=$!
+    wait "$group"
     local rc=$?
+    while pgrep -g "$group" >/dev/null; do sleep 0.01; done
     if ((rc == 137 || rc == 124)); then echo killed; else echo "finished $rc"; fi
 }
 

@@ -166,7 +166,15 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut failed = Vec::new();
         if delete_created {
             self.delete_tpm_state(vm, &records, &in_use, &say, &mut failed);
-            delete_leftovers(&records, &say, &mut failed);
+            let mut dirs = record_dirs(&records);
+            if let Ok(cfg) = stored_config(rec) {
+                for d in super::verify::file_dirs(&self.data_dir, vm, &cfg) {
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
+                }
+            }
+            delete_leftovers(&dirs, &say, &mut failed);
             for (path, kind, outcome) in st::delete_created(vm.as_str(), &tx, &in_use)? {
                 match outcome {
                     Removal::Deleted => say(Notice::Deleted { path, kind }),
@@ -306,10 +314,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 }
 
-/// Temporary files a killed maqet left in the directories of the VM's
-/// created files (storage/tmp.rs): they would keep those directories, and
-/// nobody else would ever remove them.
-fn delete_leftovers(records: &[CreatedFile], say: Notify, failed: &mut Vec<RemoveFailure>) {
+/// The directories of the VM's created files (and the created directories).
+fn record_dirs(records: &[CreatedFile]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for f in records {
         let dir = match f.kind {
@@ -320,6 +326,13 @@ fn delete_leftovers(records: &[CreatedFile], say: Notify, failed: &mut Vec<Remov
             dirs.push(dir);
         }
     }
+    dirs
+}
+
+/// Temporary files a killed maqet left in `dirs`, the VM's directories
+/// (storage/tmp.rs): they would keep those directories, and nobody else
+/// would ever remove them.
+fn delete_leftovers(dirs: &[PathBuf], say: Notify, failed: &mut Vec<RemoveFailure>) {
     for dir in dirs {
         for left in tmp::leftovers(&dir) {
             match tmp::remove_leftover(&left.path) {
