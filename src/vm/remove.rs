@@ -334,7 +334,7 @@ fn record_dirs(records: &[CreatedFile]) -> Vec<PathBuf> {
 /// would ever remove them.
 fn delete_leftovers(dirs: &[PathBuf], say: Notify, failed: &mut Vec<RemoveFailure>) {
     for dir in dirs {
-        for left in tmp::leftovers(&dir) {
+        for left in tmp::leftovers(dir) {
             match tmp::remove_leftover(&left.path) {
                 Removal::Deleted => say(Notice::DeletedLeftover { path: left.path }),
                 Removal::AlreadyGone => {}
