@@ -44,6 +44,21 @@ impl DataDir {
         &self.0
     }
 
+    /// The same directory with its symlinks resolved (as it is now; itself
+    /// when it does not exist). What maqet walks below it without following
+    /// a symlink starts here: a data directory reached through a symlinked
+    /// home is the user's choice, a symlink inside it is not maqet's.
+    pub fn resolved(&self) -> DataDir {
+        DataDir(std::fs::canonicalize(&self.0).unwrap_or_else(|_| self.0.clone()))
+    }
+
+    /// QEMU's working directory (its unit's `WorkingDirectory=`): the
+    /// relative paths QEMU is given, in `args` and unresolved `arguments`,
+    /// name files here.
+    pub fn qemu_cwd(&self) -> &Path {
+        &self.0
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.0.join("maqet.db")
     }

@@ -3,11 +3,15 @@
 //! port choice), and the runner calls [`runner_argv`] to add the seed drive
 //! and the user-mode NIC to QEMU's command line and the ports to `STATUS=`.
 
+use std::path::{Path, PathBuf};
+
 use crate::cloudinit::{self, CloudInitError, SeedOutcome};
 use crate::config::VmConfig;
 use crate::paths::{DataDir, PathError};
 use crate::ports::{self, PortError, PortPlan};
+use crate::state::{FileKind, StateError, Store};
 use crate::storage::base::{verify_bases, BaseError};
+use crate::storage::disks::canonical_parent;
 use crate::vmname::VmName;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,8 @@ pub enum ProvisionError {
     Ports(#[from] PortError),
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("VM '{0}' forwards ports but no port plan was published; start it with `maqet start`, which chooses them")]
     NoPlan(String),
 }
@@ -33,16 +39,40 @@ pub struct Prepared {
 
 /// Everything that must hold before the VM's units are created. Nothing
 /// here needs undoing on a failed start: the seed and the plan are
-/// rewritten by the next start, and a base is never written.
+/// rewritten by the next start, and a base is never written. The seed's
+/// files are recorded in `store` as created by maqet (so `rm
+/// --delete-storage` deletes them the way it deletes disks, and plain `rm`
+/// keeps them).
 pub fn prepare(
     data_dir: &DataDir,
     vm: &VmName,
     cfg: &VmConfig,
+    store: &Store,
 ) -> Result<Prepared, ProvisionError> {
     verify_bases(cfg, &data_dir.disk_dir(vm))?;
     let mut out = Prepared::default();
     if let Some(ci) = &cfg.guest.cloud_init {
-        out.seed = Some(cloudinit::ensure_seed(data_dir.path(), vm.as_str(), ci)?);
+        let recorded: Vec<PathBuf> = store
+            .created_files(vm.as_str())?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        let owned = |p: &Path| recorded.contains(&canonical_parent(p));
+        let seed = cloudinit::ensure_seed(data_dir.path(), vm.as_str(), ci, &owned)?;
+        for f in &seed.made {
+            let kind = if f.directory {
+                FileKind::Directory
+            } else {
+                FileKind::Other
+            };
+            store.record_created_file(
+                vm.as_str(),
+                &canonical_parent(&f.path),
+                kind,
+                Some(f.identity),
+            )?;
+        }
+        out.seed = Some(seed);
     }
     if cfg.guest.wants_network() {
         let plan = ports::plan(&cfg.guest)?;
@@ -94,15 +124,13 @@ pub fn published_ports(vm: &VmName, cfg: &VmConfig) -> Result<Option<PortPlan>, 
     Ok(ports::read_plan(&ports::plan_path(vm)?)?)
 }
 
-/// Removes what provisioning kept for a VM that is being removed: its seed
-/// directory (and so its instance-id: a later VM of that name is a new
-/// instance), its ssh known_hosts and its port plan. Returns problems, one
+/// Removes what provisioning kept for a VM that is being removed: its ssh
+/// known_hosts (a later VM of the name is another host) and its port plan.
+/// The cloud-init seed is a file maqet created, recorded like a disk: plain
+/// `rm` keeps it, `rm --delete-storage` deletes it. Returns problems, one
 /// line each; none of them should stop an `rm`.
-pub fn forget(data_dir: &DataDir, vm: &VmName) -> Vec<String> {
+pub fn forget(vm: &VmName, data_dir: &DataDir) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = cloudinit::remove_seed(data_dir.path(), vm.as_str()) {
-        problems.push(format!("cannot remove the cloud-init seed of '{vm}': {e}"));
-    }
     let mut files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
     files.extend(ports::plan_path(vm).ok());
     for f in files {

@@ -256,7 +256,7 @@ fn original_examples_add_start_and_render_their_argv() {
     assert!(base.exists() && dir.join("share").is_dir());
     // Without --delete-storage the disks stay and show up as unreferenced.
     let said = w.fails(0, &["rm", &ci]);
-    assert!(said.contains("kept the disks maqet created"), "{said}");
+    assert!(said.contains("kept the files maqet created"), "{said}");
     assert!(root.exists() && cache.exists());
     let ls: Vec<Value> = serde_json::from_str(&w.ok(&["storage", "ls", "--json"])).unwrap();
     let orphan = ls.iter().find(|r| r["path"] == path_str(&root)).unwrap();

@@ -82,7 +82,9 @@ pub enum Command {
     /// Start every VM marked for autostart that is not running; one that fails is reported and the others are started all the same.
     Autostart(AutostartArgs),
     /// Check the user session, lingering, KVM, QEMU, the journal, the
-    /// database and leftover units; --fix repairs what is safe to repair.
+    /// database, leftover units and what interrupted commands left
+    /// (incomplete clones, temporary files); --fix repairs what is safe to
+    /// repair.
     Doctor(DoctorArgs),
     /// Generate man pages, shell completions or the CLI reference (for packaging).
     #[command(name = "__generate", hide = true)]
@@ -167,7 +169,7 @@ pub struct CloneArgs {
     /// Name of the new VM.
     #[arg(value_name = "NEW_NAME")]
     pub new_name: String,
-    /// Copy every disk image in full instead of giving `base:` disks fresh overlays.
+    /// Copy every disk image in full instead of giving `base:` disks fresh overlays (holds NAME's lock while it copies; an interrupted copy leaves NEW_NAME marked incomplete, never started).
     #[arg(long)]
     pub full: bool,
 }
@@ -267,7 +269,7 @@ pub struct RmArgs {
     /// Stop the VM first (forcefully) if it is running.
     #[arg(long)]
     pub force: bool,
-    /// Also delete the files maqet created for the VM (disk images, directories); files you brought are kept.
+    /// Also delete the files maqet created for the VM (disk images, directories, UEFI variables, TPM state, the cloud-init seed) that nothing uses; files you brought are kept. Without it they are all kept, and listed.
     #[arg(long, alias = "clean-storage")]
     pub delete_storage: bool,
     /// Also delete this disk image of the VM although maqet did not create it (repeatable).
@@ -468,7 +470,7 @@ pub enum StorageCommand {
     Create(StorageCreateArgs),
     /// List disk images with format, sizes, backing chain and snapshot count; flags files no VM uses.
     Ls(StorageLsArgs),
-    /// Check every disk the VMs' definitions record: it exists, is readable, and `qemu-img check` passes (exit 1 if any fails).
+    /// Check every disk the VMs' definitions record: it exists, is readable, `qemu-img check` passes, an overlay has its configured base; and list what interrupted commands left (exit 1 if any fails).
     Verify(StorageVerifyArgs),
     /// Add a disk to a VM's definition: FILE (an existing image) or SPEC (name=data,size=1G); --live hot-plugs it into the running VM too.
     Attach(StorageAttachArgs),
@@ -603,7 +605,8 @@ pub struct AutostartArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Repair what is safe to repair: reset failed units of defined VMs and
-    /// leftover failed units, remove stale socket files.
+    /// leftover failed units, remove stale socket files and temporary files
+    /// no process writes any more.
     #[arg(long)]
     pub fix: bool,
     /// Print JSON.

@@ -202,6 +202,7 @@ impl From<VmError> for CliError {
             VmError::Undone { error, .. } => CliError::from(*error).code,
             VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
             VmError::AlreadyRunning { .. }
+            | VmError::Incomplete { .. }
             | VmError::RunningNeedsForce { .. }
             | VmError::Exists { .. }
             | VmError::RunningNoApply { .. } => code::CONFLICT,
@@ -212,15 +213,20 @@ impl From<VmError> for CliError {
             VmError::StartFailed { .. }
             | VmError::NoRunner { .. }
             | VmError::UsageUnknown(_)
+            | VmError::DeletedUnrecorded { .. }
             | VmError::NotRemoved { .. } => code::FAILURE,
             VmError::Attach(e) => attach_code(&e),
             // Both are the VM's state not fitting the request.
             VmError::Snapshot(_) => code::CONFLICT,
             VmError::Clone(e) => match e {
-                CloneError::Io { .. } => code::FAILURE,
+                CloneError::Io { .. }
+                | CloneError::LeftoverStays { .. }
+                | CloneError::NotUndone { .. } => code::FAILURE,
                 CloneError::Exists(_)
                 | CloneError::SharedFile { .. }
+                | CloneError::SharedArgument { .. }
                 | CloneError::NoBase { .. }
+                | CloneError::SourceIncomplete { .. }
                 | CloneError::Running { .. } => code::CONFLICT,
             },
             VmError::Access(e) => match e {
@@ -264,6 +270,10 @@ fn attach_code(e: &AttachError) -> i32 {
 
 impl From<ProvisionError> for CliError {
     fn from(e: ProvisionError) -> Self {
+        let e = match e {
+            ProvisionError::State(s) => return CliError::from(s),
+            e => e,
+        };
         let c = match &e {
             ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
             ProvisionError::Path(p) => path_code(p),
@@ -298,6 +308,7 @@ impl From<StorageError> for CliError {
             }
             StorageError::NotSnapshottable { .. }
             | StorageError::InvalidName { .. }
+            | StorageError::AmbiguousTag { .. }
             | StorageError::LiveUnsupported { .. }
             | StorageError::NotHotpluggable { .. }
             | StorageError::NoVmState { .. } => code::USAGE,

@@ -11,12 +11,14 @@
 mod vfat;
 
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::config::CloudInit;
+use crate::storage::identity::{stat_path, FileIdentity};
+use crate::storage::tmp::TempFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudInitError {
@@ -259,12 +261,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The VM's instance-id, made (randomly) on first use and kept.
-fn instance_id(dir: &Path) -> Result<String, CloudInitError> {
+/// A file or directory [`ensure_seed`] made (a new inode): the caller
+/// records it as created by maqet, so `rm --delete-storage` removes it by
+/// the same rules as a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFile {
+    pub path: PathBuf,
+    pub directory: bool,
+    pub identity: FileIdentity,
+}
+
+/// The VM's instance-id, made (randomly) on first use and kept. A file of
+/// another run's making (`owned` says no: a VM of the same name removed
+/// without `--delete-storage`) keeps its id but is written anew, so it is
+/// this VM's.
+fn instance_id(
+    dir: &Path,
+    owned: &dyn Fn(&Path) -> bool,
+    made: &mut Vec<SeedFile>,
+) -> Result<String, CloudInitError> {
     let path = dir.join("instance-id");
     if let Ok(s) = std::fs::read_to_string(&path) {
         let s = s.trim();
         if !s.is_empty() {
+            if !owned(&path) {
+                made.push(write_file(&path, s.as_bytes())?);
+            }
             return Ok(s.to_string());
         }
     }
@@ -276,26 +298,32 @@ fn instance_id(dir: &Path) -> Result<String, CloudInitError> {
             source,
         })?;
     let id = format!("iid-maqet-{}", hex(&raw));
-    write_atomic(&path, id.as_bytes())?;
+    made.push(write_file(&path, id.as_bytes())?);
     Ok(id)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CloudInitError> {
+/// Writes `path` whole through a temporary file (storage/tmp.rs) renamed
+/// over it, so a killed run never leaves half a file under its name.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<SeedFile, CloudInitError> {
+    write_with(path, |f| std::io::Write::write_all(f, bytes))
+}
+
+fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<SeedFile, CloudInitError> {
     let err = |source| CloudInitError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    std::io::Write::write_all(&mut f, bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let mut t = TempFile::create(path).map_err(err)?;
+    fill(t.file()).map_err(err)?;
+    let identity = t.replace().map_err(err)?;
+    Ok(SeedFile {
+        path: path.to_path_buf(),
+        directory: false,
+        identity,
+    })
 }
 
 /// What [`ensure_seed`] did.
@@ -304,24 +332,45 @@ pub struct SeedOutcome {
     pub image: PathBuf,
     /// False when the volume already held this content.
     pub written: bool,
+    /// What it made, in order (the directory before its files).
+    pub made: Vec<SeedFile>,
 }
 
 /// Makes `DATA_DIR/cloud-init/VM/cidata.img` hold the seed for `ci`,
-/// rewriting it only when its content changed.
+/// rewriting it only when its content changed — or when `owned` says the
+/// file there is not this VM's creation (left by an earlier VM of the
+/// name): then it is written anew and becomes this VM's.
 pub fn ensure_seed(
     data_dir: &Path,
     vm: &str,
     ci: &CloudInit,
+    owned: &dyn Fn(&Path) -> bool,
 ) -> Result<SeedOutcome, CloudInitError> {
     let dir = seed_dir(data_dir, vm);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|source| CloudInitError::Write {
-            path: dir.clone(),
-            source,
-        })?;
+    let mut made = Vec::new();
+    let dir_err = |source| CloudInitError::Write {
+        path: dir.clone(),
+        source,
+    };
+    if !dir.is_dir() {
+        if let Some(all) = dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(all)
+                .map_err(dir_err)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => made.push(SeedFile {
+                path: dir.clone(),
+                directory: true,
+                identity: stat_path(&dir).map_err(dir_err)?.identity,
+            }),
+            // Made meanwhile by a concurrent start of the VM: not ours.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(dir_err(e)),
+        }
+    }
     let user = guest_user(ci)?;
     let keys = authorized_keys(ci)?;
     let file_text = match &ci.user_data_file {
@@ -342,35 +391,31 @@ pub fn ensure_seed(
         &user,
         &keys,
         &hostname,
-        &instance_id(&dir)?,
+        &instance_id(&dir, owned, &mut made)?,
         file_text.as_deref(),
     );
     let digest = files.digest();
     let image = dir.join("cidata.img");
     let stamp = dir.join("cidata.sha256");
-    let unchanged =
-        image.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest);
+    let unchanged = image.is_file()
+        && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest)
+        && owned(&image)
+        && owned(&stamp);
     if unchanged {
         return Ok(SeedOutcome {
             image,
             written: false,
+            made,
         });
     }
-    let tmp = dir.join(format!("cidata.img.tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let err = |source| CloudInitError::Write {
-        path: image.clone(),
-        source,
-    };
-    if let Err(e) = vfat::write_volume(&tmp, &files.named()) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    std::fs::rename(&tmp, &image).map_err(err)?;
-    write_atomic(&stamp, digest.as_bytes())?;
+    made.push(write_with(&image, |f| {
+        vfat::write_volume(f, &files.named())
+    })?);
+    made.push(write_file(&stamp, digest.as_bytes())?);
     Ok(SeedOutcome {
         image,
         written: true,
+        made,
     })
 }
 
@@ -382,14 +427,6 @@ pub fn hostname_of(vm: &str) -> String {
         .take(63)
         .collect();
     s.trim_matches('-').to_string()
-}
-
-/// Removes a VM's seed directory (on `rm`).
-pub fn remove_seed(data_dir: &Path, vm: &str) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(seed_dir(data_dir, vm)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -449,19 +486,58 @@ mod tests {
     fn seed_is_rewritten_only_when_changed_and_keeps_its_instance_id() {
         let d = tempfile::tempdir().unwrap();
         let mut c = ci(&[KEY]);
-        let first = ensure_seed(d.path(), "vm", &c).unwrap();
+        let mine = std::cell::RefCell::new(Vec::<PathBuf>::new());
+        let owned = |p: &Path| mine.borrow().iter().any(|m| m == p);
+        let first = ensure_seed(d.path(), "vm", &c, &owned).unwrap();
         assert!(first.written);
-        let id = std::fs::read_to_string(seed_dir(d.path(), "vm").join("instance-id")).unwrap();
+        let dir = seed_dir(d.path(), "vm");
+        let made: Vec<(PathBuf, bool)> = first
+            .made
+            .iter()
+            .map(|f| (f.path.clone(), f.directory))
+            .collect();
+        assert_eq!(
+            made,
+            [
+                (dir.clone(), true),
+                (dir.join("instance-id"), false),
+                (dir.join("cidata.img"), false),
+                (dir.join("cidata.sha256"), false),
+            ]
+        );
+        mine.borrow_mut()
+            .extend(first.made.iter().map(|f| f.path.clone()));
+        let id = std::fs::read_to_string(dir.join("instance-id")).unwrap();
         assert!(id.starts_with("iid-maqet-"), "{id}");
-        assert!(!ensure_seed(d.path(), "vm", &c).unwrap().written);
+        let again = ensure_seed(d.path(), "vm", &c, &owned).unwrap();
+        assert!(!again.written && again.made.is_empty(), "{again:?}");
         c.hostname = Some("other".into());
-        assert!(ensure_seed(d.path(), "vm", &c).unwrap().written);
-        let id2 = std::fs::read_to_string(seed_dir(d.path(), "vm").join("instance-id")).unwrap();
+        let changed = ensure_seed(d.path(), "vm", &c, &owned).unwrap();
+        assert!(changed.written);
+        assert_eq!(changed.made.len(), 2, "{changed:?}");
+        let id2 = std::fs::read_to_string(dir.join("instance-id")).unwrap();
         assert_eq!(id, id2);
         // Another VM (a clone) gets another instance-id.
-        ensure_seed(d.path(), "vm2", &c).unwrap();
+        ensure_seed(d.path(), "vm2", &c, &owned).unwrap();
         let id3 = std::fs::read_to_string(seed_dir(d.path(), "vm2").join("instance-id")).unwrap();
         assert_ne!(id, id3);
+        // Files left by an earlier VM of the name: the same id, written
+        // anew (new inodes) so they become this VM's; no temporary file left.
+        let before = stat_path(&dir.join("instance-id")).unwrap().identity;
+        let adopted = ensure_seed(d.path(), "vm", &c, &|_| false).unwrap();
+        assert!(adopted.written);
+        assert_eq!(adopted.made.len(), 3, "{adopted:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("instance-id")).unwrap(),
+            id
+        );
+        assert!(!before.matches(&stat_path(&dir.join("instance-id")).unwrap().identity));
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 
     #[test]

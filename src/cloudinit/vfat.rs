@@ -1,18 +1,16 @@
 //! Writing a NoCloud seed as a VFAT volume labelled `cidata`, in pure Rust
 //! (`fatfs`): no mkfs, no loop device, nothing that needs root.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 /// Big enough for any sensible seed, small enough to be written in a blink.
 const VOLUME_BYTES: u64 = 2 * 1024 * 1024;
 /// What NoCloud looks for (cloud-init compares it case-insensitively).
 const LABEL: [u8; 11] = *b"cidata     ";
 
-/// Writes a fresh volume at `path` (which must not exist) holding `files`.
-pub fn write_volume(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
+/// Writes a fresh volume into the empty file `f` holding `files`.
+pub fn write_volume(f: &mut File, files: &[(&str, &[u8])]) -> std::io::Result<()> {
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     if total as u64 > VOLUME_BYTES / 2 {
         return Err(std::io::Error::new(
@@ -23,19 +21,13 @@ pub fn write_volume(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()>
             ),
         ));
     }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
     f.set_len(VOLUME_BYTES)?;
     fatfs::format_volume(
-        &mut f,
+        &mut *f,
         fatfs::FormatVolumeOptions::new().volume_label(LABEL),
     )?;
     {
-        let fs = fatfs::FileSystem::new(&mut f, fatfs::FsOptions::new())?;
+        let fs = fatfs::FileSystem::new(&mut *f, fatfs::FsOptions::new())?;
         {
             let root = fs.root_dir();
             for (name, bytes) in files {
@@ -59,8 +51,14 @@ mod tests {
     fn volume_round_trips_with_label() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("seed.img");
+        let mut w = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .unwrap();
         write_volume(
-            &p,
+            &mut w,
             &[
                 ("meta-data", b"instance-id: x\n"),
                 ("user-data", b"#cloud-config\n"),
@@ -77,7 +75,7 @@ mod tests {
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "instance-id: x\n");
-        // Never overwrites: the caller writes a temporary name and renames.
-        assert!(write_volume(&p, &[]).is_err());
+        let big = vec![0u8; 2 << 20];
+        assert!(write_volume(&mut w, &[("user-data", &big)]).is_err());
     }
 }

@@ -96,29 +96,16 @@ pub fn provision_state(
     crate::storage::disks::ensure_private_dir(vm, vm_dir, &state_dir(vm_dir), store, done)
 }
 
-/// Files swtpm keeps in its state directory (TPM 2.0).
-const STATE_FILES: &[&str] = &[
+/// Files swtpm keeps in its state directory (TPM 2.0). They are swtpm's,
+/// not recorded: `rm --delete-storage` deletes them from the state
+/// directory maqet recorded (storage::remove::remove_inside, the same walk
+/// and checks as every deletion), so the directory itself can go.
+pub const STATE_FILES: &[&str] = &[
     "tpm2-00.permall",
     "tpm2-00.volatilestate",
     "tpm2-00.savestate",
     ".lock",
 ];
-
-/// Deletes swtpm's files from a state directory maqet created, so that
-/// `rm --delete-storage` can remove the directory itself (its records
-/// cover the directory, not the files swtpm made in it). Only regular
-/// files of swtpm's names; anything else keeps the directory.
-pub fn clear_state(dir: &Path) -> Vec<Result<PathBuf, (PathBuf, String)>> {
-    STATE_FILES
-        .iter()
-        .map(|n| dir.join(n))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
-        .map(|p| match std::fs::remove_file(&p) {
-            Ok(()) => Ok(p),
-            Err(e) => Err((p, e.to_string())),
-        })
-        .collect()
-}
 
 /// The socket + service pair for `vm` of data directory `data_dir`.
 pub fn units(
@@ -276,16 +263,6 @@ mod tests {
         let a = qemu_args(Path::new("/r/tpm.sock"), "tpm-crb");
         assert_eq!(a[1], "socket,id=maqet-tpm,path=/r/tpm.sock");
         assert_eq!(a[5], "tpm-crb,tpmdev=maqet-tpm0");
-    }
-
-    #[test]
-    fn clear_state_removes_only_swtpm_files() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("tpm2-00.permall"), b"x").unwrap();
-        std::fs::write(t.path().join("mine.txt"), b"x").unwrap();
-        let out = clear_state(t.path());
-        assert_eq!(out, vec![Ok(t.path().join("tpm2-00.permall"))]);
-        assert!(t.path().join("mine.txt").exists());
     }
 
     #[test]

@@ -18,14 +18,17 @@
 //! - `firmware`, `swtpm`, `viewer`  UEFI firmware (QEMU descriptors),
 //!   swtpm and a viewer for `maqet display`, with the packages to install
 //! - `sockets`  socket files in `$XDG_RUNTIME_DIR/maqet/vm` without a unit
+//! - `leftovers` VMs an interrupted `clone` left incomplete, temporary files
+//!   a killed command left (storage/tmp.rs)
 //!
 //! Safe repairs only: reset-failed of failed units (they hold no
-//! processes), removal of socket files nothing listens on. A running unit
-//! is never touched.
+//! processes), removal of socket files nothing listens on and of temporary
+//! files no process writes any more. A running unit is never touched.
 
 mod cgroups;
 mod desktop;
 mod host;
+mod leftovers;
 mod session;
 mod store;
 mod units;
@@ -148,6 +151,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.push(host::runner(&input.runner));
     f.push(session::linger().await);
     let vms = store::check(&input.data_dir, &mut f);
+    leftovers::check(&input.data_dir, &vms, input.fix, &mut f);
     f.push(host::kvm(&vms));
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);

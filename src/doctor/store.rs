@@ -12,6 +12,8 @@ pub struct DefinedVm {
     pub autostart: bool,
     /// The stored config, validated now; the error text otherwise.
     pub config: Result<VmConfig, String>,
+    /// What is unfinished about it (an interrupted clone), if anything.
+    pub incomplete: Option<String>,
 }
 
 /// Integrity of maqet.db and validity of every stored config; returns the
@@ -72,6 +74,7 @@ pub fn check(data_dir: &DataDir, f: &mut Vec<Finding>) -> Vec<DefinedVm> {
                 .map_err(|e| e.to_string()),
             name: r.name,
             autostart: r.autostart,
+            incomplete: r.incomplete,
         })
         .collect();
     let mut bad = 0;

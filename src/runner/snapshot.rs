@@ -217,7 +217,11 @@ pub async fn run(
         }
     };
     SnapshotResult {
-        error: error.map(|e| e.to_string()),
+        // QEMU's own words: the client says which job failed.
+        error: error.map(|e| match e {
+            StorageError::Job { message, .. } => message,
+            other => other.to_string(),
+        }),
         freeze: report,
     }
 }

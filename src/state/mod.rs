@@ -15,6 +15,6 @@ mod tests;
 
 pub use error::StateError;
 pub use schema::SCHEMA_VERSION;
-pub use store::Store;
+pub use store::{Store, WriteTx};
 pub use types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
 pub use vmlock::{LockError, VmLock};

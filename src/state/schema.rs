@@ -46,6 +46,15 @@ const MIGRATIONS: &[Migration] = &[
         ALTER TABLE created_files ADD COLUMN btime_ns INTEGER;
     ",
     },
+    Migration {
+        version: 3,
+        // NULL: a complete definition. Text: what is still being made (a
+        // `clone` copying disks); such a VM is never started, and whatever
+        // made it being killed leaves it marked (see `VmRecord::incomplete`).
+        sql: "
+        ALTER TABLE vms ADD COLUMN incomplete TEXT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes and fully understands.

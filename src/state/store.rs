@@ -20,7 +20,7 @@ pub(crate) const RECLAIM_AT: i64 = 1 << 20;
 /// How long a statement waits for another process's lock before failing with `Busy`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const VM_COLUMNS: &str = "name, config, sources, autostart, created_at, updated_at";
+const VM_COLUMNS: &str = "name, config, sources, autostart, created_at, updated_at, incomplete";
 
 /// SQLite store of VM definitions. `Send`, not `Sync`: open one per thread or task.
 #[derive(Debug)]
@@ -130,13 +130,36 @@ impl Store {
 
     /// Inserts a new VM definition; `Exists` if the name is taken.
     pub fn insert_vm(&self, vm: &NewVm) -> Result<VmRecord, StateError> {
+        self.insert(vm, None)
+    }
+
+    /// Inserts a VM definition marked incomplete (`why`: what is still
+    /// being made) until [`Store::mark_complete`].
+    pub fn insert_incomplete_vm(&self, vm: &NewVm, why: &str) -> Result<VmRecord, StateError> {
+        self.insert(vm, Some(why))
+    }
+
+    /// Clears a VM's incomplete mark: everything it needs is made.
+    pub fn mark_complete(&self, name: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE vms SET incomplete = NULL, updated_at = ?2 WHERE name = ?1",
+                    params![name, unix_now()],
+                )
+                .map_err(|e| self.sql_err(e))?;
+            found(changed, name)
+        })
+    }
+
+    fn insert(&self, vm: &NewVm, incomplete: Option<&str>) -> Result<VmRecord, StateError> {
         let config = json_text(&vm.config);
         let sources = self.sources_text(&vm.sources)?;
         let now = unix_now();
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5)"),
-                params![vm.name, config, sources, vm.autostart, now],
+                &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)"),
+                params![vm.name, config, sources, vm.autostart, now, incomplete],
             )
             .map_err(|e| {
                 if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) {
@@ -212,14 +235,16 @@ impl Store {
     /// Deletes a VM definition and (by cascade) its created-file records. The files
     /// themselves are the caller's to remove: read `created_files` first.
     pub fn delete_vm(&self, name: &str) -> Result<(), StateError> {
-        self.write(|tx| {
-            let changed = tx
-                .execute("DELETE FROM vms WHERE name = ?1", [name])
-                .map_err(|e| self.sql_err(e))?;
-            found(changed, name)
-        })?;
+        self.write(|tx| self.delete_vm_in(tx, name))?;
         self.reclaim();
         Ok(())
+    }
+
+    fn delete_vm_in(&self, conn: &Connection, name: &str) -> Result<(), StateError> {
+        let changed = conn
+            .execute("DELETE FROM vms WHERE name = ?1", [name])
+            .map_err(|e| self.sql_err(e))?;
+        found(changed, name)
     }
 
     /// Gives the space of deleted rows back to the filesystem once at
@@ -300,8 +325,16 @@ impl Store {
             .conn
             .unchecked_transaction()
             .map_err(|e| self.sql_err(e))?;
-        self.require_vm(&tx, vm)?;
-        let mut stmt = tx
+        self.created_files_in(&tx, vm)
+    }
+
+    fn created_files_in(
+        &self,
+        conn: &Connection,
+        vm: &str,
+    ) -> Result<Vec<CreatedFile>, StateError> {
+        self.require_vm(conn, vm)?;
+        let mut stmt = conn
             .prepare(
                 "SELECT path, kind, created_at, dev, ino, btime_ns FROM created_files \
                  WHERE vm_name = ?1 ORDER BY rowid",
@@ -345,19 +378,32 @@ impl Store {
     /// Forgets a created-file record (e.g. after deleting the file). Forgetting a path that
     /// was never recorded is not an error; an unknown VM is.
     pub fn forget_created_file(&self, vm: &str, path: &Path) -> Result<(), StateError> {
+        self.write(|tx| self.forget_in(tx, vm, path))
+    }
+
+    fn forget_in(&self, conn: &Connection, vm: &str, path: &Path) -> Result<(), StateError> {
         let text = path_text(path)?;
-        self.write(|tx| {
-            let changed = tx
-                .execute(
-                    "DELETE FROM created_files WHERE vm_name = ?1 AND path = ?2",
-                    params![vm, text],
-                )
-                .map_err(|e| self.sql_err(e))?;
-            if changed == 0 {
-                self.require_vm(tx, vm)?;
-            }
-            Ok(())
-        })
+        let changed = conn
+            .execute(
+                "DELETE FROM created_files WHERE vm_name = ?1 AND path = ?2",
+                params![vm, text],
+            )
+            .map_err(|e| self.sql_err(e))?;
+        if changed == 0 {
+            self.require_vm(conn, vm)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the database's write lock now (waiting up to the busy
+    /// timeout for another writer) and holds it until the returned
+    /// transaction is committed or dropped (rolled back). `rm
+    /// --delete-storage` takes it before it deletes anything, so a busy
+    /// database stops it while nothing is deleted yet.
+    pub fn begin_write(&self) -> Result<WriteTx<'_>, StateError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.sql_err(e))?;
+        Ok(WriteTx { tx, store: self })
     }
 
     /// Runs SQLite's integrity and foreign-key checks; returns the problems (empty = healthy).
@@ -448,6 +494,41 @@ impl Store {
 
     fn sql_err(&self, e: rusqlite::Error) -> StateError {
         sql_error(&self.conn, &self.path, e)
+    }
+}
+
+/// A write transaction holding the database's write lock (see
+/// [`Store::begin_write`]); dropped without [`WriteTx::commit`], it rolls
+/// back.
+pub struct WriteTx<'a> {
+    tx: Transaction<'a>,
+    store: &'a Store,
+}
+
+impl WriteTx<'_> {
+    /// As [`Store::created_files`], inside the transaction.
+    pub fn created_files(&self, vm: &str) -> Result<Vec<CreatedFile>, StateError> {
+        self.store.created_files_in(&self.tx, vm)
+    }
+
+    /// As [`Store::forget_created_file`], inside the transaction.
+    pub fn forget_created_file(&self, vm: &str, path: &Path) -> Result<(), StateError> {
+        self.store.forget_in(&self.tx, vm, path)
+    }
+
+    /// As [`Store::delete_vm`], inside the transaction.
+    pub fn delete_vm(&self, name: &str) -> Result<(), StateError> {
+        self.store.delete_vm_in(&self.tx, name)
+    }
+
+    /// Commits; its error (a full disk, an I/O error) is the caller's to
+    /// report with what was done meanwhile. A definition deleted inside
+    /// gives its space back as [`Store::delete_vm`]'s does.
+    pub fn commit(self) -> Result<(), StateError> {
+        let store = self.store;
+        self.tx.commit().map_err(|e| store.sql_err(e))?;
+        store.reclaim();
+        Ok(())
     }
 }
 
@@ -590,6 +671,7 @@ struct RawVm {
     autostart: bool,
     created_at: i64,
     updated_at: i64,
+    incomplete: Option<String>,
 }
 
 impl RawVm {
@@ -601,6 +683,7 @@ impl RawVm {
             autostart: r.get(3)?,
             created_at: r.get(4)?,
             updated_at: r.get(5)?,
+            incomplete: r.get(6)?,
         })
     }
 
@@ -620,6 +703,7 @@ impl RawVm {
             autostart: self.autostart,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            incomplete: self.incomplete,
         })
     }
 }

@@ -670,3 +670,59 @@ fn space_of_deleted_definitions_is_given_back() {
     assert_eq!(store.list_vms().unwrap().len(), 2);
     assert!(store.integrity_check().unwrap().is_empty());
 }
+
+#[test]
+fn an_incomplete_vm_stays_marked_until_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    store.insert_vm(&new_vm("web")).unwrap();
+    assert_eq!(store.get_vm("web").unwrap().incomplete, None);
+    let rec = store
+        .insert_incomplete_vm(&new_vm("copy"), "a clone being copied")
+        .unwrap();
+    assert_eq!(rec.incomplete.as_deref(), Some("a clone being copied"));
+    // Seen by every reader, as another process after a kill would.
+    drop(store);
+    let reader = Store::open_read_only(&db_in(&dir)).unwrap().unwrap();
+    assert_eq!(
+        reader.get_vm("copy").unwrap().incomplete.as_deref(),
+        Some("a clone being copied")
+    );
+    let json = serde_json::to_value(reader.get_vm("web").unwrap()).unwrap();
+    assert!(json.get("incomplete").is_none(), "{json}");
+    let store = Store::open(&db_in(&dir)).unwrap();
+    store.mark_complete("copy").unwrap();
+    assert_eq!(store.get_vm("copy").unwrap().incomplete, None);
+    assert!(matches!(
+        store.mark_complete("nope"),
+        Err(StateError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_write_transaction_holds_the_lock_and_rolls_back_unless_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = Store::open(&path).unwrap();
+    store.insert_vm(&new_vm("web")).unwrap();
+    let f = Path::new("/d/web.qcow2");
+    store
+        .record_created_file("web", f, FileKind::Disk, None)
+        .unwrap();
+    let tx = store.begin_write().unwrap();
+    tx.forget_created_file("web", f).unwrap();
+    assert!(tx.created_files("web").unwrap().is_empty());
+    // Another writer waits out the busy timeout and is refused meanwhile.
+    let other = Store::open(&path).unwrap();
+    assert!(matches!(
+        other.set_autostart("web", true),
+        Err(StateError::Busy { .. })
+    ));
+    drop(tx);
+    assert_eq!(store.created_files("web").unwrap().len(), 1, "rolled back");
+    let tx = store.begin_write().unwrap();
+    tx.forget_created_file("web", f).unwrap();
+    tx.delete_vm("web").unwrap();
+    tx.commit().unwrap();
+    assert!(matches!(store.get_vm("web"), Err(StateError::NotFound(_))));
+}

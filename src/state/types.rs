@@ -28,6 +28,12 @@ pub struct VmRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Set while the definition is still being made (`clone` copying its
+    /// disks), saying what: a VM marked so is never started. It stays
+    /// marked when the maker was killed, so the half-made VM is refused,
+    /// listed (`storage verify`, `doctor`) and cleaned up, never trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// What kind of file maqet created on a VM's behalf (so `rm` knows what to clean up).

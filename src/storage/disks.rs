@@ -12,17 +12,18 @@
 //!   failed start can undo exactly what it did (docs/storage.md).
 
 use crate::access::{allowed, Access};
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::identity::{stat_path, FileIdentity};
 use super::qemu_img::QemuImg;
 use super::refs::References;
 use super::remove::{remove_if_same, Removal};
+use super::tmp::{self, TempFile};
 use super::StorageError;
 use crate::config::{StorageEntry, VmConfig};
-use crate::state::{FileKind, Store};
+use crate::state::{FileKind, Store, WriteTx};
 
 /// Something this run created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +236,7 @@ fn check_share(e: &StorageEntry, path: &Path, readonly: bool) -> Result<(), Stor
 /// `path` with its directory resolved (symlinks and `..`), the file name
 /// kept: how a created file is recorded, so that deleting it later can
 /// walk that exact directory chain without following anything.
-fn canonical_parent(path: &Path) -> PathBuf {
+pub fn canonical_parent(path: &Path) -> PathBuf {
     match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => fs::canonicalize(dir)
             .map(|d| d.join(name))
@@ -245,7 +246,10 @@ fn canonical_parent(path: &Path) -> PathBuf {
 }
 
 /// Creates the image at `path` unless it appears meanwhile; the created
-/// file's identity when this call created it.
+/// file's identity when this call created it. qemu-img writes a temporary
+/// file (storage/tmp.rs) that is linked into place only when complete, so a
+/// killed run never leaves a torn image under the real name; what such a
+/// run left for this path is removed first.
 fn create_image(
     img: &QemuImg,
     path: &Path,
@@ -253,55 +257,39 @@ fn create_image(
     size: Option<u64>,
     backing: Option<(&Path, crate::config::ImageFormat)>,
 ) -> Result<Option<FileIdentity>, StorageError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.maqet-{}.tmp", std::process::id()));
+    for left in tmp::leftovers_for(path) {
+        tmp::remove_leftover(&left.path);
+    }
     // Made 0600 before qemu-img writes into it; qemu-img keeps the mode
-    // of an existing file.
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| StorageError::io(&tmp, e))?;
-    let result = img
-        .create(&tmp, format, size, backing)
-        .and_then(|()| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
-                .map_err(|e| StorageError::io(&tmp, e))
-        })
-        // The identity is taken before the link: the linked name is the
-        // same inode, and nobody else can have touched it yet.
-        .and_then(|()| {
-            stat_path(&tmp)
-                .map(|f| f.identity)
-                .map_err(|e| StorageError::io(&tmp, e))
-        })
-        .and_then(|identity| match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(Some(identity)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(StorageError::io(path, e)),
-        });
-    let _ = fs::remove_file(&tmp);
-    result
+    // (and the inode) of an existing file.
+    let t = TempFile::create(path).map_err(|e| StorageError::io(path, e))?;
+    img.create(t.path(), format, size, backing)?;
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o600))
+        .map_err(|e| StorageError::io(t.path(), e))?;
+    // The identity is taken before the link: the linked name is the same
+    // inode, and nobody else can have touched it yet.
+    let identity = t.identity().map_err(|e| StorageError::io(t.path(), e))?;
+    match t.link() {
+        Ok(true) => Ok(Some(identity)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
 }
 
 /// Deletes the files recorded as created for `vm`, newest first, each only
 /// if it is still the file maqet made and `in_use` names no user of it.
-/// Records are forgotten for what is gone.
+/// Records are forgotten, inside the caller's transaction (which holds the
+/// database's write lock from before the first deletion), for what is gone.
 pub fn delete_created(
     vm: &str,
-    store: &Store,
+    tx: &WriteTx,
     in_use: &dyn Fn(&FileIdentity) -> Option<String>,
 ) -> Result<Vec<(PathBuf, FileKind, Removal)>, StorageError> {
     let mut out = Vec::new();
-    for f in store.created_files(vm)?.into_iter().rev() {
+    for f in tx.created_files(vm)?.into_iter().rev() {
         let outcome = remove_if_same(&f.path, f.kind, f.identity.as_ref(), in_use);
         if matches!(outcome, Removal::Deleted | Removal::AlreadyGone) {
-            store.forget_created_file(vm, &f.path)?;
+            tx.forget_created_file(vm, &f.path)?;
         }
         out.push((f.path, f.kind, outcome));
     }
@@ -472,10 +460,12 @@ mod tests {
         fs::remove_file(d.join("gone.img")).unwrap();
         let shared = d.join("shared.img");
         let shared_id = id(&shared);
-        let out = delete_created("vm", &st, &|i| {
+        let tx = st.begin_write().unwrap();
+        let out = delete_created("vm", &tx, &|i| {
             (*i == shared_id).then(|| "VM 'other' uses it".to_string())
         })
         .unwrap();
+        tx.commit().unwrap();
         let outcomes: Vec<_> = out
             .iter()
             .map(|(p, _, r)| (p.file_name().unwrap().to_owned(), r.clone()))

@@ -67,6 +67,10 @@ pub enum StorageError {
     #[error("invalid snapshot name '{name}': {reason}")]
     InvalidName { name: String, reason: &'static str },
 
+    /// A live job would pick another snapshot: QEMU matches IDs first.
+    #[error("snapshot name '{tag}' is the ID of another snapshot on drive(s) {}, and QEMU would load or delete that one instead; nothing was changed (use the other snapshot's name, or stop the VM and work on one disk with `maqet snapshot`, which refuses the same clash per disk)", drives.join(", "))]
+    AmbiguousTag { tag: String, drives: Vec<String> },
+
     #[error("snapshot '{tag}' already exists on {place}; add --overwrite to replace it")]
     SnapshotExists { tag: String, place: String },
 

@@ -42,6 +42,19 @@ pub fn stat_at(dir: impl AsFd, name: &Path) -> std::io::Result<Found> {
     .map_err(std::io::Error::from)
 }
 
+/// The file an open descriptor refers to (a directory opened `O_PATH`
+/// too).
+pub fn stat_fd(fd: impl AsFd) -> std::io::Result<Found> {
+    statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+    .map(|s| from_statx(&s))
+    .map_err(std::io::Error::from)
+}
+
 /// `path` (relative to the working directory when relative), not following
 /// a final symlink.
 pub fn stat_path(path: &Path) -> std::io::Result<Found> {
@@ -57,6 +70,19 @@ pub fn stat_followed(path: &Path) -> std::io::Result<FileIdentity> {
         StatxFlags::BASIC_STATS | StatxFlags::BTIME,
     )
     .map(|s| from_statx(&s).identity)
+    .map_err(std::io::Error::from)
+}
+
+/// `path`, following symlinks, with its type (`/proc/PID/fd/N` gives the
+/// open file itself).
+pub fn stat_followed_found(path: &Path) -> std::io::Result<Found> {
+    statx(
+        CWD,
+        path,
+        AtFlags::empty(),
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+    .map(|s| from_statx(&s))
     .map_err(std::io::Error::from)
 }
 

@@ -132,9 +132,10 @@ pub fn unreferenced(root: &Path, used: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
             if ft.is_dir() {
                 stack.push(p);
             } else if ft.is_file() {
-                let tmp = p.file_name().is_some_and(|n| {
-                    n.to_string_lossy().ends_with(".tmp") && n.to_string_lossy().contains(".maqet-")
-                });
+                // maqet's own temporary files (storage verify lists leftovers).
+                let tmp = p
+                    .file_name()
+                    .is_some_and(|n| super::tmp::target_of(n).is_some());
                 if !tmp && !used(&p) {
                     out.push(p);
                 }

@@ -90,6 +90,12 @@ async fn runner_job<Q: RunnerJobs>(
             }
             Outcome {
                 result: r.error.map_or(Ok(()), |message| {
+                    // Runners of earlier builds sent the whole "… failed: …" line.
+                    let prefix = format!("{what} failed: ");
+                    let message = match message.strip_prefix(&prefix) {
+                        Some(rest) => rest.to_string(),
+                        None => message,
+                    };
                     Err(StorageError::Job {
                         what: what.to_string(),
                         message,
@@ -394,6 +400,26 @@ pub async fn load<Q: RunnerJobs>(
     }
 }
 
+/// QEMU's jobs look a snapshot up by ID before name (`bdrv_snapshot_find`),
+/// and QMP has no way to say "by name": a tag that is another snapshot's ID
+/// on any of the disks would select that one, so it is refused (as the
+/// offline path refuses it).
+fn unambiguous(t: &LiveTarget, tag: &str) -> Result<(), StorageError> {
+    let clash: Vec<String> = t
+        .devices
+        .iter()
+        .filter(|n| n.snapshots.iter().any(|s| s.id == tag && s.name != tag))
+        .map(|n| format!("'{}'", n.label))
+        .collect();
+    if clash.is_empty() {
+        return Ok(());
+    }
+    Err(StorageError::AmbiguousTag {
+        tag: tag.to_string(),
+        drives: clash,
+    })
+}
+
 /// What a load needs, checked before anything is sent: the tag on every
 /// disk, and the node that holds its VM state.
 fn check_load<'a>(
@@ -401,6 +427,7 @@ fn check_load<'a>(
     t: &'a LiveTarget,
     tag: &str,
 ) -> Result<(&'a BlockNode, SnapshotInfo), StorageError> {
+    unambiguous(t, tag)?;
     let having = with_tag(t, tag);
     if having.is_empty() {
         let mut available: Vec<String> = t
@@ -452,6 +479,7 @@ pub async fn delete<Q: QmpExec>(
     tag: &str,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(), StorageError> {
+    unambiguous(t, tag)?;
     let having = with_tag(t, tag);
     if having.is_empty() {
         return Err(StorageError::SnapshotNotFound {
@@ -809,6 +837,52 @@ mod tests {
         assert_eq!(
             o.freeze.thaw_error.as_deref(),
             Some("the guest agent did not answer")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_job_is_said_once_whatever_the_runner_sent() {
+        let t = hdd_target(vec![], vec![]);
+        // Earlier runners sent the whole line, this one only QEMU's words.
+        for sent in [
+            "saving snapshot 's1' failed: No space left on device",
+            "No space left on device",
+        ] {
+            let mut q = runner_says(Some(sent), FreezeReport::default());
+            let e = save(&mut q, &t, "s1", false, false, &mut |_| {})
+                .await
+                .result
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "saving snapshot 's1' failed: No space left on device"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_name_that_is_another_snapshots_id_is_refused_live() {
+        // 'data' has snapshot ID 2 named "before"; a snapshot named "2"
+        // exists on both disks. QEMU would take ID 2 on 'data'.
+        let mut named_2 = snap("2", 10);
+        named_2["id"] = json!("3");
+        let mut id_2 = snap("before", 0);
+        id_2["id"] = json!("2");
+        let t = hdd_target(vec![named_2.clone()], vec![id_2, named_2]);
+        let mut q = runner_says(None, FreezeReport::default());
+        let e = load(&mut q, "vm", &t, "2", &mut |_| {})
+            .await
+            .result
+            .unwrap_err();
+        assert!(matches!(e, StorageError::AmbiguousTag { .. }), "{e}");
+        assert!(e.to_string().contains("drive(s) 'data'"), "{e}");
+        let e = delete(&mut q, "vm", &t, "2", &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::AmbiguousTag { .. }), "{e}");
+        assert!(
+            q.jobs_asked.is_empty() && q.asked.is_empty(),
+            "nothing sent"
         );
     }
 

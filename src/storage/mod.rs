@@ -9,10 +9,12 @@ pub mod hotplug;
 pub mod identity;
 pub mod inventory;
 pub mod live;
+pub mod locks;
 pub mod qemu_img;
 pub mod refs;
 pub mod remove;
 pub mod snapshot;
+pub mod tmp;
 pub mod verify;
 
 pub use disks::{delete_created, provision, Created, Provisioned, Undone};

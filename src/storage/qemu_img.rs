@@ -169,6 +169,28 @@ impl QemuImg {
         })
     }
 
+    /// The image alone, not its backing chain (so an overlay whose backing
+    /// file is gone still says which one it names). `-U` as for [`info`](Self::info).
+    pub fn info_top(&self, path: &Path) -> Result<ImageInfo, StorageError> {
+        an_image(path)?;
+        let out = self.run(
+            &[
+                "info".as_ref(),
+                "-U".as_ref(),
+                "--output=json".as_ref(),
+                "--".as_ref(),
+                path.as_os_str(),
+            ],
+            INFO_LIMIT,
+        )?;
+        parse_info(&out)
+            .and_then(|v| v.into_iter().next().ok_or_else(|| "no image".to_string()))
+            .map_err(|message| StorageError::BadInfo {
+                path: path.to_path_buf(),
+                message,
+            })
+    }
+
     /// Creates an image. `size` in bytes (None: the backing file's size).
     /// A relative `backing` is relative to the new image's directory and is
     /// stored as written.

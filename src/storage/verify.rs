@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::base::sha256_file;
+use super::identity::stat_followed;
 use super::qemu_img::{CheckOutput, QemuImg};
 use super::refs::{argv_paths, split_options};
 use crate::access::{allowed, Access};
@@ -34,6 +35,12 @@ pub enum Status {
     Corrupt,
     /// A base whose sha256 is not the one the config names.
     Mismatch,
+    /// An overlay whose real backing file is not the config's base (a
+    /// `qemu-img rebase` or `commit` changed it).
+    BaseMismatch,
+    /// Half made: a VM whose making was interrupted, or a temporary file a
+    /// killed maqet command left.
+    Incomplete,
     /// The check itself could not be done (qemu-img missing or locked out).
     Error,
 }
@@ -53,6 +60,8 @@ impl Status {
             Status::Unreadable => "unreadable",
             Status::Corrupt => "corrupt",
             Status::Mismatch => "sha256 mismatch",
+            Status::BaseMismatch => "base mismatch",
+            Status::Incomplete => "incomplete",
             Status::Error => "error",
         }
     }
@@ -68,6 +77,8 @@ pub enum Role {
     Base,
     /// An image named in `arguments` or `args`.
     Arguments,
+    /// A temporary file an interrupted maqet command left.
+    Leftover,
     /// The stored definition itself (it no longer validates).
     Config,
 }
@@ -122,11 +133,17 @@ pub struct ArgumentDisk {
     pub path: PathBuf,
     /// `format=` (or a blockdev's format `driver=`); None: qemu-img probes.
     pub format: Option<String>,
+    /// QEMU opens it read-only: a CD-ROM (`-cdrom`, `media=cdrom`),
+    /// `readonly=on`/`read-only=on`, or `snapshot=on` (writes go to a
+    /// temporary overlay).
+    pub read_only: bool,
 }
 
-/// The images a VM's `arguments` and `args` name (absolute paths only:
-/// paths in a config are made absolute at load).
-pub fn argument_disks(cfg: &VmConfig) -> Vec<ArgumentDisk> {
+/// The images a VM's `arguments` and `args` name, relative paths resolved
+/// against `qemu_cwd`, QEMU's working directory (paths `arguments` holds in
+/// resolvable places were made absolute at load; `args` and nested values
+/// go to QEMU as written).
+pub fn argument_disks(cfg: &VmConfig, qemu_cwd: &Path) -> Vec<ArgumentDisk> {
     let mut out = Vec::new();
     let mut add = |label: String, option: &str, value: &str| {
         if !DISK_OPTIONS.contains(&option) {
@@ -138,18 +155,59 @@ pub fn argument_disks(cfg: &VmConfig) -> Vec<ArgumentDisk> {
                 .iter()
                 .find_map(|p| p.strip_prefix(k)?.strip_prefix('=').map(str::to_string))
         };
+        let on = |k: &str| {
+            key(k).is_some_and(|v| matches!(v.as_str(), "on" | "true" | "yes" | "y" | "1"))
+        };
+        let json: Option<Value> = value
+            .starts_with('{')
+            .then(|| serde_json::from_str(value).ok())
+            .flatten();
         let cdrom = option == "cdrom" || key("media").as_deref() == Some("cdrom");
+        let read_only = cdrom
+            || on("readonly")
+            || on("read-only")
+            || on("snapshot")
+            || json
+                .as_ref()
+                .and_then(|j| j.get("read-only"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         let format = key("format")
             .or_else(|| key("driver").filter(|d| d == "qcow2" || d == "raw"))
+            .or_else(|| {
+                json.as_ref()
+                    .and_then(|j| j.get("driver"))
+                    .and_then(Value::as_str)
+                    .filter(|d| *d == "qcow2" || *d == "raw")
+                    .map(str::to_string)
+            })
             .or_else(|| cdrom.then(|| "raw".to_string()));
+        // `file=`/`filename=` values and a bare value are disks even when
+        // missing (then they fail the check); any other value or JSON string
+        // is one when it names a file (`if=virtio` is not `./virtio`).
+        let named = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.split_once('=') {
+                Some((k, v)) => {
+                    let k = k.rsplit('.').next().unwrap_or(k);
+                    (matches!(k, "file" | "filename") && !v.is_empty() && !v.starts_with("json:"))
+                        .then(|| (v.to_string(), true))
+                }
+                None => {
+                    (i == 0 && !p.is_empty() && !value.starts_with('{')).then(|| (p.clone(), true))
+                }
+            });
         let argv = ["".to_string(), format!("-{option}"), value.to_string()];
-        for p in argv_paths(&argv) {
-            let path = PathBuf::from(p);
-            if path.is_absolute() {
+        let others = argv_paths(&argv).into_iter().map(|p| (p, false));
+        for (p, sure) in named.chain(others) {
+            let path = crate::config::normalize(&qemu_cwd.join(p));
+            if (sure || path.is_file()) && !out.iter().any(|d: &ArgumentDisk| d.path == path) {
                 out.push(ArgumentDisk {
                     label: label.clone(),
                     path,
                     format: format.clone(),
+                    read_only,
                 });
             }
         }
@@ -178,6 +236,7 @@ pub fn verify_vm(
     vm: &str,
     cfg: &VmConfig,
     disk_dir: &Path,
+    qemu_cwd: &Path,
     created: &[PathBuf],
     running: bool,
 ) -> Vec<DiskCheck> {
@@ -239,11 +298,106 @@ pub fn verify_vm(
             }
             v
         };
-        push(e.name.clone(), Role::Storage, path, format, v);
+        // The backing file the overlay really has, which a `qemu-img
+        // rebase` may have changed behind the config's back.
+        let real_base = match (e.backing_path(disk_dir), img, v.status.is_failure()) {
+            (Some(base), Ok(img), false) if path.exists() => real_backing(img, &path, &base),
+            _ => None,
+        };
+        match real_base {
+            Some((verdict, Some(actual))) => {
+                let check = check_image(img, &actual, None, running);
+                push(e.name.clone(), Role::Storage, path, format, verdict);
+                push(
+                    format!("{} (real base)", e.name),
+                    Role::Base,
+                    actual,
+                    None,
+                    check,
+                );
+            }
+            Some((verdict, None)) => push(e.name.clone(), Role::Storage, path, format, verdict),
+            None => push(e.name.clone(), Role::Storage, path, format, v),
+        }
     }
-    for d in argument_disks(cfg) {
+    for d in argument_disks(cfg, qemu_cwd) {
         let v = check_image(img, &d.path, d.format.as_deref(), running);
         push(d.label, Role::Arguments, d.path, d.format.as_deref(), v);
+    }
+    out
+}
+
+/// When the overlay at `path` does not have `base` as its backing file: a
+/// failing verdict, and the backing file it has instead (if any).
+fn real_backing(img: &QemuImg, path: &Path, base: &Path) -> Option<(Verdict, Option<PathBuf>)> {
+    let info = match img.info_top(path) {
+        Ok(i) => i,
+        Err(e) => return Some((Verdict::new(Status::Error, e.to_string()), None)),
+    };
+    let actual = info
+        .full_backing_filename
+        .or(info.backing_filename)
+        .map(|b| {
+            let b = PathBuf::from(b);
+            if b.is_relative() {
+                path.parent().unwrap_or(Path::new("/")).join(b)
+            } else {
+                b
+            }
+        });
+    let same = |a: &Path| match (stat_followed(a), stat_followed(base)) {
+        (Ok(x), Ok(y)) => x.matches(&y),
+        _ => crate::config::normalize(a) == crate::config::normalize(base),
+    };
+    match actual {
+        Some(a) if same(&a) => None,
+        Some(a) => Some((
+            Verdict::new(
+                Status::BaseMismatch,
+                format!(
+                    "its backing file is {} (qemu-img info), not the config's base {}: a `qemu-img rebase` changed it; set the base to the file it has (`maqet apply`), or rebase it back",
+                    a.display(),
+                    base.display()
+                ),
+            ),
+            Some(a),
+        )),
+        None => Some((
+            Verdict::new(
+                Status::BaseMismatch,
+                format!(
+                    "it has no backing file (qemu-img info), but the config's base is {}: it was made standalone (`qemu-img rebase -b ''`, `convert`); remove the base from the config (`maqet apply`)",
+                    base.display()
+                ),
+            ),
+            None,
+        )),
+    }
+}
+
+/// The temporary files interrupted maqet commands left in `dirs`, one
+/// failing row each.
+pub fn leftover_checks(vm: &str, dirs: &[PathBuf]) -> Vec<DiskCheck> {
+    let mut out: Vec<DiskCheck> = Vec::new();
+    for dir in dirs {
+        for left in super::tmp::leftovers(dir) {
+            if out.iter().any(|c| c.path == left.path) {
+                continue;
+            }
+            out.push(DiskCheck {
+                vm: vm.to_string(),
+                disk: "(leftover)".into(),
+                role: Role::Leftover,
+                message: format!(
+                    "half written by an interrupted maqet command (it was to become {}); `maqet doctor --fix` removes it, and so does the next command that makes that file",
+                    left.target.display()
+                ),
+                path: left.path,
+                format: None,
+                force_share: false,
+                status: Status::Incomplete,
+            });
+        }
     }
     out
 }
@@ -536,7 +690,7 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        let checks = verify_vm("vm", &cfg, &d.join("disks"), &[], false);
+        let checks = verify_vm("vm", &cfg, &d.join("disks"), &d, &[], false);
         let got: Vec<(&str, Status)> = checks.iter().map(|c| (c.disk.as_str(), c.status)).collect();
         assert_eq!(
             got,
@@ -548,7 +702,7 @@ mod tests {
         assert!(checks[0].message.contains(&"0".repeat(64)));
         // Recorded as created but gone: missing.
         let created = [d.join("disks/root.qcow2")];
-        let checks = verify_vm("vm", &cfg, &d.join("disks"), &created, false);
+        let checks = verify_vm("vm", &cfg, &d.join("disks"), &d, &created, false);
         assert_eq!(checks[1].status, Status::Missing);
         assert!(checks[1].message.contains("maqet created it"));
     }
@@ -557,17 +711,21 @@ mod tests {
     fn argument_disks_are_found_with_their_format() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
+        let cwd = d.join("data");
+        std::fs::create_dir_all(cwd.join("sub")).unwrap();
+        std::fs::write(d.join("j.qcow2"), "").unwrap();
+        std::fs::write(cwd.join("sub/rel.qcow2"), "").unwrap();
         let text = format!(
-            "binary: /bin/sh\narguments:\n  - drive: \"file={0}/a.qcow2,format=qcow2,if=virtio\"\n  - cdrom: {0}/x.iso\n  - device: virtio-rng-pci\n  - drive: \"file={0}/c.img,media=cdrom\"\nargs: [-hda, {0}/h.img]\n",
+            "binary: /bin/sh\narguments:\n  - drive: \"file={0}/a.qcow2,format=qcow2,if=virtio\"\n  - cdrom: {0}/x.iso\n  - device: virtio-rng-pci\n  - drive: \"file={0}/c.img,media=cdrom\"\n  - drive: {{file: sub/rel.qcow2, if: virtio, readonly: \"on\"}}\nargs: [-hda, {0}/h.img, -drive, 'file=json:{{\"driver\":\"qcow2\",,\"file\":{{\"driver\":\"file\",,\"filename\":\"{0}/j.qcow2\"}}}}', -hdb, ../gone.img]\n",
             d.display()
         );
         let cfg = crate::config::ConfigDocument::from_yaml_str(&text, "t.yaml", d)
             .unwrap()
             .validate()
             .unwrap();
-        let found: Vec<(String, PathBuf, Option<String>)> = argument_disks(&cfg)
+        let found: Vec<(String, PathBuf, Option<String>, bool)> = argument_disks(&cfg, &cwd)
             .into_iter()
-            .map(|a| (a.label, a.path, a.format))
+            .map(|a| (a.label, a.path, a.format, a.read_only))
             .collect();
         assert_eq!(
             found,
@@ -575,11 +733,27 @@ mod tests {
                 (
                     "arguments[0]".into(),
                     d.join("a.qcow2"),
-                    Some("qcow2".into())
+                    Some("qcow2".into()),
+                    false
                 ),
-                ("arguments[1]".into(), d.join("x.iso"), Some("raw".into())),
-                ("arguments[3]".into(), d.join("c.img"), Some("raw".into())),
-                ("args".into(), d.join("h.img"), None),
+                (
+                    "arguments[1]".into(),
+                    d.join("x.iso"),
+                    Some("raw".into()),
+                    true
+                ),
+                (
+                    "arguments[3]".into(),
+                    d.join("c.img"),
+                    Some("raw".into()),
+                    true
+                ),
+                // Nested in a mapping: not resolved at load, so QEMU takes it
+                // from its working directory.
+                ("arguments[4]".into(), cwd.join("sub/rel.qcow2"), None, true),
+                ("args".into(), d.join("h.img"), None, false),
+                ("args".into(), d.join("j.qcow2"), None, false),
+                ("args".into(), d.join("gone.img"), None, false),
             ]
         );
     }

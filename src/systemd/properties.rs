@@ -117,6 +117,15 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         ("WatchdogUSec", Value::from(usec(spec.watchdog))),
         ("Slice", Value::from(SLICE.to_string())),
         ("SyslogIdentifier", Value::from("maqet-runner".to_string())),
+        // QEMU resolves the relative paths of `args` and unresolved
+        // `arguments` against its working directory. The data directory is
+        // one maqet always knows, so it can tell which file such a path
+        // names while the VM is stopped (systemd's default, the home
+        // directory, is the manager's to decide; docs/storage.md).
+        (
+            "WorkingDirectory",
+            Value::from(spec.data_dir.to_string_lossy().into_owned()),
+        ),
         // The socket stops with the service (BindsTo); a restart of the
         // service must bring it back first, or the new runner gets no fd.
         // `Wants=`, not `Requires=`: a runner that is killed or hangs takes
@@ -248,6 +257,10 @@ mod tests {
         let text = format!("{exec:?}");
         assert!(text.contains("/usr/bin/maqet-runner") && text.contains("--data-dir"));
         assert_eq!(get(&p, "WatchdogUSec"), &Value::from(10_000_000u64));
+        assert_eq!(
+            get(&p, "WorkingDirectory"),
+            &Value::from(spec().data_dir.to_string_lossy().into_owned())
+        );
         assert!(!p.iter().any(|(n, _)| *n == "Restart" || *n == "MemoryMax"));
     }
 

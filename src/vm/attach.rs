@@ -52,11 +52,12 @@ pub struct Attached {
     pub created_at_start: bool,
     /// Images created now (a live attach of a new disk).
     pub created: Vec<PathBuf>,
-    /// Another stopped VM of this data directory whose definition names
-    /// the image (directly or down a backing chain), e.g. "VM 'b' uses
-    /// it": not an error — QEMU's image locks keep the two from running at
-    /// once — but worth saying.
-    pub shared_with: Option<String>,
+    /// Every other VM of this data directory whose definition names the
+    /// image — directly, as a `base:`, or down a backing chain — one
+    /// sentence each ("VM 'b' uses it as the base of its disk 'root'"):
+    /// not an error — QEMU's image locks keep them from running at once —
+    /// but worth saying.
+    pub shared_with: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             _ => {}
         }
         self.refuse_in_use(&c.vm, &c.path, &c.new).await?;
-        let shared_with = self.defined_user(&c.vm, &c.path)?;
+        let shared_with = self.defined_users(&c.vm, &c.path)?;
         if running {
             return Ok(Attached {
                 shared_with,
@@ -141,18 +142,18 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         })
     }
 
-    /// Which other VM of this data directory names `path` in its
-    /// definition (rendered argv, `base:` files, backing chains).
-    fn defined_user(&self, vm: &VmName, path: &Path) -> Result<Option<String>, VmError> {
+    /// Which other VMs of this data directory name `path` in their
+    /// definitions (rendered argv, `base:` files, backing chains).
+    fn defined_users(&self, vm: &VmName, path: &Path) -> Result<Vec<String>, VmError> {
         if !path.exists() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut refs = References::default();
         let binary = self.add_defined(&mut refs, &self.store()?, Some(vm))?;
         if let Ok(img) = QemuImg::find(binary.as_deref()) {
             refs.add_backing_chains(&img);
         }
-        Ok(refs.user_of_path(path))
+        Ok(refs.users_of_path(path))
     }
 
     /// The stored definition plus the requested entry.
@@ -170,7 +171,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let new = doc.validate()?;
         let added = new.storage().last().expect("just added").clone();
         let path = added.path(&disk_dir);
-        refuse_duplicate(&vm, &old, &disk_dir, &path)?;
+        refuse_duplicate(&vm, &old, &disk_dir, self.data_dir.qemu_cwd(), &path)?;
         Ok(Change {
             vm,
             sources: rec.sources.clone(),
@@ -217,7 +218,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             live: true,
             created_at_start: false,
             created: done.created.into_iter().map(|c| c.path).collect(),
-            shared_with: None,
+            shared_with: Vec::new(),
         })
     }
 
@@ -229,12 +230,22 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         let ours = self.data_dir.path().to_string_lossy().into_owned();
         let mut refs = References::default();
-        for p in self.running_processes().await? {
-            if p.vm == vm.as_str() && p.data_dir == ours {
-                continue;
-            }
+        let running = self.running_processes().await?;
+        let own = |p: &super::refs::RunningProcess| p.vm == vm.as_str() && p.data_dir == ours;
+        for p in running.iter().filter(|p| !own(p)) {
             refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
         }
+        // A disk hot-plugged elsewhere, or a QEMU maqet does not manage.
+        let own_pids: Vec<u32> = running.iter().filter(|p| own(p)).map(|p| p.pid).collect();
+        refs.add_open_files(
+            &|pid| {
+                running
+                    .iter()
+                    .find(|p| p.pid == pid)
+                    .map(|p| p.user.clone())
+            },
+            &own_pids,
+        );
         if let Ok(img) = QemuImg::find(Some(&cfg.binary)) {
             refs.add_backing_chains(&img);
         }
@@ -348,6 +359,7 @@ fn refuse_duplicate(
     vm: &VmName,
     old: &VmConfig,
     disk_dir: &Path,
+    qemu_cwd: &Path,
     path: &Path,
 ) -> Result<(), VmError> {
     let mut known: Vec<(PathBuf, String)> = Vec::new();
@@ -357,7 +369,7 @@ fn refuse_duplicate(
             known.push((b, format!("the base of its disk '{}'", e.name)));
         }
     }
-    for d in argument_disks(old) {
+    for d in argument_disks(old, qemu_cwd) {
         known.push((d.path, format!("a disk in {}", d.label)));
     }
     let id = stat_followed(path).ok();

@@ -114,6 +114,95 @@ fn full_clone_of_a_running_vm_is_refused_before_anything_is_stored() {
 }
 
 #[test]
+fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
+    let c = case(RAW);
+    std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
+    std::fs::write(c.src_disk(), b"disk bytes").unwrap();
+    // What a clone killed mid-copy leaves: the definition marked, its
+    // directory recorded, a temporary file nobody writes any more.
+    let store = c.vms.store().unwrap();
+    let (_, src) = c.vms.record("src").unwrap();
+    store
+        .insert_incomplete_vm(
+            &crate::state::NewVm {
+                name: "copy".into(),
+                config: src.config.clone(),
+                sources: vec![],
+                autostart: false,
+            },
+            "a clone of 'src' whose disk copies were not finished",
+        )
+        .unwrap();
+    let copy = VmName::new("copy").unwrap();
+    let dir = c.vms.disk_dir(&copy);
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = crate::storage::identity::stat_path(&dir).unwrap().identity;
+    store
+        .record_created_file("copy", &dir, crate::state::FileKind::Directory, Some(id))
+        .unwrap();
+    std::fs::write(dir.join(".d.raw.maqet-999999.tmp"), b"disk").unwrap();
+    for e in [
+        run(c
+            .vms
+            .start("copy", Duration::from_secs(5), &super::notice::quiet))
+        .unwrap_err(),
+        run(c.vms.create_storage(&copy, &stored_config(&src).unwrap())).unwrap_err(),
+    ] {
+        assert!(matches!(e, VmError::Incomplete { .. }), "{e}");
+        assert_eq!(CliError::from(e).code, code::CONFLICT);
+    }
+    let e = run(c.vms.clone_vm("copy", "third", true)).unwrap_err();
+    assert!(
+        matches!(e, VmError::Clone(CloneError::SourceIncomplete { .. })),
+        "{e}"
+    );
+    // The next clone to the name removes what was left, then clones.
+    let cloned = run(c.vms.clone_vm("src", "copy", true)).unwrap();
+    assert_eq!(cloned.cleaned.len(), 2, "{:?}", cloned.cleaned);
+    assert!(c.vms.record("copy").unwrap().1.incomplete.is_none());
+    assert_eq!(std::fs::read(dir.join("d.raw")).unwrap(), b"disk bytes");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["d.raw"]);
+}
+
+#[test]
+fn plan_refuses_a_writable_arguments_disk_and_shares_read_only_media() {
+    let c = case(RAW);
+    let disk = c.dir.path().join("x.qcow2");
+    std::fs::write(&disk, b"").unwrap();
+    let plan = |args: &str| {
+        let yaml = format!("name: src\nbinary: /bin/sh\nargs: [{args}]\n");
+        let cfg = crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path())
+            .unwrap()
+            .validate()
+            .unwrap();
+        plan_disks(
+            &cfg,
+            c.dir.path(),
+            &c.dir.path().join("dst"),
+            true,
+            c.dir.path(),
+        )
+    };
+    // Relative: QEMU finds it in its working directory.
+    let e = plan("-drive, 'file=x.qcow2,if=virtio'").unwrap_err();
+    assert!(matches!(e, CloneError::SharedArgument { .. }), "{e}");
+    assert!(e.to_string().contains("x.qcow2 (writable)"), "{e}");
+    for ro in [
+        "-drive, 'file=x.qcow2,if=virtio,readonly=on'",
+        "-cdrom, x.qcow2",
+        "-drive, 'file=x.qcow2,media=cdrom'",
+        "-drive, 'file=x.qcow2,snapshot=on'",
+    ] {
+        assert_eq!(plan(ro).unwrap(), [], "{ro}");
+    }
+}
+
+#[test]
 fn plan_refuses_a_disk_outside_the_disk_directory() {
     let c = case(RAW);
     let file = c.dir.path().join("shared.raw");
@@ -124,7 +213,14 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
     let doc =
         crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
     let cfg = doc.validate().unwrap();
-    let e = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap_err();
+    let e = plan_disks(
+        &cfg,
+        c.dir.path(),
+        &c.dir.path().join("dst"),
+        true,
+        c.dir.path(),
+    )
+    .unwrap_err();
     assert!(matches!(e, CloneError::SharedFile { .. }), "{e}");
     assert!(
         e.to_string()
@@ -134,7 +230,14 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
     // A disk not made yet is made fresh by the clone's first start.
     let (_, rec) = c.vms.record("src").unwrap();
     let cfg = stored_config(&rec).unwrap();
-    let plan = plan_disks(&cfg, c.dir.path(), &c.dir.path().join("dst"), true).unwrap();
+    let plan = plan_disks(
+        &cfg,
+        c.dir.path(),
+        &c.dir.path().join("dst"),
+        true,
+        c.dir.path(),
+    )
+    .unwrap();
     assert_eq!(plan, [DiskPlan::Fresh]);
 }
 

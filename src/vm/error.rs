@@ -21,6 +21,10 @@ pub enum VmError {
     NoSuchVm { name: String, data_dir: PathBuf },
     #[error("VM '{vm}' is already running (see `maqet status {vm}`)")]
     AlreadyRunning { vm: VmName },
+    /// The VM's making was interrupted (`VmRecord::incomplete`): nothing
+    /// trusts what it has.
+    #[error("VM '{vm}' is incomplete: {what}; maqet does not use it. `maqet rm --delete-storage {vm}` removes it (so does the next `maqet clone` to this name)")]
+    Incomplete { vm: VmName, what: String },
     /// The runner failed before it was ready; `log` is what it logged.
     #[error("VM '{vm}' failed to start: {reason}{}\n(full log: maqet logs {vm}; unit: systemctl --user status {unit})", log.iter().map(|l| format!("\n  {l}")).collect::<String>())]
     StartFailed {
@@ -67,6 +71,14 @@ pub enum VmError {
     /// Which files running VMs use is unknown, so nothing may be deleted.
     #[error("cannot tell which files running VMs use ({0}); nothing was deleted")]
     UsageUnknown(SystemdError),
+    /// `rm --delete-storage` deleted files, then could not commit the
+    /// database change that records it: says exactly what is gone.
+    #[error("deleted {}, but the database could not record it ({error}); the definition of '{vm}' stays: run `maqet rm --delete-storage {vm}` again to finish (it finds those files gone)", list_or_none(deleted))]
+    DeletedUnrecorded {
+        vm: VmName,
+        deleted: Vec<PathBuf>,
+        error: Box<StateError>,
+    },
     #[error("VM '{vm}' was not removed:{}", failures.iter().map(|f| format!("\n  {f}")).collect::<String>())]
     NotRemoved {
         vm: VmName,
@@ -110,6 +122,17 @@ pub enum VmError {
 }
 
 impl VmError {
+    /// `Incomplete` for a record whose making was interrupted.
+    pub fn refuse_incomplete(vm: &VmName, rec: &crate::state::VmRecord) -> Result<(), VmError> {
+        match &rec.incomplete {
+            Some(what) => Err(VmError::Incomplete {
+                vm: vm.clone(),
+                what: what.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The error underneath any undo note.
     pub fn root(&self) -> &VmError {
         match self {

@@ -148,6 +148,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         wait: Wait,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
         let spec = self.unit_spec(vm, &cfg, timeout)?;
@@ -156,9 +157,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
-        crate::provision::prepare(&self.data_dir, vm, &cfg)?;
-        // Disks exist before the unit does; a failed start removes them again.
         let store = self.store()?;
+        crate::provision::prepare(&self.data_dir, vm, &cfg, &store)?;
+        // Disks exist before the unit does; a failed start removes them again.
         let mut provisioned = Provisioned::default();
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
             return Err(self.undone(vm, provisioned, &store, e).await);

@@ -51,6 +51,15 @@ pub enum Notice {
     DeletedTpmState {
         path: PathBuf,
     },
+    /// A temporary file a killed maqet command left (storage/tmp.rs).
+    DeletedLeftover {
+        path: PathBuf,
+    },
+    /// The VM's own directory in the data directory, empty, that an earlier
+    /// VM of the name had made.
+    DeletedEmptyDir {
+        path: PathBuf,
+    },
     /// Something that did not stop the command but should be known.
     Warning {
         message: String,
@@ -79,12 +88,20 @@ impl std::fmt::Display for Notice {
                 path.display()
             ),
             Notice::DeletedTpmState { path } => write!(f, "deleted {} (TPM state)", path.display()),
+            Notice::DeletedEmptyDir { path } => {
+                write!(f, "deleted {} (empty directory of the VM)", path.display())
+            }
+            Notice::DeletedLeftover { path } => write!(
+                f,
+                "deleted {} (left half-written by an interrupted maqet command)",
+                path.display()
+            ),
             Notice::Warning { message } => write!(f, "warning: {message}"),
             Notice::KeptCreated { vm, paths } => {
                 let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 write!(
                     f,
-                    "kept the disks maqet created for '{vm}': {} (`maqet rm --delete-storage` would have deleted them; `maqet storage ls` shows them as unreferenced)",
+                    "kept the files maqet created for '{vm}': {} (`maqet rm --delete-storage` would have deleted them; `maqet storage ls` shows disks no VM uses as unreferenced)",
                     list.join(", ")
                 )
             }

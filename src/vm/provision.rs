@@ -125,6 +125,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         vm: &VmName,
         cfg: &VmConfig,
     ) -> Result<Provisioned, VmError> {
+        let (_, rec) = self.record(vm.as_str())?;
+        VmError::refuse_incomplete(vm, &rec)?;
         let store = self.store()?;
         let mut done = Provisioned::default();
         if let Err(e) = st::provision(vm.as_str(), cfg, &self.disk_dir(vm), &store, &mut done) {

@@ -1,10 +1,12 @@
 //! Which files VMs use: the rendered QEMU command line of every VM defined
-//! in this data directory, the real command line of every QEMU running in
-//! the user's maqet units (whatever their data directory), and the backing
-//! chains of all those images. Nothing is deleted that this finds in use
-//! (docs/storage.md).
+//! in this data directory (relative paths as QEMU will resolve them, against
+//! its working directory, the data directory), the real command line of
+//! every QEMU running in the user's maqet units (whatever their data
+//! directory), every file any process of the user has open (hot-plugged
+//! disks, a QEMU started by hand), and the backing chains of all those
+//! images. Nothing is deleted that this finds in use (docs/storage.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::{RenderContext, VmConfig};
 use crate::state::Store;
@@ -18,6 +20,7 @@ use crate::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
 /// One process of a running maqet unit.
 #[derive(Debug, Clone)]
 pub struct RunningProcess {
+    pub pid: u32,
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
     /// The VM name of its unit, and the data directory its description names.
@@ -66,6 +69,7 @@ pub async fn running_processes(units: &impl UnitManager) -> Result<Vec<RunningPr
                 continue;
             }
             out.push(RunningProcess {
+                pid,
                 argv,
                 cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok(),
                 vm: vm.to_string(),
@@ -89,9 +93,15 @@ fn proc_argv(pid: u32) -> Option<Vec<String>> {
     (!argv.is_empty()).then_some(argv)
 }
 
-/// Adds a defined VM's rendered command line and its configs' backing
-/// files.
-pub fn add_config(refs: &mut References, name: &str, cfg: &VmConfig, disk_dir: PathBuf) {
+/// Adds a defined VM's rendered command line (relative paths against
+/// `cwd`, QEMU's working directory) and its configs' backing files.
+pub fn add_config(
+    refs: &mut References,
+    name: &str,
+    cfg: &VmConfig,
+    disk_dir: PathBuf,
+    cwd: &Path,
+) {
     let user = format!("VM '{name}' uses it");
     let argv = cfg.render_argv(&RenderContext {
         vm_name: name.to_string(),
@@ -100,10 +110,13 @@ pub fn add_config(refs: &mut References, name: &str, cfg: &VmConfig, disk_dir: P
         disk_dir: disk_dir.clone(),
         runtime_dir: crate::paths::vm_runtime_dir_or_default(name),
     });
-    refs.add_argv(&argv, None, &user);
+    refs.add_argv(&argv, Some(cwd), &user);
     for e in cfg.storage() {
         if let Some(b) = e.backing_path(&disk_dir) {
-            refs.add_path(&b, &user);
+            refs.add_base(
+                &b,
+                &format!("VM '{name}' uses it as the base of its disk '{}'", e.name),
+            );
         }
     }
 }
@@ -123,9 +136,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     ) -> Result<References, VmError> {
         let mut refs = References::default();
         let binary = self.add_defined(&mut refs, store, except)?;
-        for p in running_processes(&self.units).await? {
+        let running = running_processes(&self.units).await?;
+        for p in &running {
             refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
         }
+        refs.add_open_files(
+            &|pid| {
+                running
+                    .iter()
+                    .find(|p| p.pid == pid)
+                    .map(|p| p.user.clone())
+            },
+            &[],
+        );
         if let Ok(img) = QemuImg::find(binary.as_deref()) {
             refs.add_backing_chains(&img);
         }
@@ -152,14 +175,16 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             };
             match stored_config(&rec) {
                 Ok(cfg) => {
-                    add_config(refs, &rec.name, &cfg, self.disk_dir(&vm));
+                    let cwd = self.data_dir.qemu_cwd();
+                    add_config(refs, &rec.name, &cfg, self.disk_dir(&vm), cwd);
                     binary.get_or_insert(cfg.binary);
                 }
                 // Cannot be rendered: every path-like string in it still counts.
                 Err(_) => {
                     let mut strings = vec![String::new()];
                     collect_strings(&rec.config, &mut strings);
-                    refs.add_argv(&strings, None, &format!("VM '{}' uses it", rec.name));
+                    let user = format!("VM '{}' uses it", rec.name);
+                    refs.add_argv(&strings, Some(self.data_dir.qemu_cwd()), &user);
                 }
             }
         }

@@ -2,12 +2,14 @@
 //! storage maqet created for it (or files named one by one) unless
 //! something uses them.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{canonical, normalize, StorageKind};
-use crate::state::{FileKind, Store, VmRecord};
-use crate::storage::{self as st, Removal};
+use crate::state::{CreatedFile, FileIdentity, FileKind, VmRecord};
+use crate::storage::remove::{remove_empty_dir, remove_inside};
+use crate::storage::{self as st, tmp, Removal};
 use crate::vmname::VmName;
 
 use super::error::RemoveFailure;
@@ -58,16 +60,16 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             self.reset_failed(&vm).await;
         }
         if opts.delete_storage || !named.is_empty() {
+            // Deletes the definition too, in the same transaction.
             self.delete_storage(&vm, &rec, opts.delete_storage, &named, notify)
                 .await?;
+        } else {
+            let store = self.store()?;
+            note_kept(&store.created_files(vm.as_str())?, &vm, notify);
+            store.delete_vm(vm.as_str())?;
         }
-        let store = self.store()?;
-        if !opts.delete_storage {
-            note_kept(&store, &vm, notify)?;
-        }
-        store.delete_vm(vm.as_str())?;
-        // The cloud-init seed, known_hosts and port plan go with it.
-        for message in crate::provision::forget(&self.data_dir, &vm) {
+        // known_hosts and the port plan go with it (the seed is storage).
+        for message in crate::provision::forget(&vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
         lock.remove_file();
@@ -127,7 +129,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 
     /// `rm --delete-storage` / `--delete-file`: deletes, announces each
-    /// file, and lists the VM's files that are kept (and why).
+    /// file, lists the VM's files that are kept (and why), and deletes the
+    /// definition when every deletion worked. The database's write lock is
+    /// taken before the first file is deleted and held to the end, so a
+    /// busy database stops `rm` while nothing is deleted yet, and the
+    /// records of what was deleted go in the same transaction; if that
+    /// transaction cannot be committed, the error names every file that
+    /// was deleted.
     async fn delete_storage(
         &self,
         vm: &VmName,
@@ -139,40 +147,67 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let store = self.store()?;
         // No file another VM uses is deleted, whoever created it.
         let refs = self.references(&store, Some(vm)).await?;
-        let created: Vec<PathBuf> = store
-            .created_files(vm.as_str())?
-            .into_iter()
-            .map(|f| canonical(&f.path))
-            .collect();
+        let in_use = |id: &FileIdentity| refs.user_of(id);
+        let tx = store.begin_write()?;
+        let records = tx.created_files(vm.as_str())?;
+        let created: Vec<PathBuf> = records.iter().map(|f| canonical(&f.path)).collect();
+        let deleted = RefCell::new(Vec::new());
+        let say = |n: Notice| {
+            if let Notice::Deleted { path, .. }
+            | Notice::DeletedNamed { path }
+            | Notice::DeletedTpmState { path }
+            | Notice::DeletedLeftover { path }
+            | Notice::DeletedEmptyDir { path } = &n
+            {
+                deleted.borrow_mut().push(path.clone());
+            }
+            notify(n)
+        };
         let mut failed = Vec::new();
-        // swtpm's files in the TPM state directory maqet made go first, so
-        // the directory itself can go with the VM's other files.
-        let tpm_dir = crate::companion::tpm::state_dir(&self.disk_dir(vm));
-        if delete_created && created.contains(&canonical(&tpm_dir)) {
-            for r in crate::companion::tpm::clear_state(&tpm_dir) {
-                match r {
-                    Ok(path) => notify(Notice::DeletedTpmState { path }),
-                    Err((path, error)) => failed.push(RemoveFailure::Delete { path, error }),
+        if delete_created {
+            self.delete_tpm_state(vm, &records, &in_use, &say, &mut failed);
+            let mut dirs = record_dirs(&records);
+            if let Ok(cfg) = stored_config(rec) {
+                for d in super::verify::file_dirs(&self.data_dir, vm, &cfg) {
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
                 }
             }
-        }
-        if delete_created {
-            for (path, kind, outcome) in
-                st::delete_created(vm.as_str(), &store, &|id| refs.user_of(id))?
-            {
+            delete_leftovers(&dirs, &say, &mut failed);
+            for (path, kind, outcome) in st::delete_created(vm.as_str(), &tx, &in_use)? {
                 match outcome {
-                    Removal::Deleted => notify(Notice::Deleted { path, kind }),
-                    Removal::AlreadyGone => notify(Notice::AlreadyGone { path }),
-                    Removal::KeptNotEmpty => notify(Notice::KeptNotEmpty { path }),
+                    Removal::Deleted => say(Notice::Deleted { path, kind }),
+                    Removal::AlreadyGone => say(Notice::AlreadyGone { path }),
+                    Removal::KeptNotEmpty => say(Notice::KeptNotEmpty { path }),
                     Removal::KeptInUse(why) | Removal::KeptUnproven(why) => {
-                        notify(Notice::Kept { path, why })
+                        say(Notice::Kept { path, why })
                     }
                     Removal::Failed(error) => failed.push(RemoveFailure::Delete { path, error }),
                 }
             }
+            // The VM's own directories in the data directory, made by an
+            // earlier VM of the name (so not recorded), go when empty.
+            let real = self.data_dir.resolved();
+            for dir in [
+                real.disk_dir(vm),
+                crate::cloudinit::seed_dir(real.path(), vm.as_str()),
+            ] {
+                if created.contains(&canonical(&dir)) {
+                    continue;
+                }
+                if remove_empty_dir(&dir) == Removal::Deleted {
+                    say(Notice::DeletedEmptyDir { path: dir });
+                }
+            }
+        } else {
+            note_kept(&records, vm, notify);
         }
         for p in named {
-            if let Some(user) = refs.user_of_path(p) {
+            if let Some(user) = refs
+                .user_of_path(p)
+                .or_else(|| crate::storage::locks::held_at(p))
+            {
                 failed.push(RemoveFailure::InUse {
                     path: p.clone(),
                     user,
@@ -180,9 +215,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 continue;
             }
             match std::fs::remove_file(p) {
-                Ok(()) => notify(Notice::DeletedNamed { path: p.clone() }),
+                Ok(()) => say(Notice::DeletedNamed { path: p.clone() }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    notify(Notice::AlreadyGone { path: p.clone() })
+                    say(Notice::AlreadyGone { path: p.clone() })
                 }
                 Err(e) => failed.push(RemoveFailure::Delete {
                     path: p.clone(),
@@ -203,9 +238,23 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     && !created.contains(&canonical(&p))
                     && !named.iter().any(|n| canonical(n) == canonical(&p))
                 {
-                    notify(Notice::KeptBrought { path: p });
+                    say(Notice::KeptBrought { path: p });
                 }
             }
+        }
+        if failed.is_empty() {
+            tx.delete_vm(vm.as_str())?;
+        }
+        if let Err(error) = tx.commit() {
+            let deleted = deleted.into_inner();
+            if deleted.is_empty() {
+                return Err(error.into());
+            }
+            return Err(VmError::DeletedUnrecorded {
+                vm: vm.clone(),
+                deleted,
+                error: Box::new(error),
+            });
         }
         if failed.is_empty() {
             Ok(())
@@ -216,15 +265,107 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             })
         }
     }
+
+    /// swtpm's files in the TPM state directory maqet made, so the
+    /// directory itself can go with the VM's other files: reached like any
+    /// deletion, only while the directory is still the recorded one.
+    fn delete_tpm_state(
+        &self,
+        vm: &VmName,
+        records: &[CreatedFile],
+        in_use: &dyn Fn(&FileIdentity) -> Option<String>,
+        say: Notify,
+        failed: &mut Vec<RemoveFailure>,
+    ) {
+        let tpm_dir = canonical(&crate::companion::tpm::state_dir(&self.disk_dir(vm)));
+        let Some(rec) = records
+            .iter()
+            .find(|f| f.kind == FileKind::Directory && canonical(&f.path) == tpm_dir)
+        else {
+            return;
+        };
+        let names = crate::companion::tpm::STATE_FILES;
+        match remove_inside(&rec.path, rec.identity.as_ref(), names, in_use) {
+            Err(Removal::AlreadyGone) => {}
+            Err(Removal::Failed(error)) => failed.push(RemoveFailure::Delete {
+                path: rec.path.clone(),
+                error,
+            }),
+            Err(r) => say(Notice::Kept {
+                path: rec.path.clone(),
+                why: format!("the TPM state in it stays: {}", removal_reason(&r)),
+            }),
+            Ok(outcomes) => {
+                for (path, r) in outcomes {
+                    match r {
+                        Removal::Deleted => say(Notice::DeletedTpmState { path }),
+                        Removal::AlreadyGone => {}
+                        Removal::Failed(error) => {
+                            failed.push(RemoveFailure::Delete { path, error })
+                        }
+                        r => say(Notice::Kept {
+                            path,
+                            why: removal_reason(&r),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The directories of the VM's created files (and the created directories).
+fn record_dirs(records: &[CreatedFile]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in records {
+        let dir = match f.kind {
+            FileKind::Directory => f.path.clone(),
+            _ => f.path.parent().map(PathBuf::from).unwrap_or_default(),
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Temporary files a killed maqet left in `dirs`, the VM's directories
+/// (storage/tmp.rs): they would keep those directories, and nobody else
+/// would ever remove them.
+fn delete_leftovers(dirs: &[PathBuf], say: Notify, failed: &mut Vec<RemoveFailure>) {
+    for dir in dirs {
+        for left in tmp::leftovers(dir) {
+            match tmp::remove_leftover(&left.path) {
+                Removal::Deleted => say(Notice::DeletedLeftover { path: left.path }),
+                Removal::AlreadyGone => {}
+                Removal::Failed(error) => failed.push(RemoveFailure::Delete {
+                    path: left.path,
+                    error,
+                }),
+                r => say(Notice::Kept {
+                    path: left.path,
+                    why: removal_reason(&r),
+                }),
+            }
+        }
+    }
+}
+
+/// The text of a keeping [`Removal`].
+fn removal_reason(r: &Removal) -> String {
+    match r {
+        Removal::KeptInUse(why) | Removal::KeptUnproven(why) | Removal::Failed(why) => why.clone(),
+        Removal::KeptNotEmpty => "directory holds other files".into(),
+        Removal::Deleted | Removal::AlreadyGone => String::new(),
+    }
 }
 
 /// After `rm` without `--delete-storage`: which created files stay.
-fn note_kept(store: &Store, vm: &VmName, notify: Notify) -> Result<(), VmError> {
-    let kept: Vec<PathBuf> = store
-        .created_files(vm.as_str())?
-        .into_iter()
+fn note_kept(records: &[CreatedFile], vm: &VmName, notify: Notify) {
+    let kept: Vec<PathBuf> = records
+        .iter()
         .filter(|f| f.kind != FileKind::Directory && f.path.exists())
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     if !kept.is_empty() {
         notify(Notice::KeptCreated {
@@ -232,5 +373,4 @@ fn note_kept(store: &Store, vm: &VmName, notify: Notify) -> Result<(), VmError> 
             paths: kept,
         });
     }
-    Ok(())
 }

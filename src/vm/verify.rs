@@ -1,11 +1,16 @@
 //! `maqet storage verify [VM…]`: the disks of the named VMs (or of every
-//! VM), checked as storage/verify.rs says, with `-U` for VMs that run.
+//! VM), checked as storage/verify.rs says, with `-U` for VMs that run; and
+//! what interrupted commands left half made: a VM marked incomplete (a
+//! clone whose copies were not finished) and temporary files nobody is
+//! writing any more, each a failing row.
 
 use std::path::PathBuf;
 
-use crate::config::canonical;
+use crate::config::{canonical, VmConfig};
+use crate::paths::DataDir;
 use crate::state::{Store, VmRecord};
-use crate::storage::verify::{verify_vm, DiskCheck, Role, Status};
+use crate::storage::disks::canonical_parent;
+use crate::storage::verify::{leftover_checks, verify_vm, DiskCheck, Role, Status};
 use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
@@ -29,19 +34,28 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             let Ok(vm) = VmName::new(&rec.name) else {
                 continue;
             };
+            let definition = |status, message: String| DiskCheck {
+                vm: rec.name.clone(),
+                disk: "(definition)".into(),
+                role: Role::Config,
+                path: PathBuf::new(),
+                format: None,
+                force_share: false,
+                status,
+                message,
+            };
+            if let Some(what) = &rec.incomplete {
+                out.push(definition(
+                    Status::Incomplete,
+                    format!(
+                        "{what}: maqet will not start it; `maqet rm --delete-storage {vm}` removes it (so does the next `maqet clone` to this name)"
+                    ),
+                ));
+            }
             let cfg = match stored_config(&rec) {
                 Ok(c) => c,
                 Err(e) => {
-                    out.push(DiskCheck {
-                        vm: rec.name.clone(),
-                        disk: "(definition)".into(),
-                        role: Role::Config,
-                        path: PathBuf::new(),
-                        format: None,
-                        force_share: false,
-                        status: Status::Error,
-                        message: e.to_string(),
-                    });
+                    out.push(definition(Status::Error, e.to_string()));
                     continue;
                 }
             };
@@ -60,10 +74,37 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 vm.as_str(),
                 &cfg,
                 &self.disk_dir(&vm),
+                self.data_dir.qemu_cwd(),
                 &created,
                 running,
+            ));
+            out.extend(leftover_checks(
+                vm.as_str(),
+                &file_dirs(&self.data_dir, &vm, &cfg),
             ));
         }
         Ok(out)
     }
+}
+
+/// The directories where maqet writes `vm`'s files: its disk directory,
+/// that of every `storage:` image, and its cloud-init seed directory.
+/// Paths as maqet walks them (storage/tmp.rs): below the data directory's
+/// resolved path, and images' directories resolved as at their creation.
+pub fn file_dirs(data_dir: &DataDir, vm: &VmName, cfg: &VmConfig) -> Vec<PathBuf> {
+    let real = data_dir.resolved();
+    let disk_dir = data_dir.disk_dir(vm);
+    let mut dirs = vec![
+        real.disk_dir(vm),
+        crate::cloudinit::seed_dir(real.path(), vm.as_str()),
+    ];
+    for e in cfg.storage().iter().filter(|e| e.virtfs.is_none()) {
+        let image = canonical_parent(&e.path(&disk_dir));
+        if let Some(d) = image.parent() {
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_path_buf());
+            }
+        }
+    }
+    dirs
 }

@@ -53,6 +53,18 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
 pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
     let vms = ctx.vms_if_session().await?;
     let cloned = vms.clone_vm(&a.name, &a.new_name, a.full).await?;
+    if !cloned.cleaned.is_empty() {
+        let list: Vec<String> = cloned
+            .cleaned
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "removed what an interrupted clone to '{}' had left: {}",
+            cloned.vm,
+            list.join(", ")
+        );
+    }
     if cloned.nvram_skipped {
         eprintln!(
             "note: '{}' is running, so its UEFI variable store is not copied; '{}' starts with a fresh one from the firmware's template",

@@ -112,10 +112,11 @@ async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
         done.drive,
         done.path.display()
     );
-    if let Some(user) = &done.shared_with {
+    if !done.shared_with.is_empty() {
         eprintln!(
-            "note: {}: {user} too; QEMU's image locks keep the two from running at once (give one of them an overlay with `base:` or a copy to run both)",
-            done.path.display()
+            "note: {}: {} too; QEMU's image locks keep them from running at once (give one of them an overlay with `base:` or a copy to run both)",
+            done.path.display(),
+            done.shared_with.join(", ")
         );
     }
     Ok(())

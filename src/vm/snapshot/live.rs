@@ -30,6 +30,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let target = live::target(vm.as_str(), &nodes, &req.drive, drive_path, &|p| {
             labels.name(p)
         })?;
+        // Every disk the job writes must be free to write.
+        let images: Vec<(String, std::path::PathBuf)> = target
+            .devices
+            .iter()
+            .map(|n| (n.label.clone(), n.file.clone()))
+            .collect();
+        self.refuse_bases(vm, &images, req.op).await?;
         let tag = req.tag.as_str();
         let (replaced, freeze) = match req.op {
             SnapshotOp::Create { overwrite, freeze } => {

@@ -15,7 +15,10 @@ mod offline;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
+
 use crate::ipc::protocol::FreezeReport;
+use crate::state::Store;
 use crate::storage::live::Progress;
 use crate::storage::snapshot as snap;
 use crate::vmname::VmName;
@@ -119,6 +122,24 @@ pub enum SnapshotError {
     },
     #[error("VM '{vm}' is running: maqet will not {} a running VM with qemu-img. Stop it first (`maqet stop {vm}`), or add --live to {} the whole running VM (every disk plus RAM) through QEMU", .op.refusal(), .op.verb())]
     Running { vm: VmName, op: SnapshotOp },
+    /// The drive is `readonly: true`: its image must only be read.
+    #[error("drive '{drive}' of VM '{vm}' is read-only (`readonly: true`), and a snapshot {} writes its image {}; nothing was changed", .op.verb(), path.display())]
+    ReadOnly {
+        vm: VmName,
+        drive: String,
+        path: PathBuf,
+        op: SnapshotOp,
+    },
+    /// The image is the base of other images: writing it (a snapshot's
+    /// metadata, or a load's old contents) changes what they read.
+    #[error("{} (drive '{drive}' of VM '{vm}') is read by other images as their base: {}; a snapshot {} would write it and change what they read, so nothing was changed (snapshot the overlays instead, or give '{vm}' a copy of the image)", path.display(), users.join("; "), .op.verb())]
+    BaseOfOthers {
+        vm: VmName,
+        drive: String,
+        path: PathBuf,
+        users: Vec<String>,
+        op: SnapshotOp,
+    },
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
@@ -134,9 +155,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             snap::validate_tag(&req.tag)?;
         }
         let (vm, rec) = self.record(&req.vm)?;
+        VmError::refuse_incomplete(&vm, &rec)?;
         let cfg = stored_config(&rec)?;
         let entry = snap::find_drive(vm.as_str(), &cfg, &req.drive)?;
         let disk_dir = self.disk_dir(&vm);
+        if entry.readonly {
+            return Err(SnapshotError::ReadOnly {
+                vm,
+                drive: entry.name.clone(),
+                path: entry.path(&disk_dir),
+                op: req.op,
+            }
+            .into());
+        }
         let running = self.is_running(&vm).await?;
         match (req.live, running) {
             (true, true) => {
@@ -154,8 +185,41 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             (false, false) => {
                 let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
                 let name = entry.name.clone();
+                self.refuse_bases(&vm, &[(name.clone(), path.clone())], req.op)
+                    .await?;
                 self.snapshot_offline(vm, &cfg, &name, &path, req).await
             }
         }
+    }
+
+    /// A snapshot writes each of `images` (drive, path): refused when one
+    /// is the base of any image a VM uses — down the backing chain of a
+    /// disk of any VM of this data directory (this one included) or of a
+    /// running QEMU of the user's, or a configured `base:`.
+    pub(super) async fn refuse_bases(
+        &self,
+        vm: &VmName,
+        images: &[(String, PathBuf)],
+        op: SnapshotOp,
+    ) -> Result<(), VmError> {
+        // Read only: a snapshot works on a data directory that is full.
+        let Some(store) = Store::open_read_only(&self.data_dir.db_path())? else {
+            return Ok(());
+        };
+        let refs = self.references(&store, None).await?;
+        for (drive, path) in images {
+            let users = refs.backing_users_of_path(path);
+            if !users.is_empty() {
+                return Err(SnapshotError::BaseOfOthers {
+                    vm: vm.clone(),
+                    drive: drive.clone(),
+                    path: path.clone(),
+                    users,
+                    op,
+                }
+                .into());
+            }
+        }
+        Ok(())
     }
 }
