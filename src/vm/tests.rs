@@ -340,16 +340,22 @@ fn remove_each_removes_every_stopped_vm_and_refuses_a_running_one_alone() {
     let c = case();
     add(&c, "db");
     let all = names(&c.vms.data_dir).unwrap();
-    assert_eq!(
-        all.iter().map(VmName::as_str).collect::<Vec<_>>(),
-        ["db", "web"],
-        "oldest first, then by name"
+    // Oldest first, then by name: `web` (made by case()) and `db` fall in
+    // one second or in two, so either order is right here.
+    let order: Vec<&str> = all.iter().map(VmName::as_str).collect();
+    assert!(
+        order == ["db", "web"] || order == ["web", "db"],
+        "{order:?}"
     );
+    let at = |n: &str| order.iter().position(|o| *o == n).unwrap();
     // `web` runs: refused without --force, `db` goes anyway.
     c.set(Some(c.ours("active", "running")));
     let results = run(c.vms.remove_each(&all, &RemoveOptions::default(), &quiet));
-    assert!(results[0].is_ok());
-    assert!(matches!(results[1], Err(VmError::RunningNeedsForce { .. })));
+    assert!(results[at("db")].is_ok());
+    assert!(matches!(
+        results[at("web")],
+        Err(VmError::RunningNeedsForce { .. })
+    ));
     assert_eq!(
         names(&c.vms.data_dir)
             .unwrap()
