@@ -5,7 +5,7 @@
 
 use crate::cloudinit::{self, CloudInitError, SeedOutcome};
 use crate::config::VmConfig;
-use crate::paths::{DataDir, PathError};
+use crate::paths::{DataDir, PathError, VmRuntime};
 use crate::ports::{self, PortError, PortPlan};
 use crate::storage::base::{verify_bases, BaseError};
 use crate::vmname::VmName;
@@ -38,6 +38,7 @@ pub fn prepare(
     data_dir: &DataDir,
     vm: &VmName,
     cfg: &VmConfig,
+    runtime: &VmRuntime,
 ) -> Result<Prepared, ProvisionError> {
     verify_bases(cfg, &data_dir.disk_dir(vm))?;
     let mut out = Prepared::default();
@@ -46,7 +47,7 @@ pub fn prepare(
     }
     if cfg.guest.wants_network() {
         let plan = ports::plan(&cfg.guest)?;
-        ports::write_plan(&ports::plan_path(vm)?, &plan)?;
+        ports::write_plan(&runtime.ports(), &plan)?;
         out.ports = Some(plan);
     }
     Ok(out)
@@ -57,6 +58,7 @@ pub fn runner_argv(
     data_dir: &DataDir,
     vm: &VmName,
     cfg: &VmConfig,
+    runtime: &VmRuntime,
 ) -> Result<(Vec<String>, String), ProvisionError> {
     let mut argv = Vec::new();
     let mut summary = String::new();
@@ -72,12 +74,10 @@ pub fn runner_argv(
         ]);
     }
     if cfg.guest.guest_agent {
-        argv.extend(crate::guest_agent::qemu_argv(
-            &crate::guest_agent::socket_path(vm)?,
-        ));
+        argv.extend(crate::guest_agent::qemu_argv(&runtime.agent()));
     }
     if cfg.guest.wants_network() {
-        let plan = ports::read_plan(&ports::plan_path(vm)?)?
+        let plan = ports::read_plan(&runtime.ports())?
             .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
         argv.extend(ports::netdev_argv(vm.as_str(), &plan));
         summary = plan.summary();
@@ -91,20 +91,19 @@ pub fn published_ports(vm: &VmName, cfg: &VmConfig) -> Result<Option<PortPlan>, 
     if !cfg.guest.wants_network() {
         return Ok(None);
     }
-    Ok(ports::read_plan(&ports::plan_path(vm)?)?)
+    Ok(ports::read_plan(&VmRuntime::locate(vm)?.ports())?)
 }
 
 /// Removes what provisioning kept for a VM that is being removed: its seed
 /// directory (and so its instance-id: a later VM of that name is a new
-/// instance), its ssh known_hosts and its port plan. Returns problems, one
-/// line each; none of them should stop an `rm`.
+/// instance) and its ssh known_hosts. Returns problems, one line each;
+/// none of them should stop an `rm`.
 pub fn forget(data_dir: &DataDir, vm: &VmName) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = cloudinit::remove_seed(data_dir.path(), vm.as_str()) {
         problems.push(format!("cannot remove the cloud-init seed of '{vm}': {e}"));
     }
-    let mut files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
-    files.extend(ports::plan_path(vm).ok());
+    let files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
     for f in files {
         match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -28,6 +28,22 @@ pub const CONSOLE_FD: i32 = 5;
 /// applications.
 pub const STOPPED_EXIT_STATUS: i32 = 100;
 
+/// The runner's exit status when the first attempt of a `maqet start`
+/// failed before QEMU ran (a bad option, a missing file): listed in
+/// `RestartPreventExitStatus=` (not in `SuccessExitStatus=`), so the unit
+/// stays `failed` with the cause instead of being restarted — a restart
+/// policy is for a VM that ran and then failed. Automatic restarts that
+/// fail the same way keep their own status (and are retried). Even, like
+/// [`STOPPED_EXIT_STATUS`].
+pub const START_FAILED_EXIT_STATUS: i32 = 102;
+
+/// The runner's exit status when the VM failed while QEMU itself did not:
+/// QEMU stopped it with `internal-error` or the guest panicked (under a
+/// restart policy), or a helper it cannot run without (swtpm) died. A
+/// failure for `Restart=on-failure`; the journal says which (sysexits'
+/// EX_SOFTWARE).
+pub const VM_FAILED_EXIT_STATUS: i32 = 70;
+
 #[cfg(test)]
 mod tests {
     #[test]

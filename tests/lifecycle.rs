@@ -239,3 +239,129 @@ fn info_shows_the_exact_argv() {
         .unwrap()
         .ends_with(&format!("{vm}.yaml")));
 }
+
+/// Every VM keeps its runtime files in a directory of its own (issue 17.5):
+/// VMs whose names extend each other's (`x`, `x.qga`, `x.qmp`) run side by
+/// side, each reached at its own runner, and a stopped VM leaves nothing.
+#[test]
+fn names_that_extend_each_other_never_share_a_runtime_file() {
+    let w = World::new("names");
+    let base = w.name("x");
+    let yaml = |name: &str, extra: &str| {
+        let f = w.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nbinary: {QEMU}\nmemory: 64M\n{extra}arguments:\n  - accel: tcg\n  - nodefaults\n"
+            ),
+        );
+        w.ok(&["add", f.to_str().unwrap()]);
+        name.to_string()
+    };
+    // `x` has a guest-agent socket and a QMP endpoint, `x.qga` and `x.qmp`
+    // a control socket and a display: under the old names the agent socket
+    // of `x` was the control socket of `x.qga`, and the QMP endpoint of `x`
+    // the runtime directory of `x.qmp`.
+    let agent = yaml(&format!("{base}.qga"), "display: vnc\n");
+    let qmp = yaml(&format!("{base}.qmp"), "display: vnc\n");
+    let base = yaml(&base, "guest_agent: true\ndisplay: none\n");
+    for vm in [&agent, &base, &qmp] {
+        w.ok(&["start", vm]);
+    }
+    for vm in [&agent, &base, &qmp] {
+        let st = w.status(vm);
+        assert_eq!(st["state"], "running", "{vm}: {st:#}");
+        let v: Value = serde_json::from_str(&w.ok(&["qmp", "run", vm, "query-name"])).unwrap();
+        assert_eq!(v["name"], vm.as_str());
+        let rt = runtime_dir(vm);
+        assert_eq!(mode(&rt), 0o700, "{vm}");
+        for f in ["control.sock", "qmp.sock"] {
+            assert_eq!(mode(&rt.join(f)), 0o600, "{vm}: {f}");
+        }
+        assert_eq!(st["qmp_socket"], rt.join("qmp.sock").to_str().unwrap());
+    }
+    // The agent's socket is as private as the others.
+    assert_eq!(mode(&runtime_dir(&base).join("qga.sock")), 0o600);
+    assert_eq!(mode(&runtime_dir(&agent).join("vnc.sock")), 0o600);
+    // Nothing of theirs sits beside the directories any more.
+    let root = runtime_dir(&base).parent().unwrap().to_path_buf();
+    let beside: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&base))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    // doctor leaves a running VM's own sockets alone (it used to call the
+    // agent socket "something listens … stop it").
+    let o = w.maqet(&["doctor", "--json"]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let about: Vec<&Value> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "sockets" && f["message"].as_str().unwrap().contains(&base))
+        .collect();
+    assert!(about.is_empty(), "{about:#?}");
+    for vm in [&agent, &base, &qmp] {
+        w.ok(&["stop", vm, "--force"]);
+        assert!(!runtime_dir(vm).exists(), "{vm}: runtime directory left");
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for `ports:`).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Nothing of a VM stays in the runtime root once it ends, however it
+/// ends (issue 17.9, 16.7): its display and agent sockets, which QEMU
+/// cannot remove when it is killed, and its port plan.
+#[test]
+fn a_vm_that_ended_leaves_no_runtime_file() {
+    let w = World::new("stale");
+    let port = free_port();
+    let name = w.name("s");
+    let f = w.write(
+        "s.yaml",
+        &format!(
+            "name: {name}\nbinary: {QEMU}\nmemory: 64M\ndisplay: vnc\nguest_agent: true\nports: [\"{port}:80\"]\n\
+             arguments:\n  - accel: tcg\n  - nodefaults\n"
+        ),
+    );
+    w.ok(&["add", f.to_str().unwrap()]);
+    let rt = runtime_dir(&name);
+    let root = rt.parent().unwrap().to_path_buf();
+    let mine = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n == &name || n.starts_with(&format!("{name}.")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for how in ["--force", "graceful", "qemu killed"] {
+        w.ok(&["start", &name]);
+        for f in ["vnc.sock", "qga.sock", "ports.json", "control.sock"] {
+            assert!(rt.join(f).exists(), "{how}: {f} missing while running");
+        }
+        assert_eq!(mode(&rt.join("qga.sock")), 0o600);
+        match how {
+            "--force" => drop(w.ok(&["stop", "--force", &name])),
+            "graceful" => drop(w.ok(&["stop", "--timeout", "1", &name])),
+            _ => {
+                let qemu = w.status(&name)["qemu_pid"].as_u64().unwrap();
+                send_signal(qemu, "-KILL");
+                w.wait_state(&name, "failed", Duration::from_secs(20));
+            }
+        }
+        assert_eq!(mine(), Vec::<String>::new(), "{how}");
+    }
+    w.ok(&["rm", &name]);
+    assert_eq!(mine(), Vec::<String>::new());
+}

@@ -36,9 +36,6 @@ pub struct Companions {
     /// Other units the VM's service pulls in and waits for (`Wants=` +
     /// `After=`): the helpers' sockets.
     pub want: Vec<String>,
-    /// The VM needs its runtime directory (display or helper sockets):
-    /// the service gets `RuntimeDirectory=`.
-    pub runtime_dir: bool,
 }
 
 impl Companions {
@@ -60,12 +57,10 @@ pub fn for_vm(
     runtime_dir: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Companions {
-    let mut c = match &cfg.desktop.tpm {
+    match &cfg.desktop.tpm {
         Some(t) => tpm::units(vm, &t.swtpm, runner, vm_dir, runtime_dir, data_dir),
         None => Companions::default(),
-    };
-    c.runtime_dir |= cfg.desktop.display.is_some();
-    c
+    }
 }
 
 /// Creates the per-VM files the desktop keys need before a start: the

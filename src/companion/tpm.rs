@@ -202,7 +202,6 @@ pub fn units(
         ],
         bind: vec![service],
         want: vec![socket],
-        runtime_dir: true,
     }
 }
 

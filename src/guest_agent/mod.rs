@@ -43,9 +43,10 @@ pub enum AgentError {
     Path(#[from] crate::paths::PathError),
 }
 
-/// The agent socket of a VM.
+/// The agent socket of a VM that may be running (in its runtime
+/// directory, or beside it for a VM started before that layout).
 pub fn socket_path(vm: &VmName) -> Result<PathBuf, crate::paths::PathError> {
-    Ok(crate::paths::socket_dir()?.join(format!("{}.qga.sock", vm.as_str())))
+    Ok(crate::paths::VmRuntime::locate(vm)?.agent())
 }
 
 /// QEMU options for the agent channel on `socket`.

@@ -4,9 +4,10 @@
 //! `STATUS=`), `maqet ports` and `maqet status` read.
 //!
 //! Forwards listen on 127.0.0.1 only: a VM's services are the user's, not
-//! the network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM.ports.json`,
-//! beside the runner's socket (0700 directory): it lives as long as the
-//! session and is rewritten by every start.
+//! the network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM/ports.json`,
+//! in the VM's runtime directory (0700; [`crate::paths::VmRuntime`]): it
+//! is written by every start, read again by automatic restarts, and gone
+//! with the directory when the VM ends.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -15,7 +16,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{GuestSetup, Protocol};
-use crate::vmname::VmName;
 
 /// The address every forward listens on.
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -145,11 +145,6 @@ pub fn plan(setup: &GuestSetup) -> Result<PortPlan, PortError> {
         out.ssh_port = Some(port);
     }
     Ok(out)
-}
-
-/// Where a VM's plan is published.
-pub fn plan_path(vm: &VmName) -> Result<PathBuf, crate::paths::PathError> {
-    Ok(crate::paths::socket_dir()?.join(format!("{}.ports.json", vm.as_str())))
 }
 
 pub fn write_plan(path: &Path, plan: &PortPlan) -> Result<(), PortError> {

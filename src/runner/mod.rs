@@ -9,6 +9,7 @@
 //! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
 //! was asked for, so no restart policy brings the VM back).
 
+mod cleanup;
 mod console;
 mod dispatch;
 mod jobs;
@@ -33,7 +34,7 @@ use crate::config::{ConfigDocument, ConfigError, RenderContext};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
-use crate::units::STOPPED_EXIT_STATUS;
+use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};
@@ -136,6 +137,55 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    // Where this unit keeps the VM's runtime files: told by where systemd
+    // bound the control socket, so a unit made by an older maqet (files
+    // beside the directory) keeps its paths when the restart policy runs
+    // this runner in it.
+    let control = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let runtime = match control {
+        Some(control) => crate::paths::VmRuntime::of_control_socket(&control, vm),
+        None => {
+            crate::paths::VmRuntime::new(vm).map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+    };
+    // Taken by the first runner of a `maqet start` only; see below.
+    let first_attempt = std::fs::remove_file(runtime.start_token()).is_ok();
+    let (result, policy) = match read_config(vm, data_dir) {
+        Ok(config) => {
+            let listeners = (listener, qmp_listener, qmp_socket);
+            let r = run_vm(vm, data_dir, &runtime, &config, listeners).await;
+            (r, config.restart)
+        }
+        // The policy is unknown: nothing is kept for a restart.
+        Err(e) => (Err(e), crate::config::RestartPolicy::No),
+    };
+    let mut code = match result {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify::status(&format!("failed: {e}"));
+            e.exit_code()
+        }
+    };
+    // A start that never got QEMU running is the user's to fix: the unit
+    // fails for good (and shows why) instead of being restarted by its
+    // policy; an automatic restart that fails is retried as the policy says.
+    if first_attempt && !notify::was_ready() && code != 0 {
+        tracing::info!(
+            runner_exit = code,
+            "the start failed before QEMU ran; no automatic restart"
+        );
+        code = START_FAILED_EXIT_STATUS;
+    }
+    cleanup::after_exit(&runtime, policy, code);
+    Ok(code)
+}
+
+/// The VM's stored configuration, validated again.
+fn read_config(vm: &VmName, data_dir: &DataDir) -> Result<crate::config::VmConfig, RunnerError> {
     // Read-only: the runner never writes definitions.
     let store = Store::open_read_only(&data_dir.db_path())?
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
@@ -144,17 +194,34 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
     tracing::debug!("configuration validated");
+    Ok(config)
+}
+
+/// The sockets systemd passed: maqet's, the QMP one (if any) and its path.
+type Listeners = (
+    tokio::net::UnixListener,
+    Option<tokio::net::UnixListener>,
+    Option<std::path::PathBuf>,
+);
+
+/// Runs QEMU for `config` until it ends; returns the runner's exit code.
+async fn run_vm(
+    vm: &VmName,
+    data_dir: &DataDir,
+    runtime: &crate::paths::VmRuntime,
+    config: &crate::config::VmConfig,
+    (listener, qmp_listener, qmp_socket): Listeners,
+) -> Result<i32, RunnerError> {
     let ctx = RenderContext {
         vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
         console_fd: Some(CONSOLE_FD),
         disk_dir: data_dir.disk_dir(vm),
-        runtime_dir: crate::paths::vm_runtime_dir(vm)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        runtime_dir: runtime.dir(),
     };
     let mut argv = config.render_argv(&ctx);
     // hook: issue 11 (seed drive, user-mode NIC with the start's ports)
-    let (extra, ports) = crate::provision::runner_argv(data_dir, vm, &config)?;
+    let (extra, ports) = crate::provision::runner_argv(data_dir, vm, config, runtime)?;
     argv.extend(extra);
     notify::set_status_suffix(ports);
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
@@ -197,10 +264,16 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             });
         }
     };
-    // hook: issue 10 — QEMU made the display socket with its umask; only
-    // this user may connect (the directory is 0700 as well).
-    if let Some(server) = config.desktop.display {
-        let socket = server.socket(&ctx.runtime_dir);
+    // QEMU made its listening sockets (display, guest agent) with its
+    // umask; only this user may connect (the directory is 0700 as well).
+    let agent_socket = config.guest.guest_agent.then(|| runtime.agent());
+    let qemu_sockets = config
+        .desktop
+        .display
+        .map(|server| server.socket(&ctx.runtime_dir))
+        .into_iter()
+        .chain(agent_socket.clone());
+    for socket in qemu_sockets {
         if let Err(e) = std::fs::set_permissions(
             &socket,
             <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
@@ -240,11 +313,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         busy_jobs: busy_jobs.clone(),
         allow_host_exec: config.qmp_allow_host_exec,
         qmp_socket,
-        agent_socket: config
-            .guest
-            .guest_agent
-            .then(|| crate::guest_agent::socket_path(vm).ok())
-            .flatten(),
+        agent_socket,
     });
     let shared: Arc<dyn crate::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
     if let Some(l) = qmp_listener {

@@ -26,7 +26,7 @@ pub fn fake_vms(dir: &Path) -> Vms<FakeUnits, FakeRunners> {
         runners: FakeRunners::default(),
         log_filter: None,
         runner: Some(std::path::PathBuf::from("/bin/true")),
-        socket_dir: Some(dir.join("run")),
+        runtime_root: Some(dir.join("run")),
     }
 }
 

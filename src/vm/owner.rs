@@ -199,7 +199,7 @@ pub async fn connect_runner(
     let Some(st) = live_unit(sd, vm, data_dir).await? else {
         return Err(OwnerError::NotRunning { vm: vm.to_string() });
     };
-    let socket = paths::socket_path(vm)?;
+    let socket = paths::VmRuntime::locate(vm)?.control();
     let mut client = match IpcClient::connect(&socket).await {
         Ok(c) => c,
         Err(IpcError::NotRunning { .. }) if !socket.exists() => {

@@ -66,9 +66,18 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             note_kept(&store, &vm, notify)?;
         }
         store.delete_vm(vm.as_str())?;
-        // The cloud-init seed, known_hosts and port plan go with it.
+        // The cloud-init seed and known_hosts go with it.
         for message in crate::provision::forget(&self.data_dir, &vm) {
             notify(Notice::Warning { message });
+        }
+        // So does whatever a run could not clean up in its runtime
+        // directory — unless another data directory's VM of the name owns it.
+        if ours_or_absent {
+            if let Err(e) = self.runtime(&vm)?.clear() {
+                notify(Notice::Warning {
+                    message: format!("cannot clear the runtime directory of '{vm}': {e}"),
+                });
+            }
         }
         lock.remove_file();
         Ok(())

@@ -44,7 +44,7 @@ impl Runners for IpcRunners {
         force: bool,
         wait: Duration,
     ) -> Result<Option<StopOutcome>, VmError> {
-        let socket = paths::socket_path(vm)?;
+        let socket = paths::VmRuntime::locate(vm)?.control();
         let mut c = match IpcClient::connect(&socket).await {
             Ok(c) => c,
             Err(IpcError::NotRunning { .. }) if !socket.exists() => {
