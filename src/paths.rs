@@ -275,6 +275,17 @@ pub fn vm_runtime_dir(vm: &VmName) -> Result<PathBuf, PathError> {
     Ok(VmRuntime::new(vm)?.dir())
 }
 
+/// [`runtime_root`], or for display purposes without `XDG_RUNTIME_DIR`
+/// the root systemd-logind would give this user.
+pub fn runtime_root_or_default() -> PathBuf {
+    runtime_root().unwrap_or_else(|_| {
+        // SAFETY: getuid cannot fail.
+        PathBuf::from(format!("/run/user/{}/{RUNTIME_SUBDIR}", unsafe {
+            libc::getuid()
+        }))
+    })
+}
+
 /// [`vm_runtime_dir`] for display purposes (`show`, references): without
 /// `XDG_RUNTIME_DIR`, the path systemd-logind would give this user.
 pub fn vm_runtime_dir_or_default(vm: &str) -> PathBuf {

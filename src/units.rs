@@ -44,6 +44,25 @@ pub const START_FAILED_EXIT_STATUS: i32 = 102;
 /// EX_SOFTWARE).
 pub const VM_FAILED_EXIT_STATUS: i32 = 70;
 
+/// A signal's name for messages (`SIGKILL`), its number for the rare ones.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        19 => "SIGSTOP",
+        _ => return format!("{sig}"),
+    };
+    name.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

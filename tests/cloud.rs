@@ -238,16 +238,23 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
         assert_eq!(info["virtual-size"], 64 * 1024 * 1024);
     }
 
-    // Stopping asks the agent first, and says so.
+    // Stopping asks the agent first, and says so — the runner's journal
+    // too, which used to say ACPI.
     let stopped = w.ok(&["stop", vm.as_str()]);
     assert!(
         stopped.contains("guest powered off (guest agent shutdown)"),
         "{stopped}"
     );
+    assert!(
+        !runner_said(&vm, "guest powered off (guest agent shutdown)").is_empty(),
+        "{:#?}",
+        runner_said(&vm, "")
+    );
+    assert!(runner_said(&vm, "ACPI power-down").is_empty());
     w.ok(&["stop", clone.as_str()]);
     assert_eq!(sha256(&c.base), digest, "the base image was written");
-    // Stopped: no ports to show.
-    w.fails(1, &["ports", vm.as_str()]);
+    // Stopped: no ports to show — a conflict with a hint (exit 5).
+    w.fails(5, &["ports", vm.as_str()]);
 
     // A second start keeps the unchanged seed (not rewritten) and its
     // instance-id, so cloud-init would not run again.

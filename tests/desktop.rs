@@ -169,7 +169,9 @@ fn uefi_tpm_vnc_guest() {
     assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
     assert_eq!(unit_prop(&tpm_unit, "Slice"), "maqet.slice");
     assert!(unit_prop(&tpm_unit, "LogExtraFields").contains(&format!("MAQET_VM={vm}")));
-    assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "BindsTo").contains(&tpm_unit));
+    // The VM wants the helper (a start and every restart bring it up
+    // first) but is not bound to it: see the restart tests.
+    assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "Wants").contains(&tpm_unit));
     // swtpm runs under the runner's relay: its journal lines carry the
     // VM's field (journald ignores LogExtraFields= for user units).
     wait_until(
@@ -247,15 +249,20 @@ fn uefi_tpm_vnc_guest() {
     assert_eq!((qemu.len(), swtpm.len()), (1, 1), "{qemu:?} {swtpm:?}");
     assert_no_tcp(&[qemu[0], swtpm[0]]);
 
-    // swtpm dies: systemd stops the VM (BindsTo=), cleanly, as `maqet stop`
-    // would; the helper is gone with it.
+    // swtpm dies: the VM is stopped and ends `failed`, saying why (issue
+    // 17.4; it used to end `defined`, as if stopped on request).
     drop(c);
     let rc = std::process::Command::new("kill")
         .args(["-9", &swtpm[0].to_string()])
         .status()
         .unwrap();
     assert!(rc.success());
-    w.wait_state(&vm, "defined", Duration::from_secs(60));
+    let st = w.wait_state(&vm, "failed", Duration::from_secs(90));
+    let why = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("{tpm_unit} failed")) && why.contains("SIGKILL"),
+        "{st:#}"
+    );
     assert!(qemu_pids(&vm).is_empty());
     assert!(pids_with("swtpm", &vm_dir.to_string_lossy()).is_empty());
     wait_until("the TPM unit to go", Duration::from_secs(10), || {
@@ -265,6 +272,8 @@ fn uefi_tpm_vnc_guest() {
         )
     });
     assert!(vm_dir.join("tpm/tpm2-00.permall").is_file());
+    let human = w.ok(&["status", &vm]);
+    assert!(human.contains(&format!("{tpm_unit} failed")), "{human}");
     // `maqet logs` has the helper's end next to the VM's: the relay saw
     // swtpm killed and exited 128+9, which systemd recorded.
     wait_until("swtpm's end in maqet logs", Duration::from_secs(10), || {
@@ -522,6 +531,24 @@ fn a_restart_policy_brings_swtpm_back_with_the_vm() {
     });
     assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
     assert_ne!(swtpm_pid(), first);
+    // swtpm dies: the VM fails with that cause, and the policy restarts
+    // both.
+    let second = swtpm_pid();
+    let rc = std::process::Command::new("kill")
+        .args(["-9", &second])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    wait_until(
+        "the VM restarted after swtpm died",
+        Duration::from_secs(90),
+        || {
+            let s = w.status(&vm);
+            s["state"] == "running" && s["restarts"].as_u64() >= Some(2)
+        },
+    );
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+    assert_ne!(swtpm_pid(), second);
     w.ok(&["stop", &vm]);
     wait_until("the TPM unit to stop", Duration::from_secs(10), || {
         !matches!(

@@ -365,3 +365,211 @@ fn a_vm_that_ended_leaves_no_runtime_file() {
     w.ok(&["rm", &name]);
     assert_eq!(mine(), Vec::<String>::new());
 }
+
+/// A VM started with `-S` waits for `cont`: `prelaunch`, not `running`
+/// (issue 17.9), in `status` and `ls` alike.
+#[test]
+fn a_vm_started_with_dash_s_is_prelaunch_until_cont() {
+    let w = World::new("prelaunch");
+    let vm = w.add_vm("s", "args: [\"-S\"]\n");
+    w.ok(&["start", &vm]);
+    let st = w.status(&vm);
+    assert_eq!(st["state"], "prelaunch", "{st:#}");
+    let rows: Value = serde_json::from_str(&w.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(rows[0]["state"], "prelaunch", "{rows:#}");
+    w.ok(&["qmp", "run", &vm, "cont"]);
+    w.wait_state(&vm, "running", Duration::from_secs(10));
+    w.ok(&["stop", &vm, "--force"]);
+}
+
+/// `systemctl --user kill` sends SIGTERM to the runner and QEMU alike: the
+/// journal says QEMU ended on a signal, never that the guest powered off
+/// after ACPI (issue 17.9).
+#[test]
+fn the_journal_says_a_signal_ended_qemu_not_acpi() {
+    let w = World::new("sigjournal");
+    let vm = w.add_vm("k", "shutdown_timeout: 1\n");
+    w.ok(&["start", &vm]);
+    let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
+    let service = format!("maqet-vm@{vm}.service");
+    let o = std::process::Command::new("systemctl")
+        .args(["--user", "kill", &service])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait_until("the VM to end", Duration::from_secs(30), || {
+        matches!(w.state(&vm).as_str(), "defined" | "failed")
+    });
+    let said: Vec<String> = journal_json(&service)
+        .iter()
+        .filter(|r| r["_PID"] == runner.to_string().as_str())
+        .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+        .collect();
+    assert!(!said.iter().any(|m| m.contains("ACPI")), "{said:#?}");
+    assert!(said.iter().any(|m| m.contains("host-signal")), "{said:#?}");
+}
+
+/// `maqet info` renders QEMU's command line with the function the runner
+/// runs it with (issue 17.9 / 15.2): the cloud-init seed drive, the agent
+/// channel, the user network with its forwards and the NIC included, the
+/// ssh port a start chooses marked; once the VM runs, it is exactly QEMU's
+/// command line.
+#[test]
+fn info_shows_the_command_line_the_runner_runs() {
+    let w = World::new("infofull");
+    let port = free_port();
+    let vm = w.add_vm(
+        "f",
+        &format!(
+            "cloud_init:\n  ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForMaqetTestsOnly maqet-test\"]\n\
+             guest_agent: true\nports: [\"{port}:80\"]\n"
+        ),
+    );
+    let argv_of = |v: &Value| -> Vec<String> {
+        v["qemu_argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let info: Value = serde_json::from_str(&w.ok(&["info", &vm, "--json"])).unwrap();
+    let argv = argv_of(&info);
+    let joined = argv.join(" ");
+    let rt = runtime_dir(&vm);
+    for want in [
+        "id=maqet-cidata".to_string(),
+        format!(
+            "-chardev socket,id=maqet-qga,path={}/qga.sock,server=on,wait=off",
+            rt.display()
+        ),
+        format!("hostfwd=tcp:127.0.0.1:{port}-:80"),
+        "hostfwd=tcp:127.0.0.1:<ssh-port>-:22".to_string(),
+        "-device virtio-net-pci,netdev=maqet-net,mac=".to_string(),
+    ] {
+        assert!(joined.contains(&want), "{want} missing from {joined}");
+    }
+    assert!(
+        info["chosen_at_start"]["<ssh-port>"].is_string(),
+        "{info:#}"
+    );
+    let human = w.ok(&["info", &vm]);
+    assert!(human.contains("(<ssh-port>: a free port"), "{human}");
+
+    w.ok(&["start", &vm]);
+    let info: Value = serde_json::from_str(&w.ok(&["info", &vm, "--json"])).unwrap();
+    let qemu = w.status(&vm)["qemu_pid"].as_u64().unwrap();
+    let cmdline: Vec<String> = std::fs::read(format!("/proc/{qemu}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(argv_of(&info), cmdline);
+    assert_eq!(info["chosen_at_start"], serde_json::json!({}));
+    w.ok(&["stop", &vm, "--force"]);
+}
+
+/// `ssh`, `ports` and `guest` need a running VM like `qmp` or `console`:
+/// on a stopped one they exit 5 with the way out (they exited 1).
+#[test]
+fn ssh_ports_and_guest_on_a_stopped_vm_exit_5_with_a_hint() {
+    let w = World::new("stoppedaccess");
+    let port = free_port();
+    let vm = w.add_vm(
+        "s",
+        &format!("ssh: true\nguest_agent: true\nports: [\"{port}:80\"]\n"),
+    );
+    for args in [
+        vec!["ports", vm.as_str()],
+        vec!["ssh", vm.as_str(), "--", "true"],
+        vec!["guest", vm.as_str(), "ping"],
+    ] {
+        let err = w.fails(5, &args);
+        assert!(
+            err.contains("is not running") && err.contains(&format!("`maqet start {vm}`")),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// A live snapshot asked for while the VM is stopping says so (it blamed a
+/// missing control socket: systemd takes the socket away with the stop).
+#[test]
+fn a_live_snapshot_during_a_stop_says_the_vm_is_stopping() {
+    let w = World::new("snapstop");
+    // No guest OS: it ignores ACPI, so the stop waits its whole timeout.
+    let vm = w.add_vm(
+        "s",
+        "shutdown_timeout: 20\nstorage:\n  - name: d\n    size: 16M\n",
+    );
+    w.ok(&["start", &vm]);
+    let mut stop = w
+        .cmd()
+        .args(["stop", &vm])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    w.wait_state(&vm, "stopping", Duration::from_secs(20));
+    let err = w.fails(5, &["snapshot", "create", &vm, "d", "s1", "--live"]);
+    assert!(err.contains("is stopping"), "{err}");
+    assert!(!err.contains("control socket"), "{err}");
+    let _ = stop.kill();
+    let _ = stop.wait();
+    w.ok(&["stop", "--force", &vm]);
+}
+
+/// A privileged host port is refused at `add`, as such (start said
+/// "already in use (Permission denied)").
+#[test]
+fn a_privileged_host_port_is_refused_at_add() {
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    let w = World::new("lowport");
+    let name = w.name("p");
+    let f = w.vm_yaml(&name, "ports: [\"80:80\"]\n");
+    if start > 80 {
+        let err = w.fails(4, &["add", f.to_str().unwrap()]);
+        assert!(
+            err.contains("ports[0]: host port 80 is below") && !err.contains("in use"),
+            "{err}"
+        );
+    } else {
+        // This host lets users bind port 80.
+        w.ok(&["add", f.to_str().unwrap()]);
+    }
+}
+
+/// An SSH public key a `cloud_init` seed would need is checked at `add`
+/// (it was found missing only at `start`).
+#[test]
+fn a_missing_ssh_public_key_is_refused_at_add() {
+    let w = World::new("nokeys");
+    let name = w.name("k");
+    let f = w.vm_yaml(
+        &name,
+        "cloud_init:\n  ssh_authorized_keys: [/nonexistent/maqet-test-key.pub]\n",
+    );
+    let err = w.fails(4, &["add", f.to_str().unwrap()]);
+    assert!(
+        err.contains("/nonexistent/maqet-test-key.pub") && err.contains("SSH public key"),
+        "{err}"
+    );
+    // The default, ~/.ssh/*.pub, with none there.
+    let home = w.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let f = w.vm_yaml(&name, "cloud_init: true\n");
+    let o = w
+        .cmd()
+        .env("HOME", &home)
+        .args(["add", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("has no *.pub file"), "{err}");
+    w.fails(3, &["status", &name]);
+}

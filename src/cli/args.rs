@@ -248,7 +248,7 @@ pub struct LsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only VMs in this state (defined, starting, running, paused, stopping, failed, restarting).
+    /// Only VMs in this state (defined, starting, running, paused, prelaunch, internal-error, stopping, failed, restarting).
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 }

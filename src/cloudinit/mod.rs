@@ -30,6 +30,8 @@ pub enum CloudInitError {
     },
     #[error("cloud_init: {} holds no SSH public key", path.display())]
     NotAKey { path: PathBuf },
+    #[error("cloud_init: the SSH public key {} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     #[error(
         "cloud_init: cannot find out who you are (no user name for uid {0}); set cloud_init.user"
     )]
@@ -133,11 +135,16 @@ pub fn authorized_keys(ci: &CloudInit) -> Result<Vec<String>, CloudInitError> {
         .map(|k| k.trim().to_string())
         .collect();
     for path in key_files(ci)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| CloudInitError::Read {
+        let read_err = |source| CloudInitError::Read {
             what: "the SSH public key",
             path: path.clone(),
             source,
-        })?;
+        };
+        // Never opened unless it is a plain file (a FIFO would block).
+        if !std::fs::metadata(&path).map_err(read_err)?.is_file() {
+            return Err(CloudInitError::NotAFile { path });
+        }
+        let text = std::fs::read_to_string(&path).map_err(read_err)?;
         let found: Vec<String> = text
             .lines()
             .map(str::trim)

@@ -129,6 +129,15 @@ pub(crate) fn validate_key(v: &mut Validator, key: &str, node: &Node, out: &mut 
     }
 }
 
+/// The lowest port an unprivileged process may bind on this host
+/// (`net.ipv4.ip_unprivileged_port_start`, 1024 unless changed).
+pub fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
 fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
     let Some(items) = node.as_seq() else {
         v.error(
@@ -145,6 +154,17 @@ fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
             continue;
         };
         match parse_port(&text) {
+            Ok(p) if p.host < unprivileged_port_start() => v.error(
+                &item.loc,
+                format!(
+                    "{key}: host port {} is below {} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges a user's VM does not have; forward a port from {} up, e.g. '{}:{}'",
+                    p.host,
+                    unprivileged_port_start(),
+                    unprivileged_port_start(),
+                    u32::from(p.host) + 8000,
+                    p.guest
+                ),
+            ),
             Ok(p) => {
                 if let Some(o) = out
                     .iter()

@@ -904,7 +904,7 @@ fn backing_files() {
         .contains("only qcow2 images can have a backing file"));
     assert!(env
         .error("storage: [{backing_format: raw}]\n")
-        .contains("backing_format: given without a backing_file"));
+        .contains("backing_format: given without a base or backing_file"));
 }
 
 #[test]

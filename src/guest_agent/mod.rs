@@ -18,6 +18,10 @@ use crate::vmname::VmName;
 /// The virtio-serial port name guest agents look for.
 pub const CHANNEL: &str = "org.qemu.guest_agent.0";
 
+/// How long a guest that took the agent's shutdown request gets to power
+/// off before ACPI power-down follows.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot reach the guest agent socket {}: {source} (is the VM running with `guest_agent: true`?)", path.display())]

@@ -126,14 +126,7 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         ),
         (
             "After",
-            Value::from(
-                [
-                    vec![spec.vm.socket_unit()],
-                    spec.companions.want.clone(),
-                    spec.companions.bind.clone(),
-                ]
-                .concat(),
-            ),
+            Value::from([vec![spec.vm.socket_unit()], spec.companions.want.clone()].concat()),
         ),
         // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
         // end that Restart=always must not undo (docs/architecture.md). A
@@ -167,10 +160,6 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         "RuntimeDirectoryPreserve",
         Value::from("restart".to_string()),
     ));
-    if !spec.companions.bind.is_empty() {
-        // The VM is never left running without its helpers.
-        p.push(("BindsTo", Value::from(spec.companions.bind.clone())));
-    }
     if let Some(r) = &spec.restart {
         p.push(("Restart", Value::from(r.restart.clone())));
         if let Some(d) = r.delay {
@@ -293,14 +282,13 @@ mod tests {
             std::path::Path::new("/d"),
         );
         let p = service_properties(&s);
-        assert_eq!(
-            get(&p, "BindsTo"),
-            &Value::from(vec!["maqet-tpm@web.service".to_string()])
-        );
+        // Wanted, not bound: a helper stopping with a dying VM must not
+        // come back to the VM as a stop job that cancels its restart.
+        assert!(!p.iter().any(|(n, _)| *n == "BindsTo"));
         let after = format!("{:?}", get(&p, "After"));
         assert!(after.contains("maqet-tpm@web.socket") && after.contains("maqet-tpm@web.service"));
         let wants = format!("{:?}", get(&p, "Wants"));
-        assert!(wants.contains("maqet-tpm@web.socket"));
+        assert!(wants.contains("maqet-tpm@web.socket") && wants.contains("maqet-tpm@web.service"));
         assert_eq!(
             get(&p, "RuntimeDirectory"),
             &Value::from(vec!["maqet/vm/web".to_string()])

@@ -214,11 +214,13 @@ impl Runners for FakeRunners {
         _data_dir: &Path,
         timeout: Option<Duration>,
         force: bool,
+        agent: bool,
         _wait: Duration,
     ) -> Result<Option<StopOutcome>, VmError> {
+        let how = if agent { " agent" } else { "" };
         self.calls
             .borrow_mut()
-            .push(format!("stop {vm} timeout={timeout:?} force={force}"));
+            .push(format!("stop {vm} timeout={timeout:?} force={force}{how}"));
         Ok(*self.answer.borrow())
     }
 }

@@ -267,6 +267,18 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         timeout: Option<Duration>,
         force: bool,
     ) -> Result<Option<StopOutcome>, VmError> {
+        self.stop_as(vm, timeout, force, false).await
+    }
+
+    /// [`Vms::stop`]; with `agent`, the runner asks the guest agent to
+    /// power the guest off first (a runner of protocol 4 or later).
+    pub async fn stop_as(
+        &self,
+        vm: &VmName,
+        timeout: Option<Duration>,
+        force: bool,
+        agent: bool,
+    ) -> Result<Option<StopOutcome>, VmError> {
         let unit = vm.service_unit();
         let Some(st) = live_unit(&self.units, vm, self.data_dir.path()).await? else {
             return Ok(None);
@@ -284,7 +296,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let outcome = match tokio::time::timeout(
             wait,
             self.runners
-                .stop(vm, self.data_dir.path(), timeout, force, wait),
+                .stop(vm, self.data_dir.path(), timeout, force, agent, wait),
         )
         .await
         {
