@@ -459,6 +459,14 @@ fn desktop_keys_that_cannot_work_are_refused() {
             "remove one of them",
         ),
         ("badfw", "firmware: efi\n", vec![], "expected 'bios' or 'uefi'"),
+        // A top-level display never opens TCP (it served VNC on 0.0.0.0
+        // and [::] port 5947 without a password).
+        (
+            "tcpvnc",
+            "display: \"vnc=:47\"\n",
+            vec![],
+            "display: 'vnc=:47' would have QEMU serve VNC on TCP",
+        ),
     ];
     for (suffix, extra, env, msg) in cases {
         let name = w.name(suffix);

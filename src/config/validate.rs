@@ -323,6 +323,9 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             "display" | "vga" => {
                 if let Some(s) = v.string(node, key) {
                     if key == "display" {
+                        if let Some(why) = super::desktop::tcp_display(&s) {
+                            v.error(&node.loc, format!("display: {why}"));
+                        }
                         cfg.display = Some(s);
                         cfg.order.push(Section::Display);
                     } else {
