@@ -132,6 +132,11 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     let release = kernel_release(&guest_file("MAQET_GUEST_KERNEL"));
     assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+    // The seed the guest read: one account (no image default user with
+    // the key and passwordless sudo), and the host name kept resolvable.
+    let user_data = c.ssh(&vm, &["cat", "/mnt/cidata/user-data"]);
+    assert!(user_data.contains("manage_etc_hosts: true"), "{user_data}");
+    assert!(!user_data.contains("- default"), "{user_data}");
     // The remote command's exit status and stderr are the user's own; ssh's
     // own failure (255) comes with its message; its log file does not
     // outlive the session.

@@ -16,6 +16,7 @@ const CLOUD_INIT_KEYS: &[&str] = &[
     "meta_data",
     "network_config",
     "hostname",
+    "default_user",
 ];
 
 /// The top-level keys this module validates.
@@ -62,6 +63,10 @@ pub struct CloudInit {
     /// network-config (YAML), written as is.
     pub network_config: Option<String>,
     pub hostname: Option<String>,
+    /// Also create the image's own default user (`debian`, `ubuntu`, …)
+    /// in maqet's user-data, with the keys and the distribution's
+    /// passwordless sudo. Off by default: one account, yours.
+    pub default_user: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +227,11 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
             "user_data_file" => ci.user_data_file = v.string(n, &key).map(PathBuf::from),
             "meta_data" => ci.meta_data = v.string(n, &key),
             "network_config" => ci.network_config = v.string(n, &key),
+            "default_user" => {
+                if let Some(b) = v.boolean(n, &key) {
+                    ci.default_user = b;
+                }
+            }
             other => v.error(
                 &e.key_loc,
                 format!(

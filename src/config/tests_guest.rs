@@ -114,6 +114,10 @@ fn guest_key_errors_name_the_key() {
             "unknown key 'cloud_init.hostnme' (did you mean 'hostname'?)",
         ),
         (
+            "cloud_init: {default_user: maybe}\n",
+            "cloud_init.default_user: expected true or false",
+        ),
+        (
             "cloud_init: {user_data: x, user_data_file: y}\n",
             "give user_data or user_data_file, not both",
         ),
