@@ -14,6 +14,7 @@ use crate::systemd::SystemdError;
 use crate::vm::access::AccessError;
 use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
+use crate::vm::nvram::NvramError;
 use crate::vm::{AttachError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
@@ -235,6 +236,8 @@ impl From<VmError> for CliError {
                 | AccessError::KnownHostsDir { .. } => code::FAILURE,
             },
             VmError::Guest(GuestError::NotRunning { .. }) => code::CONFLICT,
+            VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
+            VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
             VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
             VmError::Agent(e) => CliError::from(e).code,
             VmError::Config(e) => CliError::from(e).code,

@@ -82,13 +82,8 @@ pub fn provision_state(
         crate::storage::disks::ensure_private_dir(vm, vm_dir, vm_dir, store, done)?;
     }
     if let Some(fw) = &cfg.desktop.firmware {
-        crate::firmware::nvram::provision(
-            vm,
-            fw,
-            &crate::firmware::nvram::path(vm_dir),
-            store,
-            done,
-        )?;
+        let qemu_img = crate::storage::QemuImg::find(Some(&cfg.binary))?;
+        crate::firmware::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
     }
     if cfg.desktop.tpm.is_some() {
         tpm::provision_state(vm, vm_dir, store, done)?;

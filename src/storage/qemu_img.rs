@@ -199,6 +199,29 @@ impl QemuImg {
         self.run(&args).map(drop)
     }
 
+    /// `qemu-img convert -f FROM_FORMAT -O TO_FORMAT FROM TO` (TO must not
+    /// exist: the caller writes to a name of its own).
+    pub fn convert(
+        &self,
+        from: &Path,
+        from_format: &str,
+        to: &Path,
+        to_format: &str,
+    ) -> Result<(), StorageError> {
+        self.run(&[
+            "convert".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            from_format.as_ref(),
+            "-O".as_ref(),
+            to_format.as_ref(),
+            "--".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ])
+        .map(drop)
+    }
+
     /// `qemu-img check --output=json [-f FORMAT] [-U] FILE`, whatever its
     /// exit status (it tells corruption from leaks); an error only when
     /// qemu-img cannot be run. `force_share` (-U) reads an image a running

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod notice;
+pub mod nvram;
 pub mod owner;
 pub mod provision;
 pub mod refs;
