@@ -9,6 +9,27 @@ pub const SERVICE_PATTERN: &str = "maqet-vm@*.service";
 /// Pattern of every VM socket unit.
 pub const SOCKET_PATTERN: &str = "maqet-vm@*.socket";
 
+/// Pattern of every VM unit (files included), for `ListUnitFilesByPatterns`.
+pub const UNIT_PATTERN: &str = "maqet-vm@*";
+
+/// A VM's TPM companion: `maqet-tpm@NAME.service` and `.socket`.
+pub const TPM_PREFIX: &str = "maqet-tpm@";
+
+/// `maqet-tpm@NAME.service`
+pub fn tpm_service(vm: &str) -> String {
+    format!("{TPM_PREFIX}{vm}.service")
+}
+
+/// `maqet-tpm@NAME.socket`
+pub fn tpm_socket(vm: &str) -> String {
+    format!("{TPM_PREFIX}{vm}.socket")
+}
+
+/// Patterns of every companion unit of `vm` (for status listings).
+pub fn companion_patterns(vm: &str) -> Vec<String> {
+    vec![format!("{TPM_PREFIX}{vm}.*")]
+}
+
 /// The VM name in `maqet-vm@NAME.service`.
 pub fn service_vm_name(unit: &str) -> Option<&str> {
     unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".service")

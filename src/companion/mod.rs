@@ -93,7 +93,7 @@ pub fn provision_state(
 
 /// Unit-name patterns of every companion of `vm` (for status listings).
 pub fn patterns(vm: &VmName) -> Vec<String> {
-    vec![format!("maqet-tpm@{}.*", vm.as_str())]
+    crate::units::companion_patterns(vm.as_str())
 }
 
 /// A loaded companion unit as systemd reports it.

@@ -47,11 +47,11 @@ pub fn find_swtpm() -> Result<PathBuf, SwtpmMissing> {
 }
 
 pub fn service_unit(vm: &VmName) -> String {
-    format!("maqet-tpm@{}.service", vm.as_str())
+    crate::units::tpm_service(vm.as_str())
 }
 
 pub fn socket_unit(vm: &VmName) -> String {
-    format!("maqet-tpm@{}.socket", vm.as_str())
+    crate::units::tpm_socket(vm.as_str())
 }
 
 /// The control socket in the VM's runtime directory.

@@ -20,7 +20,7 @@ use crate::units::UNIT_PREFIX as PREFIX;
 pub async fn unit_files(sd: &Systemd, vms: &[DefinedVm], f: &mut Vec<Finding>) {
     // Transient units have files too (in the runtime transient directory);
     // only a file installed by someone blocks their creation.
-    match sd.unit_files(&["maqet-vm@*"]).await {
+    match sd.unit_files(&[crate::units::UNIT_PATTERN]).await {
         Ok(files) => {
             for (path, state) in files.iter().filter(|(_, s)| s != "transient") {
                 f.push(
@@ -147,7 +147,7 @@ pub async fn vm_units(
 ) -> HashSet<String> {
     let mut live_sockets = HashSet::new();
     let units = match sd
-        .list_units(&["maqet-vm@*.service", "maqet-vm@*.socket"])
+        .list_units(&[crate::units::SERVICE_PATTERN, crate::units::SOCKET_PATTERN])
         .await
     {
         Ok(u) => u,
