@@ -738,6 +738,42 @@ mod tests {
     }
 
     #[test]
+    fn protocol_4_adds_the_agent_stop_and_companion_failures() {
+        let Call::Stop(p) = Call::from_wire("stop", json!({"agent": true})).unwrap() else {
+            panic!()
+        };
+        assert!(p.agent);
+        assert_eq!(Call::Stop(p).need(), Need::AgentStop);
+        assert_eq!(Need::AgentStop.since(), 4);
+        // Older clients' stops are unchanged on the wire.
+        let plain = serde_json::to_value(Call::Stop(StopParams::new(None, true))).unwrap();
+        assert_eq!(plain, json!({"method": "stop", "params": {"force": true}}));
+        assert_eq!(Call::Stop(StopParams::default()).need(), Need::Stop);
+
+        let ok = json!({"unit": "maqet-tpm@w.service", "result": "exit-code",
+            "exit_code": "exited", "exit_status": "137", "at_usec": 5});
+        let Call::CompanionFailed(f) = Call::from_wire("companion_failed", ok).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            f.describe(),
+            "maqet-tpm@w.service failed (exit-code, its process exited with status 137: killed by SIGKILL)"
+        );
+        assert_eq!(Call::CompanionFailed(f).need().since(), 4);
+        for bad in [
+            json!({"unit": "u", "result": "r"}),
+            json!({"unit": "u", "result": "r", "at_usec": 1, "extra": 1}),
+            json!({"unit": "u".repeat(300), "result": "r", "at_usec": 1}),
+            json!("u"),
+        ] {
+            let e = Call::from_wire("companion_failed", bad.clone()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+        }
+        assert!(METHODS.contains(&"companion_failed"));
+        assert_eq!(PROTOCOL, 4);
+    }
+
+    #[test]
     fn responses_serialize_only_their_part() {
         let ok = serde_json::to_value(Response::result(3, json!({"a":1}))).unwrap();
         assert_eq!(ok, json!({"id":3,"result":{"a":1}}));

@@ -148,26 +148,33 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if self.is_running(vm).await? {
             return Err(self.already_running(vm).await);
         }
-        // Whatever an earlier run left in the runtime directory goes: this
-        // start writes it afresh.
-        self.clear_runtime(vm, &spec.runtime).await;
+        // No unit of the name is live (checked just above), so until this
+        // start creates one, the runtime directory is nobody's: what an
+        // earlier run left goes, and so does what this start wrote if it
+        // fails before the unit exists. No second look at systemd.
+        let clear = || {
+            if let Err(e) = spec.runtime.clear() {
+                tracing::warn!("cannot clear {}: {e}", spec.runtime.dir().display());
+            }
+        };
+        clear();
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
         if let Err(e) = crate::provision::prepare(&self.data_dir, vm, &cfg, &spec.runtime) {
-            self.clear_runtime(vm, &spec.runtime).await;
+            clear();
             return Err(e.into());
         }
         // Disks exist before the unit does; a failed start removes them again.
         let store = self.store()?;
         let mut provisioned = Provisioned::default();
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
-            self.clear_runtime(vm, &spec.runtime).await;
+            clear();
             return Err(self.undone(vm, provisioned, &store, e).await);
         }
         // The runner this start creates takes the token: its failure before
         // QEMU runs ends the unit `failed`, never in a restart loop.
         if let Err(e) = spec.runtime.begin_start() {
-            self.clear_runtime(vm, &spec.runtime).await;
+            clear();
             return Err(self.undone(vm, provisioned, &store, e.into()).await);
         }
         let started = match wait {
