@@ -250,10 +250,10 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
         stopped.contains("guest powered off (guest agent shutdown)"),
         "{stopped}"
     );
-    assert!(
-        !runner_said(&vm, "guest powered off (guest agent shutdown)").is_empty(),
-        "{:#?}",
-        runner_said(&vm, "")
+    wait_until(
+        "the runner's journal to say the agent stopped the guest",
+        std::time::Duration::from_secs(10),
+        || !runner_said(&vm, "guest powered off (guest agent shutdown)").is_empty(),
     );
     assert!(runner_said(&vm, "ACPI power-down").is_empty());
     w.ok(&["stop", clone.as_str()]);

@@ -400,13 +400,21 @@ fn the_journal_says_a_signal_ended_qemu_not_acpi() {
     wait_until("the VM to end", Duration::from_secs(30), || {
         matches!(w.state(&vm).as_str(), "defined" | "failed")
     });
-    let said: Vec<String> = journal_json(&service)
-        .iter()
-        .filter(|r| r["_PID"] == runner.to_string().as_str())
-        .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
-        .collect();
+    let said = || -> Vec<String> {
+        journal_json(&service)
+            .iter()
+            .filter(|r| r["_PID"] == runner.to_string().as_str())
+            .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+            .collect()
+    };
+    // journald may still be writing the runner's last lines.
+    wait_until(
+        "the runner's account of the end",
+        Duration::from_secs(10),
+        || said().iter().any(|m| m.contains("host-signal")),
+    );
+    let said = said();
     assert!(!said.iter().any(|m| m.contains("ACPI")), "{said:#?}");
-    assert!(said.iter().any(|m| m.contains("host-signal")), "{said:#?}");
 }
 
 /// `maqet info` renders QEMU's command line with the function the runner

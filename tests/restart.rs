@@ -393,16 +393,23 @@ fn qemu_ended_by_a_host_signal_is_a_failure_under_on_failure() {
     send_signal(qemu, "-TERM");
     assert_restarted(&w, &vm, runner);
     let service = format!("maqet-vm@{vm}.service");
-    let said: Vec<String> = journal_json(&service)
-        .iter()
-        .filter(|r| r["_PID"] == runner.to_string().as_str())
-        .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
-        .collect();
-    assert!(
-        said.iter()
-            .any(|m| m.contains("SIGTERM") && m.contains("host-signal")),
-        "{said:#?}"
+    let said = || -> Vec<String> {
+        journal_json(&service)
+            .iter()
+            .filter(|r| r["_PID"] == runner.to_string().as_str())
+            .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_until(
+        "the runner's account of the end",
+        Duration::from_secs(10),
+        || {
+            said()
+                .iter()
+                .any(|m| m.contains("SIGTERM") && m.contains("host-signal"))
+        },
     );
+    let said = said();
     assert!(
         !said.iter().any(|m| m.contains("exited cleanly")),
         "{said:#?}"
@@ -484,14 +491,20 @@ fn internal_error_is_shown_logged_and_a_failure_for_restart_policies() {
     );
     assert_ne!(st["runner_pid"].as_u64(), Some(runner), "{st:#}");
     let service = format!("maqet-vm@{policed}.service");
-    let first_run: Vec<Value> = journal_json(&service)
-        .into_iter()
-        .filter(|r| r["_PID"] == runner.to_string().as_str())
-        .collect();
-    assert!(
-        first_run.iter().any(|r| r["MAQET_FAILURE"] == "true"
-            && r["MESSAGE"].as_str().unwrap().contains("internal-error")),
-        "{first_run:#?}"
+    wait_until(
+        "the first run's failure line",
+        Duration::from_secs(10),
+        || {
+            journal_json(&service)
+                .iter()
+                .filter(|r| r["_PID"] == runner.to_string().as_str())
+                .any(|r| {
+                    r["MAQET_FAILURE"] == "true"
+                        && r["MESSAGE"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("internal-error"))
+                })
+        },
     );
     w.ok(&["stop", &policed]);
 }
