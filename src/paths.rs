@@ -69,42 +69,242 @@ impl DataDir {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/maqet/vm`: the directory systemd creates (0700) for the
-/// runner sockets.
-pub fn socket_dir() -> Result<PathBuf, PathError> {
+/// Where the runtime root sits under `$XDG_RUNTIME_DIR` (the service's
+/// `RuntimeDirectory=` is relative to it).
+pub const RUNTIME_SUBDIR: &str = "maqet/vm";
+
+/// `$XDG_RUNTIME_DIR/maqet/vm`: the runtime root, holding one directory per
+/// VM that runs (and, from VMs started by maqet before that layout, their
+/// sockets beside them; see [`VmRuntime`]).
+pub fn runtime_root() -> Result<PathBuf, PathError> {
     let rt = std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|v| !v.is_empty())
         .ok_or(PathError::NoRuntimeDir)?;
-    Ok(PathBuf::from(rt).join("maqet").join("vm"))
+    Ok(PathBuf::from(rt).join(RUNTIME_SUBDIR))
 }
 
-/// The runner's IPC socket of one VM.
-pub fn socket_path(vm: &VmName) -> Result<PathBuf, PathError> {
-    Ok(socket_dir()?.join(format!("{}.sock", vm.as_str())))
+/// The service's `RuntimeDirectory=` for `vm`: `maqet/vm/NAME`.
+pub fn runtime_directory_name(vm: &VmName) -> String {
+    format!("{RUNTIME_SUBDIR}/{vm}")
 }
 
-/// The VM's QMP socket for standard QMP clients, beside its IPC socket.
-pub fn qmp_socket_path(vm: &VmName) -> Result<PathBuf, PathError> {
-    Ok(qmp_socket_beside(&socket_path(vm)?))
+/// Where a running VM's files are: everything in `ROOT/NAME/` (0700), one
+/// directory per VM, so no name can reach into another VM's files —
+/// `control.sock` (maqet's protocol), `qmp.sock` (standard QMP clients),
+/// `qga.sock` (the guest agent), `ports.json` (the start's port plan),
+/// `vnc.sock`/`spice.sock`/`tpm.sock`, and the start token. The directory
+/// is the service's `RuntimeDirectory=`: systemd removes it, and everything
+/// in it, when the VM ends.
+///
+/// Until this layout the sockets and the plan lay beside the directories
+/// (`ROOT/NAME.sock`, `NAME.qmp`, `NAME.qga.sock`, `NAME.ports.json`), so
+/// VM `a`'s `a.qga.sock` was VM `a.qga`'s control socket. A VM started by
+/// such a maqet keeps its unit (and so those paths) until it stops, also
+/// across automatic restarts, which run the new runner: [`Layout::Beside`]
+/// finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRuntime {
+    root: PathBuf,
+    name: String,
+    layout: Layout,
 }
 
-/// `NAME.qmp` beside the IPC socket `NAME.sock` (the socket unit listens on
-/// both).
-pub fn qmp_socket_beside(ipc_socket: &Path) -> PathBuf {
-    ipc_socket.with_extension("qmp")
+/// Which layout a VM's unit was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Everything in `ROOT/NAME/`.
+    OwnDir,
+    /// Sockets and plan beside the directory (VMs started before the
+    /// layout; only ever found, never created).
+    Beside,
 }
 
-/// A VM's runtime directory, `$XDG_RUNTIME_DIR/maqet/vm/NAME` (0700): its
-/// display and TPM sockets. The VM's service owns it (`RuntimeDirectory=`),
-/// so systemd creates it before the VM starts and removes it after.
+/// The control socket's file name in a VM's own directory.
+const CONTROL: &str = "control.sock";
+
+impl VmRuntime {
+    /// `vm`'s files under `root` in the current layout.
+    pub fn at(root: &Path, vm: &VmName) -> Self {
+        VmRuntime {
+            root: root.to_path_buf(),
+            name: vm.as_str().to_string(),
+            layout: Layout::OwnDir,
+        }
+    }
+
+    /// `vm`'s files in the current layout under [`runtime_root`]: where a
+    /// start puts them.
+    pub fn new(vm: &VmName) -> Result<Self, PathError> {
+        Ok(Self::at(&runtime_root()?, vm))
+    }
+
+    /// Where a VM that may be running has its files: the current layout
+    /// unless only the old layout's control socket is there (a VM started
+    /// before it). Files only: a stat or two, no D-Bus.
+    pub fn locate(vm: &VmName) -> Result<Self, PathError> {
+        Ok(Self::locate_under(&runtime_root()?, vm))
+    }
+
+    pub fn locate_under(root: &Path, vm: &VmName) -> Self {
+        let own = Self::at(root, vm);
+        let beside = VmRuntime {
+            layout: Layout::Beside,
+            ..own.clone()
+        };
+        let present = |p: PathBuf| std::fs::symlink_metadata(p).is_ok();
+        if !present(own.control()) && present(beside.control()) {
+            beside
+        } else {
+            own
+        }
+    }
+
+    /// The layout of the unit that passed the runner `control` as its
+    /// listening socket.
+    pub fn of_control_socket(control: &Path, vm: &VmName) -> Self {
+        let own = control.file_name().is_some_and(|n| n == CONTROL);
+        let dir = control.parent().unwrap_or(Path::new("/"));
+        match own {
+            true => Self::at(dir.parent().unwrap_or(Path::new("/")), vm),
+            false => VmRuntime {
+                root: dir.to_path_buf(),
+                name: vm.as_str().to_string(),
+                layout: Layout::Beside,
+            },
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The VM's own directory (display and TPM sockets in either layout).
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
+
+    fn file(&self, own: &str, beside: &str) -> PathBuf {
+        match self.layout {
+            Layout::OwnDir => self.dir().join(own),
+            Layout::Beside => self.root.join(format!("{}{beside}", self.name)),
+        }
+    }
+
+    /// The runner's socket (maqet's protocol).
+    pub fn control(&self) -> PathBuf {
+        self.file(CONTROL, ".sock")
+    }
+
+    /// The QMP socket for standard QMP clients.
+    pub fn qmp(&self) -> PathBuf {
+        self.file("qmp.sock", ".qmp")
+    }
+
+    /// QEMU's guest-agent socket.
+    pub fn agent(&self) -> PathBuf {
+        self.file("qga.sock", ".qga.sock")
+    }
+
+    /// The port plan the start chose.
+    pub fn ports(&self) -> PathBuf {
+        self.file("ports.json", ".ports.json")
+    }
+
+    /// Made by `maqet start` just before it creates the unit and taken by
+    /// the runner it starts: a runner that finds it is the first attempt of
+    /// a start, not an automatic restart (see the runner's exit statuses).
+    pub fn start_token(&self) -> PathBuf {
+        self.dir().join("start")
+    }
+
+    /// Makes the VM's directory (0700, as systemd would) and leaves the
+    /// start token in it: called by `maqet start` just before it creates
+    /// the unit.
+    pub fn begin_start(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.dir())?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.start_token())
+            .map(drop)
+    }
+
+    /// Removes what a VM that no longer runs left in its own directory —
+    /// only the names of [`RUNTIME_FILES`], never a directory's contents
+    /// unseen — and the directory once it is empty. systemd removes the
+    /// directory when the unit ends; this is for the cases it cannot (a
+    /// start refused before the unit existed, a manager that crashed). The
+    /// caller knows that no unit of the name is live. Returns what it
+    /// removed.
+    pub fn clear(&self) -> std::io::Result<Vec<PathBuf>> {
+        let dir = self.dir();
+        let mut removed = Vec::new();
+        for name in RUNTIME_FILES {
+            let p = dir.join(name);
+            match std::fs::remove_file(&p) {
+                Ok(()) => removed.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Something maqet does not know is in it: left to the user.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(removed)
+    }
+
+    /// The files of this layout that lie outside [`VmRuntime::dir`].
+    pub fn beside_files(&self) -> Vec<PathBuf> {
+        match self.layout {
+            Layout::OwnDir => Vec::new(),
+            Layout::Beside => vec![self.control(), self.qmp(), self.agent(), self.ports()],
+        }
+    }
+}
+
+/// The file names a VM's directory holds (for cleanups, which delete only
+/// what they know).
+pub const RUNTIME_FILES: &[&str] = &[
+    CONTROL,
+    "qmp.sock",
+    "qga.sock",
+    "ports.json",
+    "vnc.sock",
+    "spice.sock",
+    "tpm.sock",
+    "start",
+];
+
+/// A VM's own runtime directory, `$XDG_RUNTIME_DIR/maqet/vm/NAME` (0700).
 pub fn vm_runtime_dir(vm: &VmName) -> Result<PathBuf, PathError> {
-    Ok(socket_dir()?.join(vm.as_str()))
+    Ok(VmRuntime::new(vm)?.dir())
+}
+
+/// [`runtime_root`], or for display purposes without `XDG_RUNTIME_DIR`
+/// the root systemd-logind would give this user.
+pub fn runtime_root_or_default() -> PathBuf {
+    runtime_root().unwrap_or_else(|_| {
+        // SAFETY: getuid cannot fail.
+        PathBuf::from(format!("/run/user/{}/{RUNTIME_SUBDIR}", unsafe {
+            libc::getuid()
+        }))
+    })
 }
 
 /// [`vm_runtime_dir`] for display purposes (`show`, references): without
 /// `XDG_RUNTIME_DIR`, the path systemd-logind would give this user.
 pub fn vm_runtime_dir_or_default(vm: &str) -> PathBuf {
-    match socket_dir() {
+    match runtime_root() {
         Ok(d) => d.join(vm),
         // SAFETY: getuid cannot fail.
         Err(_) => PathBuf::from(format!("/run/user/{}/maqet/vm/{vm}", unsafe {
@@ -141,6 +341,58 @@ mod tests {
         assert_eq!(d.db_path(), Path::new("/srv/maqet/maqet.db"));
         let vm = VmName::new("web").unwrap();
         assert_eq!(d.disk_dir(&vm), Path::new("/srv/maqet/disks/web"));
+    }
+
+    #[test]
+    fn every_vm_has_its_own_directory_and_old_units_are_found() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let a = VmName::new("a").unwrap();
+        let aq = VmName::new("a.qga").unwrap();
+        let r = VmRuntime::at(root, &a);
+        assert_eq!(r.control(), root.join("a/control.sock"));
+        assert_eq!(r.qmp(), root.join("a/qmp.sock"));
+        assert_eq!(r.agent(), root.join("a/qga.sock"));
+        assert_eq!(r.ports(), root.join("a/ports.json"));
+        assert!(r.beside_files().is_empty());
+        // No name reaches another's files: only the name's own directory.
+        let q = VmRuntime::at(root, &aq);
+        for f in [q.control(), q.qmp(), q.agent(), q.ports()] {
+            assert!(f.starts_with(root.join("a.qga")), "{}", f.display());
+            assert!(![r.control(), r.qmp(), r.agent(), r.ports()].contains(&f));
+        }
+        // Nothing there: the current layout. Only the old control socket
+        // there: the old layout, whose agent socket was `a.qga`'s socket.
+        assert_eq!(VmRuntime::locate_under(root, &a).layout(), Layout::OwnDir);
+        std::fs::write(root.join("a.sock"), b"").unwrap();
+        let old = VmRuntime::locate_under(root, &a);
+        assert_eq!(old.layout(), Layout::Beside);
+        assert_eq!(old.agent(), root.join("a.qga.sock"));
+        assert_eq!(old.ports(), root.join("a.ports.json"));
+        assert_eq!(old.dir(), root.join("a"));
+        assert_eq!(old.beside_files().len(), 4);
+        // Clearing takes only known names, and the directory once empty.
+        std::fs::create_dir(root.join("a.qga")).unwrap();
+        std::fs::write(root.join("a.qga/ports.json"), b"{}").unwrap();
+        std::fs::write(root.join("a.qga/notes"), b"mine").unwrap();
+        let removed = VmRuntime::at(root, &aq).clear().unwrap();
+        assert_eq!(removed, vec![root.join("a.qga/ports.json")]);
+        std::fs::remove_file(root.join("a.qga/notes")).unwrap();
+        assert_eq!(
+            VmRuntime::at(root, &aq).clear().unwrap(),
+            vec![root.join("a.qga")]
+        );
+        assert!(root.join("a.sock").exists(), "another VM's file stays");
+        // Both there: the current one wins.
+        std::fs::create_dir(root.join("a")).unwrap();
+        std::fs::write(root.join("a/control.sock"), b"").unwrap();
+        assert_eq!(VmRuntime::locate_under(root, &a).layout(), Layout::OwnDir);
+        // The runner tells by the socket systemd passed it.
+        assert_eq!(
+            VmRuntime::of_control_socket(&root.join("a/control.sock"), &a),
+            VmRuntime::at(root, &a)
+        );
+        assert_eq!(VmRuntime::of_control_socket(&root.join("a.sock"), &a), old);
     }
 
     #[test]

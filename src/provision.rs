@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cloudinit::{self, CloudInitError, SeedOutcome};
 use crate::config::VmConfig;
-use crate::paths::{DataDir, PathError};
+use crate::paths::{DataDir, PathError, VmRuntime};
 use crate::ports::{self, PortError, PortPlan};
 use crate::state::{FileKind, StateError, Store};
 use crate::storage::base::{verify_bases, BaseError};
@@ -48,6 +48,7 @@ pub fn prepare(
     vm: &VmName,
     cfg: &VmConfig,
     store: &Store,
+    runtime: &VmRuntime,
 ) -> Result<Prepared, ProvisionError> {
     verify_bases(cfg, &data_dir.disk_dir(vm))?;
     let mut out = Prepared::default();
@@ -76,20 +77,76 @@ pub fn prepare(
     }
     if cfg.guest.wants_network() {
         let plan = ports::plan(&cfg.guest)?;
-        ports::write_plan(&ports::plan_path(vm)?, &plan)?;
+        ports::write_plan(&runtime.ports(), &plan)?;
         out.ports = Some(plan);
     }
     Ok(out)
 }
 
-/// QEMU options the runner appends, and the `STATUS=` suffix.
-pub fn runner_argv(
+/// Where the forwarded ports of a command line come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// The plan the start published (the runner: it must be there).
+    Published,
+    /// The published plan while there is one (the VM runs), else the plan
+    /// as far as the config decides it, the ssh port a start would choose
+    /// shown as [`ports::CHOSEN_AT_START`] (`maqet info`).
+    PublishedOrPlanned,
+}
+
+/// QEMU's whole command line for `vm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuCommand {
+    pub argv: Vec<String>,
+    /// The forwards it carries (None without maqet's network).
+    pub ports: Option<PortPlan>,
+    /// Placeholders in `argv` for what a start decides.
+    pub chosen_at_start: Vec<&'static str>,
+}
+
+/// QEMU's command line exactly as the runner runs it — the one function
+/// that renders it, for the runner and for `maqet info`: the config's own
+/// options (QMP and console on the runner's fds), then what provisioning
+/// adds: the cloud-init seed drive, the guest-agent channel, maqet's
+/// user-mode network with its forwards and NIC.
+pub fn qemu_command(
     data_dir: &DataDir,
     vm: &VmName,
     cfg: &VmConfig,
-) -> Result<(Vec<String>, String), ProvisionError> {
+    runtime: &VmRuntime,
+    ports: Ports,
+) -> Result<QemuCommand, ProvisionError> {
+    let ctx = crate::config::RenderContext {
+        vm_name: vm.to_string(),
+        qmp_fd: crate::units::QMP_FD,
+        console_fd: Some(crate::units::CONSOLE_FD),
+        disk_dir: data_dir.disk_dir(vm),
+        runtime_dir: runtime.dir(),
+    };
+    let mut argv = cfg.render_argv(&ctx);
+    let (extra, plan) = runner_argv(data_dir, vm, cfg, runtime, ports)?;
+    argv.extend(extra);
+    let chosen_at_start = match &plan {
+        Some(p) if p.forwards.iter().any(|f| f.host_port == 0) => vec![ports::CHOSEN_AT_START],
+        _ => Vec::new(),
+    };
+    Ok(QemuCommand {
+        argv,
+        ports: plan,
+        chosen_at_start,
+    })
+}
+
+/// The QEMU options provisioning adds, and the forwards they carry.
+fn runner_argv(
+    data_dir: &DataDir,
+    vm: &VmName,
+    cfg: &VmConfig,
+    runtime: &VmRuntime,
+    source: Ports,
+) -> Result<(Vec<String>, Option<PortPlan>), ProvisionError> {
     let mut argv = Vec::new();
-    let mut summary = String::new();
+    let mut plan = None;
     if cfg.guest.cloud_init.is_some() {
         let seed = cloudinit::seed_image(data_dir.path(), vm.as_str());
         // virtio-blk: guests without an AHCI driver still see it.
@@ -102,17 +159,19 @@ pub fn runner_argv(
         ]);
     }
     if cfg.guest.guest_agent {
-        argv.extend(crate::guest_agent::qemu_argv(
-            &crate::guest_agent::socket_path(vm)?,
-        ));
+        argv.extend(crate::guest_agent::qemu_argv(&runtime.agent()));
     }
     if cfg.guest.wants_network() {
-        let plan = ports::read_plan(&ports::plan_path(vm)?)?
-            .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
-        argv.extend(ports::netdev_argv(vm.as_str(), &plan));
-        summary = plan.summary();
+        let published = ports::read_plan(&runtime.ports())?;
+        let p = match (published, source) {
+            (Some(p), _) => p,
+            (None, Ports::Published) => return Err(ProvisionError::NoPlan(vm.to_string())),
+            (None, Ports::PublishedOrPlanned) => ports::planned(&cfg.guest),
+        };
+        argv.extend(ports::netdev_argv(vm.as_str(), &p));
+        plan = Some(p);
     }
-    Ok((argv, summary))
+    Ok((argv, plan))
 }
 
 /// The published ports of a VM (None when it forwards none or never
@@ -121,18 +180,18 @@ pub fn published_ports(vm: &VmName, cfg: &VmConfig) -> Result<Option<PortPlan>, 
     if !cfg.guest.wants_network() {
         return Ok(None);
     }
-    Ok(ports::read_plan(&ports::plan_path(vm)?)?)
+    Ok(ports::read_plan(&VmRuntime::locate(vm)?.ports())?)
 }
 
 /// Removes what provisioning kept for a VM that is being removed: its ssh
-/// known_hosts (a later VM of the name is another host) and its port plan.
-/// The cloud-init seed is a file maqet created, recorded like a disk: plain
-/// `rm` keeps it, `rm --delete-storage` deletes it. Returns problems, one
-/// line each; none of them should stop an `rm`.
+/// known_hosts (a later VM of the name is another host). The cloud-init
+/// seed is a file maqet created, recorded like a disk: plain `rm` keeps
+/// it, `rm --delete-storage` deletes it; the port plan lives in the VM's
+/// runtime directory, which `rm` clears. Returns problems, one line each;
+/// none of them should stop an `rm`.
 pub fn forget(vm: &VmName, data_dir: &DataDir) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
-    files.extend(ports::plan_path(vm).ok());
+    let files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
     for f in files {
         match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -9,6 +9,27 @@ pub const SERVICE_PATTERN: &str = "maqet-vm@*.service";
 /// Pattern of every VM socket unit.
 pub const SOCKET_PATTERN: &str = "maqet-vm@*.socket";
 
+/// Pattern of every VM unit (files included), for `ListUnitFilesByPatterns`.
+pub const UNIT_PATTERN: &str = "maqet-vm@*";
+
+/// A VM's TPM companion: `maqet-tpm@NAME.service` and `.socket`.
+pub const TPM_PREFIX: &str = "maqet-tpm@";
+
+/// `maqet-tpm@NAME.service`
+pub fn tpm_service(vm: &str) -> String {
+    format!("{TPM_PREFIX}{vm}.service")
+}
+
+/// `maqet-tpm@NAME.socket`
+pub fn tpm_socket(vm: &str) -> String {
+    format!("{TPM_PREFIX}{vm}.socket")
+}
+
+/// Patterns of every companion unit of `vm` (for status listings).
+pub fn companion_patterns(vm: &str) -> Vec<String> {
+    vec![format!("{TPM_PREFIX}{vm}.*")]
+}
+
 /// The VM name in `maqet-vm@NAME.service`.
 pub fn service_vm_name(unit: &str) -> Option<&str> {
     unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".service")
@@ -27,6 +48,41 @@ pub const CONSOLE_FD: i32 = 5;
 /// odd) cannot be mistaken for it; in the 100–149 range LSB leaves to
 /// applications.
 pub const STOPPED_EXIT_STATUS: i32 = 100;
+
+/// The runner's exit status when the first attempt of a `maqet start`
+/// failed before QEMU ran (a bad option, a missing file): listed in
+/// `RestartPreventExitStatus=` (not in `SuccessExitStatus=`), so the unit
+/// stays `failed` with the cause instead of being restarted — a restart
+/// policy is for a VM that ran and then failed. Automatic restarts that
+/// fail the same way keep their own status (and are retried). Even, like
+/// [`STOPPED_EXIT_STATUS`].
+pub const START_FAILED_EXIT_STATUS: i32 = 102;
+
+/// The runner's exit status when the VM failed while QEMU itself did not:
+/// QEMU stopped it with `internal-error` or the guest panicked (under a
+/// restart policy), or a helper it cannot run without (swtpm) died. A
+/// failure for `Restart=on-failure`; the journal says which (sysexits'
+/// EX_SOFTWARE).
+pub const VM_FAILED_EXIT_STATUS: i32 = 70;
+
+/// A signal's name for messages (`SIGKILL`), its number for the rare ones.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        19 => "SIGSTOP",
+        _ => return format!("{sig}"),
+    };
+    name.to_string()
+}
 
 #[cfg(test)]
 mod tests {

@@ -132,6 +132,11 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
     let release = kernel_release(&guest_file("MAQET_GUEST_KERNEL"));
     assert_eq!(c.ssh(&vm, &["uname", "-r"]), release);
     assert_eq!(c.ssh(&vm, &["cat", "/etc/hostname"]), vm);
+    // The seed the guest read: one account (no image default user with
+    // the key and passwordless sudo), and the host name kept resolvable.
+    let user_data = c.ssh(&vm, &["cat", "/mnt/cidata/user-data"]);
+    assert!(user_data.contains("manage_etc_hosts: true"), "{user_data}");
+    assert!(!user_data.contains("- default"), "{user_data}");
     // The remote command's exit status and stderr are the user's own; ssh's
     // own failure (255) comes with its message; its log file does not
     // outlive the session.
@@ -238,16 +243,23 @@ fn cloud_image_to_ssh_with_ports_and_a_clone() {
         assert_eq!(info["virtual-size"], 64 * 1024 * 1024);
     }
 
-    // Stopping asks the agent first, and says so.
+    // Stopping asks the agent first, and says so — the runner's journal
+    // too, which used to say ACPI.
     let stopped = w.ok(&["stop", vm.as_str()]);
     assert!(
         stopped.contains("guest powered off (guest agent shutdown)"),
         "{stopped}"
     );
+    wait_until(
+        "the runner's journal to say the agent stopped the guest",
+        std::time::Duration::from_secs(10),
+        || !runner_said(&vm, "guest powered off (guest agent shutdown)").is_empty(),
+    );
+    assert!(runner_said(&vm, "ACPI power-down").is_empty());
     w.ok(&["stop", clone.as_str()]);
     assert_eq!(sha256(&c.base), digest, "the base image was written");
-    // Stopped: no ports to show.
-    w.fails(1, &["ports", vm.as_str()]);
+    // Stopped: no ports to show — a conflict with a hint (exit 5).
+    w.fails(5, &["ports", vm.as_str()]);
 
     // A second start keeps the unchanged seed (not rewritten) and its
     // instance-id, so cloud-init would not run again.

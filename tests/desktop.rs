@@ -32,6 +32,8 @@ struct Console {
     child: Child,
     stdin: ChildStdin,
     out: Arc<Mutex<Vec<u8>>>,
+    /// Commands run so far: each gets markers of its own.
+    calls: u32,
 }
 
 impl Console {
@@ -56,7 +58,12 @@ impl Console {
             }
         });
         let stdin = child.stdin.take().unwrap();
-        Console { child, stdin, out }
+        Console {
+            child,
+            stdin,
+            out,
+            calls: 0,
+        }
     }
 
     fn text(&self) -> String {
@@ -80,7 +87,8 @@ impl Console {
 
     /// Runs `cmd` in the guest shell; its output between computed markers.
     fn run(&mut self, cmd: &str) -> String {
-        let n = 700_000 + std::process::id() % 1000;
+        self.calls += 1;
+        let n = 700_000 + self.calls * 1000 + std::process::id() % 1000;
         writeln!(
             self.stdin,
             "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
@@ -133,6 +141,34 @@ fn files_of(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
     v
 }
 
+/// The bytes a variable store holds, whatever its format (read with
+/// qemu-img, `-U` so a running VM's store can be read too).
+fn nvram_content(path: &Path) -> Vec<u8> {
+    let out = path.with_extension("content.raw");
+    let _ = std::fs::remove_file(&out);
+    let o = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(path)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let b = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    b
+}
+
+/// `qemu-img info` of an image as JSON (`-U`: it may be in use).
+fn image_info(path: &Path) -> Value {
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn uefi_guest(w: &World, suffix: &str, extra: &str) -> String {
     let name = w.name(suffix);
     let text = format!(
@@ -153,15 +189,18 @@ fn uefi_tpm_vnc_guest() {
     let templates = files_of("/usr/share/OVMF");
     let vm = uefi_guest(&w, "u", "tpm: true\ndisplay: vnc\n");
     let vm_dir = w.data_dir().join("disks").join(&vm);
-    let nvram = vm_dir.join("efi-vars.fd");
+    // A new VM's variable store is qcow2 (it can hold internal snapshots).
+    let nvram = vm_dir.join("efi-vars.qcow2");
     let tpm_unit = format!("maqet-tpm@{vm}.service");
 
     // First start: the NVRAM copy and TPM state are made, 0600/0700.
     let out = w.cmd().args(["start", &vm]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("efi-vars.fd (UEFI variable store"), "{err}");
+    assert!(err.contains("efi-vars.qcow2 (UEFI variable store"), "{err}");
     assert_eq!(mode(&nvram), 0o600);
+    assert_eq!(image_info(&nvram)["format"], "qcow2");
+    assert!(!vm_dir.join("efi-vars.fd").exists());
     assert_eq!(mode(&vm_dir.join("tpm")), 0o700);
     let inode = std::fs::metadata(&nvram).unwrap().ino();
 
@@ -169,7 +208,9 @@ fn uefi_tpm_vnc_guest() {
     assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
     assert_eq!(unit_prop(&tpm_unit, "Slice"), "maqet.slice");
     assert!(unit_prop(&tpm_unit, "LogExtraFields").contains(&format!("MAQET_VM={vm}")));
-    assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "BindsTo").contains(&tpm_unit));
+    // The VM wants the helper (a start and every restart bring it up
+    // first) but is not bound to it: see the restart tests.
+    assert!(unit_prop(&format!("maqet-vm@{vm}.service"), "Wants").contains(&tpm_unit));
     // swtpm runs under the runner's relay: its journal lines carry the
     // VM's field (journald ignores LogExtraFields= for user units).
     wait_until(
@@ -247,15 +288,20 @@ fn uefi_tpm_vnc_guest() {
     assert_eq!((qemu.len(), swtpm.len()), (1, 1), "{qemu:?} {swtpm:?}");
     assert_no_tcp(&[qemu[0], swtpm[0]]);
 
-    // swtpm dies: systemd stops the VM (BindsTo=), cleanly, as `maqet stop`
-    // would; the helper is gone with it.
+    // swtpm dies: the VM is stopped and ends `failed`, saying why (issue
+    // 17.4; it used to end `defined`, as if stopped on request).
     drop(c);
     let rc = std::process::Command::new("kill")
         .args(["-9", &swtpm[0].to_string()])
         .status()
         .unwrap();
     assert!(rc.success());
-    w.wait_state(&vm, "defined", Duration::from_secs(60));
+    let st = w.wait_state(&vm, "failed", Duration::from_secs(90));
+    let why = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("{tpm_unit} failed")) && why.contains("SIGKILL"),
+        "{st:#}"
+    );
     assert!(qemu_pids(&vm).is_empty());
     assert!(pids_with("swtpm", &vm_dir.to_string_lossy()).is_empty());
     wait_until("the TPM unit to go", Duration::from_secs(10), || {
@@ -265,6 +311,8 @@ fn uefi_tpm_vnc_guest() {
         )
     });
     assert!(vm_dir.join("tpm/tpm2-00.permall").is_file());
+    let human = w.ok(&["status", &vm]);
+    assert!(human.contains(&format!("{tpm_unit} failed")), "{human}");
     // `maqet logs` has the helper's end next to the VM's: the relay saw
     // swtpm killed and exited 128+9, which systemd recorded.
     wait_until("swtpm's end in maqet logs", Duration::from_secs(10), || {
@@ -282,19 +330,17 @@ fn uefi_tpm_vnc_guest() {
         .find(|(p, _)| p.ends_with("OVMF_VARS_4M.fd"))
         .map(|(_, b)| b.clone())
         .unwrap();
-    let persisted = std::fs::read(&nvram).unwrap();
+    let persisted = nvram_content(&nvram);
+    assert_eq!(persisted.len(), template.len());
     assert_ne!(persisted, template, "the firmware wrote nothing");
     let out = w.cmd().args(["start", &vm]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !err.contains("efi-vars.fd"),
-        "{err}"
-    );
+    assert!(out.status.success() && !err.contains("efi-vars"), "{err}");
     let c = Console::attach(&w, &vm);
     c.wait_for(READY, BOOT);
     drop(c);
     assert_eq!(std::fs::metadata(&nvram).unwrap().ino(), inode);
-    assert_ne!(std::fs::read(&nvram).unwrap(), template);
+    assert_ne!(nvram_content(&nvram), template);
     assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
 
     // A normal stop takes the helper along.
@@ -410,11 +456,11 @@ fn a_clone_gets_its_own_copy_of_the_uefi_variable_store() {
     let src = w.add_vm("src", "firmware: uefi\n");
     w.ok(&["start", &src]);
     w.ok(&["stop", &src, "--force"]);
-    let src_vars = w.data_dir().join("disks").join(&src).join("efi-vars.fd");
+    let src_vars = w.data_dir().join("disks").join(&src).join("efi-vars.qcow2");
     assert!(src_vars.is_file());
     let dst = w.name("dst");
     w.ok(&["clone", &src, &dst]);
-    let dst_vars = w.data_dir().join("disks").join(&dst).join("efi-vars.fd");
+    let dst_vars = w.data_dir().join("disks").join(&dst).join("efi-vars.qcow2");
     assert_eq!(
         std::fs::read(&dst_vars).unwrap(),
         std::fs::read(&src_vars).unwrap()
@@ -450,6 +496,14 @@ fn desktop_keys_that_cannot_work_are_refused() {
             "remove one of them",
         ),
         ("badfw", "firmware: efi\n", vec![], "expected 'bios' or 'uefi'"),
+        // A top-level display never opens TCP (it served VNC on 0.0.0.0
+        // and [::] port 5947 without a password).
+        (
+            "tcpvnc",
+            "display: \"vnc=:47\"\n",
+            vec![],
+            "display: 'vnc=:47' would have QEMU serve VNC on TCP",
+        ),
     ];
     for (suffix, extra, env, msg) in cases {
         let name = w.name(suffix);
@@ -522,6 +576,24 @@ fn a_restart_policy_brings_swtpm_back_with_the_vm() {
     });
     assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
     assert_ne!(swtpm_pid(), first);
+    // swtpm dies: the VM fails with that cause, and the policy restarts
+    // both.
+    let second = swtpm_pid();
+    let rc = std::process::Command::new("kill")
+        .args(["-9", &second])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    wait_until(
+        "the VM restarted after swtpm died",
+        Duration::from_secs(90),
+        || {
+            let s = w.status(&vm);
+            s["state"] == "running" && s["restarts"].as_u64() >= Some(2)
+        },
+    );
+    assert_eq!(unit_prop(&tpm_unit, "ActiveState"), "active");
+    assert_ne!(swtpm_pid(), second);
     w.ok(&["stop", &vm]);
     wait_until("the TPM unit to stop", Duration::from_secs(10), || {
         !matches!(
@@ -529,4 +601,93 @@ fn a_restart_policy_brings_swtpm_back_with_the_vm() {
             "active" | "activating" | "deactivating"
         )
     });
+}
+
+/// UEFI VMs take live snapshots (issue 17.11): the variable store is qcow2,
+/// so the whole VM — the store included — is saved and loaded, and the
+/// guest booted through OVMF runs on after the load. A VM made before
+/// (raw `efi-vars.fd`) is refused with the way out, which converts it.
+#[test]
+fn a_uefi_vm_takes_live_snapshots_and_an_old_raw_store_converts() {
+    let w = World::new("dnvsnap");
+    let disk = "storage:\n  - name: d\n    size: 16M\n";
+    let vm = uefi_guest(&w, "q", disk);
+    let vm_dir = w.data_dir().join("disks").join(&vm);
+    w.ok(&["start", &vm]);
+    let mut c = Console::attach(&w, &vm);
+    c.wait_for(READY, BOOT);
+    let said = |args: &[&str]| {
+        let o = w.maqet(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{args:?}: {text}");
+        text
+    };
+    let out = said(&["snapshot", "create", &vm, "d", "s1", "--live"]);
+    assert!(out.contains("UEFI variable store"), "{out}");
+    let listed = image_info(&vm_dir.join("efi-vars.qcow2"));
+    assert_eq!(listed["snapshots"][0]["name"], "s1", "{listed:#}");
+    // Something to tell the loaded state from the current one.
+    assert!(c
+        .run("echo after-save > /tmp/mark; cat /tmp/mark")
+        .contains("after-save"));
+    w.ok(&["snapshot", "load", &vm, "d", "s1", "--live"]);
+    assert!(!c.run("cat /tmp/mark 2>&1").contains("after-save"));
+    assert!(c
+        .run("ls -d /sys/firmware/efi")
+        .contains("/sys/firmware/efi"));
+    drop(c);
+    w.ok(&["stop", &vm, "--force"]);
+
+    // A VM made by a maqet before qcow2 stores: its raw copy of the
+    // template is there before its first start.
+    let old = uefi_guest(&w, "r", disk);
+    let old_dir = w.data_dir().join("disks").join(&old);
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let raw = old_dir.join("efi-vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &raw).unwrap();
+    std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let info: Value = serde_json::from_str(&w.ok(&["info", &old, "--json"])).unwrap();
+    let argv = info["qemu_argv"].to_string();
+    assert!(
+        argv.contains(&format!(
+            "if=pflash,unit=1,format=raw,file={}",
+            raw.display()
+        )),
+        "{argv}"
+    );
+    w.ok(&["start", &old]);
+    let err = w.fails(2, &["snapshot", "create", &old, "d", "s1", "--live"]);
+    assert!(
+        err.contains("UEFI variable store")
+            && err.contains(&format!("maqet storage convert-nvram {old}")),
+        "{err}"
+    );
+    let err = w.fails(5, &["storage", "convert-nvram", &old]);
+    assert!(err.contains("is running"), "{err}");
+    w.ok(&["stop", &old, "--force"]);
+    let out = w.ok(&["storage", "convert-nvram", &old]);
+    let qcow2 = old_dir.join("efi-vars.qcow2");
+    assert!(out.contains(&qcow2.display().to_string()), "{out}");
+    assert_eq!(image_info(&qcow2)["format"], "qcow2");
+    assert_eq!(nvram_content(&qcow2), std::fs::read(&raw).unwrap());
+    assert!(raw.is_file(), "the raw store is kept");
+    w.ok(&["start", &old]);
+    let out = said(&["snapshot", "create", &old, "d", "s1", "--live"]);
+    assert!(out.contains("UEFI variable store"), "{out}");
+    w.ok(&["stop", &old, "--force"]);
+    // Converting again says so; a BIOS VM has nothing to convert.
+    assert!(w
+        .ok(&["storage", "convert-nvram", &old])
+        .contains("is qcow2 already"));
+    let bios = w.add_vm("b", "");
+    let err = w.fails(2, &["storage", "convert-nvram", &bios]);
+    assert!(err.contains("does not boot UEFI firmware"), "{err}");
+    // rm --delete-storage removes both stores maqet made (the raw one was
+    // not maqet's here: it stays).
+    w.ok(&["rm", &old, "--delete-storage"]);
+    assert!(!qcow2.exists());
 }

@@ -101,7 +101,7 @@ fn stop_of_a_restart_always_vm_keeps_it_stopped() {
     let service = format!("maqet-vm@{vm}.service");
     w.ok(&["start", &vm]);
     assert_eq!(unit_prop(&service, "Restart"), "always");
-    assert_eq!(unit_prop(&service, "RestartPreventExitStatus"), "100");
+    assert_eq!(unit_prop(&service, "RestartPreventExitStatus"), "100 102");
     assert_eq!(unit_prop(&service, "SuccessExitStatus"), "100");
 
     // maqet stop (through the runner): ends with the "stopped on request"
@@ -376,6 +376,24 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
         .unwrap();
     drop(UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
+    // A VM's runtime directory that outlived it (a crashed manager, a
+    // start refused before its unit existed): its display socket and port
+    // plan, last changed well before now.
+    let gone = w.name("gone");
+    let gone_dir = runtime.join("maqet/vm").join(&gone);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&gone_dir)
+        .unwrap();
+    drop(UnixListener::bind(gone_dir.join("vnc.sock")).unwrap());
+    std::fs::write(gone_dir.join("ports.json"), "{}").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    for p in [gone_dir.join("ports.json"), gone_dir.clone()] {
+        std::fs::File::open(&p)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
 
     let find = |r: &Value, check: &str, needle: &str| -> Option<Value> {
         r["findings"]
@@ -398,6 +416,13 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
     let sock = find(&r, "sockets", &stale_name).unwrap_or_else(|| panic!("stale socket: {r:#}"));
     assert_eq!(sock["fixable"], true);
     assert!(sock.get("fixed").is_none());
+    let dir = find(&r, "sockets", &gone).unwrap_or_else(|| panic!("stale directory: {r:#}"));
+    assert_eq!(dir["fixable"], true, "{dir}");
+    let said = dir["message"].as_str().unwrap();
+    assert!(
+        said.contains("vnc.sock") && said.contains("ports.json"),
+        "{said}"
+    );
     let o = doctor(&["doctor"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let human = String::from_utf8(o.stdout).unwrap();
@@ -414,11 +439,15 @@ fn doctor_finds_and_fixes_a_failed_unit_and_a_stale_socket() {
         "{sock}"
     );
     assert!(!stale.exists());
+    let dir = find(&r, "sockets", &gone).unwrap();
+    assert!(dir["fixed"].as_str().unwrap().contains("removed"), "{dir}");
+    assert!(!gone_dir.exists());
     assert_eq!(w.state(&vm), "defined");
 
     let r = json_of(&doctor(&["doctor", "--json"]).stdout);
     assert!(find(&r, "units", &vm).is_none(), "{r:#}");
     assert!(find(&r, "sockets", &stale_name).is_none(), "{r:#}");
+    assert!(find(&r, "sockets", &gone).is_none(), "{r:#}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! A new CLI against a runner of the previous protocol (a VM started before
 //! a package upgrade keeps its old runner). The old runner is a stand-in
 //! that answers exactly as protocol-1 runners did, bound where the CLI
-//! looks for the VM's socket (`$XDG_RUNTIME_DIR/maqet/vm/NAME.sock`). The
+//! looks for the socket of a VM started before the per-VM runtime
+//! directory (`$XDG_RUNTIME_DIR/maqet/vm/NAME.sock`, beside it). The
 //! CLI first checks that the VM's unit is live and this data directory's,
 //! so a real transient unit of the VM's name and description runs beside
 //! it (`systemd-run --user`, a `sleep`); the real `maqet` binary runs
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::{socket_path, World};
+use common::{legacy_socket_path as socket_path, World};
 
 /// A live unit that says it is VM `vm` of `data_dir`, as an old runner's
 /// unit does; stopped (and its socket file removed) when dropped.
@@ -84,7 +85,7 @@ fn serve_protocol_1(listener: UnixListener, vm: String, seen: Arc<Mutex<Vec<Stri
 #[test]
 fn a_new_cli_uses_a_protocol_1_runner_where_it_can_and_says_why_not_where_it_cannot() {
     let w = World::new("proto1");
-    let vm = w.add_vm("old", "");
+    let vm = w.add_vm("old", "ports: [\"47001:80\"]\n");
     let sock = socket_path(&vm);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -130,4 +131,18 @@ fn a_new_cli_uses_a_protocol_1_runner_where_it_can_and_says_why_not_where_it_can
     );
     assert!(err.contains(&want), "{err}");
     assert!(o.stdout.is_empty());
+
+    // The port plan of such a VM lies beside the directories too, and the
+    // new CLI finds it there (its control socket says which layout).
+    let plan = sock.with_file_name(format!("{vm}.ports.json"));
+    std::fs::write(
+        &plan,
+        r#"{"forwards":[{"protocol":"tcp","host_port":47001,"guest_port":80}],"ssh_port":null}"#,
+    )
+    .unwrap();
+    let o = run(&["ports", &vm, "--json"]);
+    let _ = std::fs::remove_file(&plan);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["forwards"][0]["host_port"], 47001, "{v}");
 }

@@ -50,7 +50,7 @@ fn qemu_qmp_client_negotiates_executes_gets_events_and_meets_the_policy() {
     w.ok(&["start", &vm]);
 
     let path = w.ok(&["qmp", "socket", &vm]).trim().to_string();
-    assert!(path.ends_with(&format!("maqet/vm/{vm}.qmp")), "{path}");
+    assert!(path.ends_with(&format!("maqet/vm/{vm}/qmp.sock")), "{path}");
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

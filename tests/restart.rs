@@ -250,10 +250,14 @@ fn start_with_a_restart_policy_fails_at_the_first_failed_attempt() {
     let err = w.fails(1, &["start", &name]);
     assert!(err.contains("failed to start"), "{err}");
     assert!(err.contains("-bogus-opt: invalid option"), "{err}");
-    // The restart loop was cancelled: nothing pending, nothing running.
+    // No restart is pending, nothing runs, and the failure stays visible
+    // with QEMU's own words, as for a VM without a restart policy.
     let st = w.status(&name);
+    assert_eq!(st["state"], "failed", "{st:#}");
     assert!(
-        st["state"] == "defined" || st["state"] == "failed",
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("-bogus-opt: invalid option")),
         "{st:#}"
     );
     assert!(qemu_pids(&name).is_empty());
@@ -322,4 +326,185 @@ fn rm_racing_start_never_leaves_an_unknown_vm() {
             other => panic!("rm exited {other:?}: {}", text(&rm.stderr)),
         }
     }
+}
+
+/// The restart count and state once `status` shows `restarts` ≥ `n`.
+fn wait_restarts(w: &World, vm: &str, n: u64) -> Value {
+    wait_status(
+        w,
+        vm,
+        &format!("running after restart {n}"),
+        Duration::from_secs(90),
+        |s| s["state"] == "running" && s["restarts"].as_u64() >= Some(n),
+    )
+}
+
+/// A VM with a TPM restarts like any other (issue 17.4): killing its runner
+/// or freezing it until the watchdog kills it brings VM and swtpm back.
+#[test]
+fn a_tpm_vm_is_restarted_after_a_runner_kill_and_a_watchdog_kill() {
+    let w = World::new("rstpm");
+    for policy in ["on-failure", "always"] {
+        let vm = w.add_vm(
+            policy,
+            &format!("tpm: true\n{}", ON_FAILURE.replace("on-failure", policy)),
+        );
+        let tpm = format!("maqet-tpm@{vm}.service");
+        w.ok(&["start", &vm]);
+        let swtpm = unit_prop(&tpm, "MainPID");
+        assert_ne!(swtpm, "0");
+        let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
+        send_signal(runner, "-KILL");
+        assert_restarted(&w, &vm, runner);
+        assert_eq!(unit_prop(&tpm, "ActiveState"), "active");
+        let swtpm2 = unit_prop(&tpm, "MainPID");
+        assert_ne!(swtpm2, swtpm, "swtpm came back with the VM");
+        if policy == "on-failure" {
+            // Frozen: systemd's watchdog kills it, and the policy restarts it.
+            let runner = w.status(&vm)["runner_pid"].as_u64().unwrap();
+            send_signal(runner, "-STOP");
+            let st = wait_restarts(&w, &vm, 2);
+            assert_ne!(st["runner_pid"].as_u64(), Some(runner));
+            assert_eq!(unit_prop(&tpm, "ActiveState"), "active");
+            assert_ne!(unit_prop(&tpm, "MainPID"), swtpm2);
+        }
+        w.ok(&["stop", &vm]);
+        assert_eq!(w.state(&vm), "defined");
+        wait_until("the TPM unit to stop", Duration::from_secs(10), || {
+            !matches!(
+                unit_prop(&tpm, "ActiveState").as_str(),
+                "active" | "activating" | "deactivating"
+            )
+        });
+    }
+}
+
+/// QEMU ended by a signal it was sent by someone else (QMP SHUTDOWN reason
+/// `host-signal`) did not stop because the guest or maqet asked: a failure,
+/// restarted under `on-failure`, and the journal says what happened.
+#[test]
+fn qemu_ended_by_a_host_signal_is_a_failure_under_on_failure() {
+    let w = World::new("rssig");
+    let vm = w.add_vm("t", ON_FAILURE);
+    w.ok(&["start", &vm]);
+    let st = w.status(&vm);
+    let runner = st["runner_pid"].as_u64().unwrap();
+    let qemu = st["qemu_pid"].as_u64().unwrap();
+    send_signal(qemu, "-TERM");
+    assert_restarted(&w, &vm, runner);
+    let service = format!("maqet-vm@{vm}.service");
+    let said = || -> Vec<String> {
+        journal_json(&service)
+            .iter()
+            .filter(|r| r["_PID"] == runner.to_string().as_str())
+            .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_until(
+        "the runner's account of the end",
+        Duration::from_secs(10),
+        || {
+            said()
+                .iter()
+                .any(|m| m.contains("SIGTERM") && m.contains("host-signal"))
+        },
+    );
+    let said = said();
+    assert!(
+        !said.iter().any(|m| m.contains("exited cleanly")),
+        "{said:#?}"
+    );
+    w.ok(&["stop", &vm]);
+}
+
+/// A stand-in QEMU (tests/qmp/fake_qemu.py) that QEMU's real hardware
+/// faults would be needed for: it stops its guest with `internal-error`.
+fn fake_qemu(w: &World) -> std::path::PathBuf {
+    let p = w.write("fake-qemu", include_str!("qmp/fake_qemu.py"));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The runner's journal messages (any run) of `vm` at priority ≤ `prio`.
+fn runner_messages(vm: &str, prio: u8) -> Vec<String> {
+    journal_json(&format!("maqet-vm@{vm}.service"))
+        .iter()
+        .filter(|r| {
+            r["PRIORITY"]
+                .as_str()
+                .and_then(|p| p.parse::<u8>().ok())
+                .is_some_and(|p| p <= prio)
+        })
+        .filter_map(|r| r["MESSAGE"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// QEMU stopping the guest with `internal-error` (issue 17.9): shown as
+/// such and logged; without a restart policy it stays for inspection, with
+/// one it is a failure the policy restarts from.
+#[test]
+fn internal_error_is_shown_logged_and_a_failure_for_restart_policies() {
+    let w = World::new("rsinterr");
+    let q = fake_qemu(&w);
+    let add = |suffix: &str, extra: &str| {
+        let name = w.name(suffix);
+        let f = w.write(
+            &format!("{suffix}.yaml"),
+            &format!(
+                "name: {name}\nbinary: {}\nmemory: 64M\ndisplay: none\nshutdown_timeout: 1\n{extra}\
+                 arguments:\n  - maqet-fake-internal-error: 2\n",
+                q.display()
+            ),
+        );
+        w.ok(&["add", f.to_str().unwrap()]);
+        name
+    };
+    let plain = add("p", "");
+    w.ok(&["start", &plain]);
+    let st = w.wait_state(&plain, "internal-error", Duration::from_secs(30));
+    assert!(
+        st["status_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal-error"),
+        "{st:#}"
+    );
+    let rows: Value =
+        serde_json::from_str(&w.ok(&["ls", "--json", "--state", "internal-error"])).unwrap();
+    assert_eq!(rows[0]["name"], plain.as_str(), "{rows:#}");
+    wait_until("the runner's error line", Duration::from_secs(10), || {
+        runner_messages(&plain, 3)
+            .iter()
+            .any(|m| m.contains("internal-error") && m.contains("stays stopped"))
+    });
+    w.ok(&["stop", &plain]);
+
+    let policed = add("r", "restart: on-failure\nrestart_sec: 0.3\n");
+    w.ok(&["start", &policed]);
+    let runner = w.status(&policed)["runner_pid"].as_u64().unwrap();
+    let st = wait_status(
+        &w,
+        &policed,
+        "a restart after internal-error",
+        Duration::from_secs(60),
+        |s| s["restarts"].as_u64() >= Some(1),
+    );
+    assert_ne!(st["runner_pid"].as_u64(), Some(runner), "{st:#}");
+    let service = format!("maqet-vm@{policed}.service");
+    wait_until(
+        "the first run's failure line",
+        Duration::from_secs(10),
+        || {
+            journal_json(&service)
+                .iter()
+                .filter(|r| r["_PID"] == runner.to_string().as_str())
+                .any(|r| {
+                    r["MAQET_FAILURE"] == "true"
+                        && r["MESSAGE"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("internal-error"))
+                })
+        },
+    );
+    w.ok(&["stop", &policed]);
 }

@@ -15,9 +15,11 @@ use maqet::vmname::VmName;
 
 const USAGE: &str = "usage: maqet-runner NAME --data-dir DIR
        maqet-runner --relay NAME -- PROGRAM [ARGS...]
+       maqet-runner --companion-stopped NAME UNIT
 Runs one maqet VM under systemd (started by `maqet start`, not by hand);
 --relay runs one of the VM's helpers (swtpm) and logs its output with the
-VM's journal fields.";
+VM's journal fields; --companion-stopped (a helper unit's ExecStopPost=)
+tells the VM's runner when that helper failed.";
 
 #[derive(Debug, PartialEq)]
 enum Parsed {
@@ -29,6 +31,10 @@ enum Parsed {
         name: String,
         program: OsString,
         args: Vec<OsString>,
+    },
+    CompanionStopped {
+        name: String,
+        unit: String,
     },
     Help,
     Version,
@@ -60,6 +66,13 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
             "--relay" if name.is_none() && data_dir.is_none() => return parse_relay(args),
+            "--companion-stopped" if name.is_none() && data_dir.is_none() => {
+                let mut next = || args.next().and_then(|a| a.into_string().ok());
+                return match (next(), next(), next()) {
+                    (Some(name), Some(unit), None) => Ok(Parsed::CompanionStopped { name, unit }),
+                    _ => Err("--companion-stopped takes NAME UNIT".into()),
+                };
+            }
             "--data-dir" => {
                 let d = args.next().ok_or("--data-dir needs a directory")?;
                 data_dir = Some(PathBuf::from(d));
@@ -100,6 +113,26 @@ fn main() {
                 tracing::level_filters::LevelFilter::INFO,
             );
             std::process::exit(maqet::runner::relay::run(&program, &args));
+        }
+        Ok(Parsed::CompanionStopped { name, unit }) => {
+            let dir = std::env::var_os("MAQET_DATA_DIR").map(PathBuf::from);
+            maqet::logging::init_journal(
+                &name,
+                dir.as_deref(),
+                "maqet-runner",
+                tracing::level_filters::LevelFilter::INFO,
+            );
+            let code = match VmName::new(&name) {
+                Ok(vm) => {
+                    let dir = dir.and_then(|d| DataDir::resolve(Some(&d)).ok());
+                    maqet::runner::companion::report_stop(&vm, &unit, dir.as_ref())
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    64
+                }
+            };
+            std::process::exit(code);
         }
         Ok(Parsed::Help) => {
             println!("{USAGE}");
@@ -154,6 +187,14 @@ mod tests {
         };
         assert_eq!(p(&["--data-dir=/d", "web"]), Ok(want));
         assert_eq!(p(&["--version"]), Ok(Parsed::Version));
+        assert_eq!(
+            p(&["--companion-stopped", "web", "maqet-tpm@web.service"]),
+            Ok(Parsed::CompanionStopped {
+                name: "web".into(),
+                unit: "maqet-tpm@web.service".into()
+            })
+        );
+        assert!(p(&["--companion-stopped", "web"]).is_err());
         assert_eq!(p(&["web", "-h"]), Ok(Parsed::Help));
         for bad in [
             &["web"][..],

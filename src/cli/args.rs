@@ -250,7 +250,7 @@ pub struct LsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only VMs in this state (defined, starting, running, paused, stopping, failed, restarting).
+    /// Only VMs in this state (defined, starting, running, paused, prelaunch, internal-error, stopping, failed, restarting).
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 }
@@ -474,6 +474,8 @@ pub enum StorageCommand {
     Verify(StorageVerifyArgs),
     /// Add a disk to a VM's definition: FILE (an existing image) or SPEC (name=data,size=1G); --live hot-plugs it into the running VM too.
     Attach(StorageAttachArgs),
+    /// Give a stopped UEFI VM made before qcow2 variable stores a qcow2 copy of its raw one (efi-vars.fd → efi-vars.qcow2), so it can take live snapshots; the raw file is kept.
+    ConvertNvram(StorageCreateArgs),
 }
 
 #[derive(Debug, Args)]

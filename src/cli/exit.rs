@@ -1,6 +1,7 @@
 //! Exit codes and the CLI's error type. Library errors are mapped here,
 //! once, to a message and a documented code.
 
+use crate::cloudinit::CloudInitError;
 use crate::config::ConfigError;
 use crate::guest_agent::AgentError;
 use crate::ipc::{ErrorKind, IpcError};
@@ -11,7 +12,9 @@ use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
 use crate::vm::access::AccessError;
+use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
+use crate::vm::nvram::NvramError;
 use crate::vm::{AttachError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
@@ -187,9 +190,9 @@ impl From<OwnerError> for CliError {
             OwnerError::Systemd(e) => e.into(),
             OwnerError::Ipc(e) => e.into(),
             OwnerError::Path(e) => e.into(),
-            e @ (OwnerError::OtherDataDir { .. } | OwnerError::NotRunning { .. }) => {
-                CliError::conflict(e.to_string())
-            }
+            e @ (OwnerError::OtherDataDir { .. }
+            | OwnerError::NotRunning { .. }
+            | OwnerError::Stopping { .. }) => CliError::conflict(e.to_string()),
             e @ OwnerError::SocketMissing { .. } => CliError::failure(e.to_string()),
         }
     }
@@ -229,15 +232,20 @@ impl From<VmError> for CliError {
                 | CloneError::SourceIncomplete { .. }
                 | CloneError::Running { .. } => code::CONFLICT,
             },
+            // Not running is a conflict (exit 5) with a hint, as for every
+            // other command that needs a running VM.
             VmError::Access(e) => match e {
                 AccessError::NoSshServer { .. } => code::TIMEOUT,
                 AccessError::BadUser { .. } => code::USAGE,
+                AccessError::NotRunning { .. } => code::CONFLICT,
                 AccessError::NoPorts { .. }
-                | AccessError::NotRunning { .. }
                 | AccessError::NoSshPort { .. }
                 | AccessError::KnownHostsDir { .. } => code::FAILURE,
             },
-            VmError::Guest(_) => code::FAILURE,
+            VmError::Guest(GuestError::NotRunning { .. }) => code::CONFLICT,
+            VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
+            VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
+            VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
             VmError::Agent(e) => CliError::from(e).code,
             VmError::Config(e) => CliError::from(e).code,
             VmError::Name(e) => CliError::from(e).code,
@@ -276,6 +284,13 @@ impl From<ProvisionError> for CliError {
         };
         let c = match &e {
             ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
+            ProvisionError::Ports(PortError::Privileged { .. }) => code::INVALID_CONFIG,
+            // The config names keys that are not there (at add, apply or start).
+            ProvisionError::CloudInit(
+                CloudInitError::NoKeys { .. }
+                | CloudInitError::NotAKey { .. }
+                | CloudInitError::Read { .. },
+            ) => code::INVALID_CONFIG,
             ProvisionError::Path(p) => path_code(p),
             _ => code::FAILURE,
         };
@@ -365,5 +380,18 @@ mod tests {
         );
         let not = CliError::from(OwnerError::NotRunning { vm: "web".into() });
         assert_eq!(not.code, code::CONFLICT);
+    }
+
+    #[test]
+    fn ssh_ports_and_guest_on_a_stopped_vm_are_conflicts_with_a_hint() {
+        let vm = crate::vmname::VmName::new("web").unwrap();
+        for e in [
+            VmError::Access(AccessError::NotRunning { vm: vm.clone() }),
+            VmError::Guest(GuestError::NotRunning { vm: vm.clone() }),
+        ] {
+            let c = CliError::from(e);
+            assert_eq!(c.code, code::CONFLICT, "{}", c.message);
+            assert!(c.message.contains("`maqet start web`"), "{}", c.message);
+        }
     }
 }

@@ -237,8 +237,13 @@ pub fn seed_files(
         (Some(u), _) => u.clone(),
         (None, Some(f)) => f.to_string(),
         (None, None) => {
+            // `manage_etc_hosts`: the host name resolves (sudo warned
+            // "unable to resolve host" without it). The image's default
+            // user only when asked for: it would get the keys through
+            // meta-data and the distribution's passwordless sudo.
+            let default = if ci.default_user { "  - default\n" } else { "" };
             let mut u = format!(
-                "#cloud-config\nhostname: {hostname}\nusers:\n  - default\n  - name: {user}\n    \
+                "#cloud-config\nhostname: {hostname}\nmanage_etc_hosts: true\nusers:\n{default}  - name: {user}\n    \
                  shell: /bin/bash\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    lock_passwd: true\n"
             );
             if !keys.is_empty() {
@@ -456,6 +461,16 @@ mod tests {
         assert!(f.user_data.starts_with("#cloud-config\n"));
         assert!(f.user_data.contains("  - name: alice\n"));
         assert!(f.user_data.contains(&format!("      - \"{KEY}\"\n")));
+        // The host name resolves (sudo's "unable to resolve host").
+        assert!(f.user_data.contains("\nmanage_etc_hosts: true\n"));
+        // One account, yours: the image's default user only when asked.
+        assert!(!f.user_data.contains("  - default\n"), "{}", f.user_data);
+        let mut c = ci(&[KEY]);
+        c.default_user = true;
+        let f = seed_files(&c, "alice", &[KEY.into()], "vm1", "iid-1", None);
+        assert!(f
+            .user_data
+            .contains("users:\n  - default\n  - name: alice\n"));
         assert!(f.meta_data.contains("instance-id: iid-1\n"));
         assert!(f.meta_data.contains("local-hostname: vm1\n"));
         assert_eq!(f.network_config, None);

@@ -1,12 +1,17 @@
 //! Companion units: helper processes a VM needs (swtpm for `tpm: true`),
 //! each its own transient unit in `maqet.slice`, created in the same
-//! transaction as the VM's unit pair and tied to it both ways:
+//! transaction as the VM's unit pair and tied to it:
 //!
 //! - the helper `BindsTo=` the VM's service and is ordered `Before=` it, so
 //!   it is up before QEMU starts and stops whenever the VM stops (however
 //!   it stops: `maqet stop`, guest power-off, crash);
-//! - the VM's service `BindsTo=` the helper, so the VM is never left
-//!   running without it (docs/systemd.md: what happens when swtpm dies).
+//! - the VM's service `Wants=` the helper (and its socket) and is ordered
+//!   `After=` them, so every start and every automatic restart of the VM
+//!   brings them up first. Not `BindsTo=`: the helper stopping with a
+//!   dying VM came back to the VM as a stop job and cancelled its restart;
+//! - a helper that fails tells the VM's runner from its `ExecStopPost=`,
+//!   which stops the VM as failed, naming the cause (runner/companion.rs;
+//!   docs/systemd.md: what happens when swtpm dies).
 //!
 //! `maqet logs` shows their output by unit. They also set
 //! `LogExtraFields=MAQET_VM=NAME`, which journald (252) applies to system
@@ -27,18 +32,13 @@ pub struct CompanionUnit {
 }
 
 /// The companions of one VM start: the units to create, and those the
-/// VM's service binds to and is ordered after.
+/// VM's service pulls in and is ordered after.
 #[derive(Debug, Clone, Default)]
 pub struct Companions {
     pub units: Vec<CompanionUnit>,
-    /// Services whose end stops the VM (`BindsTo=` + `After=`).
-    pub bind: Vec<String>,
-    /// Other units the VM's service pulls in and waits for (`Wants=` +
-    /// `After=`): the helpers' sockets.
+    /// Units the VM's service pulls in and waits for (`Wants=` + `After=`):
+    /// the helpers and their sockets.
     pub want: Vec<String>,
-    /// The VM needs its runtime directory (display or helper sockets):
-    /// the service gets `RuntimeDirectory=`.
-    pub runtime_dir: bool,
 }
 
 impl Companions {
@@ -60,12 +60,10 @@ pub fn for_vm(
     runtime_dir: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Companions {
-    let mut c = match &cfg.desktop.tpm {
+    match &cfg.desktop.tpm {
         Some(t) => tpm::units(vm, &t.swtpm, runner, vm_dir, runtime_dir, data_dir),
         None => Companions::default(),
-    };
-    c.runtime_dir |= cfg.desktop.display.is_some();
-    c
+    }
 }
 
 /// Creates the per-VM files the desktop keys need before a start: the
@@ -84,13 +82,8 @@ pub fn provision_state(
         crate::storage::disks::ensure_private_dir(vm, vm_dir, vm_dir, store, done)?;
     }
     if let Some(fw) = &cfg.desktop.firmware {
-        crate::firmware::nvram::provision(
-            vm,
-            fw,
-            &crate::firmware::nvram::path(vm_dir),
-            store,
-            done,
-        )?;
+        let qemu_img = crate::storage::QemuImg::find(Some(&cfg.binary))?;
+        crate::firmware::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
     }
     if cfg.desktop.tpm.is_some() {
         tpm::provision_state(vm, vm_dir, store, done)?;
@@ -100,7 +93,7 @@ pub fn provision_state(
 
 /// Unit-name patterns of every companion of `vm` (for status listings).
 pub fn patterns(vm: &VmName) -> Vec<String> {
-    vec![format!("maqet-tpm@{}.*", vm.as_str())]
+    crate::units::companion_patterns(vm.as_str())
 }
 
 /// A loaded companion unit as systemd reports it.

@@ -47,11 +47,11 @@ pub fn find_swtpm() -> Result<PathBuf, SwtpmMissing> {
 }
 
 pub fn service_unit(vm: &VmName) -> String {
-    format!("maqet-tpm@{}.service", vm.as_str())
+    crate::units::tpm_service(vm.as_str())
 }
 
 pub fn socket_unit(vm: &VmName) -> String {
-    format!("maqet-tpm@{}.socket", vm.as_str())
+    crate::units::tpm_socket(vm.as_str())
 }
 
 /// The control socket in the VM's runtime directory.
@@ -153,6 +153,21 @@ pub fn units(
         ),
         ("Wants", Value::from(vec![socket.clone()])),
         ("After", Value::from(vec![socket.clone()])),
+        // After swtpm ended: if it failed, the VM's runner is told and
+        // fails the VM with this as the cause (runner/companion.rs).
+        (
+            "ExecStopPost",
+            Value::from(vec![(
+                runner.to_string_lossy().into_owned(),
+                vec![
+                    "maqet-runner".to_string(),
+                    "--companion-stopped".into(),
+                    vm.as_str().to_string(),
+                    service.clone(),
+                ],
+                false,
+            )]),
+        ),
     ]);
     let listen = vec![(
         "Stream".to_string(),
@@ -187,9 +202,7 @@ pub fn units(
                 props: sp,
             },
         ],
-        bind: vec![service],
-        want: vec![socket],
-        runtime_dir: true,
+        want: vec![socket, service],
     }
 }
 
@@ -216,7 +229,7 @@ mod tests {
             Path::new("/d"),
         );
         assert_eq!(c.names(), vec!["maqet-tpm@w.socket", "maqet-tpm@w.service"]);
-        assert_eq!(c.bind, vec!["maqet-tpm@w.service"]);
+        assert_eq!(c.want, vec!["maqet-tpm@w.socket", "maqet-tpm@w.service"]);
         let sock = &c.units[0].props;
         assert_eq!(get(sock, "SocketMode"), &Value::from(0o600u32));
         assert!(format!("{:?}", get(sock, "Listen")).contains("/run/u/maqet/vm/w/tpm.sock"));
@@ -252,6 +265,12 @@ mod tests {
             exec.contains("/usr/bin/maqet-runner")
                 && exec.contains(r#"Str("--relay"), Str("w"), Str("--"), Str("/usr/bin/swtpm")"#),
             "{exec}"
+        );
+        // Its failure reaches the VM's runner; its end binds nothing.
+        let post = format!("{:?}", get(svc, "ExecStopPost"));
+        assert!(
+            post.contains(r#"Str("--companion-stopped"), Str("w"), Str("maqet-tpm@w.service")"#),
+            "{post}"
         );
     }
 

@@ -327,7 +327,8 @@ impl VmConfig {
         }
         // hook: issue 10 — UEFI flash and the TPM backend
         if let Some(fw) = &self.desktop.firmware {
-            argv.extend(fw.qemu_args(&crate::firmware::nvram::path(&ctx.disk_dir)));
+            let vars = crate::firmware::nvram::current(&ctx.disk_dir);
+            argv.extend(fw.qemu_args(&vars.path, vars.format));
         }
         if let Some(tpm) = &self.desktop.tpm {
             let socket = crate::companion::tpm::socket_path(&ctx.runtime_dir);

@@ -141,6 +141,40 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, keys: &DesktopKeys)
     }
 }
 
+/// Why a top-level `display:` value (passed to QEMU as `-display VALUE`)
+/// would make QEMU listen on TCP, or None. Only what the user writes in
+/// `arguments` or `args` may open TCP (docs/config.md): `display: vnc`
+/// already means the VM's private Unix socket, so a TCP spelling of it is
+/// refused rather than silently served on every address without a
+/// password. QEMU's parser takes `vnc` as a prefix (`vnc=DISPLAY`), and a
+/// D-Bus display may be given a D-Bus address, which can be TCP.
+pub(crate) fn tcp_display(value: &str) -> Option<String> {
+    let socket_hint = "`display: vnc` serves it on the VM's own Unix socket (`maqet display`); a TCP display is only what you write in `arguments` yourself (e.g. `- vnc: \"127.0.0.1:47,password=on\"`)";
+    if let Some(rest) = value.strip_prefix("vnc") {
+        let spec = rest.strip_prefix('=');
+        return match spec {
+            None if rest.is_empty() => None,
+            Some(s) if s.starts_with("unix:") || s == "none" => None,
+            _ => Some(format!(
+                "'{value}' would have QEMU serve VNC on TCP, on every address and without a password; {socket_hint}"
+            )),
+        };
+    }
+    let (kind, opts) = value.split_once(',').unwrap_or((value, ""));
+    if kind == "dbus" {
+        let tcp = opts.split(',').any(|o| {
+            o.strip_prefix("addr=")
+                .is_some_and(|a| a.split(';').any(|part| !part.starts_with("unix:")))
+        });
+        if tcp {
+            return Some(format!(
+                "'{value}' gives QEMU's D-Bus display an address that is not a Unix socket; only what you write in `arguments` may listen on the network"
+            ));
+        }
+    }
+    None
+}
+
 /// QEMU options that choose how (or whether) the screen is shown.
 const DISPLAY_OPTIONS: [&str; 6] = ["display", "nographic", "vnc", "spice", "curses", "sdl"];
 

@@ -16,6 +16,7 @@ const CLOUD_INIT_KEYS: &[&str] = &[
     "meta_data",
     "network_config",
     "hostname",
+    "default_user",
 ];
 
 /// The top-level keys this module validates.
@@ -62,6 +63,10 @@ pub struct CloudInit {
     /// network-config (YAML), written as is.
     pub network_config: Option<String>,
     pub hostname: Option<String>,
+    /// Also create the image's own default user (`debian`, `ubuntu`, …)
+    /// in maqet's user-data, with the keys and the distribution's
+    /// passwordless sudo. Off by default: one account, yours.
+    pub default_user: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +134,15 @@ pub(crate) fn validate_key(v: &mut Validator, key: &str, node: &Node, out: &mut 
     }
 }
 
+/// The lowest port an unprivileged process may bind on this host
+/// (`net.ipv4.ip_unprivileged_port_start`, 1024 unless changed).
+pub fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
 fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
     let Some(items) = node.as_seq() else {
         v.error(
@@ -145,6 +159,17 @@ fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
             continue;
         };
         match parse_port(&text) {
+            Ok(p) if p.host < unprivileged_port_start() => v.error(
+                &item.loc,
+                format!(
+                    "{key}: host port {} is below {} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges a user's VM does not have; forward a port from {} up, e.g. '{}:{}'",
+                    p.host,
+                    unprivileged_port_start(),
+                    unprivileged_port_start(),
+                    u32::from(p.host) + 8000,
+                    p.guest
+                ),
+            ),
             Ok(p) => {
                 if let Some(o) = out
                     .iter()
@@ -215,6 +240,11 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
             }
             "meta_data" => ci.meta_data = v.string(n, &key),
             "network_config" => ci.network_config = v.string(n, &key),
+            "default_user" => {
+                if let Some(b) = v.boolean(n, &key) {
+                    ci.default_user = b;
+                }
+            }
             other => v.error(
                 &e.key_loc,
                 format!(

@@ -96,7 +96,7 @@ pub use diff::{diff, Change};
 pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
-pub use guest::{parse_port, CloudInit, GuestSetup, PortSpec, Protocol};
+pub use guest::{parse_port, unprivileged_port_start, CloudInit, GuestSetup, PortSpec, Protocol};
 pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,

@@ -322,7 +322,10 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
     if let Some(n) = field(fields, "backing_format") {
         let key = format!("storage[{i}].backing_format");
         if backing.is_none() {
-            v.error(&n.loc, format!("{key}: given without a backing_file"));
+            v.error(
+                &n.loc,
+                format!("{key}: given without a base or backing_file"),
+            );
         } else if let Some(s) = v.string(n, &key) {
             entry.backing_format = match s.as_str() {
                 "qcow2" => Some(ImageFormat::Qcow2),
@@ -337,8 +340,14 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
             };
         }
     }
+    // Errors name the key the user wrote.
+    let written = if base.is_some() {
+        "base"
+    } else {
+        "backing_file"
+    };
     match backing {
-        Some(n) => validate_backing(v, i, n, entry),
+        Some(n) => validate_backing(v, i, written, n, entry),
         None => {
             if entry.size.is_none() {
                 entry.size = parse_size(DEFAULT_DISK_SIZE).ok();
@@ -350,8 +359,14 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
 
 /// A backing file is checked only when the overlay still has to be
 /// created: an existing overlay already records its backing file.
-fn validate_backing(v: &mut Validator, i: usize, n: &Node, entry: &mut StorageEntry) {
-    let key = format!("storage[{i}].backing_file");
+fn validate_backing(
+    v: &mut Validator,
+    i: usize,
+    written: &str,
+    n: &Node,
+    entry: &mut StorageEntry,
+) {
+    let key = format!("storage[{i}].{written}");
     if entry.kind != StorageKind::Qcow2 {
         v.error(
             &n.loc,

@@ -912,7 +912,7 @@ fn backing_files() {
         .contains("only qcow2 images can have a backing file"));
     assert!(env
         .error("storage: [{backing_format: raw}]\n")
-        .contains("backing_format: given without a backing_file"));
+        .contains("backing_format: given without a base or backing_file"));
 }
 
 #[test]
@@ -1095,6 +1095,52 @@ fn yaml_output_round_trips_examples() {
             doc.validate().unwrap().render_argv(&c)
         );
     }
+}
+
+/// A top-level `display:` never opens TCP (issue 17.6): every spelling
+/// that would is refused with its position; only `arguments` may.
+#[test]
+fn a_top_level_display_never_opens_tcp() {
+    let env = env();
+    for tcp in [
+        "vnc=:47",
+        "vnc=0.0.0.0:1",
+        "vnc=127.0.0.1:0,password=on",
+        "vnc=[::]:3",
+        "vnc,to=99",
+        "vncx",
+        "dbus,addr=tcp:host=0.0.0.0,port=5000",
+        "dbus,p2p=no,addr=unix:path=/tmp/b;tcp:host=h,port=1",
+    ] {
+        let e = env.error(&format!("display: \"{tcp}\"\n"));
+        assert!(
+            e.contains("vm.yaml:2:") && e.contains(&format!("display: '{tcp}'")),
+            "{tcp}: {e}"
+        );
+    }
+    assert!(env
+        .error("display: \"vnc=:47\"\n")
+        .contains("would have QEMU serve VNC on TCP"));
+    for fine in [
+        "vnc",
+        "vnc=unix:/run/x.sock",
+        "vnc=none",
+        "none",
+        "gtk,zoom-to-fit=on",
+        "dbus,addr=unix:path=/tmp/b",
+    ] {
+        env.doc(&format!("display: \"{fine}\"\n"))
+            .validate()
+            .unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+    // No TCP, but it launches a viewer: the host-program policy's refusal.
+    assert!(env
+        .error("display: spice-app\n")
+        .contains("qmp_allow_host_exec"));
+    // What the user writes in `arguments` is theirs.
+    env.doc("arguments:\n  - display: \"vnc=:47\"\n")
+        .validate()
+        .unwrap();
 }
 
 #[test]

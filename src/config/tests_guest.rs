@@ -53,6 +53,28 @@ fn guest_keys_load_with_paths_resolved_against_the_file() {
         .any(|a| a.contains("maqet-net") || a.contains("cidata")));
 }
 
+/// A privileged host port is refused as such at `add` (`start` said
+/// "already in use (Permission denied)").
+#[test]
+fn privileged_host_ports_are_refused_as_such() {
+    let env = env();
+    let start = crate::config::unprivileged_port_start();
+    let yaml = "ports: [\"80:80\", \"8080:8080\"]\n";
+    if start > 80 {
+        let e = env.error(yaml);
+        assert!(
+            e.contains(&format!(
+                "ports[0]: host port 80 is below {start} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("ports[1]"), "{e}");
+    } else {
+        // This host lets users bind port 80.
+        env.doc(yaml).validate().unwrap();
+    }
+}
+
 #[test]
 fn guest_key_errors_name_the_key() {
     let env = env();
@@ -70,7 +92,16 @@ fn guest_key_errors_name_the_key() {
             "storage:\n  - {base: b.qcow2, sha256: abc}\n",
             "storage[0].sha256: expected 64 hexadecimal digits",
         ),
-        ("storage:\n  - {base: missing.qcow2}\n", "does not exist"),
+        // Errors about a base name `base`, the key the user wrote (they
+        // said `backing_file`).
+        (
+            "storage:\n  - {name: r, base: missing.qcow2}\n",
+            "storage[0].base: ",
+        ),
+        (
+            "storage:\n  - {name: r, type: raw, base: b.qcow2}\n",
+            "storage[0].base: only qcow2 images can have a backing file",
+        ),
         ("ports: [\"80\"]\n", "ports[0]: '80' is not HOST:GUEST"),
         (
             "ports: [\"8080:80\", \"8080:81\"]\n",
@@ -81,6 +112,10 @@ fn guest_key_errors_name_the_key() {
         (
             "cloud_init: {hostnme: x}\n",
             "unknown key 'cloud_init.hostnme' (did you mean 'hostname'?)",
+        ),
+        (
+            "cloud_init: {default_user: maybe}\n",
+            "cloud_init.default_user: expected true or false",
         ),
         (
             "cloud_init: {user_data: x, user_data_file: y}\n",

@@ -326,6 +326,9 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 if let Some(s) = v.string(node, key) {
                     if key == "display" {
                         display_loc = Some(node.loc.clone());
+                        if let Some(why) = super::desktop::tcp_display(&s) {
+                            v.error(&node.loc, format!("display: {why}"));
+                        }
                         cfg.display = Some(s);
                         cfg.order.push(Section::Display);
                     } else {

@@ -137,19 +137,48 @@ fn user_journal_file() -> Option<PathBuf> {
 
 /// `maqet logs` and start-failure messages read the user journal.
 pub async fn journal() -> Finding {
-    let hint = "journald keeps per-user journals only with persistent storage: as root, \
-                `mkdir -p /var/log/journal && journalctl --flush` (Storage=auto or persistent in \
-                journald.conf); or add yourself to group systemd-journal to read the system journal";
     let file = user_journal_file();
-    match command_output("journalctl", &["--user", "-n", "1", "-q", "--no-pager", "-o", "cat"]).await {
-        Ok(out) if !out.trim().is_empty() => Finding::ok(
+    let persistent = Path::new("/var/log/journal").is_dir();
+    match command_output(
+        "journalctl",
+        &["--user", "-n", "1", "-q", "--no-pager", "-o", "cat"],
+    )
+    .await
+    {
+        Ok(out) => journal_finding(!out.trim().is_empty(), file.as_deref(), persistent),
+        Err(e) => Finding::new(
             "journal",
-            match file {
-                Some(p) => format!("journalctl --user works (user journal {})", p.display()),
-                None => "journalctl --user works".to_string(),
-            },
+            Severity::Warning,
+            format!("cannot read the user journal: {e}"),
+        )
+        .hint(JOURNAL_HINT),
+    }
+}
+
+const JOURNAL_HINT: &str =
+    "journald keeps per-user journals only with persistent storage: as root, \
+     `mkdir -p /var/log/journal && journalctl --flush` (Storage=auto or persistent in \
+     journald.conf); or add yourself to group systemd-journal to read the system journal";
+
+/// What an empty `journalctl --user` means. With persistent storage an
+/// account nothing has logged for yet (a fresh one) has no user journal
+/// file and no entries: journald makes the file with the first entry, the
+/// first `maqet start` writes it — nothing to fix. Without persistent
+/// storage the entries never come.
+fn journal_finding(entries: bool, file: Option<&Path>, persistent: bool) -> Finding {
+    match (entries, file, persistent) {
+        (true, Some(p), _) => Finding::ok(
+            "journal",
+            format!("journalctl --user works (user journal {})", p.display()),
         ),
-        Ok(_) => Finding::new(
+        (true, None, _) => Finding::ok("journal", "journalctl --user works"),
+        (false, None, true) => Finding::new(
+            "journal",
+            Severity::Info,
+            "journalctl --user has no entries yet: nothing has logged for this account (journald makes its user journal with the first entry; the first `maqet start` writes one)",
+        )
+        .hint("if it stays empty after a VM ran, see `maqet doctor`'s journal check in docs/troubleshooting.md"),
+        (false, file, _) => Finding::new(
             "journal",
             Severity::Warning,
             format!(
@@ -157,19 +186,40 @@ pub async fn journal() -> Finding {
                 if file.is_none() { " and no user journal file exists" } else { "" }
             ),
         )
-        .hint(hint),
-        Err(e) => Finding::new(
-            "journal",
-            Severity::Warning,
-            format!("cannot read the user journal: {e}"),
-        )
-        .hint(hint),
+        .hint(JOURNAL_HINT),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_account_without_entries_is_not_a_journal_problem() {
+        let fresh = journal_finding(false, None, true);
+        assert_eq!(fresh.severity, Severity::Info, "{fresh:?}");
+        assert!(fresh
+            .message
+            .contains("nothing has logged for this account"));
+        assert!(!fresh.open());
+        // Without persistent storage, or with a file but no entries: broken.
+        for f in [
+            journal_finding(false, None, false),
+            journal_finding(
+                false,
+                Some(Path::new("/var/log/journal/x/user-1.journal")),
+                true,
+            ),
+        ] {
+            assert_eq!(f.severity, Severity::Warning, "{f:?}");
+            assert!(f
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("mkdir -p /var/log/journal"));
+        }
+        assert_eq!(journal_finding(true, None, true).severity, Severity::Ok);
+    }
 
     #[test]
     fn versions() {

@@ -17,18 +17,21 @@
 //!   forbidden `maqet-vm@.service`), failed and leftover `maqet-vm@` units
 //! - `firmware`, `swtpm`, `viewer`  UEFI firmware (QEMU descriptors),
 //!   swtpm and a viewer for `maqet display`, with the packages to install
-//! - `sockets`  socket files in `$XDG_RUNTIME_DIR/maqet/vm` without a unit
+//! - `sockets`  runtime files in `$XDG_RUNTIME_DIR/maqet/vm` (a VM's
+//!   directory, an older layout's sockets and port plans) without a live VM
 //! - `leftovers` VMs an interrupted `clone` left incomplete, temporary files
 //!   a killed command left (storage/tmp.rs)
 //!
 //! Safe repairs only: reset-failed of failed units (they hold no
-//! processes), removal of socket files nothing listens on and of temporary
-//! files no process writes any more. A running unit is never touched.
+//! processes), removal of runtime files of VMs that do not run (sockets
+//! only when nothing listens) and of temporary files no process writes any
+//! more. A running unit, and anything of a running VM, is never touched.
 
 mod cgroups;
 mod desktop;
 mod host;
 mod leftovers;
+mod runtime;
 mod session;
 mod store;
 mod units;
@@ -161,7 +164,7 @@ pub async fn run(input: &DoctorInput) -> Report {
             f.push(cgroups::check(sd, &vms).await);
             units::unit_files(sd, &vms, &mut f).await;
             let loaded = units::vm_units(sd, &input.data_dir, &vms, input.fix, &mut f).await;
-            units::sockets(sd, &loaded, input.fix, &mut f).await;
+            runtime::check(sd, &loaded, input.fix, &mut f).await;
         }
         None => f.push(Finding::new(
             "units",

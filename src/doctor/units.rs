@@ -2,9 +2,6 @@
 //! leftover `maqet-vm@` units, stale sockets.
 
 use std::collections::HashSet;
-use std::io::ErrorKind;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use super::store::DefinedVm;
@@ -23,7 +20,7 @@ use crate::units::UNIT_PREFIX as PREFIX;
 pub async fn unit_files(sd: &Systemd, vms: &[DefinedVm], f: &mut Vec<Finding>) {
     // Transient units have files too (in the runtime transient directory);
     // only a file installed by someone blocks their creation.
-    match sd.unit_files(&["maqet-vm@*"]).await {
+    match sd.unit_files(&[crate::units::UNIT_PATTERN]).await {
         Ok(files) => {
             for (path, state) in files.iter().filter(|(_, s)| s != "transient") {
                 f.push(
@@ -118,7 +115,9 @@ fn owner(desc: &str, vm: &str, data_dir: &DataDir, defined: &HashSet<&str>) -> W
 /// A running VM of this data directory whose socket file is gone: maqet
 /// cannot reach its runner (`qmp`, `console`, … fail) until it restarts.
 fn missing_socket(vm: &str, unit: &str) -> Option<Finding> {
-    let socket = paths::socket_path(&VmName::new(vm).ok()?).ok()?;
+    let socket = paths::VmRuntime::locate(&VmName::new(vm).ok()?)
+        .ok()?
+        .control();
     if socket.exists() {
         return None;
     }
@@ -148,7 +147,7 @@ pub async fn vm_units(
 ) -> HashSet<String> {
     let mut live_sockets = HashSet::new();
     let units = match sd
-        .list_units(&["maqet-vm@*.service", "maqet-vm@*.socket"])
+        .list_units(&[crate::units::SERVICE_PATTERN, crate::units::SOCKET_PATTERN])
         .await
     {
         Ok(u) => u,
@@ -255,126 +254,6 @@ async fn reset(sd: &Systemd, service: &str, socket: &str) -> Option<String> {
         Ok(Some(st)) if st.vm_state() == VmState::Failed => None,
         Ok(_) => Some(format!("reset {service} (its log stays in the journal)")),
         Err(_) => None,
-    }
-}
-
-async fn unit_is_live(sd: &Systemd, unit: &str) -> bool {
-    sd.unit_status(unit)
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"))
-}
-
-/// Socket files in `$XDG_RUNTIME_DIR/maqet/vm` that no live socket unit
-/// owns. systemd removes them when the unit stops; one left behind means
-/// a crash of the manager or a hand-made file.
-pub async fn sockets(sd: &Systemd, live: &HashSet<String>, fix: bool, f: &mut Vec<Finding>) {
-    let dir = match paths::socket_dir() {
-        Ok(d) => d,
-        Err(_) => return, // reported by the session check
-    };
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            f.push(Finding::ok(
-                "sockets",
-                format!("no socket directory {} yet", dir.display()),
-            ));
-            return;
-        }
-        Err(e) => {
-            f.push(Finding::new(
-                "sockets",
-                Severity::Warning,
-                format!("cannot read {}: {e}", dir.display()),
-            ));
-            return;
-        }
-    };
-    let before = f.len();
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        // maqet's socket and, beside it, the QMP socket for standard clients.
-        let Some(vm) = name
-            .strip_suffix(".sock")
-            .or_else(|| name.strip_suffix(".qmp"))
-        else {
-            continue;
-        };
-        let unit = format!("{PREFIX}{vm}.socket");
-        // A VM may have started since the listing: ask again.
-        if live.contains(vm) || unit_is_live(sd, &unit).await {
-            continue;
-        }
-        let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
-        if !is_socket {
-            f.push(
-                Finding::new(
-                    "sockets",
-                    Severity::Warning,
-                    format!("{} is not a socket; maqet did not make it", path.display()),
-                )
-                .hint(format!(
-                    "remove it if you do not know what it is: rm {}",
-                    path.display()
-                )),
-            );
-            continue;
-        }
-        // Something may listen without a unit (a runner started by hand):
-        // then it is not stale.
-        match UnixStream::connect(&path) {
-            Ok(_) => {
-                f.push(
-                    Finding::new(
-                        "sockets",
-                        Severity::Warning,
-                        format!(
-                            "something listens on {} although no socket unit owns it",
-                            path.display()
-                        ),
-                    )
-                    .hint("find it with `ss -xlp` and stop it"),
-                );
-                continue;
-            }
-            // Removed meanwhile (its unit stopped): nothing left to judge.
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(_) => {}
-        }
-        let mut finding = Finding::new(
-            "sockets",
-            Severity::Warning,
-            format!(
-                "stale socket file {} (no live {PREFIX}{vm}.socket unit, nothing listens)",
-                path.display()
-            ),
-        )
-        .hint(format!("rm {} (or `maqet doctor --fix`)", path.display()))
-        .fixable();
-        if fix {
-            // Once more right before removing: a start may be under way.
-            if !unit_is_live(sd, &unit).await {
-                finding.fixed = match std::fs::remove_file(&path) {
-                    Ok(()) => Some(format!("removed {}", path.display())),
-                    Err(e) => {
-                        finding
-                            .message
-                            .push_str(&format!(" (cannot remove it: {e})"));
-                        None
-                    }
-                };
-            }
-        }
-        f.push(finding);
-    }
-    if f.len() == before {
-        f.push(Finding::ok(
-            "sockets",
-            format!("no stale socket files in {}", dir.display()),
-        ));
     }
 }
 

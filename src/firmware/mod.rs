@@ -190,8 +190,9 @@ pub fn select(arch: &str, machine: &str, secure_boot: bool) -> Result<Firmware, 
 }
 
 impl Firmware {
-    /// QEMU arguments for this firmware with `vars` as the VM's NVRAM.
-    pub fn qemu_args(&self, vars: &Path) -> Vec<String> {
+    /// QEMU arguments for this firmware with `vars` (in `vars_format`) as
+    /// the VM's NVRAM.
+    pub fn qemu_args(&self, vars: &Path, vars_format: &str) -> Vec<String> {
         let esc = |p: &Path| p.to_string_lossy().replace(',', ",,");
         let mut a = vec![
             "-drive".to_string(),
@@ -201,11 +202,7 @@ impl Firmware {
                 esc(&self.flash.executable)
             ),
             "-drive".to_string(),
-            format!(
-                "if=pflash,unit=1,format={},file={}",
-                self.flash.nvram_format,
-                esc(vars)
-            ),
+            format!("if=pflash,unit=1,format={vars_format},file={}", esc(vars)),
         ];
         if self.requires_smm || self.secure_boot {
             // -machine options merge with the config's own -machine.
@@ -269,14 +266,16 @@ mod tests {
         let plain = select_in(&dirs, "x86_64", "q35", false).unwrap();
         assert!(plain.descriptor.ends_with("60-plain.json"));
         assert!(!plain
-            .qemu_args(Path::new("/v"))
+            .qemu_args(Path::new("/v"), "qcow2")
             .iter()
             .any(|a| a == "smm=on"));
         let sb = select_in(&dirs, "x86_64", "pc-q35-7.2", true).unwrap();
         assert!(sb.descriptor.ends_with("40-secure-enrolled.json"));
-        let args = sb.qemu_args(Path::new("/d/v,x.fd"));
+        let args = sb.qemu_args(Path::new("/d/v,x.fd"), "raw");
         assert!(args.contains(&"smm=on".to_string()));
-        assert!(args.iter().any(|a| a.ends_with("file=/d/v,,x.fd")));
+        assert!(args
+            .iter()
+            .any(|a| a == "if=pflash,unit=1,format=raw,file=/d/v,,x.fd"));
         // Secure boot firmware needs SMM, which only q35 has.
         assert!(matches!(
             select_in(&dirs, "x86_64", "pc", true),

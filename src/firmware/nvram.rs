@@ -2,72 +2,176 @@
 //! start, 0600, recorded as created by maqet (so `rm --delete-storage`
 //! removes it), and never overwritten afterwards — it holds the guest's
 //! boot entries and Secure Boot state. The template is only ever read.
+//!
+//! The copy is a qcow2 image (`efi-vars.qcow2`, QEMU ≥ 7.2 and libvirt take
+//! qcow2 pflash): a raw one cannot hold internal snapshots, and a live
+//! snapshot must cover every writable drive, so every UEFI VM refused
+//! them. VMs made before keep their raw `efi-vars.fd` (it holds their boot
+//! entries) until `maqet storage convert-nvram` converts it.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::state::{FileKind, Store};
 use crate::storage::identity::stat_path;
-use crate::storage::{Created, Provisioned, StorageError};
+use crate::storage::{Created, Provisioned, QemuImg, StorageError};
 
 use super::Firmware;
 
-/// File name of the variable store inside the VM's directory.
+/// File name of the raw variable store of VMs made before qcow2 ones.
 pub const FILE_NAME: &str = "efi-vars.fd";
+/// File name of the qcow2 variable store.
+pub const QCOW2_NAME: &str = "efi-vars.qcow2";
+
+/// A VM's variable store and its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nvram {
+    pub path: PathBuf,
+    /// `qcow2`, or `raw` for a store made before qcow2 ones.
+    pub format: &'static str,
+}
+
+fn present(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// The store the VM of `vm_dir` uses: its raw one while that is the only
+/// one there, else the qcow2 one (made at the first start if missing).
+pub fn current(vm_dir: &Path) -> Nvram {
+    let raw = vm_dir.join(FILE_NAME);
+    let qcow2 = vm_dir.join(QCOW2_NAME);
+    if present(&raw) && !present(&qcow2) {
+        Nvram {
+            path: raw,
+            format: "raw",
+        }
+    } else {
+        Nvram {
+            path: qcow2,
+            format: "qcow2",
+        }
+    }
+}
 
 /// Where `vm`'s variable store lives, given its own directory.
 pub fn path(vm_dir: &Path) -> PathBuf {
-    vm_dir.join(FILE_NAME)
+    current(vm_dir).path
 }
 
-/// Copies the template to `dest` unless `dest` exists (also as a dangling
-/// link: whatever is there is the user's). Written under a temporary name
-/// and linked into place, so a concurrent start never sees half a copy
-/// and never replaces a finished one.
-pub fn provision(
-    vm: &str,
-    fw: &Firmware,
+/// Converts `from` (in `from_format`) into a new qcow2 image at `dest`,
+/// 0600: written under a temporary name and linked into place, so a
+/// concurrent start never sees half an image and a finished one is never
+/// replaced. Returns false when `dest` appeared meanwhile (kept as it is).
+fn make_qcow2(
+    qemu_img: &QemuImg,
+    from: &Path,
+    from_format: &str,
     dest: &Path,
+) -> Result<bool, StorageError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(".{QCOW2_NAME}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let made = qemu_img
+        .convert(from, from_format, &tmp, "qcow2")
+        .and_then(|()| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .map_err(|e| StorageError::io(&tmp, e))
+        });
+    let linked =
+        made.and_then(|()| std::fs::hard_link(&tmp, dest).map_err(|e| StorageError::io(dest, e)));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(StorageError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records `dest` as created by maqet for `vm` (listed in `done` first, so
+/// a failed record still gets undone).
+fn record(
+    vm: &str,
+    dest: &Path,
+    what: String,
     store: &Store,
     done: &mut Provisioned,
 ) -> Result<(), StorageError> {
-    if dest.exists() || dest.is_symlink() {
-        return Ok(());
-    }
-    let template = &fw.flash.nvram_template;
-    let data = std::fs::read(template).map_err(|e| StorageError::io(template, e))?;
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()
-    })();
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, dest));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(StorageError::io(dest, e)),
-    }
     let identity = stat_path(dest)
         .map_err(|e| StorageError::io(dest, e))?
         .identity;
-    // Listed before it is recorded, so a failed record still gets undone.
     done.created.push(Created {
         path: dest.to_path_buf(),
         kind: FileKind::Disk,
-        what: format!("UEFI variable store from {}", template.display()),
+        what,
         identity,
     });
     store.record_created_file(vm, dest, FileKind::Disk, Some(identity))?;
     Ok(())
+}
+
+/// Makes the VM's qcow2 copy of the template unless it has a store
+/// already (also a dangling link: whatever is there is the user's).
+pub fn provision(
+    vm: &str,
+    fw: &Firmware,
+    vm_dir: &Path,
+    qemu_img: &QemuImg,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), StorageError> {
+    let dest = current(vm_dir);
+    if present(&dest.path) {
+        return Ok(());
+    }
+    let template = &fw.flash.nvram_template;
+    if make_qcow2(qemu_img, template, &fw.flash.nvram_format, &dest.path)? {
+        let what = format!("UEFI variable store (qcow2) from {}", template.display());
+        record(vm, &dest.path, what, store, done)?;
+    }
+    Ok(())
+}
+
+/// What [`convert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Converted {
+    /// A qcow2 copy was made of the raw store, which is kept beside it.
+    Made { from: PathBuf, to: PathBuf },
+    /// The VM already uses a qcow2 store.
+    Already(PathBuf),
+    /// The VM has no store yet: its first start makes a qcow2 one.
+    NothingYet,
+}
+
+/// Converts the raw store of a stopped VM into its qcow2 store (the
+/// caller holds the VM's lock and knows it does not run). The raw file is
+/// left as it was: the qcow2 one wins from now on, and the raw one is the
+/// way back until it is deleted (by the user, or `rm --delete-storage`).
+pub fn convert(
+    vm: &str,
+    vm_dir: &Path,
+    qemu_img: &QemuImg,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<Converted, StorageError> {
+    let now = current(vm_dir);
+    if now.format == "qcow2" {
+        return Ok(if present(&now.path) {
+            Converted::Already(now.path)
+        } else {
+            Converted::NothingYet
+        });
+    }
+    let to = vm_dir.join(QCOW2_NAME);
+    if make_qcow2(qemu_img, &now.path, "raw", &to)? {
+        let what = format!("UEFI variable store (qcow2) from {}", now.path.display());
+        record(vm, &to, what, store, done)?;
+    }
+    Ok(Converted::Made { from: now.path, to })
 }
 
 #[cfg(test)]
@@ -76,10 +180,8 @@ mod tests {
     use crate::state::NewVm;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn copies_once_private_and_never_overwrites() {
-        let t = tempfile::tempdir().unwrap();
-        let store = Store::open(&t.path().join("maqet.db")).unwrap();
+    fn store(dir: &Path) -> Store {
+        let store = Store::open(&dir.join("maqet.db")).unwrap();
         store
             .insert_vm(&NewVm {
                 name: "vm".into(),
@@ -88,33 +190,100 @@ mod tests {
                 autostart: false,
             })
             .unwrap();
-        let template = t.path().join("VARS.fd");
-        std::fs::write(&template, b"template").unwrap();
-        let fw = Firmware {
-            descriptor: t.path().join("60.json"),
+        store
+    }
+
+    fn firmware(template: &Path) -> Firmware {
+        Firmware {
+            descriptor: template.with_file_name("60.json"),
             flash: super::super::Flash {
-                executable: t.path().join("CODE.fd"),
+                executable: template.with_file_name("CODE.fd"),
                 executable_format: "raw".into(),
-                nvram_template: template.clone(),
+                nvram_template: template.to_path_buf(),
                 nvram_format: "raw".into(),
             },
             secure_boot: false,
             requires_smm: false,
-        };
-        let dest = path(t.path());
+        }
+    }
+
+    /// The image's bytes as a raw file, through qemu-img.
+    fn raw_bytes(img: &QemuImg, path: &Path, format: &str) -> Vec<u8> {
+        let out = path.with_extension("check.raw");
+        let _ = std::fs::remove_file(&out);
+        img.convert(path, format, &out, "raw").unwrap();
+        let b = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        b
+    }
+
+    #[test]
+    fn new_stores_are_qcow2_made_once_private_and_never_overwritten() {
+        let t = tempfile::tempdir().unwrap();
+        let img = QemuImg::find(None).unwrap();
+        let store = store(t.path());
+        let template = t.path().join("VARS.fd");
+        let pattern: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&template, &pattern).unwrap();
+        let fw = firmware(&template);
+        let vm_dir = t.path().join("vm");
+        std::fs::create_dir(&vm_dir).unwrap();
         let mut done = Provisioned::default();
-        provision("vm", &fw, &dest, &store, &mut done).unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"template");
-        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        provision("vm", &fw, &vm_dir, &img, &store, &mut done).unwrap();
+        let n = current(&vm_dir);
+        assert_eq!(
+            (n.path.clone(), n.format),
+            (vm_dir.join(QCOW2_NAME), "qcow2")
+        );
+        let info = img.info(&n.path).unwrap();
+        assert_eq!(info[0].format, "qcow2");
+        assert_eq!(raw_bytes(&img, &n.path, "qcow2"), pattern);
+        let mode = std::fs::metadata(&n.path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(done.created.len(), 1);
         assert_eq!(store.created_files("vm").unwrap().len(), 1);
-        // What the firmware wrote stays.
-        std::fs::write(&dest, b"guest state").unwrap();
+        // What the firmware wrote stays: a second start makes nothing.
+        let inode = std::fs::metadata(&n.path).unwrap();
         let mut again = Provisioned::default();
-        provision("vm", &fw, &dest, &store, &mut again).unwrap();
+        provision("vm", &fw, &vm_dir, &img, &store, &mut again).unwrap();
         assert!(again.created.is_empty());
-        assert_eq!(std::fs::read(&dest).unwrap(), b"guest state");
-        assert_eq!(std::fs::read(&template).unwrap(), b"template");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&n.path).unwrap().ino(), inode.ino());
+        assert_eq!(std::fs::read(&template).unwrap(), pattern);
+    }
+
+    #[test]
+    fn an_old_raw_store_is_used_until_converted_and_then_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let img = QemuImg::find(None).unwrap();
+        let store = store(t.path());
+        let vm_dir = t.path().join("vm");
+        std::fs::create_dir(&vm_dir).unwrap();
+        let mut done = Provisioned::default();
+        assert_eq!(
+            convert("vm", &vm_dir, &img, &store, &mut done).unwrap(),
+            Converted::NothingYet
+        );
+        let raw = vm_dir.join(FILE_NAME);
+        let vars: Vec<u8> = (0..65536u32).map(|i| (i % 7) as u8).collect();
+        std::fs::write(&raw, &vars).unwrap();
+        assert_eq!(current(&vm_dir).format, "raw");
+        let made = convert("vm", &vm_dir, &img, &store, &mut done).unwrap();
+        let qcow2 = vm_dir.join(QCOW2_NAME);
+        assert_eq!(
+            made,
+            Converted::Made {
+                from: raw.clone(),
+                to: qcow2.clone()
+            }
+        );
+        assert_eq!(raw_bytes(&img, &qcow2, "qcow2"), vars);
+        assert_eq!(std::fs::read(&raw).unwrap(), vars, "the raw store is kept");
+        assert_eq!(current(&vm_dir).path, qcow2);
+        assert_eq!(done.created.len(), 1);
+        assert_eq!(
+            convert("vm", &vm_dir, &img, &store, &mut done).unwrap(),
+            Converted::Already(qcow2)
+        );
     }
 }

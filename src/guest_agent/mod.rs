@@ -18,6 +18,10 @@ use crate::vmname::VmName;
 /// The virtio-serial port name guest agents look for.
 pub const CHANNEL: &str = "org.qemu.guest_agent.0";
 
+/// How long a guest that took the agent's shutdown request gets to power
+/// off before ACPI power-down follows.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot reach the guest agent socket {}: {source} (is the VM running with `guest_agent: true`?)", path.display())]
@@ -43,9 +47,10 @@ pub enum AgentError {
     Path(#[from] crate::paths::PathError),
 }
 
-/// The agent socket of a VM.
+/// The agent socket of a VM that may be running (in its runtime
+/// directory, or beside it for a VM started before that layout).
 pub fn socket_path(vm: &VmName) -> Result<PathBuf, crate::paths::PathError> {
-    Ok(crate::paths::socket_dir()?.join(format!("{}.qga.sock", vm.as_str())))
+    Ok(crate::paths::VmRuntime::locate(vm)?.agent())
 }
 
 /// QEMU options for the agent channel on `socket`.

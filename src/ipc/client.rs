@@ -10,8 +10,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::protocol::{
-    Call, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams, Response, SnapshotParams,
-    SnapshotResult, StatusInfo, StopParams, StopResult, StreamStart, PROTOCOL_UNTYPED,
+    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams,
+    Response, SnapshotParams, SnapshotResult, StatusInfo, StopParams, StopResult, StreamStart,
+    PROTOCOL_UNTYPED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -177,9 +178,13 @@ impl IpcClient {
         &mut self,
         timeout: Option<Duration>,
         force: bool,
+        agent: bool,
         wait: Duration,
     ) -> Result<StopResult, IpcError> {
-        let call = Call::Stop(StopParams::new(timeout, force));
+        let mut params = StopParams::new(timeout, force);
+        params.agent = agent && !force;
+        let call = Call::Stop(params);
+        self.require(call.need()).await?;
         typed(self.request(&call, Some(wait)).await?)
     }
 
@@ -190,6 +195,14 @@ impl IpcClient {
     pub async fn snapshot(&mut self, p: SnapshotParams) -> Result<SnapshotResult, IpcError> {
         self.require(Need::Snapshot).await?;
         typed(self.request(&Call::Snapshot(p), None).await?)
+    }
+
+    /// Tells the runner that a helper unit of its VM failed (protocol 4).
+    pub async fn companion_failed(&mut self, p: CompanionFailure) -> Result<(), IpcError> {
+        self.require(Need::CompanionFailed).await?;
+        self.request(&Call::CompanionFailed(p), Some(STATUS_TIMEOUT))
+            .await
+            .map(drop)
     }
 
     /// Turns the connection into the VM's event stream; read it with

@@ -13,13 +13,21 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// `status` reply. Version 1 is the runner before typed requests: its
 /// status reply has no `protocol` key. See [`Need::since`] for what each
 /// version offers.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// The version a `status` reply without `protocol` stands for.
 pub const PROTOCOL_UNTYPED: u32 = 1;
 
 /// Method names, in one place so the server's "unknown method" error can list them.
-pub const METHODS: &[&str] = &["status", "qmp", "stop", "events", "console", "snapshot"];
+pub const METHODS: &[&str] = &[
+    "status",
+    "qmp",
+    "stop",
+    "events",
+    "console",
+    "snapshot",
+    "companion_failed",
+];
 
 /// One request, as both sides see it. On the wire it is the `method` and
 /// `params` of the JSON line `{"id":N,"method":…,"params":…}` (serde's
@@ -41,6 +49,10 @@ pub enum Call {
     /// A live snapshot job the runner runs to its end, freezing the guest's
     /// file systems around a save; answered with a [`SnapshotResult`].
     Snapshot(SnapshotParams),
+    /// A helper unit of the VM (swtpm) ended in failure: the VM cannot run
+    /// on without it. Sent by the helper unit's `ExecStopPost=`; answered
+    /// with `null` once the runner took it.
+    CompanionFailed(CompanionFailure),
 }
 
 /// What a caller may need from a runner. Requests map to one each
@@ -55,6 +67,9 @@ pub enum Need {
     /// The per-VM QMP socket for standard QMP clients.
     QmpEndpoint,
     Snapshot,
+    /// `stop` asking the guest agent first (the runner does it and says so).
+    AgentStop,
+    CompanionFailed,
 }
 
 impl Need {
@@ -66,6 +81,7 @@ impl Need {
             Need::Status | Need::Qmp | Need::Stop | Need::Events | Need::Console => 1,
             Need::QmpEndpoint => 2,
             Need::Snapshot => 3,
+            Need::AgentStop | Need::CompanionFailed => 4,
         }
     }
 
@@ -80,6 +96,8 @@ impl Need {
             Need::Snapshot => {
                 "a live snapshot run by the runner (with the guest's file systems frozen)"
             }
+            Need::AgentStop => "a stop through the guest agent run by the runner",
+            Need::CompanionFailed => "the companion_failed request",
         }
     }
 }
@@ -93,6 +111,7 @@ impl Call {
             Call::Events => "events",
             Call::Console(_) => "console",
             Call::Snapshot(_) => "snapshot",
+            Call::CompanionFailed(_) => "companion_failed",
         }
     }
 
@@ -100,10 +119,12 @@ impl Call {
         match self {
             Call::Status => Need::Status,
             Call::Qmp(_) => Need::Qmp,
+            Call::Stop(p) if p.agent => Need::AgentStop,
             Call::Stop(_) => Need::Stop,
             Call::Events => Need::Events,
             Call::Console(_) => Need::Console,
             Call::Snapshot(_) => Need::Snapshot,
+            Call::CompanionFailed(_) => Need::CompanionFailed,
         }
     }
 
@@ -121,6 +142,9 @@ impl Call {
             "console" => ConsoleParams::from_params(params).map(Call::Console),
             "snapshot" => SnapshotParams::from_params(params)
                 .map(Call::Snapshot)
+                .map_err(bad),
+            "companion_failed" => CompanionFailure::from_params(params)
+                .map(Call::CompanionFailed)
                 .map_err(bad),
             other => Err(bad(format!(
                 "unknown method '{}'; known: {}",
@@ -368,6 +392,10 @@ pub struct StopParams {
     pub timeout: Option<f64>,
     #[serde(default)]
     pub force: bool,
+    /// Ask the guest agent to power the guest off first (protocol 4; never
+    /// with `force`). Absent from older clients' requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// Longest `stop` timeout the runner accepts: a day, the same bound as the
@@ -380,6 +408,7 @@ impl StopParams {
         StopParams {
             timeout: timeout.map(|t| t.as_secs_f64()),
             force,
+            agent: false,
         }
     }
 
@@ -410,6 +439,54 @@ impl StopParams {
     }
 }
 
+/// `companion_failed` params: which helper unit ended, how (systemd's
+/// `SERVICE_RESULT`, `EXIT_CODE`, `EXIT_STATUS` as its `ExecStopPost=`
+/// got them), and when (µs since the epoch), so a runner that started
+/// after that ignores it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionFailure {
+    pub unit: String,
+    pub result: String,
+    #[serde(default)]
+    pub exit_code: String,
+    #[serde(default)]
+    pub exit_status: String,
+    pub at_usec: u64,
+}
+
+impl CompanionFailure {
+    pub fn from_params(params: Value) -> Result<CompanionFailure, String> {
+        if !params.is_object() {
+            return Err(not_an_object("companion_failed", &params));
+        }
+        let p: CompanionFailure = serde_json::from_value(params)
+            .map_err(|e| format!("companion_failed params: {}", excerpt(&e.to_string(), 200)))?;
+        let short = |s: &str| s.len() <= 256;
+        if !(short(&p.unit) && short(&p.result) && short(&p.exit_code) && short(&p.exit_status)) {
+            return Err("companion_failed params: a field is longer than 256 bytes".into());
+        }
+        Ok(p)
+    }
+
+    /// "maqet-tpm@w.service failed (exit-code: swtpm's relay exited with
+    /// status 137, killed by SIGKILL)".
+    pub fn describe(&self) -> String {
+        let how = match (self.exit_code.as_str(), self.exit_status.parse::<i32>()) {
+            ("exited", Ok(n)) if n > 128 && n <= 128 + 64 => format!(
+                ", its process exited with status {n}: killed by {}",
+                crate::units::signal_name(n - 128)
+            ),
+            ("exited", Ok(n)) => format!(", its process exited with status {n}"),
+            ("killed" | "dumped", _) => {
+                format!(", its process was killed by SIG{}", self.exit_status)
+            }
+            _ => String::new(),
+        };
+        format!("{} failed ({}{how})", self.unit, self.result)
+    }
+}
+
 /// How a stop ended; the runner replies with it once QEMU has exited.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -422,6 +499,12 @@ pub enum StopOutcome {
     Killed,
     /// QEMU had already exited.
     AlreadyStopped,
+    /// The guest powered off after the guest agent's shutdown request
+    /// (protocol 4: only in reply to a `stop` with `agent`).
+    Agent,
+    /// QEMU ended on a signal someone else sent it (QMP SHUTDOWN reason
+    /// `host-signal`, e.g. `systemctl --user kill`) while the stop ran.
+    Signalled,
 }
 
 impl StopOutcome {
@@ -431,6 +514,10 @@ impl StopOutcome {
             StopOutcome::Quit => "guest did not power off in time; QEMU was told to quit",
             StopOutcome::Killed => "QEMU was killed",
             StopOutcome::AlreadyStopped => "QEMU had already exited",
+            StopOutcome::Agent => "guest powered off (guest agent shutdown)",
+            StopOutcome::Signalled => {
+                "QEMU was ended by a signal sent to it, not by the guest or maqet (QMP SHUTDOWN reason host-signal)"
+            }
         }
     }
 }
@@ -637,6 +724,42 @@ mod tests {
         assert_eq!((s.protocol, s.maqet_version, s.qmp_socket), (1, None, None));
         assert!(Need::QmpEndpoint.since() > s.protocol);
         assert!(Need::QmpEndpoint.since() <= PROTOCOL);
+    }
+
+    #[test]
+    fn protocol_4_adds_the_agent_stop_and_companion_failures() {
+        let Call::Stop(p) = Call::from_wire("stop", json!({"agent": true})).unwrap() else {
+            panic!()
+        };
+        assert!(p.agent);
+        assert_eq!(Call::Stop(p).need(), Need::AgentStop);
+        assert_eq!(Need::AgentStop.since(), 4);
+        // Older clients' stops are unchanged on the wire.
+        let plain = serde_json::to_value(Call::Stop(StopParams::new(None, true))).unwrap();
+        assert_eq!(plain, json!({"method": "stop", "params": {"force": true}}));
+        assert_eq!(Call::Stop(StopParams::default()).need(), Need::Stop);
+
+        let ok = json!({"unit": "maqet-tpm@w.service", "result": "exit-code",
+            "exit_code": "exited", "exit_status": "137", "at_usec": 5});
+        let Call::CompanionFailed(f) = Call::from_wire("companion_failed", ok).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            f.describe(),
+            "maqet-tpm@w.service failed (exit-code, its process exited with status 137: killed by SIGKILL)"
+        );
+        assert_eq!(Call::CompanionFailed(f).need().since(), 4);
+        for bad in [
+            json!({"unit": "u", "result": "r"}),
+            json!({"unit": "u", "result": "r", "at_usec": 1, "extra": 1}),
+            json!({"unit": "u".repeat(300), "result": "r", "at_usec": 1}),
+            json!("u"),
+        ] {
+            let e = Call::from_wire("companion_failed", bad.clone()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+        }
+        assert!(METHODS.contains(&"companion_failed"));
+        assert_eq!(PROTOCOL, 4);
     }
 
     #[test]

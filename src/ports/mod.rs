@@ -4,9 +4,10 @@
 //! `STATUS=`), `maqet ports` and `maqet status` read.
 //!
 //! Forwards listen on 127.0.0.1 only: a VM's services are the user's, not
-//! the network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM.ports.json`,
-//! beside the runner's socket (0700 directory): it lives as long as the
-//! session and is rewritten by every start.
+//! the network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM/ports.json`,
+//! in the VM's runtime directory (0700; [`crate::paths::VmRuntime`]): it
+//! is written by every start, read again by automatic restarts, and gone
+//! with the directory when the VM ends.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -15,7 +16,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{GuestSetup, Protocol};
-use crate::vmname::VmName;
 
 /// The address every forward listens on.
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -29,6 +29,12 @@ pub enum PortError {
         port: u16,
         protocol: &'static str,
         source: std::io::Error,
+    },
+    #[error("port {port}/{protocol} on 127.0.0.1 is below {start} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges a user's VM does not have; pick a host port from {start} up in `ports:`")]
+    Privileged {
+        port: u16,
+        protocol: &'static str,
+        start: u16,
     },
     #[error("cannot find a free port for ssh on 127.0.0.1: {0}")]
     NoFreePort(std::io::Error),
@@ -81,9 +87,13 @@ impl PortPlan {
         self.forwards
             .iter()
             .map(|f| {
+                let host = match f.host_port {
+                    0 => CHOSEN_AT_START.to_string(),
+                    p => p.to_string(),
+                };
                 format!(
-                    "hostfwd={}:{HOST_ADDR}:{}-:{}",
-                    f.protocol, f.host_port, f.guest_port
+                    "hostfwd={}:{HOST_ADDR}:{host}-:{}",
+                    f.protocol, f.guest_port
                 )
             })
             .collect()
@@ -105,6 +115,27 @@ impl PortPlan {
     }
 }
 
+/// What stands in a rendered command line for the ssh port a start chooses.
+pub const CHOSEN_AT_START: &str = "<ssh-port>";
+
+/// The plan as far as it is known before a start, binding nothing: the
+/// configured forwards, and the automatic ssh port as 0 (rendered as
+/// [`CHOSEN_AT_START`]).
+pub fn planned(setup: &GuestSetup) -> PortPlan {
+    let mut out = PortPlan::default();
+    for p in &setup.ports {
+        out.forwards.push(Forward::new(p.protocol, p.host, p.guest));
+        if p.guest == SSH_GUEST_PORT && p.protocol == Protocol::Tcp && out.ssh_port.is_none() {
+            out.ssh_port = Some(p.host);
+        }
+    }
+    if setup.ssh_enabled() && out.ssh_port.is_none() {
+        out.forwards
+            .push(Forward::new(Protocol::Tcp, 0, SSH_GUEST_PORT));
+    }
+    out
+}
+
 /// Fails when `port` cannot be bound on 127.0.0.1 right now.
 pub fn check_free(port: u16, protocol: Protocol) -> Result<(), PortError> {
     let addr = SocketAddrV4::new(HOST_ADDR, port);
@@ -112,10 +143,18 @@ pub fn check_free(port: u16, protocol: Protocol) -> Result<(), PortError> {
         Protocol::Tcp => TcpListener::bind(addr).map(drop),
         Protocol::Udp => UdpSocket::bind(addr).map(drop),
     };
-    r.map_err(|source| PortError::Taken {
-        port,
-        protocol: protocol.as_str(),
-        source,
+    r.map_err(|source| match source.kind() {
+        // Not "in use": nobody holds it, binding it is not allowed.
+        std::io::ErrorKind::PermissionDenied => PortError::Privileged {
+            port,
+            protocol: protocol.as_str(),
+            start: crate::config::unprivileged_port_start(),
+        },
+        _ => PortError::Taken {
+            port,
+            protocol: protocol.as_str(),
+            source,
+        },
     })
 }
 
@@ -145,11 +184,6 @@ pub fn plan(setup: &GuestSetup) -> Result<PortPlan, PortError> {
         out.ssh_port = Some(port);
     }
     Ok(out)
-}
-
-/// Where a VM's plan is published.
-pub fn plan_path(vm: &VmName) -> Result<PathBuf, crate::paths::PathError> {
-    Ok(crate::paths::socket_dir()?.join(format!("{}.ports.json", vm.as_str())))
 }
 
 pub fn write_plan(path: &Path, plan: &PortPlan) -> Result<(), PortError> {

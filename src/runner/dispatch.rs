@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
-    Call, ConsoleParams, ErrorBody, ErrorKind, QmpParams, SnapshotParams, StatusInfo, StopOutcome,
-    StopParams, StopResult, PROTOCOL,
+    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, QmpParams, SnapshotParams,
+    StatusInfo, StopOutcome, StopParams, StopResult, PROTOCOL,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -24,6 +24,8 @@ pub const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct StopRequest {
     pub timeout: Option<Duration>,
     pub force: bool,
+    /// Ask the guest agent first.
+    pub agent: bool,
     pub reply: oneshot::Sender<StopReply>,
 }
 
@@ -57,6 +59,11 @@ pub struct RunnerDispatch {
     /// The guest agent's socket, when the VM was started with
     /// `guest_agent: true` (live snapshots freeze through it).
     pub agent_socket: Option<std::path::PathBuf>,
+    /// Failures that end the VM (a helper unit died).
+    pub failure_tx: mpsc::Sender<super::shutdown::VmFailure>,
+    /// When QEMU was started (µs since the epoch): a helper failure from
+    /// before belongs to an earlier run.
+    pub started_usec: u64,
 }
 
 pub fn qmp_error_body(e: QmpError) -> ErrorBody {
@@ -158,12 +165,13 @@ impl RunnerDispatch {
         let timeout = p
             .timeout_duration()
             .map_err(|m| ErrorBody::new(ErrorKind::BadRequest, m))?;
-        let force = p.force;
+        let (force, agent) = (p.force, p.agent);
         let (reply, rx) = oneshot::channel();
         self.stop_tx
             .send(StopRequest {
                 timeout,
                 force,
+                agent,
                 reply,
             })
             .await
@@ -185,6 +193,27 @@ impl RunnerDispatch {
     }
 }
 
+impl RunnerDispatch {
+    async fn companion_failed(self: Arc<Self>, p: CompanionFailure) -> Result<Answer, ErrorBody> {
+        if p.at_usec < self.started_usec {
+            tracing::info!("ignoring a report from before this run: {}", p.describe());
+            return Ok(Value::Null.into());
+        }
+        let cause = format!(
+            "{}: the VM cannot run without it (QEMU's TPM backend does not reconnect)",
+            p.describe()
+        );
+        self.failure_tx
+            .send(super::shutdown::VmFailure {
+                cause,
+                graceful: true,
+            })
+            .await
+            .map_err(|_| ErrorBody::new(ErrorKind::Unavailable, "the runner is already exiting"))?;
+        Ok(Value::Null.into())
+    }
+}
+
 /// `Dispatch` is implemented on the Arc so each request owns a handle.
 pub struct Shared(pub Arc<RunnerDispatch>);
 
@@ -196,6 +225,7 @@ impl Dispatch for Shared {
             Call::Qmp(p) => Box::pin(me.qmp(p)),
             Call::Stop(p) => Box::pin(me.stop(p)),
             Call::Snapshot(p) => Box::pin(me.snapshot(p)),
+            Call::CompanionFailed(p) => Box::pin(me.companion_failed(p)),
             // The server streams these itself (`subscribe`, `console`).
             Call::Events | Call::Console(_) => {
                 let m = format!("the server routed '{}' as a call", call.method());

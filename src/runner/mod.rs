@@ -9,8 +9,11 @@
 //! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
 //! was asked for, so no restart policy brings the VM back).
 
+mod cleanup;
+pub mod companion;
 mod console;
 mod dispatch;
+mod ending;
 mod jobs;
 mod notify;
 mod panic;
@@ -29,11 +32,11 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::{ConfigDocument, ConfigError, RenderContext};
+use crate::config::{ConfigDocument, ConfigError};
 use crate::paths::DataDir;
 use crate::qmp::{QmpClient, QmpError};
 use crate::state::{StateError, Store};
-use crate::units::STOPPED_EXIT_STATUS;
+use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use crate::vmname::VmName;
 
 pub use console::{CONSOLE_FD, RING_BYTES};
@@ -136,6 +139,55 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    // Where this unit keeps the VM's runtime files: told by where systemd
+    // bound the control socket, so a unit made by an older maqet (files
+    // beside the directory) keeps its paths when the restart policy runs
+    // this runner in it.
+    let control = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let runtime = match control {
+        Some(control) => crate::paths::VmRuntime::of_control_socket(&control, vm),
+        None => {
+            crate::paths::VmRuntime::new(vm).map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+    };
+    // Taken by the first runner of a `maqet start` only; see below.
+    let first_attempt = std::fs::remove_file(runtime.start_token()).is_ok();
+    let (result, policy) = match read_config(vm, data_dir) {
+        Ok(config) => {
+            let listeners = (listener, qmp_listener, qmp_socket);
+            let r = run_vm(vm, data_dir, &runtime, &config, listeners).await;
+            (r, config.restart)
+        }
+        // The policy is unknown: nothing is kept for a restart.
+        Err(e) => (Err(e), crate::config::RestartPolicy::No),
+    };
+    let mut code = match result {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify::status(&format!("failed: {e}"));
+            e.exit_code()
+        }
+    };
+    // A start that never got QEMU running is the user's to fix: the unit
+    // fails for good (and shows why) instead of being restarted by its
+    // policy; an automatic restart that fails is retried as the policy says.
+    if first_attempt && !notify::was_ready() && code != 0 {
+        tracing::info!(
+            runner_exit = code,
+            "the start failed before QEMU ran; no automatic restart"
+        );
+        code = START_FAILED_EXIT_STATUS;
+    }
+    cleanup::after_exit(&runtime, policy, code);
+    Ok(code)
+}
+
+/// The VM's stored configuration, validated again.
+fn read_config(vm: &VmName, data_dir: &DataDir) -> Result<crate::config::VmConfig, RunnerError> {
     // Read-only: the runner never writes definitions.
     let store = Store::open_read_only(&data_dir.db_path())?
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
@@ -144,20 +196,37 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
     tracing::debug!("configuration validated");
-    let ctx = RenderContext {
-        vm_name: vm.to_string(),
-        qmp_fd: QMP_FD,
-        console_fd: Some(CONSOLE_FD),
-        disk_dir: data_dir.disk_dir(vm),
-        runtime_dir: crate::paths::vm_runtime_dir(vm)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-    };
-    let mut argv = config.render_argv(&ctx);
-    // hook: issue 11 (seed drive, user-mode NIC with the start's ports)
-    let (extra, ports) = crate::provision::runner_argv(data_dir, vm, &config)?;
-    argv.extend(extra);
-    notify::set_status_suffix(ports);
+    Ok(config)
+}
+
+/// The sockets systemd passed: maqet's, the QMP one (if any) and its path.
+type Listeners = (
+    tokio::net::UnixListener,
+    Option<tokio::net::UnixListener>,
+    Option<std::path::PathBuf>,
+);
+
+/// Runs QEMU for `config` until it ends; returns the runner's exit code.
+async fn run_vm(
+    vm: &VmName,
+    data_dir: &DataDir,
+    runtime: &crate::paths::VmRuntime,
+    config: &crate::config::VmConfig,
+    (listener, qmp_listener, qmp_socket): Listeners,
+) -> Result<i32, RunnerError> {
+    // The one rendering `maqet info` shows too: the config's options, the
+    // seed drive, the agent channel, the user-mode NIC with the start's ports.
+    let command = crate::provision::qemu_command(
+        data_dir,
+        vm,
+        config,
+        runtime,
+        crate::provision::Ports::Published,
+    )?;
+    let argv = command.argv;
+    notify::set_status_suffix(command.ports.map(|p| p.summary()).unwrap_or_default());
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
+    let started_usec = crate::time::now_unix_usec();
 
     let (mut qemu, qmp_stream, console_stream) =
         qemu::Qemu::spawn(&argv, config.console).map_err(|source| RunnerError::Spawn {
@@ -197,10 +266,16 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
             });
         }
     };
-    // hook: issue 10 — QEMU made the display socket with its umask; only
-    // this user may connect (the directory is 0700 as well).
-    if let Some(server) = config.desktop.display {
-        let socket = server.socket(&ctx.runtime_dir);
+    // QEMU made its listening sockets (display, guest agent) with its
+    // umask; only this user may connect (the directory is 0700 as well).
+    let agent_socket = config.guest.guest_agent.then(|| runtime.agent());
+    let qemu_sockets = config
+        .desktop
+        .display
+        .map(|server| server.socket(&runtime.dir()))
+        .into_iter()
+        .chain(agent_socket.clone());
+    for socket in qemu_sockets {
         if let Err(e) = std::fs::set_permissions(
             &socket,
             <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
@@ -222,6 +297,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let run_state = Arc::new(Mutex::new(run_state));
     let (events_tx, _) = broadcast::channel::<Value>(256);
     let (stop_tx, mut stop_rx) = mpsc::channel(8);
+    let (failure_tx, mut failure_rx) = mpsc::channel(4);
     let busy_jobs = jobs::BusyJobs::default();
     let dispatch = Arc::new(dispatch::RunnerDispatch {
         vm: vm.to_string(),
@@ -240,11 +316,9 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
         busy_jobs: busy_jobs.clone(),
         allow_host_exec: config.qmp_allow_host_exec,
         qmp_socket,
-        agent_socket: config
-            .guest
-            .guest_agent
-            .then(|| crate::guest_agent::socket_path(vm).ok())
-            .flatten(),
+        agent_socket: agent_socket.clone(),
+        failure_tx: failure_tx.clone(),
+        started_usec,
     });
     let shared: Arc<dyn crate::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
     if let Some(l) = qmp_listener {
@@ -260,8 +334,14 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     tokio::spawn(forward_events(
         qmp.clone(),
         events_tx,
-        run_state,
-        qemu.pid,
+        StateWatch {
+            run_state,
+            qemu_pid: qemu.pid,
+            // Under a restart policy a VM QEMU stopped with internal-error
+            // is a failure to restart from; without one it stays, stopped,
+            // for the user to look at.
+            failure_tx: (config.restart != crate::config::RestartPolicy::No).then_some(failure_tx),
+        },
         busy_jobs.clone(),
     ));
     if let Some(interval) = notify::watchdog_interval() {
@@ -274,7 +354,8 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let default_timeout = Duration::try_from_secs_f64(config.shutdown_timeout).unwrap_or(
         Duration::from_secs_f64(crate::config::DEFAULT_SHUTDOWN_TIMEOUT),
     );
-    let mut stopper = shutdown::Shutdown::new(&mut qemu, &qmp, &mut stop_rx);
+    let mut stopper =
+        shutdown::Shutdown::new(&mut qemu, &qmp, &mut stop_rx, &mut failure_rx, agent_socket);
     let event = tokio::select! {
         ev = stopper.next_event() => ev,
         _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),
@@ -283,22 +364,85 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     match event {
         shutdown::Event::Exited(st) => {
             let st = st?;
-            tracing::info!(
-                qemu_exit = qemu::exit_code_for(st),
-                "{}",
-                qemu::describe_exit(st)
-            );
-            Ok(qemu::exit_code_for(st))
+            let reason = stopper.shutdown_reason().await;
+            let said = stopper.qemu_said().await;
+            let end = ending::of_exit(st, reason.as_deref(), &said);
+            if end.failure {
+                tracing::error!(maqet_failure = true, qemu_exit = end.code, "{}", end.text);
+            } else {
+                tracing::info!(qemu_exit = end.code, "{}", end.text);
+            }
+            Ok(end.code)
         }
         shutdown::Event::Signal(sig) => {
             tracing::info!("{sig}: shutting the VM down");
-            stopper.run(default_timeout, false, None).await;
+            stopper.run(default_timeout, false, false, None).await;
             Ok(STOPPED_EXIT_STATUS)
         }
         shutdown::Event::Stop(req) => {
             let timeout = req.timeout.unwrap_or(default_timeout);
-            stopper.run(timeout, req.force, Some(req.reply)).await;
+            stopper
+                .run(timeout, req.force, req.agent, Some(req.reply))
+                .await;
             Ok(STOPPED_EXIT_STATUS)
+        }
+        shutdown::Event::Failed(f) => {
+            tracing::error!(maqet_failure = true, "{}; stopping the VM", f.cause);
+            notify::status(&format!("failed: {}", f.cause));
+            let timeout = if f.graceful {
+                default_timeout
+            } else {
+                Duration::ZERO
+            };
+            stopper.run(timeout, false, false, None).await;
+            Ok(crate::units::VM_FAILED_EXIT_STATUS)
+        }
+    }
+}
+
+/// What the event loop keeps up to date from QMP events.
+struct StateWatch {
+    run_state: Arc<Mutex<String>>,
+    qemu_pid: u32,
+    /// Where a VM QEMU stopped with internal-error is reported as a
+    /// failure (only under a restart policy).
+    failure_tx: Option<mpsc::Sender<shutdown::VmFailure>>,
+}
+
+impl StateWatch {
+    /// QEMU's run state after a STOP or RESUME, as `query-status` has it
+    /// (a STOP is also how `internal-error`, `io-error` and
+    /// `guest-panicked` begin).
+    async fn refresh(&self, qmp: &QmpClient, event: &str) {
+        let asked = qmp
+            .execute_timeout("query-status", None, Duration::from_secs(5))
+            .await;
+        let state = match asked
+            .ok()
+            .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
+        {
+            Some(s) => s,
+            None if event == "STOP" => "paused".into(),
+            None => "running".into(),
+        };
+        *self.run_state.lock().unwrap() = state.clone();
+        notify::status(&format!("{state} (qemu pid {})", self.qemu_pid));
+        if state == "internal-error" {
+            let cause = "QEMU stopped the VM with internal-error (the accelerator could not run the guest, e.g. a KVM emulation failure); QEMU's messages above say more".to_string();
+            match &self.failure_tx {
+                Some(tx) => {
+                    let _ = tx
+                        .send(shutdown::VmFailure {
+                            cause,
+                            graceful: false,
+                        })
+                        .await;
+                }
+                None => tracing::error!(
+                    maqet_failure = true,
+                    "{cause}; the VM stays stopped for inspection (no restart policy): `maqet stop` ends it"
+                ),
+            }
         }
     }
 }
@@ -307,8 +451,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
 async fn forward_events(
     qmp: QmpClient,
     tx: broadcast::Sender<Value>,
-    run_state: Arc<Mutex<String>>,
-    qemu_pid: u32,
+    watch: StateWatch,
     busy_jobs: jobs::BusyJobs,
 ) {
     let mut rx = qmp.subscribe();
@@ -317,15 +460,15 @@ async fn forward_events(
             Ok(ev) => {
                 busy_jobs.event(&ev.event, &ev.data);
                 tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
-                let new_state = match ev.event.as_str() {
-                    "STOP" => Some("paused"),
-                    "RESUME" => Some("running"),
-                    "SHUTDOWN" => Some("shutting down"),
-                    _ => None,
-                };
-                if let Some(s) = new_state {
-                    *run_state.lock().unwrap() = s.to_string();
-                    notify::status(&format!("{s} (qemu pid {qemu_pid})"));
+                let ending = *watch.run_state.lock().unwrap() == "shutting down";
+                match ev.event.as_str() {
+                    // After SHUTDOWN QEMU is on its way out: nothing to ask.
+                    "STOP" | "RESUME" if !ending => watch.refresh(&qmp, &ev.event).await,
+                    "SHUTDOWN" => {
+                        *watch.run_state.lock().unwrap() = "shutting down".into();
+                        notify::status(&format!("shutting down (qemu pid {})", watch.qemu_pid));
+                    }
+                    _ => {}
                 }
                 let mut v = json!({"event": ev.event, "data": ev.data});
                 if let Some((s, us)) = ev.timestamp {

@@ -73,7 +73,16 @@ fn send(states: &[NotifyState]) {
     }
 }
 
+/// Set once `READY=1` was sent: the VM ran.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this runner reported ready (QEMU answered QMP).
+pub fn was_ready() -> bool {
+    READY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn ready(status: &str) {
+    READY.store(true, std::sync::atomic::Ordering::Relaxed);
     send(&[
         NotifyState::Ready,
         NotifyState::Status(&with_suffix(status)),

@@ -1,18 +1,22 @@
-//! Stopping QEMU: ACPI power-down, `quit` after the timeout, SIGKILL as the
-//! last resort. Stop requests that arrive meanwhile join the one under way
-//! (a `--force` one escalates it).
+//! Stopping QEMU: the guest agent's shutdown when asked for, ACPI
+//! power-down, `quit` after the timeout, SIGKILL as the last resort. Stop
+//! requests that arrive meanwhile join the one under way (a `--force` one
+//! escalates it). How QEMU ended is told from what the runner asked and
+//! the reason of QEMU's last SHUTDOWN event, so the journal says whether
+//! the guest, the agent, ACPI or a signal someone sent QEMU ended it.
 
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::dispatch::{StopReply, StopRequest};
 use super::notify;
 use super::qemu::Qemu;
 use crate::ipc::protocol::StopOutcome;
-use crate::qmp::QmpClient;
+use crate::qmp::{QmpClient, QmpEvent};
 
 /// Bound on `system_powerdown` and `quit` commands themselves.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,6 +24,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// How long the runner waits for stop replies to reach their clients.
 const REPLY_GRACE: Duration = Duration::from_secs(1);
+/// How long the guest agent gets to answer a shutdown request.
+const AGENT_CONNECT: Duration = Duration::from_secs(2);
 
 /// `now + d`, or a year from now when that overflows: timeouts are range
 /// checked where they come in, this only keeps a slip from panicking.
@@ -33,6 +39,19 @@ pub enum Event {
     Exited(std::io::Result<ExitStatus>),
     Stop(StopRequest),
     Signal(&'static str),
+    /// The VM cannot go on (a helper died, QEMU stopped it with
+    /// `internal-error` under a restart policy).
+    Failed(VmFailure),
+}
+
+/// Why the VM must end although nobody asked; the runner exits with
+/// [`crate::units::VM_FAILED_EXIT_STATUS`].
+#[derive(Debug, Clone)]
+pub struct VmFailure {
+    pub cause: String,
+    /// Give the guest its shutdown timeout (its disks are fine); otherwise
+    /// `quit` at once (the guest cannot run any more).
+    pub graceful: bool,
 }
 
 enum Waited {
@@ -45,7 +64,12 @@ pub struct Shutdown<'a> {
     qemu: &'a mut Qemu,
     qmp: &'a QmpClient,
     stop_rx: &'a mut mpsc::Receiver<StopRequest>,
+    failure_rx: &'a mut mpsc::Receiver<VmFailure>,
     waiters: Vec<oneshot::Sender<StopReply>>,
+    /// Every QMP event since the runner started watching, for the reason
+    /// of the last SHUTDOWN.
+    events: broadcast::Receiver<QmpEvent>,
+    agent_socket: Option<PathBuf>,
 }
 
 impl<'a> Shutdown<'a> {
@@ -53,21 +77,53 @@ impl<'a> Shutdown<'a> {
         qemu: &'a mut Qemu,
         qmp: &'a QmpClient,
         stop_rx: &'a mut mpsc::Receiver<StopRequest>,
+        failure_rx: &'a mut mpsc::Receiver<VmFailure>,
+        agent_socket: Option<PathBuf>,
     ) -> Self {
         Shutdown {
+            events: qmp.subscribe(),
             qemu,
             qmp,
             stop_rx,
+            failure_rx,
             waiters: Vec::new(),
+            agent_socket,
         }
     }
 
-    /// QEMU exiting by itself, or the first stop request.
+    /// QEMU exiting by itself, the first stop request, or a failure.
     pub async fn next_event(&mut self) -> Event {
         tokio::select! {
             st = self.qemu.child.wait() => Event::Exited(st),
             Some(req) = self.stop_rx.recv() => Event::Stop(req),
+            Some(f) = self.failure_rx.recv() => Event::Failed(f),
         }
+    }
+
+    /// The reason of QEMU's last SHUTDOWN event, once QEMU has exited:
+    /// waits (briefly) for the QMP connection to end, so every event QEMU
+    /// sent before it has been read.
+    pub async fn shutdown_reason(&mut self) -> Option<String> {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.qmp.closed()).await;
+        let mut reason = None;
+        loop {
+            match self.events.try_recv() {
+                Ok(ev) if ev.event == "SHUTDOWN" => {
+                    reason = ev
+                        .data
+                        .get("reason")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_string);
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return reason,
+            }
+        }
+    }
+
+    /// QEMU's last stderr lines once it has exited.
+    pub async fn qemu_said(&mut self) -> Vec<String> {
+        self.qemu.wait_stderr(Duration::from_secs(1)).await
     }
 
     /// Waits for QEMU to exit until `deadline`, gathering further stop
@@ -88,27 +144,80 @@ impl<'a> Shutdown<'a> {
     }
 
     /// Stops QEMU and answers every stop request; returns how it went.
+    /// With `agent`, the guest agent is asked to power the guest off first.
     pub async fn run(
         &mut self,
         timeout: Duration,
         force: bool,
+        agent: bool,
         first: Option<oneshot::Sender<StopReply>>,
     ) -> StopOutcome {
         self.waiters.extend(first);
         let pid = self.qemu.pid;
         // STOPPING=1 arms systemd's stop timer; make room for our timeout.
-        let budget = timeout.saturating_add(COMMAND_TIMEOUT + QUIT_GRACE + Duration::from_secs(5));
+        let mut budget =
+            timeout.saturating_add(COMMAND_TIMEOUT + QUIT_GRACE + Duration::from_secs(5));
+        if agent {
+            budget += crate::guest_agent::SHUTDOWN_GRACE + AGENT_CONNECT;
+        }
         notify::stopping(&format!("stopping (qemu pid {pid})"));
         notify::extend_timeout(budget);
-        let outcome = self.stop_qemu(timeout, force).await;
+        let mut outcome = self.stop_qemu(timeout, force, agent).await;
+        // Whatever was asked: QEMU that ended on a signal someone else sent
+        // it was not powered off by the guest.
+        if matches!(outcome, StopOutcome::Powerdown | StopOutcome::Agent)
+            && self.shutdown_reason().await.as_deref() == Some("host-signal")
+        {
+            outcome = StopOutcome::Signalled;
+        }
         tracing::info!(maqet_stop = ?outcome, "{}", outcome.describe());
         self.answer_waiters(outcome).await;
         outcome
     }
 
-    async fn stop_qemu(&mut self, timeout: Duration, force: bool) -> StopOutcome {
+    /// Asks the guest agent to power the guest off; true when it took the
+    /// request (a silent or absent agent costs [`AGENT_CONNECT`]).
+    async fn agent_shutdown(&self) -> bool {
+        let Some(socket) = self.agent_socket.clone() else {
+            tracing::info!("the VM has no guest agent channel; ACPI power-down");
+            return false;
+        };
+        let asked = tokio::task::spawn_blocking(move || {
+            crate::guest_agent::Agent::connect(&socket, AGENT_CONNECT)
+                .and_then(|mut a| a.shutdown(Duration::from_secs(1)))
+        })
+        .await;
+        match asked {
+            Ok(Ok(())) => {
+                tracing::info!("the guest agent took the shutdown request");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::info!(
+                    "the guest agent did not take the shutdown request ({e}); ACPI power-down"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!("asking the guest agent failed: {e}; ACPI power-down");
+                false
+            }
+        }
+    }
+
+    async fn stop_qemu(&mut self, timeout: Duration, force: bool, agent: bool) -> StopOutcome {
         if matches!(self.qemu.child.try_wait(), Ok(Some(_))) {
             return StopOutcome::AlreadyStopped;
+        }
+        if agent && !force && self.agent_shutdown().await {
+            let grace = crate::guest_agent::SHUTDOWN_GRACE.min(timeout);
+            match self.wait_exit(deadline_after(grace)).await {
+                Waited::Exited => return StopOutcome::Agent,
+                Waited::Forced => return self.kill().await,
+                Waited::Deadline => tracing::info!(
+                    "the guest is still up {grace:?} after the guest agent's shutdown request; ACPI power-down"
+                ),
+            }
         }
         if !force {
             if let Err(e) = self

@@ -223,6 +223,33 @@ impl QemuImg {
         self.run(&args, LONG_LIMIT).map(drop)
     }
 
+    /// `qemu-img convert -f FROM_FORMAT -O TO_FORMAT FROM TO` (TO must not
+    /// exist: the caller writes to a name of its own).
+    pub fn convert(
+        &self,
+        from: &Path,
+        from_format: &str,
+        to: &Path,
+        to_format: &str,
+    ) -> Result<(), StorageError> {
+        an_image(from)?;
+        self.run(
+            &[
+                "convert".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                from_format.as_ref(),
+                "-O".as_ref(),
+                to_format.as_ref(),
+                "--".as_ref(),
+                from.as_os_str(),
+                to.as_os_str(),
+            ],
+            LONG_LIMIT,
+        )
+        .map(drop)
+    }
+
     /// `qemu-img check --output=json [-f FORMAT] [-U] FILE`, whatever its
     /// exit status (it tells corruption from leaks); an error only when
     /// qemu-img cannot be run. `force_share` (-U) reads an image a running
@@ -285,7 +312,7 @@ impl QemuImg {
 }
 
 /// Deadlines of qemu-img runs: `info` reads headers only; creating and
-/// internal snapshots touch metadata; `check` reads every cluster of an
+/// internal snapshots touch metadata (a conversion copies an NVRAM store); `check` reads every cluster of an
 /// image that may be large. Past its deadline qemu-img is killed: a file
 /// system that hangs (or a FIFO in a backing chain) must not hang maqet
 /// and the VM lock it may hold.

@@ -55,9 +55,11 @@ pub fn problems_of_runner(vm: &VmName, runner_pid: u32, max: usize) -> Vec<Strin
     Vec::new()
 }
 
-/// QEMU's last line on stderr under one runner (else the runner's last
-/// warning), for `status`/`ls` of a VM that failed: no retries, the run
-/// ended long enough ago for journald to have it.
+/// Why one runner's VM failed, for `status`/`ls`: the runner's own account
+/// when it decided the VM failed (`MAQET_FAILURE=true`: a helper died,
+/// internal-error, QEMU ended by a signal), else QEMU's last line on
+/// stderr, else the runner's last warning. No retries: the run ended long
+/// enough ago for journald to have it.
 pub fn last_error_of_runner(vm: &VmName, runner_pid: u32) -> Option<String> {
     if runner_pid == 0 {
         return None;
@@ -84,7 +86,9 @@ pub fn last_error_of_runner(vm: &VmName, runner_pid: u32) -> Option<String> {
             .rfind(|l| !l.trim().is_empty() && !l.starts_with("-- "))
             .map(str::to_string)
     };
-    last(&["MAQET_SOURCE=qemu"]).or_else(|| last(&[]))
+    last(&["MAQET_FAILURE=true"])
+        .or_else(|| last(&["MAQET_SOURCE=qemu"]))
+        .or_else(|| last(&[]))
 }
 
 /// One journal record of a VM, as far as whose run it is goes.

@@ -26,7 +26,8 @@ pub struct VmUnitSpec {
     pub vm: VmName,
     pub data_dir: PathBuf,
     pub runner: PathBuf,
-    pub socket_path: PathBuf,
+    /// Where the VM's sockets and runtime files go.
+    pub runtime: crate::paths::VmRuntime,
     /// systemd fails the start itself if READY=1 has not come by then.
     pub start_timeout: Duration,
     /// Guest shutdown timeout plus a margin for `quit` and the runner's exit.
@@ -42,11 +43,11 @@ pub struct VmUnitSpec {
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
 
-pub use crate::units::STOPPED_EXIT_STATUS;
+pub use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 
 /// An exit-status set `(aiai)`: exit codes, signals.
-fn exit_status_set(code: i32) -> Value<'static> {
-    Value::from((vec![code], Vec::<i32>::new()))
+fn exit_status_set(codes: &[i32]) -> Value<'static> {
+    Value::from((codes.to_vec(), Vec::<i32>::new()))
 }
 
 /// `Description=` carries the data directory so every command can tell a
@@ -64,14 +65,10 @@ pub fn socket_properties(spec: &VmUnitSpec) -> Props {
     // Two listeners on one socket unit, so both are created, passed
     // (LISTEN_FDS=2, in this order: fds 3 and 4) and removed together:
     // maqet's protocol, then QMP for standard clients.
-    let qmp = crate::paths::qmp_socket_beside(&spec.socket_path);
-    let listen = vec![
-        (
-            "Stream".to_string(),
-            spec.socket_path.to_string_lossy().into_owned(),
-        ),
-        ("Stream".to_string(), qmp.to_string_lossy().into_owned()),
-    ];
+    let listen = [spec.runtime.control(), spec.runtime.qmp()]
+        .iter()
+        .map(|p| ("Stream".to_string(), p.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>();
     vec![
         (
             "Description",
@@ -138,21 +135,16 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
         ),
         (
             "After",
-            Value::from(
-                [
-                    vec![spec.vm.socket_unit()],
-                    spec.companions.want.clone(),
-                    spec.companions.bind.clone(),
-                ]
-                .concat(),
-            ),
+            Value::from([vec![spec.vm.socket_unit()], spec.companions.want.clone()].concat()),
         ),
         // A stop someone asked for ends with STOPPED_EXIT_STATUS: a clean
-        // end that Restart=always must not undo (docs/architecture.md).
-        ("SuccessExitStatus", exit_status_set(STOPPED_EXIT_STATUS)),
+        // end that Restart=always must not undo (docs/architecture.md). A
+        // start whose first attempt failed ends with START_FAILED_EXIT_STATUS:
+        // a failure, but not one to retry.
+        ("SuccessExitStatus", exit_status_set(&[STOPPED_EXIT_STATUS])),
         (
             "RestartPreventExitStatus",
-            exit_status_set(STOPPED_EXIT_STATUS),
+            exit_status_set(&[STOPPED_EXIT_STATUS, START_FAILED_EXIT_STATUS]),
         ),
         // So MemoryCurrent/CPUUsageNSec/TasksCurrent are reported wherever
         // the controllers are available to the user manager.
@@ -163,23 +155,20 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
     if !env.is_empty() {
         p.push(("Environment", Value::from(env)));
     }
-    if spec.companions.runtime_dir {
-        // $XDG_RUNTIME_DIR/maqet/vm/NAME: display and TPM sockets; kept
-        // across automatic restarts (the TPM socket unit lives on).
-        p.push((
-            "RuntimeDirectory",
-            Value::from(vec![format!("maqet/vm/{}", spec.vm)]),
-        ));
-        p.push(("RuntimeDirectoryMode", Value::from(0o700u32)));
-        p.push((
-            "RuntimeDirectoryPreserve",
-            Value::from("restart".to_string()),
-        ));
-    }
-    if !spec.companions.bind.is_empty() {
-        // The VM is never left running without its helpers.
-        p.push(("BindsTo", Value::from(spec.companions.bind.clone())));
-    }
+    // $XDG_RUNTIME_DIR/maqet/vm/NAME holds every runtime file of the VM
+    // (crate::paths::VmRuntime): systemd removes it with everything in it
+    // when the VM ends — sockets QEMU could not remove because it was
+    // killed, the port plan — and keeps it across automatic restarts,
+    // which read the plan again.
+    p.push((
+        "RuntimeDirectory",
+        Value::from(vec![crate::paths::runtime_directory_name(&spec.vm)]),
+    ));
+    p.push(("RuntimeDirectoryMode", Value::from(0o700u32)));
+    p.push((
+        "RuntimeDirectoryPreserve",
+        Value::from("restart".to_string()),
+    ));
     if let Some(r) = &spec.restart {
         p.push(("Restart", Value::from(r.restart.clone())));
         if let Some(d) = r.delay {
@@ -210,7 +199,10 @@ mod tests {
             vm: VmName::new("web").unwrap(),
             data_dir: "/home/u/.local/share/maqet".into(),
             runner: "/usr/bin/maqet-runner".into(),
-            socket_path: "/run/user/1000/maqet/vm/web.sock".into(),
+            runtime: crate::paths::VmRuntime::at(
+                std::path::Path::new("/run/user/1000/maqet/vm"),
+                &VmName::new("web").unwrap(),
+            ),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(40),
             watchdog: Duration::from_secs(10),
@@ -243,8 +235,8 @@ mod tests {
         assert_eq!(
             paths,
             [
-                "/run/user/1000/maqet/vm/web.sock",
-                "/run/user/1000/maqet/vm/web.qmp"
+                "/run/user/1000/maqet/vm/web/control.sock",
+                "/run/user/1000/maqet/vm/web/qmp.sock"
             ]
         );
     }
@@ -273,12 +265,22 @@ mod tests {
         assert_eq!(get(&p, "After"), &socket);
         for k in ["SuccessExitStatus", "RestartPreventExitStatus"] {
             assert_eq!(get(&p, k).value_signature().to_string(), "(aiai)");
-            assert_eq!(get(&p, k), &exit_status_set(STOPPED_EXIT_STATUS));
         }
+        assert_eq!(
+            get(&p, "SuccessExitStatus"),
+            &exit_status_set(&[STOPPED_EXIT_STATUS])
+        );
+        assert_eq!(
+            get(&p, "RestartPreventExitStatus"),
+            &exit_status_set(&[STOPPED_EXIT_STATUS, START_FAILED_EXIT_STATUS])
+        );
         assert_eq!(get(&p, "MemoryAccounting"), &Value::from(true));
-        assert!(!p
-            .iter()
-            .any(|(n, _)| *n == "BindsTo" || *n == "RuntimeDirectory"));
+        assert!(!p.iter().any(|(n, _)| *n == "BindsTo"));
+        // Every VM has its runtime directory, removed when it ends.
+        assert_eq!(
+            get(&p, "RuntimeDirectory"),
+            &Value::from(vec!["maqet/vm/web".to_string()])
+        );
     }
 
     #[test]
@@ -293,14 +295,13 @@ mod tests {
             std::path::Path::new("/d"),
         );
         let p = service_properties(&s);
-        assert_eq!(
-            get(&p, "BindsTo"),
-            &Value::from(vec!["maqet-tpm@web.service".to_string()])
-        );
+        // Wanted, not bound: a helper stopping with a dying VM must not
+        // come back to the VM as a stop job that cancels its restart.
+        assert!(!p.iter().any(|(n, _)| *n == "BindsTo"));
         let after = format!("{:?}", get(&p, "After"));
         assert!(after.contains("maqet-tpm@web.socket") && after.contains("maqet-tpm@web.service"));
         let wants = format!("{:?}", get(&p, "Wants"));
-        assert!(wants.contains("maqet-tpm@web.socket"));
+        assert!(wants.contains("maqet-tpm@web.socket") && wants.contains("maqet-tpm@web.service"));
         assert_eq!(
             get(&p, "RuntimeDirectory"),
             &Value::from(vec!["maqet/vm/web".to_string()])

@@ -155,23 +155,7 @@ impl UnitStatus {
     }
 }
 
-pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        19 => "SIGSTOP",
-        _ => return format!("{sig}"),
-    };
-    name.to_string()
-}
+pub use crate::units::signal_name;
 
 /// The states a VM is shown in. Derived from systemd every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -182,6 +166,13 @@ pub enum VmState {
     Starting,
     Running,
     Paused,
+    /// Started with `-S`: QEMU waits for `cont` before the guest runs.
+    Prelaunch,
+    /// QEMU stopped the guest with `internal-error` (the accelerator could
+    /// not run it); it stays so, for inspection, unless a restart policy
+    /// ends it.
+    #[serde(rename = "internal-error")]
+    InternalError,
     Stopping,
     Failed,
     /// Ended, and systemd starts it again after the restart delay.
@@ -192,11 +183,32 @@ impl VmState {
     pub fn derive(active_state: &str, status_text: &str) -> VmState {
         match active_state {
             "activating" => VmState::Starting,
-            "active" | "reloading" if status_text.starts_with("paused") => VmState::Paused,
-            "active" | "reloading" => VmState::Running,
+            "active" | "reloading" => Self::of_run_state(status_text),
             "deactivating" => VmState::Stopping,
             "failed" => VmState::Failed,
             _ => VmState::Defined,
+        }
+    }
+
+    /// A live unit's state from the runner's `STATUS=`, whose first word
+    /// is QEMU's run state (`running (qemu pid N)`, `prelaunch (…)`): the
+    /// two that say what is wrong or pending have their own state, every
+    /// other stopped state (`paused`, `io-error`, `suspended`,
+    /// `guest-panicked`, a migration's) is `paused`.
+    fn of_run_state(status_text: &str) -> VmState {
+        let word = status_text
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .next()
+            .unwrap_or("");
+        match word {
+            // Unknown (an empty text) is taken as running, as before.
+            "" | "running" => VmState::Running,
+            "prelaunch" => VmState::Prelaunch,
+            "internal-error" => VmState::InternalError,
+            "shutting" | "stopping" => VmState::Stopping,
+            // The runner's own words while it ends a failed VM.
+            "failed:" => VmState::Stopping,
+            _ => VmState::Paused,
         }
     }
 
@@ -206,6 +218,8 @@ impl VmState {
             VmState::Starting => "starting",
             VmState::Running => "running",
             VmState::Paused => "paused",
+            VmState::Prelaunch => "prelaunch",
+            VmState::InternalError => "internal-error",
             VmState::Stopping => "stopping",
             VmState::Failed => "failed",
             VmState::Restarting => "restarting",
@@ -218,11 +232,13 @@ impl VmState {
         !matches!(self, VmState::Defined | VmState::Failed)
     }
 
-    pub const ALL: [VmState; 7] = [
+    pub const ALL: [VmState; 9] = [
         VmState::Defined,
         VmState::Starting,
         VmState::Running,
         VmState::Paused,
+        VmState::Prelaunch,
+        VmState::InternalError,
         VmState::Stopping,
         VmState::Failed,
         VmState::Restarting,
@@ -253,6 +269,20 @@ mod tests {
             VmState::derive("active", "paused (qemu pid 5)"),
             VmState::Paused
         );
+        // QEMU's own run state decides, ports suffix or not.
+        for (text, state) in [
+            ("prelaunch (qemu pid 5)", VmState::Prelaunch),
+            (
+                "prelaunch (qemu pid 5); ssh 127.0.0.1:4022",
+                VmState::Prelaunch,
+            ),
+            ("internal-error (qemu pid 5)", VmState::InternalError),
+            ("io-error (qemu pid 5)", VmState::Paused),
+            ("running (qemu pid 5); ssh 127.0.0.1:4022", VmState::Running),
+            ("", VmState::Running),
+        ] {
+            assert_eq!(VmState::derive("active", text), state, "{text}");
+        }
         assert_eq!(VmState::derive("activating", ""), VmState::Starting);
         assert_eq!(VmState::derive("deactivating", ""), VmState::Stopping);
         assert_eq!(VmState::derive("failed", ""), VmState::Failed);
@@ -260,6 +290,8 @@ mod tests {
         assert_eq!(VmState::derive("", ""), VmState::Defined);
         for s in VmState::ALL {
             assert_eq!(VmState::parse(s.as_str()), Some(s));
+            // JSON says the same word as the table.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 

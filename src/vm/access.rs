@@ -23,7 +23,7 @@ pub enum AccessError {
     )]
     NoPorts { vm: VmName },
     /// Ports are chosen at start, so a stopped VM has none.
-    #[error("VM '{vm}' is not running; its ports are chosen at start (`maqet start {vm}`)")]
+    #[error("VM '{vm}' is not running (start it with `maqet start {vm}`; its ports are chosen at start)")]
     NotRunning { vm: VmName },
     #[error("VM '{vm}' forwards no port to its ssh (22/tcp); set `ssh: true` or forward one in `ports:`")]
     NoSshPort { vm: VmName },

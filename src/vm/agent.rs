@@ -15,7 +15,7 @@ use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
 /// How long a guest that accepted the agent's shutdown gets before the
 /// runner's ACPI power-down.
-pub const AGENT_GRACE: Duration = Duration::from_secs(10);
+pub const AGENT_GRACE: Duration = crate::guest_agent::SHUTDOWN_GRACE;
 
 /// How a stop ended, and whether the guest agent did it.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +65,16 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .ok()
             .and_then(|(_, rec)| stored_config(&rec).ok())
             .is_some_and(|cfg| cfg.guest.guest_agent);
-        let via_agent =
-            !force && has_agent && self.is_running(vm).await.unwrap_or(false) && agent_shutdown(vm);
+        let running = has_agent && !force && self.is_running(vm).await.unwrap_or(false);
+        // A runner of protocol 4 asks the agent itself, so its journal says
+        // what ended the guest (the agent, ACPI after it, or neither).
+        if running && self.runner_stops_via_agent(vm).await {
+            let outcome = self.stop_as(vm, timeout, false, true).await?;
+            let via_agent = outcome == Some(StopOutcome::Agent);
+            return Ok(AgentStop { outcome, via_agent });
+        }
+        // An older runner: asked from here, as maqet did before.
+        let via_agent = running && agent_shutdown(vm);
         // A guest that took the agent's request gets up to AGENT_GRACE to go
         // down by itself; then (or at once without an agent) the runner
         // stops it: ACPI power-down, then quit.
@@ -92,12 +100,25 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 }
 
+impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Whether `vm`'s runner takes `stop` with `agent` (protocol 4).
+    async fn runner_stops_via_agent(&self, vm: &VmName) -> bool {
+        match self.runner(vm).await {
+            Ok(mut c) => c
+                .require(crate::ipc::protocol::Need::AgentStop)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
 /// Why `maqet guest` cannot reach a VM's guest agent.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     #[error("VM '{vm}' has no guest agent channel; set `guest_agent: true` (and run qemu-guest-agent in the guest)")]
     NoChannel { vm: VmName },
-    #[error("VM '{vm}' is not running")]
+    #[error("VM '{vm}' is not running (start it with `maqet start {vm}`; its guest agent answers once the guest has booted)")]
     NotRunning { vm: VmName },
 }
 

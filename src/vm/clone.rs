@@ -202,7 +202,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             // QEMU writes it while the VM runs: a copy could be torn.
             Some(_) if running => true,
             Some(from) => {
-                copies.push((from, crate::firmware::nvram::path(&dst_dir)));
+                // Same file name, so the clone keeps the source's format.
+                let to = dst_dir.join(from.file_name().unwrap_or_default());
+                copies.push((from, to));
                 false
             }
             None => false,

@@ -255,7 +255,7 @@ fn ports_need_a_network_config_and_a_running_vm() {
     let e = run(c.vms.running_ports("src")).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "VM 'src' is not running; its ports are chosen at start (`maqet start src`)"
+        "VM 'src' is not running (start it with `maqet start src`; its ports are chosen at start)"
     );
     let e = run(c.vms.ssh_plan("src", &SshRequest::default())).unwrap_err();
     assert!(
@@ -305,6 +305,10 @@ fn guest_needs_an_agent_channel_and_a_running_vm() {
     let e = run(c.vms.guest("src", Duration::from_secs(1)))
         .err()
         .unwrap();
-    assert_eq!(e.to_string(), "VM 'src' is not running");
-    assert_eq!(CliError::from(e).code, code::FAILURE);
+    assert_eq!(
+        e.to_string(),
+        "VM 'src' is not running (start it with `maqet start src`; its guest agent answers once the guest has booted)"
+    );
+    // Like every command that needs a running VM: a conflict (exit 5).
+    assert_eq!(CliError::from(e).code, code::CONFLICT);
 }

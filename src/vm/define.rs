@@ -93,6 +93,7 @@ pub fn define(data_dir: &DataDir, source: &Source, notify: Notify) -> Result<Def
         }
     };
     let vm = VmName::new(&name)?;
+    check_keys(&config)?;
     for w in &config.warnings {
         notify(Notice::Warning { message: w.clone() });
     }
@@ -155,6 +156,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         doc.merge(layer);
         set_flags(&mut doc, changes)?;
         let cfg = doc.validate_all().map_err(VmError::Invalid)?;
+        check_keys(&cfg)?;
         for w in &cfg.warnings {
             notify(Notice::Warning { message: w.clone() });
         }
@@ -181,6 +183,17 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .update_config(vm.as_str(), &new, &sources, autostart)?;
         Ok(Applied { vm, changes: diffs })
     }
+}
+
+/// The SSH public keys a `cloud_init` seed will carry are there now: a
+/// missing `~/.ssh/*.pub` or key file is refused at `add`/`apply`, not
+/// found at the first `start` (which reads them again, and the runner never
+/// does: a seed already made keeps working).
+fn check_keys(cfg: &crate::config::VmConfig) -> Result<(), VmError> {
+    if let Some(ci) = &cfg.guest.cloud_init {
+        crate::cloudinit::authorized_keys(ci).map_err(crate::provision::ProvisionError::from)?;
+    }
+    Ok(())
 }
 
 /// The flags of `apply`, after its files.

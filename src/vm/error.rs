@@ -93,6 +93,8 @@ pub enum VmError {
     #[error(transparent)]
     Access(#[from] super::access::AccessError),
     #[error(transparent)]
+    Nvram(#[from] super::nvram::NvramError),
+    #[error(transparent)]
     Guest(#[from] super::agent::GuestError),
     #[error(transparent)]
     Agent(#[from] crate::guest_agent::AgentError),

@@ -26,7 +26,7 @@ pub fn fake_vms(dir: &Path) -> Vms<FakeUnits, FakeRunners> {
         runners: FakeRunners::default(),
         log_filter: None,
         runner: Some(std::path::PathBuf::from("/bin/true")),
-        socket_dir: Some(dir.join("run")),
+        runtime_root: Some(dir.join("run")),
     }
 }
 
@@ -214,11 +214,13 @@ impl Runners for FakeRunners {
         _data_dir: &Path,
         timeout: Option<Duration>,
         force: bool,
+        agent: bool,
         _wait: Duration,
     ) -> Result<Option<StopOutcome>, VmError> {
+        let how = if agent { " agent" } else { "" };
         self.calls
             .borrow_mut()
-            .push(format!("stop {vm} timeout={timeout:?} force={force}"));
+            .push(format!("stop {vm} timeout={timeout:?} force={force}{how}"));
         Ok(*self.answer.borrow())
     }
 }

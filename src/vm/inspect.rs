@@ -216,7 +216,7 @@ async fn socket_info(sd: &Systemd, vm: &VmName) -> Result<SocketInfo, VmError> {
         .and_then(|v| u32::try_from(v).ok())
         .map(|m| format!("{m:04o}"));
     let active_state = get("ActiveState").and_then(|v| String::try_from(v.try_clone().ok()?).ok());
-    let path = paths::socket_path(vm)?;
+    let path = paths::VmRuntime::locate(vm)?.control();
     Ok(SocketInfo {
         unit,
         active_state,

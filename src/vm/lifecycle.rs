@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigDocument, VmConfig};
-use crate::paths;
 use crate::state::VmRecord;
 use crate::storage::Provisioned;
 use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
@@ -70,14 +69,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             Some(r) => r.clone(),
             None => runner_path()?,
         };
+        let runtime = self.runtime(vm)?;
         Ok(VmUnitSpec {
             vm: vm.clone(),
             data_dir: self.data_dir.path().to_path_buf(),
             runner: runner.clone(),
-            socket_path: match &self.socket_dir {
-                Some(d) => d.join(format!("{vm}.sock")),
-                None => paths::socket_path(vm)?,
-            },
+            runtime: runtime.clone(),
             start_timeout,
             stop_timeout: Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN,
             watchdog: WATCHDOG,
@@ -92,10 +89,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 cfg,
                 &runner,
                 &self.disk_dir(vm),
-                &match &self.socket_dir {
-                    Some(d) => d.join(vm.as_str()),
-                    None => paths::vm_runtime_dir(vm)?,
-                },
+                &runtime.dir(),
                 self.data_dir.path(),
             ),
         })
@@ -155,14 +149,34 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if self.is_running(vm).await? {
             return Err(self.already_running(vm).await);
         }
+        // No unit of the name is live (checked just above), so until this
+        // start creates one, the runtime directory is nobody's: what an
+        // earlier run left goes, and so does what this start wrote if it
+        // fails before the unit exists. No second look at systemd.
+        let clear = || {
+            if let Err(e) = spec.runtime.clear() {
+                tracing::warn!("cannot clear {}: {e}", spec.runtime.dir().display());
+            }
+        };
+        clear();
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
         let store = self.store()?;
-        crate::provision::prepare(&self.data_dir, vm, &cfg, &store)?;
+        if let Err(e) = crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
+            clear();
+            return Err(e.into());
+        }
         // Disks exist before the unit does; a failed start removes them again.
         let mut provisioned = Provisioned::default();
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
+            clear();
             return Err(self.undone(vm, provisioned, &store, e).await);
+        }
+        // The runner this start creates takes the token: its failure before
+        // QEMU runs ends the unit `failed`, never in a restart loop.
+        if let Err(e) = spec.runtime.begin_start() {
+            clear();
+            return Err(self.undone(vm, provisioned, &store, e.into()).await);
         }
         let started = match wait {
             Wait::Ready => self.units.start_vm(&spec, timeout).await,
@@ -198,12 +212,39 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             Err(e) => e.into(),
         };
-        if cfg.restart_policy().is_some() && !lost_race {
-            // systemd may be about to restart it; it must not find its
-            // disks gone.
+        if !lost_race && self.is_running(vm).await.unwrap_or(false) {
+            // Timed out, or a restart is pending after all (a runner older
+            // than the start token): systemd must not restart a VM whose
+            // disks are about to go. A unit that failed for good stays
+            // `failed`, showing why.
             self.stop_and_wait(vm).await;
         }
+        if !lost_race {
+            self.clear_runtime(vm, &spec.runtime).await;
+        }
         Err(self.undone(vm, provisioned, &store, error).await)
+    }
+
+    /// After a stop: the runner clears the runtime directory when it ends,
+    /// but not when it is killed, nor does a pending restart that a stop
+    /// cancels. A start that holds the VM's lock is writing it afresh.
+    async fn clear_after_stop(&self, vm: &VmName) -> Result<(), VmError> {
+        if let Ok(_start) = self.lock(vm.as_str(), Duration::ZERO) {
+            self.clear_runtime(vm, &self.runtime(vm)?).await;
+        }
+        Ok(())
+    }
+
+    /// After a failed start: what the start wrote into the runtime
+    /// directory (the port plan) goes, unless a unit of the name still
+    /// runs (then the directory is that unit's).
+    async fn clear_runtime(&self, vm: &VmName, runtime: &crate::paths::VmRuntime) {
+        let live = live_unit(&self.units, vm, self.data_dir.path()).await;
+        if matches!(live, Ok(None)) {
+            if let Err(e) = runtime.clear() {
+                tracing::warn!("cannot clear {}: {e}", runtime.dir().display());
+            }
+        }
     }
 
     /// Best effort: the unit stopped, for an undo.
@@ -234,6 +275,18 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         timeout: Option<Duration>,
         force: bool,
     ) -> Result<Option<StopOutcome>, VmError> {
+        self.stop_as(vm, timeout, force, false).await
+    }
+
+    /// [`Vms::stop`]; with `agent`, the runner asks the guest agent to
+    /// power the guest off first (a runner of protocol 4 or later).
+    pub async fn stop_as(
+        &self,
+        vm: &VmName,
+        timeout: Option<Duration>,
+        force: bool,
+        agent: bool,
+    ) -> Result<Option<StopOutcome>, VmError> {
         let unit = vm.service_unit();
         let Some(st) = live_unit(&self.units, vm, self.data_dir.path()).await? else {
             return Ok(None);
@@ -244,13 +297,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             self.units.stop_unit(&unit).await?;
             self.units.wait_until_down(&unit, STOP_MARGIN).await?;
             self.reset_failed(vm).await;
+            self.clear_after_stop(vm).await?;
             return Ok(Some(StopOutcome::AlreadyStopped));
         }
         let wait = runner_wait(timeout);
         let outcome = match tokio::time::timeout(
             wait,
             self.runners
-                .stop(vm, self.data_dir.path(), timeout, force, wait),
+                .stop(vm, self.data_dir.path(), timeout, force, agent, wait),
         )
         .await
         {
@@ -295,6 +349,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             // A SIGKILLed unit is "failed" only because we asked for it.
             self.reset_failed(vm).await;
         }
+        self.clear_after_stop(vm).await?;
         Ok(Some(outcome.unwrap_or(match last {
             Some(s) if s.result == "success" && !killed => StopOutcome::Powerdown,
             _ => StopOutcome::Killed,

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod notice;
+pub mod nvram;
 pub mod owner;
 pub mod provision;
 pub mod refs;
@@ -60,8 +61,9 @@ pub struct Vms<U, R = IpcRunners> {
     pub log_filter: Option<String>,
     /// The runner binary; `None`: found as [`runner_path`] says.
     pub runner: Option<PathBuf>,
-    /// Where the runners' sockets are; `None`: `$XDG_RUNTIME_DIR/maqet/vm`.
-    pub socket_dir: Option<PathBuf>,
+    /// The runtime root new units get their files under; `None`:
+    /// `$XDG_RUNTIME_DIR/maqet/vm` ([`crate::paths::runtime_root`]).
+    pub runtime_root: Option<PathBuf>,
 }
 
 impl<U: UnitManager> Vms<U> {
@@ -72,7 +74,7 @@ impl<U: UnitManager> Vms<U> {
             runners: IpcRunners,
             log_filter: None,
             runner: None,
-            socket_dir: None,
+            runtime_root: None,
         }
     }
 }
@@ -95,6 +97,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     pub fn disk_dir(&self, vm: &VmName) -> PathBuf {
         self.data_dir.disk_dir(vm)
+    }
+
+    /// Where a start of `vm` puts its runtime files (the current layout).
+    pub fn runtime(&self, vm: &VmName) -> Result<crate::paths::VmRuntime, VmError> {
+        Ok(match &self.runtime_root {
+            Some(root) => crate::paths::VmRuntime::at(root, vm),
+            None => crate::paths::VmRuntime::new(vm)?,
+        })
     }
 }
 

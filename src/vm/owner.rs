@@ -73,6 +73,10 @@ pub enum OwnerError {
     },
     #[error("VM '{vm}' is not running (start it with `maqet start {vm}`)")]
     NotRunning { vm: String },
+    /// Its unit is deactivating: systemd has already taken its control
+    /// socket away (a stop of the unit stops the socket with it).
+    #[error("VM '{vm}' is stopping; try again once it has stopped (`maqet status {vm}`)")]
+    Stopping { vm: String },
     #[error("VM '{vm}' is running ({unit}, runner pid {pid}) but its control socket {} is missing, so maqet cannot reach its runner; `maqet doctor` reports it, `maqet stop {vm}` still works (through systemd), and `maqet restart {vm}` brings the socket back", socket.display())]
     SocketMissing {
         vm: String,
@@ -199,12 +203,16 @@ pub async fn connect_runner(
     let Some(st) = live_unit(sd, vm, data_dir).await? else {
         return Err(OwnerError::NotRunning { vm: vm.to_string() });
     };
-    let socket = paths::socket_path(vm)?;
+    let socket = paths::VmRuntime::locate(vm)?.control();
     let mut client = match IpcClient::connect(&socket).await {
         Ok(c) => c,
         Err(IpcError::NotRunning { .. }) if !socket.exists() => {
-            // The unit may have stopped meanwhile: then it is just not running.
+            // The unit may have stopped meanwhile: then it is just not
+            // running; or be stopping, which takes the socket away first.
             return Err(match live_unit(sd, vm, data_dir).await? {
+                Some(st) if st.vm_state() == crate::systemd::VmState::Stopping => {
+                    OwnerError::Stopping { vm: vm.to_string() }
+                }
                 Some(st) if st.main_pid != 0 => OwnerError::SocketMissing {
                     vm: vm.to_string(),
                     unit: st.unit,

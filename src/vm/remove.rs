@@ -72,6 +72,15 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         for message in crate::provision::forget(&vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
+        // So does whatever a run could not clean up in its runtime
+        // directory — unless another data directory's VM of the name owns it.
+        if ours_or_absent {
+            if let Err(e) = self.runtime(&vm)?.clear() {
+                notify(Notice::Warning {
+                    message: format!("cannot clear the runtime directory of '{vm}': {e}"),
+                });
+            }
+        }
         lock.remove_file();
         Ok(())
     }

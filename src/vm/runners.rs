@@ -27,6 +27,7 @@ pub trait Runners {
         data_dir: &Path,
         timeout: Option<Duration>,
         force: bool,
+        agent: bool,
         wait: Duration,
     ) -> Result<Option<StopOutcome>, VmError>;
 }
@@ -42,9 +43,10 @@ impl Runners for IpcRunners {
         data_dir: &Path,
         timeout: Option<Duration>,
         force: bool,
+        agent: bool,
         wait: Duration,
     ) -> Result<Option<StopOutcome>, VmError> {
-        let socket = paths::socket_path(vm)?;
+        let socket = paths::VmRuntime::locate(vm)?.control();
         let mut c = match IpcClient::connect(&socket).await {
             Ok(c) => c,
             Err(IpcError::NotRunning { .. }) if !socket.exists() => {
@@ -70,7 +72,7 @@ impl Runners for IpcRunners {
             }
         }
         // The runner answers once QEMU is gone; the guest may take `timeout`.
-        match c.stop(timeout, force, wait).await {
+        match c.stop(timeout, force, agent, wait).await {
             Ok(r) => Ok(Some(r.outcome)),
             Err(IpcError::Closed) => Ok(None),
             // The runner is fine and said no: asking systemd instead would

@@ -155,7 +155,7 @@ impl StatusReport {
 /// The QMP socket's path if systemd created it: a stat, no round trip.
 fn qmp_socket(vm: &VmName) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
-    let path = crate::paths::qmp_socket_path(vm).ok()?;
+    let path = crate::paths::VmRuntime::locate(vm).ok()?.qmp();
     let meta = std::fs::symlink_metadata(&path).ok()?;
     meta.file_type()
         .is_socket()

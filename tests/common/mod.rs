@@ -165,7 +165,14 @@ pub fn unit_prop(unit: &str, prop: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The VM's control socket, in its runtime directory.
 pub fn socket_path(name: &str) -> PathBuf {
+    runtime_dir(name).join("control.sock")
+}
+
+/// Where a VM started by maqet before the per-VM runtime directory had its
+/// control socket: beside the directories.
+pub fn legacy_socket_path(name: &str) -> PathBuf {
     let rt = std::env::var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR");
     Path::new(&rt).join("maqet/vm").join(format!("{name}.sock"))
 }

@@ -9,8 +9,7 @@ use crate::cli::exit::{code, CliError};
 use crate::cli::output::{human_bytes, human_duration, print_json, rfc3339_utc, usage_fields};
 use crate::cli::table;
 use crate::cli::term::Term;
-use crate::config::{ConfigDocument, RenderContext};
-use crate::runner::{CONSOLE_FD, QMP_FD};
+use crate::config::ConfigDocument;
 use crate::systemd::VmState;
 use crate::time::now_unix;
 
@@ -167,23 +166,36 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
 fn state_sgr(s: VmState) -> Option<&'static str> {
     match s {
         VmState::Running => Some("32"),
-        VmState::Paused | VmState::Starting | VmState::Stopping | VmState::Restarting => Some("33"),
-        VmState::Failed => Some("1;31"),
+        VmState::Paused
+        | VmState::Prelaunch
+        | VmState::Starting
+        | VmState::Stopping
+        | VmState::Restarting => Some("33"),
+        VmState::Failed | VmState::InternalError => Some("1;31"),
         VmState::Defined => None,
     }
 }
 
+/// What [`crate::ports::CHOSEN_AT_START`] stands for.
+const CHOSEN_AT_START_MEANS: &str =
+    "a free port on 127.0.0.1 for the guest's ssh, chosen at each start";
+
 pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, rec) = ctx.vm(&a.name)?;
     let doc = ConfigDocument::from_stored(&rec.config)?;
-    let argv = match doc.validate() {
-        Ok(cfg) => Ok(cfg.render_argv(&RenderContext {
-            vm_name: vm.to_string(),
-            qmp_fd: QMP_FD,
-            console_fd: Some(CONSOLE_FD),
-            disk_dir: ctx.data_dir.disk_dir(&vm),
-            runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
-        })),
+    // The runner's own rendering, start-time parts included: a running VM's
+    // published ports, or a placeholder for the ssh port a start chooses.
+    let runtime =
+        crate::paths::VmRuntime::locate_under(&crate::paths::runtime_root_or_default(), &vm);
+    let command = match doc.validate() {
+        Ok(cfg) => crate::provision::qemu_command(
+            &ctx.data_dir,
+            &vm,
+            &cfg,
+            &runtime,
+            crate::provision::Ports::PublishedOrPlanned,
+        )
+        .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if a.json {
@@ -196,8 +208,15 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             "updated_at": rec.updated_at,
             "unit": vm.service_unit(),
         });
-        match &argv {
-            Ok(a) => v["qemu_argv"] = json!(a),
+        match &command {
+            Ok(c) => {
+                v["qemu_argv"] = json!(c.argv);
+                v["chosen_at_start"] = json!(c
+                    .chosen_at_start
+                    .iter()
+                    .map(|p| (p.to_string(), json!(CHOSEN_AT_START_MEANS)))
+                    .collect::<serde_json::Map<_, _>>());
+            }
             Err(e) => {
                 v["qemu_argv"] = Value::Null;
                 v["config_error"] = json!(e);
@@ -219,8 +238,13 @@ pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     {
         println!("  {line}");
     }
-    match argv {
-        Ok(a) => println!("qemu argv:\n  {}", a.join(" ")),
+    match command {
+        Ok(c) => {
+            println!("qemu argv:\n  {}", c.argv.join(" "));
+            for p in c.chosen_at_start {
+                println!("  ({p}: {CHOSEN_AT_START_MEANS})");
+            }
+        }
         Err(e) => {
             return Err(CliError::new(
                 code::INVALID_CONFIG,

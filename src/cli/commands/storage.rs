@@ -1,4 +1,4 @@
-//! `maqet storage create|ls|verify|attach`.
+//! `maqet storage create|ls|verify|attach|convert-nvram`.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,34 @@ pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
         StorageCommand::Ls(a) => ls(ctx, &a),
         StorageCommand::Verify(a) => verify(ctx, &a).await,
         StorageCommand::Attach(a) => attach(ctx, &a).await,
+        StorageCommand::ConvertNvram(a) => convert_nvram(ctx, &a).await,
     }
+}
+
+async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
+    use crate::firmware::nvram::Converted;
+    let vms = ctx.vms_if_session().await?;
+    match vms
+        .convert_nvram(&a.name, &crate::cli::output::print_notice)
+        .await?
+    {
+        Converted::Made { from, to } => println!(
+            "{}: its UEFI variable store is now {} (qcow2: live snapshots work); the raw {} is kept — delete it once the VM booted fine",
+            a.name,
+            to.display(),
+            from.display()
+        ),
+        Converted::Already(p) => println!(
+            "{}: its UEFI variable store {} is qcow2 already",
+            a.name,
+            p.display()
+        ),
+        Converted::NothingYet => println!(
+            "{}: no UEFI variable store yet; its first start makes a qcow2 one",
+            a.name
+        ),
+    }
+    Ok(())
 }
 
 async fn verify(ctx: &Ctx, a: &StorageVerifyArgs) -> Result<(), CliError> {

@@ -135,6 +135,9 @@ pub(super) async fn attached(client: &mut IpcClient) -> Result<Vec<BlockNode>, S
 }
 
 /// maqet's drive names of image paths, for messages.
+/// The drive name a VM's UEFI variable store is shown as.
+pub(super) const NVRAM_LABEL: &str = "UEFI variable store";
+
 pub(super) struct Labels {
     /// Canonical path and drive name of each `storage` disk.
     paths: Vec<(PathBuf, String)>,
@@ -142,14 +145,18 @@ pub(super) struct Labels {
 
 impl Labels {
     pub(super) fn new(cfg: &VmConfig, disk_dir: &Path) -> Self {
-        Labels {
-            paths: cfg
-                .storage()
-                .iter()
-                .filter(|e| e.kind != StorageKind::Virtfs)
-                .map(|e| (canonical(&e.path(disk_dir)), e.name.clone()))
-                .collect(),
+        let mut paths: Vec<(PathBuf, String)> = cfg
+            .storage()
+            .iter()
+            .filter(|e| e.kind != StorageKind::Virtfs)
+            .map(|e| (canonical(&e.path(disk_dir)), e.name.clone()))
+            .collect();
+        // A qcow2 variable store is in every live snapshot too.
+        if cfg.desktop.firmware.is_some() {
+            let vars = crate::firmware::nvram::path(disk_dir);
+            paths.push((canonical(&vars), NVRAM_LABEL.to_string()));
         }
+        Labels { paths }
     }
 
     /// The drive name of image `p`, if it is a `storage` disk.

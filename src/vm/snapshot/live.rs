@@ -13,6 +13,30 @@ use crate::vmname::VmName;
 use super::list::{attached, Labels};
 use super::{Runners, SnapshotOp, SnapshotRequest, Snapshotted, UnitManager, VmError, Vms};
 
+/// A raw UEFI variable store that blocks a live snapshot says how to make
+/// it qcow2 (VMs made before qcow2 stores have a raw one).
+fn with_nvram_hint(vm: &VmName, e: StorageError) -> StorageError {
+    match e {
+        StorageError::LiveUnsupported { vm: v, drives } => StorageError::LiveUnsupported {
+            vm: v,
+            drives: drives
+                .into_iter()
+                .map(|d| {
+                    let nvram = d.starts_with(&format!("drive '{}'", super::list::NVRAM_LABEL));
+                    match d.strip_suffix(')').filter(|_| nvram) {
+                        // "drive 'L' (raw, PATH)" → "… (raw, PATH; how to fix)"
+                        Some(open) => format!(
+                            "{open}; `maqet storage convert-nvram {vm}`, with the VM stopped, makes it qcow2)"
+                        ),
+                        None => d,
+                    }
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `req` on the running `vm`, whose VM state goes to the image
     /// `drive_path` of the drive the request names.
@@ -29,7 +53,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let labels = Labels::new(cfg, &self.disk_dir(vm));
         let target = live::target(vm.as_str(), &nodes, &req.drive, drive_path, &|p| {
             labels.name(p)
-        })?;
+        })
+        .map_err(|e| with_nvram_hint(vm, e))?;
         // Every disk the job writes must be free to write.
         let images: Vec<(String, std::path::PathBuf)> = target
             .devices
