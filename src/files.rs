@@ -288,17 +288,20 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "");
-        let writer = {
-            let fifo = fifo.clone();
-            std::thread::spawn(move || std::fs::write(&fifo, "name: x\n").unwrap())
-        };
-        // The writer may open before or after us; either way the text comes.
+        // With a writer (`maqet add <(generate)`): opened before the text
+        // comes, read to the end as from a blocking pipe. `keeper` lets the
+        // writer's open return at once; it never reads.
+        let _keeper = open_nonblocking(&fifo).unwrap();
+        use std::io::Write;
+        let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+        let mut r = open_nonblocking(&fifo).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            writer.write_all(b"name: x\n").unwrap();
+        });
         let mut got = String::new();
-        while got.is_empty() {
-            let mut r = open_nonblocking(&fifo).unwrap();
-            r.read_to_string(&mut got).unwrap();
-        }
-        writer.join().unwrap();
+        r.read_to_string(&mut got).unwrap();
+        late.join().unwrap();
         assert_eq!(got, "name: x\n");
     }
 
