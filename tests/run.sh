@@ -19,9 +19,15 @@ bash "$session/user-session.sh" up
 echo "== build"
 cargo build --locked --bins --tests --features integration 2>&1 | tail -n 3
 
+# A test that hangs must fail the run, not use up CI's time: every test
+# binary has a deadline (seconds; far above what each needs).
+unit_deadline=${MAQET_UNIT_DEADLINE:-900}
+it_deadline=${MAQET_TEST_DEADLINE:-1800}
+
 echo "== unit tests"
 unit_log=$(mktemp)
-cargo test --locked --lib --bins --features integration 2>&1 | tee "$unit_log" | grep -E '^(test result|failures:|---- )' || true
+timeout --kill-after=10 "$unit_deadline" cargo test --locked --lib --bins --features integration 2>&1 |
+    tee "$unit_log" | grep -E '^(test result|failures:|---- )' || true
 unit_ok=$(grep -E '^test result' "$unit_log" | grep -c 'ok\.' || true)
 if grep -qE '^test result: FAILED' "$unit_log" || [[ $unit_ok -eq 0 ]]; then
     cat "$unit_log"
@@ -88,9 +94,17 @@ for t in "${ordered[@]}"; do
         running=$((running - 1))
     fi
     b=$(basename "$t")
-    bash "$session/as-user.sh" env MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 \
-        MAQET_GUEST_KERNEL="$stage/guest/vmlinuz" MAQET_GUEST_INITRD="$stage/guest/initrd.gz" \
-        "$stage/$b" --test-threads="$threads" >"$stage/$b.log" 2>&1 &
+    (
+        rc=0
+        timeout --kill-after=10 "$it_deadline" bash "$session/as-user.sh" env \
+            MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 \
+            MAQET_GUEST_KERNEL="$stage/guest/vmlinuz" MAQET_GUEST_INITRD="$stage/guest/initrd.gz" \
+            "$stage/$b" --test-threads="$threads" >"$stage/$b.log" 2>&1 || rc=$?
+        if ((rc == 124 || rc == 137)); then
+            echo "$b: killed after its deadline of ${it_deadline}s (a test hangs)" >>"$stage/$b.log"
+        fi
+        exit "$rc"
+    ) &
     running=$((running + 1))
 done
 while ((running > 0)); do
