@@ -7,7 +7,8 @@
 //!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`];
 //! - [`config`] (YAML → validated config → QEMU argv), [`qmp`], [`ipc`];
 //! - [`state`] (definitions database), [`systemd`] (the user manager over
-//!   D-Bus, the journal), [`storage`] (disks and snapshots);
+//!   D-Bus, the journal), [`storage`] (disks and snapshots), [`image`]
+//!   (the image catalog, verified downloads and their cache);
 //! - [`vm`]: the VM API every front end uses ([`vm::Vms`]);
 //! - front ends: [`runner`] (the `maqet-runner` binary's supervisor) and
 //!   [`cli`] (the `maqet` binary), plus [`doctor`] and [`logging`].
@@ -31,6 +32,7 @@ pub mod companion;
 pub mod display;
 pub mod firmware;
 pub mod guest_agent;
+pub mod image;
 pub mod ports;
 pub mod provision;
 pub mod ssh;

@@ -74,14 +74,20 @@ fn pinned_backports_give_both_packages_from_backports() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         lines,
-        [format!("qemu-system-x86={BPO}"), format!("qemu-utils={BPO}")],
+        [
+            format!("qemu-system-x86={BPO}"),
+            format!("qemu-utils={BPO}")
+        ],
         "an upgrade needs no --allow-downgrades"
     );
 }
 
 #[test]
 fn a_matching_installed_pair_needs_nothing() {
-    for name in ["debian12-pair-installed.txt", "backports-pair-installed.txt"] {
+    for name in [
+        "debian12-pair-installed.txt",
+        "backports-pair-installed.txt",
+    ] {
         let (code, lines, err) = decide(name);
         assert_eq!(code, 0, "{name}: {err}");
         assert!(lines.is_empty(), "{name}: {lines:?}");
