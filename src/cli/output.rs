@@ -6,6 +6,11 @@ pub fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
+/// One JSON object on one line (the end of a JSON-lines event stream).
+pub fn print_json_line<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}
+
 /// A plain text table: columns padded to their widest cell, last column
 /// unpadded so lines carry no trailing blanks. Never fitted or coloured;
 /// `table::render` does that for a terminal.

@@ -18,6 +18,8 @@
 //! - `firmware`, `swtpm`, `viewer`  UEFI firmware (QEMU descriptors),
 //!   swtpm and a viewer for `maqet display`, with the packages to install
 //! - `sockets`  socket files in `$XDG_RUNTIME_DIR/maqet/vm` without a unit
+//! - `images`   the image cache's size, unverified entries and unfinished
+//!   downloads; VMs whose base image is gone from the cache
 //!
 //! Safe repairs only: reset-failed of failed units (they hold no
 //! processes), removal of socket files nothing listens on. A running unit
@@ -26,6 +28,7 @@
 mod cgroups;
 mod desktop;
 mod host;
+mod images;
 mod session;
 mod store;
 mod units;
@@ -152,6 +155,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);
     desktop::check(&mut f);
+    images::check(&input.data_dir, &vms, &mut f);
     match &sd {
         Some(sd) => {
             f.push(cgroups::check(sd, &vms).await);

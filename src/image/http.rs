@@ -174,7 +174,10 @@ fn classify(url: &str, proxy: Option<&str>, e: ureq::Error) -> ImageError {
         ureq::Error::Io(io) => {
             let text = io.to_string();
             if text.contains("Temporary failure in name resolution") {
-                network(format!("cannot resolve the host name now: {text}"))
+                network(format!(
+                    "cannot resolve host name '{}' now: {text}",
+                    super::proxy::host_of(url)
+                ))
             } else if text.contains("lookup address") || text.contains("Name or service not known")
             {
                 ImageError::Dns {

@@ -186,7 +186,7 @@ pub enum ImageError {
     Network { url: String, message: String },
     #[error("{url}: no data for {}s; the connection stalled", .stall.as_secs())]
     Stalled { url: String, stall: Duration },
-    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    #[error("{last} (gave up after {attempts} attempts)")]
     GaveUp {
         url: String,
         attempts: u32,

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::cli::args::{ImageCommand, ImageLsArgs, ImagePruneArgs, ImagePullArgs, ImageRmArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
-use crate::cli::output::{human_bytes, print_json, render_table, rfc3339_utc};
+use crate::cli::output::{human_bytes, print_json, print_json_line, render_table, rfc3339_utc};
 use crate::cli::progress::{self, Mode};
 use crate::image::{Cache, Catalog};
 use crate::vm::images::{pull_image, Images, PullOptions};
@@ -40,7 +40,7 @@ fn pull(a: &ImagePullArgs) -> Result<(), CliError> {
         .flatten()
         .collect();
     if a.json {
-        print_json(&json!({
+        print_json_line(&json!({
             "event": "pulled",
             "image": a.image,
             "files": files.iter().map(|f| json!({

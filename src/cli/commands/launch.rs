@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cli::args::{LaunchArgs, WaitArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
-use crate::cli::output::{print_json, print_notice};
+use crate::cli::output::{print_json, print_json_line, print_notice};
 use crate::cli::progress::{self, Mode};
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::launch::{define_launch, LaunchRequest};
@@ -89,7 +89,7 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     };
     if a.no_start {
         if a.json {
-            print_json(&result(false, None));
+            print_json_line(&result(false, None));
         } else {
             println!("{vm}");
             eprintln!("start it with `maqet start {vm}`, then `maqet wait {vm} --for ssh`");
@@ -108,7 +108,7 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
         Ok::<_, CliError>(ready)
     })?;
     if a.json {
-        print_json(&result(true, Some(&ready)));
+        print_json_line(&result(true, Some(&ready)));
         return Ok(());
     }
     println!("{vm}");
