@@ -159,7 +159,8 @@ impl Images {
     fn file(&self, name: &str, mib: usize) -> (PathBuf, String) {
         let p = self.srv.join(name);
         let mut data = Vec::with_capacity(mib << 20);
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ name.len() as u64;
+        // Another size is other content, not a longer run of the same.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ ((name.len() as u64) << 32 | mib as u64);
         while data.len() < mib << 20 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -678,6 +679,22 @@ fn a_base_image_ref_is_resolved_at_add_and_kept_when_the_catalog_moves_on() {
     t.ok(&["apply", &name, "--set", "storage.0.base=image:testguest"]);
     let cfg = String::from_utf8_lossy(&t.ok(&["config", &name]).stdout).into_owned();
     assert!(cfg.contains(&format!("sha256: {second}")), "{cfg}");
+    // The cache cleared under the VM: doctor says which VM lost its base.
+    std::fs::remove_file(t.cache().join("blobs/sha256").join(&second)).unwrap();
+    let doctor: Value = serde_json::from_slice(&t.run(&["doctor", "--json"]).stdout).unwrap();
+    let lost = doctor["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "images" && f["severity"] == "error")
+        .unwrap_or_else(|| panic!("no finding about the lost base: {doctor:#}"));
+    assert!(
+        lost["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("VM '{name}'")),
+        "{lost:#}"
+    );
     // A misspelt name: a did-you-mean, exit 3, nothing defined.
     let bad = t.w.write(
         "bad.yaml",
@@ -763,4 +780,114 @@ fn launch_reaches_ssh_in_one_command_and_prune_keeps_what_vms_use() {
     t.ok(&["rm", &t.w.name("copy")]);
     t.ok(&["image", "prune"]);
     assert!(t.blobs().is_empty());
+}
+
+#[test]
+fn a_resumed_download_of_a_changed_file_is_downloaded_again_from_the_start() {
+    let t = Images::new("imgchanged");
+    let s = Server::start(&t.w, &t.srv);
+    let (_, _) = t.file("v.img", 24);
+    s.control("rate=5000000");
+    let old = sha256(&t.srv.join("v.img"));
+    kill_halfway(&t, &s.url("v.img"), &format!("sha256:{old}"), 6 << 20);
+    // A new version under the same URL, from a server that serves the
+    // rest of it to the old partial file (it does not check If-Range).
+    let (src, new) = t.file("v.img", 25);
+    s.control("rate=0&ignore_if_range=1");
+    let o = t.ok(&[
+        "image",
+        "pull",
+        &s.url("v.img"),
+        "--digest",
+        &format!("sha256:{new}"),
+    ]);
+    let said = stderr(&o);
+    assert!(said.contains("resuming"), "{said}");
+    assert!(
+        said.contains("the resumed download did not verify"),
+        "{said}"
+    );
+    let blob = t.cache().join("blobs/sha256").join(&new);
+    assert_eq!(std::fs::read(&blob).unwrap(), std::fs::read(&src).unwrap());
+    assert_eq!(t.blobs().len(), 1);
+}
+
+/// Exclusive use of the test user's 1 MiB tmpfs (tests/session/small-fs.sh;
+/// state_faults.rs takes the same lock).
+struct SmallFs {
+    work: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl SmallFs {
+    fn take(tag: &str) -> SmallFs {
+        use std::os::unix::io::AsRawFd;
+        let root = PathBuf::from(
+            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
+        );
+        let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run tests/session/user-session.sh up",
+                root.display()
+            )
+        });
+        // SAFETY: a valid open descriptor; flock blocks until the other test releases it.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let work = root.join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).unwrap();
+        SmallFs { work, _lock: lock }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+#[test]
+fn a_full_disk_names_the_directory_and_keeps_no_partial_download() {
+    let t = Images::new("imgfull");
+    let s = Server::start(&t.w, &t.srv);
+    let (_, d) = t.file("f.img", 4);
+    let small = SmallFs::take("imgfull");
+    let o = t
+        .cmd()
+        .args([
+            "image",
+            "pull",
+            &s.url("f.img"),
+            "--digest",
+            &format!("sha256:{d}"),
+        ])
+        .env("XDG_CACHE_HOME", &small.work)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no space left on the device of"), "{err}");
+    assert!(
+        err.contains(&small.work.join("maqet/images").display().to_string()),
+        "{err}"
+    );
+    let left: Vec<PathBuf> = walk(&small.work)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n == "data.partial")
+                || p.starts_with(small.work.join("maqet/images/blobs"))
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
 }

@@ -8,9 +8,11 @@
 - CONNECT HOST:PORT tunnels to 127.0.0.1:PORT whatever HOST is (so a URL
   whose host does not resolve works only through this proxy); a GET of an
   absolute URL is served as a forward proxy would.
-- /_control?rate=BYTES_PER_S&no_range=0|1 changes how files are sent
-  (rate 0: as fast as sendfile goes; no_range: Range is ignored, the whole
-  file comes with 200, as from a server without Range support).
+- /_control?rate=BYTES_PER_S&no_range=0|1&ignore_if_range=0|1 changes how
+  files are sent (rate 0: as fast as sendfile goes; no_range: Range is
+  ignored, the whole file comes with 200, as from a server without Range
+  support; ignore_if_range: a range is served even of a changed file, as
+  from a server that does not check If-Range).
 - /_stats: every request so far as JSON ({"requests": [...]}).
 """
 import json
@@ -25,7 +27,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.abspath(sys.argv[1])
-STATE = {"rate": 0, "no_range": False}
+STATE = {"rate": 0, "no_range": False, "ignore_if_range": False}
 REQUESTS = []
 LOCK = threading.Lock()
 
@@ -94,6 +96,8 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["rate"] = int(v)
                 elif k == "no_range":
                     STATE["no_range"] = v == "1"
+                elif k == "ignore_if_range":
+                    STATE["ignore_if_range"] = v == "1"
             self.reply(200, "ok")
             return
         rng = self.headers.get("Range")
@@ -108,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
         start, end, status = 0, size - 1, 200
         if rng and not STATE["no_range"]:
             if_range = self.headers.get("If-Range")
-            if if_range is None or if_range == etag or if_range == formatdate(st.st_mtime, usegmt=True):
+            if STATE["ignore_if_range"] or if_range is None or if_range == etag or if_range == formatdate(st.st_mtime, usegmt=True):
                 spec = rng.strip().removeprefix("bytes=")
                 a, _, b = spec.partition("-")
                 start = int(a)

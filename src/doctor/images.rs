@@ -5,9 +5,8 @@
 use super::store::DefinedVm;
 use super::{Finding, Severity};
 use crate::image::Cache;
-use crate::paths::DataDir;
 
-pub fn check(data_dir: &DataDir, vms: &[DefinedVm], f: &mut Vec<Finding>) {
+pub fn check(vms: &[DefinedVm], f: &mut Vec<Finding>) {
     let Ok(cache) = Cache::from_env() else {
         f.push(Finding::new(
             "images",
@@ -33,9 +32,9 @@ pub fn check(data_dir: &DataDir, vms: &[DefinedVm], f: &mut Vec<Finding>) {
         .filter(|(d, _)| d.join("data.partial").exists())
         .count();
     let mut message = format!(
-        "{} image file(s), {} in {}",
+        "{} image file(s), {:.1} MiB in {}",
         cache.blobs().len(),
-        format!("{:.1} MiB", cache.size() as f64 / f64::from(1u32 << 20)),
+        cache.size() as f64 / f64::from(1u32 << 20),
         root.display()
     );
     if !unverified.is_empty() {
@@ -57,27 +56,19 @@ pub fn check(data_dir: &DataDir, vms: &[DefinedVm], f: &mut Vec<Finding>) {
     });
     // A base in the cache that is gone: the VM's disk cannot be opened.
     for vm in vms {
-        let (Ok(cfg), Ok(name)) = (&vm.config, crate::vmname::VmName::new(&vm.name)) else {
-            continue;
-        };
-        let disk_dir = data_dir.disk_dir(&name);
-        for e in cfg.storage() {
-            let Some(base) = e.backing_path(&disk_dir) else {
-                continue;
-            };
+        for (disk, base) in &vm.bases {
             if base.starts_with(root) && !base.exists() {
                 f.push(
                     Finding::new(
                         "images",
                         Severity::Error,
                         format!(
-                            "VM '{}': disk '{}' is based on {}, which is no longer in the image cache",
+                            "VM '{}': disk '{disk}' is based on {}, which is no longer in the image cache",
                             vm.name,
-                            e.name,
                             base.display()
                         ),
                     )
-                    .hint("the cache was cleared: pull the image again (`maqet image pull`); the VM's disk needs exactly those bytes (its sha256 is in `maqet config`)"),
+                    .hint("the cache was cleared: pull the image again (`maqet image pull`); the VM's disk needs exactly those bytes (their sha256 is in `maqet config`)"),
                 );
             }
         }

@@ -155,7 +155,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);
     desktop::check(&mut f);
-    images::check(&input.data_dir, &vms, &mut f);
+    images::check(&vms, &mut f);
     match &sd {
         Some(sd) => {
             f.push(cgroups::check(sd, &vms).await);

@@ -12,6 +12,9 @@ pub struct DefinedVm {
     pub autostart: bool,
     /// The stored config, validated now; the error text otherwise.
     pub config: Result<VmConfig, String>,
+    /// `(disk, base)` of each disk with a `base:` as stored (absolute),
+    /// known even when the config no longer validates.
+    pub bases: Vec<(String, std::path::PathBuf)>,
 }
 
 /// Integrity of maqet.db and validity of every stored config; returns the
@@ -67,6 +70,15 @@ pub fn check(data_dir: &DataDir, f: &mut Vec<Finding>) -> Vec<DefinedVm> {
     let vms: Vec<DefinedVm> = records
         .into_iter()
         .map(|r| DefinedVm {
+            bases: r.config["storage"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    let base = d["base"].as_str()?;
+                    Some((d["name"].as_str().unwrap_or("?").to_string(), base.into()))
+                })
+                .collect(),
             config: ConfigDocument::from_stored(&r.config)
                 .and_then(|d| d.validate())
                 .map_err(|e| e.to_string()),

@@ -159,12 +159,7 @@ pub fn download(
                     last: Box::new(e),
                 })
             }
-            Err(e) => {
-                if matches!(e, ImageError::NoSpace { .. }) {
-                    discard(partial);
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
     st.file.sync_all().map_err(|e| io_error(partial, e))?;

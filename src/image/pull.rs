@@ -132,7 +132,15 @@ pub fn pull(cache: &Cache, req: &PullRequest, progress: &Progress) -> Result<Pul
     };
     let partial = cache.partial_path(loc);
     let also = expect.as_ref().map(|(d, _)| d.alg);
-    let mut dl = download::download(loc, &partial, also, progress)?;
+    let fetch = || {
+        download::download(loc, &partial, also, progress).inspect_err(|e| {
+            // A partial download is worth keeping, unless it filled the disk.
+            if matches!(e, ImageError::NoSpace { .. }) {
+                download::discard(&partial);
+            }
+        })
+    };
+    let mut dl = fetch()?;
     let verified = match &expect {
         Some((want, by)) => {
             if let Err(mismatch) = check(&dl, want, &url) {
@@ -145,7 +153,7 @@ pub fn pull(cache: &Cache, req: &PullRequest, progress: &Progress) -> Result<Pul
                     url: url.clone(),
                     why: "the resumed download did not verify".into(),
                 });
-                dl = download::download(loc, &partial, also, progress)?;
+                dl = fetch()?;
                 if let Err(mismatch) = check(&dl, want, &url) {
                     download::discard(&partial);
                     return Err(mismatch);

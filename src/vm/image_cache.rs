@@ -171,7 +171,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         wait: &dyn Fn(),
     ) -> Result<Pruned, VmError> {
         let _lock = cache.exclusive(wait)?;
-        let mut targets: Vec<(Option<PathBuf>, Option<Blob>)> = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
         let blobs = cache.blobs();
         let dirs = cache.url_dirs();
         for r in references {
@@ -294,6 +294,9 @@ fn describe(
     }
 }
 
+/// A URL directory (when one names it) and a cached file, to remove.
+type Target = (Option<PathBuf>, Option<Blob>);
+
 /// The URL directories and blobs reference `r` names.
 fn targets_of(
     cache: &Cache,
@@ -301,7 +304,7 @@ fn targets_of(
     dirs: &[(PathBuf, Option<Entry>)],
     blobs: &[Blob],
     r: &str,
-) -> Result<Vec<(Option<PathBuf>, Option<Blob>)>, VmError> {
+) -> Result<Vec<Target>, VmError> {
     let blob_of = |e: &Entry| blobs.iter().find(|b| b.sha256 == e.blob_hex()).cloned();
     let hex = r.strip_prefix("sha256:").unwrap_or(r).to_ascii_lowercase();
     if hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {

@@ -122,7 +122,10 @@ pub enum WaitError {
     #[error("VM '{vm}' has {}; set `guest_agent: true`{} in its config", match what { Readiness::Agent => "no guest agent channel", _ => "neither a guest agent nor ssh to ask" }, if *what == Readiness::Agent { "" } else { " or `ssh: true`" })]
     NoChannel { vm: VmName, what: Readiness },
     #[error("VM '{vm}': cloud-init finished with errors (read through the {}): {}", result.via, result.errors.join("; "))]
-    CloudInitFailed { vm: VmName, result: CloudInitResult },
+    CloudInitFailed {
+        vm: VmName,
+        result: Box<CloudInitResult>,
+    },
 }
 
 /// One try at a readiness: ready (with a detail), or why not yet.
@@ -188,7 +191,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     if let Some(r) = cloud_init.as_ref().filter(|r| r.status != "done") {
                         return Err(WaitError::CloudInitFailed {
                             vm,
-                            result: r.clone(),
+                            result: Box::new(r.clone()),
                         }
                         .into());
                     }
