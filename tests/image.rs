@@ -467,7 +467,7 @@ fn a_server_without_range_support_makes_the_download_start_over_cleanly() {
 fn two_pulls_at_once_download_once() {
     let t = Images::new("imgconc");
     let s = Server::start(&t.w, &t.srv);
-    let (_, d) = t.file("c.img", 16);
+    let (_, d) = t.file("c.img", 24);
     t.sums(&["c.img"]);
     s.control("rate=8000000");
     let spawn = || {

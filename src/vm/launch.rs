@@ -71,6 +71,14 @@ pub fn define_launch(
     let reference = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
     // A given name is checked before anything is downloaded.
     let given = req.name.as_deref().map(VmName::new).transpose()?;
+    if let Some(vm) = &given {
+        if super::record(data_dir, vm.as_str()).is_ok() {
+            return Err(VmError::Exists {
+                vm: vm.clone(),
+                from_files: false,
+            });
+        }
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let _cache = images.cache.shared()?;
     let pulled = pull_image(images, reference, &cwd)?;

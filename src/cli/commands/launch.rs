@@ -96,17 +96,26 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
         }
         return Ok(());
     }
-    let ready = rt.block_on(async {
-        let vms = ctx.vms().await?;
-        vms.start(vm.as_str(), START_TIMEOUT, &print_notice).await?;
-        if !a.json {
-            eprintln!("started; waiting for ssh (up to {}s)", a.timeout.as_secs());
-        }
-        let ready = vms
-            .wait_ready(vm.as_str(), Readiness::Ssh, a.timeout, &ssh_program())
-            .await?;
-        Ok::<_, CliError>(ready)
-    })?;
+    let ready = rt
+        .block_on(async {
+            let vms = ctx.vms().await?;
+            vms.start(vm.as_str(), START_TIMEOUT, &print_notice).await?;
+            if !a.json {
+                eprintln!("started; waiting for ssh (up to {}s)", a.timeout.as_secs());
+            }
+            let ready = vms
+                .wait_ready(vm.as_str(), Readiness::Ssh, a.timeout, &ssh_program())
+                .await?;
+            Ok::<_, CliError>(ready)
+        })
+        .map_err(|mut e| {
+            // The definition stays: it is what the user asked for, and what
+            // `maqet logs` and a retry need.
+            e.message.push_str(&format!(
+                "\n(VM '{vm}' stays defined: `maqet status {vm}` and `maqet logs {vm}` show why; `maqet start {vm}` tries again, `maqet rm --force --delete-storage {vm}` removes it)"
+            ));
+            e
+        })?;
     if a.json {
         print_json_line(&result(true, Some(&ready)));
         return Ok(());
