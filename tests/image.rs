@@ -26,9 +26,21 @@ struct Server {
 
 impl Server {
     fn start(w: &World, root: &Path) -> Server {
+        Self::start_with(w, root, None)
+    }
+
+    /// `tls`: (certificate, key) to serve HTTPS with.
+    fn start_with(w: &World, root: &Path, tls: Option<(&Path, &Path)>) -> Server {
         let script = w.dir.path().join("image_server.py");
         std::fs::write(&script, SERVER).unwrap();
-        let mut child = Command::new("python3")
+        let mut cmd = Command::new("python3");
+        if let Some((cert, key)) = tls {
+            cmd.env(
+                "IMAGE_SERVER_TLS",
+                format!("{}:{}", cert.display(), key.display()),
+            );
+        }
+        let mut child = cmd
             .arg(&script)
             .arg(root)
             .stdout(Stdio::piped())
@@ -890,4 +902,115 @@ fn walk(p: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+}
+
+#[test]
+fn https_is_checked_against_the_system_certificates() {
+    let t = Images::new("imgtls");
+    let pki = t.w.dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    // A CA of the test's own and a server certificate for 127.0.0.1.
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=maqet test CA",
+        ],
+    );
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        pki.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let s = Server::start_with(
+        &t.w,
+        &t.srv,
+        Some((&pki.join("srv.pem"), &pki.join("srv.key"))),
+    );
+    let (_, d) = t.file("t.img", 1);
+    let url = format!("https://127.0.0.1:{}/t.img", s.port);
+    let digest = format!("sha256:{d}");
+    // Not signed by a CA the system trusts: refused at once, not retried.
+    let o = t
+        .cmd()
+        .args(["image", "pull", &url, "--digest", &digest])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{url}: TLS failed")), "{err}");
+    assert!(
+        !err.contains("attempt"),
+        "a TLS failure is not retried: {err}"
+    );
+    // With its CA as the system's (SSL_CERT_FILE), the download works.
+    let o = t
+        .cmd()
+        .args(["image", "pull", &url, "--digest", &digest])
+        .env("SSL_CERT_FILE", pki.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(t.blobs(), [t.cache().join("blobs/sha256").join(&d)]);
 }

@@ -14,11 +14,13 @@
   support; ignore_if_range: a range is served even of a changed file, as
   from a server that does not check If-Range).
 - /_stats: every request so far as JSON ({"requests": [...]}).
+- IMAGE_SERVER_TLS=CERT:KEY in the environment: HTTPS instead of HTTP.
 """
 import json
 import os
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -163,6 +165,12 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    tls = os.environ.get("IMAGE_SERVER_TLS")
+    if tls:
+        cert, key = tls.split(":")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

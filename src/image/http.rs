@@ -135,9 +135,10 @@ pub fn get_small(url: &str, limit: u64) -> Result<Option<Vec<u8>>, ImageError> {
         .read_to_end(&mut out)
         .map_err(|e| read_error(url, e))?;
     if out.len() as u64 > limit {
-        return Err(ImageError::Network {
+        return Err(ImageError::Http {
             url: url.to_string(),
-            message: format!("larger than {limit} bytes; not a checksum file"),
+            status: 200,
+            reason: format!("larger than {limit} bytes: not a checksum file"),
         });
     }
     Ok(Some(out))
@@ -173,6 +174,14 @@ fn classify(url: &str, proxy: Option<&str>, e: ureq::Error) -> ImageError {
         },
         ureq::Error::Io(io) => {
             let text = io.to_string();
+            // rustls reports a failed handshake (an unknown issuer, a name
+            // mismatch) through the stream as InvalidData: not a blip.
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return ImageError::Tls {
+                    url: url_s.clone(),
+                    message: text,
+                };
+            }
             if text.contains("Temporary failure in name resolution") {
                 network(format!(
                     "cannot resolve host name '{}' now: {text}",
@@ -251,6 +260,17 @@ mod tests {
         assert!(dns.to_string().contains("'h.example'"), "{dns}");
         let tls = classify(url, None, ureq::Error::Tls("bad"));
         assert!(!tls.is_transient());
+        let cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let tls = classify(url, None, ureq::Error::Io(cert));
+        assert!(!tls.is_transient());
+        assert!(
+            tls.to_string()
+                .contains("TLS failed: invalid peer certificate"),
+            "{tls}"
+        );
         let busy = ImageError::Http {
             url: url.into(),
             status: 503,

@@ -235,8 +235,10 @@ fn fetch_checksums(cl: &Location) -> Result<String, ImageError> {
 
 /// For a bare URL or file: the first published checksum file beside it
 /// that lists it (`FILE.sha256`, `FILE.sha512`, `SHA256SUMS`,
-/// `SHA512SUMS`), and every place tried.
-pub fn find_checksums(loc: &Location) -> (Option<Location>, Vec<String>) {
+/// `SHA512SUMS`), and every place tried. A missing file is the next
+/// candidate; a server that cannot be reached is the error it is (the
+/// image would not download either).
+pub fn find_checksums(loc: &Location) -> Result<(Option<Location>, Vec<String>), ImageError> {
     let candidates = [
         loc.with_suffix(".sha256"),
         loc.with_suffix(".sha512"),
@@ -248,15 +250,20 @@ pub fn find_checksums(loc: &Location) -> (Option<Location>, Vec<String>) {
         tried.push(c.to_string());
         let text = match &c {
             Location::File(p) => std::fs::read(p).ok(),
-            Location::Url(u) => http::get_small(u, CHECKSUMS_LIMIT).ok().flatten(),
+            Location::Url(u) => match http::get_small(u, CHECKSUMS_LIMIT) {
+                Ok(t) => t,
+                // Not a checksum file (a 403, a huge file): the next one.
+                Err(ImageError::Http { .. } | ImageError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
         };
         if let Some(t) = text {
             if digest_in(&String::from_utf8_lossy(&t), loc, &c).is_ok() {
-                return (Some(c), tried);
+                return Ok((Some(c), tried));
             }
         }
     }
-    (None, tried)
+    Ok((None, tried))
 }
 
 /// Decompresses, vets and converts the verified download, then commits it.

@@ -141,7 +141,7 @@ pub fn resolve(images: &Images, reference: &str, dir: &Path) -> Result<Resolved,
     }
     if image.disk.verify == Verify::Nothing && entry.is_none() {
         // A bare URL: the checksum files distributions publish beside it.
-        let (found, tried) = find_checksums(&image.disk.location);
+        let (found, tried) = find_checksums(&image.disk.location)?;
         match found {
             Some(c) => image.disk.verify = Verify::Checksums(c),
             None if opts.insecure => {}

@@ -31,6 +31,7 @@ PACKAGES=(
     xz-utils          # xz: compressed images in the image tests
     zstd              # zstd: the decompression unit test
     curl              # make bench: download throughput against curl -o
+    openssl           # a CA and server certificate for the image tests' HTTPS server
 )
 
 missing=()
