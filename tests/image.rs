@@ -733,11 +733,23 @@ fn launch_reaches_ssh_in_one_command_and_prune_keeps_what_vms_use() {
         .unwrap();
     assert!(k.success());
     let name = t.w.name("l");
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = format!("{web}:80");
     let o = t.ok(&[
         "launch",
         "testguest",
         "--name",
         &name,
+        "--memory",
+        "300M",
+        "--disk",
+        "80M",
+        "--port",
+        &port,
         "--set",
         "enable_kvm=false",
         "--timeout",
@@ -760,8 +772,17 @@ fn launch_reaches_ssh_in_one_command_and_prune_keeps_what_vms_use() {
         "{out}"
     );
     t.ok(&["wait", &name, "--for", "agent", "--timeout", "60"]);
-    // An ordinary VM: its YAML is what `add` takes.
+    // An ordinary VM: its YAML is what `add` takes, with the flags in it.
     let cfg = String::from_utf8_lossy(&t.ok(&["config", &name]).stdout).into_owned();
+    for want in [
+        "memory: 300M",
+        "size: 80M",
+        "user: tester",
+        "guest_agent: true",
+        &format!("{web}:80"),
+    ] {
+        assert!(cfg.contains(want), "{want:?} not in:\n{cfg}");
+    }
     let copy = t.w.write("copy.yaml", &cfg);
     t.ok(&["add", "--name", &t.w.name("copy"), copy.to_str().unwrap()]);
     // Prune: the VMs' disk, kernel and initrd stay; an image nobody uses goes.
@@ -1013,4 +1034,42 @@ fn https_is_checked_against_the_system_certificates() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(t.blobs(), [t.cache().join("blobs/sha256").join(&d)]);
+}
+
+#[test]
+fn a_local_raw_image_is_verified_beside_itself_and_converted_when_asked() {
+    let t = Images::new("imgqcow2");
+    let raw = t.srv.join("disk.raw");
+    let q = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "raw"])
+        .arg(&raw)
+        .arg("8M")
+        .status()
+        .unwrap();
+    assert!(q.success());
+    // Air-gapped: a path, and the SHA256SUMS beside it.
+    t.sums(&["disk.raw"]);
+    let o = t.ok(&["image", "pull", raw.to_str().unwrap(), "--qcow2", "--json"]);
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    let f = &last["files"][0];
+    assert_eq!(f["format"], "qcow2", "{last:#}");
+    assert_eq!(
+        f["verified"]["by"],
+        format!("file://{}", t.srv.join("SHA256SUMS").display())
+    );
+    let blob = PathBuf::from(f["file"].as_str().unwrap());
+    let head = std::fs::read(&blob).unwrap();
+    assert_eq!(&head[..4], b"QFI\xfb", "a qcow2 file");
+    assert_eq!(
+        sha256(&blob),
+        f["sha256"].as_str().unwrap(),
+        "named by its own content"
+    );
+    // Without --qcow2 a raw image is kept raw.
+    std::fs::remove_dir_all(t.cache()).unwrap();
+    let o = t.ok(&["image", "pull", raw.to_str().unwrap(), "--json"]);
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["files"][0]["format"], "raw");
 }

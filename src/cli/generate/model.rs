@@ -207,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn image_positionals_complete_catalog_names() {
+        let t = tree();
+        assert_eq!(find(&t, "image pull").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "image rm").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "launch").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "wait").positionals, vec![Values::Vm]);
+        for script in [
+            super::super::bash::render(&t),
+            super::super::zsh::render(&t),
+            super::super::fish::render(&t),
+        ] {
+            assert!(script.contains("__complete-images"));
+        }
+    }
+
+    #[test]
     fn reads_subcommands_aliases_and_hides_internal_ones() {
         let t = tree();
         let names: Vec<&str> = t.subcommands.iter().map(Node::name).collect();
