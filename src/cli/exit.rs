@@ -286,7 +286,9 @@ impl From<ImageError> for CliError {
     fn from(e: ImageError) -> Self {
         let c = match e.root() {
             ImageError::Catalog(_) => code::INVALID_CONFIG,
-            ImageError::BadName(_) | ImageError::NoCacheDir => code::USAGE,
+            ImageError::BadName(_) | ImageError::NoCacheDir | ImageError::LaunchArch(_) => {
+                code::USAGE
+            }
             ImageError::NotInCatalog { .. }
             | ImageError::NoArch { .. }
             | ImageError::NotCached(_) => code::NO_SUCH_VM,

@@ -156,6 +156,8 @@ pub enum ImageError {
         file: PathBuf,
         has: Vec<String>,
     },
+    #[error("`maqet launch` writes x86_64 VM configs (qemu-system-x86_64), but this host is {0}; pull the image with `maqet image pull` and write the config yourself (docs/images.md)")]
+    LaunchArch(String),
     #[error("cannot find the cache directory: neither XDG_CACHE_HOME nor HOME is set")]
     NoCacheDir,
     #[error("{url}: not found (HTTP {status}); check the URL or the catalog entry")]

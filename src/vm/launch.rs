@@ -60,13 +60,7 @@ pub fn define_launch(
     notify: Notify,
 ) -> Result<Launched, VmError> {
     if crate::image::host_arch() != "x86_64" {
-        return Err(ImageError::NoArch {
-            name: "maqet launch".into(),
-            arch: crate::image::host_arch().into(),
-            file: "the VM configs launch writes (x86_64 QEMU)".into(),
-            has: vec!["x86_64".into()],
-        }
-        .into());
+        return Err(ImageError::LaunchArch(crate::image::host_arch().into()).into());
     }
     let reference = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
     // A given name is checked before anything is downloaded.
