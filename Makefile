@@ -34,6 +34,8 @@ BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 # Debian's zsh reads vendor completions from $(DATADIR)/zsh/vendor-completions instead.
 ZSHCOMPDIR ?= $(DATADIR)/zsh/site-functions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+# The image catalog; maqet finds it beside its binary (BINDIR/../share/maqet/images).
+IMAGEDIR ?= $(DATADIR)/maqet/images
 
 INSTALL ?= install
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
@@ -44,6 +46,7 @@ GEN := $(OUT)/generated
 # in them becomes BINDIR.
 UNITS := $(wildcard units/*.slice units/*.service units/*.socket units/*.target units/*.timer)
 DOCS := README.md $(wildcard docs/*.md)
+IMAGES := $(wildcard images/*.yaml)
 
 .PHONY: all build generated install uninstall docs deb package-test test demo bench soak crash lint fmt clean
 
@@ -70,6 +73,8 @@ install: generated
 	$(INSTALL) -m 644 $(GEN)/completions/_maqet $(DESTDIR)$(ZSHCOMPDIR)/_maqet
 	$(INSTALL) -m 644 $(GEN)/completions/maqet.fish $(DESTDIR)$(FISHCOMPDIR)/maqet.fish
 	$(INSTALL) -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -d $(DESTDIR)$(IMAGEDIR)
+	$(INSTALL) -m 644 $(IMAGES) $(DESTDIR)$(IMAGEDIR)/
 ifneq ($(UNITS),)
 	$(INSTALL) -d $(DESTDIR)$(USERUNITDIR)
 	for u in $(UNITS); do \
@@ -84,6 +89,8 @@ uninstall:
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/maqet $(DESTDIR)$(ZSHCOMPDIR)/_maqet $(DESTDIR)$(FISHCOMPDIR)/maqet.fish
 	rm -f $(addprefix $(DESTDIR)$(USERUNITDIR)/,$(notdir $(UNITS)))
 	rm -rf $(DESTDIR)$(DOCDIR)
+	rm -f $(addprefix $(DESTDIR)$(IMAGEDIR)/,$(notdir $(IMAGES)))
+	-rmdir $(DESTDIR)$(IMAGEDIR) $(DESTDIR)$(DATADIR)/maqet 2>/dev/null
 
 docs:
 	$(CARGO) run --quiet --locked --bin maqet -- __generate reference --splice docs/cli.md

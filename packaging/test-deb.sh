@@ -2,7 +2,8 @@
 # Packaging test (as root; `make package-test`, and the last step of tests/run.sh):
 #   1. `make install DESTDIR=… PREFIX=/usr` lays out exactly the expected files
 #      (derived from the sources: binaries, one man page per command, three
-#      completions, units/*, README and docs/*.md), and `make uninstall` removes them;
+#      completions, units/*, the image catalog images/*.yaml, README and
+#      docs/*.md), and `make uninstall` removes them;
 #   2. the RPM spec's %files and the PKGBUILD install that same list;
 #   3. the Debian package builds, installs with dpkg -i, works from PATH for
 #      the session user (version, ls, a real VM start/stop, man pages,
@@ -72,6 +73,7 @@ maqet=$target/$PROFILE/maqet
         [[ -e $u ]] && echo "/usr/lib/systemd/user/${u##*/}"
     done
     for d in README.md docs/*.md; do echo "/usr/share/doc/maqet/${d##*/}"; done
+    for i in images/*.yaml; do echo "/usr/share/maqet/images/${i##*/}"; done
 } | sort >"$work/expected"
 (cd "$work/stage" && find . ! -type d | sed 's|^\.||' | sort) >"$work/installed"
 check "make install lays out the expected $(wc -l <"$work/expected") files" \
@@ -164,6 +166,8 @@ check "the VM runs under the installed runner" \
     test "$(readlink "/proc/${runner_pid:-0}/exe" 2>&1)" = /usr/bin/maqet-runner
 check "maqet stop" user maqet stop --force "$vm"
 check "maqet rm" user maqet rm "$vm"
+catalog=$(user maqet image catalog 2>&1 || true)
+check "the installed maqet finds its image catalog (share/maqet/images)" grep -q '^debian-12 ' <<<"$catalog"
 if user maqet --help | grep -qE '^\s+doctor\b'; then
     check "maqet doctor" user maqet doctor
 else

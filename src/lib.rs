@@ -10,7 +10,8 @@
 //!   and the config checks' one reading of QEMU's options);
 //! - [`config`] (YAML → validated config → QEMU argv), [`qmp`], [`ipc`];
 //! - [`state`] (definitions database), [`systemd`] (the user manager over
-//!   D-Bus, the journal), [`storage`] (disks and snapshots);
+//!   D-Bus, the journal), [`storage`] (disks and snapshots), [`image`]
+//!   (the image catalog, verified downloads and their cache);
 //! - [`vm`]: the VM API every front end uses ([`vm::Vms`]);
 //! - front ends: [`runner`] (the `maqet-runner` binary's supervisor) and
 //!   [`cli`] (the `maqet` binary), plus [`doctor`] and [`logging`].
@@ -36,6 +37,7 @@ pub mod companion;
 pub mod display;
 pub mod firmware;
 pub mod guest_agent;
+pub mod image;
 pub mod ports;
 pub mod provision;
 pub mod ssh;

@@ -69,6 +69,28 @@ impl DataDir {
     }
 }
 
+/// `$XDG_CONFIG_HOME` when it is absolute, else `~/.config` (XDG base
+/// directories); `None` without either.
+pub fn config_home() -> Option<PathBuf> {
+    xdg_home("XDG_CONFIG_HOME", ".config")
+}
+
+/// `$XDG_CACHE_HOME` when it is absolute, else `~/.cache`.
+pub fn cache_home() -> Option<PathBuf> {
+    xdg_home("XDG_CACHE_HOME", ".cache")
+}
+
+fn xdg_home(var: &str, under_home: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(under_home))
+        })
+}
+
 /// Where the runtime root sits under `$XDG_RUNTIME_DIR` (the service's
 /// `RuntimeDirectory=` is relative to it).
 pub const RUNTIME_SUBDIR: &str = "maqet/vm";

@@ -6,5 +6,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 session=$PWD/tests/session
 stage=/var/tmp/maqet-bench
 bash "$session/release-stage.sh" "$stage"
-install -m 0644 tests/bench.py "$stage/"
-bash "$session/as-user.sh" env PATH="$stage/bin:/usr/bin:/bin" python3 "$stage/bench.py"
+install -m 0644 tests/bench.py tests/image_server.py "$stage/"
+# The test guest, for launch-to-ssh (tests/guest/build.sh caches it).
+guest_env=$(bash tests/guest/build.sh)
+mkdir -p "$stage/guest"
+cp "$(sed -n 's/^MAQET_GUEST_KERNEL=//p' <<<"$guest_env")" "$stage/guest/vmlinuz"
+cp "$(sed -n 's/^MAQET_GUEST_INITRD=//p' <<<"$guest_env")" "$stage/guest/initrd.gz"
+chmod -R a+rX "$stage"
+bash "$session/as-user.sh" env PATH="$stage/bin:/usr/bin:/bin" MAQET_BENCH_GUEST="$stage/guest" \
+    python3 "$stage/bench.py"

@@ -110,6 +110,140 @@ pub enum Command {
     Clone(CloneArgs),
     /// Ask the QEMU guest agent in a VM (`guest_agent: true`).
     Guest(GuestArgs),
+    /// Cloud images: pull (verified) into the cache, list, remove, prune; the catalog.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// From an image to a running VM you can ssh into, in one command.
+    ///
+    /// Pulls IMAGE if the cache lacks it (verified), defines a VM from the
+    /// catalog's defaults and your flags with cloud-init (the image's user,
+    /// your ~/.ssh/*.pub keys, the VM's name as host name), starts it and
+    /// waits until `maqet ssh NAME` works. The VM is an ordinary one
+    /// afterwards: `maqet config NAME` shows its YAML.
+    Launch(LaunchArgs),
+    /// Wait until a running VM is ready: ssh logins work, the guest agent
+    /// answers, or cloud-init has finished (its result is shown).
+    Wait(WaitArgs),
+    /// Print the catalog's image names, one per line (for shell completion).
+    #[command(name = "__complete-images", hide = true)]
+    CompleteImages,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Download IMAGE into the cache and verify it: a catalog name (debian-12), an https:// URL or a path.
+    ///
+    /// The download is used only when its digest matches: the catalog's
+    /// pinned digest or its line in the distribution's checksum file
+    /// (SHA256SUMS, SHA512SUMS, FILE.sha256…; for a bare URL the ones
+    /// beside it are tried). A cached copy is checked against upstream
+    /// again; when upstream cannot be reached, the cached copy is used.
+    Pull(ImagePullArgs),
+    /// List the cached images: catalog name, verification, size, which VMs use them.
+    #[command(visible_alias = "list")]
+    Ls(ImageLsArgs),
+    /// List the catalog: the images `pull` and `launch` know by name.
+    Catalog(ImageLsArgs),
+    /// Remove cached images (catalog names, URLs or digest prefixes); refused while a VM uses one.
+    Rm(ImageRmArgs),
+    /// Remove every cached image no VM uses, and unfinished downloads.
+    Prune(ImagePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePullArgs {
+    /// A catalog name (`maqet image catalog`), an https:// or http:// URL, or a path.
+    pub image: String,
+    /// The digest the image must have (sha256:HEX or sha512:HEX), instead of the catalog's.
+    #[arg(long, value_name = "ALG:HEX", value_parser = digest)]
+    pub digest: Option<crate::image::Digest>,
+    /// The checksum file that lists the image (SHA256SUMS, …), fetched over the image's scheme.
+    #[arg(long, value_name = "URL", conflicts_with = "digest")]
+    pub checksums: Option<String>,
+    /// Use an image nothing verifies; it is recorded as unverified.
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Store the disk converted to qcow2 (e.g. a raw or VMDK image).
+    #[arg(long)]
+    pub qcow2: bool,
+    /// Print progress events and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Catalog names, URLs, or sha256 digest prefixes (12+ hex digits) of cached images.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// A catalog name (default: debian-13), an https:// URL or a path.
+    pub image: Option<String>,
+    /// The VM's name (default: IMAGE-XXXX, printed).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of CPUs (default: the catalog's, else 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub cpus: Option<u32>,
+    /// Memory, QEMU -m syntax: 512M, 4G (default: the catalog's, else 2G).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Disk size, at least the image's (default: the catalog's, else 20G).
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
+    /// Forward 127.0.0.1:HOST to the guest's GUEST port (repeatable; ssh gets a port of its own).
+    #[arg(long = "port", value_name = "HOST:GUEST")]
+    pub ports: Vec<String>,
+    /// Sets any config key, as `apply --set` does (e.g. `--set enable_kvm=false`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Define the VM, but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Seconds to wait for the VM to answer ssh after it started.
+    #[arg(long, default_value = "600", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Use an image nothing verifies (recorded as unverified in the cache).
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Print progress events and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// What to wait for: ssh (a login runs `true`), agent (the guest agent answers), cloud-init (it has finished; through the agent or ssh).
+    #[arg(long = "for", value_name = "WHAT", default_value = "ssh", value_parser = ["ssh", "agent", "cloud-init"])]
+    pub what: String,
+    /// Seconds to wait at most (exit 7 after that).
+    #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -644,6 +778,11 @@ fn seconds_or_zero(s: &str) -> Result<Duration, String> {
         Ok(0.0) => Ok(Duration::ZERO),
         _ => seconds(s),
     }
+}
+
+/// `--digest sha256:HEX`.
+fn digest(s: &str) -> Result<crate::image::Digest, String> {
+    s.parse()
 }
 
 /// `stop --timeout`: the runner accepts at most a day.

@@ -4,6 +4,7 @@
 use crate::cloudinit::CloudInitError;
 use crate::config::ConfigError;
 use crate::guest_agent::AgentError;
+use crate::image::ImageError;
 use crate::ipc::{ErrorKind, IpcError};
 use crate::paths::PathError;
 use crate::ports::PortError;
@@ -15,6 +16,7 @@ use crate::vm::access::AccessError;
 use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
 use crate::vm::nvram::NvramError;
+use crate::vm::wait::WaitError;
 use crate::vm::{AttachError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
@@ -25,7 +27,7 @@ pub mod code {
     pub const FAILURE: i32 = 1;
     /// Bad command-line usage (clap uses 2 as well).
     pub const USAGE: i32 = 2;
-    /// Also for a drive or snapshot that does not exist.
+    /// Also for a drive, snapshot or image that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
     /// Exists already, already running, running when it must not be, or
@@ -70,7 +72,7 @@ Exit codes:
   0  success
   1  failure (e.g. the VM failed to start)
   2  usage error
-  3  no such VM (or no such drive or snapshot)
+  3  no such VM (or no such drive, snapshot or image)
   4  invalid configuration
   5  conflict (exists, already running, running when it must not be, or runs from another data directory)
   6  QMP error reported by QEMU
@@ -246,6 +248,14 @@ impl From<VmError> for CliError {
             VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
             VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
             VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
+            VmError::Image(e) => CliError::from(e).code,
+            VmError::Wait(e) => match e {
+                WaitError::Timeout { .. } => code::TIMEOUT,
+                WaitError::NotRunning { .. } => code::CONFLICT,
+                WaitError::NoChannel { .. } => code::USAGE,
+                WaitError::CloudInitFailed { .. } => code::FAILURE,
+            },
+            VmError::ImageRef { source, .. } => CliError::from(*source).code,
             VmError::Agent(e) => CliError::from(e).code,
             VmError::Config(e) => CliError::from(e).code,
             VmError::Name(e) => CliError::from(e).code,
@@ -292,6 +302,23 @@ impl From<ProvisionError> for CliError {
                 | CloudInitError::Read { .. },
             ) => code::INVALID_CONFIG,
             ProvisionError::Path(p) => path_code(p),
+            _ => code::FAILURE,
+        };
+        CliError::new(c, e.to_string())
+    }
+}
+
+impl From<ImageError> for CliError {
+    fn from(e: ImageError) -> Self {
+        let c = match e.root() {
+            ImageError::Catalog(_) => code::INVALID_CONFIG,
+            ImageError::BadName(_) | ImageError::NoCacheDir | ImageError::LaunchArch(_) => {
+                code::USAGE
+            }
+            ImageError::NotInCatalog { .. }
+            | ImageError::NoArch { .. }
+            | ImageError::NotCached(_) => code::NO_SUCH_VM,
+            ImageError::InUse { .. } => code::CONFLICT,
             _ => code::FAILURE,
         };
         CliError::new(c, e.to_string())

@@ -7,6 +7,7 @@ mod context;
 pub mod exit;
 pub mod generate;
 pub mod output;
+pub mod progress;
 pub mod qmp_call;
 pub mod table;
 pub mod term;
@@ -75,5 +76,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Ssh(a) => rt.block_on(cloud::ssh(&ctx, &a)),
         Command::Clone(a) => rt.block_on(cloud::clone(&ctx, &a)),
         Command::Guest(a) => rt.block_on(cloud::guest(&ctx, &a)),
+        // hook: issue 18
+        Command::Image(c) => image::run(&ctx, c, &rt),
+        Command::Launch(a) => launch::launch(&ctx, &a, &rt),
+        Command::Wait(a) => rt.block_on(launch::wait(&ctx, &a)),
+        Command::CompleteImages => generate::complete_images(),
     }
 }

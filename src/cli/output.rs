@@ -6,6 +6,11 @@ pub fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
+/// One JSON object on one line (the end of a JSON-lines event stream).
+pub fn print_json_line<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}
+
 /// A plain text table: columns padded to their widest cell, last column
 /// unpadded so lines carry no trailing blanks. Never fitted or coloured;
 /// `table::render` does that for a terminal.
@@ -47,29 +52,7 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// RFC 3339 UTC time of a Unix timestamp (no time-zone database needed).
-pub fn rfc3339_utc(unix: u64) -> String {
-    let days = (unix / 86400) as i64;
-    let rem = unix % 86400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-pub use crate::time::now_unix;
+pub use crate::time::{now_unix, rfc3339_utc};
 
 /// `memory`/`cpu`/`tasks` values ("-" where nothing reports a figure) and
 /// a note on where they came from.
@@ -124,8 +107,5 @@ mod tests {
         assert_eq!(human_duration(90000), "1d 01h");
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(3 << 20), "3.0M");
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

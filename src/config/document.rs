@@ -91,7 +91,13 @@ impl ConfigDocument {
     /// Rebuilds a document from [`ConfigDocument::to_json`] output kept in
     /// the database. `null` (a VM added with `--empty`) gives an empty one.
     pub fn from_stored(value: &Json) -> Result<ConfigDocument, ConfigError> {
-        let loc = Location::label(STORED_LABEL);
+        Self::from_json(value, STORED_LABEL)
+    }
+
+    /// A document from a JSON object (what `maqet launch` composes); every
+    /// value's location is `label`.
+    pub fn from_json(value: &Json, label: &str) -> Result<ConfigDocument, ConfigError> {
+        let loc = Location::label(label);
         match value {
             Json::Null => Ok(ConfigDocument::empty()),
             Json::Object(_) => Ok(ConfigDocument {
@@ -235,6 +241,103 @@ impl ConfigDocument {
             }
         }
         Ok(())
+    }
+
+    /// The disks whose `base:` is `image:REF`: (index, REF, where it is written).
+    pub fn image_bases(&self) -> Vec<(usize, String, Location)> {
+        let Some(items) = self.root.get("storage").and_then(Node::as_seq) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let base = item.get("base")?;
+                let r = base.as_str()?.strip_prefix(super::IMAGE_PREFIX)?;
+                Some((i, r.trim().to_string(), base.loc.clone()))
+            })
+            .collect()
+    }
+
+    /// Field `key` of disk `index`, as JSON.
+    pub fn storage_field(&self, index: usize, key: &str) -> Option<Json> {
+        let items = self.root.get("storage")?.as_seq()?;
+        items.get(index)?.get(key).map(Node::to_json)
+    }
+
+    /// Sets field `key` of disk `index` (which must exist) to `value`.
+    pub fn set_storage_field(&mut self, index: usize, key: &str, value: Json, label: &str) {
+        let loc = Location::label(label);
+        let Some(Entry {
+            value: Node {
+                value: Value::Seq(items),
+                ..
+            },
+            ..
+        }) = self.entry_mut("storage")
+        else {
+            return;
+        };
+        let Some(Node {
+            value: Value::Map(fields),
+            ..
+        }) = items.get_mut(index)
+        else {
+            return;
+        };
+        let node = Node::from_json(&value, &loc);
+        match fields.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.value = node,
+            None => fields.push(Entry {
+                key: key.to_string(),
+                key_loc: loc,
+                value: node,
+            }),
+        }
+    }
+
+    /// Whether an `arguments` item sets option `key` (`kernel`, `append`).
+    pub fn has_argument(&self, key: &str) -> bool {
+        self.root
+            .get("arguments")
+            .and_then(Node::as_seq)
+            .is_some_and(|items| {
+                items.iter().any(|item| match &item.value {
+                    Value::Map(m) => m.first().is_some_and(|e| e.key == key),
+                    Value::Str(s) => s == key,
+                    _ => false,
+                })
+            })
+    }
+
+    /// Appends an item to `arguments` (made when missing).
+    pub fn push_argument(&mut self, item: Json, label: &str) {
+        let loc = Location::label(label);
+        let node = Node::from_json(&item, &loc);
+        let is_list = self
+            .root
+            .get("arguments")
+            .is_some_and(|n| n.as_seq().is_some());
+        if !is_list {
+            self.set("arguments", Json::Array(Vec::new()), label);
+        }
+        if let Some(Entry {
+            value: Node {
+                value: Value::Seq(items),
+                ..
+            },
+            ..
+        }) = self.entry_mut("arguments")
+        {
+            items.push(node);
+        }
+    }
+
+    fn entry_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        match &mut self.root.value {
+            Value::Map(entries) => entries.iter_mut().find(|e| e.key == key),
+            _ => None,
+        }
     }
 
     /// The stored config as YAML that `maqet add` reads back to the same

@@ -104,3 +104,10 @@ pub use schema::{
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use size::{parse_memory, parse_size, SizeError};
+/// A disk's `base: image:REF` names an image of the catalog (or a URL)
+/// that `add`, `apply` and `launch` resolve to a file in the image cache.
+pub const IMAGE_PREFIX: &str = "image:";
+
+// The YAML reader with positions, for the image catalog's files.
+pub(crate) use load::load_file as load_yaml_file;
+pub(crate) use node::{Entry, Node, Value};

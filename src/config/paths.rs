@@ -60,7 +60,10 @@ fn resolve_storage_entry(item: &mut Node, dir: &Path) {
         for f in fields.iter_mut() {
             if f.key == "file" || f.key == "path" || f.key == "base" {
                 if let Value::Str(s) = &mut f.value.value {
-                    resolve_whole(s, dir);
+                    // `base: image:NAME` names a catalog image, not a file.
+                    if !(f.key == "base" && s.starts_with(super::IMAGE_PREFIX)) {
+                        resolve_whole(s, dir);
+                    }
                 }
             }
         }

@@ -347,6 +347,13 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
         "backing_file"
     };
     match backing {
+        Some(n) if n.as_str().is_some_and(|s| s.starts_with(super::IMAGE_PREFIX)) => v.error(
+            &n.loc,
+            format!(
+                "storage[{i}].base: '{}' names a catalog image, which `maqet add`, `apply` and `launch` resolve to a file; here a file path is needed",
+                n.as_str().unwrap_or_default()
+            ),
+        ),
         Some(n) => validate_backing(v, i, written, n, entry),
         None => {
             if entry.size.is_none() {

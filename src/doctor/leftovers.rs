@@ -118,6 +118,7 @@ mod tests {
             autostart: false,
             config: Err("not needed".into()),
             incomplete: Some("a clone of 'web' whose disk copies were not finished".into()),
+            bases: Vec::new(),
         }];
         let mut f = Vec::new();
         check(&dd, &vms, false, &mut f);

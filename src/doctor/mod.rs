@@ -21,6 +21,9 @@
 //!   directory, an older layout's sockets and port plans) without a live VM
 //! - `leftovers` VMs an interrupted `clone` left incomplete, temporary files
 //!   a killed command left (storage/tmp.rs)
+//! - `sockets`  socket files in `$XDG_RUNTIME_DIR/maqet/vm` without a unit
+//! - `images`   the image cache's size, unverified entries and unfinished
+//!   downloads; VMs whose base image is gone from the cache
 //!
 //! Safe repairs only: reset-failed of failed units (they hold no
 //! processes), removal of runtime files of VMs that do not run (sockets
@@ -30,6 +33,7 @@
 mod cgroups;
 mod desktop;
 mod host;
+mod images;
 mod leftovers;
 mod runtime;
 mod session;
@@ -159,6 +163,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);
     desktop::check(&mut f);
+    images::check(&vms, &mut f);
     match &sd {
         Some(sd) => {
             f.push(cgroups::check(sd, &vms).await);

@@ -14,6 +14,9 @@ pub struct DefinedVm {
     pub config: Result<VmConfig, String>,
     /// What is unfinished about it (an interrupted clone), if anything.
     pub incomplete: Option<String>,
+    /// `(disk, base)` of each disk with a `base:` as stored (absolute),
+    /// known even when the config no longer validates.
+    pub bases: Vec<(String, std::path::PathBuf)>,
 }
 
 /// Integrity of maqet.db and validity of every stored config; returns the
@@ -69,6 +72,15 @@ pub fn check(data_dir: &DataDir, f: &mut Vec<Finding>) -> Vec<DefinedVm> {
     let vms: Vec<DefinedVm> = records
         .into_iter()
         .map(|r| DefinedVm {
+            bases: r.config["storage"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    let base = d["base"].as_str()?;
+                    Some((d["name"].as_str().unwrap_or("?").to_string(), base.into()))
+                })
+                .collect(),
             config: ConfigDocument::from_stored(&r.config)
                 .and_then(|d| d.validate())
                 .map_err(|e| e.to_string()),

@@ -53,11 +53,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
             .filter(|p| !p.as_os_str().is_empty())
             .collect();
     }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| Path::new(v).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    let mut dirs: Vec<PathBuf> = config
+    let mut dirs: Vec<PathBuf> = crate::paths::config_home()
         .map(|c| c.join("qemu/firmware"))
         .into_iter()
         .collect();

@@ -218,6 +218,46 @@ impl Agent {
         }
     }
 
+    /// The contents of file `path` in the guest (at most `limit` bytes),
+    /// or `None` when it does not exist (`guest-file-open`/`-read`/`-close`).
+    pub fn read_file(&mut self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, AgentError> {
+        let handle = match self.call(
+            "guest-file-open",
+            Some(json!({ "path": path, "mode": "r" })),
+        ) {
+            Ok(h) => h
+                .as_i64()
+                .ok_or_else(|| AgentError::Garbled("guest-file-open returned no handle".into()))?,
+            // qemu-ga says "failed to open file '…' (mode: 'r'): No such file or directory".
+            Err(AgentError::Refused { desc, .. }) if desc.contains("No such file") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let result = loop {
+            let r = match self.call(
+                "guest-file-read",
+                Some(json!({ "handle": handle, "count": 65536 })),
+            ) {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            out.extend(base64_decode(r["buf-b64"].as_str().unwrap_or("")));
+            if out.len() > limit {
+                break Err(AgentError::Garbled(format!(
+                    "{path} is larger than {limit} bytes"
+                )));
+            }
+            if r["eof"].as_bool() != Some(false) || r["count"].as_u64() == Some(0) {
+                break Ok(Some(std::mem::take(&mut out)));
+            }
+        };
+        // Handles are the agent's resource: always given back.
+        let _ = self.call("guest-file-close", Some(json!({ "handle": handle })));
+        result
+    }
+
     /// Runs a program in the guest and waits for it: exit code, stdout,
     /// stderr.
     pub fn exec(&mut self, argv: &[String]) -> Result<ExecResult, AgentError> {

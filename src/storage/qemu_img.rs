@@ -26,6 +26,19 @@ pub struct ImageInfo {
     pub full_backing_filename: Option<String>,
     #[serde(default)]
     pub snapshots: Vec<SnapshotInfo>,
+    /// qcow2's `data-file` (an external data file) lives in here.
+    #[serde(default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl ImageInfo {
+    /// Another file this image reads data from, as its header names it:
+    /// a backing file or a qcow2 external data file.
+    pub fn external_file(&self) -> Option<&str> {
+        self.backing_filename
+            .as_deref()
+            .or_else(|| self.format_specific.as_ref()?["data"]["data-file"].as_str())
+    }
 }
 
 /// An internal snapshot, as both `qemu-img info` and QMP `query-block`
@@ -189,6 +202,31 @@ impl QemuImg {
                 path: path.to_path_buf(),
                 message,
             })
+    }
+
+    /// The image alone (its format probed, no backing chain followed).
+    pub fn probe(&self, path: &Path) -> Result<ImageInfo, StorageError> {
+        an_image(path)?;
+        let out = self.run(
+            &[
+                "info".as_ref(),
+                "--output=json".as_ref(),
+                "--".as_ref(),
+                path.as_os_str(),
+            ],
+            INFO_LIMIT,
+        )?;
+        parse_info(&out)
+            .and_then(|mut v| v.pop().ok_or_else(|| "no image in the output".to_string()))
+            .map_err(|message| StorageError::BadInfo {
+                path: path.to_path_buf(),
+                message,
+            })
+    }
+
+    /// `qemu-img convert -f FROM -O qcow2 SRC DST`.
+    pub fn convert_to_qcow2(&self, src: &Path, from: &str, dst: &Path) -> Result<(), StorageError> {
+        self.convert(src, from, dst, "qcow2")
     }
 
     /// Creates an image. `size` in bytes (None: the backing file's size).
@@ -460,5 +498,13 @@ mod tests {
             parse_info(br#"{"virtual-size": 5, "filename": "r.img", "format": "raw"}"#).unwrap();
         assert_eq!(single[0].actual_size, None);
         assert!(parse_info(b"nonsense").is_err());
+        assert_eq!(chain[0].external_file(), Some("base.qcow2"));
+        let data_file = parse_info(
+            br#"{"virtual-size": 5, "filename": "x", "format": "qcow2",
+                 "format-specific": {"type": "qcow2", "data": {"data-file": "/etc/shadow"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(data_file[0].external_file(), Some("/etc/shadow"));
+        assert_eq!(single[0].external_file(), None);
     }
 }

@@ -11,6 +11,7 @@ use crate::paths::DataDir;
 use crate::state::{NewVm, StateError, Store};
 use crate::vmname::VmName;
 
+use super::images::{resolve_in_config, Images};
 use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
 
 /// What `add` defines the VM from.
@@ -40,6 +41,9 @@ pub struct Defined {
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub files: Vec<PathBuf>,
+    /// Resolves `base: image:REF` in the result (without it such a base is
+    /// refused).
+    pub images: Option<Images>,
     pub memory: Option<String>,
     pub cpu: Option<String>,
     pub binary: Option<String>,
@@ -67,17 +71,26 @@ pub struct Applied {
     pub changes: Vec<Change>,
 }
 
-/// `maqet add`: validates, then stores the VM in `data_dir`. Config
+/// `maqet add`: resolves `base: image:REF` through `images` (pulling what
+/// the cache lacks), validates, then stores the VM in `data_dir`. Config
 /// warnings are sent to `notify` (before the store is written, so a
 /// refused name still shows them) and returned.
-pub fn define(data_dir: &DataDir, source: &Source, notify: Notify) -> Result<Defined, VmError> {
-    let (doc, name) = match source {
+pub fn define(
+    data_dir: &DataDir,
+    source: &Source,
+    images: Option<&Images>,
+    notify: Notify,
+) -> Result<Defined, VmError> {
+    let (mut doc, name) = match source {
         Source::Files { files, name } => {
             let doc = ConfigDocument::load_files(files)?;
             (doc, name.clone())
         }
         Source::Empty { name } => (ConfigDocument::empty(), Some(name.clone())),
     };
+    // Held until the definition is stored, so no `image prune` takes the
+    // pulled files away in between.
+    let _cache = resolve_images(images, &mut doc)?;
     // Validated first: a bad `name:` is reported with its file:line:column.
     let config = doc.validate()?;
     let name = match (name, doc.name()) {
@@ -94,6 +107,29 @@ pub fn define(data_dir: &DataDir, source: &Source, notify: Notify) -> Result<Def
     };
     let vm = VmName::new(&name)?;
     check_keys(&config)?;
+    let defined = insert(
+        data_dir,
+        &doc,
+        &config,
+        vm,
+        matches!(source, Source::Files { .. }),
+        notify,
+    )?;
+    record_cache_user(images, &doc, data_dir);
+    Ok(defined)
+}
+
+/// Stores a validated document as VM `vm`; its warnings go to `notify`
+/// first. `from_files`: the name came from a file (the refusal of a taken
+/// name then suggests `--name`).
+pub(crate) fn insert(
+    data_dir: &DataDir,
+    doc: &ConfigDocument,
+    config: &crate::config::VmConfig,
+    vm: VmName,
+    from_files: bool,
+    notify: Notify,
+) -> Result<Defined, VmError> {
     for w in &config.warnings {
         notify(Notice::Warning { message: w.clone() });
     }
@@ -108,14 +144,14 @@ pub fn define(data_dir: &DataDir, source: &Source, notify: Notify) -> Result<Def
         .map_err(|e| match e {
             StateError::Exists(_) => VmError::Exists {
                 vm: vm.clone(),
-                from_files: matches!(source, Source::Files { .. }),
+                from_files,
             },
             other => other.into(),
         })?;
     Ok(Defined {
         vm,
         sources: doc.sources().to_vec(),
-        warnings: config.warnings,
+        warnings: config.warnings.clone(),
     })
 }
 
@@ -155,6 +191,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         doc.merge(layer);
         set_flags(&mut doc, changes)?;
+        // Pulls block: off the runtime's thread.
+        let images = changes.images.clone();
+        let (doc, cache_guard) = tokio::task::spawn_blocking(move || {
+            let r = resolve_images(images.as_ref(), &mut doc);
+            r.map(|g| (doc, g))
+        })
+        .await
+        .map_err(|e| VmError::Io(std::io::Error::other(e.to_string())))??;
         let cfg = doc.validate_all().map_err(VmError::Invalid)?;
         check_keys(&cfg)?;
         for w in &cfg.warnings {
@@ -181,6 +225,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let autostart = (old.get("autostart") != new.get("autostart")).then_some(cfg.autostart);
         self.store()?
             .update_config(vm.as_str(), &new, &sources, autostart)?;
+        record_cache_user(changes.images.as_ref(), &doc, &self.data_dir);
+        drop(cache_guard);
         Ok(Applied { vm, changes: diffs })
     }
 }
@@ -194,6 +240,36 @@ fn check_keys(cfg: &crate::config::VmConfig) -> Result<(), VmError> {
         crate::cloudinit::authorized_keys(ci).map_err(crate::provision::ProvisionError::from)?;
     }
     Ok(())
+}
+
+/// Resolves the document's image references; the cache's shared lock is
+/// held by the returned guard.
+fn resolve_images(
+    images: Option<&Images>,
+    doc: &mut ConfigDocument,
+) -> Result<Option<crate::image::cache::CacheLock>, VmError> {
+    if doc.image_bases().is_empty() {
+        return Ok(None);
+    }
+    let images = images.ok_or(crate::image::ImageError::NoCacheDir)?;
+    let guard = images.cache.shared()?;
+    resolve_in_config(images, doc)?;
+    Ok(Some(guard))
+}
+
+/// Notes the data directory as a user of the cache when the stored config
+/// points into it (so `image prune` of any data directory asks this one).
+pub(crate) fn record_cache_user(images: Option<&Images>, doc: &ConfigDocument, data_dir: &DataDir) {
+    let Some(images) = images else { return };
+    let root = images.cache.root().to_string_lossy().into_owned();
+    if doc.to_json().to_string().contains(&root) {
+        if let Err(e) = images.cache.record_user(data_dir.path()) {
+            tracing::warn!(
+                "cannot note {} as a user of the image cache: {e}",
+                data_dir.path().display()
+            );
+        }
+    }
 }
 
 /// The flags of `apply`, after its files.

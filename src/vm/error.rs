@@ -85,6 +85,15 @@ pub enum VmError {
         failures: Vec<RemoveFailure>,
     },
     #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// An image a definition names (`base: image:REF`) could not be had.
+    #[error("{at}: image:{reference}: {source}")]
+    ImageRef {
+        at: String,
+        reference: String,
+        source: Box<VmError>,
+    },
+    #[error(transparent)]
     Attach(#[from] super::attach::AttachError),
     #[error(transparent)]
     Snapshot(#[from] super::snapshot::SnapshotError),
@@ -96,6 +105,8 @@ pub enum VmError {
     Nvram(#[from] super::nvram::NvramError),
     #[error(transparent)]
     Guest(#[from] super::agent::GuestError),
+    #[error(transparent)]
+    Wait(#[from] super::wait::WaitError),
     #[error(transparent)]
     Agent(#[from] crate::guest_agent::AgentError),
     #[error(transparent)]

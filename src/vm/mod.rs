@@ -13,7 +13,10 @@ pub mod autostart;
 pub mod clone;
 pub mod define;
 pub mod error;
+pub mod image_cache;
+pub mod images;
 pub mod inspect;
+pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 pub mod notice;
@@ -27,6 +30,7 @@ pub mod snapshot;
 pub mod units;
 pub mod verify;
 pub mod view;
+pub mod wait;
 
 #[cfg(test)]
 mod cloud_tests;

@@ -383,6 +383,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
         &Source::Empty {
             name: "blank".into(),
         },
+        None,
         &quiet,
     )
     .unwrap();
@@ -397,6 +398,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
     let e = define(
         &c.vms.data_dir,
         &Source::Empty { name: "web".into() },
+        None,
         &quiet,
     )
     .unwrap_err();
@@ -411,6 +413,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
         &Source::Empty {
             name: "no/slash".into(),
         },
+        None,
         &quiet,
     )
     .unwrap_err();
@@ -427,7 +430,7 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
         files: vec![f.clone()],
         name: None,
     };
-    let cli = CliError::from(define(&c.vms.data_dir, &files, &quiet).unwrap_err());
+    let cli = CliError::from(define(&c.vms.data_dir, &files, None, &quiet).unwrap_err());
     assert_eq!(cli.code, code::INVALID_CONFIG);
     assert_eq!(
         cli.message,
@@ -441,7 +444,10 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
         files: vec![f],
         name: Some("anon".into()),
     };
-    let d = define(&c.vms.data_dir, &named, &|n| seen.borrow_mut().push(n)).unwrap();
+    let d = define(&c.vms.data_dir, &named, None, &|n| {
+        seen.borrow_mut().push(n)
+    })
+    .unwrap();
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
     assert_eq!(
         *seen.borrow(),
@@ -449,7 +455,7 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
             message: d.warnings[0].clone()
         }]
     );
-    let cli = CliError::from(define(&c.vms.data_dir, &named, &quiet).unwrap_err());
+    let cli = CliError::from(define(&c.vms.data_dir, &named, None, &quiet).unwrap_err());
     assert!(cli.message.ends_with("or choose another name with --name"));
 }
 
@@ -492,6 +498,7 @@ fn add(c: &Case, name: &str) {
     define(
         &c.vms.data_dir,
         &Source::Empty { name: name.into() },
+        None,
         &quiet,
     )
     .unwrap();

@@ -28,6 +28,10 @@ PACKAGES=(
     ovmf              # UEFI firmware + QEMU firmware descriptors (desktop tests)
     swtpm             # TPM 2.0 emulator, the tpm: true companion unit
     swtpm-tools       # swtpm_setup, used by swtpm for first-time TPM state
+    xz-utils          # xz: compressed images in the image tests
+    zstd              # zstd: the decompression unit test
+    curl              # make bench: download throughput against curl -o
+    openssl           # a CA and server certificate for the image tests' HTTPS server
 )
 
 missing=()

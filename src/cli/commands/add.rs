@@ -5,7 +5,9 @@ use crate::cli::args::AddArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::print_notice;
+use crate::cli::progress::{self, Mode};
 use crate::vm::define::{define, Source};
+use crate::vm::images::{Images, PullOptions};
 
 pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
     let source = match a.empty {
@@ -25,7 +27,10 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
     };
     // Warnings are printed once, as notices; not also logged (the log goes
     // to the same stderr).
-    let d = define(&ctx.data_dir, &source, &print_notice)?;
+    // Only needed for `base: image:REF`; without a cache directory such a
+    // base is refused by `define`.
+    let images = Images::from_env(progress::sink(Mode::choose(false)), PullOptions::default()).ok();
+    let d = define(&ctx.data_dir, &source, images.as_ref(), &print_notice)?;
     if a.json {
         crate::cli::output::print_json(&serde_json::json!({
             "name": d.vm.to_string(),

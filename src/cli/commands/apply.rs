@@ -2,27 +2,19 @@
 //! `apply` → what changed.
 
 use crate::cli::args::ApplyArgs;
+use crate::cli::commands::launch::key_values;
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::{print_json, print_notice};
+use crate::cli::progress::{self, Mode};
 use crate::vm::define::Changes;
+use crate::vm::images::{Images, PullOptions};
 use crate::vm::VmError;
 
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
-    let set = a
-        .set
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    CliError::usage(format!(
-                        "--set {kv}: expected KEY=VALUE, e.g. --set memory=2G"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let set = key_values(&a.set)?;
     let changes = Changes {
+        images: Images::from_env(progress::sink(Mode::choose(false)), PullOptions::default()).ok(),
         files: a.files.iter().chain(&a.vm_config).cloned().collect(),
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),

@@ -65,6 +65,10 @@ _maqet() {
             local bin=${words[0]/#\~/$HOME} dd=${data_dir/#\~/$HOME}
             mapfile -t COMPREPLY < <(compgen -W "$("$bin" ${dd:+--data-dir "$dd"} __complete-vms 2>/dev/null)" -- "$cur")
             ;;
+        image)
+            local bin=${words[0]/#\~/$HOME}
+            mapfile -t COMPREPLY < <(compgen -W "$("$bin" __complete-images 2>/dev/null)" -- "$cur")
+            ;;
         files)
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")

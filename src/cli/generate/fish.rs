@@ -79,6 +79,8 @@ function __maqet_complete
             set -l dd
             test -n "$data_dir"; and set dd --data-dir $data_dir
             $bin $dd __complete-vms 2>/dev/null
+        case image
+            $bin __complete-images 2>/dev/null
         case files
             __fish_complete_path $cur | string replace -r '^' -- $prefix
         case dirs

@@ -155,6 +155,15 @@ pub fn complete_vms(ctx: &Ctx) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `maqet __complete-images`: the catalog's image names, one per line
+/// (nothing on any error, so a TAB press stays quiet).
+pub fn complete_images() -> Result<(), CliError> {
+    for n in crate::image::Catalog::from_env().names() {
+        println!("{n}");
+    }
+    Ok(())
+}
+
 /// A POSIX-shell single-quoted word (bash and zsh).
 fn sh_quote(s: &str) -> String {
     if !s.is_empty()

@@ -10,6 +10,8 @@ use clap::{Arg, ArgAction, Command, ValueHint};
 pub enum Values {
     /// A defined VM, asked of `maqet __complete-vms` at completion time.
     Vm,
+    /// A catalog image, asked of `maqet __complete-images` at completion time.
+    Image,
     Files,
     Dirs,
     /// One of a fixed set (clap's possible values).
@@ -23,6 +25,7 @@ impl Values {
     pub fn kind(&self) -> &'static str {
         match self {
             Values::Vm => "vm",
+            Values::Image => "image",
             Values::Files => "files",
             Values::Dirs => "dirs",
             Values::Choices(_) => "choices",
@@ -123,6 +126,11 @@ pub fn is_vm_arg(a: &Arg) -> bool {
     a.is_positional() && matches!(a.get_id().as_str(), "name" | "names" | "vm" | "vms")
 }
 
+/// Positional arguments called `image`/`images` take a catalog image name.
+pub fn is_image_arg(a: &Arg) -> bool {
+    a.is_positional() && matches!(a.get_id().as_str(), "image" | "images")
+}
+
 fn option_names(a: &Arg) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(l) = a.get_long() {
@@ -153,6 +161,9 @@ fn takes_value(a: &Arg) -> bool {
 fn values_of(a: &Arg) -> Values {
     if is_vm_arg(a) {
         return Values::Vm;
+    }
+    if is_image_arg(a) {
+        return Values::Image;
     }
     let choices: Vec<String> = a
         .get_possible_values()
@@ -193,6 +204,22 @@ mod tests {
             .into_iter()
             .find(|n| n.key() == key)
             .unwrap_or_else(|| panic!("no node {key:?}"))
+    }
+
+    #[test]
+    fn image_positionals_complete_catalog_names() {
+        let t = tree();
+        assert_eq!(find(&t, "image pull").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "image rm").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "launch").positionals, vec![Values::Image]);
+        assert_eq!(find(&t, "wait").positionals, vec![Values::Vm]);
+        for script in [
+            super::super::bash::render(&t),
+            super::super::zsh::render(&t),
+            super::super::fish::render(&t),
+        ] {
+            assert!(script.contains("__complete-images"));
+        }
     }
 
     #[test]

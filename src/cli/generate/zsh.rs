@@ -79,6 +79,12 @@ _maqet() {
             vms=(${(f)"$("$bin" ${dd:+--data-dir "$dd"} __complete-vms 2>/dev/null)"})
             compadd -a vms
             ;;
+        image)
+            local -a images
+            local bin=${words[1]/#\~/$HOME}
+            images=(${(f)"$("$bin" __complete-images 2>/dev/null)"})
+            compadd -a images
+            ;;
         files) _files ;;
         dirs) _files -/ ;;
         choices:*) compadd -- ${=kind#choices:} ;;
