@@ -20,6 +20,7 @@
 pub mod access;
 pub mod files;
 pub mod host_exec;
+pub mod netname;
 pub mod paths;
 pub mod suggest;
 pub mod time;

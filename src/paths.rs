@@ -307,6 +307,108 @@ pub const RUNTIME_FILES: &[&str] = &[
     "start",
 ];
 
+/// Where the VM-to-VM network segments are, under `$XDG_RUNTIME_DIR`.
+pub const NET_SUBDIR: &str = "maqet/net";
+
+/// `$XDG_RUNTIME_DIR/maqet/net`: one switch directory per segment of
+/// this user (segments are per user, across data directories).
+pub fn net_root() -> Result<PathBuf, PathError> {
+    Ok(runtime_root()?
+        .parent()
+        .expect("the runtime root has a parent")
+        .join("net"))
+}
+
+/// The files of one segment's switch (`maqet-switch@NAME.service`), all in
+/// [`net_root`] (0700, inside the user's 0700 runtime directory, so no
+/// other user can reach them): the switch's own directory `NAME/` (its
+/// control socket `ctl` and one socket per port, made by `vde_switch`,
+/// 0700), and `NAME.lock`, which maqet holds while it decides whether a
+/// start creates the switch or joins it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRuntime {
+    root: PathBuf,
+    name: String,
+}
+
+impl SegmentRuntime {
+    pub fn at(root: &Path, segment: &crate::netname::NetName) -> Self {
+        SegmentRuntime {
+            root: root.to_path_buf(),
+            name: segment.as_str().to_string(),
+        }
+    }
+
+    pub fn new(segment: &crate::netname::NetName) -> Result<Self, PathError> {
+        Ok(Self::at(&net_root()?, segment))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The switch's directory: what QEMU's `-netdev vde,sock=` names.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
+
+    /// The switch's control socket (present while it runs).
+    pub fn ctl(&self) -> PathBuf {
+        self.dir().join("ctl")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(format!("{}.lock", self.name))
+    }
+
+    /// Makes [`net_root`] (0700) if it is missing.
+    pub fn ensure_root(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+    }
+
+    /// Removes what a switch that no longer runs left (killed, it cannot
+    /// clean up, and `vde_switch` refuses to bind over its old `ctl`):
+    /// the sockets in its directory and the directory. Only
+    /// sockets are removed, and nothing while something still answers on
+    /// `ctl`; the caller knows the switch unit is not live. Returns what
+    /// it removed.
+    pub fn clear_stale(&self) -> std::io::Result<Vec<PathBuf>> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut removed = Vec::new();
+        let dir = self.dir();
+        if std::os::unix::net::UnixStream::connect(self.ctl()).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("a switch still answers on {}", self.ctl().display()),
+            ));
+        }
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e?;
+                    if e.file_type()?.is_socket() {
+                        std::fs::remove_file(e.path())?;
+                        removed.push(e.path());
+                    }
+                }
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => removed.push(dir),
+                    // Something that is not the switch's: left to the user.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(removed)
+    }
+}
+
 /// A VM's own runtime directory, `$XDG_RUNTIME_DIR/maqet/vm/NAME` (0700).
 pub fn vm_runtime_dir(vm: &VmName) -> Result<PathBuf, PathError> {
     Ok(VmRuntime::new(vm)?.dir())
@@ -415,6 +517,34 @@ mod tests {
             VmRuntime::at(root, &a)
         );
         assert_eq!(VmRuntime::of_control_socket(&root.join("a.sock"), &a), old);
+    }
+
+    #[test]
+    fn a_stale_switch_directory_is_cleared_but_a_live_one_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let lab = crate::netname::NetName::new("lab").unwrap();
+        let seg = SegmentRuntime::at(&t.path().join("net"), &lab);
+        assert_eq!(seg.ctl(), t.path().join("net/lab/ctl"));
+        assert_eq!(seg.lock(), t.path().join("net/lab.lock"));
+        seg.ensure_root().unwrap();
+        assert!(seg.clear_stale().unwrap().is_empty());
+        std::fs::create_dir(seg.dir()).unwrap();
+        // A live switch: something listens on ctl.
+        let live = std::os::unix::net::UnixListener::bind(seg.ctl()).unwrap();
+        assert!(seg.clear_stale().is_err());
+        assert!(seg.ctl().exists());
+        // Dead (the listener closed, its socket file stays), with a port
+        // socket left.
+        drop(live);
+        drop(std::os::unix::net::UnixListener::bind(seg.dir().join("001.6")).unwrap());
+        let removed = seg.clear_stale().unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(!seg.dir().exists());
+        // Anything but a socket stays, and with it the directory.
+        std::fs::create_dir(seg.dir()).unwrap();
+        std::fs::write(seg.dir().join("notes"), b"mine").unwrap();
+        seg.clear_stale().unwrap();
+        assert!(seg.dir().join("notes").exists());
     }
 
     #[test]

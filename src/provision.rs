@@ -1,7 +1,8 @@
 //! Guest provisioning at start (issue 11), without a daemon: the CLI calls
 //! [`prepare`] before the VM's units exist (base digests, cloud-init seed,
-//! port choice), and the runner calls [`runner_argv`] to add the seed drive
-//! and the user-mode NIC to QEMU's command line and the ports to `STATUS=`.
+//! port choice), and the runner calls [`runner_argv`] to add the seed drive,
+//! the user-mode NIC and the NICs on VM-to-VM networks to QEMU's command
+//! line and the ports to `STATUS=`.
 
 use std::path::{Path, PathBuf};
 
@@ -108,7 +109,8 @@ pub struct QemuCommand {
 /// that renders it, for the runner and for `maqet info`: the config's own
 /// options (QMP and console on the runner's fds), then what provisioning
 /// adds: the cloud-init seed drive, the guest-agent channel, maqet's
-/// user-mode network with its forwards and NIC.
+/// user-mode network with its forwards and NIC, a NIC per `networks:`
+/// segment.
 pub fn qemu_command(
     data_dir: &DataDir,
     vm: &VmName,
@@ -168,10 +170,37 @@ fn runner_argv(
             (None, Ports::Published) => return Err(ProvisionError::NoPlan(vm.to_string())),
             (None, Ports::PublishedOrPlanned) => ports::planned(&cfg.guest),
         };
+        // Automatic forwards of an earlier run are the guest's listeners
+        // of then: the runner finds them again.
+        let p = p.without_auto();
         argv.extend(ports::netdev_argv(vm.as_str(), &p));
         plan = Some(p);
     }
+    // After maqet's user-mode NIC, so that one stays the guest's first.
+    for (i, n) in cfg.networks.segments.iter().enumerate() {
+        let rt = segment_runtime(runtime, &n.name)?;
+        let mac = n
+            .mac
+            .clone()
+            .unwrap_or_else(|| ports::segment_mac(vm.as_str(), n.name.as_str()));
+        argv.extend(crate::companion::switch::qemu_args(i, &rt, &mac));
+    }
     Ok((argv, plan))
+}
+
+/// The switch files of `segment` beside the VMs' runtime root of `runtime`
+/// (`…/maqet/vm/NAME` → `…/maqet/net/SEGMENT`).
+pub fn segment_runtime(
+    runtime: &VmRuntime,
+    segment: &crate::netname::NetName,
+) -> Result<crate::paths::SegmentRuntime, ProvisionError> {
+    let vm_root = runtime
+        .dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or(PathError::NoRuntimeDir)?;
+    let root = vm_root.parent().unwrap_or(&vm_root).join("net");
+    Ok(crate::paths::SegmentRuntime::at(&root, segment))
 }
 
 /// The published ports of a VM (None when it forwards none or never

@@ -25,6 +25,22 @@ pub fn tpm_socket(vm: &str) -> String {
     format!("{TPM_PREFIX}{vm}.socket")
 }
 
+/// A VM-to-VM network segment's switch: `maqet-switch@SEGMENT.service`,
+/// shared by every VM of the user on that segment.
+pub const SWITCH_PREFIX: &str = "maqet-switch@";
+/// Pattern of every segment switch unit.
+pub const SWITCH_PATTERN: &str = "maqet-switch@*.service";
+
+/// `maqet-switch@SEGMENT.service`
+pub fn switch_service(segment: &str) -> String {
+    format!("{SWITCH_PREFIX}{segment}.service")
+}
+
+/// The segment name in `maqet-switch@SEGMENT.service`.
+pub fn switch_segment(unit: &str) -> Option<&str> {
+    unit.strip_prefix(SWITCH_PREFIX)?.strip_suffix(".service")
+}
+
 /// Patterns of every companion unit of `vm` (for status listings).
 pub fn companion_patterns(vm: &str) -> Vec<String> {
     vec![format!("{TPM_PREFIX}{vm}.*")]
@@ -91,5 +107,13 @@ mod tests {
         assert_eq!(super::service_vm_name("maqet-vm@a.b.service"), Some("a.b"));
         assert_eq!(super::service_vm_name("maqet-vm@a.socket"), None);
         assert_eq!(super::service_vm_name("other@a.service"), None);
+    }
+
+    #[test]
+    fn segment_of_a_switch_unit() {
+        let u = super::switch_service("lab");
+        assert_eq!(u, "maqet-switch@lab.service");
+        assert_eq!(super::switch_segment(&u), Some("lab"));
+        assert_eq!(super::switch_segment("maqet-vm@lab.service"), None);
     }
 }

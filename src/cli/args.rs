@@ -102,8 +102,15 @@ pub enum Command {
     Reset(VmArg),
     /// Ask the guest to reboot (Ctrl-Alt-Delete) and wait until it does.
     Reboot(RebootArgs),
-    /// List a running VM's forwarded ports (`ports:` and the ssh port).
-    Ports(NameJson),
+    /// List a running VM's forwarded ports, or add and remove forwards while it runs.
+    ///
+    /// `maqet ports NAME` lists the forwards QEMU has: from `ports:`, the
+    /// ssh port, `ports add` (added) and `ports: auto` (auto). `add` and
+    /// `rm` change them without a restart; with --save the definition too.
+    Ports(PortsArgs),
+    /// VM-to-VM networks (`networks:` in a config): list them with their VMs.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Run ssh into a VM through its forwarded port, as the cloud-init user.
     Ssh(SshArgs),
     /// Copy a VM's definition under a new name, with fresh disks and identity.
@@ -366,6 +373,80 @@ pub struct StopArgs {
     pub timeout: Option<Duration>,
     /// Print the result as JSON (`name`, `was_running`, `outcome`, `guest_agent`, `message`;
     /// for several names an array, a failed VM's entry has `error` and `exit_code`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PortsArgs {
+    /// Name of the VM whose forwards to list.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<PortsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortsAction {
+    /// List the VM's forwards (as `maqet ports NAME`).
+    #[command(visible_alias = "list")]
+    Ls(NameJson),
+    /// Forward a host port on 127.0.0.1 (or ADDR, a 127.x address) to a guest port, now.
+    Add(PortsAddArgs),
+    /// Stop forwarding a host port, now.
+    Rm(PortsRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortsAddArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// [ADDR:]HOST:GUEST[/tcp|/udp], e.g. 8080:80, 127.0.0.2:8080:80 or 5353:53/udp.
+    #[arg(value_name = "[ADDR:]HOST:GUEST")]
+    pub spec: String,
+    /// Forward UDP (as a /udp suffix does).
+    #[arg(long)]
+    pub udp: bool,
+    /// Also add it to the VM's definition (`ports:`), so every start has it; for a stopped VM only that.
+    #[arg(long)]
+    pub save: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortsRmArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// The forward's host side, [ADDR:]HOST[/tcp|/udp] (a :GUEST after HOST must match, if given).
+    #[arg(value_name = "[ADDR:]HOST[:GUEST]")]
+    pub spec: String,
+    /// Remove a UDP forward (as a /udp suffix does).
+    #[arg(long)]
+    pub udp: bool,
+    /// Also remove it from the VM's definition (`ports:`); for a stopped VM only that.
+    #[arg(long)]
+    pub save: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List the networks: this data directory's VMs that name one, every running VM on one, and each switch's state.
+    #[command(visible_alias = "list")]
+    Ls(JsonArg),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -16,8 +16,9 @@ use crate::vm::access::AccessError;
 use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
 use crate::vm::nvram::NvramError;
+use crate::vm::ports::PortsError;
 use crate::vm::wait::WaitError;
-use crate::vm::{AttachError, OwnerError, VmError};
+use crate::vm::{AttachError, OwnerError, SegmentError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -27,7 +28,7 @@ pub mod code {
     pub const FAILURE: i32 = 1;
     /// Bad command-line usage (clap uses 2 as well).
     pub const USAGE: i32 = 2;
-    /// Also for a drive, snapshot or image that does not exist.
+    /// Also for a drive, snapshot, image or port forward that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
     /// Exists already, already running, running when it must not be, or
@@ -72,7 +73,7 @@ Exit codes:
   0  success
   1  failure (e.g. the VM failed to start)
   2  usage error
-  3  no such VM (or no such drive, snapshot or image)
+  3  no such VM (or no such drive, snapshot, image or port forward)
   4  invalid configuration
   5  conflict (exists, already running, running when it must not be, or runs from another data directory)
   6  QMP error reported by QEMU
@@ -178,6 +179,8 @@ impl From<IpcError> for CliError {
                 ErrorKind::Qmp => code::QMP_ERROR,
                 ErrorKind::Timeout => code::TIMEOUT,
                 ErrorKind::BadRequest | ErrorKind::Policy => code::USAGE,
+                ErrorKind::Conflict => code::CONFLICT,
+                ErrorKind::NotFound => code::NO_SUCH_VM,
                 _ => code::FAILURE,
             },
             _ => code::FAILURE,
@@ -254,6 +257,16 @@ impl From<VmError> for CliError {
                 WaitError::NotRunning { .. } => code::CONFLICT,
                 WaitError::NoChannel { .. } => code::USAGE,
                 WaitError::CloudInitFailed { .. } => code::FAILURE,
+            },
+            VmError::Segment(e) => match e {
+                SegmentError::Busy { .. } | SegmentError::Stopping { .. } => code::CONFLICT,
+                SegmentError::NoSwitch { .. } => code::INVALID_CONFIG,
+                SegmentError::Io { .. } => code::FAILURE,
+            },
+            VmError::Ports(e) => match e {
+                PortsError::NotRunning { .. } | PortsError::Outdated { .. } => code::CONFLICT,
+                PortsError::NotInDefinition { .. } => code::NO_SUCH_VM,
+                PortsError::NotSaved { .. } => code::FAILURE,
             },
             VmError::ImageRef { source, .. } => CliError::from(*source).code,
             VmError::Agent(e) => CliError::from(e).code,

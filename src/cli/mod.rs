@@ -73,6 +73,8 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Reboot(a) => rt.block_on(power::reboot(&ctx, &a)),
         // hook: issue 11
         Command::Ports(a) => rt.block_on(cloud::ports(&ctx, &a)),
+        // hook: issue 19
+        Command::Network(c) => rt.block_on(network::run(&ctx, c)),
         Command::Ssh(a) => rt.block_on(cloud::ssh(&ctx, &a)),
         Command::Clone(a) => rt.block_on(cloud::clone(&ctx, &a)),
         Command::Guest(a) => rt.block_on(cloud::guest(&ctx, &a)),

@@ -1,6 +1,8 @@
-//! Companion units: helper processes a VM needs (swtpm for `tpm: true`),
-//! each its own transient unit in `maqet.slice`, created in the same
-//! transaction as the VM's unit pair and tied to it:
+//! Companion units: helper processes a VM needs (swtpm for `tpm: true`;
+//! the switch of a VM-to-VM network, shared by the VMs on it: see
+//! [`switch`]), each its own transient unit in `maqet.slice`, created in
+//! the same transaction as the VM's unit pair. A VM's own helper is tied
+//! to it:
 //!
 //! - the helper `BindsTo=` the VM's service and is ordered `Before=` it, so
 //!   it is up before QEMU starts and stops whenever the VM stops (however
@@ -17,6 +19,7 @@
 //! `LogExtraFields=MAQET_VM=NAME`, which journald (252) applies to system
 //! units only; it costs nothing and works where journald honours it.
 
+pub mod switch;
 pub mod tpm;
 
 use zbus::zvariant::Value;

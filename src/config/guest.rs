@@ -1,7 +1,9 @@
-//! Guest provisioning keys (issue 11): `cloud_init`, `ports`, `ssh`.
+//! Guest provisioning keys (issue 11): `cloud_init`, `ports`, `ssh`;
+//! `ports: auto` and loopback host addresses in `ports:` (issue 19).
 //! Validation only; what they do at start lives in `crate::cloudinit`,
 //! `crate::ports` and `crate::ssh`.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use super::node::{Node, Value};
@@ -32,6 +34,9 @@ pub struct GuestSetup {
     pub ssh: Option<bool>,
     /// `guest_agent: true`: a virtio-serial channel `org.qemu.guest_agent.0`.
     pub guest_agent: bool,
+    /// `ports: auto` (or an `auto` item): the runner forwards guest TCP
+    /// ports as they start listening (needs the guest agent).
+    pub auto_ports: bool,
 }
 
 impl GuestSetup {
@@ -42,7 +47,7 @@ impl GuestSetup {
 
     /// The VM gets maqet's user-mode network (a virtio-net NIC).
     pub fn wants_network(&self) -> bool {
-        self.ssh_enabled() || !self.ports.is_empty()
+        self.ssh_enabled() || !self.ports.is_empty() || self.auto_ports
     }
 }
 
@@ -84,21 +89,88 @@ impl Protocol {
     }
 }
 
-/// One `ports:` item: `HOST:GUEST[/tcp|/udp]`.
+/// The host address a forward listens on unless one is given.
+pub const DEFAULT_HOST_ADDR: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// One `ports:` item: `[ADDR:]HOST:GUEST[/tcp|/udp]`, ADDR a loopback
+/// address (127.0.0.1 when left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortSpec {
     pub host: u16,
     pub guest: u16,
     pub protocol: Protocol,
+    pub addr: Ipv4Addr,
 }
 
 impl std::fmt::Display for PortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.addr != DEFAULT_HOST_ADDR {
+            write!(f, "{}:", self.addr)?;
+        }
         write!(f, "{}:{}/{}", self.host, self.guest, self.protocol.as_str())
     }
 }
 
-/// Parses `8080:80`, `2222:22/tcp`, `5353:53/udp`.
+/// A host address forwards may listen on: the loopback network only, so
+/// a VM's services stay the user's, not the network's.
+pub fn check_host_addr(text: &str) -> Result<Ipv4Addr, String> {
+    let addr: Ipv4Addr = text
+        .parse()
+        .map_err(|_| format!("host address '{text}' is not an IPv4 address such as 127.0.0.1"))?;
+    if !addr.is_loopback() {
+        return Err(format!(
+            "host address {addr} is not a loopback address: forwards listen on 127.0.0.0/8 only (reach a VM from elsewhere through ssh -L, or a proxy of your own)"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The host side of a forward, as `maqet ports rm` names one:
+/// `[ADDR:]HOST[:GUEST][/tcp|/udp]` (`8080`, `127.0.0.2:8080`,
+/// `8080:80/udp`); the guest port, when given, must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortKey {
+    pub protocol: Protocol,
+    pub addr: Ipv4Addr,
+    pub host: u16,
+    pub guest: Option<u16>,
+}
+
+pub fn parse_port_key(s: &str) -> Result<PortKey, String> {
+    let (ports, protocol) = match s.rsplit_once('/') {
+        Some((p, "tcp")) => (p, Protocol::Tcp),
+        Some((p, "udp")) => (p, Protocol::Udp),
+        Some((_, other)) => return Err(format!("unknown protocol '{other}' (use tcp or udp)")),
+        None => (s, Protocol::Tcp),
+    };
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (addr, host, guest) = match parts[..] {
+        [host] => (DEFAULT_HOST_ADDR, host, None),
+        // An address has dots; a guest port has none.
+        [a, host] if a.contains('.') => (check_host_addr(a)?, host, None),
+        [host, guest] => (DEFAULT_HOST_ADDR, host, Some(guest)),
+        [a, host, guest] => (check_host_addr(a)?, host, Some(guest)),
+        _ => {
+            return Err(format!(
+                "'{s}' is not [ADDR:]HOST[:GUEST] (e.g. 8080, 127.0.0.2:8080 or 5353:53/udp)"
+            ))
+        }
+    };
+    let num = |t: &str, what: &str| -> Result<u16, String> {
+        match t.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{what} port '{t}' is not a number from 1 to 65535")),
+        }
+    };
+    Ok(PortKey {
+        protocol,
+        addr,
+        host: num(host, "host")?,
+        guest: guest.map(|g| num(g, "guest")).transpose()?,
+    })
+}
+
+/// Parses `8080:80`, `2222:22/tcp`, `5353:53/udp`, `127.0.0.2:8080:80`.
 pub fn parse_port(s: &str) -> Result<PortSpec, String> {
     let (ports, protocol) = match s.rsplit_once('/') {
         Some((p, "tcp")) => (p, Protocol::Tcp),
@@ -106,11 +178,18 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
         Some((_, other)) => return Err(format!("unknown protocol '{other}' (use tcp or udp)")),
         None => (s, Protocol::Tcp),
     };
-    let Some((host, guest)) = ports.split_once(':') else {
-        return Err(format!(
-            "'{s}' is not HOST:GUEST (e.g. 8080:80 or 5353:53/udp)"
-        ));
+    let shape = || {
+        format!("'{s}' is not [ADDR:]HOST:GUEST (e.g. 8080:80, 127.0.0.2:8080:80 or 5353:53/udp)")
     };
+    let (addr, ports) = match ports.matches(':').count() {
+        1 => (DEFAULT_HOST_ADDR, ports),
+        2 => {
+            let (a, rest) = ports.split_once(':').expect("two colons");
+            (check_host_addr(a)?, rest)
+        }
+        _ => return Err(shape()),
+    };
+    let (host, guest) = ports.split_once(':').ok_or_else(shape)?;
     let num = |t: &str, what: &str| -> Result<u16, String> {
         match t.parse::<u16>() {
             Ok(n) if n > 0 => Ok(n),
@@ -121,16 +200,29 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
         host: num(host, "host")?,
         guest: num(guest, "guest")?,
         protocol,
+        addr,
     })
 }
 
 pub(crate) fn validate_key(v: &mut Validator, key: &str, node: &Node, out: &mut GuestSetup) {
     match key {
         "cloud_init" => out.cloud_init = validate_cloud_init(v, node),
-        "ports" => out.ports = validate_ports(v, node),
+        "ports" => out.ports = validate_ports(v, node, out),
         "ssh" => out.ssh = v.boolean(node, "ssh"),
         "guest_agent" => out.guest_agent = v.boolean(node, "guest_agent").unwrap_or(false),
         _ => unreachable!("only KEYS are passed"),
+    }
+}
+
+/// Checks between keys, once all of them were read: automatic forwards
+/// find guest listeners through the guest agent. `ports` is where
+/// `ports:` was written.
+pub(crate) fn finish(v: &mut Validator, g: &GuestSetup, ports: Option<&Node>) {
+    if let (true, false, Some(n)) = (g.auto_ports, g.guest_agent, ports) {
+        v.error(
+            &n.loc,
+            "ports: auto finds the guest's listening ports through the QEMU guest agent: set `guest_agent: true` (and run qemu-guest-agent in the guest)",
+        );
     }
 }
 
@@ -143,11 +235,21 @@ pub fn unprivileged_port_start() -> u16 {
         .unwrap_or(1024)
 }
 
-fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
+/// The word that asks for automatic forwards (`ports: auto`, or an item).
+pub const AUTO: &str = "auto";
+
+fn validate_ports(v: &mut Validator, node: &Node, out_setup: &mut GuestSetup) -> Vec<PortSpec> {
+    if matches!(&node.value, Value::Str(s) if s == AUTO) {
+        out_setup.auto_ports = true;
+        return Vec::new();
+    }
     let Some(items) = node.as_seq() else {
         v.error(
             &node.loc,
-            format!("ports: expected a list like ['8080:80'], {}", found(node)),
+            format!(
+                "ports: expected a list like ['8080:80'] or auto, {}",
+                found(node)
+            ),
         );
         return Vec::new();
     };
@@ -158,6 +260,13 @@ fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
         let Some(text) = v.text(item, &key) else {
             continue;
         };
+        if text == AUTO {
+            if out_setup.auto_ports {
+                v.error(&item.loc, format!("{key}: auto is already listed"));
+            }
+            out_setup.auto_ports = true;
+            continue;
+        }
         match parse_port(&text) {
             Ok(p) if p.host < unprivileged_port_start() => v.error(
                 &item.loc,
@@ -173,7 +282,7 @@ fn validate_ports(v: &mut Validator, node: &Node) -> Vec<PortSpec> {
             Ok(p) => {
                 if let Some(o) = out
                     .iter()
-                    .find(|o| o.host == p.host && o.protocol == p.protocol)
+                    .find(|o| o.host == p.host && o.protocol == p.protocol && o.addr == p.addr)
                 {
                     v.error(
                         &item.loc,
@@ -312,9 +421,22 @@ mod tests {
             PortSpec {
                 host: 8080,
                 guest: 80,
-                protocol: Protocol::Tcp
+                protocol: Protocol::Tcp,
+                addr: DEFAULT_HOST_ADDR,
             }
         );
+        let a = parse_port("127.0.0.2:8080:80/udp").unwrap();
+        assert_eq!(a.addr, Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(a.to_string(), "127.0.0.2:8080:80/udp");
+        assert!(parse_port("0.0.0.0:8080:80")
+            .unwrap_err()
+            .contains("not a loopback address"));
+        assert!(parse_port("host:8080:80")
+            .unwrap_err()
+            .contains("not an IPv4 address"));
+        assert!(parse_port("1:2:3:4")
+            .unwrap_err()
+            .contains("not [ADDR:]HOST:GUEST"));
         assert_eq!(parse_port("5353:53/udp").unwrap().protocol, Protocol::Udp);
         assert_eq!(
             parse_port("2222:22/tcp").unwrap().to_string(),
@@ -324,6 +446,35 @@ mod tests {
         assert!(parse_port("0:80").unwrap_err().contains("host port"));
         assert!(parse_port("1:99999").unwrap_err().contains("guest port"));
         assert!(parse_port("1:2/sctp").unwrap_err().contains("sctp"));
+    }
+
+    #[test]
+    fn port_keys_name_the_host_side() {
+        let k = parse_port_key("8080").unwrap();
+        assert_eq!(
+            (k.addr, k.host, k.guest, k.protocol),
+            (DEFAULT_HOST_ADDR, 8080, None, Protocol::Tcp)
+        );
+        let k = parse_port_key("127.0.0.2:8080/udp").unwrap();
+        assert_eq!(
+            (k.addr, k.host, k.guest, k.protocol),
+            (Ipv4Addr::new(127, 0, 0, 2), 8080, None, Protocol::Udp)
+        );
+        let k = parse_port_key("8080:80").unwrap();
+        assert_eq!((k.host, k.guest), (8080, Some(80)));
+        let k = parse_port_key("127.0.0.3:8080:80").unwrap();
+        assert_eq!((k.addr.octets()[3], k.host, k.guest), (3, 8080, Some(80)));
+        for bad in [
+            "",
+            "x",
+            "0",
+            "10.0.0.1:8080",
+            "1:2:3:4",
+            "8080/sctp",
+            "8080:0",
+        ] {
+            assert!(parse_port_key(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

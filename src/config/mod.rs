@@ -48,6 +48,8 @@
 //! - `firmware: bios|uefi` (default bios), `secure_boot: bool` (uefi, q35),
 //!   `tpm: bool` (swtpm companion unit); `display: vnc|spice` serve the
 //!   display on a Unix socket (docs/config.md).
+//! - `networks: [NAME, …]` — a NIC on each named VM-to-VM segment (a
+//!   `vde_switch` unit per segment, shared by the user's VMs naming it).
 //!
 //! Any other key is an error with a suggestion. A top-level `memory`/`cpu`/
 //! `display`/`vga` and an `arguments` item for the same option yield one
@@ -70,6 +72,7 @@ mod guest;
 mod load;
 mod machine;
 mod merge;
+mod networks;
 mod node;
 mod paths;
 mod schema;
@@ -96,7 +99,11 @@ pub use diff::{diff, Change};
 pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
-pub use guest::{parse_port, unprivileged_port_start, CloudInit, GuestSetup, PortSpec, Protocol};
+pub use guest::{
+    check_host_addr, parse_port, parse_port_key, unprivileged_port_start, CloudInit, GuestSetup,
+    PortKey, PortSpec, Protocol, AUTO as AUTO_PORTS, DEFAULT_HOST_ADDR,
+};
+pub use networks::{find_vde_switch, Network, Networks, VdeSwitchMissing, VDE_SWITCH_ENV};
 pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,

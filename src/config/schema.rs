@@ -50,6 +50,8 @@ pub struct VmConfig {
     pub qmp_allow_host_exec: bool,
     /// `cloud_init`, `ports`, `ssh` (issue 11).
     pub guest: super::guest::GuestSetup,
+    /// `networks`: VM-to-VM segments (issue 19).
+    pub networks: super::networks::Networks,
     pub resources: Resources,
     /// What the VM actually gets, in bytes: the `arguments` `m` item when it
     /// has a plain size, else `memory`; None when QEMU's default applies.
@@ -422,6 +424,7 @@ mod tests {
             autostart: false,
             qmp_allow_host_exec: false,
             guest: Default::default(),
+            networks: Default::default(),
             resources,
             memory_bytes: None,
             cpus: None,

@@ -75,6 +75,40 @@ fn privileged_host_ports_are_refused_as_such() {
     }
 }
 
+/// `networks:` in both item forms, and `ports: auto` with the agent.
+#[test]
+fn networks_and_automatic_ports_load() {
+    let env = env();
+    let cfg = env
+        .doc(
+            "networks: [lab, {name: dmz, mac: \"52:54:00:AA:00:01\"}]\n\
+             ports: [auto, \"127.0.0.2:8080:80\"]\nguest_agent: true\n",
+        )
+        .validate()
+        .unwrap();
+    let nets = &cfg.networks.segments;
+    assert_eq!(nets.len(), 2);
+    assert_eq!(
+        (nets[0].name.as_str(), nets[0].mac.as_deref()),
+        ("lab", None)
+    );
+    assert_eq!(
+        (nets[1].name.as_str(), nets[1].mac.as_deref()),
+        ("dmz", Some("52:54:00:aa:00:01"))
+    );
+    assert!(
+        cfg.networks.vde_switch.is_some(),
+        "vde_switch found in PATH"
+    );
+    assert!(cfg.guest.auto_ports && cfg.guest.wants_network());
+    assert_eq!(cfg.guest.ports[0].to_string(), "127.0.0.2:8080:80/tcp");
+    let cfg = env
+        .doc("ports: auto\nguest_agent: true\n")
+        .validate()
+        .unwrap();
+    assert!(cfg.guest.auto_ports && cfg.guest.ports.is_empty());
+}
+
 #[test]
 fn guest_key_errors_name_the_key() {
     let env = env();
@@ -102,7 +136,17 @@ fn guest_key_errors_name_the_key() {
             "storage:\n  - {name: r, type: raw, base: b.qcow2}\n",
             "storage[0].base: only qcow2 images can have a backing file",
         ),
-        ("ports: [\"80\"]\n", "ports[0]: '80' is not HOST:GUEST"),
+        ("ports: [\"80\"]\n", "ports[0]: '80' is not [ADDR:]HOST:GUEST"),
+        (
+            "ports: [\"0.0.0.0:8080:80\"]\n",
+            "ports[0]: host address 0.0.0.0 is not a loopback address",
+        ),
+        (
+            "ports: auto\n",
+            "ports: auto finds the guest's listening ports through the QEMU guest agent",
+        ),
+        ("ports: [auto, auto]\nguest_agent: true\n", "ports[1]: auto is already listed"),
+        ("ports: manual\n", "ports: expected a list like ['8080:80'] or auto"),
         (
             "ports: [\"8080:80\", \"8080:81\"]\n",
             "ports[1]: host port 8080 is already forwarded (8080:80/tcp)",
@@ -127,6 +171,26 @@ fn guest_key_errors_name_the_key() {
         ),
         ("cloud_init: {user: \"-x\"}\n", "is not a valid user name"),
         ("cloud_init: 3\n", "cloud_init: expected a mapping or true"),
+        // issue 19: networks
+        ("networks: lab\n", "networks: expected a list of network names"),
+        ("networks: [\"lab/x\"]\n", "networks[0]: invalid network name 'lab/x'"),
+        ("networks: [\"-lab\"]\n", "invalid network name '-lab'"),
+        ("networks: [\"lab.pid\"]\n", "invalid network name 'lab.pid'"),
+        ("networks: [lab, lab]\n", "networks[1]: network 'lab' is already listed"),
+        ("networks: [{nme: lab}]\n", "unknown key 'networks[0].nme' (did you mean 'name'?)"),
+        ("networks: [{mac: \"52:54:00:00:00:01\"}]\n", "networks[0]: a network needs a name"),
+        (
+            "networks: [{name: lab, mac: \"01:00:5e:00:00:01\"}]\n",
+            "networks[0].mac: '01:00:5e:00:00:01' is a multicast address",
+        ),
+        (
+            "networks: [{name: a, mac: \"52:54:00:00:00:01\"}, {name: b, mac: \"52:54:00:00:00:01\"}]\n",
+            "networks[1]: mac 52:54:00:00:00:01 is already the mac of network 'a'",
+        ),
+        (
+            "networks: [a, b, c, d, e, f, g, h, i]\n",
+            "networks: 9 networks listed; a VM joins at most 8",
+        ),
     ];
     for (body, want) in cases {
         let e = env.error(body);

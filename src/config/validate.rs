@@ -44,6 +44,8 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "ports",
     "ssh",
     "guest_agent",
+    // hook: issue 19 (VM-to-VM networks)
+    "networks",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
@@ -242,6 +244,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         autostart: false,
         qmp_allow_host_exec: false,
         guest: Default::default(),
+        networks: Default::default(),
         resources: Resources::default(),
         memory_bytes: None,
         cpus: None,
@@ -255,6 +258,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     let mut binary_node: Option<&Node> = None;
     let mut args_node: Option<&Node> = None;
     let mut display_loc: Option<Location> = None;
+    let mut ports_node: Option<&Node> = None;
     // Where each shorthand key was set, for the override warnings.
     let mut shorthand_locs: Vec<(&str, Location)> = Vec::new();
 
@@ -405,8 +409,13 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
             // hook: issue 11
             k if super::guest::KEYS.contains(&k) => {
+                if k == "ports" {
+                    ports_node = Some(node);
+                }
                 super::guest::validate_key(&mut v, k, node, &mut cfg.guest)
             }
+            // hook: issue 19
+            super::networks::KEY => cfg.networks = super::networks::validate(&mut v, node),
             _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
         }
     }
@@ -416,6 +425,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     super::machine::check_interfaces(&mut v, &cfg);
     resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
     super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
+    super::guest::finish(&mut v, &cfg.guest, ports_node);
     effective_resources(&mut cfg);
     super::exec::check(&mut v, &cfg, args_node, display_loc.as_ref());
 

@@ -10,9 +10,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::protocol::{
-    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams,
-    Response, SnapshotParams, SnapshotResult, StatusInfo, StopParams, StopResult, StreamStart,
-    PROTOCOL_UNTYPED,
+    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, ForwardParams, ForwardReply, Need,
+    Outgoing, QmpParams, Response, SnapshotParams, SnapshotResult, StatusInfo, StopParams,
+    StopResult, StreamStart, PROTOCOL_UNTYPED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,8 @@ impl IpcError {
 /// `status` must answer even when QEMU is busy (the runner bounds its own
 /// QEMU probe to 2 s).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// A forward is one HMP command to QEMU and a file write.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, IpcError> {
     let shown = v.to_string();
@@ -195,6 +197,16 @@ impl IpcClient {
     pub async fn snapshot(&mut self, p: SnapshotParams) -> Result<SnapshotResult, IpcError> {
         self.require(Need::Snapshot).await?;
         typed(self.request(&Call::Snapshot(p), None).await?)
+    }
+
+    /// Adds or removes a port forward of the running VM (protocol 5); the
+    /// reply comes once QEMU has it and the port plan is rewritten.
+    pub async fn forward(&mut self, p: ForwardParams) -> Result<ForwardReply, IpcError> {
+        self.require(Need::Forward).await?;
+        typed(
+            self.request(&Call::Forward(p), Some(FORWARD_TIMEOUT))
+                .await?,
+        )
     }
 
     /// Tells the runner that a helper unit of its VM failed (protocol 4).

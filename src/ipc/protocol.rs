@@ -13,7 +13,7 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// `status` reply. Version 1 is the runner before typed requests: its
 /// status reply has no `protocol` key. See [`Need::since`] for what each
 /// version offers.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// The version a `status` reply without `protocol` stands for.
 pub const PROTOCOL_UNTYPED: u32 = 1;
@@ -27,6 +27,7 @@ pub const METHODS: &[&str] = &[
     "console",
     "snapshot",
     "companion_failed",
+    "forward",
 ];
 
 /// One request, as both sides see it. On the wire it is the `method` and
@@ -53,6 +54,10 @@ pub enum Call {
     /// on without it. Sent by the helper unit's `ExecStopPost=`; answered
     /// with `null` once the runner took it.
     CompanionFailed(CompanionFailure),
+    /// Adds or removes a port forward of the VM's user-mode network while
+    /// it runs (protocol 5); answered with a [`ForwardReply`] once QEMU
+    /// has it and the port plan says so.
+    Forward(ForwardParams),
 }
 
 /// What a caller may need from a runner. Requests map to one each
@@ -70,6 +75,8 @@ pub enum Need {
     /// `stop` asking the guest agent first (the runner does it and says so).
     AgentStop,
     CompanionFailed,
+    /// Port forwards changed while the VM runs (`maqet ports add|rm`).
+    Forward,
 }
 
 impl Need {
@@ -82,6 +89,7 @@ impl Need {
             Need::QmpEndpoint => 2,
             Need::Snapshot => 3,
             Need::AgentStop | Need::CompanionFailed => 4,
+            Need::Forward => 5,
         }
     }
 
@@ -98,6 +106,7 @@ impl Need {
             }
             Need::AgentStop => "a stop through the guest agent run by the runner",
             Need::CompanionFailed => "the companion_failed request",
+            Need::Forward => "changing port forwards while the VM runs",
         }
     }
 }
@@ -112,6 +121,7 @@ impl Call {
             Call::Console(_) => "console",
             Call::Snapshot(_) => "snapshot",
             Call::CompanionFailed(_) => "companion_failed",
+            Call::Forward(_) => "forward",
         }
     }
 
@@ -125,6 +135,7 @@ impl Call {
             Call::Console(_) => Need::Console,
             Call::Snapshot(_) => Need::Snapshot,
             Call::CompanionFailed(_) => Need::CompanionFailed,
+            Call::Forward(_) => Need::Forward,
         }
     }
 
@@ -145,6 +156,9 @@ impl Call {
                 .map_err(bad),
             "companion_failed" => CompanionFailure::from_params(params)
                 .map(Call::CompanionFailed)
+                .map_err(bad),
+            "forward" => ForwardParams::from_params(params)
+                .map(Call::Forward)
                 .map_err(bad),
             other => Err(bad(format!(
                 "unknown method '{}'; known: {}",
@@ -198,6 +212,11 @@ pub enum ErrorKind {
     Policy,
     /// QEMU is gone or not answering.
     Unavailable,
+    /// The request clashes with the VM's state (protocol 5: a port that is
+    /// taken or already forwarded).
+    Conflict,
+    /// What the request names is not there (protocol 5: no such forward).
+    NotFound,
     Timeout,
     Internal,
 }
@@ -396,6 +415,71 @@ pub struct StopParams {
     /// with `force`). Absent from older clients' requests.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent: bool,
+}
+
+/// What a `forward` request does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardOp {
+    Add,
+    Remove,
+}
+
+/// `forward` params: the host side of a forward (protocol, loopback
+/// address, port) and, to add one, the guest port. The runner checks them
+/// again (loopback only, no privileged host port) and refuses a host side
+/// that is forwarded or taken.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardParams {
+    pub op: ForwardOp,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub host_addr: std::net::Ipv4Addr,
+    pub host_port: u16,
+    /// Needed to add; to remove, when given, it must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_port: Option<u16>,
+}
+
+impl ForwardParams {
+    pub fn from_params(params: Value) -> Result<ForwardParams, String> {
+        if !params.is_object() {
+            return Err(not_an_object("forward", &params));
+        }
+        let p: ForwardParams = serde_json::from_value(params)
+            .map_err(|e| format!("forward params: {}", excerpt(&e.to_string(), 200)))?;
+        if p.protocol != "tcp" && p.protocol != "udp" {
+            return Err(format!(
+                "forward params: protocol must be tcp or udp, not '{}'",
+                excerpt(&p.protocol, 16)
+            ));
+        }
+        if !p.host_addr.is_loopback() {
+            return Err(format!(
+                "forward params: host address {} is not a loopback address; forwards listen on 127.0.0.0/8 only",
+                p.host_addr
+            ));
+        }
+        if p.host_port == 0 || p.guest_port == Some(0) {
+            return Err("forward params: ports are 1 to 65535".into());
+        }
+        if p.op == ForwardOp::Add && p.guest_port.is_none() {
+            return Err("forward params: adding a forward needs guest_port".into());
+        }
+        Ok(p)
+    }
+}
+
+/// `forward` result: the forward as it is now (added) or was (removed),
+/// and the VM's forwards after the change, as `STATUS=` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForwardReply {
+    pub protocol: String,
+    pub host_addr: std::net::Ipv4Addr,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub summary: String,
 }
 
 /// Longest `stop` timeout the runner accepts: a day, the same bound as the
@@ -759,7 +843,45 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
         }
         assert!(METHODS.contains(&"companion_failed"));
-        assert_eq!(PROTOCOL, 4);
+    }
+
+    #[test]
+    fn protocol_5_adds_forwards_which_are_checked() {
+        let call = Call::Forward(ForwardParams {
+            op: ForwardOp::Add,
+            protocol: "tcp".into(),
+            host_addr: std::net::Ipv4Addr::LOCALHOST,
+            host_port: 8080,
+            guest_port: Some(80),
+        });
+        let text = serde_json::to_string(&Outgoing { id: 1, call: &call }).unwrap();
+        let r: Request = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.method, "forward");
+        assert_eq!(Call::from_wire(&r.method, r.params).unwrap(), call);
+        assert_eq!(call.need(), Need::Forward);
+        assert_eq!(Need::Forward.since(), 5);
+        assert_eq!(PROTOCOL, 5);
+        let rm =
+            json!({"op": "remove", "protocol": "udp", "host_addr": "127.0.0.2", "host_port": 5353});
+        let Call::Forward(p) = Call::from_wire("forward", rm).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.op, p.guest_port), (ForwardOp::Remove, None));
+        for bad in [
+            json!({"op": "add", "protocol": "tcp", "host_addr": "127.0.0.1", "host_port": 8080}),
+            json!({"op": "add", "protocol": "tcp", "host_addr": "0.0.0.0", "host_port": 8080, "guest_port": 80}),
+            json!({"op": "add", "protocol": "tcp", "host_addr": "10.0.0.1", "host_port": 8080, "guest_port": 80}),
+            json!({"op": "add", "protocol": "sctp", "host_addr": "127.0.0.1", "host_port": 8080, "guest_port": 80}),
+            json!({"op": "add", "protocol": "tcp", "host_addr": "127.0.0.1", "host_port": 0, "guest_port": 80}),
+            json!({"op": "add", "protocol": "tcp", "host_addr": "127.0.0.1", "host_port": 70000, "guest_port": 80}),
+            json!({"op": "add", "protocol": "tcp", "host_addr": "::1", "host_port": 8080, "guest_port": 80}),
+            json!({"op": "swap", "protocol": "tcp", "host_addr": "127.0.0.1", "host_port": 8080}),
+            json!({"op": "remove", "protocol": "tcp", "host_addr": "127.0.0.1", "host_port": 8080, "x": 1}),
+            json!([1]),
+        ] {
+            let e = Call::from_wire("forward", bad.clone()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+        }
     }
 
     #[test]

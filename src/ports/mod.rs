@@ -3,11 +3,14 @@
 //! `hostfwd`, and published in a runtime file that the runner (QEMU's argv,
 //! `STATUS=`), `maqet ports` and `maqet status` read.
 //!
-//! Forwards listen on 127.0.0.1 only: a VM's services are the user's, not
-//! the network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM/ports.json`,
-//! in the VM's runtime directory (0700; [`crate::paths::VmRuntime`]): it
-//! is written by every start, read again by automatic restarts, and gone
-//! with the directory when the VM ends.
+//! Forwards listen on loopback only (127.0.0.1 unless `ports:` names
+//! another 127.x address): a VM's services are the user's, not the
+//! network's. The file is `$XDG_RUNTIME_DIR/maqet/vm/VM/ports.json`, in
+//! the VM's runtime directory (0700; [`crate::paths::VmRuntime`]): it is
+//! written by every start, read again by automatic restarts, and gone with
+//! the directory when the VM ends. While the VM runs the runner rewrites
+//! it whenever it adds or removes a forward (`maqet ports add|rm`, and
+//! `ports: auto`, issue 19), so it is always what QEMU forwards.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -15,23 +18,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{GuestSetup, Protocol};
+use crate::config::{GuestSetup, PortSpec, Protocol};
 
-/// The address every forward listens on.
-pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// The address forwards listen on unless `ports:` names another.
+pub const HOST_ADDR: Ipv4Addr = crate::config::DEFAULT_HOST_ADDR;
 /// The guest port `ssh: true` forwards to.
 pub const SSH_GUEST_PORT: u16 = 22;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    #[error("port {port}/{protocol} on 127.0.0.1 is already in use ({source}); pick another host port in `ports:` or stop whatever holds it (ss -ltnup 'sport = :{port}')")]
+    #[error("port {port}/{protocol} on {addr} is already in use ({source}); pick another host port in `ports:` or stop whatever holds it (ss -ltnup 'sport = :{port}')")]
     Taken {
+        addr: Ipv4Addr,
         port: u16,
         protocol: &'static str,
         source: std::io::Error,
     },
-    #[error("port {port}/{protocol} on 127.0.0.1 is below {start} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges a user's VM does not have; pick a host port from {start} up in `ports:`")]
+    #[error("port {port}/{protocol} on {addr} is below {start} (net.ipv4.ip_unprivileged_port_start): binding it needs privileges a user's VM does not have; pick a host port from {start} up in `ports:`")]
     Privileged {
+        addr: Ipv4Addr,
         port: u16,
         protocol: &'static str,
         start: u16,
@@ -55,21 +60,99 @@ pub enum PortError {
     },
 }
 
-/// One forward as QEMU gets it.
+/// Where a forward came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `ports:` or the automatic ssh port, chosen at start.
+    #[default]
+    Config,
+    /// `maqet ports add` while the VM runs.
+    Added,
+    /// `ports: auto`: a guest listener the runner found (never rendered on
+    /// a command line: a restarted runner finds them again).
+    Auto,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Added => "added",
+            Origin::Auto => "auto",
+        }
+    }
+}
+
+fn default_addr() -> Ipv4Addr {
+    HOST_ADDR
+}
+
+/// One forward as QEMU gets it. `host_addr` and `origin` are absent from
+/// plans written before issue 19 (then 127.0.0.1 and `config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     pub protocol: String,
     pub host_port: u16,
     pub guest_port: u16,
+    #[serde(default = "default_addr")]
+    pub host_addr: Ipv4Addr,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 impl Forward {
-    fn new(protocol: Protocol, host_port: u16, guest_port: u16) -> Self {
+    pub fn new(protocol: Protocol, host_port: u16, guest_port: u16) -> Self {
         Forward {
             protocol: protocol.as_str().to_string(),
             host_port,
             guest_port,
+            host_addr: HOST_ADDR,
+            origin: Origin::Config,
         }
+    }
+
+    /// The forward a `ports:` item asks for.
+    pub fn of_spec(p: &PortSpec, origin: Origin) -> Self {
+        Forward {
+            host_addr: p.addr,
+            origin,
+            ..Forward::new(p.protocol, p.host, p.guest)
+        }
+    }
+
+    /// The same listening socket on the host: protocol, address and port.
+    pub fn same_host_side(&self, protocol: &str, addr: Ipv4Addr, port: u16) -> bool {
+        self.protocol == protocol && self.host_addr == addr && self.host_port == port
+    }
+
+    /// `hostfwd=`'s and `hostfwd_add`'s rule: `tcp:127.0.0.1:8080-:80`.
+    pub fn rule(&self) -> String {
+        let host = match self.host_port {
+            0 => CHOSEN_AT_START.to_string(),
+            p => p.to_string(),
+        };
+        format!(
+            "{}:{}:{host}-:{}",
+            self.protocol, self.host_addr, self.guest_port
+        )
+    }
+
+    /// `8080->80/tcp`, `127.0.0.2:8080->80/tcp (auto)`.
+    pub fn describe(&self) -> String {
+        let addr = match self.host_addr {
+            HOST_ADDR => String::new(),
+            a => format!("{a}:"),
+        };
+        let origin = match self.origin {
+            Origin::Config => "",
+            Origin::Added => " (added)",
+            Origin::Auto => " (auto)",
+        };
+        format!(
+            "{addr}{}->{}/{}{origin}",
+            self.host_port, self.guest_port, self.protocol
+        )
     }
 }
 
@@ -82,21 +165,22 @@ pub struct PortPlan {
 }
 
 impl PortPlan {
-    /// `hostfwd=` parts for `-netdev user`.
+    /// `hostfwd=` parts for `-netdev user`. Automatic forwards are never
+    /// on a command line: they follow the guest's listeners at run time.
     pub fn hostfwd(&self) -> Vec<String> {
         self.forwards
             .iter()
-            .map(|f| {
-                let host = match f.host_port {
-                    0 => CHOSEN_AT_START.to_string(),
-                    p => p.to_string(),
-                };
-                format!(
-                    "hostfwd={}:{HOST_ADDR}:{host}-:{}",
-                    f.protocol, f.guest_port
-                )
-            })
+            .filter(|f| f.origin != Origin::Auto)
+            .map(|f| format!("hostfwd={}", f.rule()))
             .collect()
+    }
+
+    /// Whether `f` is the forward of the ssh port.
+    pub fn is_ssh(&self, f: &Forward) -> bool {
+        Some(f.host_port) == self.ssh_port
+            && f.protocol == "tcp"
+            && f.guest_port == SSH_GUEST_PORT
+            && f.host_addr == HOST_ADDR
     }
 
     /// For `STATUS=` and the CLI: `ssh 127.0.0.1:40123, 8080->80/tcp`.
@@ -106,12 +190,19 @@ impl PortPlan {
             parts.push(format!("ssh {HOST_ADDR}:{p}"));
         }
         for f in &self.forwards {
-            if Some(f.host_port) == self.ssh_port && f.protocol == "tcp" {
+            if self.is_ssh(f) {
                 continue;
             }
-            parts.push(format!("{}->{}/{}", f.host_port, f.guest_port, f.protocol));
+            parts.push(f.describe());
         }
         parts.join(", ")
+    }
+
+    /// The plan a runner starts QEMU with: the automatic forwards of an
+    /// earlier run dropped (the guest's listeners are found again).
+    pub fn without_auto(mut self) -> PortPlan {
+        self.forwards.retain(|f| f.origin != Origin::Auto);
+        self
     }
 }
 
@@ -124,8 +215,8 @@ pub const CHOSEN_AT_START: &str = "<ssh-port>";
 pub fn planned(setup: &GuestSetup) -> PortPlan {
     let mut out = PortPlan::default();
     for p in &setup.ports {
-        out.forwards.push(Forward::new(p.protocol, p.host, p.guest));
-        if p.guest == SSH_GUEST_PORT && p.protocol == Protocol::Tcp && out.ssh_port.is_none() {
+        out.forwards.push(Forward::of_spec(p, Origin::Config));
+        if is_ssh_spec(p) && out.ssh_port.is_none() {
             out.ssh_port = Some(p.host);
         }
     }
@@ -136,21 +227,29 @@ pub fn planned(setup: &GuestSetup) -> PortPlan {
     out
 }
 
-/// Fails when `port` cannot be bound on 127.0.0.1 right now.
-pub fn check_free(port: u16, protocol: Protocol) -> Result<(), PortError> {
-    let addr = SocketAddrV4::new(HOST_ADDR, port);
+/// A configured forward that `maqet ssh` uses: to guest 22/tcp from
+/// 127.0.0.1 (ssh connects there).
+fn is_ssh_spec(p: &PortSpec) -> bool {
+    p.guest == SSH_GUEST_PORT && p.protocol == Protocol::Tcp && p.addr == HOST_ADDR
+}
+
+/// Fails when `port` cannot be bound on `addr` right now.
+pub fn check_free(addr: Ipv4Addr, port: u16, protocol: Protocol) -> Result<(), PortError> {
+    let sa = SocketAddrV4::new(addr, port);
     let r = match protocol {
-        Protocol::Tcp => TcpListener::bind(addr).map(drop),
-        Protocol::Udp => UdpSocket::bind(addr).map(drop),
+        Protocol::Tcp => TcpListener::bind(sa).map(drop),
+        Protocol::Udp => UdpSocket::bind(sa).map(drop),
     };
     r.map_err(|source| match source.kind() {
         // Not "in use": nobody holds it, binding it is not allowed.
         std::io::ErrorKind::PermissionDenied => PortError::Privileged {
+            addr,
             port,
             protocol: protocol.as_str(),
             start: crate::config::unprivileged_port_start(),
         },
         _ => PortError::Taken {
+            addr,
             port,
             protocol: protocol.as_str(),
             source,
@@ -171,9 +270,9 @@ fn free_tcp_port() -> Result<u16, PortError> {
 pub fn plan(setup: &GuestSetup) -> Result<PortPlan, PortError> {
     let mut out = PortPlan::default();
     for p in &setup.ports {
-        check_free(p.host, p.protocol)?;
-        out.forwards.push(Forward::new(p.protocol, p.host, p.guest));
-        if p.guest == SSH_GUEST_PORT && p.protocol == Protocol::Tcp && out.ssh_port.is_none() {
+        check_free(p.addr, p.host, p.protocol)?;
+        out.forwards.push(Forward::of_spec(p, Origin::Config));
+        if is_ssh_spec(p) && out.ssh_port.is_none() {
             out.ssh_port = Some(p.host);
         }
     }
@@ -236,9 +335,22 @@ pub fn mac_for(vm: &str) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
+/// The MAC of `vm`'s NIC on network `segment` when `networks:` gives
+/// none: locally administered like [`mac_for`], stable per VM and
+/// network, and different from the VM's user-mode NIC (whose hash input
+/// is the name alone; a VM name holds no NUL).
+pub fn segment_mac(vm: &str, segment: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{vm}\0{segment}").as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+}
+
+/// The id of maqet's user-mode netdev (`hostfwd_add` names it).
+pub const NETDEV_ID: &str = "maqet-net";
+
 /// QEMU options for maqet's user-mode NIC with the plan's forwards.
 pub fn netdev_argv(vm: &str, plan: &PortPlan) -> Vec<String> {
-    let mut netdev = String::from("user,id=maqet-net");
+    let mut netdev = format!("user,id={NETDEV_ID}");
     for h in plan.hostfwd() {
         netdev.push(',');
         netdev.push_str(&h);
@@ -247,7 +359,7 @@ pub fn netdev_argv(vm: &str, plan: &PortPlan) -> Vec<String> {
         "-netdev".into(),
         netdev,
         "-device".into(),
-        format!("virtio-net-pci,netdev=maqet-net,mac={}", mac_for(vm)),
+        format!("virtio-net-pci,netdev={NETDEV_ID},mac={}", mac_for(vm)),
     ]
 }
 
@@ -265,6 +377,7 @@ mod tests {
                 .collect::<Vec<PortSpec>>(),
             ssh,
             guest_agent: false,
+            auto_ports: false,
         }
     }
 
@@ -316,8 +429,48 @@ mod tests {
     }
 
     #[test]
+    fn forwards_of_earlier_plans_read_as_configured_on_127_0_0_1() {
+        let old =
+            r#"{"forwards":[{"protocol":"tcp","host_port":2222,"guest_port":22}],"ssh_port":2222}"#;
+        let p: PortPlan = serde_json::from_str(old).unwrap();
+        assert_eq!(p.forwards[0].host_addr, HOST_ADDR);
+        assert_eq!(p.forwards[0].origin, Origin::Config);
+        assert!(p.is_ssh(&p.forwards[0]));
+        assert_eq!(p.summary(), "ssh 127.0.0.1:2222");
+    }
+
+    #[test]
+    fn automatic_forwards_are_shown_but_never_rendered() {
+        let mut p = PortPlan::default();
+        p.forwards.push(Forward::new(Protocol::Tcp, 8080, 80));
+        let mut auto = Forward::new(Protocol::Tcp, 9000, 9000);
+        auto.origin = Origin::Auto;
+        p.forwards.push(auto);
+        let mut added = Forward::new(Protocol::Udp, 5353, 53);
+        added.host_addr = Ipv4Addr::new(127, 0, 0, 2);
+        added.origin = Origin::Added;
+        p.forwards.push(added);
+        assert_eq!(
+            p.hostfwd(),
+            vec![
+                "hostfwd=tcp:127.0.0.1:8080-:80",
+                "hostfwd=udp:127.0.0.2:5353-:53"
+            ]
+        );
+        assert_eq!(
+            p.summary(),
+            "8080->80/tcp, 9000->9000/tcp (auto), 127.0.0.2:5353->53/udp (added)"
+        );
+        assert_eq!(p.clone().without_auto().forwards.len(), 2);
+    }
+
+    #[test]
     fn macs_differ_per_vm_and_are_local() {
         assert_ne!(mac_for("a"), mac_for("b"));
+        assert_ne!(segment_mac("a", "lab"), segment_mac("b", "lab"));
+        assert_ne!(segment_mac("a", "lab"), segment_mac("a", "lab2"));
+        assert_ne!(segment_mac("a", "lab"), mac_for("a"));
+        assert!(segment_mac("a", "lab").starts_with("52:54:00:"));
         assert!(mac_for("a").starts_with("52:54:00:"));
     }
 }

@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
-    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, QmpParams, SnapshotParams,
-    StatusInfo, StopOutcome, StopParams, StopResult, PROTOCOL,
+    Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, ForwardParams, QmpParams,
+    SnapshotParams, StatusInfo, StopOutcome, StopParams, StopResult, PROTOCOL,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -64,6 +64,10 @@ pub struct RunnerDispatch {
     /// When QEMU was started (µs since the epoch): a helper failure from
     /// before belongs to an earlier run.
     pub started_usec: u64,
+    /// The VM's port forwards (`forward` requests change them).
+    pub forwards: std::sync::Arc<super::forwards::Forwards>,
+    /// Held while the runner talks to the guest agent.
+    pub agent_gate: super::autoports::AgentGate,
 }
 
 pub fn qmp_error_body(e: QmpError) -> ErrorBody {
@@ -148,6 +152,8 @@ impl RunnerDispatch {
         // the thaw that follows the save.
         let me = self.clone();
         let task = tokio::spawn(async move {
+            // No `ports: auto` poll between the freeze and the thaw.
+            let _held = me.agent_gate.lock().await;
             super::snapshot::run(&me.qmp, &me.busy_jobs, me.agent_socket.clone(), p).await
         });
         let result = task.await.map_err(|e| {
@@ -194,6 +200,13 @@ impl RunnerDispatch {
 }
 
 impl RunnerDispatch {
+    async fn forward(self: Arc<Self>, p: ForwardParams) -> Result<Answer, ErrorBody> {
+        let reply = self.forwards.request(p).await?;
+        Ok(serde_json::to_value(reply)
+            .expect("a forward reply serializes")
+            .into())
+    }
+
     async fn companion_failed(self: Arc<Self>, p: CompanionFailure) -> Result<Answer, ErrorBody> {
         if p.at_usec < self.started_usec {
             tracing::info!("ignoring a report from before this run: {}", p.describe());
@@ -226,6 +239,7 @@ impl Dispatch for Shared {
             Call::Stop(p) => Box::pin(me.stop(p)),
             Call::Snapshot(p) => Box::pin(me.snapshot(p)),
             Call::CompanionFailed(p) => Box::pin(me.companion_failed(p)),
+            Call::Forward(p) => Box::pin(me.forward(p)),
             // The server streams these itself (`subscribe`, `console`).
             Call::Events | Call::Console(_) => {
                 let m = format!("the server routed '{}' as a call", call.method());

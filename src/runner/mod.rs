@@ -9,11 +9,13 @@
 //! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
 //! was asked for, so no restart policy brings the VM back).
 
+mod autoports;
 mod cleanup;
 pub mod companion;
 mod console;
 mod dispatch;
 mod ending;
+mod forwards;
 mod jobs;
 mod notify;
 mod panic;
@@ -66,6 +68,12 @@ pub enum RunnerError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Provision(#[from] crate::provision::ProvisionError),
+    #[error("network '{segment}': its switch {unit} is not running (no {}); `maqet start` starts it with the VM, so start the VM again", ctl.display())]
+    NoSwitch {
+        segment: String,
+        unit: String,
+        ctl: std::path::PathBuf,
+    },
 }
 
 impl RunnerError {
@@ -78,6 +86,7 @@ impl RunnerError {
             RunnerError::Handshake(_) => 76,                      // EX_PROTOCOL
             RunnerError::Io(_) => 74,                             // EX_IOERR
             RunnerError::Provision(_) => 78,                      // EX_CONFIG
+            RunnerError::NoSwitch { .. } => 69,                   // EX_UNAVAILABLE
         }
     }
 }
@@ -224,7 +233,18 @@ async fn run_vm(
         crate::provision::Ports::Published,
     )?;
     let argv = command.argv;
-    notify::set_status_suffix(command.ports.map(|p| p.summary()).unwrap_or_default());
+    // QEMU's own words for a missing switch name only a socket path.
+    for n in &config.networks.segments {
+        let rt = crate::provision::segment_runtime(runtime, &n.name)?;
+        if !rt.ctl().exists() {
+            return Err(RunnerError::NoSwitch {
+                segment: n.name.to_string(),
+                unit: n.name.switch_unit(),
+                ctl: rt.ctl(),
+            });
+        }
+    }
+    let plan = command.ports;
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
     let started_usec = crate::time::now_unix_usec();
 
@@ -295,6 +315,22 @@ async fn run_vm(
     tracing::info!(qemu_pid = qemu.pid, qemu_version = %version_text, "VM is {run_state}");
 
     let run_state = Arc::new(Mutex::new(run_state));
+    // The forwards QEMU has, changed while it runs (`ports add|rm`,
+    // `ports: auto`); they also make the STATUS= suffix.
+    let forwards = Arc::new(forwards::Forwards::new(
+        vm.as_str(),
+        qmp.clone(),
+        runtime.ports(),
+        plan,
+    ));
+    let agent_gate = autoports::AgentGate::default();
+    if let (true, Some(agent)) = (config.guest.auto_ports, agent_socket.clone()) {
+        tokio::spawn(autoports::watch(
+            forwards.clone(),
+            agent,
+            agent_gate.clone(),
+        ));
+    }
     let (events_tx, _) = broadcast::channel::<Value>(256);
     let (stop_tx, mut stop_rx) = mpsc::channel(8);
     let (failure_tx, mut failure_rx) = mpsc::channel(4);
@@ -319,6 +355,8 @@ async fn run_vm(
         agent_socket: agent_socket.clone(),
         failure_tx: failure_tx.clone(),
         started_usec,
+        forwards,
+        agent_gate: agent_gate.clone(),
     });
     let shared: Arc<dyn crate::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
     if let Some(l) = qmp_listener {
@@ -354,8 +392,14 @@ async fn run_vm(
     let default_timeout = Duration::try_from_secs_f64(config.shutdown_timeout).unwrap_or(
         Duration::from_secs_f64(crate::config::DEFAULT_SHUTDOWN_TIMEOUT),
     );
-    let mut stopper =
-        shutdown::Shutdown::new(&mut qemu, &qmp, &mut stop_rx, &mut failure_rx, agent_socket);
+    let mut stopper = shutdown::Shutdown::new(
+        &mut qemu,
+        &qmp,
+        &mut stop_rx,
+        &mut failure_rx,
+        agent_socket,
+        agent_gate,
+    );
     let event = tokio::select! {
         ev = stopper.next_event() => ev,
         _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),

@@ -8,25 +8,34 @@
 //! (seen: ~1,000 idle connections, killed after 10 s).
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use sd_notify::NotifyState;
 
 static SOCKET: OnceLock<Option<(UnixDatagram, SocketAddr)>> = OnceLock::new();
 /// Appended to every `STATUS=` text: the VM's forwarded ports (issue 11),
-/// fixed for the runner's life, so `systemctl --user status` shows them
-/// whatever state the line reports.
-static SUFFIX: OnceLock<String> = OnceLock::new();
+/// so `systemctl --user status` shows them whatever state the line
+/// reports; replaced when the forwards change while the VM runs.
+static SUFFIX: Mutex<String> = Mutex::new(String::new());
+/// The last state sent (without the suffix), sent again with a new suffix.
+static LAST: Mutex<String> = Mutex::new(String::new());
 
-/// Sets the text appended to every `STATUS=` (once; later calls do nothing).
+/// Sets the text appended to every `STATUS=`; once the VM is ready, the
+/// current state is sent again with it.
 pub fn set_status_suffix(s: String) {
-    let _ = SUFFIX.set(s);
+    *SUFFIX.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    if was_ready() {
+        let last = LAST.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        status(&last);
+    }
 }
 
 fn with_suffix(status: &str) -> String {
-    match SUFFIX.get().filter(|s| !s.is_empty()) {
-        Some(sfx) => format!("{status}; {sfx}"),
-        None => status.to_string(),
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = status.to_string();
+    let sfx = SUFFIX.lock().unwrap_or_else(|e| e.into_inner());
+    match sfx.as_str() {
+        "" => status.to_string(),
+        s => format!("{status}; {s}"),
     }
 }
 

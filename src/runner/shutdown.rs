@@ -70,6 +70,8 @@ pub struct Shutdown<'a> {
     /// of the last SHUTDOWN.
     events: broadcast::Receiver<QmpEvent>,
     agent_socket: Option<PathBuf>,
+    /// Held while the runner talks to the agent (`ports: auto` polls too).
+    agent_gate: super::autoports::AgentGate,
 }
 
 impl<'a> Shutdown<'a> {
@@ -79,6 +81,7 @@ impl<'a> Shutdown<'a> {
         stop_rx: &'a mut mpsc::Receiver<StopRequest>,
         failure_rx: &'a mut mpsc::Receiver<VmFailure>,
         agent_socket: Option<PathBuf>,
+        agent_gate: super::autoports::AgentGate,
     ) -> Self {
         Shutdown {
             events: qmp.subscribe(),
@@ -88,6 +91,7 @@ impl<'a> Shutdown<'a> {
             failure_rx,
             waiters: Vec::new(),
             agent_socket,
+            agent_gate,
         }
     }
 
@@ -182,6 +186,7 @@ impl<'a> Shutdown<'a> {
             tracing::info!("the VM has no guest agent channel; ACPI power-down");
             return false;
         };
+        let _held = self.agent_gate.lock().await;
         let asked = tokio::task::spawn_blocking(move || {
             crate::guest_agent::Agent::connect(&socket, AGENT_CONNECT)
                 .and_then(|mut a| a.shutdown(Duration::from_secs(1)))

@@ -32,6 +32,23 @@ impl Systemd {
         Ok(Some(all))
     }
 
+    /// The units that `Wants=` `unit` (its `WantedBy`); empty when it is
+    /// not loaded. One plain `Get`.
+    pub async fn wanted_by(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        let Some(path) = self.loaded_unit_path(unit).await? else {
+            return Ok(Vec::new());
+        };
+        let props = self.properties_proxy(path.as_str()).await?;
+        let v = props
+            .get(
+                InterfaceName::from_static_str_unchecked(UNIT_IFACE),
+                "WantedBy",
+            )
+            .await
+            .map_err(|e| call_err("Get", unit, e.into()))?;
+        Ok(Vec::<String>::try_from(v).unwrap_or_default())
+    }
+
     /// The manager's version string (`252.38-1~deb12u1`).
     pub async fn manager_version(&self) -> Result<String, SystemdError> {
         self.mgr

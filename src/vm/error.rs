@@ -108,6 +108,10 @@ pub enum VmError {
     #[error(transparent)]
     Wait(#[from] super::wait::WaitError),
     #[error(transparent)]
+    Segment(#[from] super::segments::SegmentError),
+    #[error(transparent)]
+    Ports(#[from] super::ports::PortsError),
+    #[error(transparent)]
     Agent(#[from] crate::guest_agent::AgentError),
     #[error(transparent)]
     Config(#[from] ConfigError),

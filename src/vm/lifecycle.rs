@@ -145,7 +145,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
-        let spec = self.unit_spec(vm, &cfg, timeout)?;
+        let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         if self.is_running(vm).await? {
             return Err(self.already_running(vm).await);
         }
@@ -153,9 +153,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // start creates one, the runtime directory is nobody's: what an
         // earlier run left goes, and so does what this start wrote if it
         // fails before the unit exists. No second look at systemd.
+        let runtime = spec.runtime.clone();
         let clear = || {
-            if let Err(e) = spec.runtime.clear() {
-                tracing::warn!("cannot clear {}: {e}", spec.runtime.dir().display());
+            if let Err(e) = runtime.clear() {
+                tracing::warn!("cannot clear {}: {e}", runtime.dir().display());
             }
         };
         clear();
@@ -172,6 +173,15 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             clear();
             return Err(self.undone(vm, provisioned, &store, e).await);
         }
+        // The switches of its networks: joined, or made with its units
+        // (decided under each network's lock, held until the units exist).
+        let _segments = match self.join_segments(&cfg, &mut spec).await {
+            Ok(locks) => locks,
+            Err(e) => {
+                clear();
+                return Err(self.undone(vm, provisioned, &store, e).await);
+            }
+        };
         // The runner this start creates takes the token: its failure before
         // QEMU runs ends the unit `failed`, never in a restart loop.
         if let Err(e) = spec.runtime.begin_start() {

@@ -4,32 +4,120 @@
 
 use std::path::Path;
 
-use crate::cli::args::{CloneArgs, GuestAction, GuestArgs, NameJson, SshArgs};
+use crate::cli::args::{
+    CloneArgs, GuestAction, GuestArgs, PortsAction, PortsAddArgs, PortsArgs, PortsRmArgs, SshArgs,
+};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
+use crate::ports::Origin;
 use crate::vm::access::SshRequest;
+use crate::vm::ports::{PortChange, PortsChanged};
 
-pub async fn ports(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (_, _, plan) = ctx.vms_if_session().await?.running_ports(&a.name).await?;
-    if a.json {
+pub async fn ports(ctx: &Ctx, a: &PortsArgs) -> Result<(), CliError> {
+    match &a.action {
+        None => {
+            let name = a
+                .name
+                .as_deref()
+                .expect("clap requires NAME without a subcommand");
+            list_ports(ctx, name, a.json).await
+        }
+        Some(PortsAction::Ls(n)) => list_ports(ctx, &n.name, n.json).await,
+        Some(PortsAction::Add(add)) => add_port(ctx, add).await,
+        Some(PortsAction::Rm(rm)) => remove_port(ctx, rm).await,
+    }
+}
+
+async fn list_ports(ctx: &Ctx, name: &str, json: bool) -> Result<(), CliError> {
+    let (_, _, plan) = ctx.vms_if_session().await?.running_ports(name).await?;
+    if json {
         crate::cli::output::print_json(&plan);
         return Ok(());
     }
     for f in &plan.forwards {
-        let note = if Some(f.host_port) == plan.ssh_port && f.protocol == "tcp" {
-            "  (ssh)"
-        } else {
-            ""
+        let note = match f.origin {
+            _ if plan.is_ssh(f) => "  (ssh)",
+            Origin::Added => "  (added)",
+            Origin::Auto => "  (auto)",
+            Origin::Config => "",
         };
         println!(
             "{}:{} -> {}/{}{note}",
-            crate::ports::HOST_ADDR,
-            f.host_port,
-            f.guest_port,
-            f.protocol
+            f.host_addr, f.host_port, f.guest_port, f.protocol
         );
     }
     Ok(())
+}
+
+/// `--udp` and a `/tcp|/udp` suffix together must agree.
+fn with_protocol(spec: &str, udp: bool) -> Result<String, CliError> {
+    match (udp, spec.rsplit_once('/')) {
+        (false, _) => Ok(spec.to_string()),
+        (true, None) => Ok(format!("{spec}/udp")),
+        (true, Some((_, "udp"))) => Ok(spec.to_string()),
+        (true, Some(_)) => Err(CliError::usage(format!(
+            "--udp contradicts '{spec}'; give the protocol once"
+        ))),
+    }
+}
+
+async fn add_port(ctx: &Ctx, a: &PortsAddArgs) -> Result<(), CliError> {
+    let spec = crate::config::parse_port(&with_protocol(&a.spec, a.udp)?)
+        .map_err(|e| CliError::usage(format!("ports add: {e}")))?;
+    let done = ctx
+        .vms_if_session()
+        .await?
+        .change_ports(&a.name, PortChange::Add(spec), a.save)
+        .await?;
+    report(&done, a.json, "now forwards", "will forward");
+    Ok(())
+}
+
+async fn remove_port(ctx: &Ctx, a: &PortsRmArgs) -> Result<(), CliError> {
+    let key = crate::config::parse_port_key(&with_protocol(&a.spec, a.udp)?)
+        .map_err(|e| CliError::usage(format!("ports rm: {e}")))?;
+    let change = PortChange::Remove {
+        protocol: key.protocol,
+        addr: key.addr,
+        host: key.host,
+        guest: key.guest,
+    };
+    let done = ctx
+        .vms_if_session()
+        .await?
+        .change_ports(&a.name, change, a.save)
+        .await?;
+    report(
+        &done,
+        a.json,
+        "no longer forwards",
+        "will no longer forward",
+    );
+    Ok(())
+}
+
+fn report(done: &PortsChanged, json: bool, now: &str, later: &str) {
+    if json {
+        crate::cli::output::print_json(done);
+        return;
+    }
+    match &done.live {
+        Some(f) => {
+            let saved = if done.saved {
+                " (saved in its definition)"
+            } else {
+                ""
+            };
+            println!(
+                "{}: {now} {}:{} -> {}/{}{saved}",
+                done.vm, f.host_addr, f.host_port, f.guest_port, f.protocol
+            );
+        }
+        None => println!(
+            "{}: saved in its definition; the next start {later} it",
+            done.vm
+        ),
+    }
 }
 
 pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {

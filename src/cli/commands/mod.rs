@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
+pub mod network;
 pub mod power;
 pub mod qmp;
 pub mod rm;

@@ -1,0 +1,228 @@
+//! `networks:` (issue 19): VM-to-VM network segments. Each item attaches
+//! one more NIC to a named L2 segment that every VM of this user naming it
+//! shares — `networks: [lab]`, or `- {name: lab, mac: "52:54:00:…"}`. The
+//! segment is a `vde_switch` run as `maqet-switch@NAME.service`
+//! (`crate::companion::switch`); its sockets are in the user's 0700
+//! runtime directory, so no other user can join. Validation only; the NIC
+//! is rendered by `crate::provision`, the switch started by the vm layer.
+
+use std::path::PathBuf;
+
+use super::node::{Node, Value};
+use super::validate::{found, Validator};
+use crate::netname::NetName;
+use crate::suggest;
+
+/// The top-level key this module validates.
+pub(crate) const KEY: &str = "networks";
+
+const ITEM_KEYS: &[&str] = &["name", "mac"];
+
+/// At most this many segments per VM (each is a NIC).
+pub const MAX_NETWORKS: usize = 8;
+
+/// Overrides the `vde_switch` binary (a path or a name looked up in PATH).
+pub const VDE_SWITCH_ENV: &str = "MAQET_VDE_SWITCH";
+/// Packages that provide `vde_switch`, for hints.
+pub const VDE_PACKAGES: &str = "vde2 (Debian, Ubuntu, Fedora; `vde-switch` on Debian 12 and later)";
+
+/// The segments a VM joins, in order (the NICs' order), and the switch
+/// program that serves them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks {
+    pub segments: Vec<Network>,
+    /// `vde_switch`, resolved at validation when there are segments.
+    pub vde_switch: Option<PathBuf>,
+}
+
+/// One `networks:` item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: NetName,
+    /// The NIC's MAC as written; None: derived from the VM and segment
+    /// names at start (`crate::ports::segment_mac`).
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("vde_switch ('{tried}') is not installed or not executable; `networks:` runs a vde_switch per segment: install {VDE_PACKAGES}{}", if *.from_env { format!(" or fix {VDE_SWITCH_ENV}") } else { String::new() })]
+pub struct VdeSwitchMissing {
+    pub tried: String,
+    pub from_env: bool,
+}
+
+/// The switch program: `MAQET_VDE_SWITCH`, else `vde_switch` in PATH.
+pub fn find_vde_switch() -> Result<PathBuf, VdeSwitchMissing> {
+    let (name, from_env) = match std::env::var(VDE_SWITCH_ENV) {
+        Ok(v) if !v.is_empty() => (v, true),
+        _ => ("vde_switch".to_string(), false),
+    };
+    let found = if name.contains('/') {
+        let p = PathBuf::from(&name);
+        (p.is_file() && super::is_executable(&p)).then_some(p)
+    } else {
+        super::find_in_path(&name)
+    };
+    found.ok_or(VdeSwitchMissing {
+        tried: name,
+        from_env,
+    })
+}
+
+pub(crate) fn validate(v: &mut Validator, node: &Node) -> Networks {
+    let Some(items) = node.as_seq() else {
+        v.error(
+            &node.loc,
+            format!(
+                "networks: expected a list of network names like [lab], {}",
+                found(node)
+            ),
+        );
+        return Networks::default();
+    };
+    let mut out = Networks::default();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("networks[{i}]");
+        let Some(n) = validate_item(v, item, &key) else {
+            continue;
+        };
+        if let Some(o) = out.segments.iter().find(|o| o.name == n.name) {
+            v.error(
+                &item.loc,
+                format!(
+                    "{key}: network '{}' is already listed; a VM joins a network once",
+                    o.name
+                ),
+            );
+            continue;
+        }
+        if let Some(mac) = &n.mac {
+            let same = |o: &Network| {
+                o.mac
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+            };
+            if let Some(o) = out.segments.iter().find(|o| same(o)) {
+                v.error(
+                    &item.loc,
+                    format!(
+                        "{key}: mac {mac} is already the mac of network '{}'",
+                        o.name
+                    ),
+                );
+                continue;
+            }
+        }
+        out.segments.push(n);
+    }
+    if out.segments.len() > MAX_NETWORKS {
+        v.error(
+            &node.loc,
+            format!(
+                "networks: {} networks listed; a VM joins at most {MAX_NETWORKS}",
+                out.segments.len()
+            ),
+        );
+    }
+    if !out.segments.is_empty() {
+        match find_vde_switch() {
+            Ok(p) => out.vde_switch = Some(p),
+            Err(e) => v.error(&node.loc, format!("networks: {e}")),
+        }
+    }
+    out
+}
+
+fn validate_item(v: &mut Validator, item: &Node, key: &str) -> Option<Network> {
+    let (name_node, mac_node) = match &item.value {
+        Value::Map(entries) => {
+            let (mut name, mut mac) = (None, None);
+            for e in entries {
+                match e.key.as_str() {
+                    "name" => name = Some(&e.value),
+                    "mac" => mac = Some(&e.value),
+                    other => v.error(
+                        &e.key_loc,
+                        format!(
+                            "unknown key '{key}.{other}'{}",
+                            suggest::hint(other, ITEM_KEYS)
+                        ),
+                    ),
+                }
+            }
+            let Some(name) = name else {
+                v.error(
+                    &item.loc,
+                    format!("{key}: a network needs a name (name: lab)"),
+                );
+                return None;
+            };
+            (name, mac.filter(|m| !m.is_null()))
+        }
+        _ => (item, None),
+    };
+    let text = v.text(name_node, &format!("{key}.name"))?;
+    let name = match NetName::new(&text) {
+        Ok(n) => n,
+        Err(e) => {
+            v.error(&name_node.loc, format!("{key}: {e}"));
+            return None;
+        }
+    };
+    let mac = match mac_node {
+        None => None,
+        Some(m) => {
+            let s = v.string(m, &format!("{key}.mac"))?;
+            if let Err(why) = check_mac(&s) {
+                v.error(
+                    &m.loc,
+                    format!("{key}.mac: '{}' {why}", suggest::excerpt(&s, 64)),
+                );
+                return None;
+            }
+            Some(s.to_ascii_lowercase())
+        }
+    };
+    Some(Network { name, mac })
+}
+
+/// A unicast MAC written as six pairs of hex digits with ':'.
+fn check_mac(s: &str) -> Result<(), &'static str> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6
+        || !parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err("is not a MAC address (six pairs of hex digits, e.g. 52:54:00:12:34:56)");
+    }
+    let first = u8::from_str_radix(parts[0], 16).expect("checked hex");
+    if first & 1 == 1 {
+        return Err("is a multicast address; a NIC needs a unicast one (an even first byte)");
+    }
+    if parts.iter().all(|p| *p == "00") {
+        return Err("is all zeros");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_mac;
+
+    #[test]
+    fn macs_must_be_unicast_and_well_formed() {
+        assert!(check_mac("52:54:00:12:34:56").is_ok());
+        assert!(check_mac("02:AB:cd:00:00:01").is_ok());
+        for bad in [
+            "52:54:00:12:34",
+            "52-54-00-12-34-56",
+            "52:54:00:12:34:5g",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "525400123456",
+        ] {
+            assert!(check_mac(bad).is_err(), "{bad}");
+        }
+    }
+}
