@@ -132,6 +132,24 @@ fn a_new_cli_uses_a_protocol_1_runner_where_it_can_and_says_why_not_where_it_can
     assert!(err.contains(&want), "{err}");
     assert!(o.stdout.is_empty());
 
+    // Forwards changed while it runs need protocol 5: refused before any
+    // request but the status, with the way out (--save alone works).
+    let sent = seen.lock().unwrap().len();
+    let o = run(&["ports", "add", &vm, "47002:81"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let want = format!(
+        "the runner of VM '{vm}' speaks protocol 1 (started by an older maqet); changing forwards while it runs needs protocol 5: restart the VM with `maqet restart {vm}`"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        seen.lock().unwrap()[sent..]
+            .iter()
+            .all(|l| l.contains(r#""method":"status""#)),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
     // The port plan of such a VM lies beside the directories too, and the
     // new CLI finds it there (its control socket says which layout).
     let plan = sock.with_file_name(format!("{vm}.ports.json"));

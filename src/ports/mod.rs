@@ -198,6 +198,34 @@ impl PortPlan {
         parts.join(", ")
     }
 
+    /// After forwards changed while the VM runs: the ssh port is the one
+    /// that still forwards from 127.0.0.1 to guest 22/tcp — the one it was
+    /// if it still does, else a configured, an added, then an automatic
+    /// one (so `maqet ssh` also reaches a guest whose sshd `ports: auto`
+    /// found); none when none does.
+    pub fn choose_ssh_port(&mut self) {
+        let to_ssh = |f: &&Forward| {
+            f.protocol == "tcp" && f.guest_port == SSH_GUEST_PORT && f.host_addr == HOST_ADDR
+        };
+        if self
+            .forwards
+            .iter()
+            .filter(to_ssh)
+            .any(|f| Some(f.host_port) == self.ssh_port)
+        {
+            return;
+        }
+        self.ssh_port = [Origin::Config, Origin::Added, Origin::Auto]
+            .iter()
+            .find_map(|o| {
+                self.forwards
+                    .iter()
+                    .filter(to_ssh)
+                    .find(|f| f.origin == *o)
+                    .map(|f| f.host_port)
+            });
+    }
+
     /// The plan a runner starts QEMU with: the automatic forwards of an
     /// earlier run dropped (the guest's listeners are found again).
     pub fn without_auto(mut self) -> PortPlan {
@@ -462,6 +490,27 @@ mod tests {
             "8080->80/tcp, 9000->9000/tcp (auto), 127.0.0.2:5353->53/udp (added)"
         );
         assert_eq!(p.clone().without_auto().forwards.len(), 2);
+    }
+
+    #[test]
+    fn the_ssh_port_follows_the_forwards() {
+        let mut p = PortPlan::default();
+        let mut auto = Forward::new(Protocol::Tcp, 8022, 22);
+        auto.origin = Origin::Auto;
+        p.forwards.push(auto.clone());
+        p.choose_ssh_port();
+        assert_eq!(p.ssh_port, Some(8022));
+        let mut added = Forward::new(Protocol::Tcp, 2222, 22);
+        added.origin = Origin::Added;
+        p.forwards.push(added);
+        p.choose_ssh_port();
+        assert_eq!(p.ssh_port, Some(8022), "kept while it forwards");
+        p.forwards.retain(|f| f != &auto);
+        p.choose_ssh_port();
+        assert_eq!(p.ssh_port, Some(2222));
+        p.forwards.clear();
+        p.choose_ssh_port();
+        assert_eq!(p.ssh_port, None);
     }
 
     #[test]

@@ -174,14 +174,8 @@ impl Forwards {
         })?;
         self.hmp(&format!("hostfwd_add {netdev} {}", f.rule()))
             .await?;
-        if st.plan.ssh_port.is_none()
-            && f.protocol == "tcp"
-            && f.guest_port == 22
-            && f.host_addr == HOST_ADDR
-        {
-            st.plan.ssh_port = Some(f.host_port);
-        }
         st.plan.forwards.push(f.clone());
+        st.plan.choose_ssh_port();
         tracing::info!(
             host_port = f.host_port,
             guest_port = f.guest_port,
@@ -227,9 +221,7 @@ impl Forwards {
         }
         self.unforward(netdev, &f).await?;
         st.plan.forwards.remove(i);
-        if st.plan.is_ssh(&f) {
-            st.plan.ssh_port = None;
-        }
+        st.plan.choose_ssh_port();
         if f.origin == Origin::Auto {
             st.suppressed.insert(f.guest_port);
         }
@@ -332,6 +324,7 @@ impl Forwards {
             match self.unforward(netdev, &f).await {
                 Ok(()) => {
                     st.plan.forwards.retain(|o| o != &f);
+                    st.plan.choose_ssh_port();
                     changed = true;
                 }
                 Err(e) => tracing::warn!("{}", e.message),

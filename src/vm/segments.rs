@@ -105,6 +105,23 @@ async fn lock(segment: &NetName, rt: &SegmentRuntime) -> Result<File, SegmentErr
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Waits until systemd unloaded an unreferenced, stopped switch unit.
+    async fn wait_unloaded(&self, segment: &NetName, unit: &str) -> Result<(), VmError> {
+        let deadline = Instant::now() + STOPPING_WAIT;
+        while self.units.unit_status(unit).await?.is_some() {
+            if Instant::now() >= deadline {
+                return Err(SegmentError::Stopping {
+                    segment: segment.clone(),
+                    unit: unit.to_string(),
+                    waited: STOPPING_WAIT,
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// The segments' switch files: under the runtime root's sibling
     /// `net/` ([`crate::paths::net_root`]).
     pub fn segment_runtime(&self, segment: &NetName) -> Result<SegmentRuntime, VmError> {
@@ -153,15 +170,28 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 }
                 _ => {}
             }
-            // Not running: made anew by this start. A failed one is reset
-            // first (its name stays loaded until then), and what a killed
-            // switch left is cleared, or vde_switch cannot bind again.
+            // Not running. What a killed switch left is cleared, or
+            // vde_switch cannot bind again; a failed unit is reset.
             self.units.reset_failed(&unit).await;
             rt.clear_stale().map_err(|source| SegmentError::Io {
                 segment: segment.clone(),
                 path: rt.dir(),
                 source,
             })?;
+            // Still loaded because VMs that ran on it want it (it was
+            // killed under them): started again by this VM's `Wants=`, with
+            // the properties it was made with. Those VMs stay cut off from
+            // it (a new switch does not know their ports) until they
+            // restart. Loaded and wanted by nobody: systemd is about to
+            // unload it, and then its name is free to create it again.
+            if self.units.unit_status(&unit).await?.is_some() {
+                if !self.units.wanted_by(&unit).await?.is_empty() {
+                    tracing::info!(%unit, "starting the switch again");
+                    spec.companions.want.push(unit);
+                    continue;
+                }
+                self.wait_unloaded(segment, &unit).await?;
+            }
             let vde_switch =
                 cfg.networks
                     .vde_switch

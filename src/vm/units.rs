@@ -58,6 +58,10 @@ pub trait UnitManager {
         timeout: Duration,
     ) -> Result<Option<UnitStatus>, SystemdError>;
     async fn list_units(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError>;
+    /// The units that `Wants=` `unit` (empty when it is not loaded).
+    async fn wanted_by(&self, _unit: &str) -> Result<Vec<String>, SystemdError> {
+        Ok(Vec::new())
+    }
     /// `(cgroup, pid, command line)` of each of the unit's processes.
     async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError>;
     /// The warning-and-worse lines runner `pid` of `vm` logged (the
@@ -121,6 +125,9 @@ impl UnitManager for Systemd {
     }
     async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError> {
         Systemd::unit_processes(self, unit).await
+    }
+    async fn wanted_by(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        Systemd::wanted_by(self, unit).await
     }
     fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String> {
         journal::problems_of_runner(vm, pid, max)
@@ -206,6 +213,12 @@ impl<U: UnitManager> UnitManager for Option<U> {
     async fn unit_processes(&self, unit: &str) -> Result<Vec<(String, u32, String)>, SystemdError> {
         match self {
             Some(u) => u.unit_processes(unit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+    async fn wanted_by(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        match self {
+            Some(u) => u.wanted_by(unit).await,
             None => Ok(Vec::new()),
         }
     }

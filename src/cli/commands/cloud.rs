@@ -35,11 +35,13 @@ async fn list_ports(ctx: &Ctx, name: &str, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     for f in &plan.forwards {
-        let note = match f.origin {
-            _ if plan.is_ssh(f) => "  (ssh)",
-            Origin::Added => "  (added)",
-            Origin::Auto => "  (auto)",
-            Origin::Config => "",
+        let note = match (plan.is_ssh(f), f.origin) {
+            (true, Origin::Config) => "  (ssh)",
+            (true, Origin::Added) => "  (ssh, added)",
+            (true, Origin::Auto) => "  (ssh, auto)",
+            (false, Origin::Added) => "  (added)",
+            (false, Origin::Auto) => "  (auto)",
+            (false, Origin::Config) => "",
         };
         println!(
             "{}:{} -> {}/{}{note}",
