@@ -225,21 +225,24 @@ impl Drop for NewFile {
     }
 }
 
+/// Makes a FIFO at `p` (0600), for the tests of every module that must
+/// refuse one.
+#[cfg(test)]
+pub(crate) fn mkfifo(p: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
-
-    fn mkfifo(p: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            p,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-    }
 
     #[test]
     fn special_files_are_refused_at_once() {

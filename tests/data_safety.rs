@@ -19,23 +19,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn disks_of(w: &World, vm: &str) -> PathBuf {
-    w.data_dir().join("disks").join(vm)
-}
-
-fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn qcow2(path: &Path) {
     qemu_img(&["create", "-q", "-f", "qcow2", path_str(path), "8M"]);
 }
@@ -50,18 +33,6 @@ fn sha256(p: &Path) -> String {
 /// `rm VM --delete-storage`, which must succeed; returns stderr.
 fn rm_delete_storage(w: &World, vm: &str) -> String {
     w.fails(0, &["rm", vm, "--delete-storage"])
-}
-
-/// Polls `cond` until it holds; panics naming `what` after `within`.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "{what} did not happen within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ------------------------------------------------------------ 1. "in use"
@@ -417,7 +388,7 @@ fn qmp_save(w: &World, vm: &str, node: &str, tag: &str) {
         "snapshot-save",
         &format!(r#"{{"job-id":"{job}","tag":"{tag}","vmstate":"{node}","devices":["{node}"]}}"#),
     ]);
-    wait_for("the save job to conclude", Duration::from_secs(120), || {
+    wait_until("the save job to conclude", Duration::from_secs(120), || {
         let jobs: Value = serde_json::from_str(&w.ok(&["qmp", "run", vm, "query-jobs"])).unwrap();
         jobs.as_array()
             .unwrap()
@@ -782,57 +753,6 @@ fn storage_verify_checks_the_backing_file_the_overlay_really_has() {
         table.contains(&format!("its backing file is {}", b2.display())),
         "{table}"
     );
-}
-
-/// Exclusive use of the test user's tiny tmpfs (tests/session/small-fs.sh),
-/// as tests/state_faults.rs takes it.
-struct SmallFs {
-    work: PathBuf,
-    fill: PathBuf,
-    _lock: std::fs::File,
-}
-
-impl SmallFs {
-    fn take(tag: &str) -> SmallFs {
-        use std::os::fd::AsRawFd;
-        let root = PathBuf::from(
-            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
-        );
-        let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run tests/session/user-session.sh up",
-                root.display()
-            )
-        });
-        // SAFETY: a valid descriptor; waits for the other user of the fs.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let work = root.join(format!("{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir(&work).unwrap();
-        SmallFs {
-            fill: root.join("fill"),
-            work,
-            _lock: lock,
-        }
-    }
-
-    fn unfill(&self) {
-        let _ = std::fs::remove_file(&self.fill);
-    }
-
-    /// Writes until not one byte fits.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(&self.fill).unwrap();
-        while f.write(&[0u8; 4096]).is_ok_and(|n| n > 0) {}
-        while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.fill);
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
 }
 
 #[test]
