@@ -75,6 +75,18 @@ pub fn is_companion_of(unit: &str, vm: &str) -> bool {
     instance(TPM_PREFIX).or_else(|| instance(NET_PREFIX)) == Some(vm)
 }
 
+/// Why a VM cannot go on when its companion `unit` failed (for the cause
+/// in its journal and status).
+pub fn why_companion_is_needed(unit: &str) -> &'static str {
+    if unit.starts_with(FS_PREFIX) {
+        "QEMU's vhost-user-fs device does not reconnect, so the guest has lost the share"
+    } else if unit.starts_with(NET_PREFIX) {
+        "QEMU's stream network backend does not reconnect, so the guest has lost its network"
+    } else {
+        "QEMU's TPM backend does not reconnect"
+    }
+}
+
 /// The VM name in `maqet-vm@NAME.service`.
 pub fn service_vm_name(unit: &str) -> Option<&str> {
     unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".service")

@@ -69,6 +69,9 @@ pub struct CloudInit {
     /// in maqet's user-data, with the keys and the distribution's
     /// passwordless sudo. Off by default: one account, yours.
     pub default_user: bool,
+    /// Where maqet's user-data mounts virtiofs shares: (tag, guest path)
+    /// of each `shares:` item with a `guest:` path (not a key of its own).
+    pub share_mounts: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -335,6 +335,27 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, loc: Option<&Locati
             );
         }
     }
+    let mounts: Vec<(String, PathBuf)> = cfg
+        .shares
+        .list
+        .iter()
+        .filter_map(|s| s.guest.clone().map(|g| (s.tag.clone(), g)))
+        .collect();
+    if let Some(ci) = &mut cfg.guest.cloud_init {
+        let own_user_data = ci.user_data.is_some() || ci.user_data_file.is_some();
+        if own_user_data && !mounts.is_empty() {
+            v.warn(
+                loc,
+                "shares: the guest: paths are mounted by maqet's own user-data, but cloud_init gives its own (user_data/user_data_file, used as written); mount them there (mount -t virtiofs TAG DIR)",
+            );
+        }
+        ci.share_mounts = mounts;
+    } else if let Some(s) = cfg.shares.list.iter().find(|s| s.guest.is_some()) {
+        v.warn(
+            &s.location,
+            "shares: 'guest:' is where cloud-init mounts the share, and this VM has no cloud_init; mount it in the guest yourself (mount -t virtiofs TAG DIR)",
+        );
+    }
     match crate::companion::virtiofs::find_virtiofsd() {
         Ok(p) => cfg.shares.virtiofsd = Some(p),
         Err(e) => v.error(loc, format!("shares: {e}")),

@@ -16,9 +16,10 @@
 # compares virtiofs with 9p in one guest. It boots slower; the tests use the
 # cloud kernel.
 # Needs busybox-static and cpio (tests/session/install-deps.sh installs them),
-# and dropbear-bin and qemu-guest-agent: dropbear (ssh server) and qemu-ga are
-# copied with the libraries ldd names, so the guest can be reached through
-# `maqet ssh` and `maqet guest` (issue 11).
+# and dropbear-bin, qemu-guest-agent and socat: dropbear (ssh server), qemu-ga
+# and socat are copied with the libraries ldd names, so the guest can be
+# reached through `maqet ssh` and `maqet guest` (issue 11) and answer UDP
+# (issue 19).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +45,10 @@ dropbear=/usr/sbin/dropbear
 [[ -x $dropbear ]] || die "$dropbear is missing (package dropbear-bin)"
 qga=/usr/sbin/qemu-ga
 [[ -x $qga ]] || die "$qga is missing (package qemu-guest-agent)"
+# socat answers UDP in the guest (busybox's nc is TCP only): the port
+# forward tests of `network: passt`.
+socat=/usr/bin/socat
+[[ -x $socat ]] || die "$socat is missing (package socat)"
 # Modules a cloud image's guest needs: virtio PCI devices (the NoCloud seed
 # on virtio-blk, the user-mode NIC), VFAT for the seed, virtiofs (and FUSE,
 # which it is built on) for `shares:`. Loaded in this order by init (each
@@ -123,7 +128,7 @@ if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s 
 fi
 
 # The initramfs is named after everything that goes into it.
-recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" | sha256sum | cut -c1-12)
+recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" "$socat" | sha256sum | cut -c1-12)
 initrd=$cache/initrd-$recipe.gz
 [[ $flavour == cloud ]] || initrd=$cache/initrd-$flavour-$recipe.gz
 if [[ ! -s $initrd ]]; then
@@ -144,8 +149,8 @@ if [[ ! -s $initrd ]]; then
     # dropbear and qemu-ga with the shared libraries they load, at the
     # paths ldd names.
     mkdir -p "$root/usr/sbin" "$root/etc/dropbear" "$root/home"
-    cp "$dropbear" "$qga" "$root/usr/sbin/"
-    for lib in $(ldd "$dropbear" "$qga" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
+    cp "$dropbear" "$qga" "$socat" "$root/usr/sbin/"
+    for lib in $(ldd "$dropbear" "$qga" "$socat" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
