@@ -1,7 +1,8 @@
 //! Guest provisioning at start (issue 11), without a daemon: the CLI calls
 //! [`prepare`] before the VM's units exist (base digests, cloud-init seed,
 //! port choice), and the runner calls [`runner_argv`] to add the seed drive
-//! and the user-mode NIC to QEMU's command line and the ports to `STATUS=`.
+//! and the NIC (user-mode, or on passt's socket) to QEMU's command line and
+//! the ports to `STATUS=`.
 
 use std::path::{Path, PathBuf};
 
@@ -168,7 +169,14 @@ fn runner_argv(
             (None, Ports::Published) => return Err(ProvisionError::NoPlan(vm.to_string())),
             (None, Ports::PublishedOrPlanned) => ports::planned(&cfg.guest),
         };
-        argv.extend(ports::netdev_argv(vm.as_str(), &p));
+        match cfg.guest.network.passt() {
+            // The forwards are passt's (its unit's argv), not QEMU's.
+            Some(_) => argv.extend(crate::companion::passt::netdev_argv(
+                vm.as_str(),
+                &runtime.passt_socket(),
+            )),
+            None => argv.extend(ports::netdev_argv(vm.as_str(), &p)),
+        }
         plan = Some(p);
     }
     Ok((argv, plan))

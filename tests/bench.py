@@ -4,7 +4,8 @@ bare QEMU's exec-to-query-status time and maqet's start, QMP round trip,
 `ls` with 200 VMs defined and with 0, 1, 10 and 50 of them running, the
 runner's RSS, `maqet image pull` against `curl -o` of the same file from
 the same local server, and `maqet launch` of the test guest to a working
-ssh; prints the ratios against the targets. Run as the session user with
+ssh, virtiofs against 9p and passt against the user network
+(bench_shares.py); prints the ratios against the targets. Run as the session user with
 `maqet` on PATH (tests/bench.sh)."""
 
 import hashlib
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import bench_shares
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 VM_ARGS = ["-m", "64M", "-accel", "tcg", "-display", "none", "-nodefaults"]
@@ -269,6 +272,10 @@ def main():
         finally:
             stop_all(names[:started])
 
+        os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data-shares")
+        shares = bench_shares.share_bench(d)
+        net = bench_shares.net_bench(d)
+
     b, s, q, l, fl = (statistics.median(x) for x in (bare, starts, qmp, ls, floor))
     r = statistics.median(rss)
     print(f"runs per figure: {RUNS} (medians)")
@@ -290,12 +297,14 @@ def main():
           f"ratio {curl_s / pull_s:5.2f}x of curl (target ≥ 0.90x; includes verifying, fsync, qemu-img probe)")
     for label, t in (launch or {}).items():
         print(f"maqet launch → ssh ready, {label:16s}: {t:6.1f} s   (test guest, TCG)")
+    for line in bench_shares.rows(shares, net):
+        print(line)
     print(json.dumps({"bare_qemu_s": b, "floor_s": fl, "start_s": s, "start_ratio": s / b,
                       "start_floor_ratio": s / fl, "runner_rss_kib": r,
                       "qmp_s": q, "ls200_s": l,
                       "ls_running_s": {str(k): v for k, v in ls_running.items()},
                       "curl_s": curl_s, "pull_s": pull_s, "pull_ratio": curl_s / pull_s,
-                      "launch_s": launch}))
+                      "launch_s": launch, "shares_mib_s": shares, "net_mib_s": net}))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ pub struct GuestSetup {
     pub ssh: Option<bool>,
     /// `guest_agent: true`: a virtio-serial channel `org.qemu.guest_agent.0`.
     pub guest_agent: bool,
+    /// `network:`: the NIC's backend (user-mode or passt).
+    pub network: super::nic::NetworkMode,
 }
 
 impl GuestSetup {
@@ -40,9 +42,9 @@ impl GuestSetup {
         self.ssh.unwrap_or(self.cloud_init.is_some())
     }
 
-    /// The VM gets maqet's user-mode network (a virtio-net NIC).
+    /// The VM gets maqet's NIC (virtio-net; user-mode or passt).
     pub fn wants_network(&self) -> bool {
-        self.ssh_enabled() || !self.ports.is_empty()
+        self.network.is_set() || self.ssh_enabled() || !self.ports.is_empty()
     }
 }
 
@@ -67,6 +69,9 @@ pub struct CloudInit {
     /// in maqet's user-data, with the keys and the distribution's
     /// passwordless sudo. Off by default: one account, yours.
     pub default_user: bool,
+    /// Where maqet's user-data mounts virtiofs shares: (tag, guest path)
+    /// of each `shares:` item with a `guest:` path (not a key of its own).
+    pub share_mounts: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,9 +70,11 @@ mod guest;
 mod load;
 mod machine;
 mod merge;
+mod nic;
 mod node;
 mod paths;
 mod schema;
+mod shares;
 mod size;
 mod storage;
 mod strings;
@@ -97,12 +99,14 @@ pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
 pub use guest::{parse_port, unprivileged_port_start, CloudInit, GuestSetup, PortSpec, Protocol};
+pub use nic::NetworkMode;
 pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,
     SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
+pub use shares::{tag_problem, Share, Shares};
 pub use size::{parse_memory, parse_size, SizeError};
 /// A disk's `base: image:REF` names an image of the catalog (or a URL)
 /// that `add`, `apply` and `launch` resolve to a file in the image cache.

@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub cpus: Option<u32>,
     /// `firmware`, `secure_boot`, `tpm`, socket displays, as resolved.
     pub desktop: super::desktop::Desktop,
+    /// `shares:` (virtiofs), with the virtiofsd that serves them.
+    pub shares: super::shares::Shares,
     /// Non-fatal findings, one line each, to show the user.
     pub warnings: Vec<String>,
     /// Argv groups in the merged key order.
@@ -426,6 +428,7 @@ mod tests {
             memory_bytes: None,
             cpus: None,
             desktop: Default::default(),
+            shares: Default::default(),
             warnings: vec![],
             order: vec![],
         };

@@ -44,10 +44,13 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "ports",
     "ssh",
     "guest_agent",
+    // issue 19: virtiofs shares and the NIC's backend
+    "shares",
+    "network",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
-const IGNORED_KEYS: &[&str] = &["network"];
+const IGNORED_KEYS: &[&str] = &[];
 
 /// maqet command names, refused as keys as the original did (a sign that
 /// a CLI invocation was pasted into a config). Names that are also config
@@ -246,9 +249,11 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         memory_bytes: None,
         cpus: None,
         desktop: Default::default(),
+        shares: Default::default(),
         warnings: Vec::new(),
         order: Vec::new(),
     };
+    let mut shares_loc: Option<Location> = None;
     let mut desktop_keys = super::desktop::DesktopKeys::default();
     super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
@@ -403,6 +408,11 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             }
             "resources" => cfg.resources = validate_resources(&mut v, node),
             "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
+            "shares" => {
+                cfg.shares.list = super::shares::validate(&mut v, node);
+                shares_loc = Some(e.key_loc.clone());
+            }
+            "network" => cfg.guest.network = super::nic::validate(&mut v, &e.key_loc, node),
             // hook: issue 11
             k if super::guest::KEYS.contains(&k) => {
                 super::guest::validate_key(&mut v, k, node, &mut cfg.guest)
@@ -417,6 +427,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
     super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
     effective_resources(&mut cfg);
+    super::shares::resolve(&mut v, &mut cfg, shares_loc.as_ref());
     super::exec::check(&mut v, &cfg, args_node, display_loc.as_ref());
 
     if v.errors.is_empty() {

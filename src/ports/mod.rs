@@ -264,7 +264,7 @@ mod tests {
                 .map(|p| crate::config::parse_port(p).unwrap())
                 .collect::<Vec<PortSpec>>(),
             ssh,
-            guest_agent: false,
+            ..Default::default()
         }
     }
 

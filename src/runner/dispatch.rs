@@ -200,8 +200,9 @@ impl RunnerDispatch {
             return Ok(Value::Null.into());
         }
         let cause = format!(
-            "{}: the VM cannot run without it (QEMU's TPM backend does not reconnect)",
-            p.describe()
+            "{}: the VM cannot run without it ({})",
+            p.describe(),
+            crate::units::why_companion_is_needed(&p.unit)
         );
         self.failure_tx
             .send(super::shutdown::VmFailure {

@@ -145,7 +145,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
-        let spec = self.unit_spec(vm, &cfg, timeout)?;
+        let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         if self.is_running(vm).await? {
             return Err(self.already_running(vm).await);
         }
@@ -162,9 +162,24 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
         let store = self.store()?;
-        if let Err(e) = crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
-            clear();
-            return Err(e.into());
+        let prepared =
+            match crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
+                Ok(p) => p,
+                Err(e) => {
+                    clear();
+                    return Err(e.into());
+                }
+            };
+        // passt's unit carries this start's forwards (it binds them).
+        if let (Some(passt), Some(plan)) = (cfg.guest.network.passt(), &prepared.ports) {
+            spec.companions.extend(crate::companion::passt::units(
+                vm,
+                passt,
+                plan,
+                &spec.runner,
+                &spec.runtime.dir(),
+                self.data_dir.path(),
+            ));
         }
         // Disks exist before the unit does; a failed start removes them again.
         let mut provisioned = Provisioned::default();
