@@ -355,7 +355,9 @@ async fn a_descriptor_travels_with_its_command() {
             let line = format!("{}\n", json!({"return": {}, "id": id}));
             theirs.write_all(line.as_bytes()).unwrap();
         };
-        theirs.write_all(format!("{GREETING}\n").as_bytes()).unwrap();
+        theirs
+            .write_all(format!("{GREETING}\n").as_bytes())
+            .unwrap();
         // Capabilities: a plain line.
         let mut buf = vec![0u8; 4096];
         let n = theirs.read(&mut buf).unwrap();
