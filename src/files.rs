@@ -225,6 +225,14 @@ impl Drop for NewFile {
     }
 }
 
+/// fsync a directory so a rename or link in it survives a crash (best
+/// effort: the file itself is synced already).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

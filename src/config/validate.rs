@@ -9,8 +9,8 @@ use super::error::{ConfigError, Location};
 use super::node::{Node, Value};
 use super::paths;
 use super::schema::{
-    Argument, OnReboot, OnStop, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE, DEFAULT_BINARY,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    Argument, OnReboot, OnStop, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE,
+    DEFAULT_BINARY, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;

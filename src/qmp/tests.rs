@@ -351,7 +351,7 @@ async fn a_descriptor_travels_with_its_command() {
     let ours = UnixStream::from_std(ours).unwrap();
     let qemu = std::thread::spawn(move || {
         let mut theirs = theirs;
-        let mut reply = |id: &Value, theirs: &mut std::os::unix::net::UnixStream| {
+        let reply = |id: &Value, theirs: &mut std::os::unix::net::UnixStream| {
             let line = format!("{}\n", json!({"return": {}, "id": id}));
             theirs.write_all(line.as_bytes()).unwrap();
         };
