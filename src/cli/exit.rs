@@ -17,7 +17,7 @@ use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
 use crate::vm::nvram::NvramError;
 use crate::vm::wait::WaitError;
-use crate::vm::{AttachError, OwnerError, VmError};
+use crate::vm::{AttachError, OwnerError, SavedError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -223,6 +223,12 @@ impl From<VmError> for CliError {
             VmError::Attach(e) => attach_code(&e),
             // Both are the VM's state not fitting the request.
             VmError::Snapshot(_) => code::CONFLICT,
+            VmError::Saved(e) => match e {
+                SavedError::SaveFailed { .. } => code::FAILURE,
+                SavedError::Refused { .. }
+                | SavedError::AlreadySaved { .. }
+                | SavedError::Running { .. } => code::CONFLICT,
+            },
             VmError::Clone(e) => match e {
                 CloneError::Io { .. }
                 | CloneError::LeftoverStays { .. }

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustix::fs::FileType;
 
@@ -29,6 +30,29 @@ pub const FILE_NAME: &str = "state.sav";
 /// Where `vm`'s saved state goes: in its disk directory.
 pub fn path_in(disk_dir: &Path) -> PathBuf {
     disk_dir.join(FILE_NAME)
+}
+
+/// What every save is given at least, whatever the memory size.
+const SAVE_FLOOR: Duration = Duration::from_secs(30);
+/// A write rate any disk a desktop VM lives on sustains (a slow USB stick
+/// or a busy HDD included): what the budgets below assume.
+const SLOW_WRITE: u64 = 32 << 20;
+/// QEMU's default memory when the config sets none.
+const DEFAULT_MEMORY: u64 = 128 << 20;
+
+/// How long saving a guest of `memory_bytes` may take at worst: a floor
+/// plus its whole RAM at [`SLOW_WRITE`] (zero pages cost almost nothing,
+/// so a real save is far quicker). An `on_stop: save` VM's unit gets this
+/// as its stop timeout, and the runner extends it while the save makes
+/// progress.
+pub fn save_budget(memory_bytes: Option<u64>) -> Duration {
+    SAVE_FLOOR + Duration::from_secs(memory_bytes.unwrap_or(DEFAULT_MEMORY) / SLOW_WRITE)
+}
+
+/// How long loading a state file of `size` bytes may take: the same
+/// floor and rate (a start that resumes gets at least this).
+pub fn load_budget(size: u64) -> Duration {
+    SAVE_FLOOR + Duration::from_secs(size / SLOW_WRITE)
 }
 
 /// Why a recorded state is not loaded.
@@ -280,6 +304,15 @@ mod tests {
             Removal::KeptUnproven(_)
         ));
         assert!(real.exists());
+    }
+
+    #[test]
+    fn budgets_grow_with_memory_from_a_floor() {
+        assert_eq!(save_budget(None), Duration::from_secs(34));
+        assert_eq!(save_budget(Some(1 << 30)), Duration::from_secs(62));
+        assert_eq!(save_budget(Some(16 << 30)), Duration::from_secs(542));
+        assert_eq!(load_budget(0), Duration::from_secs(30));
+        assert_eq!(load_budget(320 << 20), Duration::from_secs(40));
     }
 
     #[test]
