@@ -125,8 +125,15 @@ impl Saver {
                         (why, now)
                     }
                 };
+                let hint = match why.starts_with(NO_SPACE) {
+                    true => format!(
+                        "; free space there (`df -h {}`) and save again",
+                        dir.display()
+                    ),
+                    false => String::new(),
+                };
                 let message = format!(
-                    "cannot save VM '{}' to {}: {why}; nothing was saved{}",
+                    "cannot save VM '{}' to {}: {why}; nothing was saved{}{hint}",
                     self.vm,
                     dir.display(),
                     match run_state.as_str() {
@@ -182,7 +189,7 @@ impl Saver {
             &mut Provisioned::default(),
         )
         .map_err(|e| Failed::Step(e.to_string()))?;
-        let mut writer = Writer::create(target).map_err(|e| Failed::Step(io_words(dir, &e)))?;
+        let mut writer = Writer::create(target).map_err(|e| Failed::Step(io_words(&e)))?;
         if was == "running" {
             self.qmp.execute_timeout("stop", None, COMMAND).await?;
         }
@@ -190,9 +197,7 @@ impl Saver {
         let migrated = self.migrate(&writer, dir, stopping).await;
         self.set_bandwidth(bandwidth).await;
         migrated?;
-        let (identity, size) = writer
-            .finish()
-            .map_err(|e| Failed::Step(io_words(dir, &e)))?;
+        let (identity, size) = writer.finish().map_err(|e| Failed::Step(io_words(&e)))?;
         let state = SavedState {
             path: target.to_path_buf(),
             size,
@@ -215,7 +220,7 @@ impl Saver {
             .map_err(|e| Failed::Step(format!("cannot record it: {e}")))?;
         if let Err(e) = writer.commit() {
             let _ = store.forget_saved_state(self.vm.as_str());
-            return Err(Failed::Step(io_words(dir, &e)));
+            return Err(Failed::Step(io_words(&e)));
         }
         Ok(state)
     }
@@ -295,7 +300,7 @@ impl Saver {
                         .get("error-desc")
                         .and_then(Value::as_str)
                         .unwrap_or("the migration failed");
-                    return Err(Failed::Step(failure_words(dir, desc)));
+                    return Err(Failed::Step(failure_words(desc)));
                 }
                 _ => {}
             }
@@ -334,26 +339,21 @@ impl Saver {
     }
 }
 
-/// An I/O error on the state file, in words that say where.
-fn io_words(dir: &std::path::Path, e: &std::io::Error) -> String {
+/// How a failure for a full file system begins (the message adds a hint).
+const NO_SPACE: &str = "no space left on its file system";
+
+/// An I/O error on the state file, in words that say what.
+fn io_words(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => no_space(dir),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!("{NO_SPACE} ({e})"),
         _ => format!("{e}"),
     }
 }
 
-fn no_space(dir: &std::path::Path) -> String {
-    format!(
-        "no space left on the file system of {} (free some, e.g. see `df -h {}`)",
-        dir.display(),
-        dir.display()
-    )
-}
-
 /// QEMU's reason for a failed migration; a full file system is said so.
-fn failure_words(dir: &std::path::Path, desc: &str) -> String {
+fn failure_words(desc: &str) -> String {
     if desc.contains("No space left") || desc.contains("Disk quota exceeded") {
-        format!("{} (QEMU: {desc})", no_space(dir))
+        format!("{NO_SPACE} (QEMU: {desc})")
     } else {
         format!("QEMU: {desc}")
     }
@@ -364,22 +364,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_disk_is_named_with_its_directory() {
-        let dir = std::path::Path::new("/srv/vms/disks/web");
+    fn a_full_disk_is_said_so() {
         let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(io_words(&e).starts_with(NO_SPACE), "{}", io_words(&e));
         assert_eq!(
-            io_words(dir, &e),
-            "no space left on the file system of /srv/vms/disks/web (free some, e.g. see `df -h /srv/vms/disks/web`)"
+            failure_words("Unable to write to file: No space left on device"),
+            format!("{NO_SPACE} (QEMU: Unable to write to file: No space left on device)")
         );
-        let q = failure_words(dir, "Unable to write to file: No space left on device");
-        assert!(
-            q.starts_with("no space left on the file system of /srv/vms/disks/web"),
-            "{q}"
-        );
-        assert!(
-            q.ends_with("(QEMU: Unable to write to file: No space left on device)"),
-            "{q}"
-        );
-        assert_eq!(failure_words(dir, "boom"), "QEMU: boom");
+        assert_eq!(failure_words("boom"), "QEMU: boom");
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(!io_words(&other).starts_with(NO_SPACE));
     }
 }

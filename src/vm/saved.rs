@@ -298,6 +298,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             return Ok(timeout);
         }
         let Some(rec) = self.saved_state(vm)? else {
+            self.clear_unrecorded(vm, notify)?;
             return Ok(timeout);
         };
         match saved::check(&rec) {
@@ -316,8 +317,46 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                         "the saved state of VM '{vm}' is not resumed: {why}; the VM boots afresh"
                     ),
                 });
+                self.clear_unrecorded(vm, notify)?;
                 Ok(timeout)
             }
         }
+    }
+
+    /// Before a start without a trusted state: what saves left that no
+    /// record trusts goes — the temporary file of a save that was killed
+    /// (said so: the VM boots afresh), and a state file whose record is
+    /// gone (one already resumed whose runner ended before deleting it,
+    /// or one found untrusted).
+    fn clear_unrecorded(&self, vm: &VmName, notify: Notify<'_>) -> Result<(), VmError> {
+        let target = crate::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
+        for path in saved::delete_leftovers(&target) {
+            notify(Notice::Warning {
+                message: format!(
+                    "a save of VM '{vm}' was interrupted (it left {}, now deleted); nothing of it is loaded and the VM boots afresh",
+                    path.display()
+                ),
+            });
+        }
+        let store = self.store()?;
+        for f in store
+            .created_files(vm.as_str())?
+            .into_iter()
+            .filter(|f| f.kind == FileKind::SavedState)
+        {
+            let Some(identity) = f.identity else { continue };
+            match saved::delete(&f.path, &identity) {
+                Removal::Deleted => {
+                    store.forget_created_file(vm.as_str(), &f.path)?;
+                    notify(Notice::Deleted {
+                        path: f.path,
+                        kind: FileKind::SavedState,
+                    });
+                }
+                Removal::AlreadyGone => store.forget_created_file(vm.as_str(), &f.path)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
