@@ -38,6 +38,8 @@ mod cloud_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod saved_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
