@@ -24,8 +24,9 @@ use crate::vmname::VmName;
 
 /// The name the state file's descriptor has in QEMU (`getfd`).
 pub const FD_NAME: &str = "maqet-state";
-/// How often the migration's progress is asked.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the migration's progress is asked (its end is told by
+/// QEMU's MIGRATION event at once).
+const POLL: Duration = Duration::from_millis(250);
 /// A save whose byte count has not moved for this long is given up
 /// (a hung file system): the guest goes on.
 const STALL: Duration = Duration::from_secs(120);
@@ -272,6 +273,17 @@ impl Saver {
                 COMMAND,
             )
             .await?;
+        // MIGRATION events say at once when it has ended (polling alone
+        // added half a poll interval to every save); without them, polling.
+        let caps = json!({"capabilities": [{"capability": "events", "state": true}]});
+        if let Err(e) = self
+            .qmp
+            .execute_timeout("migrate-set-capabilities", Some(caps), COMMAND)
+            .await
+        {
+            tracing::debug!("no MIGRATION events ({e}); polling only");
+        }
+        let mut events = self.qmp.subscribe();
         let uri = format!("fd:{FD_NAME}");
         if let Err(e) = self
             .qmp
@@ -286,15 +298,29 @@ impl Saver {
             return Err(e.into());
         }
         let mut moved = (Instant::now(), 0u64);
+        let mut tick = tokio::time::interval(POLL);
         loop {
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) if ev.event == "MIGRATION" => {}
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Failed::QemuGone)
+                    }
+                },
+                _ = tick.tick() => {}
+            }
             let m = self
                 .qmp
                 .execute_timeout("query-migrate", None, COMMAND)
                 .await?;
             let status = m.get("status").and_then(Value::as_str).unwrap_or("");
             match status {
-                "completed" => return Ok(()),
+                "completed" => {
+                    let took = m.get("total-time").and_then(Value::as_u64).unwrap_or(0);
+                    tracing::debug!(qemu_ms = took, "QEMU wrote the state in {took} ms");
+                    return Ok(());
+                }
                 "failed" | "cancelled" => {
                     let desc = m
                         .get("error-desc")

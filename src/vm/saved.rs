@@ -50,6 +50,15 @@ pub enum SavedError {
     },
     #[error("VM '{vm}' is running, so it has no saved state to discard (`maqet suspend {vm}` saves one)")]
     Running { vm: VmName },
+    /// The VM's runner predates `suspend` (protocol 5): nothing outside it
+    /// can save the VM.
+    #[error("the runner of VM '{vm}' speaks protocol {runner} (started by {started_by}); `maqet suspend` needs {need}: restart the VM with `maqet restart {vm}` to use it")]
+    OldRunner {
+        vm: VmName,
+        runner: u32,
+        started_by: String,
+        need: u32,
+    },
 }
 
 /// "saved 2026-12-06T10:00:00Z, 412.0 MiB".
@@ -200,7 +209,23 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 return Err(e);
             }
         };
-        let r = c.suspend().await?;
+        let r = match c.suspend().await {
+            Ok(r) => r,
+            Err(crate::ipc::IpcError::Outdated {
+                runner,
+                maqet_version,
+                need,
+            }) => {
+                return Err(SavedError::OldRunner {
+                    vm: vm.clone(),
+                    runner,
+                    started_by: crate::ipc::client::started_by(&maqet_version),
+                    need: need.since(),
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Some(info) = r.saved else {
             return Err(SavedError::SaveFailed {
                 vm: vm.clone(),
