@@ -239,6 +239,14 @@ pub(crate) fn mkfifo(p: &Path) {
     .unwrap();
 }
 
+/// fsync a directory so a rename or link in it survives a crash (best
+/// effort: the file itself is synced already).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,19 @@ fn a_new_cli_uses_a_protocol_1_runner_where_it_can_and_says_why_not_where_it_can
     );
     assert!(err.contains(&want), "{err}");
     assert!(o.stdout.is_empty());
+    // Saving its running state needs protocol 5: nothing was asked of it
+    // but its version.
+    let before = seen.lock().unwrap().len();
+    let o = run(&["suspend", &vm]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let want = format!(
+        "the runner of VM '{vm}' speaks protocol 1 (started by an older maqet); `maqet suspend` needs 5: restart the VM with `maqet restart {vm}` to use it"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(seen.lock().unwrap()[before..]
+        .iter()
+        .all(|l| l.contains(r#""method":"status""#)));
 
     // The port plan of such a VM lies beside the directories too, and the
     // new CLI finds it there (its control socket says which layout).

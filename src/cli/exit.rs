@@ -17,7 +17,7 @@ use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
 use crate::vm::nvram::NvramError;
 use crate::vm::wait::WaitError;
-use crate::vm::{AttachError, OwnerError, VmError};
+use crate::vm::{AttachError, OwnerError, SavedError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -30,8 +30,9 @@ pub mod code {
     /// Also for a drive, snapshot or image that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
-    /// Exists already, already running, running when it must not be, or
-    /// the unit belongs to another data directory's VM of that name.
+    /// Exists already, already running, running when it must not be, a
+    /// change refused while the VM has a saved state, or the unit belongs
+    /// to another data directory's VM of that name.
     pub const CONFLICT: i32 = 5;
     /// QEMU answered a QMP command with an error.
     pub const QMP_ERROR: i32 = 6;
@@ -74,7 +75,7 @@ Exit codes:
   2  usage error
   3  no such VM (or no such drive, snapshot or image)
   4  invalid configuration
-  5  conflict (exists, already running, running when it must not be, or runs from another data directory)
+  5  conflict (exists, already running, running when it must not be, saved when it must not be, or runs from another data directory)
   6  QMP error reported by QEMU
   7  timeout (also: the state database stayed locked by another process)
   8  no user session (systemd --user or the session bus unreachable)";
@@ -223,6 +224,13 @@ impl From<VmError> for CliError {
             VmError::Attach(e) => attach_code(&e),
             // Both are the VM's state not fitting the request.
             VmError::Snapshot(_) => code::CONFLICT,
+            VmError::Saved(e) => match e {
+                SavedError::SaveFailed { .. } => code::FAILURE,
+                SavedError::Refused { .. }
+                | SavedError::AlreadySaved { .. }
+                | SavedError::Running { .. }
+                | SavedError::OldRunner { .. } => code::CONFLICT,
+            },
             VmError::Clone(e) => match e {
                 CloneError::Io { .. }
                 | CloneError::LeftoverStays { .. }

@@ -38,6 +38,8 @@
 //! - `console: bool` (default false) — serial port on maqet's console socket.
 //! - `shutdown_timeout: seconds` (positive, default 30) — power-down grace.
 //! - `on_reboot: restart|stop` (default restart) — `stop` renders `-no-reboot`.
+//! - `on_stop: shutdown|save` (default shutdown) — what a stop by systemd
+//!   (logout, shutdown) does: power off, or save the running state.
 //! - `restart: no|on-failure|always` (default no) — systemd `Restart=`.
 //! - `restart_sec: seconds` — systemd `RestartSec=`.
 //! - `autostart: bool` — start at login.
@@ -102,7 +104,7 @@ pub use guest::{parse_port, unprivileged_port_start, CloudInit, GuestSetup, Port
 pub use nic::NetworkMode;
 pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
-    Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,
+    Argument, ImageFormat, Interface, OnReboot, OnStop, ResourceLimits, Resources, RestartPolicy,
     SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };

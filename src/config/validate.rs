@@ -9,8 +9,8 @@ use super::error::{ConfigError, Location};
 use super::node::{Node, Value};
 use super::paths;
 use super::schema::{
-    Argument, OnReboot, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE, DEFAULT_BINARY,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    Argument, OnReboot, OnStop, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE,
+    DEFAULT_BINARY, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;
@@ -31,6 +31,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "console",
     "shutdown_timeout",
     "on_reboot",
+    "on_stop",
     "restart",
     "restart_sec",
     "autostart",
@@ -240,6 +241,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         console: false,
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         on_reboot: OnReboot::Restart,
+        on_stop: OnStop::Shutdown,
         restart: RestartPolicy::No,
         restart_sec: None,
         autostart: false,
@@ -384,6 +386,22 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 }
                 cfg.order.push(Section::OnReboot);
             }
+            "on_stop" => match node.as_str() {
+                Some("shutdown") => cfg.on_stop = OnStop::Shutdown,
+                Some("save") => cfg.on_stop = OnStop::Save,
+                other => {
+                    let hint = other
+                        .map(|s| suggest::hint(s, &["shutdown", "save"]))
+                        .unwrap_or_default();
+                    v.error(
+                        &node.loc,
+                        format!(
+                            "on_stop: expected 'shutdown' or 'save', {}{hint}",
+                            found(node)
+                        ),
+                    )
+                }
+            },
             "restart" => {
                 cfg.restart = match (&node.value, node.as_str()) {
                     // Unquoted `no` is the boolean false in YAML 1.1.

@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use super::protocol::{
     Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, Need, Outgoing, QmpParams,
     Response, SnapshotParams, SnapshotResult, StatusInfo, StopParams, StopResult, StreamStart,
-    PROTOCOL_UNTYPED,
+    SuspendResult, PROTOCOL_UNTYPED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +195,14 @@ impl IpcClient {
     pub async fn snapshot(&mut self, p: SnapshotParams) -> Result<SnapshotResult, IpcError> {
         self.require(Need::Snapshot).await?;
         typed(self.request(&Call::Snapshot(p), None).await?)
+    }
+
+    /// Has the runner save the VM's running state and end the VM (protocol
+    /// 5). Unbounded: writing the state takes as long as the guest's RAM
+    /// needs (the runner gives up on a save that stops making progress).
+    pub async fn suspend(&mut self) -> Result<SuspendResult, IpcError> {
+        self.require(Need::Suspend).await?;
+        typed(self.request(&Call::Suspend, None).await?)
     }
 
     /// Tells the runner that a helper unit of its VM failed (protocol 4).

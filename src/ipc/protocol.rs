@@ -13,7 +13,7 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// `status` reply. Version 1 is the runner before typed requests: its
 /// status reply has no `protocol` key. See [`Need::since`] for what each
 /// version offers.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// The version a `status` reply without `protocol` stands for.
 pub const PROTOCOL_UNTYPED: u32 = 1;
@@ -27,6 +27,7 @@ pub const METHODS: &[&str] = &[
     "console",
     "snapshot",
     "companion_failed",
+    "suspend",
 ];
 
 /// One request, as both sides see it. On the wire it is the `method` and
@@ -53,6 +54,10 @@ pub enum Call {
     /// on without it. Sent by the helper unit's `ExecStopPost=`; answered
     /// with `null` once the runner took it.
     CompanionFailed(CompanionFailure),
+    /// Save the VM's running state to its state file and end the VM
+    /// (protocol 5); answered with a [`SuspendResult`] — once QEMU has
+    /// exited after a save, at once when the save failed and the VM runs on.
+    Suspend,
 }
 
 /// What a caller may need from a runner. Requests map to one each
@@ -70,6 +75,7 @@ pub enum Need {
     /// `stop` asking the guest agent first (the runner does it and says so).
     AgentStop,
     CompanionFailed,
+    Suspend,
 }
 
 impl Need {
@@ -82,6 +88,7 @@ impl Need {
             Need::QmpEndpoint => 2,
             Need::Snapshot => 3,
             Need::AgentStop | Need::CompanionFailed => 4,
+            Need::Suspend => 5,
         }
     }
 
@@ -98,6 +105,7 @@ impl Need {
             }
             Need::AgentStop => "a stop through the guest agent run by the runner",
             Need::CompanionFailed => "the companion_failed request",
+            Need::Suspend => "saving the VM's running state (maqet suspend)",
         }
     }
 }
@@ -112,6 +120,7 @@ impl Call {
             Call::Console(_) => "console",
             Call::Snapshot(_) => "snapshot",
             Call::CompanionFailed(_) => "companion_failed",
+            Call::Suspend => "suspend",
         }
     }
 
@@ -125,6 +134,7 @@ impl Call {
             Call::Console(_) => Need::Console,
             Call::Snapshot(_) => Need::Snapshot,
             Call::CompanionFailed(_) => Need::CompanionFailed,
+            Call::Suspend => Need::Suspend,
         }
     }
 
@@ -146,6 +156,7 @@ impl Call {
             "companion_failed" => CompanionFailure::from_params(params)
                 .map(Call::CompanionFailed)
                 .map_err(bad),
+            "suspend" => no_params("suspend", params).map(|()| Call::Suspend),
             other => Err(bad(format!(
                 "unknown method '{}'; known: {}",
                 excerpt(other, 64),
@@ -380,6 +391,37 @@ pub struct FreezeReport {
     /// state had them frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thawed_after_load: Option<u64>,
+}
+
+/// `suspend` result. A failed save is a result, not an error reply: the
+/// caller needs to know whether the VM runs on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuspendResult {
+    /// The saved state, when the save completed (QEMU has exited then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<SavedInfo>,
+    /// Why the save failed; the runner's words, naming the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// After a failed save: QEMU's run state now (the guest continues as it
+    /// was before the save).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<String>,
+}
+
+/// A completed save, as the runner recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SavedInfo {
+    pub path: std::path::PathBuf,
+    /// Bytes of the state file.
+    pub size: u64,
+    /// Unix seconds.
+    pub saved_at: i64,
+    /// From pausing the guest to the synced, recorded file.
+    pub save_ms: u64,
+    /// What a resume continues: `running` or `paused`.
+    pub run_state: String,
+    pub qemu_version: String,
 }
 
 /// `stop` params.
@@ -759,7 +801,40 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
         }
         assert!(METHODS.contains(&"companion_failed"));
-        assert_eq!(PROTOCOL, 4);
+    }
+
+    #[test]
+    fn protocol_5_adds_suspend() {
+        assert_eq!(PROTOCOL, 5);
+        let call = Call::from_wire("suspend", Value::Null).unwrap();
+        assert_eq!(call, Call::Suspend);
+        assert_eq!(call.need(), Need::Suspend);
+        assert_eq!(Need::Suspend.since(), 5);
+        let text = serde_json::to_string(&Outgoing { id: 9, call: &call }).unwrap();
+        assert_eq!(text, r#"{"id":9,"method":"suspend"}"#);
+        assert!(METHODS.contains(&"suspend"));
+        let e = Call::from_wire("suspend", json!({"now": true})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        // A failed save says why and how the VM is; a completed one what was saved.
+        let failed: SuspendResult =
+            serde_json::from_value(json!({"error": "no space left in /d", "run_state": "running"}))
+                .unwrap();
+        assert_eq!(failed.saved, None);
+        let done = SuspendResult {
+            saved: Some(SavedInfo {
+                path: "/d/state.sav".into(),
+                size: 5,
+                saved_at: 1,
+                save_ms: 2,
+                run_state: "running".into(),
+                qemu_version: "7.2.22".into(),
+            }),
+            error: None,
+            run_state: None,
+        };
+        let v = serde_json::to_value(&done).unwrap();
+        assert_eq!(v["saved"]["size"], 5);
+        assert!(v.get("error").is_none());
     }
 
     #[test]

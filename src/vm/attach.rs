@@ -122,6 +122,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             (false, true) => return Err(AttachError::NotRunning { vm: c.vm }.into()),
             _ => {}
         }
+        if !running {
+            self.refuse_saved(&c.vm, "`storage attach` (a disk more)")?;
+        }
         self.refuse_in_use(&c.vm, &c.path, &c.new).await?;
         let shared_with = self.defined_users(&c.vm, &c.path)?;
         if running {

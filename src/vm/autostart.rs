@@ -1,4 +1,5 @@
-//! `maqet autostart`: start every VM flagged for it that is not running,
+//! `maqet autostart`: start every VM flagged for it (or saved by a stop
+//! under `on_stop: save`) that is not running,
 //! all at once (each start waits on its own VM's readiness). One VM that
 //! fails — or does not finish within its deadline — is reported as
 //! failed, and the others are started all the same.
@@ -9,7 +10,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::paths::DataDir;
-use crate::state::{Store, VmRecord};
+use crate::state::{SaveReason, Store, VmRecord};
 use crate::vmname::VmName;
 
 use super::owner::UnitOwner;
@@ -28,13 +29,25 @@ pub struct AutostartResult {
     pub error: Option<String>,
 }
 
-/// The VMs of `data_dir` flagged for autostart (none when nothing was
-/// ever defined there).
+/// The VMs of `data_dir` that `maqet autostart` starts: those flagged for
+/// autostart, and those whose state was saved when systemd stopped them
+/// (`on_stop: save`: logout, shutdown), which come back where they were;
+/// a state saved by `maqet suspend` waits for `maqet start`. None when
+/// nothing was ever defined there.
 pub fn flagged(data_dir: &DataDir) -> Result<Vec<VmRecord>, VmError> {
-    Ok(match Store::open_read_only(&data_dir.db_path())? {
-        Some(s) => s.list_vms()?.into_iter().filter(|r| r.autostart).collect(),
-        None => Vec::new(),
-    })
+    let Some(s) = Store::open_read_only(&data_dir.db_path())? else {
+        return Ok(Vec::new());
+    };
+    let saved_on_stop: Vec<String> = s
+        .saved_states()?
+        .into_iter()
+        .filter(|(_, st)| st.reason == SaveReason::Stop)
+        .map(|(name, _)| name)
+        .collect();
+    Ok(s.list_vms()?
+        .into_iter()
+        .filter(|r| r.autostart || saved_on_stop.contains(&r.name))
+        .collect())
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
@@ -91,7 +104,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // may have come since the listing).
         let _lock = self.lock(name, timeout)?;
         let (_, rec) = self.record(name)?;
-        self.start_record(&vm, &rec, timeout, Wait::Ready, notify)
+        self.start_record(&vm, &rec, timeout, Wait::Ready, false, notify)
             .await?;
         Ok(true)
     }

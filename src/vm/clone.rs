@@ -166,6 +166,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if let Some(what) = record.incomplete.clone() {
             return Err(CloneError::SourceIncomplete { vm: src, what }.into());
         }
+        if full {
+            // Its disks are mid-run: they belong with its saved RAM.
+            self.refuse_saved(&src, "`clone --full` (copies of its disks)")?;
+        }
         let mut cleaned = Vec::new();
         if let Ok((_, existing)) = self.record(dst.as_str()) {
             if existing.incomplete.is_none() {

@@ -201,6 +201,16 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         .map_err(|e| VmError::Io(std::io::Error::other(e.to_string())))??;
         let cfg = doc.validate_all().map_err(VmError::Invalid)?;
         check_keys(&cfg)?;
+        // A saved state belongs to the machine as it is: only changes that
+        // leave QEMU's command line alone (unit settings, autostart, …).
+        if let Ok(old) = super::stored_config(&rec) {
+            if !super::saved::same_machine(&self.data_dir, &vm, &old, &cfg) {
+                self.refuse_saved(
+                    &vm,
+                    "`apply` of this change (it alters QEMU's command line)",
+                )?;
+            }
+        }
         for w in &cfg.warnings {
             notify(Notice::Warning { message: w.clone() });
         }

@@ -98,6 +98,8 @@ pub enum VmError {
     #[error(transparent)]
     Snapshot(#[from] super::snapshot::SnapshotError),
     #[error(transparent)]
+    Saved(#[from] super::saved::SavedError),
+    #[error(transparent)]
     Clone(#[from] super::clone::CloneError),
     #[error(transparent)]
     Access(#[from] super::access::AccessError),

@@ -26,6 +26,7 @@ pub mod provision;
 pub mod refs;
 pub mod remove;
 pub mod runners;
+pub mod saved;
 pub mod snapshot;
 pub mod units;
 pub mod verify;
@@ -36,6 +37,8 @@ pub mod wait;
 mod cloud_tests;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod saved_tests;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +56,7 @@ pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};
 pub use owner::{owned_by, Owner, OwnerError, UnitOwner};
 pub use runners::{IpcRunners, Runners};
+pub use saved::{Discarded, SavedError, SavedView, Suspended};
 pub use snapshot::{SnapshotError, SnapshotOp, SnapshotRequest, SnapshotRow, Snapshotted};
 pub use units::UnitManager;
 

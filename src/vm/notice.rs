@@ -60,6 +60,17 @@ pub enum Notice {
     DeletedEmptyDir {
         path: PathBuf,
     },
+    /// A start resumes the VM's saved running state.
+    Resuming {
+        vm: VmName,
+        saved_at: i64,
+        size: u64,
+    },
+    /// `start --fresh` discarded the VM's saved running state.
+    Discarded {
+        vm: VmName,
+        path: PathBuf,
+    },
     /// Something that did not stop the command but should be known.
     Warning {
         message: String,
@@ -94,6 +105,17 @@ impl std::fmt::Display for Notice {
             Notice::DeletedLeftover { path } => write!(
                 f,
                 "deleted {} (left half-written by an interrupted maqet command)",
+                path.display()
+            ),
+            Notice::Resuming { vm, saved_at, size } => write!(
+                f,
+                "resuming '{vm}' from its saved state (saved {}, {} bytes; `maqet start --fresh {vm}` would boot it afresh)",
+                crate::time::rfc3339_utc((*saved_at).max(0) as u64),
+                size
+            ),
+            Notice::Discarded { vm, path } => write!(
+                f,
+                "discarded the saved state of '{vm}' ({}); it boots afresh",
                 path.display()
             ),
             Notice::Warning { message } => write!(f, "warning: {message}"),

@@ -37,6 +37,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if self.is_running(&vm).await? {
             return Err(NvramError::Running { vm }.into());
         }
+        self.refuse_saved(&vm, "`storage convert-nvram` (another variable store)")?;
         let qemu_img = QemuImg::find(Some(&cfg.binary))?;
         let store = self.store()?;
         let mut done = Provisioned::default();

@@ -51,6 +51,9 @@ pub struct StatusReport {
     pub companions: Vec<crate::companion::CompanionState>,
     /// Forwarded ports chosen at start; null when none or stopped.
     pub ports: Option<crate::ports::PortPlan>,
+    /// The VM's saved running state while it is not running (`maqet
+    /// suspend`, `on_stop: save`); null when it has none.
+    pub saved: Option<super::saved::SavedView>,
 }
 
 impl StatusReport {
@@ -90,6 +93,7 @@ impl StatusReport {
             qmp_socket: None,
             companions: Vec::new(),
             ports: None,
+            saved: None,
         };
         if up {
             r.qmp_socket = qmp_socket(vm);
@@ -98,6 +102,18 @@ impl StatusReport {
             r.set_usage(Usage::from_systemd(s));
         }
         r
+    }
+
+    /// A VM that does not run shows its saved state; with one the next
+    /// start resumes, it is `saved`.
+    pub fn set_saved(&mut self, saved: Option<super::saved::SavedView>) {
+        if self.state.is_live() {
+            return;
+        }
+        if saved.as_ref().is_some_and(|s| s.resumable()) {
+            self.state = VmState::Saved;
+        }
+        self.saved = saved;
     }
 
     /// The VM's companion units (swtpm), as systemd has them.
@@ -211,6 +227,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let st = self.unit_of(vm).await?;
         let mut r = StatusReport::new(vm, st.as_ref());
         r.fill_last_error(vm, st.as_ref());
+        r.set_saved(
+            self.saved_state(vm)?
+                .as_ref()
+                .map(super::saved::SavedView::of),
+        );
         if let Some(runner) = r.runner_pid {
             let procs = self.units.unit_processes(&r.unit).await.ok();
             if let Some(p) = &procs {
@@ -293,6 +314,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }))
         }))
         .await;
+        let mut saved: HashMap<String, super::saved::SavedView> =
+            self.saved_views()?.into_iter().collect();
         let mut reports = Vec::new();
         for ((vm, st, _, _), full) in rows.into_iter().zip(details) {
             let (st, group) = match full? {
@@ -300,6 +323,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 None => (st, None),
             };
             let mut rep = StatusReport::new(&vm, st.as_ref());
+            rep.set_saved(saved.remove(vm.as_str()));
             if filter.is_none_or(|f| f == rep.state) {
                 match group.filter(|_| rep.runner_pid.is_some() && rep.usage_source.is_none()) {
                     Some(g) => rep.set_usage(g.usage()),

@@ -175,10 +175,12 @@ case $1 in
 esac
 SCRIPT
     chmod 0755 "$root/etc/udhcpc.script"
-    # qemu-ga's guest-shutdown runs /sbin/shutdown.
+    # qemu-ga's guest-shutdown runs /sbin/shutdown; its guest-set-time
+    # is "not supported" unless /sbin/hwclock exists (it runs `hwclock -w`).
     mkdir -p "$root/sbin"
     printf '#!/bin/sh\nexec poweroff -f\n' >"$root/sbin/shutdown"
     chmod 0755 "$root/sbin/shutdown"
+    ln -s /bin/busybox "$root/sbin/hwclock"
     (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6) >"$initrd.tmp"
     mv "$initrd.tmp" "$initrd"
     # Older builds are of no use any more — unless another checkout of a

@@ -58,7 +58,7 @@ pub async fn run(ctx: &Ctx, a: &AutostartArgs) -> Result<(), CliError> {
             print_json(&Vec::<AutostartResult>::new());
         }
         eprintln!(
-            "no VM is marked for autostart in {} (`maqet enable VM` marks one)",
+            "no VM is marked for autostart or was saved by a stop in {} (`maqet enable VM` marks one)",
             ctx.data_dir.path().display()
         );
         return Ok(());

@@ -40,6 +40,10 @@ fn print_human(r: &Inspection) {
         r.restart_policy, s.restarts
     );
     println!("  autostart: {}", if r.autostart { "yes" } else { "no" });
+    println!("  on stop:   {}", r.on_stop);
+    if let Some(v) = &s.saved {
+        println!("  saved:     {}", crate::cli::output::saved_line(v));
+    }
     for c in s.companion_lines() {
         println!("  helper:    {c}");
     }

@@ -53,6 +53,15 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     if let Some(p) = r.ports.as_ref().filter(|p| !p.forwards.is_empty()) {
         println!("  ports:   {}", p.summary());
     }
+    if let Some(v) = &r.saved {
+        println!("  saved:   {}", crate::cli::output::saved_line(v));
+        if v.resumable() {
+            println!(
+                "  (`maqet start {}` resumes it; `maqet start --fresh {}` boots afresh and discards it)",
+                r.name, r.name
+            );
+        }
+    }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
             println!("  last run: {f}");
@@ -137,9 +146,14 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                 r.memory_bytes
                     .map(human_bytes)
                     .unwrap_or_else(|| "-".into()),
-                match (&r.failure, &r.last_error) {
-                    (Some(f), Some(e)) => format!("{f}: {e}"),
-                    (Some(f), None) => f.clone(),
+                match (&r.failure, &r.last_error, &r.saved) {
+                    (_, _, Some(v)) if v.resumable() => format!(
+                        "saved {} ago, {}",
+                        human_duration(now.saturating_sub(v.saved_at.max(0) as u64)),
+                        human_bytes(v.size)
+                    ),
+                    (Some(f), Some(e), _) => format!("{f}: {e}"),
+                    (Some(f), None, _) => f.clone(),
                     _ => String::new(),
                 },
             ]
@@ -170,7 +184,10 @@ fn state_sgr(s: VmState) -> Option<&'static str> {
         | VmState::Prelaunch
         | VmState::Starting
         | VmState::Stopping
+        | VmState::Saving
         | VmState::Restarting => Some("33"),
+        // Not running, but holding a guest's work: not merely defined.
+        VmState::Saved => Some("36"),
         VmState::Failed | VmState::InternalError => Some("1;31"),
         VmState::Defined => None,
     }

@@ -183,6 +183,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .into()),
             (false, true) => Err(SnapshotError::Running { vm, op: req.op }.into()),
             (false, false) => {
+                let action = format!("a disk-only `snapshot {}`", req.op.verb());
+                self.refuse_saved(&vm, &action)?;
                 let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
                 let name = entry.name.clone();
                 self.refuse_bases(&vm, &[(name.clone(), path.clone())], req.op)
