@@ -27,7 +27,9 @@ impl Ctx {
 
     /// The stored VM `name`, or exit code 3 with a hint.
     pub fn vm(&self, name: &str) -> Result<(VmName, VmRecord), CliError> {
-        Ok(crate::vm::record(&self.data_dir, name)?)
+        let vm = VmName::new(name)?;
+        let rec = crate::vm::record(&self.data_dir, &vm)?;
+        Ok((vm, rec))
     }
 
     pub async fn systemd(&self) -> Result<Systemd, CliError> {

@@ -49,8 +49,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     ) -> Vec<AutostartResult> {
         let deadline = timeout + START_MARGIN;
         join_all(records.iter().map(|r| async move {
-            let started =
-                tokio::time::timeout(deadline, self.autostart_one(&r.name, timeout, notify)).await;
+            let one = async {
+                let vm = VmName::new(&r.name)?;
+                self.autostart_one(&vm, timeout, notify).await
+            };
+            let started = tokio::time::timeout(deadline, one).await;
             let (result, error) = match started {
                 Ok(Ok(true)) => ("started", None),
                 Ok(Ok(false)) => ("already_running", None),
@@ -75,23 +78,22 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `Ok(false)`: already running.
     async fn autostart_one(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<bool, VmError> {
-        let vm = VmName::new(name)?;
         // (A live unit of another data directory makes the start fail with
         // a message that says so.)
-        if let UnitOwner::Ours(st) = UnitOwner::of(&self.units, &vm, self.data_dir.path()).await? {
+        if let UnitOwner::Ours(st) = UnitOwner::of(&self.units, vm, self.data_dir.path()).await? {
             if st.vm_state().is_live() {
                 return Ok(false);
             }
         }
         // Under the VM's lock, with the definition as it is now (an `rm`
         // may have come since the listing).
-        let _lock = self.lock(name, timeout)?;
-        let (_, rec) = self.record(name)?;
-        self.start_record(&vm, &rec, timeout, Wait::Ready, notify)
+        let _lock = self.lock(vm, timeout)?;
+        let rec = self.record(vm)?;
+        self.start_record(vm, &rec, timeout, Wait::Ready, notify)
             .await?;
         Ok(true)
     }

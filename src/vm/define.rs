@@ -162,19 +162,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// keeps the config it was started with).
     pub async fn apply(
         &self,
-        name: &str,
+        vm: &VmName,
         changes: &Changes,
         notify: Notify<'_>,
     ) -> Result<Applied, VmError> {
-        self.record(name)?;
+        self.record(vm)?;
         // Read, merge and write under the VM's lock: two applies at once
         // would otherwise both merge onto the same old config and the second
         // write would drop the first's change; a start cannot slip in
         // between the running check and the write either.
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, rec) = self.record(name)?;
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        let rec = self.record(vm)?;
         if self.is_running(&vm).await? {
-            return Err(VmError::RunningNoApply { vm });
+            return Err(VmError::RunningNoApply { vm: vm.clone() });
         }
         let mut doc = ConfigDocument::from_stored(&rec.config)?;
         let layer = ConfigDocument::load_files(&changes.files)?;
@@ -212,7 +212,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let new = doc.to_json();
         let diffs = diff(&old, &new);
         if diffs.is_empty() {
-            return Ok(Applied { vm, changes: diffs });
+            return Ok(Applied {
+                vm: vm.clone(),
+                changes: diffs,
+            });
         }
         let mut sources = rec.sources.clone();
         for s in doc.sources() {
@@ -227,7 +230,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .update_config(vm.as_str(), &new, &sources, autostart)?;
         record_cache_user(changes.images.as_ref(), &doc, &self.data_dir);
         drop(cache_guard);
-        Ok(Applied { vm, changes: diffs })
+        Ok(Applied {
+            vm: vm.clone(),
+            changes: diffs,
+        })
     }
 }
 

@@ -52,6 +52,11 @@ pub fn define_yaml(
 }
 
 /// Runs `f` on a current-thread runtime with timers, as the CLI does.
+/// A VM name the tests know to be valid.
+pub fn n(name: &str) -> VmName {
+    VmName::new(name).unwrap()
+}
+
 pub fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -131,8 +131,8 @@ pub struct Inspection {
 
 impl<R: Runners> Vms<Systemd, R> {
     /// `maqet inspect VM`: everything about VM `name` in one place.
-    pub async fn inspect(&self, name: &str) -> Result<Inspection, VmError> {
-        let (vm, rec) = self.record(name)?;
+    pub async fn inspect(&self, vm: &VmName) -> Result<Inspection, VmError> {
+        let rec = self.record(vm)?;
         let sd = &self.units;
         let unit = vm.service_unit();
         let st = self.unit_of(&vm).await?;

@@ -66,7 +66,7 @@ pub fn define_launch(
     // A given name is checked before anything is downloaded.
     let given = req.name.as_deref().map(VmName::new).transpose()?;
     if let Some(vm) = &given {
-        if super::record(data_dir, vm.as_str()).is_ok() {
+        if super::record(data_dir, vm).is_ok() {
             return Err(VmError::Exists {
                 vm: vm.clone(),
                 from_files: false,

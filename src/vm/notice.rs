@@ -7,7 +7,7 @@ use crate::state::FileKind;
 use crate::vmname::VmName;
 
 /// Receives notices in the order they happen.
-pub type Notify<'a> = &'a dyn Fn(Notice);
+pub type Notify<'a> = &'a (dyn Fn(Notice) + Send + Sync);
 
 /// Drops every notice (for callers that only want the result).
 pub fn quiet(_: Notice) {}

@@ -89,12 +89,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Undoes what a failed (or lost) start created: deletes what no VM
     /// uses (running VMs of any data directory included) and forgets every
     /// record.
-    pub async fn undo(&self, vm: &VmName, done: Provisioned, store: &Store) -> UndoNote {
+    /// The store is taken by value: a borrowed one (not `Sync`) held across
+    /// the wait for systemd would make the caller's future `!Send`.
+    pub async fn undo(&self, vm: &VmName, done: Provisioned, store: Store) -> UndoNote {
         if done.created.is_empty() {
             return UndoNote::Nothing;
         }
-        match self.references(store, Some(vm)).await {
-            Ok(refs) => UndoNote::Done(done.undo(vm.as_str(), store, &refs)),
+        match self.references(&store, Some(vm)).await {
+            Ok(refs) => UndoNote::Done(done.undo(vm.as_str(), &store, &refs)),
             Err(why) => UndoNote::KeptAll {
                 paths: done.created.into_iter().map(|c| c.path).collect(),
                 why: Box::new(why),
@@ -107,7 +109,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         &self,
         vm: &VmName,
         done: Provisioned,
-        store: &Store,
+        store: Store,
         error: VmError,
     ) -> VmError {
         match self.undo(vm, done, store).await {
@@ -125,12 +127,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         vm: &VmName,
         cfg: &VmConfig,
     ) -> Result<Provisioned, VmError> {
-        let (_, rec) = self.record(vm.as_str())?;
+        let rec = self.record(vm)?;
         VmError::refuse_incomplete(vm, &rec)?;
         let store = self.store()?;
         let mut done = Provisioned::default();
         if let Err(e) = st::provision(vm.as_str(), cfg, &self.disk_dir(vm), &store, &mut done) {
-            return Err(self.undone(vm, done, &store, e.into()).await);
+            return Err(self.undone(vm, done, store, e.into()).await);
         }
         Ok(done)
     }

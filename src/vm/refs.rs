@@ -129,30 +129,37 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     /// Everything in use, except by the VM `except` of this data directory
     /// (the one whose files are being deleted).
-    pub async fn references(
-        &self,
+    ///
+    /// The definitions are read from `store` before the future is returned,
+    /// so the future does not hold the store (which is not `Sync`) and is
+    /// `Send` wherever the unit manager's futures are.
+    pub fn references<'a>(
+        &'a self,
         store: &Store,
         except: Option<&VmName>,
-    ) -> Result<References, VmError> {
+    ) -> impl std::future::Future<Output = Result<References, VmError>> + 'a {
         let mut refs = References::default();
-        let binary = self.add_defined(&mut refs, store, except)?;
-        let running = running_processes(&self.units).await?;
-        for p in &running {
-            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+        let defined = self.add_defined(&mut refs, store, except);
+        async move {
+            let binary = defined?;
+            let running = running_processes(&self.units).await?;
+            for p in &running {
+                refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+            }
+            refs.add_open_files(
+                &|pid| {
+                    running
+                        .iter()
+                        .find(|p| p.pid == pid)
+                        .map(|p| p.user.clone())
+                },
+                &[],
+            );
+            if let Ok(img) = QemuImg::find(binary.as_deref()) {
+                refs.add_backing_chains(&img);
+            }
+            Ok(refs)
         }
-        refs.add_open_files(
-            &|pid| {
-                running
-                    .iter()
-                    .find(|p| p.pid == pid)
-                    .map(|p| p.user.clone())
-            },
-            &[],
-        );
-        if let Ok(img) = QemuImg::find(binary.as_deref()) {
-            refs.add_backing_chains(&img);
-        }
-        Ok(refs)
     }
 
     /// Adds what the definitions of this data directory name, except

@@ -2,7 +2,6 @@
 //! storage maqet created for it (or files named one by one) unless
 //! something uses them.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,15 +32,15 @@ pub struct RemoveOptions {
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     pub async fn remove(
         &self,
-        name: &str,
+        vm: &VmName,
         opts: &RemoveOptions,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // Exclusive with `start` of this VM from the checks to the delete,
         // so no start can slip in between and leave a VM nobody knows running.
-        self.record(name)?;
-        let lock = self.lock(name, START_WAIT)?;
-        let (vm, rec) = self.record(name)?;
+        self.record(vm)?;
+        let lock = self.lock(vm, START_WAIT)?;
+        let rec = self.record(vm)?;
         let named = self.check_delete_files(&vm, &rec, &opts.delete_files)?;
         let unit = UnitOwner::of(&self.units, &vm, self.data_dir.path()).await?;
         // Another data directory's unit is neither stopped nor reset from here.
@@ -51,7 +50,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .is_some_and(|s| s.vm_state().is_live());
         if live {
             if !opts.force {
-                return Err(VmError::RunningNeedsForce { vm });
+                return Err(VmError::RunningNeedsForce { vm: vm.clone() });
             }
             self.stop(&vm, None, true).await?;
         }
@@ -96,7 +95,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     ) -> Vec<Result<(), VmError>> {
         let mut results = Vec::with_capacity(names.len());
         for vm in names {
-            results.push(self.remove(vm.as_str(), opts, notify).await);
+            results.push(self.remove(vm, opts, notify).await);
         }
         results
     }
@@ -160,7 +159,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let tx = store.begin_write()?;
         let records = tx.created_files(vm.as_str())?;
         let created: Vec<PathBuf> = records.iter().map(|f| canonical(&f.path)).collect();
-        let deleted = RefCell::new(Vec::new());
+        let deleted = std::sync::Mutex::new(Vec::new());
         let say = |n: Notice| {
             if let Notice::Deleted { path, .. }
             | Notice::DeletedNamed { path }
@@ -168,7 +167,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             | Notice::DeletedLeftover { path }
             | Notice::DeletedEmptyDir { path } = &n
             {
-                deleted.borrow_mut().push(path.clone());
+                deleted.lock().unwrap().push(path.clone());
             }
             notify(n)
         };
@@ -255,7 +254,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             tx.delete_vm(vm.as_str())?;
         }
         if let Err(error) = tx.commit() {
-            let deleted = deleted.into_inner();
+            let deleted = deleted.into_inner().unwrap_or_else(|e| e.into_inner());
             if deleted.is_empty() {
                 return Err(error.into());
             }

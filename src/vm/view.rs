@@ -219,9 +219,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             r.fill_usage(procs.as_deref());
             // The ports this run published (chosen at start).
             r.ports = self
-                .record(vm.as_str())
+                .record(vm)
                 .ok()
-                .and_then(|(_, rec)| super::stored_config(&rec).ok())
+                .and_then(|rec| super::stored_config(&rec).ok())
                 .and_then(|cfg| crate::provision::published_ports(vm, &cfg).ok().flatten());
         }
         Ok(r)

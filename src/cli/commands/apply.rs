@@ -10,6 +10,7 @@ use crate::cli::progress::{self, Mode};
 use crate::vm::define::Changes;
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::VmError;
+use crate::vmname::VmName;
 
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
     let set = key_values(&a.set)?;
@@ -28,7 +29,7 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
         ));
     }
     let vms = ctx.vms_if_session().await?;
-    let applied = match vms.apply(&a.name, &changes, &print_notice).await {
+    let applied = match vms.apply(&VmName::new(&a.name)?, &changes, &print_notice).await {
         Err(VmError::NoSuchVm { .. }) => {
             return Err(CliError::new(
                 code::NO_SUCH_VM,

@@ -40,7 +40,7 @@ pub async fn enable(ctx: &Ctx, a: &EnableArgs, on: bool) -> Result<(), CliError>
     if a.now {
         let vms = ctx.vms().await?;
         if on {
-            vms.start(&a.name, START_TIMEOUT, &print_notice).await?;
+            vms.start(&vm, START_TIMEOUT, &print_notice).await?;
         } else {
             match vms.stop(&vm, None, false).await? {
                 Some(outcome) => println!("{vm}: {}", outcome.describe()),

@@ -14,6 +14,7 @@ use crate::cli::progress::{self, Mode};
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::launch::{define_launch, LaunchRequest};
 use crate::vm::wait::{Readiness, Ready};
+use crate::vmname::VmName;
 
 /// How long QEMU gets to answer QMP after `launch` starts it.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,12 +100,12 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     let ready = rt
         .block_on(async {
             let vms = ctx.vms().await?;
-            vms.start(vm.as_str(), START_TIMEOUT, &print_notice).await?;
+            vms.start(&vm, START_TIMEOUT, &print_notice).await?;
             if !a.json {
                 eprintln!("started; waiting for ssh (up to {}s)", a.timeout.as_secs());
             }
             let ready = vms
-                .wait_ready(vm.as_str(), Readiness::Ssh, a.timeout, &ssh_program())
+                .wait_ready(&vm, Readiness::Ssh, a.timeout, &ssh_program())
                 .await?;
             Ok::<_, CliError>(ready)
         })
@@ -138,7 +139,7 @@ pub async fn wait(ctx: &Ctx, a: &WaitArgs) -> Result<(), CliError> {
     let ready = ctx
         .vms_if_session()
         .await?
-        .wait_ready(&a.name, what, a.timeout, &ssh_program())
+        .wait_ready(&VmName::new(&a.name)?, what, a.timeout, &ssh_program())
         .await?;
     if a.json {
         print_json(&ready);

@@ -22,7 +22,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         // An unknown VM is "no such VM" before anything else is asked.
         let (vm, _) = ctx.vm(name)?;
         let vms = ctx.vms().await?;
-        vms.start_as(name, a.timeout, wait, &print_notice).await?;
+        vms.start_as(&vm, a.timeout, wait, &print_notice).await?;
         if a.no_wait {
             println!("{}", queued(&vm));
         }
@@ -33,8 +33,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         let vms = vms.as_ref();
         async move {
             let (vm, vms) = usable(k, vms)?;
-            vms.start_as(vm.as_str(), a.timeout, wait, &print_notice)
-                .await?;
+            vms.start_as(&vm, a.timeout, wait, &print_notice).await?;
             Ok::<_, CliError>(vm)
         }
     });
@@ -106,9 +105,9 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
 }
 
 pub async fn restart(ctx: &Ctx, a: &RestartArgs) -> Result<(), CliError> {
-    ctx.vm(&a.name)?;
+    let (vm, _) = ctx.vm(&a.name)?;
     let vms = ctx.vms().await?;
-    Ok(vms.restart(&a.name, a.timeout, &print_notice).await?)
+    Ok(vms.restart(&vm, a.timeout, &print_notice).await?)
 }
 
 /// What `start --no-wait` says per VM: queued, and where to follow it.

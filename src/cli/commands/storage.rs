@@ -31,7 +31,7 @@ async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError>
     use crate::firmware::nvram::Converted;
     let vms = ctx.vms_if_session().await?;
     match vms
-        .convert_nvram(&a.name, &crate::cli::output::print_notice)
+        .convert_nvram(&VmName::new(&a.name)?, &crate::cli::output::print_notice)
         .await?
     {
         Converted::Made { from, to } => println!(
@@ -54,10 +54,12 @@ async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError>
 }
 
 async fn verify(ctx: &Ctx, a: &StorageVerifyArgs) -> Result<(), CliError> {
-    for n in &a.names {
-        ctx.vm(n)?;
-    }
-    let checks = ctx.vms_if_session().await?.verify(&a.names).await?;
+    let names = a
+        .names
+        .iter()
+        .map(|n| ctx.vm(n).map(|(vm, _)| vm))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checks = ctx.vms_if_session().await?.verify(&names).await?;
     if a.json {
         print_json(&checks);
     } else if checks.is_empty() {
@@ -123,7 +125,7 @@ async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
         format: a.format.clone(),
         interface: a.interface.clone(),
     };
-    let done = ctx.vms_if_session().await?.attach(vm.as_str(), req).await?;
+    let done = ctx.vms_if_session().await?.attach(&vm, req).await?;
     for p in &done.created {
         println!("created {}", p.display());
     }

@@ -39,10 +39,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// only.
     pub async fn snapshots(
         &self,
-        name: &str,
+        vm: &VmName,
         drive: Option<&str>,
     ) -> Result<Vec<SnapshotRow>, VmError> {
-        let (vm, rec) = self.record(name)?;
+        let rec = self.record(vm)?;
         let cfg = stored_config(&rec)?;
         let disk_dir = self.disk_dir(&vm);
         let only = match drive {
