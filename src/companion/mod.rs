@@ -104,16 +104,9 @@ pub struct CompanionState {
     pub sub_state: String,
 }
 
-/// The loaded companion units of `vm` (none when it has none running).
-pub async fn states(
-    sd: &crate::systemd::Systemd,
-    vm: &VmName,
-) -> Result<Vec<CompanionState>, crate::systemd::SystemdError> {
-    let pats = patterns(vm);
-    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
-    let mut out: Vec<CompanionState> = sd
-        .list_units(&refs)
-        .await?
+/// The companion units a listing by [`patterns`] found, by name.
+pub fn states(listed: Vec<crate::systemd::proxies::UnitListEntry>) -> Vec<CompanionState> {
+    let mut out: Vec<CompanionState> = listed
         .into_iter()
         .map(|u| CompanionState {
             unit: u.0,
@@ -122,7 +115,7 @@ pub async fn states(
         })
         .collect();
     out.sort_by(|a, b| a.unit.cmp(&b.unit));
-    Ok(out)
+    out
 }
 
 /// Properties every companion service shares.

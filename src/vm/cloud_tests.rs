@@ -146,7 +146,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
             .vms
             .start(&n("copy"), Duration::from_secs(5), &super::notice::quiet))
         .unwrap_err(),
-        run(c.vms.create_storage(&copy, &stored_config(&src).unwrap())).unwrap_err(),
+        run(c.vms.create_storage(&copy)).unwrap_err(),
     ] {
         assert!(matches!(e, VmError::Incomplete { .. }), "{e}");
         assert_eq!(CliError::from(e).code, code::CONFLICT);

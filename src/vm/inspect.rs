@@ -137,7 +137,7 @@ impl<R: Runners> Vms<Systemd, R> {
         let unit = vm.service_unit();
         let st = self.unit_of(&vm).await?;
         let mut status = StatusReport::new(&vm, st.as_ref());
-        status.fill_companions(sd, &vm).await;
+        status.companions = self.companions(vm).await;
         // A unit of the same name from another data directory is not this VM's.
         let raw = match st {
             Some(_) => sd.unit_properties(&unit, SERVICE_IFACE).await?,

@@ -113,9 +113,7 @@ pub fn define_launch(
     if kvm {
         root.insert("enable_kvm".into(), json!(true));
     } else {
-        notify(Notice::Warning {
-            message: "/dev/kvm is not usable here, so the VM runs under TCG emulation (slow); `maqet doctor` says why".into(),
-        });
+        notify(Notice::NoKvm);
     }
     root.insert("console".into(), json!(true));
     let mut disk = Map::new();

@@ -1,7 +1,8 @@
 //! The VM API every front end calls: define, start, stop, restart,
 //! remove, clone, storage for a start and its undo, disk and whole-VM
 //! snapshots, whose data directory a unit belongs to, autostart, reaching a
-//! running VM (its ports, the ssh command line, its guest agent) and the
+//! running VM (its ports, the ssh command line, its guest agent, its QEMU:
+//! reboot, keys, screendumps, hot-plug, events, the console) and the
 //! views (`status`, `ls`, `inspect`). It sits on config, state, storage, systemd (via
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
@@ -11,11 +12,14 @@ pub mod agent;
 pub mod attach;
 pub mod autostart;
 pub mod clone;
+pub mod control;
 pub mod define;
 pub mod error;
 pub mod image_cache;
 pub mod images;
+pub mod info;
 pub mod inspect;
+pub mod inventory;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
@@ -37,6 +41,8 @@ mod cloud_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod send_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
@@ -48,6 +54,7 @@ use crate::state::{StateError, Store, VmLock, VmRecord};
 use crate::vmname::VmName;
 
 pub use attach::{AttachError, AttachRequest, AttachSource, Attached};
+pub use control::{ControlError, DeviceRequest, EventStream, Rebooted};
 pub use error::{RemoveFailure, VmError};
 pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};

@@ -295,8 +295,9 @@ fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
         store,
         VmError::AlreadyRunning { vm: c.vm.clone() },
     ));
+    assert_eq!(e.to_string(), "VM 'web' is already running");
     assert_eq!(
-        e.to_string(),
+        CliError::from(e).message,
         "VM 'web' is already running (see `maqet status web`)"
     );
 }

@@ -100,11 +100,6 @@ impl StatusReport {
         r
     }
 
-    /// The VM's companion units (swtpm), as systemd has them.
-    pub async fn fill_companions(&mut self, sd: &crate::systemd::Systemd, vm: &VmName) {
-        self.companions = crate::companion::states(sd, vm).await.unwrap_or_default();
-    }
-
     /// Helper lines for human output.
     pub fn companion_lines(&self) -> Vec<String> {
         self.companions
@@ -206,11 +201,24 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .refuse_other_live(vm, self.data_dir.path())?)
     }
 
-    /// `maqet status VM`.
+    /// The VM's helper units (swtpm), as systemd has them (none when
+    /// systemd cannot say).
+    pub async fn companions(&self, vm: &VmName) -> Vec<crate::companion::CompanionState> {
+        let pats = crate::companion::patterns(vm);
+        let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+        match self.units.list_units(&refs).await {
+            Ok(listed) => crate::companion::states(listed),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// `maqet status VM`: the unit's state, its helper units, QEMU's pid,
+    /// usage and published ports, over this one systemd connection.
     pub async fn status(&self, vm: &VmName) -> Result<StatusReport, VmError> {
         let st = self.unit_of(vm).await?;
         let mut r = StatusReport::new(vm, st.as_ref());
         r.fill_last_error(vm, st.as_ref());
+        r.companions = self.companions(vm).await;
         if let Some(runner) = r.runner_pid {
             let procs = self.units.unit_processes(&r.unit).await.ok();
             if let Some(p) = &procs {

@@ -1,8 +1,7 @@
 //! `maqet apply VM [FILES…] [flags]`: parse the flags → the vm layer's
 //! `apply` → what changed.
 
-use crate::cli::args::ApplyArgs;
-use crate::cli::commands::launch::key_values;
+use crate::cli::args::{key_values, ApplyArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::{print_json, print_notice};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::args::{LaunchArgs, WaitArgs};
+use crate::cli::args::{key_values, LaunchArgs, WaitArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::{print_json, print_json_line, print_notice};
@@ -22,21 +22,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ssh program (`MAQET_SSH`, else `ssh`).
 fn ssh_program() -> OsString {
     std::env::var_os("MAQET_SSH").unwrap_or_else(|| "ssh".into())
-}
-
-/// `--set K=V` pairs.
-pub fn key_values(set: &[String]) -> Result<Vec<(String, String)>, CliError> {
-    set.iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    CliError::usage(format!(
-                        "--set {kv}: expected KEY=VALUE, e.g. --set memory=2G"
-                    ))
-                })
-        })
-        .collect()
 }
 
 pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result<(), CliError> {

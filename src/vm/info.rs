@@ -1,0 +1,33 @@
+//! `maqet info`: a definition as stored, and QEMU's command line as the
+//! runner would run it (`provision::qemu_command`, the runner's own
+//! function), start-time parts included: a running VM's published ports,
+//! else a placeholder for what a start chooses. Needs no user session.
+
+use crate::config::ConfigDocument;
+use crate::paths::{runtime_root_or_default, DataDir, VmRuntime};
+use crate::provision::{qemu_command, Ports, QemuCommand};
+use crate::state::VmRecord;
+use crate::vmname::VmName;
+
+use super::VmError;
+
+/// A stored VM and its QEMU command line.
+#[derive(Debug)]
+pub struct Info {
+    pub record: VmRecord,
+    /// Why there is none: the stored config no longer validates, or what
+    /// a start would add cannot be rendered.
+    pub command: Result<QemuCommand, VmError>,
+}
+
+/// What `maqet info` shows of `vm`.
+pub fn info(data_dir: &DataDir, vm: &VmName) -> Result<Info, VmError> {
+    let record = super::record(data_dir, vm)?;
+    // A stored document that cannot even be read is the command's error.
+    let doc = ConfigDocument::from_stored(&record.config)?;
+    let runtime = VmRuntime::locate_under(&runtime_root_or_default(), vm);
+    let command = doc.validate().map_err(VmError::from).and_then(|cfg| {
+        qemu_command(data_dir, vm, &cfg, &runtime, Ports::PublishedOrPlanned).map_err(VmError::from)
+    });
+    Ok(Info { record, command })
+}
