@@ -14,11 +14,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Opens (creating if needed) the DB: for commands that write.
-    pub fn store(&self) -> Result<Store, CliError> {
-        Ok(Store::open(&self.data_dir.db_path())?)
-    }
-
     /// The DB for read-only commands, which must not create state; `None`
     /// when nothing was ever defined here.
     pub fn store_if_exists(&self) -> Result<Option<Store>, CliError> {
@@ -34,12 +29,6 @@ impl Ctx {
 
     pub async fn systemd(&self) -> Result<Systemd, CliError> {
         Ok(Systemd::connect_user().await?)
-    }
-
-    /// Connects to the runner of this data directory's VM, or explains
-    /// why not (not running, another data directory's, socket missing).
-    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, CliError> {
-        Ok(self.vms().await?.runner(vm).await?)
     }
 
     /// This data directory's VMs over a new connection to the user manager.

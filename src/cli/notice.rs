@@ -47,6 +47,11 @@ pub fn line(n: &Notice) -> String {
         Notice::Autostart { vm, on: false } => {
             format!("{vm} will no longer be started by `maqet autostart`")
         }
+        Notice::Waiting { what, timeout, .. } => format!(
+            "started; waiting for {} (up to {}s)",
+            what.name(),
+            timeout.as_secs()
+        ),
         Notice::AutostartUnitDisabled { unit } => format!(
             "note: {unit} is not enabled, so nothing runs `maqet autostart` at login; \
              install units/{unit} and run `systemctl --user enable {unit}`"

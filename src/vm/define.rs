@@ -173,7 +173,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // between the running check and the write either.
         let _lock = self.lock(vm, super::LOCK_WAIT)?;
         let rec = self.record(vm)?;
-        if self.is_running(&vm).await? {
+        if self.is_running(vm).await? {
             return Err(VmError::RunningNoApply { vm: vm.clone() });
         }
         let mut doc = ConfigDocument::from_stored(&rec.config)?;

@@ -135,8 +135,8 @@ impl<R: Runners> Vms<Systemd, R> {
         let rec = self.record(vm)?;
         let sd = &self.units;
         let unit = vm.service_unit();
-        let st = self.unit_of(&vm).await?;
-        let mut status = StatusReport::new(&vm, st.as_ref());
+        let st = self.unit_of(vm).await?;
+        let mut status = StatusReport::new(vm, st.as_ref());
         status.companions = self.companions(vm).await;
         // A unit of the same name from another data directory is not this VM's.
         let raw = match st {
@@ -180,10 +180,10 @@ impl<R: Runners> Vms<Systemd, R> {
                     cgroup,
                 })
                 .collect(),
-            sockets: vec![socket_info(sd, &vm).await?],
+            sockets: vec![socket_info(sd, vm).await?],
             disks: cfg
                 .as_ref()
-                .map(|c| disks(c, &self.disk_dir(&vm)))
+                .map(|c| disks(c, &self.disk_dir(vm)))
                 .unwrap_or_default(),
             config_error,
         })

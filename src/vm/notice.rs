@@ -76,6 +76,13 @@ pub enum Notice {
         vm: VmName,
         on: bool,
     },
+    /// `vm` started; now waiting up to `timeout` for it to be ready as
+    /// `what` says.
+    Waiting {
+        vm: VmName,
+        what: super::wait::Readiness,
+        timeout: std::time::Duration,
+    },
     /// The unit that runs autostart at login (`unit`) is not enabled.
     AutostartUnitDisabled {
         unit: String,

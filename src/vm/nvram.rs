@@ -34,7 +34,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if cfg.desktop.firmware.is_none() {
             return Err(NvramError::NotUefi { vm: vm.clone() }.into());
         }
-        if self.is_running(&vm).await? {
+        if self.is_running(vm).await? {
             return Err(NvramError::Running { vm: vm.clone() }.into());
         }
         let qemu_img = QemuImg::find(Some(&cfg.binary))?;
@@ -42,7 +42,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut done = Provisioned::default();
         match nvram::convert(
             vm.as_str(),
-            &self.disk_dir(&vm),
+            &self.disk_dir(vm),
             &qemu_img,
             &store,
             &mut done,
@@ -57,7 +57,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 Ok(c)
             }
             // Made but not recorded: undone like a failed start's files.
-            Err(e) => Err(self.undone(&vm, done, store, e.into()).await),
+            Err(e) => Err(self.undone(vm, done, store, e.into()).await),
         }
     }
 }

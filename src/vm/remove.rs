@@ -41,40 +41,40 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         self.record(vm)?;
         let lock = self.lock(vm, START_WAIT)?;
         let rec = self.record(vm)?;
-        let named = self.check_delete_files(&vm, &rec, &opts.delete_files)?;
-        let unit = UnitOwner::of(&self.units, &vm, self.data_dir.path()).await?;
+        let named = self.check_delete_files(vm, &rec, &opts.delete_files)?;
+        let unit = UnitOwner::of(&self.units, vm, self.data_dir.path()).await?;
         // Another data directory's unit is neither stopped nor reset from here.
         let ours_or_absent = unit.ours_or_absent();
         let live = unit
-            .refuse_other_live(&vm, self.data_dir.path())?
+            .refuse_other_live(vm, self.data_dir.path())?
             .is_some_and(|s| s.vm_state().is_live());
         if live {
             if !opts.force {
                 return Err(VmError::RunningNeedsForce { vm: vm.clone() });
             }
-            self.stop(&vm, None, true).await?;
+            self.stop(vm, None, true).await?;
         }
         if ours_or_absent {
             // A failed unit would otherwise outlive its definition.
-            self.reset_failed(&vm).await;
+            self.reset_failed(vm).await;
         }
         if opts.delete_storage || !named.is_empty() {
             // Deletes the definition too, in the same transaction.
-            self.delete_storage(&vm, &rec, opts.delete_storage, &named, notify)
+            self.delete_storage(vm, &rec, opts.delete_storage, &named, notify)
                 .await?;
         } else {
             let store = self.store()?;
-            note_kept(&store.created_files(vm.as_str())?, &vm, notify);
+            note_kept(&store.created_files(vm.as_str())?, vm, notify);
             store.delete_vm(vm.as_str())?;
         }
         // known_hosts and the port plan go with it (the seed is storage).
-        for message in crate::provision::forget(&vm, &self.data_dir) {
+        for message in crate::provision::forget(vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
         // So does whatever a run could not clean up in its runtime
         // directory — unless another data directory's VM of the name owns it.
         if ours_or_absent {
-            if let Err(e) = self.runtime(&vm)?.clear() {
+            if let Err(e) = self.runtime(vm)?.clear() {
                 notify(Notice::Warning {
                     message: format!("cannot clear the runtime directory of '{vm}': {e}"),
                 });

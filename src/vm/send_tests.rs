@@ -12,6 +12,7 @@ use crate::vmname::VmName;
 
 use super::notice::quiet;
 use super::remove::RemoveOptions;
+use super::wait::Readiness;
 use super::{DeviceRequest, Vms, Wait};
 
 fn send<T: Send>(_: T) {}
@@ -31,6 +32,8 @@ fn futures_are_send(vms: &Vms<Systemd>, vm: &VmName, file: &Path) {
     send(vms.autostart(&[], t, &quiet));
     send(vms.set_autostart(vm, true, Some(t), &quiet));
     send(vms.status(vm));
+    send(vms.list(None));
+    send(vms.start_and_wait(vm, t, Readiness::Ssh, t, "ssh".as_ref(), &quiet));
     send(vms.create_storage(vm));
     send(vms.reboot(vm, t));
     send(vms.reset(vm));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::state::VmRecord;
+use crate::state::{Store, VmRecord};
 use crate::systemd::{Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
 use crate::time::now_unix;
 use crate::vmname::VmName;
@@ -235,12 +235,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         Ok(r)
     }
 
-    /// `maqet ls`: every defined VM (in state `filter`, if given).
-    pub async fn list(
-        &self,
-        records: &[VmRecord],
-        filter: Option<VmState>,
-    ) -> Result<Vec<StatusReport>, VmError> {
+    /// `maqet ls`: every defined VM (in state `filter`, if given); none
+    /// when nothing was ever defined (the database is not created for it).
+    pub async fn list(&self, filter: Option<VmState>) -> Result<Vec<StatusReport>, VmError> {
+        let records: Vec<VmRecord> = match Store::open_read_only(&self.data_dir.db_path())? {
+            Some(s) => s.list_vms()?,
+            None => Vec::new(),
+        };
         // One call for every VM unit, whatever its state; beside it, where
         // the VM units' cgroups are.
         let (listed, slice) = futures_util::future::join(
@@ -250,7 +251,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         .await;
         let units: HashMap<String, _> = listed?.into_iter().map(|u| (u.0.clone(), u)).collect();
         let mut rows = Vec::new();
-        for r in records {
+        for r in &records {
             let Ok(vm) = VmName::new(&r.name) else {
                 continue;
             };

@@ -23,7 +23,7 @@ use crate::guest_agent::Agent;
 use crate::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
-use super::{stored_config, Runners, UnitManager, VmError, Vms};
+use super::{stored_config, Notice, Notify, Runners, UnitManager, VmError, Vms};
 
 /// The file cloud-init writes when it has finished (all stages).
 pub const CLOUD_INIT_RESULT: &str = "/run/cloud-init/result.json";
@@ -135,6 +135,27 @@ enum Try<T> {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
+    /// Starts `vm` (QEMU gets `start_timeout` to answer) and waits up to
+    /// `timeout` until it is ready as `what` says (`maqet launch`); a
+    /// [`Notice::Waiting`] tells when the start is done and the wait begins.
+    pub async fn start_and_wait(
+        &self,
+        vm: &VmName,
+        start_timeout: Duration,
+        what: Readiness,
+        timeout: Duration,
+        ssh: &OsStr,
+        notify: Notify<'_>,
+    ) -> Result<Ready, VmError> {
+        self.start(vm, start_timeout, notify).await?;
+        notify(Notice::Waiting {
+            vm: vm.clone(),
+            what,
+            timeout,
+        });
+        self.wait_ready(vm, what, timeout, ssh).await
+    }
+
     /// Waits until running `vm` is ready as `what` says, at most
     /// `timeout`. `ssh` is the ssh program to run.
     pub async fn wait_ready(
@@ -172,7 +193,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         let mut last = String::new();
         loop {
-            if !self.is_running(&vm).await? {
+            if !self.is_running(vm).await? {
                 return Err(WaitError::NotRunning { vm: vm.clone() }.into());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -190,7 +211,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     .try_ssh(vm, left, ssh, "true")
                     .await?
                     .map(|(d, _)| (d, None)),
-                Readiness::Agent => try_agent(&vm, left)
+                Readiness::Agent => try_agent(vm, left)
                     .await
                     .map(|()| ("guest-ping answered".to_string(), None)),
                 Readiness::CloudInit => self

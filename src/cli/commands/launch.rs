@@ -14,6 +14,7 @@ use crate::cli::progress::{self, Mode};
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::launch::{define_launch, LaunchRequest};
 use crate::vm::wait::{Readiness, Ready};
+use crate::vm::Notice;
 use crate::vmname::VmName;
 
 /// How long QEMU gets to answer QMP after `launch` starts it.
@@ -84,13 +85,23 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     }
     let ready = rt
         .block_on(async {
-            let vms = ctx.vms().await?;
-            vms.start(&vm, START_TIMEOUT, &print_notice).await?;
-            if !a.json {
-                eprintln!("started; waiting for ssh (up to {}s)", a.timeout.as_secs());
-            }
-            let ready = vms
-                .wait_ready(&vm, Readiness::Ssh, a.timeout, &ssh_program())
+            // --json: the result line says it; no progress lines.
+            let notify = |n: Notice| {
+                if !(a.json && matches!(n, Notice::Waiting { .. })) {
+                    print_notice(n)
+                }
+            };
+            let ready = ctx
+                .vms()
+                .await?
+                .start_and_wait(
+                    &vm,
+                    START_TIMEOUT,
+                    Readiness::Ssh,
+                    a.timeout,
+                    &ssh_program(),
+                    &notify,
+                )
                 .await?;
             Ok::<_, CliError>(ready)
         })

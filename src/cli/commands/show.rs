@@ -98,12 +98,7 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
         })?),
         None => None,
     };
-    let records = match ctx.store_if_exists()? {
-        Some(s) => s.list_vms()?,
-        None => Vec::new(),
-    };
-    let vms = ctx.vms().await?;
-    let reports = vms.list(&records, filter).await?;
+    let reports = ctx.vms().await?.list(filter).await?;
     if a.json {
         print_json(&reports);
         return Ok(());
