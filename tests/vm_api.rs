@@ -50,7 +50,10 @@ async fn console_until(
             .await
             .unwrap_or_else(|_| panic!("no {needle:?} ×{times} within {BOOT:?}:\n{seen}"))
             .expect("console read");
-        assert!(n > 0, "the console closed before {needle:?} ×{times}:\n{seen}");
+        assert!(
+            n > 0,
+            "the console closed before {needle:?} ×{times}:\n{seen}"
+        );
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     seen.clone()
@@ -179,10 +182,7 @@ fn a_second_front_end_drives_start_reboot_screendump_and_stop_through_vms() {
             "{:?}",
             notices.lock().unwrap()
         );
-        assert!(matches!(
-            vms.record(&vm),
-            Err(VmError::NoSuchVm { .. })
-        ));
+        assert!(matches!(vms.record(&vm), Err(VmError::NoSuchVm { .. })));
         drop(w);
     });
 }

@@ -20,11 +20,11 @@ pub enum Source {
     /// YAML files merged left to right; `name` overrides their `name:`.
     Files {
         files: Vec<PathBuf>,
-        name: Option<String>,
+        name: Option<VmName>,
     },
     /// No file: an empty config, so QEMU's own defaults (what `add` stores
     /// for a file holding only `name:`).
-    Empty { name: String },
+    Empty { name: VmName },
 }
 
 /// A VM `add` stored.
@@ -93,9 +93,9 @@ pub fn define(
     let _cache = resolve_images(images, &mut doc)?;
     // Validated first: a bad `name:` is reported with its file:line:column.
     let config = doc.validate()?;
-    let name = match (name, doc.name()) {
+    let vm = match (name, doc.name()) {
         (Some(n), _) => n,
-        (None, Some(n)) => n.to_string(),
+        (None, Some(n)) => VmName::new(n)?,
         (None, None) => {
             return Err(VmError::Unnamed {
                 file: match source {
@@ -105,7 +105,6 @@ pub fn define(
             })
         }
     };
-    let vm = VmName::new(&name)?;
     check_keys(&config)?;
     let defined = insert(
         data_dir,

@@ -1,7 +1,8 @@
-//! `maqet info`: a definition as stored, and QEMU's command line as the
-//! runner would run it (`provision::qemu_command`, the runner's own
-//! function), start-time parts included: a running VM's published ports,
-//! else a placeholder for what a start chooses. Needs no user session.
+//! `maqet info` and `maqet config`: a definition as stored, QEMU's command
+//! line as the runner would run it (`provision::qemu_command`, the runner's
+//! own function), start-time parts included — a running VM's published
+//! ports, else a placeholder for what a start chooses — and the stored
+//! config as YAML that `add` takes again. Needs no user session.
 
 use crate::config::ConfigDocument;
 use crate::paths::{runtime_root_or_default, DataDir, VmRuntime};
@@ -30,4 +31,18 @@ pub fn info(data_dir: &DataDir, vm: &VmName) -> Result<Info, VmError> {
         qemu_command(data_dir, vm, &cfg, &runtime, Ports::PublishedOrPlanned).map_err(VmError::from)
     });
     Ok(Info { record, command })
+}
+
+/// `vm`'s record, and its stored, merged config as YAML (`maqet config`;
+/// paths are absolute, so the text works from anywhere) unless the stored
+/// document cannot be read.
+pub fn config_yaml(
+    data_dir: &DataDir,
+    vm: &VmName,
+) -> Result<(VmRecord, Result<String, VmError>), VmError> {
+    let record = super::record(data_dir, vm)?;
+    let yaml = ConfigDocument::from_stored(&record.config)
+        .map(|doc| doc.to_yaml(Some(vm.as_str())))
+        .map_err(VmError::from);
+    Ok((record, yaml))
 }

@@ -385,9 +385,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
     let c = case();
     let d = define(
         &c.vms.data_dir,
-        &Source::Empty {
-            name: "blank".into(),
-        },
+        &Source::Empty { name: n("blank") },
         None,
         &quiet,
     )
@@ -402,7 +400,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
 
     let e = define(
         &c.vms.data_dir,
-        &Source::Empty { name: "web".into() },
+        &Source::Empty { name: n("web") },
         None,
         &quiet,
     )
@@ -413,15 +411,8 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
         cli.message,
         "a VM named 'web' already exists; remove it with `maqet rm web` or choose another name"
     );
-    let e = define(
-        &c.vms.data_dir,
-        &Source::Empty {
-            name: "no/slash".into(),
-        },
-        None,
-        &quiet,
-    )
-    .unwrap_err();
+    // A name that is not one cannot even be asked for (`VmName`).
+    let e = VmName::new("no/slash").unwrap_err();
     assert_eq!(CliError::from(e).code, code::USAGE);
 }
 
@@ -447,7 +438,7 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
     let seen = std::sync::Mutex::new(Vec::new());
     let named = Source::Files {
         files: vec![f],
-        name: Some("anon".into()),
+        name: Some(n("anon")),
     };
     let d = define(&c.vms.data_dir, &named, None, &|n| {
         seen.lock().unwrap().push(n)
@@ -502,7 +493,7 @@ fn apply_stores_what_changed_and_refuses_a_running_vm() {
 fn add(c: &Case, name: &str) {
     define(
         &c.vms.data_dir,
-        &Source::Empty { name: name.into() },
+        &Source::Empty { name: n(name) },
         None,
         &quiet,
     )

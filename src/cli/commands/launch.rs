@@ -36,7 +36,7 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     )?;
     let req = LaunchRequest {
         image: a.image.clone(),
-        name: a.name.clone(),
+        name: a.name.as_deref().map(VmName::new).transpose()?,
         cpus: a.cpus,
         memory: a.memory.clone(),
         disk: a.disk.clone(),
