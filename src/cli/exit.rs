@@ -351,6 +351,11 @@ pub fn vm_message(e: &VmError) -> String {
             source,
         } => format!("{at}: image:{reference}: {}", vm_message(source)),
         VmError::Control(c) => control_message(c),
+        VmError::Clone(CloneError::NotUndone { error, undo }) => format!(
+            "{}; removing what the clone had made failed as well: {}",
+            vm_message(error),
+            vm_message(undo)
+        ),
         _ => e.to_string(),
     }
 }

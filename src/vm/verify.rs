@@ -54,6 +54,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             let cfg = match stored_config(&rec) {
                 Ok(c) => c,
+                // The report's messages are still worded for `maqet`
+                // (see "The library states facts" in architecture.md).
+                Err(e @ VmError::StoredConfig { .. }) => {
+                    let fix = format!("{e} (fix it with `maqet apply`)");
+                    out.push(definition(Status::Error, fix));
+                    continue;
+                }
                 Err(e) => {
                     out.push(definition(Status::Error, e.to_string()));
                     continue;
