@@ -64,3 +64,43 @@ pub fn line(n: &Notice) -> String {
 pub fn print(n: Notice) {
     eprintln!("{}", line(&n));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmname::VmName;
+
+    /// The notices carry data; the `maqet` commands are this renderer's.
+    #[test]
+    fn notices_are_worded_with_the_commands_that_follow() {
+        let vm = VmName::new("web").unwrap();
+        assert_eq!(
+            line(&Notice::KeptCreated {
+                vm: vm.clone(),
+                paths: vec!["/d/a.qcow2".into(), "/d/b".into()],
+            }),
+            "kept the files maqet created for 'web': /d/a.qcow2, /d/b (`maqet rm --delete-storage` would have deleted them; `maqet storage ls` shows disks no VM uses as unreferenced)"
+        );
+        assert_eq!(
+            line(&Notice::KeptBrought { path: "/x".into() }),
+            "kept /x (you brought it; `--delete-file /x` deletes it)"
+        );
+        assert_eq!(
+            line(&Notice::SkippedInvalid {
+                vm: "old".into(),
+                error: "memory: not a size".into(),
+            }),
+            "warning: the stored configuration of 'old' no longer validates: memory: not a size (fix it with `maqet apply`)"
+        );
+        assert_eq!(
+            line(&Notice::Autostart { vm, on: true }),
+            "web will be started by `maqet autostart`"
+        );
+        assert_eq!(
+            line(&Notice::AutostartUnitDisabled {
+                unit: "maqet-autostart.service".into()
+            }),
+            "note: maqet-autostart.service is not enabled, so nothing runs `maqet autostart` at login; install units/maqet-autostart.service and run `systemctl --user enable maqet-autostart.service`"
+        );
+    }
+}

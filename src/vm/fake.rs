@@ -91,6 +91,8 @@ pub struct FakeUnits {
     /// What the next `wait_until_down` calls return (default: the unit
     /// went down cleanly).
     pub down: RefCell<VecDeque<Result<(), SystemdError>>>,
+    /// Every unit file's enablement (default: not installed).
+    pub unit_file: RefCell<Option<String>>,
 }
 
 impl FakeUnits {
@@ -201,6 +203,10 @@ impl UnitManager for FakeUnits {
     }
     fn runner_problems(&self, _vm: &VmName, pid: u32, _max: usize) -> Vec<String> {
         vec![format!("qemu (runner {pid}): could not open disk")]
+    }
+    async fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        self.call(format!("GetUnitFileState {unit}"));
+        Ok(self.unit_file.borrow().clone())
     }
 }
 

@@ -97,25 +97,25 @@ fn proc_argv(pid: u32) -> Option<Vec<String>> {
 /// `cwd`, QEMU's working directory) and its configs' backing files.
 pub fn add_config(
     refs: &mut References,
-    name: &str,
+    vm: &VmName,
     cfg: &VmConfig,
     disk_dir: PathBuf,
     cwd: &Path,
 ) {
-    let user = format!("VM '{name}' uses it");
+    let user = format!("VM '{vm}' uses it");
     let argv = cfg.render_argv(&RenderContext {
-        vm_name: name.to_string(),
+        vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.clone(),
-        runtime_dir: crate::paths::vm_runtime_dir_or_default(name),
+        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     refs.add_argv(&argv, Some(cwd), &user);
     for e in cfg.storage() {
         if let Some(b) = e.backing_path(&disk_dir) {
             refs.add_base(
                 &b,
-                &format!("VM '{name}' uses it as the base of its disk '{}'", e.name),
+                &format!("VM '{vm}' uses it as the base of its disk '{}'", e.name),
             );
         }
     }
@@ -183,7 +183,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             match stored_config(&rec) {
                 Ok(cfg) => {
                     let cwd = self.data_dir.qemu_cwd();
-                    add_config(refs, &rec.name, &cfg, self.disk_dir(&vm), cwd);
+                    add_config(refs, &vm, &cfg, self.disk_dir(&vm), cwd);
                     binary.get_or_insert(cfg.binary);
                 }
                 // Cannot be rendered: every path-like string in it still counts.

@@ -499,3 +499,74 @@ fn add(c: &Case, name: &str) {
     )
     .unwrap();
 }
+
+#[test]
+fn enable_sets_the_flag_and_says_whether_the_login_unit_acts_on_it() {
+    use super::autostart::AutostartNow;
+    let c = case();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let notify = |n| seen.lock().unwrap().push(n);
+    let said = |seen: &std::sync::Mutex<Vec<Notice>>| std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, true, None, &notify)).unwrap(),
+        None
+    );
+    assert!(c.vms.record(&c.vm).unwrap().autostart);
+    assert_eq!(
+        said(&seen),
+        [
+            Notice::Autostart {
+                vm: c.vm.clone(),
+                on: true
+            },
+            Notice::AutostartUnitDisabled {
+                unit: "maqet-autostart.service".into()
+            }
+        ]
+    );
+    *c.vms.units.unit_file.borrow_mut() = Some("enabled".into());
+    run(c.vms.set_autostart(&c.vm, true, None, &notify)).unwrap();
+    assert_eq!(
+        said(&seen),
+        [Notice::Autostart {
+            vm: c.vm.clone(),
+            on: true
+        }]
+    );
+    // `disable --now` of a stopped VM: the flag goes, nothing to stop.
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, false, Some(T), &notify)).unwrap(),
+        Some(AutostartNow::Stopped(None))
+    );
+    assert!(!c.vms.record(&c.vm).unwrap().autostart);
+    assert_eq!(
+        said(&seen),
+        [Notice::Autostart {
+            vm: c.vm.clone(),
+            on: false
+        }]
+    );
+    // `enable --now` starts it.
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, true, Some(T), &notify)).unwrap(),
+        Some(AutostartNow::Started)
+    );
+    assert!(c
+        .vms
+        .units
+        .called("StartTransientUnit maqet-vm@web.service"));
+}
+
+#[test]
+fn status_lists_the_helper_units_on_its_own_connection() {
+    let c = case();
+    run(c.vms.status(&c.vm)).unwrap();
+    assert!(
+        c.vms
+            .units
+            .calls()
+            .contains(&"ListUnitsByPatterns maqet-tpm@web.*".to_string()),
+        "{:?}",
+        c.vms.units.calls()
+    );
+}
