@@ -123,7 +123,8 @@ pub struct NewFile {
 /// Why a [`NewFile`] cannot go to its destination.
 #[derive(Debug, thiserror::Error)]
 pub enum NewFileError {
-    #[error("{} exists; give --force to replace it (only a regular file is replaced)", .0.display())]
+    /// Replaced only when the caller asks to (the CLI's `--force`).
+    #[error("{} exists (only a regular file is replaced, and only when asked to)", .0.display())]
     Exists(PathBuf),
     #[error("{}: {source}; it is never replaced", path.display())]
     NotRegular { path: PathBuf, source: NotRegular },
@@ -327,7 +328,7 @@ mod tests {
         // Exists: refused without replace, before anything is written.
         let e = NewFile::create(&dest, false).unwrap_err();
         assert!(matches!(e, NewFileError::Exists(_)), "{e}");
-        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(e.to_string().contains("exists"), "{e}");
         let f = NewFile::create(&dest, true).unwrap();
         std::fs::write(f.path(), "P6 new").unwrap();
         f.commit().unwrap();

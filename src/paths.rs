@@ -280,7 +280,7 @@ impl VmRuntime {
     pub fn clear(&self) -> std::io::Result<Vec<PathBuf>> {
         let dir = self.dir();
         let mut removed = Vec::new();
-        let shares = (0..MAX_SHARES).map(|i| share_socket_name(i));
+        let shares = (0..MAX_SHARES).map(share_socket_name);
         for name in RUNTIME_FILES.iter().map(|n| n.to_string()).chain(shares) {
             let p = dir.join(name);
             match std::fs::remove_file(&p) {

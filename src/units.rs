@@ -12,6 +12,9 @@ pub const SOCKET_PATTERN: &str = "maqet-vm@*.socket";
 /// Pattern of every VM unit (files included), for `ListUnitFilesByPatterns`.
 pub const UNIT_PATTERN: &str = "maqet-vm@*";
 
+/// The user unit that runs `maqet autostart` at login (units/).
+pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
+
 /// A VM's TPM companion: `maqet-tpm@NAME.service` and `.socket`.
 pub const TPM_PREFIX: &str = "maqet-tpm@";
 

@@ -520,7 +520,9 @@ fn bad_shares_and_networks_are_refused_at_add_with_their_position() {
     let file = w.dir.path().join("f");
     std::fs::write(&file, "x").unwrap();
     let d = dir.display();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+    // (what, the YAML, (key, value) replacements, the error said)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "missing",
             "shares: [\"/nonexistent-maqet/x:src\"]\n".into(),

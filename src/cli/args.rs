@@ -820,6 +820,21 @@ fn stop_seconds(s: &str) -> Result<Duration, String> {
     seconds_up_to(s, crate::ipc::protocol::MAX_STOP_TIMEOUT_SECS, " (a day)")
 }
 
+/// `--set K=V` pairs.
+pub fn key_values(set: &[String]) -> Result<Vec<(String, String)>, crate::cli::exit::CliError> {
+    set.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    crate::cli::exit::CliError::usage(format!(
+                        "--set {kv}: expected KEY=VALUE, e.g. --set memory=2G"
+                    ))
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod timeout_tests {
     use super::*;

@@ -6,9 +6,9 @@ mod confirm;
 mod context;
 pub mod exit;
 pub mod generate;
+pub mod notice;
 pub mod output;
 pub mod progress;
-pub mod qmp_call;
 pub mod table;
 pub mod term;
 

@@ -99,9 +99,10 @@ pub fn usage_fields(
     (fields, note)
 }
 
-/// Shows a notice of the vm layer (progress, kept files) on stderr.
+/// Shows a notice of the vm layer (progress, kept files) on stderr,
+/// worded by `cli/notice.rs`.
 pub fn print_notice(n: crate::vm::Notice) {
-    eprintln!("{n}");
+    super::notice::print(n)
 }
 
 #[cfg(test)]

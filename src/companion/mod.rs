@@ -242,16 +242,13 @@ pub struct CompanionState {
     pub sub_state: String,
 }
 
-/// The loaded companion units of `vm` (none when it has none running).
-pub async fn states(
-    sd: &crate::systemd::Systemd,
+/// The companion units a listing by [`patterns`] found, by name.
+/// VM `vm`'s only (a pattern of VM `a` matches VM `a-b`'s units too).
+pub fn states(
     vm: &VmName,
-) -> Result<Vec<CompanionState>, crate::systemd::SystemdError> {
-    let pats = patterns(vm);
-    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
-    let mut out: Vec<CompanionState> = sd
-        .list_units(&refs)
-        .await?
+    listed: Vec<crate::systemd::proxies::UnitListEntry>,
+) -> Vec<CompanionState> {
+    let mut out: Vec<CompanionState> = listed
         .into_iter()
         .filter(|u| crate::units::is_companion_of(&u.0, vm.as_str()))
         .map(|u| CompanionState {
@@ -261,7 +258,7 @@ pub async fn states(
         })
         .collect();
     out.sort_by(|a, b| a.unit.cmp(&b.unit));
-    Ok(out)
+    out
 }
 
 /// Properties every companion service shares.

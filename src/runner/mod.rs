@@ -33,13 +33,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{ConfigDocument, ConfigError};
 use crate::paths::DataDir;
-use crate::qmp::{QmpClient, QmpError};
+use crate::qmp::{EventKind, QmpClient, QmpError};
 use crate::state::{StateError, Store};
 use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use crate::vmname::VmName;
@@ -518,7 +518,7 @@ impl StateWatch {
     /// QEMU's run state after a STOP or RESUME, as `query-status` has it
     /// (a STOP is also how `internal-error`, `io-error` and
     /// `guest-panicked` begin).
-    async fn refresh(&self, qmp: &QmpClient, event: &str) {
+    async fn refresh(&self, qmp: &QmpClient, stopped: bool) {
         let asked = qmp
             .execute_timeout("query-status", None, Duration::from_secs(5))
             .await;
@@ -528,7 +528,7 @@ impl StateWatch {
         {
             _ if self.saving.load(Ordering::Relaxed) => "saving".into(),
             Some(s) => s,
-            None if event == "STOP" => "paused".into(),
+            None if stopped => "paused".into(),
             None => "running".into(),
         };
         *self.run_state.lock().unwrap() = state.clone();
@@ -567,20 +567,17 @@ async fn forward_events(
                 busy_jobs.event(&ev.event, &ev.data);
                 tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
                 let ending = *watch.run_state.lock().unwrap() == "shutting down";
-                match ev.event.as_str() {
+                match ev.kind() {
                     // After SHUTDOWN QEMU is on its way out: nothing to ask.
-                    "STOP" | "RESUME" if !ending => watch.refresh(&qmp, &ev.event).await,
-                    "SHUTDOWN" => {
+                    EventKind::Stop if !ending => watch.refresh(&qmp, true).await,
+                    EventKind::Resume if !ending => watch.refresh(&qmp, false).await,
+                    EventKind::Shutdown { .. } => {
                         *watch.run_state.lock().unwrap() = "shutting down".into();
                         notify::status(&format!("shutting down (qemu pid {})", watch.qemu_pid));
                     }
                     _ => {}
                 }
-                let mut v = json!({"event": ev.event, "data": ev.data});
-                if let Some((s, us)) = ev.timestamp {
-                    v["timestamp"] = json!({"seconds": s, "microseconds": us});
-                }
-                let _ = tx.send(v);
+                let _ = tx.send(ev.to_json());
             }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,

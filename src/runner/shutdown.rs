@@ -16,7 +16,7 @@ use super::dispatch::{StopReply, StopRequest, SuspendRequest};
 use super::notify;
 use super::qemu::Qemu;
 use crate::ipc::protocol::StopOutcome;
-use crate::qmp::{QmpClient, QmpEvent};
+use crate::qmp::{EventKind, QmpClient, QmpEvent};
 
 /// Bound on `system_powerdown` and `quit` commands themselves.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,14 +142,12 @@ impl<'a> Shutdown<'a> {
         let mut reason = None;
         loop {
             match self.events.try_recv() {
-                Ok(ev) if ev.event == "SHUTDOWN" => {
-                    reason = ev
-                        .data
-                        .get("reason")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_string);
+                Ok(ev) => {
+                    if let EventKind::Shutdown { reason: r, .. } = ev.kind() {
+                        reason = r.map(|r| r.as_str().to_string());
+                    }
                 }
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => return reason,
             }
         }

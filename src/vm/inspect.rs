@@ -133,15 +133,15 @@ pub struct Inspection {
 
 impl<R: Runners> Vms<Systemd, R> {
     /// `maqet inspect VM`: everything about VM `name` in one place.
-    pub async fn inspect(&self, name: &str) -> Result<Inspection, VmError> {
-        let (vm, rec) = self.record(name)?;
+    pub async fn inspect(&self, vm: &VmName) -> Result<Inspection, VmError> {
+        let rec = self.record(vm)?;
         let sd = &self.units;
         let unit = vm.service_unit();
-        let st = self.unit_of(&vm).await?;
-        let mut status = StatusReport::new(&vm, st.as_ref());
-        status.fill_companions(sd, &vm).await;
+        let st = self.unit_of(vm).await?;
+        let mut status = StatusReport::new(vm, st.as_ref());
+        status.companions = self.companions(vm).await;
         status.set_saved(
-            self.saved_state(&vm)?
+            self.saved_state(vm)?
                 .as_ref()
                 .map(super::saved::SavedView::of),
         );
@@ -191,10 +191,10 @@ impl<R: Runners> Vms<Systemd, R> {
                     cgroup,
                 })
                 .collect(),
-            sockets: vec![socket_info(sd, &vm).await?],
+            sockets: vec![socket_info(sd, vm).await?],
             disks: cfg
                 .as_ref()
-                .map(|c| disks(c, &self.disk_dir(&vm)))
+                .map(|c| disks(c, &self.disk_dir(vm)))
                 .unwrap_or_default(),
             config_error,
         })

@@ -121,11 +121,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// is then (an `rm` either finished before or waits for this start).
     pub async fn start(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        self.start_as(name, timeout, Wait::Ready, notify).await
+        self.start_as(vm, timeout, Wait::Ready, notify).await
     }
 
     /// [`Vms::start`], following the VM only as far as `wait` says. The
@@ -133,29 +133,29 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// while the unit is still starting (and finds it live).
     pub async fn start_as(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         wait: Wait,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        self.start_with(name, timeout, wait, false, notify).await
+        self.start_with(vm, timeout, wait, false, notify).await
     }
 
     /// [`Vms::start_as`]; with `fresh`, a saved running state is discarded
     /// and the VM boots afresh (`start --fresh`), else it is resumed.
     pub async fn start_with(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         wait: Wait,
         fresh: bool,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
-        self.record(name)?;
-        let _lock = self.lock(name, timeout + STOP_MARGIN)?;
-        let (vm, record) = self.record(name)?;
-        self.start_record(&vm, &record, timeout, wait, fresh, notify)
+        self.record(vm)?;
+        let _lock = self.lock(vm, timeout + STOP_MARGIN)?;
+        let record = self.record(vm)?;
+        self.start_record(vm, &record, timeout, wait, fresh, notify)
             .await
     }
 
@@ -219,13 +219,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut provisioned = Provisioned::default();
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
             clear();
-            return Err(self.undone(vm, provisioned, &store, e).await);
+            return Err(self.undone(vm, provisioned, store, e).await);
         }
         // The runner this start creates takes the token: its failure before
         // QEMU runs ends the unit `failed`, never in a restart loop.
         if let Err(e) = spec.runtime.begin_start() {
             clear();
-            return Err(self.undone(vm, provisioned, &store, e.into()).await);
+            return Err(self.undone(vm, provisioned, store, e.into()).await);
         }
         let started = match wait {
             Wait::Ready => self.units.start_vm(&spec, timeout).await,
@@ -271,14 +271,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !lost_race {
             self.clear_runtime(vm, &spec.runtime).await;
         }
-        Err(self.undone(vm, provisioned, &store, error).await)
+        Err(self.undone(vm, provisioned, store, error).await)
     }
 
     /// After a stop: the runner clears the runtime directory when it ends,
     /// but not when it is killed, nor does a pending restart that a stop
     /// cancels. A start that holds the VM's lock is writing it afresh.
     pub(super) async fn clear_after_stop(&self, vm: &VmName) -> Result<(), VmError> {
-        if let Ok(_start) = self.lock(vm.as_str(), Duration::ZERO) {
+        if let Ok(_start) = self.lock(vm, Duration::ZERO) {
             self.clear_runtime(vm, &self.runtime(vm)?).await;
         }
         Ok(())
@@ -420,12 +420,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `maqet restart`: stop (if running), then start.
     pub async fn restart(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        let (vm, _) = self.record(name)?;
-        self.stop(&vm, None, false).await?;
-        self.start(name, timeout, notify).await
+        self.record(vm)?;
+        self.stop(vm, None, false).await?;
+        self.start(vm, timeout, notify).await
     }
 }

@@ -252,14 +252,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `maqet suspend --discard NAME`: forgets and deletes the VM's saved
     /// state (and what killed saves left), under the VM's lock; a running
     /// VM has none. The next start boots afresh.
-    pub async fn discard_saved(&self, name: &str) -> Result<Discarded, VmError> {
-        self.record(name)?;
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, _) = self.record(name)?;
-        if self.is_running(&vm).await? {
-            return Err(SavedError::Running { vm }.into());
+    pub async fn discard_saved(&self, vm: &VmName) -> Result<Discarded, VmError> {
+        self.record(vm)?;
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        self.record(vm)?;
+        if self.is_running(vm).await? {
+            return Err(SavedError::Running { vm: vm.clone() }.into());
         }
-        self.discard_locked(&vm)
+        self.discard_locked(vm)
     }
 
     /// Discards `vm`'s saved state; the caller holds the VM's lock and

@@ -62,11 +62,11 @@ impl Case {
     }
 
     fn start(&self, fresh: bool) -> (Result<(), VmError>, Vec<Notice>) {
-        let seen = std::cell::RefCell::new(Vec::new());
-        let r = run(self
-            .vms
-            .start_with("web", T, Wait::Ready, fresh, &|n| seen.borrow_mut().push(n)));
-        (r, seen.into_inner())
+        let seen = std::sync::Mutex::new(Vec::new());
+        let r = run(self.vms.start_with(&self.vm, T, Wait::Ready, fresh, &|n| {
+            seen.lock().unwrap().push(n)
+        }));
+        (r, seen.into_inner().unwrap())
     }
 
     fn recorded(&self) -> Option<SavedState> {
@@ -151,7 +151,7 @@ fn start_fresh_discards_the_state_but_never_a_running_vms() {
     assert!(matches!(r, Err(VmError::AlreadyRunning { .. })), "{r:?}");
     assert_eq!(c.recorded(), Some(s.clone()));
     assert!(s.path.exists());
-    let e = run(c.vms.discard_saved("web")).unwrap_err();
+    let e = run(c.vms.discard_saved(&c.vm)).unwrap_err();
     assert!(
         matches!(e, VmError::Saved(SavedError::Running { .. })),
         "{e}"
@@ -185,7 +185,7 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
         set: vec![(k.into(), v.into())],
         ..Changes::default()
     };
-    let e = run(c.vms.apply("web", &set("memory", "128M"), &quiet)).unwrap_err();
+    let e = run(c.vms.apply(&c.vm, &set("memory", "128M"), &quiet)).unwrap_err();
     let cli = CliError::from(e);
     assert_eq!(cli.code, code::CONFLICT, "{}", cli.message);
     for way_out in [
@@ -196,9 +196,9 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
         assert!(cli.message.contains(way_out), "{}", cli.message);
     }
     // Unit settings leave QEMU's command line alone: applied.
-    run(c.vms.apply("web", &set("restart", "on-failure"), &quiet)).unwrap();
-    run(c.vms.apply("web", &set("on_stop", "save"), &quiet)).unwrap();
-    let e = run(c.vms.apply("web", &set("console", "true"), &quiet)).unwrap_err();
+    run(c.vms.apply(&c.vm, &set("restart", "on-failure"), &quiet)).unwrap();
+    run(c.vms.apply(&c.vm, &set("on_stop", "save"), &quiet)).unwrap();
+    let e = run(c.vms.apply(&c.vm, &set("console", "true"), &quiet)).unwrap_err();
     assert!(
         matches!(e, VmError::Saved(SavedError::Refused { .. })),
         "{e}"
@@ -213,8 +213,8 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
         "{e}"
     );
     // Discarded: nothing is refused any more.
-    run(c.vms.discard_saved("web")).unwrap();
-    run(c.vms.apply("web", &set("memory", "128M"), &quiet)).unwrap();
+    run(c.vms.discard_saved(&c.vm)).unwrap();
+    run(c.vms.apply(&c.vm, &set("memory", "128M"), &quiet)).unwrap();
 }
 
 #[test]

@@ -8,9 +8,11 @@ use crate::cli::args::{CloneArgs, GuestAction, GuestArgs, NameJson, SshArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::vm::access::SshRequest;
+use crate::vmname::VmName;
 
 pub async fn ports(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (_, _, plan) = ctx.vms_if_session().await?.running_ports(&a.name).await?;
+    let vm = VmName::new(&a.name)?;
+    let (_, plan) = ctx.vms_if_session().await?.running_ports(&vm).await?;
     if a.json {
         crate::cli::output::print_json(&plan);
         return Ok(());
@@ -38,7 +40,8 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
         command: &a.command,
         wait: a.wait,
     };
-    let plan = ctx.vms_if_session().await?.ssh_plan(&a.name, &req).await?;
+    let vm = VmName::new(&a.name)?;
+    let plan = ctx.vms_if_session().await?.ssh_plan(&vm, &req).await?;
     let ssh = std::env::var_os("MAQET_SSH").unwrap_or_else(|| "ssh".into());
     // ssh owns the terminal; its exit status is ours.
     match crate::ssh::session::run(&ssh, &plan.args, &plan.log, plan.retry_until).await {
@@ -52,7 +55,8 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
 
 pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
     let vms = ctx.vms_if_session().await?;
-    let cloned = vms.clone_vm(&a.name, &a.new_name, a.full).await?;
+    let (src, dst) = (VmName::new(&a.name)?, VmName::new(&a.new_name)?);
+    let cloned = vms.clone_vm(&src, &dst, a.full).await?;
     if !cloned.cleaned.is_empty() {
         let list: Vec<String> = cloned
             .cleaned
@@ -79,7 +83,7 @@ pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
     let mut guest = ctx
         .vms_if_session()
         .await?
-        .guest(&a.name, a.timeout)
+        .guest(&VmName::new(&a.name)?, a.timeout)
         .await?;
     let vm = guest.vm.clone();
     match &a.action {

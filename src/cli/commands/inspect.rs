@@ -8,8 +8,8 @@ use crate::vm::inspect::Inspection;
 
 pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     // An unknown VM is exit 3 even without a user session.
-    ctx.vm(&a.name)?;
-    let report = ctx.vms().await?.inspect(&a.name).await?;
+    let (vm, _) = ctx.vm(&a.name)?;
+    let report = ctx.vms().await?.inspect(&vm).await?;
     if a.json {
         print_json(&report);
     } else {

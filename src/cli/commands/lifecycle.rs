@@ -24,7 +24,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         let (vm, _) = ctx.vm(name)?;
         let vms = ctx.vms().await?;
         ask_fresh(&vms, a, std::slice::from_ref(&vm))?;
-        vms.start_with(name, a.timeout, wait, a.fresh, &print_notice)
+        vms.start_with(&vm, a.timeout, wait, a.fresh, &print_notice)
             .await?;
         if a.no_wait {
             println!("{}", queued(&vm));
@@ -40,7 +40,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         let vms = vms.as_ref();
         async move {
             let (vm, vms) = usable(k, vms)?;
-            vms.start_with(vm.as_str(), a.timeout, wait, a.fresh, &print_notice)
+            vms.start_with(&vm, a.timeout, wait, a.fresh, &print_notice)
                 .await?;
             Ok::<_, CliError>(vm)
         }
@@ -113,9 +113,9 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
 }
 
 pub async fn restart(ctx: &Ctx, a: &RestartArgs) -> Result<(), CliError> {
-    ctx.vm(&a.name)?;
+    let (vm, _) = ctx.vm(&a.name)?;
     let vms = ctx.vms().await?;
-    Ok(vms.restart(&a.name, a.timeout, &print_notice).await?)
+    Ok(vms.restart(&vm, a.timeout, &print_notice).await?)
 }
 
 /// `start --fresh`: asks once, before anything starts, whether to discard

@@ -9,17 +9,14 @@ use crate::cli::exit::{code, CliError};
 use crate::cli::output::{human_bytes, human_duration, print_json, rfc3339_utc, usage_fields};
 use crate::cli::table;
 use crate::cli::term::Term;
-use crate::config::ConfigDocument;
 use crate::systemd::VmState;
 use crate::time::now_unix;
+use crate::vm::info::Info;
+use crate::vmname::VmName;
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut r = ctx.vms().await?.status(&vm).await?;
-    // The VM's helper units (swtpm), as systemd has them.
-    if let Ok(sd) = ctx.systemd().await {
-        r.fill_companions(&sd, &vm).await;
-    }
+    let r = ctx.vms().await?.status(&vm).await?;
     if a.json {
         print_json(&r);
         return Ok(());
@@ -110,12 +107,7 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
         })?),
         None => None,
     };
-    let records = match ctx.store_if_exists()? {
-        Some(s) => s.list_vms()?,
-        None => Vec::new(),
-    };
-    let vms = ctx.vms().await?;
-    let reports = vms.list(&records, filter).await?;
+    let reports = ctx.vms().await?.list(filter).await?;
     if a.json {
         print_json(&reports);
         return Ok(());
@@ -198,23 +190,12 @@ const CHOSEN_AT_START_MEANS: &str =
     "a free port on 127.0.0.1 for the guest's ssh, chosen at each start";
 
 pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (vm, rec) = ctx.vm(&a.name)?;
-    let doc = ConfigDocument::from_stored(&rec.config)?;
-    // The runner's own rendering, start-time parts included: a running VM's
-    // published ports, or a placeholder for the ssh port a start chooses.
-    let runtime =
-        crate::paths::VmRuntime::locate_under(&crate::paths::runtime_root_or_default(), &vm);
-    let command = match doc.validate() {
-        Ok(cfg) => crate::provision::qemu_command(
-            &ctx.data_dir,
-            &vm,
-            &cfg,
-            &runtime,
-            crate::provision::Ports::PublishedOrPlanned,
-        )
-        .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let vm = VmName::new(&a.name)?;
+    let Info {
+        record: rec,
+        command,
+    } = crate::vm::info::info(&ctx.data_dir, &vm)?;
+    let command = command.map_err(|e| e.to_string());
     if a.json {
         let mut v = json!({
             "name": vm.to_string(),

@@ -22,7 +22,7 @@ pub async fn run(ctx: &Ctx, a: &SuspendArgs) -> Result<(), CliError> {
         if !discard_states(&view, a.yes, "suspend --discard")? {
             return Err(cancelled("the saved state stays"));
         }
-        let d = vms.discard_saved(vm.as_str()).await?;
+        let d = vms.discard_saved(&vm).await?;
         if a.json {
             print_json(&json!({
                 "name": vm.to_string(),
