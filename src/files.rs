@@ -123,7 +123,8 @@ pub struct NewFile {
 /// Why a [`NewFile`] cannot go to its destination.
 #[derive(Debug, thiserror::Error)]
 pub enum NewFileError {
-    #[error("{} exists; give --force to replace it (only a regular file is replaced)", .0.display())]
+    /// Replaced only when the caller asks to (the CLI's `--force`).
+    #[error("{} exists (only a regular file is replaced, and only when asked to)", .0.display())]
     Exists(PathBuf),
     #[error("{}: {source}; it is never replaced", path.display())]
     NotRegular { path: PathBuf, source: NotRegular },
@@ -225,21 +226,32 @@ impl Drop for NewFile {
     }
 }
 
+/// Makes a FIFO at `p` (0600), for the tests of every module that must
+/// refuse one.
+#[cfg(test)]
+pub(crate) fn mkfifo(p: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+/// fsync a directory so a rename or link in it survives a crash (best
+/// effort: the file itself is synced already).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
-
-    fn mkfifo(p: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            p,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-    }
 
     #[test]
     fn special_files_are_refused_at_once() {
@@ -316,7 +328,7 @@ mod tests {
         // Exists: refused without replace, before anything is written.
         let e = NewFile::create(&dest, false).unwrap_err();
         assert!(matches!(e, NewFileError::Exists(_)), "{e}");
-        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(e.to_string().contains("exists"), "{e}");
         let f = NewFile::create(&dest, true).unwrap();
         std::fs::write(f.path(), "P6 new").unwrap();
         f.commit().unwrap();

@@ -232,6 +232,19 @@ impl VmRuntime {
         self.file("ports.json", ".ports.json")
     }
 
+    /// The vhost-user socket of the VM's `index`th virtiofs share (bound
+    /// by its socket unit, served by virtiofsd). Named by position, not by
+    /// tag: a 36-byte tag would push a long VM name's path past
+    /// `sun_path`'s 108 bytes.
+    pub fn share_socket(&self, index: usize) -> PathBuf {
+        share_socket(&self.dir(), index)
+    }
+
+    /// passt's socket, which QEMU's `-netdev stream` connects to.
+    pub fn passt_socket(&self) -> PathBuf {
+        passt_socket(&self.dir())
+    }
+
     /// Made by `maqet start` just before it creates the unit and taken by
     /// the runner it starts: a runner that finds it is the first attempt of
     /// a start, not an automatic restart (see the runner's exit statuses).
@@ -267,7 +280,8 @@ impl VmRuntime {
     pub fn clear(&self) -> std::io::Result<Vec<PathBuf>> {
         let dir = self.dir();
         let mut removed = Vec::new();
-        for name in RUNTIME_FILES {
+        let shares = (0..MAX_SHARES).map(share_socket_name);
+        for name in RUNTIME_FILES.iter().map(|n| n.to_string()).chain(shares) {
             let p = dir.join(name);
             match std::fs::remove_file(&p) {
                 Ok(()) => removed.push(p),
@@ -295,7 +309,7 @@ impl VmRuntime {
 }
 
 /// The file names a VM's directory holds (for cleanups, which delete only
-/// what they know).
+/// what they know), besides the shares' sockets ([`is_runtime_file`]).
 pub const RUNTIME_FILES: &[&str] = &[
     CONTROL,
     "qmp.sock",
@@ -304,8 +318,34 @@ pub const RUNTIME_FILES: &[&str] = &[
     "vnc.sock",
     "spice.sock",
     "tpm.sock",
+    PASST_SOCKET,
     "start",
 ];
+
+/// The most virtiofs shares one VM may have (each is a PCI device and a
+/// virtiofsd).
+pub const MAX_SHARES: usize = 16;
+
+const PASST_SOCKET: &str = "net.sock";
+
+fn share_socket_name(index: usize) -> String {
+    format!("fs{index}.sock")
+}
+
+/// `DIR/fsN.sock`: [`VmRuntime::share_socket`] for a known directory.
+pub fn share_socket(dir: &Path, index: usize) -> PathBuf {
+    dir.join(share_socket_name(index))
+}
+
+/// `DIR/net.sock`: [`VmRuntime::passt_socket`] for a known directory.
+pub fn passt_socket(dir: &Path) -> PathBuf {
+    dir.join(PASST_SOCKET)
+}
+
+/// Whether `name` is a file maqet puts in a VM's runtime directory.
+pub fn is_runtime_file(name: &str) -> bool {
+    RUNTIME_FILES.contains(&name) || (0..MAX_SHARES).any(|i| share_socket_name(i) == name)
+}
 
 /// Where the VM-to-VM network segments are, under `$XDG_RUNTIME_DIR`.
 pub const NET_SUBDIR: &str = "maqet/net";
@@ -478,6 +518,10 @@ mod tests {
         assert_eq!(r.qmp(), root.join("a/qmp.sock"));
         assert_eq!(r.agent(), root.join("a/qga.sock"));
         assert_eq!(r.ports(), root.join("a/ports.json"));
+        assert_eq!(r.share_socket(3), root.join("a/fs3.sock"));
+        assert_eq!(r.passt_socket(), root.join("a/net.sock"));
+        assert!(is_runtime_file("fs15.sock") && is_runtime_file("net.sock"));
+        assert!(!is_runtime_file("fs16.sock") && !is_runtime_file("notes"));
         assert!(r.beside_files().is_empty());
         // No name reaches another's files: only the name's own directory.
         let q = VmRuntime::at(root, &aq);
@@ -498,9 +542,13 @@ mod tests {
         // Clearing takes only known names, and the directory once empty.
         std::fs::create_dir(root.join("a.qga")).unwrap();
         std::fs::write(root.join("a.qga/ports.json"), b"{}").unwrap();
+        std::fs::write(root.join("a.qga/fs1.sock"), b"").unwrap();
         std::fs::write(root.join("a.qga/notes"), b"mine").unwrap();
         let removed = VmRuntime::at(root, &aq).clear().unwrap();
-        assert_eq!(removed, vec![root.join("a.qga/ports.json")]);
+        assert_eq!(
+            removed,
+            vec![root.join("a.qga/ports.json"), root.join("a.qga/fs1.sock")]
+        );
         std::fs::remove_file(root.join("a.qga/notes")).unwrap();
         assert_eq!(
             VmRuntime::at(root, &aq).clear().unwrap(),

@@ -1,8 +1,8 @@
 //! Guest provisioning at start (issue 11), without a daemon: the CLI calls
 //! [`prepare`] before the VM's units exist (base digests, cloud-init seed,
 //! port choice), and the runner calls [`runner_argv`] to add the seed drive,
-//! the user-mode NIC and the NICs on VM-to-VM networks to QEMU's command
-//! line and the ports to `STATUS=`.
+//! the NIC (user-mode, or on passt's socket) and the NICs on VM-to-VM
+//! networks to QEMU's command line and the ports to `STATUS=`.
 
 use std::path::{Path, PathBuf};
 
@@ -173,7 +173,14 @@ fn runner_argv(
         // Automatic forwards of an earlier run are the guest's listeners
         // of then: the runner finds them again.
         let p = p.without_auto();
-        argv.extend(ports::netdev_argv(vm.as_str(), &p));
+        match cfg.guest.network.passt() {
+            // The forwards are passt's (its unit's argv), not QEMU's.
+            Some(_) => argv.extend(crate::companion::passt::netdev_argv(
+                vm.as_str(),
+                &runtime.passt_socket(),
+            )),
+            None => argv.extend(ports::netdev_argv(vm.as_str(), &p)),
+        }
         plan = Some(p);
     }
     // After maqet's user-mode NIC, so that one stays the guest's first.

@@ -12,6 +12,9 @@ pub const SOCKET_PATTERN: &str = "maqet-vm@*.socket";
 /// Pattern of every VM unit (files included), for `ListUnitFilesByPatterns`.
 pub const UNIT_PATTERN: &str = "maqet-vm@*";
 
+/// The user unit that runs `maqet autostart` at login (units/).
+pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
+
 /// A VM's TPM companion: `maqet-tpm@NAME.service` and `.socket`.
 pub const TPM_PREFIX: &str = "maqet-tpm@";
 
@@ -41,9 +44,66 @@ pub fn switch_segment(unit: &str) -> Option<&str> {
     unit.strip_prefix(SWITCH_PREFIX)?.strip_suffix(".service")
 }
 
-/// Patterns of every companion unit of `vm` (for status listings).
+/// A VM's virtiofs shares: `maqet-fs@NAME-TAG.service` and `.socket`, one
+/// pair per share. Tags have no '-' (config/shares.rs), so the last '-'
+/// of the instance separates the VM's name from the tag.
+pub const FS_PREFIX: &str = "maqet-fs@";
+
+/// `maqet-fs@NAME-TAG.service`
+pub fn fs_service(vm: &str, tag: &str) -> String {
+    format!("{FS_PREFIX}{vm}-{tag}.service")
+}
+
+/// `maqet-fs@NAME-TAG.socket`
+pub fn fs_socket(vm: &str, tag: &str) -> String {
+    format!("{FS_PREFIX}{vm}-{tag}.socket")
+}
+
+/// A VM's passt network: `maqet-net@NAME.service` (passt binds its own
+/// socket, so there is no socket unit).
+pub const NET_PREFIX: &str = "maqet-net@";
+
+/// `maqet-net@NAME.service`
+pub fn net_service(vm: &str) -> String {
+    format!("{NET_PREFIX}{vm}.service")
+}
+
+/// Patterns of every companion unit of `vm` (for status listings). The
+/// share pattern also matches VM `NAME-x`'s shares: filter the listing
+/// with [`is_companion_of`].
 pub fn companion_patterns(vm: &str) -> Vec<String> {
-    vec![format!("{TPM_PREFIX}{vm}.*")]
+    vec![
+        format!("{TPM_PREFIX}{vm}.*"),
+        format!("{FS_PREFIX}{vm}-*"),
+        format!("{NET_PREFIX}{vm}.*"),
+    ]
+}
+
+/// Whether `unit` is one of `vm`'s companions (not another VM's whose
+/// name begins like it).
+pub fn is_companion_of(unit: &str, vm: &str) -> bool {
+    let instance = |prefix: &str| {
+        unit.strip_prefix(prefix).and_then(|r| {
+            r.strip_suffix(".service")
+                .or_else(|| r.strip_suffix(".socket"))
+        })
+    };
+    if let Some(i) = instance(FS_PREFIX) {
+        return i.rsplit_once('-').is_some_and(|(name, _)| name == vm);
+    }
+    instance(TPM_PREFIX).or_else(|| instance(NET_PREFIX)) == Some(vm)
+}
+
+/// Why a VM cannot go on when its companion `unit` failed (for the cause
+/// in its journal and status).
+pub fn why_companion_is_needed(unit: &str) -> &'static str {
+    if unit.starts_with(FS_PREFIX) {
+        "QEMU's vhost-user-fs device does not reconnect, so the guest has lost the share"
+    } else if unit.starts_with(NET_PREFIX) {
+        "QEMU's stream network backend does not reconnect, so the guest has lost its network"
+    } else {
+        "QEMU's TPM backend does not reconnect"
+    }
 }
 
 /// The VM name in `maqet-vm@NAME.service`.
@@ -102,6 +162,20 @@ pub fn signal_name(sig: i32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn companions_of_one_vm_only() {
+        use super::*;
+        assert_eq!(fs_service("a-b", "src"), "maqet-fs@a-b-src.service");
+        assert!(is_companion_of("maqet-fs@a-b-src.service", "a-b"));
+        assert!(is_companion_of("maqet-fs@a-b-src.socket", "a-b"));
+        // VM `a`'s pattern maqet-fs@a-* matches VM `a-b`'s share too.
+        assert!(!is_companion_of("maqet-fs@a-b-src.service", "a"));
+        assert!(is_companion_of("maqet-tpm@a.socket", "a"));
+        assert!(!is_companion_of("maqet-tpm@a.b.socket", "a"));
+        assert!(is_companion_of(&net_service("a"), "a"));
+        assert!(!is_companion_of("maqet-vm@a.service", "a"));
+    }
+
     #[test]
     fn vm_name_of_a_service_unit() {
         assert_eq!(super::service_vm_name("maqet-vm@a.b.service"), Some("a.b"));

@@ -19,23 +19,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn disks_of(w: &World, vm: &str) -> PathBuf {
-    w.data_dir().join("disks").join(vm)
-}
-
-fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn qcow2(path: &Path) {
     qemu_img(&["create", "-q", "-f", "qcow2", path_str(path), "8M"]);
 }
@@ -50,18 +33,6 @@ fn sha256(p: &Path) -> String {
 /// `rm VM --delete-storage`, which must succeed; returns stderr.
 fn rm_delete_storage(w: &World, vm: &str) -> String {
     w.fails(0, &["rm", vm, "--delete-storage"])
-}
-
-/// Polls `cond` until it holds; panics naming `what` after `within`.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "{what} did not happen within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ------------------------------------------------------------ 1. "in use"
@@ -417,7 +388,7 @@ fn qmp_save(w: &World, vm: &str, node: &str, tag: &str) {
         "snapshot-save",
         &format!(r#"{{"job-id":"{job}","tag":"{tag}","vmstate":"{node}","devices":["{node}"]}}"#),
     ]);
-    wait_for("the save job to conclude", Duration::from_secs(120), || {
+    wait_until("the save job to conclude", Duration::from_secs(120), || {
         let jobs: Value = serde_json::from_str(&w.ok(&["qmp", "run", vm, "query-jobs"])).unwrap();
         jobs.as_array()
             .unwrap()
@@ -474,60 +445,81 @@ fn a_live_load_never_restores_another_snapshot_whose_id_is_the_name() {
 
 // ------------------------------------------------------------ 5. crashes
 
-/// A source VM whose one disk is a FIFO this test feeds: a `clone --full`
-/// copying it blocks after the bytes written, deterministically.
-struct SlowSource {
+/// Size of [`BigSource`]'s disk: big enough that its copy takes a while
+/// (tens of milliseconds even on a quiet machine), small enough to write
+/// in a moment.
+const BIG: u64 = 256 << 20;
+
+/// A source VM whose one raw disk holds [`BIG`] bytes of known data, so a
+/// `clone --full` of it can be caught mid-copy: the test watches for the
+/// copy's temporary file and stops the clone (SIGSTOP) at once. A FIFO
+/// would block the copy by itself, but maqet rightly refuses to read one
+/// as a disk (a FIFO must never hang a command).
+struct BigSource {
     vm: String,
     disk: PathBuf,
-    feed: std::fs::File,
 }
 
-impl SlowSource {
-    fn new(w: &World) -> SlowSource {
+impl BigSource {
+    fn new(w: &World) -> BigSource {
         let vm = w.add_vm("src", "storage:\n  - {name: d, type: raw, size: 1M}\n");
         let disk = disks_of(w, &vm).join("d.raw");
         std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-        let c = std::ffi::CString::new(path_str(&disk)).unwrap();
-        // SAFETY: a valid C string; mkfifo only creates the node.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        // Read-write, so opening does not wait for a reader; the copy sees
-        // the end only when this handle is dropped.
-        let feed = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk)
-            .unwrap();
-        SlowSource { vm, disk, feed }
+        let mut f = std::fs::File::create(&disk).unwrap();
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..BIG >> 20 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.sync_all().unwrap();
+        BigSource { vm, disk }
     }
 
-    /// Feeds 64 KiB, and returns once a file of that size is in `dir`
-    /// (the copy in progress, under whatever name).
-    fn feed_until_copied(&mut self, dir: &Path) {
-        self.feed.write_all(&vec![7u8; 65536]).unwrap();
-        wait_for("the copy to start", Duration::from_secs(120), || {
+    /// Waits until `clone` has begun its copy into `dir` (a temporary file
+    /// is there) and stops it (SIGSTOP) right then; asserts the copy is
+    /// unfinished. The caller continues (SIGCONT) or kills it.
+    fn stop_mid_copy(&self, clone: &mut std::process::Child, dir: &Path) {
+        let temp = || {
             std::fs::read_dir(dir)
                 .into_iter()
                 .flatten()
                 .flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() == 65536))
-        });
+                .find(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+        };
+        let end = Instant::now() + Duration::from_secs(120);
+        let found = loop {
+            if let Some(t) = temp() {
+                signal(clone, libc::SIGSTOP);
+                break t;
+            }
+            assert!(
+                clone.try_wait().unwrap().is_none(),
+                "the clone ended before its copy was seen"
+            );
+            assert!(Instant::now() < end, "the copy did not start within 120s");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let copied = std::fs::metadata(&found).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            copied < BIG,
+            "the copy finished ({copied} bytes) before the clone could be stopped"
+        );
     }
 
-    /// Puts a real 1 MiB disk with known bytes in the FIFO's place and ends
-    /// the feed; returns the disk's digest.
-    fn finish(self) -> String {
-        let real = self.disk.with_extension("real");
-        std::fs::write(&real, vec![9u8; 1 << 20]).unwrap();
-        std::fs::rename(&real, &self.disk).unwrap();
-        drop(self.feed);
+    fn digest(&self) -> String {
         sha256(&self.disk)
     }
+}
+
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid; it is not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
 }
 
 #[test]
 fn a_clone_killed_while_copying_is_never_started_and_the_next_clone_cleans_it() {
     let w = World::new("ds-ckill");
-    let mut src = SlowSource::new(&w);
+    let src = BigSource::new(&w);
     let dst = w.name("dst");
     let dst_dir = disks_of(&w, &dst);
     let mut clone = w
@@ -536,7 +528,7 @@ fn a_clone_killed_while_copying_is_never_started_and_the_next_clone_cleans_it() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    src.feed_until_copied(&dst_dir);
+    src.stop_mid_copy(&mut clone, &dst_dir);
     clone.kill().unwrap();
     clone.wait().unwrap();
     // No torn image under the disk's name; the half-made clone is refused
@@ -564,7 +556,7 @@ fn a_clone_killed_while_copying_is_never_started_and_the_next_clone_cleans_it() 
         "{leftovers:#?}"
     );
     // The next clone to that name removes what was left and clones afresh.
-    let digest = src.finish();
+    let digest = src.digest();
     let o = w.maqet(&["clone", &w.name("src"), &dst, "--full"]);
     let said = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{said}");
@@ -660,15 +652,15 @@ fn rm_delete_storage_deletes_nothing_while_the_database_is_busy() {
 #[test]
 fn a_full_clone_holds_its_sources_lock_so_its_start_waits() {
     let w = World::new("ds-clock");
-    let mut src = SlowSource::new(&w);
+    let src = BigSource::new(&w);
     let dst = w.name("dst");
-    let clone = w
+    let mut clone = w
         .cmd()
         .args(["clone", &src.vm, &dst, "--full"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    src.feed_until_copied(&disks_of(&w, &dst));
+    src.stop_mid_copy(&mut clone, &disks_of(&w, &dst));
     let start = w
         .cmd()
         .args(["start", &src.vm])
@@ -682,7 +674,7 @@ fn a_full_clone_holds_its_sources_lock_so_its_start_waits() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let vm = src.vm.clone();
-    src.finish();
+    signal(&clone, libc::SIGCONT);
     let o = clone.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = start.wait_with_output().unwrap();
@@ -761,57 +753,6 @@ fn storage_verify_checks_the_backing_file_the_overlay_really_has() {
         table.contains(&format!("its backing file is {}", b2.display())),
         "{table}"
     );
-}
-
-/// Exclusive use of the test user's tiny tmpfs (tests/session/small-fs.sh),
-/// as tests/state_faults.rs takes it.
-struct SmallFs {
-    work: PathBuf,
-    fill: PathBuf,
-    _lock: std::fs::File,
-}
-
-impl SmallFs {
-    fn take(tag: &str) -> SmallFs {
-        use std::os::fd::AsRawFd;
-        let root = PathBuf::from(
-            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
-        );
-        let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run tests/session/user-session.sh up",
-                root.display()
-            )
-        });
-        // SAFETY: a valid descriptor; waits for the other user of the fs.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let work = root.join(format!("{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir(&work).unwrap();
-        SmallFs {
-            fill: root.join("fill"),
-            work,
-            _lock: lock,
-        }
-    }
-
-    fn unfill(&self) {
-        let _ = std::fs::remove_file(&self.fill);
-    }
-
-    /// Writes until not one byte fits.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(&self.fill).unwrap();
-        while f.write(&[0u8; 4096]).is_ok_and(|n| n > 0) {}
-        while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.fill);
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
 }
 
 #[test]

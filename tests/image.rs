@@ -845,40 +845,6 @@ fn a_resumed_download_of_a_changed_file_is_downloaded_again_from_the_start() {
     assert_eq!(t.blobs().len(), 1);
 }
 
-/// Exclusive use of the test user's 1 MiB tmpfs (tests/session/small-fs.sh;
-/// state_faults.rs takes the same lock).
-struct SmallFs {
-    work: PathBuf,
-    _lock: std::fs::File,
-}
-
-impl SmallFs {
-    fn take(tag: &str) -> SmallFs {
-        use std::os::unix::io::AsRawFd;
-        let root = PathBuf::from(
-            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
-        );
-        let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run tests/session/user-session.sh up",
-                root.display()
-            )
-        });
-        // SAFETY: a valid open descriptor; flock blocks until the other test releases it.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let work = root.join(format!("{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir(&work).unwrap();
-        SmallFs { work, _lock: lock }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
-}
-
 #[test]
 fn a_full_disk_names_the_directory_and_keeps_no_partial_download() {
     let t = Images::new("imgfull");

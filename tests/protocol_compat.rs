@@ -131,15 +131,28 @@ fn a_new_cli_uses_a_protocol_1_runner_where_it_can_and_says_why_not_where_it_can
     );
     assert!(err.contains(&want), "{err}");
     assert!(o.stdout.is_empty());
+    // Saving its running state needs protocol 5: nothing was asked of it
+    // but its version.
+    let before = seen.lock().unwrap().len();
+    let o = run(&["suspend", &vm]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let want = format!(
+        "the runner of VM '{vm}' speaks protocol 1 (started by an older maqet); `maqet suspend` needs 5: restart the VM with `maqet restart {vm}` to use it"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(seen.lock().unwrap()[before..]
+        .iter()
+        .all(|l| l.contains(r#""method":"status""#)));
 
-    // Forwards changed while it runs need protocol 5: refused before any
+    // Forwards changed while it runs need protocol 6: refused before any
     // request but the status, with the way out (--save alone works).
     let sent = seen.lock().unwrap().len();
     let o = run(&["ports", "add", &vm, "47002:81"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(5), "{err}");
     let want = format!(
-        "the runner of VM '{vm}' speaks protocol 1 (started by an older maqet); changing forwards while it runs needs protocol 5: restart the VM with `maqet restart {vm}`"
+        "the runner of VM '{vm}' speaks protocol 1 (started by an older maqet); changing forwards while it runs needs protocol 6: restart the VM with `maqet restart {vm}`"
     );
     assert!(err.contains(&want), "{err}");
     assert!(

@@ -76,7 +76,7 @@ threads=${MAQET_TEST_THREADS:-4}
 # under TCG, and two cores shared by all of them at once turned generous
 # timeouts into failures. The slow binaries go first so the tail is short.
 jobs=${MAQET_TEST_JOBS:-4}
-slow=" cloud desktop image networks ops restart guest hostile_ipc storage_safety data_safety state_faults "
+slow=" cloud desktop image networks ops restart guest vm_api hostile_ipc storage_safety data_safety state_faults "
 ordered=()
 for t in "${tests[@]}"; do
     b=$(basename "$t")

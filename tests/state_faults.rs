@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::World;
+use common::{SmallFs, World};
 use serde_json::Value;
 
 /// Exit codes documented in `maqet --help`.
@@ -88,74 +87,6 @@ fn assert_no_space(stderr: &str, data_dir: &Path) {
 }
 
 // ---------------------------------------------------------------- the small filesystem
-
-/// Exclusive use of the tiny tmpfs, with a fresh data directory on it. Dropping it empties
-/// the filesystem again and releases the lock.
-struct SmallFs {
-    root: PathBuf,
-    work: PathBuf,
-    _lock: File,
-}
-
-impl SmallFs {
-    fn take(tag: &str) -> SmallFs {
-        let root = PathBuf::from(
-            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
-        );
-        let lock = File::create(root.join(".lock")).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; the full-disk tests need the test user's small tmpfs there: \
-                 run `tests/session/user-session.sh up` as root (see tests/session/small-fs.sh)",
-                root.display()
-            )
-        });
-        // SAFETY: a valid open descriptor; flock blocks until the other test releases it.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let work = root.join(format!("{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir(&work).unwrap();
-        SmallFs {
-            root,
-            work,
-            _lock: lock,
-        }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.work.join("data")
-    }
-
-    fn fill_path(&self) -> PathBuf {
-        self.root.join("fill")
-    }
-
-    /// Writes zeros until the filesystem refuses with ENOSPC: not one byte is left.
-    fn fill(&self) {
-        let mut f = File::create(self.fill_path()).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling {}: {e}", self.fill_path().display()),
-            }
-        }
-        // Page-granular: small writes may still fit in a last partial page.
-        while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
-    }
-
-    fn unfill(&self) {
-        let _ = fs::remove_file(self.fill_path());
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        self.unfill();
-        let _ = fs::remove_dir_all(&self.work);
-    }
-}
 
 /// A data directory on the small filesystem holding VM `name` (64M), with the -shm and
 /// -wal files a reader leaves behind: a write on the full disk then fails at its COMMIT,

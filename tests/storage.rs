@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -37,10 +36,6 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 /// maqet's own options before the config's groups.
 const PREFIX: usize = 7;
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn info(w: &World, vm: &str) -> Value {
     serde_json::from_str(&w.ok(&["info", vm, "--json"])).unwrap()
@@ -101,14 +96,6 @@ fn qemu_io(path: &Path, cmd: &str) -> bool {
         String::from_utf8_lossy(&o.stderr)
     );
     o.status.success() && !out.contains("verification failed")
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn disks_of(w: &World, vm: &str) -> PathBuf {
-    w.data_dir().join("disks").join(vm)
 }
 
 fn stop(w: &World, vm: &str) {

@@ -15,10 +15,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn qcow2(w: &World, file: &str) -> PathBuf {
     let p = w.dir.path().join(file);
     let o = Command::new("qemu-img")

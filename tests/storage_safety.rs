@@ -10,29 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn disks_of(w: &World, vm: &str) -> PathBuf {
-    w.data_dir().join("disks").join(vm)
-}
-
-fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn ino(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

@@ -14,11 +14,12 @@ use maqet::paths::DataDir;
 use maqet::vmname::VmName;
 
 const USAGE: &str = "usage: maqet-runner NAME --data-dir DIR
-       maqet-runner --relay NAME -- PROGRAM [ARGS...]
+       maqet-runner --relay NAME [--ready-socket PATH] -- PROGRAM [ARGS...]
        maqet-runner --companion-stopped NAME UNIT
 Runs one maqet VM under systemd (started by `maqet start`, not by hand);
---relay runs one of the VM's helpers (swtpm) and logs its output with the
-VM's journal fields; --companion-stopped (a helper unit's ExecStopPost=)
+--relay runs one of the VM's helpers (swtpm, virtiofsd, passt) and logs its
+output with the VM's journal fields (with --ready-socket it tells systemd
+the helper is ready once PATH listens); --companion-stopped (a helper unit's ExecStopPost=)
 tells the VM's runner when that helper failed.";
 
 #[derive(Debug, PartialEq)]
@@ -29,6 +30,7 @@ enum Parsed {
     },
     Relay {
         name: String,
+        ready_socket: Option<PathBuf>,
         program: OsString,
         args: Vec<OsString>,
     },
@@ -40,19 +42,27 @@ enum Parsed {
     Version,
 }
 
-/// `--relay NAME -- PROGRAM ARGS…` (the arguments after PROGRAM are the
-/// helper's, whatever they look like).
+/// `--relay NAME [--ready-socket PATH] -- PROGRAM ARGS…` (the arguments
+/// after PROGRAM are the helper's, whatever they look like).
 fn parse_relay(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
     let name = args
         .next()
         .and_then(|a| a.into_string().ok())
         .ok_or("--relay needs the VM name")?;
-    if args.next().as_deref() != Some(std::ffi::OsStr::new("--")) {
+    let mut ready_socket = None;
+    let mut next = args.next();
+    if next.as_deref() == Some(std::ffi::OsStr::new("--ready-socket")) {
+        let path = args.next().ok_or("--ready-socket needs a path")?;
+        ready_socket = Some(PathBuf::from(path));
+        next = args.next();
+    }
+    if next.as_deref() != Some(std::ffi::OsStr::new("--")) {
         return Err("--relay NAME must be followed by -- PROGRAM".into());
     }
     let program = args.next().ok_or("--relay: missing the program after --")?;
     Ok(Parsed::Relay {
         name,
+        ready_socket,
         program,
         args: args.collect(),
     })
@@ -97,6 +107,7 @@ fn main() {
         Ok(Parsed::Run { name, data_dir }) => (name, data_dir),
         Ok(Parsed::Relay {
             name,
+            ready_socket,
             program,
             args,
         }) => {
@@ -112,7 +123,11 @@ fn main() {
                 &ident,
                 tracing::level_filters::LevelFilter::INFO,
             );
-            std::process::exit(maqet::runner::relay::run(&program, &args));
+            std::process::exit(maqet::runner::relay::run(
+                &program,
+                &args,
+                ready_socket.as_deref(),
+            ));
         }
         Ok(Parsed::CompanionStopped { name, unit }) => {
             let dir = std::env::var_os("MAQET_DATA_DIR").map(PathBuf::from);
@@ -195,6 +210,32 @@ mod tests {
             })
         );
         assert!(p(&["--companion-stopped", "web"]).is_err());
+        assert_eq!(
+            p(&[
+                "--relay",
+                "web",
+                "--ready-socket",
+                "/r/net.sock",
+                "--",
+                "passt",
+                "-f"
+            ]),
+            Ok(Parsed::Relay {
+                name: "web".into(),
+                ready_socket: Some("/r/net.sock".into()),
+                program: "passt".into(),
+                args: vec!["-f".into()],
+            })
+        );
+        assert!(matches!(
+            p(&["--relay", "web", "--", "swtpm"]),
+            Ok(Parsed::Relay {
+                ready_socket: None,
+                ..
+            })
+        ));
+        assert!(p(&["--relay", "web", "--ready-socket"]).is_err());
+        assert!(p(&["--relay", "web", "--ready-socket", "/s", "passt"]).is_err());
         assert_eq!(p(&["web", "-h"]), Ok(Parsed::Help));
         for bad in [
             &["web"][..],

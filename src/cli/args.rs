@@ -42,6 +42,15 @@ pub enum Command {
     Stop(StopArgs),
     /// Stop a VM if it runs, then start it.
     Restart(RestartArgs),
+    /// Save a running VM's state (RAM and devices) to a file and stop it; `maqet start` resumes it.
+    ///
+    /// The guest is paused and QEMU writes its state to DATA_DIR/disks/NAME/state.sav
+    /// (0600); the file is trusted only once it is complete and recorded, so a save that
+    /// fails or is killed never leaves a state a start would load. A failed save (a full
+    /// disk) leaves the VM running and says which directory. While a VM is saved, whatever
+    /// would change its disks or hardware (snapshots, storage attach, apply of anything but
+    /// unit settings, clone --full) is refused; `--discard` throws the state away.
+    Suspend(SuspendArgs),
     /// Show one VM's state (from systemd).
     Status(NameJson),
     /// List every defined VM with its state.
@@ -79,7 +88,7 @@ pub enum Command {
     Enable(EnableArgs),
     /// Unmark a VM for autostart.
     Disable(EnableArgs),
-    /// Start every VM marked for autostart that is not running; one that fails is reported and the others are started all the same.
+    /// Start every VM marked for autostart that is not running, and resume every VM whose state was saved when systemd stopped it (`on_stop: save`); one that fails is reported and the others are started all the same.
     Autostart(AutostartArgs),
     /// Check the user session, lingering, KVM, QEMU, the journal, the
     /// database, leftover units and what interrupted commands left
@@ -346,6 +355,27 @@ pub struct StartArgs {
     /// Return once systemd has queued the start (checks and disk creation are done first); follow it with `maqet status NAME`. A failure after that shows there, and the disks this start created stay.
     #[arg(long)]
     pub no_wait: bool,
+    /// Boot afresh: discard a saved running state (`maqet suspend`, `on_stop: save`) instead of resuming it; asks first on a terminal.
+    #[arg(long)]
+    pub fresh: bool,
+    /// With --fresh: discard without asking (required when stdin is not a terminal).
+    #[arg(long, requires = "fresh")]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Discard the stopped VM's saved state instead (the next start boots afresh); asks first on a terminal.
+    #[arg(long)]
+    pub discard: bool,
+    /// With --discard: do not ask (required when stdin is not a terminal).
+    #[arg(long, requires = "discard")]
+    pub yes: bool,
+    /// Print the result as JSON (`name`, `path`, `size`, `saved_at`, `save_ms`, `run_state`, `qemu_version`; with --discard: `name`, `discarded`, `state`, `deleted`, `kept`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -869,6 +899,21 @@ fn digest(s: &str) -> Result<crate::image::Digest, String> {
 /// `stop --timeout`: the runner accepts at most a day.
 fn stop_seconds(s: &str) -> Result<Duration, String> {
     seconds_up_to(s, crate::ipc::protocol::MAX_STOP_TIMEOUT_SECS, " (a day)")
+}
+
+/// `--set K=V` pairs.
+pub fn key_values(set: &[String]) -> Result<Vec<(String, String)>, crate::cli::exit::CliError> {
+    set.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    crate::cli::exit::CliError::usage(format!(
+                        "--set {kv}: expected KEY=VALUE, e.g. --set memory=2G"
+                    ))
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,46 @@ pub fn confirm(
     ))
 }
 
+/// Asks (on stdin's terminal) whether to discard the saved running state
+/// of each of `saved` — the guests' unsaved work is lost with it; `flag`
+/// is the option that says yes beforehand (`--yes`). True when there is
+/// nothing to ask about.
+pub fn discard_states(
+    saved: &[(crate::vmname::VmName, crate::vm::SavedView)],
+    yes: bool,
+    what: &str,
+) -> Result<bool, CliError> {
+    use std::io::IsTerminal;
+    if saved.is_empty() {
+        return Ok(true);
+    }
+    let list: Vec<String> = saved
+        .iter()
+        .map(|(vm, v)| format!("{vm}: {}", super::output::saved_line(v)))
+        .collect();
+    let prompt = format!(
+        "{what} discards the saved running state of:\n  {}\nWhat ran in the guest since its last boot is lost. Discard?",
+        list.join("\n  ")
+    );
+    let refusal = format!(
+        "{what} would discard the saved running state of {}, and stdin is not a terminal to ask on; add --yes to discard without asking",
+        saved
+            .iter()
+            .map(|(vm, _)| format!("'{vm}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let stdin = std::io::stdin();
+    confirm(
+        &prompt,
+        yes,
+        stdin.is_terminal(),
+        &refusal,
+        &mut stdin.lock(),
+        &mut std::io::stderr(),
+    )
+}
+
 /// The error of a question answered "no": nothing was done.
 pub fn cancelled(what: &str) -> CliError {
     CliError::new(code::FAILURE, format!("cancelled: {what}"))

@@ -14,11 +14,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Opens (creating if needed) the DB: for commands that write.
-    pub fn store(&self) -> Result<Store, CliError> {
-        Ok(Store::open(&self.data_dir.db_path())?)
-    }
-
     /// The DB for read-only commands, which must not create state; `None`
     /// when nothing was ever defined here.
     pub fn store_if_exists(&self) -> Result<Option<Store>, CliError> {
@@ -27,17 +22,13 @@ impl Ctx {
 
     /// The stored VM `name`, or exit code 3 with a hint.
     pub fn vm(&self, name: &str) -> Result<(VmName, VmRecord), CliError> {
-        Ok(crate::vm::record(&self.data_dir, name)?)
+        let vm = VmName::new(name)?;
+        let rec = crate::vm::record(&self.data_dir, &vm)?;
+        Ok((vm, rec))
     }
 
     pub async fn systemd(&self) -> Result<Systemd, CliError> {
         Ok(Systemd::connect_user().await?)
-    }
-
-    /// Connects to the runner of this data directory's VM, or explains
-    /// why not (not running, another data directory's, socket missing).
-    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, CliError> {
-        Ok(self.vms().await?.runner(vm).await?)
     }
 
     /// This data directory's VMs over a new connection to the user manager.

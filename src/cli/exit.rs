@@ -3,6 +3,7 @@
 
 use crate::cloudinit::CloudInitError;
 use crate::config::ConfigError;
+use crate::files::NewFileError;
 use crate::guest_agent::AgentError;
 use crate::image::ImageError;
 use crate::ipc::{ErrorKind, IpcError};
@@ -15,10 +16,12 @@ use crate::systemd::SystemdError;
 use crate::vm::access::AccessError;
 use crate::vm::agent::GuestError;
 use crate::vm::clone::CloneError;
+use crate::vm::control::DeviceError;
 use crate::vm::nvram::NvramError;
 use crate::vm::ports::PortsError;
+use crate::vm::provision::UndoNote;
 use crate::vm::wait::WaitError;
-use crate::vm::{AttachError, OwnerError, SegmentError, VmError};
+use crate::vm::{AttachError, ControlError, OwnerError, SavedError, SegmentError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -31,8 +34,9 @@ pub mod code {
     /// Also for a drive, snapshot, image or port forward that does not exist.
     pub const NO_SUCH_VM: i32 = 3;
     pub const INVALID_CONFIG: i32 = 4;
-    /// Exists already, already running, running when it must not be, or
-    /// the unit belongs to another data directory's VM of that name.
+    /// Exists already, already running, running when it must not be, a
+    /// change refused while the VM has a saved state, or the unit belongs
+    /// to another data directory's VM of that name.
     pub const CONFLICT: i32 = 5;
     /// QEMU answered a QMP command with an error.
     pub const QMP_ERROR: i32 = 6;
@@ -75,7 +79,7 @@ Exit codes:
   2  usage error
   3  no such VM (or no such drive, snapshot, image or port forward)
   4  invalid configuration
-  5  conflict (exists, already running, running when it must not be, or runs from another data directory)
+  5  conflict (exists, already running, running when it must not be, saved when it must not be, or runs from another data directory)
   6  QMP error reported by QEMU
   7  timeout (also: the state database stayed locked by another process)
   8  no user session (systemd --user or the session bus unreachable)";
@@ -137,152 +141,333 @@ fn path_code(e: &PathError) -> i32 {
 
 impl From<StateError> for CliError {
     fn from(e: StateError) -> Self {
-        let c = match &e {
-            StateError::NotFound(_) => code::NO_SUCH_VM,
-            StateError::Exists(_) => code::CONFLICT,
-            StateError::Busy { .. } => code::TIMEOUT,
-            // No space, read-only, I/O error, corrupt: the previous state is intact.
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(state_code(&e), e.to_string())
+    }
+}
+
+fn state_code(e: &StateError) -> i32 {
+    match e {
+        StateError::NotFound(_) => code::NO_SUCH_VM,
+        StateError::Exists(_) => code::CONFLICT,
+        StateError::Busy { .. } => code::TIMEOUT,
+        // No space, read-only, I/O error, corrupt: the previous state is intact.
+        _ => code::FAILURE,
     }
 }
 
 impl From<LockError> for CliError {
     fn from(e: LockError) -> Self {
-        let c = match &e {
-            LockError::Busy { .. } => code::CONFLICT,
-            LockError::Io { .. } => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(lock_code(&e), e.to_string())
+    }
+}
+
+fn lock_code(e: &LockError) -> i32 {
+    match e {
+        LockError::Busy { .. } => code::CONFLICT,
+        LockError::Io { .. } => code::FAILURE,
     }
 }
 
 impl From<SystemdError> for CliError {
     fn from(e: SystemdError) -> Self {
-        let c = match &e {
-            SystemdError::NoSession { .. } => code::NO_SESSION,
-            SystemdError::AlreadyRunning { .. } => code::CONFLICT,
-            SystemdError::Timeout { .. } => code::TIMEOUT,
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(systemd_code(&e), e.to_string())
+    }
+}
+
+fn systemd_code(e: &SystemdError) -> i32 {
+    match e {
+        SystemdError::NoSession { .. } => code::NO_SESSION,
+        SystemdError::AlreadyRunning { .. } => code::CONFLICT,
+        SystemdError::Timeout { .. } => code::TIMEOUT,
+        _ => code::FAILURE,
     }
 }
 
 impl From<IpcError> for CliError {
     fn from(e: IpcError) -> Self {
-        let c = match &e {
-            IpcError::NotRunning { .. } => code::CONFLICT,
-            IpcError::Timeout(_) => code::TIMEOUT,
-            IpcError::Remote(b) => match b.kind {
-                ErrorKind::Qmp => code::QMP_ERROR,
-                ErrorKind::Timeout => code::TIMEOUT,
-                ErrorKind::BadRequest | ErrorKind::Policy => code::USAGE,
-                ErrorKind::Conflict => code::CONFLICT,
-                ErrorKind::NotFound => code::NO_SUCH_VM,
-                _ => code::FAILURE,
-            },
+        CliError::new(ipc_code(&e), e.to_string())
+    }
+}
+
+fn ipc_code(e: &IpcError) -> i32 {
+    match e {
+        IpcError::NotRunning { .. } => code::CONFLICT,
+        IpcError::Timeout(_) => code::TIMEOUT,
+        IpcError::Remote(b) => match b.kind {
+            ErrorKind::Qmp => code::QMP_ERROR,
+            ErrorKind::Timeout => code::TIMEOUT,
+            ErrorKind::BadRequest | ErrorKind::Policy => code::USAGE,
+            ErrorKind::Conflict => code::CONFLICT,
+            ErrorKind::NotFound => code::NO_SUCH_VM,
             _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        },
+        _ => code::FAILURE,
     }
 }
 
 impl From<OwnerError> for CliError {
     fn from(e: OwnerError) -> Self {
-        match e {
-            OwnerError::Systemd(e) => e.into(),
-            OwnerError::Ipc(e) => e.into(),
-            OwnerError::Path(e) => e.into(),
-            e @ (OwnerError::OtherDataDir { .. }
-            | OwnerError::NotRunning { .. }
-            | OwnerError::Stopping { .. }) => CliError::conflict(e.to_string()),
-            e @ OwnerError::SocketMissing { .. } => CliError::failure(e.to_string()),
-        }
+        CliError::new(owner_code(&e), e.to_string())
+    }
+}
+
+fn owner_code(e: &OwnerError) -> i32 {
+    match e {
+        OwnerError::Systemd(e) => systemd_code(e),
+        OwnerError::Ipc(e) => ipc_code(e),
+        OwnerError::Path(e) => path_code(e),
+        OwnerError::OtherDataDir { .. }
+        | OwnerError::NotRunning { .. }
+        | OwnerError::Stopping { .. } => code::CONFLICT,
+        OwnerError::SocketMissing { .. } => code::FAILURE,
     }
 }
 
 impl From<VmError> for CliError {
     fn from(e: VmError) -> Self {
-        let message = e.to_string();
-        let c = match e {
-            VmError::Undone { error, .. } => CliError::from(*error).code,
-            VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
-            VmError::AlreadyRunning { .. }
-            | VmError::Incomplete { .. }
-            | VmError::RunningNeedsForce { .. }
-            | VmError::Exists { .. }
-            | VmError::RunningNoApply { .. } => code::CONFLICT,
-            VmError::Unnamed { .. } | VmError::Invalid(_) => code::INVALID_CONFIG,
-            VmError::StartTimeout { .. } => code::TIMEOUT,
-            VmError::StoredConfig { .. } => code::INVALID_CONFIG,
-            VmError::NotADisk { .. } => code::USAGE,
-            VmError::StartFailed { .. }
-            | VmError::NoRunner { .. }
-            | VmError::UsageUnknown(_)
-            | VmError::DeletedUnrecorded { .. }
-            | VmError::NotRemoved { .. } => code::FAILURE,
-            VmError::Attach(e) => attach_code(&e),
-            // Both are the VM's state not fitting the request.
-            VmError::Snapshot(_) => code::CONFLICT,
-            VmError::Clone(e) => match e {
-                CloneError::Io { .. }
-                | CloneError::LeftoverStays { .. }
-                | CloneError::NotUndone { .. } => code::FAILURE,
-                CloneError::Exists(_)
-                | CloneError::SharedFile { .. }
-                | CloneError::SharedArgument { .. }
-                | CloneError::NoBase { .. }
-                | CloneError::SourceIncomplete { .. }
-                | CloneError::Running { .. } => code::CONFLICT,
-            },
-            // Not running is a conflict (exit 5) with a hint, as for every
-            // other command that needs a running VM.
-            VmError::Access(e) => match e {
-                AccessError::NoSshServer { .. } => code::TIMEOUT,
-                AccessError::BadUser { .. } => code::USAGE,
-                AccessError::NotRunning { .. } => code::CONFLICT,
-                AccessError::NoPorts { .. }
-                | AccessError::NoSshPort { .. }
-                | AccessError::KnownHostsDir { .. } => code::FAILURE,
-            },
-            VmError::Guest(GuestError::NotRunning { .. }) => code::CONFLICT,
-            VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
-            VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
-            VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
-            VmError::Image(e) => CliError::from(e).code,
-            VmError::Wait(e) => match e {
-                WaitError::Timeout { .. } => code::TIMEOUT,
-                WaitError::NotRunning { .. } => code::CONFLICT,
-                WaitError::NoChannel { .. } => code::USAGE,
-                WaitError::CloudInitFailed { .. } => code::FAILURE,
-            },
-            VmError::Segment(e) => match e {
-                SegmentError::Busy { .. } | SegmentError::Stopping { .. } => code::CONFLICT,
-                SegmentError::NoSwitch { .. } => code::INVALID_CONFIG,
-                SegmentError::Io { .. } => code::FAILURE,
-            },
-            VmError::Ports(e) => match e {
-                PortsError::NotRunning { .. } | PortsError::Outdated { .. } => code::CONFLICT,
-                PortsError::NotInDefinition { .. } => code::NO_SUCH_VM,
-                PortsError::NotSaved { .. } => code::FAILURE,
-            },
-            VmError::ImageRef { source, .. } => CliError::from(*source).code,
-            VmError::Agent(e) => CliError::from(e).code,
-            VmError::Config(e) => CliError::from(e).code,
-            VmError::Name(e) => CliError::from(e).code,
-            VmError::Path(e) => CliError::from(e).code,
-            VmError::State(e) => CliError::from(e).code,
-            VmError::Lock(e) => CliError::from(e).code,
-            VmError::Storage(e) => CliError::from(e).code,
-            VmError::Systemd(e) => CliError::from(e).code,
-            VmError::Ipc(e) => CliError::from(e).code,
-            VmError::Owner(e) => CliError::from(e).code,
-            VmError::Provision(e) => CliError::from(e).code,
-            VmError::Io(e) => CliError::from(e).code,
-        };
-        CliError::new(c, message)
+        CliError::new(vm_code(&e), vm_message(&e))
+    }
+}
+
+/// The exit code of a vm-layer error.
+fn vm_code(e: &VmError) -> i32 {
+    match e {
+        VmError::Undone { error, .. } => vm_code(error),
+        VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
+        VmError::AlreadyRunning { .. }
+        | VmError::Incomplete { .. }
+        | VmError::RunningNeedsForce { .. }
+        | VmError::Exists { .. }
+        | VmError::RunningNoApply { .. } => code::CONFLICT,
+        VmError::Unnamed { .. } | VmError::Invalid(_) => code::INVALID_CONFIG,
+        VmError::StartTimeout { .. } => code::TIMEOUT,
+        VmError::StoredConfig { .. } => code::INVALID_CONFIG,
+        VmError::NotADisk { .. } => code::USAGE,
+        VmError::StartFailed { .. }
+        | VmError::NoRunner { .. }
+        | VmError::UsageUnknown(_)
+        | VmError::DeletedUnrecorded { .. }
+        | VmError::NotRemoved { .. } => code::FAILURE,
+        VmError::Attach(e) => attach_code(e),
+        // Both are the VM's state not fitting the request.
+        VmError::Snapshot(_) => code::CONFLICT,
+        VmError::Saved(e) => match e {
+            SavedError::SaveFailed { .. } => code::FAILURE,
+            SavedError::Refused { .. }
+            | SavedError::AlreadySaved { .. }
+            | SavedError::Running { .. }
+            | SavedError::OldRunner { .. } => code::CONFLICT,
+        },
+        VmError::Clone(e) => match e {
+            CloneError::Io { .. }
+            | CloneError::LeftoverStays { .. }
+            | CloneError::NotUndone { .. } => code::FAILURE,
+            CloneError::Exists(_)
+            | CloneError::SharedFile { .. }
+            | CloneError::SharedArgument { .. }
+            | CloneError::NoBase { .. }
+            | CloneError::SourceIncomplete { .. }
+            | CloneError::Running { .. } => code::CONFLICT,
+        },
+        // Not running is a conflict (exit 5) with a hint, as for every
+        // other command that needs a running VM.
+        VmError::Access(e) => match e {
+            AccessError::NoSshServer { .. } => code::TIMEOUT,
+            AccessError::BadUser { .. } => code::USAGE,
+            AccessError::NotRunning { .. } => code::CONFLICT,
+            AccessError::NoPorts { .. }
+            | AccessError::NoSshPort { .. }
+            | AccessError::KnownHostsDir { .. } => code::FAILURE,
+        },
+        VmError::Guest(GuestError::NotRunning { .. }) => code::CONFLICT,
+        VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
+        VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
+        VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
+        VmError::Control(e) => control_code(e),
+        VmError::Image(e) => image_code(e),
+        VmError::Wait(e) => match e {
+            WaitError::Timeout { .. } => code::TIMEOUT,
+            WaitError::NotRunning { .. } => code::CONFLICT,
+            WaitError::NoChannel { .. } => code::USAGE,
+            WaitError::CloudInitFailed { .. } => code::FAILURE,
+        },
+        VmError::Segment(e) => match e {
+            SegmentError::Busy { .. } | SegmentError::Stopping { .. } => code::CONFLICT,
+            SegmentError::NoSwitch { .. } => code::INVALID_CONFIG,
+            SegmentError::Io { .. } => code::FAILURE,
+        },
+        VmError::Ports(e) => match e {
+            PortsError::NotRunning { .. } | PortsError::Outdated { .. } => code::CONFLICT,
+            PortsError::NotInDefinition { .. } => code::NO_SUCH_VM,
+            PortsError::NotSaved { .. } => code::FAILURE,
+        },
+        VmError::ImageRef { source, .. } => vm_code(source),
+        VmError::Agent(e) => agent_code(e),
+        VmError::Config(_) => code::INVALID_CONFIG,
+        VmError::Name(_) => code::USAGE,
+        VmError::Path(e) => path_code(e),
+        VmError::State(e) => state_code(e),
+        VmError::Lock(e) => lock_code(e),
+        VmError::Storage(e) => storage_code(e),
+        VmError::Systemd(e) => systemd_code(e),
+        VmError::Ipc(e) => ipc_code(e),
+        VmError::Owner(e) => owner_code(e),
+        VmError::Provision(e) => provision_code(e),
+        VmError::Io(_) => code::FAILURE,
+    }
+}
+
+/// A vm-layer error as `maqet` says it: the library's fact, and where a
+/// `maqet` command or flag is the way on, that command.
+pub fn vm_message(e: &VmError) -> String {
+    match e {
+        VmError::NoSuchVm { .. } => {
+            format!("{e} (see `maqet ls`, or define it with `maqet add`)")
+        }
+        VmError::AlreadyRunning { vm } => format!("{e} (see `maqet status {vm}`)"),
+        VmError::Incomplete { vm, .. } => format!(
+            "{e}. `maqet rm --delete-storage {vm}` removes it (so does the next `maqet clone` to this name)"
+        ),
+        VmError::StartFailed {
+            vm,
+            unit,
+            reason,
+            log,
+        } => format!(
+            "VM '{vm}' failed to start: {reason}{}\n(full log: maqet logs {vm}; unit: systemctl --user status {unit})",
+            log.iter().map(|l| format!("\n  {l}")).collect::<String>()
+        ),
+        VmError::StartTimeout { vm, .. } => format!("{e} (see `maqet logs {vm}`)"),
+        VmError::Undone { error, undo } => format!("{}{}", vm_message(error), undo_lines(undo)),
+        VmError::StoredConfig { .. } => format!("{e} (fix it with `maqet apply`)"),
+        VmError::Unnamed { file } => format!(
+            "{}: the VM has no name: add a `name:` key or pass --name NAME",
+            file.display()
+        ),
+        VmError::Exists { vm, from_files } => format!(
+            "{e}; remove it with `maqet rm {vm}` or choose another name{}",
+            if *from_files { " with --name" } else { "" }
+        ),
+        VmError::RunningNoApply { vm } => format!(
+            "VM '{vm}' is running; stop it first with `maqet stop {vm}`, then apply (a running VM keeps the config it was started with)"
+        ),
+        VmError::RunningNeedsForce { vm } => format!(
+            "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
+        ),
+        VmError::NotADisk { .. } => format!("--delete-file {e}"),
+        VmError::DeletedUnrecorded { vm, deleted, error } => format!(
+            "deleted {}, but the database could not record it ({error}); the definition of '{vm}' stays: run `maqet rm --delete-storage {vm}` again to finish (it finds those files gone)",
+            crate::vm::error::list_or_none(deleted)
+        ),
+        VmError::NotRemoved { vm, failures } => format!(
+            "VM '{vm}' was not removed:{}",
+            failures
+                .iter()
+                .map(|f| format!("\n  {f}"))
+                .collect::<String>()
+        ),
+        VmError::ImageRef {
+            at,
+            reference,
+            source,
+        } => format!("{at}: image:{reference}: {}", vm_message(source)),
+        VmError::Control(c) => control_message(c),
+        VmError::Clone(CloneError::NotUndone { error, undo }) => format!(
+            "{}; removing what the clone had made failed as well: {}",
+            vm_message(error),
+            vm_message(undo)
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// What undoing a failed start did, one parenthesised line per fact under
+/// the error.
+fn undo_lines(undo: &UndoNote) -> String {
+    let list = |ps: &mut dyn Iterator<Item = &std::path::PathBuf>| {
+        ps.map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    match undo {
+        UndoNote::Nothing => {}
+        UndoNote::KeptAll { paths, why } => out.push_str(&format!(
+            "\n(kept what this start created: {}; {})",
+            list(&mut paths.iter()),
+            vm_message(why)
+        )),
+        UndoNote::Done(u) => {
+            if !u.removed.is_empty() {
+                out.push_str(&format!(
+                    "\n(removed what this start created: {})",
+                    list(&mut u.removed.iter())
+                ));
+            }
+            for (p, why) in &u.kept {
+                out.push_str(&format!(
+                    "\n(kept {}, which this start created: {why}; it is no longer recorded as created by maqet)",
+                    p.display()
+                ));
+            }
+            for p in &u.problems {
+                out.push_str(&format!("\n  {p}"));
+            }
+        }
+    }
+    out
+}
+
+impl From<ControlError> for CliError {
+    fn from(e: ControlError) -> Self {
+        CliError::new(control_code(&e), control_message(&e))
+    }
+}
+
+fn control_code(e: &ControlError) -> i32 {
+    match e {
+        ControlError::Qmp { .. } | ControlError::NoDisplay { .. } | ControlError::NoPng { .. } => {
+            code::QMP_ERROR
+        }
+        ControlError::Paused { .. }
+        | ControlError::GuestStopped { .. }
+        | ControlError::CannotReboot { .. }
+        | ControlError::NoQmpSocket { .. } => code::CONFLICT,
+        ControlError::RebootTimeout { .. } | ControlError::StillAttached { .. } => code::TIMEOUT,
+        ControlError::BadPath { .. } | ControlError::Keys(_) | ControlError::Device(_) => {
+            code::USAGE
+        }
+        ControlError::File(NewFileError::Exists(_)) => code::CONFLICT,
+        ControlError::File(NewFileError::NotRegular { .. }) => code::USAGE,
+        ControlError::File(NewFileError::Io { .. })
+        | ControlError::StoppedBeforeRemoval { .. }
+        | ControlError::NoDisplayServer { .. } => code::FAILURE,
+    }
+}
+
+fn control_message(e: &ControlError) -> String {
+    match e {
+        // QEMU's class and words, marked as QEMU's.
+        ControlError::Qmp { .. } => format!("QMP error: {e}"),
+        ControlError::Paused { vm } => format!("{e} (`maqet qmp resume {vm}`)"),
+        ControlError::CannotReboot { vm, .. } => format!("{e}, or use `maqet reset {vm}`"),
+        ControlError::RebootTimeout { vm, .. } => {
+            format!("{e}; `maqet reset {vm}` resets it at once")
+        }
+        ControlError::Device(DeviceError::Reserved { key }) => format!(
+            "'{key}' is not a property here: give the driver as DRIVER and the id with --id"
+        ),
+        ControlError::NoQmpSocket { vm } => {
+            format!("{e}; restart the VM with `maqet restart {vm}` to get it")
+        }
+        ControlError::File(NewFileError::Exists(path)) => format!(
+            "{} exists; give --force to replace it (only a regular file is replaced)",
+            path.display()
+        ),
+        ControlError::NoDisplayServer { vm } => format!(
+            "VM '{vm}' has no display server: set `display: vnc` or `display: spice` in its config (maqet apply), then restart it; `maqet qmp screendump {vm} FILE` works with any display"
+        ),
+        _ => e.to_string(),
     }
 }
 
@@ -301,51 +486,55 @@ fn attach_code(e: &AttachError) -> i32 {
 
 impl From<ProvisionError> for CliError {
     fn from(e: ProvisionError) -> Self {
-        let e = match e {
-            ProvisionError::State(s) => return CliError::from(s),
-            e => e,
-        };
-        let c = match &e {
-            ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
-            ProvisionError::Ports(PortError::Privileged { .. }) => code::INVALID_CONFIG,
-            // The config names keys that are not there (at add, apply or start).
-            ProvisionError::CloudInit(
-                CloudInitError::NoKeys { .. }
-                | CloudInitError::NotAKey { .. }
-                | CloudInitError::Read { .. },
-            ) => code::INVALID_CONFIG,
-            ProvisionError::Path(p) => path_code(p),
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(provision_code(&e), e.to_string())
+    }
+}
+
+fn provision_code(e: &ProvisionError) -> i32 {
+    match e {
+        ProvisionError::State(s) => state_code(s),
+        ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
+        ProvisionError::Ports(PortError::Privileged { .. }) => code::INVALID_CONFIG,
+        // The config names keys that are not there (at add, apply or start).
+        ProvisionError::CloudInit(
+            CloudInitError::NoKeys { .. }
+            | CloudInitError::NotAKey { .. }
+            | CloudInitError::Read { .. },
+        ) => code::INVALID_CONFIG,
+        ProvisionError::Path(p) => path_code(p),
+        _ => code::FAILURE,
     }
 }
 
 impl From<ImageError> for CliError {
     fn from(e: ImageError) -> Self {
-        let c = match e.root() {
-            ImageError::Catalog(_) => code::INVALID_CONFIG,
-            ImageError::BadName(_) | ImageError::NoCacheDir | ImageError::LaunchArch(_) => {
-                code::USAGE
-            }
-            ImageError::NotInCatalog { .. }
-            | ImageError::NoArch { .. }
-            | ImageError::NotCached(_) => code::NO_SUCH_VM,
-            ImageError::InUse { .. } => code::CONFLICT,
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(image_code(&e), e.to_string())
+    }
+}
+
+fn image_code(e: &ImageError) -> i32 {
+    match e.root() {
+        ImageError::Catalog(_) => code::INVALID_CONFIG,
+        ImageError::BadName(_) | ImageError::NoCacheDir | ImageError::LaunchArch(_) => code::USAGE,
+        ImageError::NotInCatalog { .. } | ImageError::NoArch { .. } | ImageError::NotCached(_) => {
+            code::NO_SUCH_VM
+        }
+        ImageError::InUse { .. } => code::CONFLICT,
+        _ => code::FAILURE,
     }
 }
 
 impl From<AgentError> for CliError {
     fn from(e: AgentError) -> Self {
-        let c = match &e {
-            AgentError::Timeout(_) => code::TIMEOUT,
-            AgentError::Path(p) => path_code(p),
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(agent_code(&e), e.to_string())
+    }
+}
+
+fn agent_code(e: &AgentError) -> i32 {
+    match e {
+        AgentError::Timeout(_) => code::TIMEOUT,
+        AgentError::Path(p) => path_code(p),
+        _ => code::FAILURE,
     }
 }
 
@@ -357,26 +546,29 @@ impl From<std::io::Error> for CliError {
 
 impl From<StorageError> for CliError {
     fn from(e: StorageError) -> Self {
-        let c = match &e {
-            StorageError::DriveNotFound { .. } | StorageError::SnapshotNotFound { .. } => {
-                code::NO_SUCH_VM
-            }
-            StorageError::NotSnapshottable { .. }
-            | StorageError::InvalidName { .. }
-            | StorageError::AmbiguousTag { .. }
-            | StorageError::LiveUnsupported { .. }
-            | StorageError::NotHotpluggable { .. }
-            | StorageError::NoVmState { .. } => code::USAGE,
-            StorageError::SnapshotExists { .. }
-            | StorageError::NotAttached { .. }
-            | StorageError::Locked { .. } => code::CONFLICT,
-            StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
-            StorageError::QmpTimeout { .. } | StorageError::QemuImgTimeout { .. } => code::TIMEOUT,
-            StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
-            StorageError::State(StateError::Busy { .. }) => code::TIMEOUT,
-            _ => code::FAILURE,
-        };
-        CliError::new(c, e.to_string())
+        CliError::new(storage_code(&e), e.to_string())
+    }
+}
+
+fn storage_code(e: &StorageError) -> i32 {
+    match e {
+        StorageError::DriveNotFound { .. } | StorageError::SnapshotNotFound { .. } => {
+            code::NO_SUCH_VM
+        }
+        StorageError::NotSnapshottable { .. }
+        | StorageError::InvalidName { .. }
+        | StorageError::AmbiguousTag { .. }
+        | StorageError::LiveUnsupported { .. }
+        | StorageError::NotHotpluggable { .. }
+        | StorageError::NoVmState { .. } => code::USAGE,
+        StorageError::SnapshotExists { .. }
+        | StorageError::NotAttached { .. }
+        | StorageError::Locked { .. } => code::CONFLICT,
+        StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
+        StorageError::QmpTimeout { .. } | StorageError::QemuImgTimeout { .. } => code::TIMEOUT,
+        StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
+        StorageError::State(StateError::Busy { .. }) => code::TIMEOUT,
+        _ => code::FAILURE,
     }
 }
 
@@ -432,6 +624,179 @@ mod tests {
             let c = CliError::from(e);
             assert_eq!(c.code, code::CONFLICT, "{}", c.message);
             assert!(c.message.contains("`maqet start web`"), "{}", c.message);
+        }
+    }
+
+    /// The library states facts; `maqet` commands and flags in a message
+    /// are the CLI's, added here, with the wording users saw before.
+    #[test]
+    fn vm_errors_are_facts_and_the_cli_adds_the_way_on() {
+        use crate::storage::Undone;
+        use crate::vm::provision::UndoNote;
+        use crate::vm::RemoveFailure;
+        let vm = crate::vmname::VmName::new("web").unwrap();
+        let cases: Vec<(VmError, &str)> = vec![
+            (
+                VmError::NoSuchVm {
+                    name: "web".into(),
+                    data_dir: "/d".into(),
+                },
+                "no VM named 'web' in /d (see `maqet ls`, or define it with `maqet add`)",
+            ),
+            (
+                VmError::AlreadyRunning { vm: vm.clone() },
+                "VM 'web' is already running (see `maqet status web`)",
+            ),
+            (
+                VmError::Incomplete {
+                    vm: vm.clone(),
+                    what: "a clone".into(),
+                },
+                "VM 'web' is incomplete: a clone; maqet does not use it. `maqet rm --delete-storage web` removes it (so does the next `maqet clone` to this name)",
+            ),
+            (
+                VmError::StartFailed {
+                    vm: vm.clone(),
+                    unit: "maqet-vm@web.service".into(),
+                    reason: "exit-code".into(),
+                    log: vec!["qemu: no".into(), "bye".into()],
+                },
+                "VM 'web' failed to start: exit-code\n  qemu: no\n  bye\n(full log: maqet logs web; unit: systemctl --user status maqet-vm@web.service)",
+            ),
+            (
+                VmError::Unnamed { file: "/f.yaml".into() },
+                "/f.yaml: the VM has no name: add a `name:` key or pass --name NAME",
+            ),
+            (
+                VmError::Exists {
+                    vm: vm.clone(),
+                    from_files: true,
+                },
+                "a VM named 'web' already exists; remove it with `maqet rm web` or choose another name with --name",
+            ),
+            (
+                VmError::RunningNoApply { vm: vm.clone() },
+                "VM 'web' is running; stop it first with `maqet stop web`, then apply (a running VM keeps the config it was started with)",
+            ),
+            (
+                VmError::RunningNeedsForce { vm: vm.clone() },
+                "VM 'web' is running; stop it first (`maqet stop web`) or use `maqet rm --force web`",
+            ),
+            (
+                VmError::NotADisk {
+                    vm: vm.clone(),
+                    path: "/x".into(),
+                    disks: vec![],
+                },
+                "--delete-file /x: not a disk image of VM 'web' (its disks: none); maqet only deletes a VM's own disks",
+            ),
+            (
+                VmError::NotRemoved {
+                    vm: vm.clone(),
+                    failures: vec![RemoveFailure::InUse {
+                        path: "/a".into(),
+                        user: "VM 'x' uses it".into(),
+                    }],
+                },
+                "VM 'web' was not removed:\n  not deleting /a: VM 'x' uses it",
+            ),
+            (
+                VmError::Undone {
+                    error: Box::new(VmError::AlreadyRunning { vm: vm.clone() }),
+                    undo: UndoNote::Done(Undone {
+                        removed: vec!["/d/a.qcow2".into()],
+                        kept: vec![("/d/b".into(), "VM 'x' uses it".into())],
+                        problems: vec!["cannot delete /d/c".into()],
+                    }),
+                },
+                "VM 'web' is already running (see `maqet status web`)\n(removed what this start created: /d/a.qcow2)\n(kept /d/b, which this start created: VM 'x' uses it; it is no longer recorded as created by maqet)\n  cannot delete /d/c",
+            ),
+        ];
+        for (e, said) in cases {
+            let fact = e.to_string();
+            assert!(
+                !fact.contains("`maqet") && !fact.contains("maqet logs") && !fact.contains("--"),
+                "the library words a front end's commands: {fact}"
+            );
+            assert!(!fact.contains('\n'), "one line: {fact}");
+            assert_eq!(CliError::from(e).message, said);
+        }
+    }
+
+    #[test]
+    fn qemu_operations_keep_their_words_and_codes() {
+        use crate::vm::control::{ControlError, DeviceError};
+        let vm = crate::vmname::VmName::new("web").unwrap();
+        let cases: Vec<(ControlError, i32, &str)> = vec![
+            (
+                ControlError::Qmp {
+                    command: "device_del".into(),
+                    class: Some("GenericError".into()),
+                    message: "Device 'rng0' not found".into(),
+                },
+                code::QMP_ERROR,
+                "QMP error: GenericError: Device 'rng0' not found",
+            ),
+            (
+                ControlError::Paused { vm: vm.clone() },
+                code::CONFLICT,
+                "VM 'web' is paused; resume it first (`maqet qmp resume web`)",
+            ),
+            (
+                ControlError::CannotReboot {
+                    vm: vm.clone(),
+                    state: "paused".into(),
+                },
+                code::CONFLICT,
+                "VM 'web' is paused, so its guest cannot take a reboot request; resume it first, or use `maqet reset web`",
+            ),
+            (
+                ControlError::RebootTimeout {
+                    vm: vm.clone(),
+                    waited: std::time::Duration::from_secs(30),
+                },
+                code::TIMEOUT,
+                "the guest of VM 'web' did not reboot within 30s of Ctrl-Alt-Delete (it may ignore it); `maqet reset web` resets it at once",
+            ),
+            (
+                ControlError::NoDisplay { vm: vm.clone() },
+                code::QMP_ERROR,
+                "VM 'web' has no display to take a screendump from (QEMU: there is no console); give it a display device, e.g. `vga: std`",
+            ),
+            (
+                ControlError::Device(DeviceError::Reserved { key: "id".into() }),
+                code::USAGE,
+                "'id' is not a property here: give the driver as DRIVER and the id with --id",
+            ),
+            (
+                ControlError::StillAttached {
+                    vm: vm.clone(),
+                    id: "rng0".into(),
+                    waited: std::time::Duration::from_secs(10),
+                },
+                code::TIMEOUT,
+                "device 'rng0' is still in VM 'web' after 10s: the guest has not released it (hot-unplug needs the guest's cooperation, e.g. ACPI PCI hotplug); QEMU removes it once the guest does",
+            ),
+            (
+                ControlError::NoQmpSocket { vm: vm.clone() },
+                code::CONFLICT,
+                "the runner of VM 'web' serves no QMP socket (its unit was created without one); restart the VM with `maqet restart web` to get it",
+            ),
+            (
+                ControlError::NoDisplayServer { vm: vm.clone() },
+                code::FAILURE,
+                "VM 'web' has no display server: set `display: vnc` or `display: spice` in its config (maqet apply), then restart it; `maqet qmp screendump web FILE` works with any display",
+            ),
+            (
+                ControlError::File(NewFileError::Exists("/s.png".into())),
+                code::CONFLICT,
+                "/s.png exists; give --force to replace it (only a regular file is replaced)",
+            ),
+        ];
+        for (e, c, said) in cases {
+            assert!(!e.to_string().contains("`maqet"), "{e}");
+            let cli = CliError::from(VmError::from(e));
+            assert_eq!((cli.code, cli.message.as_str()), (c, said));
         }
     }
 }

@@ -6,9 +6,9 @@ mod confirm;
 mod context;
 pub mod exit;
 pub mod generate;
+pub mod notice;
 pub mod output;
 pub mod progress;
-pub mod qmp_call;
 pub mod table;
 pub mod term;
 
@@ -49,6 +49,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Start(a) => rt.block_on(lifecycle::start(&ctx, &a)),
         Command::Stop(a) => rt.block_on(lifecycle::stop(&ctx, &a)),
         Command::Restart(a) => rt.block_on(lifecycle::restart(&ctx, &a)),
+        Command::Suspend(a) => rt.block_on(suspend::run(&ctx, &a)),
         Command::Status(a) => rt.block_on(show::status(&ctx, &a)),
         Command::Ls(a) => rt.block_on(show::ls(&ctx, &a)),
         Command::Info(a) => show::info(&ctx, &a),

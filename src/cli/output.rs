@@ -36,6 +36,27 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// A saved state in one line: when, how big, why, where, and why a start
+/// would not resume it.
+pub fn saved_line(v: &crate::vm::SavedView) -> String {
+    let at = v.saved_at.max(0) as u64;
+    let why = match v.reason {
+        crate::state::SaveReason::Suspend => "maqet suspend",
+        crate::state::SaveReason::Stop => "stopped by systemd, on_stop: save",
+    };
+    let mut s = format!(
+        "{} ({} ago), {}, {why}: {}",
+        rfc3339_utc(at),
+        human_duration(crate::time::now_unix().saturating_sub(at)),
+        human_bytes(v.size),
+        v.path.display()
+    );
+    if let Some(p) = &v.problem {
+        s.push_str(&format!("; not resumable: {p}"));
+    }
+    s
+}
+
 /// `512.0M`, `1.5G`: binary units, like systemctl.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
@@ -78,9 +99,10 @@ pub fn usage_fields(
     (fields, note)
 }
 
-/// Shows a notice of the vm layer (progress, kept files) on stderr.
+/// Shows a notice of the vm layer (progress, kept files) on stderr,
+/// worded by `cli/notice.rs`.
 pub fn print_notice(n: crate::vm::Notice) {
-    eprintln!("{n}");
+    super::notice::print(n)
 }
 
 #[cfg(test)]

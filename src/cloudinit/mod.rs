@@ -252,6 +252,7 @@ pub fn seed_files(
                     u.push_str(&format!("      - {}\n", quoted(k)));
                 }
             }
+            u.push_str(&share_mounts(&ci.share_mounts));
             u
         }
     };
@@ -260,6 +261,26 @@ pub fn seed_files(
         meta_data: meta,
         network_config: ci.network_config.clone(),
     }
+}
+
+/// `bootcmd` lines that mount each virtiofs share at its guest path on
+/// every boot. Not cloud-init's `mounts:`: it takes a device name that is
+/// not a path for one under /dev and drops the entry when that does not
+/// exist (a virtiofs tag is no device). Tags and guest paths are checked
+/// at `add` to hold nothing a single-quoted shell word cannot.
+fn share_mounts(mounts: &[(String, PathBuf)]) -> String {
+    if mounts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("bootcmd:\n");
+    for (tag, dir) in mounts {
+        let dir = dir.display();
+        let line = format!(
+            "mkdir -p '{dir}' && {{ mountpoint -q '{dir}' || mount -t virtiofs '{tag}' '{dir}'; }}"
+        );
+        out.push_str(&format!("  - {}\n", quoted(&line)));
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -474,6 +495,21 @@ mod tests {
         assert!(f.meta_data.contains("instance-id: iid-1\n"));
         assert!(f.meta_data.contains("local-hostname: vm1\n"));
         assert_eq!(f.network_config, None);
+    }
+
+    #[test]
+    fn shares_are_mounted_on_every_boot() {
+        let mut c = ci(&[KEY]);
+        c.share_mounts = vec![("src".into(), "/home/alice/src".into())];
+        let f = seed_files(&c, "alice", &[KEY.into()], "vm1", "iid-1", None);
+        assert!(
+            f.user_data.ends_with("bootcmd:\n  - \"mkdir -p '/home/alice/src' && { mountpoint -q '/home/alice/src' || mount -t virtiofs 'src' '/home/alice/src'; }\"\n"),
+            "{}",
+            f.user_data
+        );
+        c.share_mounts.clear();
+        let f = seed_files(&c, "alice", &[KEY.into()], "vm1", "iid-1", None);
+        assert!(!f.user_data.contains("bootcmd"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Companion units: helper processes a VM needs (swtpm for `tpm: true`;
-//! the switch of a VM-to-VM network, shared by the VMs on it: see
-//! [`switch`]), each its own transient unit in `maqet.slice`, created in
-//! the same transaction as the VM's unit pair. A VM's own helper is tied
-//! to it:
+//! Companion units: helper processes a VM needs (swtpm for `tpm: true`,
+//! one virtiofsd per `shares:` item, passt for `network: passt`; the
+//! switch of a VM-to-VM network, shared by the VMs on it: see [`switch`]),
+//! each its own transient unit in `maqet.slice`, created in the same
+//! transaction as the VM's unit pair. A VM's own helper is tied to it:
 //!
 //! - the helper `BindsTo=` the VM's service and is ordered `Before=` it, so
 //!   it is up before QEMU starts and stops whenever the VM stops (however
@@ -19,8 +19,10 @@
 //! `LogExtraFields=MAQET_VM=NAME`, which journald (252) applies to system
 //! units only; it costs nothing and works where journald honours it.
 
+pub mod passt;
 pub mod switch;
 pub mod tpm;
+pub mod virtiofs;
 
 use zbus::zvariant::Value;
 
@@ -52,9 +54,17 @@ impl Companions {
     pub fn names(&self) -> Vec<String> {
         self.units.iter().map(|u| u.name.clone()).collect()
     }
+
+    /// Adds `other`'s units after these.
+    pub fn extend(&mut self, other: Companions) {
+        self.units.extend(other.units);
+        self.want.extend(other.want);
+    }
 }
 
-/// The companions `cfg` asks for.
+/// The companions `cfg` asks for that need nothing decided at start: the
+/// TPM and one virtiofsd per share. passt's unit carries the port plan, so
+/// the start adds it once the plan is made ([`passt::units`]).
 pub fn for_vm(
     vm: &VmName,
     cfg: &crate::config::VmConfig,
@@ -63,10 +73,137 @@ pub fn for_vm(
     runtime_dir: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Companions {
-    match &cfg.desktop.tpm {
-        Some(t) => tpm::units(vm, &t.swtpm, runner, vm_dir, runtime_dir, data_dir),
-        None => Companions::default(),
+    let mut out = Companions::default();
+    if let Some(t) = &cfg.desktop.tpm {
+        out.extend(tpm::units(
+            vm,
+            &t.swtpm,
+            runner,
+            vm_dir,
+            runtime_dir,
+            data_dir,
+        ));
     }
+    if let Some(virtiofsd) = &cfg.shares.virtiofsd {
+        let sandbox = virtiofs::Sandbox::for_this_host();
+        for (i, share) in cfg.shares.list.iter().enumerate() {
+            out.extend(virtiofs::units(
+                vm,
+                &virtiofs::Serve {
+                    virtiofsd,
+                    share,
+                    index: i,
+                    sandbox,
+                },
+                runner,
+                runtime_dir,
+                data_dir,
+            ));
+        }
+    }
+    out
+}
+
+/// A helper program: `env` (a path, or a name looked up in PATH), else
+/// `name` in PATH, else the first of `also` that is executable.
+pub(crate) fn find_program(
+    env: &str,
+    name: &str,
+    also: &[&str],
+) -> Result<std::path::PathBuf, (String, bool)> {
+    use std::path::PathBuf;
+    let (wanted, from_env) = match std::env::var(env) {
+        Ok(v) if !v.is_empty() => (v, true),
+        _ => (name.to_string(), false),
+    };
+    let executable = |p: PathBuf| (p.is_file() && crate::config::is_executable(&p)).then_some(p);
+    let found = if wanted.contains('/') {
+        executable(PathBuf::from(&wanted))
+    } else {
+        crate::config::find_in_path(&wanted).or_else(|| {
+            if from_env {
+                return None;
+            }
+            also.iter().find_map(|p| executable(PathBuf::from(p)))
+        })
+    };
+    found.ok_or((wanted, from_env))
+}
+
+/// How a helper runs under the runner's relay, which logs its lines with
+/// the VM's journal fields (runner/relay.rs): `maqet-runner --relay VM
+/// [relay options] -- PROGRAM ARGS…`.
+pub(crate) fn relayed(
+    runner: &std::path::Path,
+    vm: &VmName,
+    relay_opts: &[String],
+    program: &std::path::Path,
+    args: Vec<String>,
+) -> Value<'static> {
+    let mut argv = vec![
+        "maqet-runner".to_string(),
+        "--relay".into(),
+        vm.as_str().to_string(),
+    ];
+    argv.extend(relay_opts.iter().cloned());
+    argv.push("--".into());
+    argv.push(program.to_string_lossy().into_owned());
+    argv.extend(args);
+    Value::from(vec![(runner.to_string_lossy().into_owned(), argv, false)])
+}
+
+/// A helper service's properties beyond [`common_service_props`]: it logs
+/// under `ident` through the relay, tagged with the data directory, and
+/// when it fails its `ExecStopPost=` tells the VM's runner, which fails the
+/// VM naming it (runner/companion.rs).
+pub(crate) fn helper_props(
+    vm: &VmName,
+    unit: &str,
+    ident: &str,
+    runner: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Props {
+    vec![
+        ("SyslogIdentifier", Value::from(ident.to_string())),
+        (
+            "Environment",
+            Value::from(vec![format!("MAQET_DATA_DIR={}", data_dir.display())]),
+        ),
+        (
+            "ExecStopPost",
+            Value::from(vec![(
+                runner.to_string_lossy().into_owned(),
+                vec![
+                    "maqet-runner".to_string(),
+                    "--companion-stopped".into(),
+                    vm.as_str().to_string(),
+                    unit.to_string(),
+                ],
+                false,
+            )]),
+        ),
+    ]
+}
+
+/// A socket unit systemd binds for a helper before either side runs (0600
+/// in the VM's 0700 runtime directory), gone with the helper.
+pub(crate) fn socket_props(description: String, path: &std::path::Path, service: &str) -> Props {
+    let listen = vec![("Stream".to_string(), path.to_string_lossy().into_owned())];
+    vec![
+        ("Description", Value::from(description)),
+        ("Listen", Value::from(listen)),
+        ("SocketMode", Value::from(0o600u32)),
+        ("DirectoryMode", Value::from(0o700u32)),
+        ("RemoveOnStop", Value::from(true)),
+        // Gone with the helper: a later connection must not start a fresh
+        // helper behind the VM's back.
+        ("BindsTo", Value::from(vec![service.to_string()])),
+        (
+            "Slice",
+            Value::from(crate::systemd::properties::SLICE.to_string()),
+        ),
+        ("CollectMode", Value::from("inactive-or-failed".to_string())),
+    ]
 }
 
 /// Creates the per-VM files the desktop keys need before a start: the
@@ -107,17 +244,15 @@ pub struct CompanionState {
     pub sub_state: String,
 }
 
-/// The loaded companion units of `vm` (none when it has none running).
-pub async fn states(
-    sd: &crate::systemd::Systemd,
+/// The companion units a listing by [`patterns`] found, by name.
+/// VM `vm`'s only (a pattern of VM `a` matches VM `a-b`'s units too).
+pub fn states(
     vm: &VmName,
-) -> Result<Vec<CompanionState>, crate::systemd::SystemdError> {
-    let pats = patterns(vm);
-    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
-    let mut out: Vec<CompanionState> = sd
-        .list_units(&refs)
-        .await?
+    listed: Vec<crate::systemd::proxies::UnitListEntry>,
+) -> Vec<CompanionState> {
+    let mut out: Vec<CompanionState> = listed
         .into_iter()
+        .filter(|u| crate::units::is_companion_of(&u.0, vm.as_str()))
         .map(|u| CompanionState {
             unit: u.0,
             active_state: u.3,
@@ -125,7 +260,7 @@ pub async fn states(
         })
         .collect();
     out.sort_by(|a, b| a.unit.cmp(&b.unit));
-    Ok(out)
+    out
 }
 
 /// Properties every companion service shares.

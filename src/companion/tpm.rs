@@ -30,20 +30,8 @@ pub struct SwtpmMissing {
 
 /// The swtpm binary: `MAQET_SWTPM`, else `swtpm` in PATH.
 pub fn find_swtpm() -> Result<PathBuf, SwtpmMissing> {
-    let (name, from_env) = match std::env::var(SWTPM_ENV) {
-        Ok(v) if !v.is_empty() => (v, true),
-        _ => ("swtpm".to_string(), false),
-    };
-    let found = if name.contains('/') {
-        let p = PathBuf::from(&name);
-        (p.is_file() && crate::config::is_executable(&p)).then_some(p)
-    } else {
-        crate::config::find_in_path(&name)
-    };
-    found.ok_or(SwtpmMissing {
-        tried: name,
-        from_env,
-    })
+    super::find_program(SWTPM_ENV, "swtpm", &[])
+        .map_err(|(tried, from_env)| SwtpmMissing { tried, from_env })
 }
 
 pub fn service_unit(vm: &VmName) -> String {
@@ -119,16 +107,8 @@ pub fn units(
     let service = service_unit(vm);
     let socket = socket_unit(vm);
     let state = state_dir(vm_dir).to_string_lossy().replace(',', ",,");
-    // swtpm runs under the runner's relay, which logs its lines with the
-    // VM's journal fields (see runner/relay.rs).
-    let exe = runner.to_string_lossy().into_owned();
-    let argv = vec![
-        "maqet-runner".to_string(),
-        "--relay".into(),
-        vm.as_str().to_string(),
-        "--".into(),
-        swtpm.to_string_lossy().into_owned(),
-        "socket".into(),
+    let args = vec![
+        "socket".to_string(),
         "--tpm2".into(),
         "--tpmstate".into(),
         format!("dir={state},mode=0600"),
@@ -143,54 +123,19 @@ pub fn units(
         // Active once the relay is exec'd; swtpm's presence is checked
         // before the start, and if it fails to run the relay exits 127.
         ("Type", Value::from("exec".to_string())),
-        ("ExecStart", Value::from(vec![(exe, argv, false)])),
-        ("SyslogIdentifier", Value::from("swtpm".to_string())),
-        // The relay tags swtpm's lines with it (MAQET_DATA_DIR=), so
-        // `maqet logs` knows whose run they belong to.
-        (
-            "Environment",
-            Value::from(vec![format!("MAQET_DATA_DIR={}", data_dir.display())]),
-        ),
+        ("ExecStart", super::relayed(runner, vm, &[], swtpm, args)),
         ("Wants", Value::from(vec![socket.clone()])),
         ("After", Value::from(vec![socket.clone()])),
-        // After swtpm ended: if it failed, the VM's runner is told and
-        // fails the VM with this as the cause (runner/companion.rs).
-        (
-            "ExecStopPost",
-            Value::from(vec![(
-                runner.to_string_lossy().into_owned(),
-                vec![
-                    "maqet-runner".to_string(),
-                    "--companion-stopped".into(),
-                    vm.as_str().to_string(),
-                    service.clone(),
-                ],
-                false,
-            )]),
-        ),
     ]);
-    let listen = vec![(
-        "Stream".to_string(),
-        socket_path(runtime_dir).to_string_lossy().into_owned(),
-    )];
-    let kp = vec![
-        (
-            "Description",
-            Value::from(format!("maqet VM {} TPM control socket", vm.as_str())),
-        ),
-        ("Listen", Value::from(listen)),
-        ("SocketMode", Value::from(0o600u32)),
-        ("DirectoryMode", Value::from(0o700u32)),
-        ("RemoveOnStop", Value::from(true)),
-        // Gone with swtpm: a later connection must not start a fresh,
-        // stateless swtpm behind the VM's back.
-        ("BindsTo", Value::from(vec![service.clone()])),
-        (
-            "Slice",
-            Value::from(crate::systemd::properties::SLICE.to_string()),
-        ),
-        ("CollectMode", Value::from("inactive-or-failed".to_string())),
-    ];
+    // Its lines tagged with the data directory; if it fails, the VM fails
+    // naming it.
+    sp.extend(super::helper_props(vm, &service, "swtpm", runner, data_dir));
+    // A stateless swtpm must never be started by a stray connection.
+    let kp = super::socket_props(
+        format!("maqet VM {} TPM control socket", vm.as_str()),
+        &socket_path(runtime_dir),
+        &service,
+    );
     Companions {
         units: vec![
             CompanionUnit {

@@ -334,6 +334,12 @@ impl VmConfig {
             let socket = crate::companion::tpm::socket_path(&ctx.runtime_dir);
             argv.extend(crate::companion::tpm::qemu_args(&socket, tpm.device));
         }
+        // issue 19: virtiofs shares (their virtiofsd units are companions)
+        argv.extend(super::shares::qemu_args(
+            &self.shares.list,
+            super::shares::memory_size(self),
+            &ctx.runtime_dir,
+        ));
         if let (true, Some(fd)) = (self.console, ctx.console_fd) {
             argv.extend([
                 "-chardev".to_string(),

@@ -37,6 +37,8 @@ pub struct GuestSetup {
     /// `ports: auto` (or an `auto` item): the runner forwards guest TCP
     /// ports as they start listening (needs the guest agent).
     pub auto_ports: bool,
+    /// `network:`: the NIC's backend (user-mode or passt).
+    pub network: super::nic::NetworkMode,
 }
 
 impl GuestSetup {
@@ -45,9 +47,9 @@ impl GuestSetup {
         self.ssh.unwrap_or(self.cloud_init.is_some())
     }
 
-    /// The VM gets maqet's user-mode network (a virtio-net NIC).
+    /// The VM gets maqet's NIC (virtio-net; user-mode or passt).
     pub fn wants_network(&self) -> bool {
-        self.ssh_enabled() || !self.ports.is_empty() || self.auto_ports
+        self.network.is_set() || self.ssh_enabled() || !self.ports.is_empty() || self.auto_ports
     }
 }
 
@@ -72,6 +74,9 @@ pub struct CloudInit {
     /// in maqet's user-data, with the keys and the distribution's
     /// passwordless sudo. Off by default: one account, yours.
     pub default_user: bool,
+    /// Where maqet's user-data mounts virtiofs shares: (tag, guest path)
+    /// of each `shares:` item with a `guest:` path (not a key of its own).
+    pub share_mounts: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +227,12 @@ pub(crate) fn finish(v: &mut Validator, g: &GuestSetup, ports: Option<&Node>) {
         v.error(
             &n.loc,
             "ports: auto finds the guest's listening ports through the QEMU guest agent: set `guest_agent: true` (and run qemu-guest-agent in the guest)",
+        );
+    }
+    if let (true, Some(_), Some(n)) = (g.auto_ports, g.network.passt(), ports) {
+        v.error(
+            &n.loc,
+            "ports: auto adds forwards while the VM runs, and passt cannot change its forwards then: list the ports (ports: ['8080:80']) or use `network: user`",
         );
     }
 }

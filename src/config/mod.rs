@@ -38,6 +38,8 @@
 //! - `console: bool` (default false) — serial port on maqet's console socket.
 //! - `shutdown_timeout: seconds` (positive, default 30) — power-down grace.
 //! - `on_reboot: restart|stop` (default restart) — `stop` renders `-no-reboot`.
+//! - `on_stop: shutdown|save` (default shutdown) — what a stop by systemd
+//!   (logout, shutdown) does: power off, or save the running state.
 //! - `restart: no|on-failure|always` (default no) — systemd `Restart=`.
 //! - `restart_sec: seconds` — systemd `RestartSec=`.
 //! - `autostart: bool` — start at login.
@@ -73,9 +75,11 @@ mod load;
 mod machine;
 mod merge;
 mod networks;
+mod nic;
 mod node;
 mod paths;
 mod schema;
+mod shares;
 mod size;
 mod storage;
 mod strings;
@@ -104,12 +108,14 @@ pub use guest::{
     PortKey, PortSpec, Protocol, AUTO as AUTO_PORTS, DEFAULT_HOST_ADDR,
 };
 pub use networks::{find_vde_switch, Network, Networks, VdeSwitchMissing, VDE_SWITCH_ENV};
+pub use nic::NetworkMode;
 pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
 pub use schema::{
-    Argument, ImageFormat, Interface, OnReboot, ResourceLimits, Resources, RestartPolicy,
+    Argument, ImageFormat, Interface, OnReboot, OnStop, ResourceLimits, Resources, RestartPolicy,
     SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
+pub use shares::{tag_problem, Share, Shares};
 pub use size::{parse_memory, parse_size, SizeError};
 /// A disk's `base: image:REF` names an image of the catalog (or a URL)
 /// that `add`, `apply` and `launch` resolve to a file in the image cache.

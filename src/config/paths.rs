@@ -50,6 +50,14 @@ pub(crate) fn resolve_relative_paths(root: &mut Node, dir: &Path) {
             }
             // hook: issue 11
             "cloud_init" => resolve_cloud_init(&mut entry.value, dir),
+            // issue 19: `~/` and relative share directories
+            "shares" => {
+                if let Value::Seq(items) = &mut entry.value.value {
+                    for item in items {
+                        resolve_share(item, dir);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -67,6 +75,36 @@ fn resolve_storage_entry(item: &mut Node, dir: &Path) {
                 }
             }
         }
+    }
+}
+
+/// A share's host directory, in either form (`HOST:TAG[:ro]` or `host:`):
+/// `~/` is the home directory, a relative path is relative to the file.
+fn resolve_share(item: &mut Node, dir: &Path) {
+    let resolve = |host: &str| {
+        let mut h = super::shares::expand_home(host).unwrap_or_else(|| host.to_string());
+        resolve_whole(&mut h, dir);
+        h
+    };
+    match &mut item.value {
+        Value::Str(s) => {
+            if let Some((host, tag, ro)) = super::shares::split_short(s) {
+                let mode = match ro {
+                    Some(true) => ":ro",
+                    Some(false) => ":rw",
+                    None => "",
+                };
+                *s = format!("{}:{tag}{mode}", resolve(host));
+            }
+        }
+        Value::Map(fields) => {
+            for f in fields.iter_mut() {
+                if let ("host", Value::Str(s)) = (f.key.as_str(), &mut f.value.value) {
+                    *s = resolve(s);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -40,6 +40,9 @@ pub struct VmConfig {
     /// Seconds between ACPI power-down and `quit` when stopping (> 0).
     pub shutdown_timeout: f64,
     pub on_reboot: OnReboot,
+    /// What a stop by systemd (logout, shutdown, `systemctl --user stop`)
+    /// does to the VM.
+    pub on_stop: OnStop,
     pub restart: RestartPolicy,
     /// Seconds before systemd restarts the VM (`RestartSec=`, >= 0).
     pub restart_sec: Option<f64>,
@@ -61,6 +64,8 @@ pub struct VmConfig {
     pub cpus: Option<u32>,
     /// `firmware`, `secure_boot`, `tpm`, socket displays, as resolved.
     pub desktop: super::desktop::Desktop,
+    /// `shares:` (virtiofs), with the virtiofsd that serves them.
+    pub shares: super::shares::Shares,
     /// Non-fatal findings, one line each, to show the user.
     pub warnings: Vec<String>,
     /// Argv groups in the merged key order.
@@ -103,6 +108,18 @@ pub enum OnReboot {
     Restart,
     /// QEMU exits instead (`-no-reboot`).
     Stop,
+}
+
+/// `on_stop`: what happens when systemd stops the VM's unit (SIGTERM to
+/// the runner). `maqet stop` always powers off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStop {
+    /// Power the guest off (ACPI, then `quit` after `shutdown_timeout`).
+    #[default]
+    Shutdown,
+    /// Save the running state to the VM's `state.sav`; the next start
+    /// resumes it (`maqet autostart` at the next login).
+    Save,
 }
 
 /// `restart`: the systemd `Restart=` policy of the VM's service.
@@ -419,6 +436,7 @@ mod tests {
             console: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             on_reboot: OnReboot::Restart,
+            on_stop: OnStop::Shutdown,
             restart: RestartPolicy::No,
             restart_sec: None,
             autostart: false,
@@ -429,6 +447,7 @@ mod tests {
             memory_bytes: None,
             cpus: None,
             desktop: Default::default(),
+            shares: Default::default(),
             warnings: vec![],
             order: vec![],
         };

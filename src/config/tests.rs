@@ -505,9 +505,10 @@ fn unknown_and_special_keys() {
     assert!(env.error("start: true\n").ends_with(
         "'start' is a maqet command, not a config key; configuration cannot contain commands"
     ));
+    // The original's `network:` mapping is still accepted, and ignored.
     let cfg = env.doc("network: {type: user}\n").validate().unwrap();
     assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].contains("'network' is not supported and is ignored"));
+    assert!(cfg.warnings[0].contains("'network' as a mapping is the original tool's"));
 }
 
 #[test]
@@ -607,6 +608,7 @@ fn maqet_keys() {
         .doc(concat!(
             "enable_kvm: yes\nconsole: on\nautostart: true\nshutdown_timeout: 12.5\n",
             "on_reboot: stop\nrestart: on-failure\nrestart_sec: 0\nqmp_allow_host_exec: true\n",
+            "on_stop: save\n",
             "resources: {memory_max: 4G, cpu_quota: \"150%\", cpu_weight: 100, io_weight: 10000, tasks_max: 64}\n"
         ))
         .validate()
@@ -614,6 +616,7 @@ fn maqet_keys() {
     assert!(cfg.enable_kvm && cfg.console && cfg.autostart && cfg.qmp_allow_host_exec);
     assert_eq!(cfg.shutdown_timeout, 12.5);
     assert_eq!(cfg.on_reboot, OnReboot::Stop);
+    assert_eq!(cfg.on_stop, OnStop::Save);
     assert_eq!(cfg.restart, RestartPolicy::OnFailure);
     assert_eq!(cfg.restart_sec, Some(0.0));
     assert_eq!(
@@ -636,6 +639,7 @@ fn maqet_keys() {
     let cfg = env.doc("").validate().unwrap();
     assert_eq!(cfg.shutdown_timeout, 30.0);
     assert_eq!(cfg.restart, RestartPolicy::No);
+    assert_eq!(cfg.on_stop, OnStop::Shutdown);
     assert!(!cfg.console && !cfg.enable_kvm && !cfg.autostart && !cfg.qmp_allow_host_exec);
     // `restart: no` is the YAML 1.1 boolean false.
     assert_eq!(
@@ -662,6 +666,9 @@ fn maqet_key_errors() {
     assert!(env
         .error("on_reboot: halt\n")
         .contains("on_reboot: expected 'restart' or 'stop', found 'halt'"));
+    assert!(env
+        .error("on_stop: sav\n")
+        .ends_with("on_stop: expected 'shutdown' or 'save', found 'sav' (did you mean 'save'?)"));
     assert!(env
         .error("restart: on-failur\n")
         .ends_with("restart: expected no, on-failure or always, found 'on-failur' (did you mean 'on-failure'?)"));

@@ -369,14 +369,7 @@ fn loader_survives_mutated_and_random_yaml() {
         .collect();
     // What example 2 needs beside it, and a FIFO for the hostile tokens.
     fs::create_dir_all(env.dir.join("share")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        env.dir.join("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    crate::files::mkfifo(&env.dir.join("fifo"));
     env.file("images/base.qcow2", "stands in for a base image");
     // MAQET_FUZZ_SEED explores other inputs by hand; the suite uses SEED.
     let seed = std::env::var("MAQET_FUZZ_SEED")

@@ -124,7 +124,7 @@ fn set_keys_and_values_are_bounded() {
 fn each_warning_is_reported_once() {
     let env = env();
     let cfg = env
-        .doc("memory: 256M\nnetwork: x\narguments:\n  - m: 512M\n  - 5\n")
+        .doc("memory: 256M\nnetwork: {x: 1}\narguments:\n  - m: 512M\n  - 5\n")
         .validate()
         .unwrap();
     let mut unique = cfg.warnings.clone();

@@ -9,8 +9,8 @@ use super::error::{ConfigError, Location};
 use super::node::{Node, Value};
 use super::paths;
 use super::schema::{
-    Argument, OnReboot, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE, DEFAULT_BINARY,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    Argument, OnReboot, OnStop, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE,
+    DEFAULT_BINARY, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;
@@ -31,6 +31,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "console",
     "shutdown_timeout",
     "on_reboot",
+    "on_stop",
     "restart",
     "restart_sec",
     "autostart",
@@ -44,12 +45,15 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "ports",
     "ssh",
     "guest_agent",
-    // hook: issue 19 (VM-to-VM networks)
+    // issue 19: virtiofs shares and the NIC's backend
+    "shares",
+    "network",
+    // issue 19: VM-to-VM networks
     "networks",
 ];
 
 /// Keys the original accepted and ignored; accepted with a warning.
-const IGNORED_KEYS: &[&str] = &["network"];
+const IGNORED_KEYS: &[&str] = &[];
 
 /// maqet command names, refused as keys as the original did (a sign that
 /// a CLI invocation was pasted into a config). Names that are also config
@@ -239,6 +243,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         console: false,
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         on_reboot: OnReboot::Restart,
+        on_stop: OnStop::Shutdown,
         restart: RestartPolicy::No,
         restart_sec: None,
         autostart: false,
@@ -249,9 +254,11 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         memory_bytes: None,
         cpus: None,
         desktop: Default::default(),
+        shares: Default::default(),
         warnings: Vec::new(),
         order: Vec::new(),
     };
+    let mut shares_loc: Option<Location> = None;
     let mut desktop_keys = super::desktop::DesktopKeys::default();
     super::strings::check_nul(&mut v, root, "");
     let entries = root.as_map().unwrap_or_default();
@@ -383,6 +390,22 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
                 }
                 cfg.order.push(Section::OnReboot);
             }
+            "on_stop" => match node.as_str() {
+                Some("shutdown") => cfg.on_stop = OnStop::Shutdown,
+                Some("save") => cfg.on_stop = OnStop::Save,
+                other => {
+                    let hint = other
+                        .map(|s| suggest::hint(s, &["shutdown", "save"]))
+                        .unwrap_or_default();
+                    v.error(
+                        &node.loc,
+                        format!(
+                            "on_stop: expected 'shutdown' or 'save', {}{hint}",
+                            found(node)
+                        ),
+                    )
+                }
+            },
             "restart" => {
                 cfg.restart = match (&node.value, node.as_str()) {
                     // Unquoted `no` is the boolean false in YAML 1.1.
@@ -407,6 +430,11 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             }
             "resources" => cfg.resources = validate_resources(&mut v, node),
             "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
+            "shares" => {
+                cfg.shares.list = super::shares::validate(&mut v, node);
+                shares_loc = Some(e.key_loc.clone());
+            }
+            "network" => cfg.guest.network = super::nic::validate(&mut v, &e.key_loc, node),
             // hook: issue 11
             k if super::guest::KEYS.contains(&k) => {
                 if k == "ports" {
@@ -427,6 +455,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
     super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
     super::guest::finish(&mut v, &cfg.guest, ports_node);
     effective_resources(&mut cfg);
+    super::shares::resolve(&mut v, &mut cfg, shares_loc.as_ref());
     super::exec::check(&mut v, &cfg, args_node, display_loc.as_ref());
 
     if v.errors.is_empty() {

@@ -17,6 +17,8 @@
 //!   forbidden `maqet-vm@.service`), failed and leftover `maqet-vm@` units
 //! - `firmware`, `swtpm`, `viewer`  UEFI firmware (QEMU descriptors),
 //!   swtpm and a viewer for `maqet display`, with the packages to install
+//! - `virtiofsd`, `userns`, `passt`  the helpers of `shares:` and
+//!   `network: passt`, and whether virtiofsd can sandbox itself
 //! - `sockets`  runtime files in `$XDG_RUNTIME_DIR/maqet/vm` (a VM's
 //!   directory, an older layout's sockets and port plans) without a live VM
 //! - `leftovers` VMs an interrupted `clone` left incomplete, temporary files
@@ -32,6 +34,7 @@
 
 mod cgroups;
 mod desktop;
+mod helpers;
 mod host;
 mod images;
 mod leftovers;
@@ -163,6 +166,7 @@ pub async fn run(input: &DoctorInput) -> Report {
     f.extend(host::qemu(&vms).await);
     f.push(host::journal().await);
     desktop::check(&mut f);
+    helpers::check(&mut f);
     images::check(&vms, &mut f);
     match &sd {
         Some(sd) => {

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::{Finding, Severity};
-use crate::paths::{self, RUNTIME_FILES};
+use crate::paths;
 use crate::systemd::Systemd;
 use crate::vmname::VmName;
 
@@ -176,7 +176,7 @@ async fn check_dir(
     let mut foreign = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !RUNTIME_FILES.contains(&name.as_str()) {
+        if !paths::is_runtime_file(&name) {
             foreign.push(e.path());
             continue;
         }

@@ -12,7 +12,7 @@ use crate::vm::{owned_by, Owner};
 use crate::vmname::VmName;
 
 pub const SLICE_UNIT: &str = "maqet.slice";
-pub const AUTOSTART_UNIT: &str = "maqet-autostart.service";
+pub use crate::units::AUTOSTART_UNIT;
 use crate::units::UNIT_PREFIX as PREFIX;
 
 /// Installed unit files: the forbidden `maqet-vm@.service`, the slice, the

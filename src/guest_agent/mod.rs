@@ -200,6 +200,15 @@ impl Agent {
         }
     }
 
+    /// `guest-set-time` to `unix_ns` (nanoseconds since the epoch): the
+    /// guest's system clock, then its hardware clock (the agent runs
+    /// `hwclock -w`; its failure comes back as an error although the
+    /// system clock is already set).
+    pub fn set_time(&mut self, unix_ns: u64) -> Result<(), AgentError> {
+        self.call("guest-set-time", Some(json!({ "time": unix_ns })))
+            .map(drop)
+    }
+
     /// `guest-shutdown` (power-down). The agent answers only when it could
     /// not start the shutdown; silence within `grace` means it is under way.
     pub fn shutdown(&mut self, grace: Duration) -> Result<(), AgentError> {

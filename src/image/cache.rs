@@ -216,7 +216,7 @@ impl Cache {
         f.write_all(&text).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
-        sync_dir(&dir);
+        crate::files::sync_dir(&dir);
         Ok(())
     }
 
@@ -237,7 +237,7 @@ impl Cache {
             Err(e) => return Err(io_error(&dst, e)),
         }
         let _ = std::fs::remove_file(file);
-        sync_dir(dst.parent().expect("blobs/sha256"));
+        crate::files::sync_dir(dst.parent().expect("blobs/sha256"));
         Ok(dst)
     }
 
@@ -330,13 +330,6 @@ impl Cache {
 
 fn read_entry(path: &Path) -> Option<Entry> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-/// fsync a directory so a rename or link in it survives a crash.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use super::protocol::{
     Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, ForwardParams, ForwardReply, Need,
     Outgoing, QmpParams, Response, SnapshotParams, SnapshotResult, StatusInfo, StopParams,
-    StopResult, StreamStart, PROTOCOL_UNTYPED,
+    StopResult, StreamStart, SuspendResult, PROTOCOL_UNTYPED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,15 @@ impl IpcClient {
         typed(self.request(&Call::Snapshot(p), None).await?)
     }
 
-    /// Adds or removes a port forward of the running VM (protocol 5); the
+    /// Has the runner save the VM's running state and end the VM (protocol
+    /// 5). Unbounded: writing the state takes as long as the guest's RAM
+    /// needs (the runner gives up on a save that stops making progress).
+    pub async fn suspend(&mut self) -> Result<SuspendResult, IpcError> {
+        self.require(Need::Suspend).await?;
+        typed(self.request(&Call::Suspend, None).await?)
+    }
+
+    /// Adds or removes a port forward of the running VM (protocol 6); the
     /// reply comes once QEMU has it and the port plan is rewritten.
     pub async fn forward(&mut self, p: ForwardParams) -> Result<ForwardReply, IpcError> {
         self.require(Need::Forward).await?;

@@ -13,7 +13,7 @@ pub const MAX_REQUEST_LINE: usize = 1 << 20;
 /// `status` reply. Version 1 is the runner before typed requests: its
 /// status reply has no `protocol` key. See [`Need::since`] for what each
 /// version offers.
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 
 /// The version a `status` reply without `protocol` stands for.
 pub const PROTOCOL_UNTYPED: u32 = 1;
@@ -27,6 +27,7 @@ pub const METHODS: &[&str] = &[
     "console",
     "snapshot",
     "companion_failed",
+    "suspend",
     "forward",
 ];
 
@@ -54,8 +55,12 @@ pub enum Call {
     /// on without it. Sent by the helper unit's `ExecStopPost=`; answered
     /// with `null` once the runner took it.
     CompanionFailed(CompanionFailure),
+    /// Save the VM's running state to its state file and end the VM
+    /// (protocol 5); answered with a [`SuspendResult`] — once QEMU has
+    /// exited after a save, at once when the save failed and the VM runs on.
+    Suspend,
     /// Adds or removes a port forward of the VM's user-mode network while
-    /// it runs (protocol 5); answered with a [`ForwardReply`] once QEMU
+    /// it runs (protocol 6); answered with a [`ForwardReply`] once QEMU
     /// has it and the port plan says so.
     Forward(ForwardParams),
 }
@@ -75,6 +80,7 @@ pub enum Need {
     /// `stop` asking the guest agent first (the runner does it and says so).
     AgentStop,
     CompanionFailed,
+    Suspend,
     /// Port forwards changed while the VM runs (`maqet ports add|rm`).
     Forward,
 }
@@ -89,7 +95,8 @@ impl Need {
             Need::QmpEndpoint => 2,
             Need::Snapshot => 3,
             Need::AgentStop | Need::CompanionFailed => 4,
-            Need::Forward => 5,
+            Need::Suspend => 5,
+            Need::Forward => 6,
         }
     }
 
@@ -106,6 +113,7 @@ impl Need {
             }
             Need::AgentStop => "a stop through the guest agent run by the runner",
             Need::CompanionFailed => "the companion_failed request",
+            Need::Suspend => "saving the VM's running state (maqet suspend)",
             Need::Forward => "changing port forwards while the VM runs",
         }
     }
@@ -121,6 +129,7 @@ impl Call {
             Call::Console(_) => "console",
             Call::Snapshot(_) => "snapshot",
             Call::CompanionFailed(_) => "companion_failed",
+            Call::Suspend => "suspend",
             Call::Forward(_) => "forward",
         }
     }
@@ -135,6 +144,7 @@ impl Call {
             Call::Console(_) => Need::Console,
             Call::Snapshot(_) => Need::Snapshot,
             Call::CompanionFailed(_) => Need::CompanionFailed,
+            Call::Suspend => Need::Suspend,
             Call::Forward(_) => Need::Forward,
         }
     }
@@ -157,6 +167,7 @@ impl Call {
             "companion_failed" => CompanionFailure::from_params(params)
                 .map(Call::CompanionFailed)
                 .map_err(bad),
+            "suspend" => no_params("suspend", params).map(|()| Call::Suspend),
             "forward" => ForwardParams::from_params(params)
                 .map(Call::Forward)
                 .map_err(bad),
@@ -212,10 +223,10 @@ pub enum ErrorKind {
     Policy,
     /// QEMU is gone or not answering.
     Unavailable,
-    /// The request clashes with the VM's state (protocol 5: a port that is
+    /// The request clashes with the VM's state (protocol 6: a port that is
     /// taken or already forwarded).
     Conflict,
-    /// What the request names is not there (protocol 5: no such forward).
+    /// What the request names is not there (protocol 6: no such forward).
     NotFound,
     Timeout,
     Internal,
@@ -399,6 +410,37 @@ pub struct FreezeReport {
     /// state had them frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thawed_after_load: Option<u64>,
+}
+
+/// `suspend` result. A failed save is a result, not an error reply: the
+/// caller needs to know whether the VM runs on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuspendResult {
+    /// The saved state, when the save completed (QEMU has exited then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<SavedInfo>,
+    /// Why the save failed; the runner's words, naming the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// After a failed save: QEMU's run state now (the guest continues as it
+    /// was before the save).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<String>,
+}
+
+/// A completed save, as the runner recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SavedInfo {
+    pub path: std::path::PathBuf,
+    /// Bytes of the state file.
+    pub size: u64,
+    /// Unix seconds.
+    pub saved_at: i64,
+    /// From pausing the guest to the synced, recorded file.
+    pub save_ms: u64,
+    /// What a resume continues: `running` or `paused`.
+    pub run_state: String,
+    pub qemu_version: String,
 }
 
 /// `stop` params.
@@ -846,7 +888,40 @@ mod tests {
     }
 
     #[test]
-    fn protocol_5_adds_forwards_which_are_checked() {
+    fn protocol_5_adds_suspend() {
+        let call = Call::from_wire("suspend", Value::Null).unwrap();
+        assert_eq!(call, Call::Suspend);
+        assert_eq!(call.need(), Need::Suspend);
+        assert_eq!(Need::Suspend.since(), 5);
+        let text = serde_json::to_string(&Outgoing { id: 9, call: &call }).unwrap();
+        assert_eq!(text, r#"{"id":9,"method":"suspend"}"#);
+        assert!(METHODS.contains(&"suspend"));
+        let e = Call::from_wire("suspend", json!({"now": true})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        // A failed save says why and how the VM is; a completed one what was saved.
+        let failed: SuspendResult =
+            serde_json::from_value(json!({"error": "no space left in /d", "run_state": "running"}))
+                .unwrap();
+        assert_eq!(failed.saved, None);
+        let done = SuspendResult {
+            saved: Some(SavedInfo {
+                path: "/d/state.sav".into(),
+                size: 5,
+                saved_at: 1,
+                save_ms: 2,
+                run_state: "running".into(),
+                qemu_version: "7.2.22".into(),
+            }),
+            error: None,
+            run_state: None,
+        };
+        let v = serde_json::to_value(&done).unwrap();
+        assert_eq!(v["saved"]["size"], 5);
+        assert!(v.get("error").is_none());
+    }
+
+    #[test]
+    fn protocol_6_adds_forwards_which_are_checked() {
         let call = Call::Forward(ForwardParams {
             op: ForwardOp::Add,
             protocol: "tcp".into(),
@@ -859,8 +934,8 @@ mod tests {
         assert_eq!(r.method, "forward");
         assert_eq!(Call::from_wire(&r.method, r.params).unwrap(), call);
         assert_eq!(call.need(), Need::Forward);
-        assert_eq!(Need::Forward.since(), 5);
-        assert_eq!(PROTOCOL, 5);
+        assert_eq!(Need::Forward.since(), 6);
+        assert_eq!(PROTOCOL, 6);
         let rm =
             json!({"op": "remove", "protocol": "udp", "host_addr": "127.0.0.2", "host_port": 5353});
         let Call::Forward(p) = Call::from_wire("forward", rm).unwrap() else {

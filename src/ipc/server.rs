@@ -396,7 +396,7 @@ async fn stream_events(
             ev = rx.recv() => match ev {
                 Ok(v) => write_response(&mut w, &Response::event(id, v), wt).await?,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let v = json!({"event": "MAQET_EVENTS_LOST", "data": {"count": n}});
+                    let v = json!({"event": crate::qmp::event::EVENTS_LOST, "data": {"count": n}});
                     write_response(&mut w, &Response::event(id, v), wt).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),

@@ -404,8 +404,8 @@ mod tests {
                 .map(|p| crate::config::parse_port(p).unwrap())
                 .collect::<Vec<PortSpec>>(),
             ssh,
-            guest_agent: false,
             auto_ports: false,
+            ..Default::default()
         }
     }
 

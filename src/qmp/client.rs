@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -23,6 +24,13 @@ const WRITE_QUEUE: usize = 64;
 
 type Reply = Result<Value, QmpError>;
 
+/// One line for the writer task, with a descriptor to pass along with it
+/// (`SCM_RIGHTS`, for `getfd`).
+struct Outgoing {
+    line: String,
+    fd: Option<OwnedFd>,
+}
+
 /// A handle to one QMP connection. Clones share it; the connection (and its tasks) end when
 /// QEMU closes it or when the last clone is dropped.
 #[derive(Clone)]
@@ -32,7 +40,7 @@ pub struct QmpClient {
 
 struct Inner {
     shared: Arc<Shared>,
-    lines: mpsc::Sender<String>,
+    lines: mpsc::Sender<Outgoing>,
     /// Dropped with the last clone, which tells the reader task to stop.
     _stop_reader: oneshot::Sender<()>,
 }
@@ -110,6 +118,32 @@ impl QmpClient {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QmpError> {
+        self.send(command, arguments, None).await
+    }
+
+    /// Runs `command` with a copy of `fd` passed in the same message
+    /// (`SCM_RIGHTS`): QEMU's `getfd` takes the descriptor that came with
+    /// it. Only the runner's own connection does this; clients' `getfd` is
+    /// refused by the runner's policy.
+    pub async fn execute_with_fd(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<Value, QmpError> {
+        let copy = fd.try_clone_to_owned()?;
+        tokio::time::timeout(timeout, self.send(command, arguments, Some(copy)))
+            .await
+            .map_err(|_| QmpError::Timeout(timeout))?
+    }
+
+    async fn send(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<OwnedFd>,
+    ) -> Result<Value, QmpError> {
         let shared = &self.inner.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut msg = Map::new();
@@ -133,7 +167,7 @@ impl QmpClient {
         }
         let _unregister = PendingGuard { shared, id };
         tracing::trace!(command, id, "QMP command");
-        if self.inner.lines.send(line).await.is_err() {
+        if self.inner.lines.send(Outgoing { line, fd }).await.is_err() {
             return Err(QmpError::Disconnected);
         }
         // A dropped sender means the connection closed before a reply.
@@ -324,20 +358,57 @@ async fn read_loop(
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     shared: Arc<Shared>,
-    mut lines: mpsc::Receiver<String>,
+    mut lines: mpsc::Receiver<Outgoing>,
 ) {
     let mut closed = shared.closed.subscribe();
     loop {
-        let line = tokio::select! {
-            line = lines.recv() => line,
+        let out = tokio::select! {
+            out = lines.recv() => out,
             _ = closed.wait_for(|c| *c) => return,
         };
         // `None`: every handle is gone; dropping the write half ends the connection.
-        let Some(line) = line else { return };
-        if let Err(e) = writer.write_all(line.as_bytes()).await {
+        let Some(out) = out else { return };
+        let bytes = out.line.as_bytes();
+        let written = match &out.fd {
+            // The descriptor rides on the line's first bytes; the rest follows.
+            Some(fd) => match send_with_fd(&writer, bytes, fd.as_fd()).await {
+                Ok(n) => writer.write_all(&bytes[n..]).await,
+                Err(e) => Err(e),
+            },
+            None => writer.write_all(bytes).await,
+        };
+        if let Err(e) = written {
             tracing::debug!(error = %e, "QMP write failed");
             shared.close();
             return;
+        }
+    }
+}
+
+/// Sends (a first part of) `bytes` with `fd` attached as `SCM_RIGHTS`;
+/// returns how many bytes went.
+async fn send_with_fd(
+    writer: &OwnedWriteHalf,
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<usize> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let stream: &UnixStream = writer.as_ref();
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            let fds = [fd];
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            let iov = [std::io::IoSlice::new(bytes)];
+            sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL).map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod client;
 mod error;
+pub mod event;
 pub mod keys;
 mod message;
 
@@ -17,4 +18,5 @@ mod tests;
 
 pub use client::QmpClient;
 pub use error::QmpError;
+pub use event::{EventKind, ShutdownCause};
 pub use message::{parse_message, QemuVersion, QmpEvent, QmpMessage};

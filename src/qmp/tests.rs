@@ -336,3 +336,68 @@ async fn handshake_errors() {
         "{res:?}"
     );
 }
+
+/// `getfd` needs the descriptor in the same message as the command: the
+/// fake QEMU reads it with `recvmsg` and finds the file it names.
+#[tokio::test]
+async fn a_descriptor_travels_with_its_command() {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::io::{Read, Write};
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let ours = UnixStream::from_std(ours).unwrap();
+    let qemu = std::thread::spawn(move || {
+        let mut theirs = theirs;
+        let reply = |id: &Value, theirs: &mut std::os::unix::net::UnixStream| {
+            let line = format!("{}\n", json!({"return": {}, "id": id}));
+            theirs.write_all(line.as_bytes()).unwrap();
+        };
+        theirs
+            .write_all(format!("{GREETING}\n").as_bytes())
+            .unwrap();
+        // Capabilities: a plain line.
+        let mut buf = vec![0u8; 4096];
+        let n = theirs.read(&mut buf).unwrap();
+        let caps: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        reply(&caps["id"], &mut theirs);
+        // getfd: the line and its descriptor.
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let got = recvmsg(theirs.as_fd(), &mut iov, &mut control, RecvFlags::empty()).unwrap();
+        let mut fds = Vec::new();
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(r) = msg {
+                fds.extend(r);
+            }
+        }
+        let cmd: Value = serde_json::from_slice(&buf[..got.bytes]).unwrap();
+        reply(&cmd["id"], &mut theirs);
+        (cmd, fds)
+    });
+    let (client, _) = QmpClient::connect(ours, PROMPTLY).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    std::fs::write(&path, b"the file").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    client
+        .execute_with_fd(
+            "getfd",
+            Some(json!({"fdname": "f"})),
+            file.as_fd(),
+            PROMPTLY,
+        )
+        .await
+        .unwrap();
+    let (cmd, fds) = qemu.join().unwrap();
+    assert_eq!(cmd["execute"], "getfd");
+    assert_eq!(cmd["arguments"]["fdname"], "f");
+    assert_eq!(fds.len(), 1, "one descriptor came with the command");
+    let mut passed = std::fs::File::from(fds.into_iter().next().unwrap());
+    let mut text = String::new();
+    passed.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "the file");
+}

@@ -11,7 +11,7 @@ use super::console::ConsoleHub;
 use super::policy;
 use crate::ipc::protocol::{
     Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, ForwardParams, QmpParams,
-    SnapshotParams, StatusInfo, StopOutcome, StopParams, StopResult, PROTOCOL,
+    SnapshotParams, StatusInfo, StopOutcome, StopParams, StopResult, SuspendResult, PROTOCOL,
 };
 use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
 use crate::qmp::{QmpClient, QmpError};
@@ -36,6 +36,18 @@ pub struct StopReply {
     pub written: oneshot::Sender<()>,
 }
 
+/// A `suspend` request for the lifecycle loop.
+pub struct SuspendRequest {
+    pub reply: oneshot::Sender<SuspendReply>,
+}
+
+/// How a suspend went, and a channel the IPC server signals once the
+/// reply is written (after a save the runner exits right after).
+pub struct SuspendReply {
+    pub result: SuspendResult,
+    pub written: oneshot::Sender<()>,
+}
+
 pub struct RunnerDispatch {
     pub vm: String,
     pub runner_pid: u32,
@@ -47,6 +59,7 @@ pub struct RunnerDispatch {
     pub qmp: QmpClient,
     pub run_state: Arc<Mutex<String>>,
     pub stop_tx: mpsc::Sender<StopRequest>,
+    pub suspend_tx: mpsc::Sender<SuspendRequest>,
     pub events: broadcast::Sender<Value>,
     /// `None` when the config does not ask for a console.
     pub console: Option<Arc<ConsoleHub>>,
@@ -207,14 +220,34 @@ impl RunnerDispatch {
             .into())
     }
 
+    async fn suspend(self: Arc<Self>) -> Result<Answer, ErrorBody> {
+        tracing::info!("suspend requested");
+        let (reply, rx) = oneshot::channel();
+        self.suspend_tx
+            .send(SuspendRequest { reply })
+            .await
+            .map_err(|_| ErrorBody::new(ErrorKind::Unavailable, "the runner is already exiting"))?;
+        let reply = rx.await.map_err(|_| {
+            ErrorBody::new(
+                ErrorKind::Unavailable,
+                "the VM ended before its state could be saved (it was stopped meanwhile)",
+            )
+        })?;
+        Ok(Answer {
+            value: serde_json::to_value(reply.result).expect("a suspend result serializes"),
+            written: Some(reply.written),
+        })
+    }
+
     async fn companion_failed(self: Arc<Self>, p: CompanionFailure) -> Result<Answer, ErrorBody> {
         if p.at_usec < self.started_usec {
             tracing::info!("ignoring a report from before this run: {}", p.describe());
             return Ok(Value::Null.into());
         }
         let cause = format!(
-            "{}: the VM cannot run without it (QEMU's TPM backend does not reconnect)",
-            p.describe()
+            "{}: the VM cannot run without it ({})",
+            p.describe(),
+            crate::units::why_companion_is_needed(&p.unit)
         );
         self.failure_tx
             .send(super::shutdown::VmFailure {
@@ -239,6 +272,7 @@ impl Dispatch for Shared {
             Call::Stop(p) => Box::pin(me.stop(p)),
             Call::Snapshot(p) => Box::pin(me.snapshot(p)),
             Call::CompanionFailed(p) => Box::pin(me.companion_failed(p)),
+            Call::Suspend => Box::pin(me.suspend()),
             Call::Forward(p) => Box::pin(me.forward(p)),
             // The server streams these itself (`subscribe`, `console`).
             Call::Events | Call::Console(_) => {

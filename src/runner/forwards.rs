@@ -1,5 +1,5 @@
 //! Port forwards changed while the VM runs (issue 19): `maqet ports
-//! add|rm` (the `forward` request, protocol 5) and `ports: auto`
+//! add|rm` (the `forward` request, protocol 6) and `ports: auto`
 //! ([`super::autoports`]). QEMU 7.2 changes the forwards of its user
 //! network only through the HMP commands `hostfwd_add`/`hostfwd_remove`;
 //! clients never get `human-monitor-command` (the QMP policy refuses it),
@@ -34,6 +34,8 @@ pub struct Forwards {
     /// The netdev of maqet's user network; `None` when the VM has none
     /// (then there is nothing to forward from without a restart).
     netdev: Option<&'static str>,
+    /// The NIC is on passt: forwards are fixed while the VM runs.
+    passt: bool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -79,10 +81,21 @@ impl Forwards {
     /// `plan` is what QEMU was started with (automatic forwards of an
     /// earlier run already dropped); it is written back, so the file says
     /// the same from the start.
-    pub fn new(vm: &str, qmp: QmpClient, plan_path: PathBuf, plan: Option<PortPlan>) -> Forwards {
-        let netdev = plan.as_ref().map(|_| ports::NETDEV_ID);
+    ///
+    /// `passt`: the VM's NIC is on passt, whose forwards (its unit's
+    /// arguments) cannot change while it runs; the plan is written all the
+    /// same, and requests to change it are refused.
+    pub fn new(
+        vm: &str,
+        qmp: QmpClient,
+        plan_path: PathBuf,
+        plan: Option<PortPlan>,
+        passt: bool,
+    ) -> Forwards {
+        let netdev = plan.as_ref().filter(|_| !passt).map(|_| ports::NETDEV_ID);
+        let has_plan = plan.is_some();
         let plan = plan.unwrap_or_default();
-        if netdev.is_some() {
+        if has_plan {
             if let Err(e) = ports::write_plan(&plan_path, &plan) {
                 tracing::warn!("{e}");
             }
@@ -93,6 +106,7 @@ impl Forwards {
             qmp,
             plan_path,
             netdev,
+            passt,
             state: tokio::sync::Mutex::new(State {
                 plan,
                 suppressed: BTreeSet::new(),
@@ -103,6 +117,15 @@ impl Forwards {
 
     /// Answers a `forward` request.
     pub async fn request(&self, p: ForwardParams) -> Result<ForwardReply, ErrorBody> {
+        if self.passt {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!(
+                    "VM '{}' runs on passt (`network: passt`), which cannot change its forwards while it runs; `maqet ports add|rm --save` changes the definition, and a restart (`maqet restart`) applies it",
+                    self.vm
+                ),
+            ));
+        }
         let Some(netdev) = self.netdev else {
             return Err(err(
                 ErrorKind::Conflict,

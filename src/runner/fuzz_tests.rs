@@ -26,6 +26,8 @@ const VALID: &[&str] = &[
     r#"{"id":7,"method":"qmp","params":{"execute":"netdev_add","arguments":{"type":"user","id":"n"}}}"#,
     r#"{"id":8,"method":"qmp","params":{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"d","file":{"driver":"file","filename":"/tmp/maqet-fuzz-none.qcow2"}}}}"#,
     r#"{"id":9,"method":"qmp","params":{"execute":"screendump","arguments":{"filename":"/tmp/maqet-fuzz-none.ppm"}}}"#,
+    r#"{"id":10,"method":"suspend"}"#,
+    r#"{"id":11,"method":"suspend","params":{}}"#,
 ];
 
 /// Pieces a mutation splices in: JSON syntax and extreme numbers.
@@ -102,6 +104,12 @@ fn hostile() -> Vec<(String, ErrorKind)> {
         "[]",
     ] {
         v.push((format!(r#"{{"id":{id},"method":"status"}}"#), bad));
+    }
+    for p in ["{\"now\":true}", "[]", "\"x\"", "1"] {
+        v.push((
+            format!(r#"{{"id":1,"method":"suspend","params":{p}}}"#),
+            bad,
+        ));
     }
     for m in ["qmp", "stop", "console"] {
         for p in [
@@ -198,7 +206,7 @@ struct Fake;
 impl Dispatch for Fake {
     fn call(&self, call: Call) -> BoxFuture<Result<Answer, ErrorBody>> {
         let r = match call {
-            Call::Status | Call::Stop(_) => Ok(()),
+            Call::Status | Call::Stop(_) | Call::Suspend => Ok(()),
             Call::Qmp(p) => check_qmp(&p, false),
             other => Err(ErrorBody::new(
                 ErrorKind::Internal,

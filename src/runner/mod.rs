@@ -5,7 +5,9 @@
 //! QMP handshake → `READY=1` → serve IPC on the socket systemd passed (fd 3),
 //! ping the watchdog after each good QMP round trip, mirror QMP events into
 //! `STATUS=` and the journal → on SIGTERM or an IPC stop: ACPI power-down,
-//! `quit` after the timeout, SIGKILL as the last resort → exit with a code
+//! `quit` after the timeout, SIGKILL as the last resort (or, for `maqet
+//! suspend` and a SIGTERM under `on_stop: save`, the running state saved to
+//! a file: save.rs; a later start resumes it: resume.rs) → exit with a code
 //! that tells systemd how QEMU ended (`STOPPED_EXIT_STATUS` when the stop
 //! was asked for, so no restart policy brings the VM back).
 
@@ -22,21 +24,24 @@ mod panic;
 mod policy;
 mod qemu;
 pub mod relay;
+mod resume;
+mod save;
 mod shutdown;
 mod snapshot;
 
 use std::os::fd::FromRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{ConfigDocument, ConfigError};
 use crate::paths::DataDir;
-use crate::qmp::{QmpClient, QmpError};
+use crate::qmp::{EventKind, QmpClient, QmpError};
 use crate::state::{StateError, Store};
 use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use crate::vmname::VmName;
@@ -232,7 +237,7 @@ async fn run_vm(
         runtime,
         crate::provision::Ports::Published,
     )?;
-    let argv = command.argv;
+    let mut argv = command.argv;
     // QEMU's own words for a missing switch name only a socket path.
     for n in &config.networks.segments {
         let rt = crate::provision::segment_runtime(runtime, &n.name)?;
@@ -245,6 +250,12 @@ async fn run_vm(
         }
     }
     let plan = command.ports;
+    // A recorded, intact saved state is resumed instead of booting.
+    let resume = resume::recorded(vm, data_dir);
+    if let Some(rec) = &resume {
+        tracing::info!(state_file = %rec.path.display(), "resuming the saved state");
+        argv.extend(resume::QEMU_ARGS.map(String::from));
+    }
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
     let started_usec = crate::time::now_unix_usec();
 
@@ -303,6 +314,25 @@ async fn run_vm(
             tracing::warn!("cannot make {} private: {e}", socket.display());
         }
     }
+    if let Some(rec) = &resume {
+        let agent = agent_socket.as_deref();
+        if let Err(e) = resume::load(&qmp, vm, data_dir, rec, agent).await {
+            // QEMU exits by itself when it cannot load a state; make sure.
+            qemu.signal(libc::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), qemu.child.wait()).await;
+            let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
+            let said = match said.is_empty() {
+                true => String::new(),
+                false => format!(" (QEMU said: {said})"),
+            };
+            let msg = format!(
+                "cannot resume the saved state: {e}{said}; it stays saved: `maqet start --fresh {vm}` boots afresh and discards it"
+            );
+            tracing::error!(maqet_failure = true, "{msg}");
+            notify::status(&format!("failed: {msg}"));
+            return Ok(1);
+        }
+    }
     let run_state = qmp
         .execute_timeout("query-status", None, Duration::from_secs(10))
         .await
@@ -322,6 +352,7 @@ async fn run_vm(
         qmp.clone(),
         runtime.ports(),
         plan,
+        config.guest.network.passt().is_some(),
     ));
     let agent_gate = autoports::AgentGate::default();
     if let (true, Some(agent)) = (config.guest.auto_ports, agent_socket.clone()) {
@@ -333,13 +364,15 @@ async fn run_vm(
     }
     let (events_tx, _) = broadcast::channel::<Value>(256);
     let (stop_tx, mut stop_rx) = mpsc::channel(8);
+    let (suspend_tx, mut suspend_rx) = mpsc::channel(8);
+    let saving = Arc::new(AtomicBool::new(false));
     let (failure_tx, mut failure_rx) = mpsc::channel(4);
     let busy_jobs = jobs::BusyJobs::default();
     let dispatch = Arc::new(dispatch::RunnerDispatch {
         vm: vm.to_string(),
         runner_pid: std::process::id(),
         qemu_pid: qemu.pid,
-        qemu_version: version_text,
+        qemu_version: version_text.clone(),
         ready_at: now_unix(),
         data_dir: crate::config::canonical(data_dir.path())
             .to_string_lossy()
@@ -347,6 +380,7 @@ async fn run_vm(
         qmp: qmp.clone(),
         run_state: run_state.clone(),
         stop_tx,
+        suspend_tx,
         events: events_tx.clone(),
         console,
         busy_jobs: busy_jobs.clone(),
@@ -373,7 +407,8 @@ async fn run_vm(
         qmp.clone(),
         events_tx,
         StateWatch {
-            run_state,
+            run_state: run_state.clone(),
+            saving: saving.clone(),
             qemu_pid: qemu.pid,
             // Under a restart policy a VM QEMU stopped with internal-error
             // is a failure to restart from; without one it stays, stopped,
@@ -392,54 +427,118 @@ async fn run_vm(
     let default_timeout = Duration::try_from_secs_f64(config.shutdown_timeout).unwrap_or(
         Duration::from_secs_f64(crate::config::DEFAULT_SHUTDOWN_TIMEOUT),
     );
+    let saver = save::Saver {
+        qmp: qmp.clone(),
+        vm: vm.clone(),
+        data_dir: data_dir.clone(),
+        qemu_version: version_text,
+        qemu_pid: qemu.pid,
+        saving,
+        run_state,
+    };
     let mut stopper = shutdown::Shutdown::new(
         &mut qemu,
         &qmp,
         &mut stop_rx,
+        &mut suspend_rx,
         &mut failure_rx,
         agent_socket,
         agent_gate,
     );
-    let event = tokio::select! {
-        ev = stopper.next_event() => ev,
-        _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),
-        _ = sigint.recv() => shutdown::Event::Signal("SIGINT"),
-    };
-    match event {
-        shutdown::Event::Exited(st) => {
-            let st = st?;
-            let reason = stopper.shutdown_reason().await;
-            let said = stopper.qemu_said().await;
-            let end = ending::of_exit(st, reason.as_deref(), &said);
-            if end.failure {
-                tracing::error!(maqet_failure = true, qemu_exit = end.code, "{}", end.text);
-            } else {
-                tracing::info!(qemu_exit = end.code, "{}", end.text);
+    // One event ends the VM; only a save that failed (the VM runs on)
+    // waits for the next.
+    loop {
+        let event = tokio::select! {
+            ev = stopper.next_event() => ev,
+            _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),
+            _ = sigint.recv() => shutdown::Event::Signal("SIGINT"),
+        };
+        match event {
+            shutdown::Event::Exited(st) => {
+                let st = st?;
+                let reason = stopper.shutdown_reason().await;
+                let said = stopper.qemu_said().await;
+                let end = ending::of_exit(st, reason.as_deref(), &said);
+                if end.failure {
+                    tracing::error!(maqet_failure = true, qemu_exit = end.code, "{}", end.text);
+                } else {
+                    tracing::info!(qemu_exit = end.code, "{}", end.text);
+                }
+                return Ok(end.code);
             }
-            Ok(end.code)
-        }
-        shutdown::Event::Signal(sig) => {
-            tracing::info!("{sig}: shutting the VM down");
-            stopper.run(default_timeout, false, false, None).await;
-            Ok(STOPPED_EXIT_STATUS)
-        }
-        shutdown::Event::Stop(req) => {
-            let timeout = req.timeout.unwrap_or(default_timeout);
-            stopper
-                .run(timeout, req.force, req.agent, Some(req.reply))
-                .await;
-            Ok(STOPPED_EXIT_STATUS)
-        }
-        shutdown::Event::Failed(f) => {
-            tracing::error!(maqet_failure = true, "{}; stopping the VM", f.cause);
-            notify::status(&format!("failed: {}", f.cause));
-            let timeout = if f.graceful {
-                default_timeout
-            } else {
-                Duration::ZERO
-            };
-            stopper.run(timeout, false, false, None).await;
-            Ok(crate::units::VM_FAILED_EXIT_STATUS)
+            shutdown::Event::Signal(sig) => {
+                if config.on_stop == crate::config::OnStop::Save {
+                    tracing::info!("{sig}: saving the VM's state (on_stop: save)");
+                    // STOPPING=1 arms the unit's stop timeout (sized for
+                    // the memory); progress extends it.
+                    notify::stopping(&format!("saving (qemu pid {})", saver.qemu_pid));
+                    notify::extend_timeout(crate::storage::saved::save_budget(config.memory_bytes));
+                    match saver.save(crate::state::SaveReason::Stop, true).await {
+                        Ok(_) => {
+                            stopper.end_saved().await;
+                            return Ok(STOPPED_EXIT_STATUS);
+                        }
+                        // QEMU is gone: the next event says how.
+                        Err(f) if f.run_state == save::GONE => continue,
+                        Err(f) => tracing::error!("{f}; powering the VM off instead"),
+                    }
+                } else {
+                    tracing::info!("{sig}: shutting the VM down");
+                }
+                stopper.run(default_timeout, false, false, None).await;
+                return Ok(STOPPED_EXIT_STATUS);
+            }
+            shutdown::Event::Stop(req) => {
+                let timeout = req.timeout.unwrap_or(default_timeout);
+                stopper
+                    .run(timeout, req.force, req.agent, Some(req.reply))
+                    .await;
+                return Ok(STOPPED_EXIT_STATUS);
+            }
+            shutdown::Event::Suspend(req) => {
+                let saved = saver.save(crate::state::SaveReason::Suspend, false).await;
+                let done = saved.is_ok();
+                let result = match saved {
+                    Ok(s) => crate::ipc::protocol::SuspendResult {
+                        saved: Some(crate::ipc::protocol::SavedInfo {
+                            path: s.path,
+                            size: s.size,
+                            saved_at: s.saved_at,
+                            save_ms: s.save_ms,
+                            run_state: s.run_state,
+                            qemu_version: s.qemu_version,
+                        }),
+                        error: None,
+                        run_state: None,
+                    },
+                    Err(f) => crate::ipc::protocol::SuspendResult {
+                        saved: None,
+                        error: Some(f.message),
+                        run_state: Some(f.run_state),
+                    },
+                };
+                if done {
+                    stopper.end_saved().await;
+                }
+                let (written, wrote) = tokio::sync::oneshot::channel();
+                let _ = req.reply.send(dispatch::SuspendReply { result, written });
+                if done {
+                    // The reply must reach the client before the runner exits.
+                    let _ = tokio::time::timeout(shutdown::REPLY_GRACE, wrote).await;
+                    return Ok(STOPPED_EXIT_STATUS);
+                }
+            }
+            shutdown::Event::Failed(f) => {
+                tracing::error!(maqet_failure = true, "{}; stopping the VM", f.cause);
+                notify::status(&format!("failed: {}", f.cause));
+                let timeout = if f.graceful {
+                    default_timeout
+                } else {
+                    Duration::ZERO
+                };
+                stopper.run(timeout, false, false, None).await;
+                return Ok(crate::units::VM_FAILED_EXIT_STATUS);
+            }
         }
     }
 }
@@ -447,6 +546,8 @@ async fn run_vm(
 /// What the event loop keeps up to date from QMP events.
 struct StateWatch {
     run_state: Arc<Mutex<String>>,
+    /// A save is under way: the guest is paused for it.
+    saving: Arc<AtomicBool>,
     qemu_pid: u32,
     /// Where a VM QEMU stopped with internal-error is reported as a
     /// failure (only under a restart policy).
@@ -457,7 +558,7 @@ impl StateWatch {
     /// QEMU's run state after a STOP or RESUME, as `query-status` has it
     /// (a STOP is also how `internal-error`, `io-error` and
     /// `guest-panicked` begin).
-    async fn refresh(&self, qmp: &QmpClient, event: &str) {
+    async fn refresh(&self, qmp: &QmpClient, stopped: bool) {
         let asked = qmp
             .execute_timeout("query-status", None, Duration::from_secs(5))
             .await;
@@ -465,8 +566,9 @@ impl StateWatch {
             .ok()
             .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
         {
+            _ if self.saving.load(Ordering::Relaxed) => "saving".into(),
             Some(s) => s,
-            None if event == "STOP" => "paused".into(),
+            None if stopped => "paused".into(),
             None => "running".into(),
         };
         *self.run_state.lock().unwrap() = state.clone();
@@ -505,20 +607,17 @@ async fn forward_events(
                 busy_jobs.event(&ev.event, &ev.data);
                 tracing::info!(maqet_event = %ev.event, data = %ev.data, "QMP event {}", ev.event);
                 let ending = *watch.run_state.lock().unwrap() == "shutting down";
-                match ev.event.as_str() {
+                match ev.kind() {
                     // After SHUTDOWN QEMU is on its way out: nothing to ask.
-                    "STOP" | "RESUME" if !ending => watch.refresh(&qmp, &ev.event).await,
-                    "SHUTDOWN" => {
+                    EventKind::Stop if !ending => watch.refresh(&qmp, true).await,
+                    EventKind::Resume if !ending => watch.refresh(&qmp, false).await,
+                    EventKind::Shutdown { .. } => {
                         *watch.run_state.lock().unwrap() = "shutting down".into();
                         notify::status(&format!("shutting down (qemu pid {})", watch.qemu_pid));
                     }
                     _ => {}
                 }
-                let mut v = json!({"event": ev.event, "data": ev.data});
-                if let Some((s, us)) = ev.timestamp {
-                    v["timestamp"] = json!({"seconds": s, "microseconds": us});
-                }
-                let _ = tx.send(v);
+                let _ = tx.send(ev.to_json());
             }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,

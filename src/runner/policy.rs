@@ -209,14 +209,7 @@ mod tests {
     fn writes_to_special_files_are_refused_whatever_the_opt_out() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::files::mkfifo(&fifo);
         let f = fifo.to_str().unwrap();
         for (cmd, args) in [
             ("screendump", json!({"filename": f})),

@@ -12,18 +12,18 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::dispatch::{StopReply, StopRequest};
+use super::dispatch::{StopReply, StopRequest, SuspendRequest};
 use super::notify;
 use super::qemu::Qemu;
 use crate::ipc::protocol::StopOutcome;
-use crate::qmp::{QmpClient, QmpEvent};
+use crate::qmp::{EventKind, QmpClient, QmpEvent};
 
 /// Bound on `system_powerdown` and `quit` commands themselves.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long QEMU gets to exit after `quit` before it is killed.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// How long the runner waits for stop replies to reach their clients.
-const REPLY_GRACE: Duration = Duration::from_secs(1);
+pub const REPLY_GRACE: Duration = Duration::from_secs(1);
 /// How long the guest agent gets to answer a shutdown request.
 const AGENT_CONNECT: Duration = Duration::from_secs(2);
 
@@ -38,6 +38,8 @@ fn deadline_after(d: Duration) -> Instant {
 pub enum Event {
     Exited(std::io::Result<ExitStatus>),
     Stop(StopRequest),
+    /// Save the VM's state and end it (`maqet suspend`).
+    Suspend(SuspendRequest),
     Signal(&'static str),
     /// The VM cannot go on (a helper died, QEMU stopped it with
     /// `internal-error` under a restart policy).
@@ -64,6 +66,7 @@ pub struct Shutdown<'a> {
     qemu: &'a mut Qemu,
     qmp: &'a QmpClient,
     stop_rx: &'a mut mpsc::Receiver<StopRequest>,
+    suspend_rx: &'a mut mpsc::Receiver<SuspendRequest>,
     failure_rx: &'a mut mpsc::Receiver<VmFailure>,
     waiters: Vec<oneshot::Sender<StopReply>>,
     /// Every QMP event since the runner started watching, for the reason
@@ -79,6 +82,7 @@ impl<'a> Shutdown<'a> {
         qemu: &'a mut Qemu,
         qmp: &'a QmpClient,
         stop_rx: &'a mut mpsc::Receiver<StopRequest>,
+        suspend_rx: &'a mut mpsc::Receiver<SuspendRequest>,
         failure_rx: &'a mut mpsc::Receiver<VmFailure>,
         agent_socket: Option<PathBuf>,
         agent_gate: super::autoports::AgentGate,
@@ -88,6 +92,7 @@ impl<'a> Shutdown<'a> {
             qemu,
             qmp,
             stop_rx,
+            suspend_rx,
             failure_rx,
             waiters: Vec::new(),
             agent_socket,
@@ -100,8 +105,37 @@ impl<'a> Shutdown<'a> {
         tokio::select! {
             st = self.qemu.child.wait() => Event::Exited(st),
             Some(req) = self.stop_rx.recv() => Event::Stop(req),
+            Some(req) = self.suspend_rx.recv() => Event::Suspend(req),
             Some(f) = self.failure_rx.recv() => Event::Failed(f),
         }
+    }
+
+    /// After a completed save: QEMU has handed the VM over and is told to
+    /// quit (killed if it does not, which loses nothing now); stop
+    /// requests that came meanwhile are answered.
+    pub async fn end_saved(&mut self) {
+        notify::stopping(&format!("saved (qemu pid {})", self.qemu.pid));
+        if let Err(e) = self
+            .qmp
+            .execute_timeout("quit", None, COMMAND_TIMEOUT)
+            .await
+        {
+            tracing::warn!(error = %e, "quit after the save failed");
+        }
+        if !matches!(
+            self.wait_exit(deadline_after(QUIT_GRACE)).await,
+            Waited::Exited
+        ) {
+            self.kill().await;
+        }
+        while let Ok(req) = self.stop_rx.try_recv() {
+            self.waiters.push(req.reply);
+        }
+        tracing::info!(
+            maqet_stop = "saved",
+            "the VM's state is saved; QEMU has quit"
+        );
+        self.answer_waiters(StopOutcome::AlreadyStopped).await;
     }
 
     /// The reason of QEMU's last SHUTDOWN event, once QEMU has exited:
@@ -112,14 +146,12 @@ impl<'a> Shutdown<'a> {
         let mut reason = None;
         loop {
             match self.events.try_recv() {
-                Ok(ev) if ev.event == "SHUTDOWN" => {
-                    reason = ev
-                        .data
-                        .get("reason")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_string);
+                Ok(ev) => {
+                    if let EventKind::Shutdown { reason: r, .. } = ev.kind() {
+                        reason = r.map(|r| r.as_str().to_string());
+                    }
                 }
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => return reason,
             }
         }

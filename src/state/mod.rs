@@ -16,5 +16,5 @@ mod tests;
 pub use error::StateError;
 pub use schema::SCHEMA_VERSION;
 pub use store::{Store, WriteTx};
-pub use types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
+pub use types::{CreatedFile, FileIdentity, FileKind, NewVm, SaveReason, SavedState, VmRecord};
 pub use vmlock::{LockError, VmLock};

@@ -55,6 +55,30 @@ const MIGRATIONS: &[Migration] = &[
         ALTER TABLE vms ADD COLUMN incomplete TEXT;
     ",
     },
+    Migration {
+        version: 4,
+        // A VM's saved running state (`maqet suspend`, `on_stop: save`):
+        // written by the runner only once QEMU reported the migration
+        // `completed` and the file was synced, so a row means "complete";
+        // the file's identity tells the recorded file from anything found
+        // at the path later. At most one per VM; it goes with the VM.
+        sql: "
+        CREATE TABLE saved_states (
+            vm_name      TEXT NOT NULL PRIMARY KEY
+                         REFERENCES vms(name) ON DELETE CASCADE ON UPDATE CASCADE,
+            path         TEXT NOT NULL,
+            size         INTEGER NOT NULL CHECK (size >= 0),
+            saved_at     INTEGER NOT NULL,
+            dev          INTEGER NOT NULL,
+            ino          INTEGER NOT NULL,
+            btime_ns     INTEGER,
+            run_state    TEXT NOT NULL CHECK (run_state IN ('running', 'paused')),
+            reason       TEXT NOT NULL CHECK (reason IN ('suspend', 'stop')),
+            qemu_version TEXT NOT NULL,
+            save_ms      INTEGER NOT NULL CHECK (save_ms >= 0)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes and fully understands.

@@ -11,7 +11,7 @@ use rusqlite::{
 };
 
 use super::schema;
-use super::types::{CreatedFile, FileIdentity, FileKind, NewVm, VmRecord};
+use super::types::{CreatedFile, FileIdentity, FileKind, NewVm, SavedState, VmRecord};
 use super::StateError;
 
 /// Free space in the database file that [`Store::reclaim`] gives back.
@@ -292,19 +292,63 @@ impl Store {
         kind: FileKind,
         identity: Option<FileIdentity>,
     ) -> Result<(), StateError> {
+        self.write(|tx| self.record_created_in(tx, vm, path, kind, identity))
+    }
+
+    fn record_created_in(
+        &self,
+        conn: &Connection,
+        vm: &str,
+        path: &Path,
+        kind: FileKind,
+        identity: Option<FileIdentity>,
+    ) -> Result<(), StateError> {
         let text = path_text(path)?;
         // SQLite integers are i64: dev and ino are stored bit for bit.
         let (dev, ino, btime) = match identity {
             Some(i) => (Some(i.dev as i64), Some(i.ino as i64), i.btime_ns),
             None => (None, None, None),
         };
+        conn.execute(
+            "INSERT INTO created_files (vm_name, path, kind, created_at, dev, ino, btime_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (vm_name, path) DO UPDATE SET kind = excluded.kind, \
+             dev = excluded.dev, ino = excluded.ino, btime_ns = excluded.btime_ns",
+            params![vm, text, kind.as_str(), unix_now(), dev, ino, btime],
+        )
+        .map_err(|e| {
+            if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+                StateError::NotFound(vm.to_owned())
+            } else {
+                self.sql_err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Records `vm`'s saved state — the row that makes the file trusted —
+    /// and the file as created by maqet (so `rm --delete-storage` deletes
+    /// it like a disk), in one transaction; replaces an earlier record.
+    pub fn record_saved_state(&self, vm: &str, s: &SavedState) -> Result<(), StateError> {
+        let text = path_text(&s.path)?;
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO created_files (vm_name, path, kind, created_at, dev, ino, btime_ns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (vm_name, path) DO UPDATE SET kind = excluded.kind, \
-                 dev = excluded.dev, ino = excluded.ino, btime_ns = excluded.btime_ns",
-                params![vm, text, kind.as_str(), unix_now(), dev, ino, btime],
+                "INSERT OR REPLACE INTO saved_states (vm_name, path, size, saved_at, dev, ino, \
+                 btime_ns, run_state, reason, qemu_version, save_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    vm,
+                    text,
+                    s.size as i64,
+                    s.saved_at,
+                    s.identity.dev as i64,
+                    s.identity.ino as i64,
+                    s.identity.btime_ns,
+                    s.run_state,
+                    s.reason.as_str(),
+                    s.qemu_version,
+                    s.save_ms as i64,
+                ],
             )
             .map_err(|e| {
                 if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
@@ -313,6 +357,82 @@ impl Store {
                     self.sql_err(e)
                 }
             })?;
+            self.record_created_in(tx, vm, &s.path, FileKind::SavedState, Some(s.identity))
+        })
+    }
+
+    /// `vm`'s saved state, if one is recorded (complete by construction;
+    /// whether the file is still the recorded one is the caller's check).
+    pub fn saved_state(&self, vm: &str) -> Result<Option<SavedState>, StateError> {
+        let mut all = self.saved_where(Some(vm))?;
+        Ok(all.pop().map(|(_, s)| s))
+    }
+
+    /// Every VM's saved state, by VM name (for `ls`: one query).
+    pub fn saved_states(&self) -> Result<Vec<(String, SavedState)>, StateError> {
+        self.saved_where(None)
+    }
+
+    fn saved_where(&self, vm: Option<&str>) -> Result<Vec<(String, SavedState)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT vm_name, path, size, saved_at, dev, ino, btime_ns, run_state, reason, \
+                 qemu_version, save_ms FROM saved_states \
+                 WHERE ?1 IS NULL OR vm_name = ?1 ORDER BY vm_name",
+            )
+            .map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map([vm], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    FileIdentity {
+                        dev: r.get::<_, i64>(4)? as u64,
+                        ino: r.get::<_, i64>(5)? as u64,
+                        btime_ns: r.get(6)?,
+                    },
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, i64>(10)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sql_err(e))?;
+        rows.into_iter()
+            .map(
+                |(name, path, size, saved_at, identity, run_state, reason, qemu, ms)| {
+                    let reason = reason.parse().map_err(|detail| StateError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("saved state of VM '{name}': {detail}"),
+                    })?;
+                    let state = SavedState {
+                        path: PathBuf::from(path),
+                        size: size as u64,
+                        saved_at,
+                        identity,
+                        run_state,
+                        reason,
+                        qemu_version: qemu,
+                        save_ms: ms as u64,
+                    };
+                    Ok((name, state))
+                },
+            )
+            .collect()
+    }
+
+    /// Forgets `vm`'s saved state, so nothing trusts the file any more
+    /// (it stays recorded as a created file until it is deleted). The
+    /// runner does this before a resumed guest runs: from then on the
+    /// disks move on from the state. Forgetting none is not an error.
+    pub fn forget_saved_state(&self, vm: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM saved_states WHERE vm_name = ?1", [vm])
+                .map_err(|e| self.sql_err(e))?;
             Ok(())
         })
     }

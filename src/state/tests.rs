@@ -726,3 +726,68 @@ fn a_write_transaction_holds_the_lock_and_rolls_back_unless_committed() {
     tx.commit().unwrap();
     assert!(matches!(store.get_vm("web"), Err(StateError::NotFound(_))));
 }
+
+fn saved(path: &str) -> SavedState {
+    SavedState {
+        path: PathBuf::from(path),
+        size: 123_456,
+        saved_at: 1_700_000_000,
+        identity: FileIdentity {
+            dev: u64::MAX - 3,
+            ino: 77,
+            btime_ns: None,
+        },
+        run_state: "running".into(),
+        reason: SaveReason::Stop,
+        qemu_version: "7.2.22".into(),
+        save_ms: 420,
+    }
+}
+
+#[test]
+fn a_saved_state_is_recorded_with_its_file_and_goes_with_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    store.insert_vm(&new_vm("vm")).unwrap();
+    store.insert_vm(&new_vm("other")).unwrap();
+    assert_eq!(store.saved_state("vm").unwrap(), None);
+    let s = saved("/data/disks/vm/state.sav");
+    store.record_saved_state("vm", &s).unwrap();
+    assert_eq!(store.saved_state("vm").unwrap(), Some(s.clone()));
+    assert_eq!(store.saved_state("other").unwrap(), None);
+    // The file is one maqet created: `rm --delete-storage` deletes it.
+    let files = store.created_files("vm").unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        (files[0].path.as_path(), files[0].kind, files[0].identity),
+        (s.path.as_path(), FileKind::SavedState, Some(s.identity))
+    );
+    // A new save replaces the record (one state per VM).
+    let mut again = s.clone();
+    again.identity.ino = 78;
+    again.reason = SaveReason::Suspend;
+    store.record_saved_state("vm", &again).unwrap();
+    assert_eq!(
+        store.saved_states().unwrap(),
+        [("vm".to_string(), again.clone())]
+    );
+    assert_eq!(
+        store.created_files("vm").unwrap()[0].identity,
+        Some(again.identity)
+    );
+    // Forgetting the state keeps the file recorded (it is still to be deleted).
+    store.forget_saved_state("vm").unwrap();
+    store.forget_saved_state("vm").unwrap();
+    assert_eq!(store.saved_state("vm").unwrap(), None);
+    assert_eq!(store.created_files("vm").unwrap().len(), 1);
+    // No state for a VM that does not exist; one of a removed VM goes with it.
+    assert!(matches!(
+        store.record_saved_state("ghost", &s),
+        Err(StateError::NotFound(_))
+    ));
+    store
+        .record_saved_state("other", &saved("/data/disks/other/state.sav"))
+        .unwrap();
+    store.delete_vm("other").unwrap();
+    assert!(store.saved_states().unwrap().is_empty());
+}

@@ -49,6 +49,8 @@ pub enum FileKind {
     EfiVars,
     /// A directory maqet created (e.g. the VM's disk directory).
     Directory,
+    /// A VM's saved running state (`state.sav`, schema 4).
+    SavedState,
     /// Anything else.
     Other,
 }
@@ -59,6 +61,7 @@ impl FileKind {
             FileKind::Disk => "disk",
             FileKind::EfiVars => "efi-vars",
             FileKind::Directory => "directory",
+            FileKind::SavedState => "saved-state",
             FileKind::Other => "other",
         }
     }
@@ -78,6 +81,7 @@ impl FromStr for FileKind {
             FileKind::Disk,
             FileKind::EfiVars,
             FileKind::Directory,
+            FileKind::SavedState,
             FileKind::Other,
         ]
         .into_iter()
@@ -124,4 +128,59 @@ pub struct CreatedFile {
     /// None for records written before maqet kept identities (schema 1):
     /// such a file cannot be proven to be the one maqet made, so it is kept.
     pub identity: Option<FileIdentity>,
+}
+
+/// Why a VM's state was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveReason {
+    /// `maqet suspend`: the user asked; the VM stays saved until started.
+    Suspend,
+    /// systemd stopped the unit of a VM with `on_stop: save` (logout,
+    /// shutdown, `systemctl --user stop`): `maqet autostart` resumes it.
+    Stop,
+}
+
+impl SaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaveReason::Suspend => "suspend",
+            SaveReason::Stop => "stop",
+        }
+    }
+}
+
+impl FromStr for SaveReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "suspend" => Ok(SaveReason::Suspend),
+            "stop" => Ok(SaveReason::Stop),
+            _ => Err(format!("unknown save reason '{s}'")),
+        }
+    }
+}
+
+/// A VM's saved running state as recorded: a row exists only for a save
+/// QEMU completed and the runner synced, so the record is what makes a
+/// state file trustworthy — together with the file at `path` still being
+/// the recorded one (identity and size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavedState {
+    /// Canonical at the save (the VM's disk directory + `state.sav`).
+    pub path: PathBuf,
+    /// Bytes, as synced.
+    pub size: u64,
+    /// Unix seconds.
+    pub saved_at: i64,
+    #[serde(skip)]
+    pub identity: FileIdentity,
+    /// `running` or `paused`: what a resume continues.
+    pub run_state: String,
+    pub reason: SaveReason,
+    /// The QEMU that wrote it (`7.2.22`): another QEMU may not read it.
+    pub qemu_version: String,
+    /// How long the save took, from pausing the guest to the synced file.
+    pub save_ms: u64,
 }

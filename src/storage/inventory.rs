@@ -118,7 +118,8 @@ pub fn references(vms: &[(String, VmConfig, PathBuf)]) -> HashMap<PathBuf, Strin
 }
 
 /// Regular files under `root` (recursively) that are not in `used`;
-/// maqet's own temporary files are skipped.
+/// maqet's own temporary files and saved states (`state.sav`, which
+/// `maqet status` shows) are skipped.
 pub fn unreferenced(root: &Path, used: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -133,10 +134,10 @@ pub fn unreferenced(root: &Path, used: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
                 stack.push(p);
             } else if ft.is_file() {
                 // maqet's own temporary files (storage verify lists leftovers).
-                let tmp = p
-                    .file_name()
-                    .is_some_and(|n| super::tmp::target_of(n).is_some());
-                if !tmp && !used(&p) {
+                let ours = p.file_name().is_some_and(|n| {
+                    super::tmp::target_of(n).is_some() || n == super::saved::FILE_NAME
+                });
+                if !ours && !used(&p) {
                     out.push(p);
                 }
             }
@@ -165,6 +166,7 @@ mod tests {
             "a/b/old.qcow2",
             "x.img",
             "a/.d.qcow2.maqet-12.tmp",
+            "a/state.sav",
         ] {
             std::fs::write(root.join(f), "").unwrap();
         }

@@ -13,6 +13,7 @@ pub mod locks;
 pub mod qemu_img;
 pub mod refs;
 pub mod remove;
+pub mod saved;
 pub mod snapshot;
 pub mod tmp;
 pub mod verify;

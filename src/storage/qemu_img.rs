@@ -435,14 +435,7 @@ mod tests {
     fn special_files_are_refused_before_qemu_img_runs() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("disk.qcow2");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::files::mkfifo(&fifo);
         // A qemu-img that would hang if it ran: the refusal comes first.
         let img = QemuImg {
             bin: PathBuf::from("/bin/sleep"),

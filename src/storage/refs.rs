@@ -209,12 +209,30 @@ impl References {
     /// by PID and command. Processes whose descriptors the kernel does not
     /// show (another user's, or ones that made themselves non-dumpable) are
     /// not seen here.
+    ///
+    /// A process maqet does not know counts only if a second look finds it
+    /// still holding the file: a child caught between its fork and its
+    /// exec shows its parent's descriptors for a moment (close-on-exec ones
+    /// included), which is no use of the file.
     pub fn add_open_files(&mut self, name: &dyn Fn(u32) -> Option<String>, skip: &[u32]) {
-        for (pid, id) in open_files().into_iter().filter(|(p, _)| !skip.contains(p)) {
-            let user = name(pid).unwrap_or_else(|| {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                format!("process {pid} ({}) has it open", comm.trim())
-            });
+        let first: Vec<_> = open_files()
+            .into_iter()
+            .filter(|(p, _)| !skip.contains(p))
+            .collect();
+        let mut again: Option<std::collections::HashSet<(u32, FileIdentity)>> = None;
+        for (pid, id) in first {
+            let user = match name(pid) {
+                Some(known) => known,
+                None => {
+                    let again = again.get_or_insert_with(|| open_files().into_iter().collect());
+                    if !again.contains(&(pid, id)) {
+                        continue;
+                    }
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    format!("process {pid} ({}) has it open", comm.trim())
+                }
+            };
             self.note(&id, &user, Role::Direct);
         }
     }

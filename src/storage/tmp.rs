@@ -86,6 +86,12 @@ impl TempFile {
         &mut self.file
     }
 
+    /// The open file, to lend its descriptor (QEMU writes a saved state
+    /// through it).
+    pub fn file_ref(&self) -> &File {
+        &self.file
+    }
+
     /// The file's identity (device, inode, birth time): the target's once
     /// it is linked.
     pub fn identity(&self) -> std::io::Result<FileIdentity> {

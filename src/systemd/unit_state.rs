@@ -177,6 +177,12 @@ pub enum VmState {
     Failed,
     /// Ended, and systemd starts it again after the restart delay.
     Restarting,
+    /// The runner is writing the VM's running state to its state file
+    /// (`maqet suspend`, or a stop under `on_stop: save`).
+    Saving,
+    /// Not running, with a saved running state that the next start
+    /// resumes. Never systemd's: the views set it from the state database.
+    Saved,
 }
 
 impl VmState {
@@ -206,6 +212,7 @@ impl VmState {
             "prelaunch" => VmState::Prelaunch,
             "internal-error" => VmState::InternalError,
             "shutting" | "stopping" => VmState::Stopping,
+            "saving" => VmState::Saving,
             // The runner's own words while it ends a failed VM.
             "failed:" => VmState::Stopping,
             _ => VmState::Paused,
@@ -223,16 +230,18 @@ impl VmState {
             VmState::Stopping => "stopping",
             VmState::Failed => "failed",
             VmState::Restarting => "restarting",
+            VmState::Saving => "saving",
+            VmState::Saved => "saved",
         }
     }
 
-    /// Holds a live runner, or will again shortly (anything but defined
-    /// and failed).
+    /// Holds a live runner, or will again shortly (anything but defined,
+    /// failed and saved).
     pub fn is_live(self) -> bool {
-        !matches!(self, VmState::Defined | VmState::Failed)
+        !matches!(self, VmState::Defined | VmState::Failed | VmState::Saved)
     }
 
-    pub const ALL: [VmState; 9] = [
+    pub const ALL: [VmState; 11] = [
         VmState::Defined,
         VmState::Starting,
         VmState::Running,
@@ -242,6 +251,8 @@ impl VmState {
         VmState::Stopping,
         VmState::Failed,
         VmState::Restarting,
+        VmState::Saving,
+        VmState::Saved,
     ];
 
     pub fn parse(s: &str) -> Option<VmState> {
@@ -278,6 +289,7 @@ mod tests {
             ),
             ("internal-error (qemu pid 5)", VmState::InternalError),
             ("io-error (qemu pid 5)", VmState::Paused),
+            ("saving (qemu pid 5)", VmState::Saving),
             ("running (qemu pid 5); ssh 127.0.0.1:4022", VmState::Running),
             ("", VmState::Running),
         ] {

@@ -67,32 +67,32 @@ pub struct SshRequest<'a> {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// The port plan running VM `name` was started with, and its config.
-    pub async fn running_ports(&self, name: &str) -> Result<(VmName, VmConfig, PortPlan), VmError> {
-        let (vm, record) = self.record(name)?;
+    /// The port plan running `vm` was started with, and its config.
+    pub async fn running_ports(&self, vm: &VmName) -> Result<(VmConfig, PortPlan), VmError> {
+        let record = self.record(vm)?;
         let cfg = stored_config(&record)?;
         if !cfg.guest.wants_network() {
-            return Err(AccessError::NoPorts { vm }.into());
+            return Err(AccessError::NoPorts { vm: vm.clone() }.into());
         }
-        if !self.is_running(&vm).await? {
-            return Err(AccessError::NotRunning { vm }.into());
+        if !self.is_running(vm).await? {
+            return Err(AccessError::NotRunning { vm: vm.clone() }.into());
         }
-        let plan = crate::provision::published_ports(&vm, &cfg)?
+        let plan = crate::provision::published_ports(vm, &cfg)?
             .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
-        Ok((vm, cfg, plan))
+        Ok((cfg, plan))
     }
 
-    /// `maqet ssh`: the command line for running VM `name` (its per-VM
+    /// `maqet ssh`: the command line for running `vm` (its per-VM
     /// known_hosts directory made, its sshd waited for as asked).
-    pub async fn ssh_plan(&self, name: &str, req: &SshRequest<'_>) -> Result<SshPlan, VmError> {
+    pub async fn ssh_plan(&self, vm: &VmName, req: &SshRequest<'_>) -> Result<SshPlan, VmError> {
         let retry_until = Instant::now() + req.wait;
         // What the user typed is refused before anything is looked at.
         if let Some(u) = req.user {
             check_user(u)?;
         }
-        let (vm, cfg, plan) = self.running_ports(name).await?;
+        let (cfg, plan) = self.running_ports(vm).await?;
         let Some(port) = plan.ssh_port else {
-            return Err(AccessError::NoSshPort { vm }.into());
+            return Err(AccessError::NoSshPort { vm: vm.clone() }.into());
         };
         let ci = cfg.guest.cloud_init.clone().unwrap_or_default();
         let user = match req.user {
@@ -122,7 +122,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         if !req.wait.is_zero() && !crate::ssh::wait_for_banner(port, req.wait).await {
             return Err(AccessError::NoSshServer {
-                vm,
+                vm: vm.clone(),
                 port,
                 wait: req.wait,
             }
@@ -139,7 +139,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // Beside the known_hosts file (a 0700 directory), one per session.
         let log = known_hosts.with_file_name(format!("{vm}.{}.ssh-log", std::process::id()));
         Ok(SshPlan {
-            vm,
+            vm: vm.clone(),
             port,
             args,
             log,

@@ -61,9 +61,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         force: bool,
     ) -> Result<AgentStop, VmError> {
         let has_agent = self
-            .record(vm.as_str())
+            .record(vm)
             .ok()
-            .and_then(|(_, rec)| stored_config(&rec).ok())
+            .and_then(|rec| stored_config(&rec).ok())
             .is_some_and(|cfg| cfg.guest.guest_agent);
         let running = has_agent && !force && self.is_running(vm).await.unwrap_or(false);
         // A runner of protocol 4 asks the agent itself, so its journal says
@@ -176,18 +176,21 @@ impl Guest {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// Connects to running VM `name`'s guest agent; each call waits up to
+    /// Connects to running `vm`'s guest agent; each call waits up to
     /// `timeout` for its answer.
-    pub async fn guest(&self, name: &str, timeout: Duration) -> Result<Guest, VmError> {
-        let (vm, record) = self.record(name)?;
+    pub async fn guest(&self, vm: &VmName, timeout: Duration) -> Result<Guest, VmError> {
+        let record = self.record(vm)?;
         if !stored_config(&record)?.guest.guest_agent {
-            return Err(GuestError::NoChannel { vm }.into());
+            return Err(GuestError::NoChannel { vm: vm.clone() }.into());
         }
-        if !self.is_running(&vm).await? {
-            return Err(GuestError::NotRunning { vm }.into());
+        if !self.is_running(vm).await? {
+            return Err(GuestError::NotRunning { vm: vm.clone() }.into());
         }
-        let agent = Agent::connect(&crate::guest_agent::socket_path(&vm)?, timeout)?;
-        Ok(Guest { vm, agent })
+        let agent = Agent::connect(&crate::guest_agent::socket_path(vm)?, timeout)?;
+        Ok(Guest {
+            vm: vm.clone(),
+            agent,
+        })
     }
 }
 

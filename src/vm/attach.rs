@@ -109,18 +109,21 @@ struct Change {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// Attaches a disk to VM `name` (see the module doc).
-    pub async fn attach(&self, name: &str, req: AttachRequest) -> Result<Attached, VmError> {
-        self.record(name)?;
+    /// Attaches a disk to `vm` (see the module doc).
+    pub async fn attach(&self, vm: &VmName, req: AttachRequest) -> Result<Attached, VmError> {
+        self.record(vm)?;
         // A start cannot slip in between the running check and the write.
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, rec) = self.record(name)?;
-        let c = self.change(vm, &rec, &req)?;
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        let rec = self.record(vm)?;
+        let c = self.change(vm.clone(), &rec, &req)?;
         let running = self.is_running(&c.vm).await?;
         match (running, req.live) {
             (true, false) => return Err(AttachError::RunningNeedsLive { vm: c.vm }.into()),
             (false, true) => return Err(AttachError::NotRunning { vm: c.vm }.into()),
             _ => {}
+        }
+        if !running {
+            self.refuse_saved(&c.vm, "`storage attach` (a disk more)")?;
         }
         self.refuse_in_use(&c.vm, &c.path, &c.new).await?;
         let shared_with = self.defined_users(&c.vm, &c.path)?;
@@ -195,7 +198,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let store = self.store()?;
         let mut done = Provisioned::default();
         if let Err(e) = st::provision(c.vm.as_str(), &one, &disk_dir, &store, &mut done) {
-            return Err(self.undone(&c.vm, done, &store, e.into()).await);
+            return Err(self.undone(&c.vm, done, store, e.into()).await);
         }
         let plugged = async {
             let mut client = self.runner(&c.vm).await?;
@@ -203,7 +206,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         .await;
         if let Err(e) = plugged {
-            return Err(self.undone(&c.vm, done, &store, e).await);
+            return Err(self.undone(&c.vm, done, store, e).await);
         }
         store
             .update_config(c.vm.as_str(), &c.json, &c.sources, None)

@@ -144,17 +144,17 @@ pub fn plan_disks(
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// `maqet clone NAME NEW_NAME [--full]`: stores `new_name` with
-    /// `name`'s config (never autostarted) and copies what must be copied
-    /// (see the module doc).
+    /// `maqet clone NAME NEW_NAME [--full]`: stores `dst` with `src`'s
+    /// config (never autostarted) and copies what must be copied (see the
+    /// module doc).
     pub async fn clone_vm(
         &self,
-        name: &str,
-        new_name: &str,
+        src: &VmName,
+        dst: &VmName,
         full: bool,
     ) -> Result<Cloned, VmError> {
-        let (src, _) = self.record(name)?;
-        let dst = VmName::new(new_name)?;
+        self.record(src)?;
+        let (src, dst) = (src.clone(), dst.clone());
         if dst == src {
             return Err(CloneError::Exists(dst).into());
         }
@@ -162,12 +162,16 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // made, and the copies wait for a start in progress. In name order,
         // so two clones in opposite directions cannot wait for each other.
         let _locks = self.lock_both(&src, &dst)?;
-        let (src, record) = self.record(name)?;
+        let record = self.record(&src)?;
         if let Some(what) = record.incomplete.clone() {
             return Err(CloneError::SourceIncomplete { vm: src, what }.into());
         }
+        if full {
+            // Its disks are mid-run: they belong with its saved RAM.
+            self.refuse_saved(&src, "`clone --full` (copies of its disks)")?;
+        }
         let mut cleaned = Vec::new();
-        if let Ok((_, existing)) = self.record(dst.as_str()) {
+        if let Ok(existing) = self.record(&dst) {
             if existing.incomplete.is_none() {
                 return Err(CloneError::Exists(dst).into());
             }
@@ -252,8 +256,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         } else {
             (b, a)
         };
-        let one = self.lock(first.as_str(), super::LOCK_WAIT)?;
-        let two = self.lock(second.as_str(), super::LOCK_WAIT)?;
+        let one = self.lock(first, super::LOCK_WAIT)?;
+        let two = self.lock(second, super::LOCK_WAIT)?;
         Ok((one, two))
     }
 

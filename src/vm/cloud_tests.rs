@@ -10,7 +10,7 @@ use crate::vmname::VmName;
 use super::access::{AccessError, SshRequest};
 use super::agent::GuestError;
 use super::clone::{plan_disks, CloneError, DiskPlan};
-use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
+use super::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
 use super::{stored_config, VmError, Vms};
 
 struct Case {
@@ -48,11 +48,11 @@ impl Case {
 #[test]
 fn clone_without_disks_yet_stores_the_config_under_the_new_name() {
     let c = case(RAW);
-    let cloned = run(c.vms.clone_vm("src", "copy", false)).unwrap();
+    let cloned = run(c.vms.clone_vm(&n("src"), &n("copy"), false)).unwrap();
     assert_eq!(cloned.vm.as_str(), "copy");
     assert!(!cloned.nvram_skipped);
-    let (_, src) = c.vms.record("src").unwrap();
-    let (_, copy) = c.vms.record("copy").unwrap();
+    let src = c.vms.record(&n("src")).unwrap();
+    let copy = c.vms.record(&n("copy")).unwrap();
     assert_eq!(copy.config, src.config);
     assert!(!copy.autostart, "a clone is never autostarted");
     // Nothing to copy, so systemd was not even asked whether it runs.
@@ -63,20 +63,20 @@ fn clone_without_disks_yet_stores_the_config_under_the_new_name() {
 #[test]
 fn clone_refuses_an_existing_name_and_an_existing_disk_without_base() {
     let c = case(RAW);
-    run(c.vms.clone_vm("src", "copy", false)).unwrap();
-    let e = run(c.vms.clone_vm("src", "copy", false)).unwrap_err();
+    run(c.vms.clone_vm(&n("src"), &n("copy"), false)).unwrap();
+    let e = run(c.vms.clone_vm(&n("src"), &n("copy"), false)).unwrap_err();
     assert!(matches!(e, VmError::Clone(CloneError::Exists(_))), "{e}");
     assert_eq!(e.to_string(), "a VM named 'copy' already exists");
     assert_eq!(CliError::from(e).code, code::CONFLICT);
 
     std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
     std::fs::write(c.src_disk(), b"disk").unwrap();
-    let e = run(c.vms.clone_vm("src", "other", false)).unwrap_err();
+    let e = run(c.vms.clone_vm(&n("src"), &n("other"), false)).unwrap_err();
     assert!(e.to_string().contains("has no base image"), "{e}");
     assert!(e.to_string().contains("use --full"), "{e}");
     assert_eq!(CliError::from(e).code, code::CONFLICT);
     assert!(
-        c.vms.record("other").is_err(),
+        c.vms.record(&n("other")).is_err(),
         "a refused clone stores nothing"
     );
 }
@@ -87,7 +87,7 @@ fn full_clone_copies_the_disk_private_and_recorded_as_the_clones() {
     let c = case(RAW);
     std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
     std::fs::write(c.src_disk(), b"disk bytes").unwrap();
-    let cloned = run(c.vms.clone_vm("src", "copy", true)).unwrap();
+    let cloned = run(c.vms.clone_vm(&n("src"), &n("copy"), true)).unwrap();
     let copy = c.vms.disk_dir(&cloned.vm).join("d.raw");
     assert_eq!(std::fs::read(&copy).unwrap(), b"disk bytes");
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
@@ -104,13 +104,13 @@ fn full_clone_of_a_running_vm_is_refused_before_anything_is_stored() {
     std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
     std::fs::write(c.src_disk(), b"disk").unwrap();
     c.running();
-    let e = run(c.vms.clone_vm("src", "copy", true)).unwrap_err();
+    let e = run(c.vms.clone_vm(&n("src"), &n("copy"), true)).unwrap_err();
     assert_eq!(
         e.to_string(),
         "VM 'src' is running; stop it before copying its disks (`maqet stop src`)"
     );
     assert_eq!(CliError::from(e).code, code::CONFLICT);
-    assert!(c.vms.record("copy").is_err());
+    assert!(c.vms.record(&n("copy")).is_err());
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     // What a clone killed mid-copy leaves: the definition marked, its
     // directory recorded, a temporary file nobody writes any more.
     let store = c.vms.store().unwrap();
-    let (_, src) = c.vms.record("src").unwrap();
+    let src = c.vms.record(&n("src")).unwrap();
     store
         .insert_incomplete_vm(
             &crate::state::NewVm {
@@ -144,22 +144,22 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     for e in [
         run(c
             .vms
-            .start("copy", Duration::from_secs(5), &super::notice::quiet))
+            .start(&n("copy"), Duration::from_secs(5), &super::notice::quiet))
         .unwrap_err(),
-        run(c.vms.create_storage(&copy, &stored_config(&src).unwrap())).unwrap_err(),
+        run(c.vms.create_storage(&copy)).unwrap_err(),
     ] {
         assert!(matches!(e, VmError::Incomplete { .. }), "{e}");
         assert_eq!(CliError::from(e).code, code::CONFLICT);
     }
-    let e = run(c.vms.clone_vm("copy", "third", true)).unwrap_err();
+    let e = run(c.vms.clone_vm(&n("copy"), &n("third"), true)).unwrap_err();
     assert!(
         matches!(e, VmError::Clone(CloneError::SourceIncomplete { .. })),
         "{e}"
     );
     // The next clone to the name removes what was left, then clones.
-    let cloned = run(c.vms.clone_vm("src", "copy", true)).unwrap();
+    let cloned = run(c.vms.clone_vm(&n("src"), &n("copy"), true)).unwrap();
     assert_eq!(cloned.cleaned.len(), 2, "{:?}", cloned.cleaned);
-    assert!(c.vms.record("copy").unwrap().1.incomplete.is_none());
+    assert!(c.vms.record(&n("copy")).unwrap().incomplete.is_none());
     assert_eq!(std::fs::read(dir.join("d.raw")).unwrap(), b"disk bytes");
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -228,7 +228,7 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
         "{e}"
     );
     // A disk not made yet is made fresh by the clone's first start.
-    let (_, rec) = c.vms.record("src").unwrap();
+    let rec = c.vms.record(&n("src")).unwrap();
     let cfg = stored_config(&rec).unwrap();
     let plan = plan_disks(
         &cfg,
@@ -244,7 +244,7 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
 #[test]
 fn ports_need_a_network_config_and_a_running_vm() {
     let c = case(RAW);
-    let e = run(c.vms.running_ports("src")).unwrap_err();
+    let e = run(c.vms.running_ports(&n("src"))).unwrap_err();
     assert!(
         matches!(e, VmError::Access(AccessError::NoPorts { .. })),
         "{e}"
@@ -252,12 +252,12 @@ fn ports_need_a_network_config_and_a_running_vm() {
     assert_eq!(CliError::from(e).code, code::FAILURE);
 
     let c = case("binary: /bin/sh\nports: [\"8080:80\"]\n");
-    let e = run(c.vms.running_ports("src")).unwrap_err();
+    let e = run(c.vms.running_ports(&n("src"))).unwrap_err();
     assert_eq!(
         e.to_string(),
         "VM 'src' is not running (start it with `maqet start src`; its ports are chosen at start)"
     );
-    let e = run(c.vms.ssh_plan("src", &SshRequest::default())).unwrap_err();
+    let e = run(c.vms.ssh_plan(&n("src"), &SshRequest::default())).unwrap_err();
     assert!(
         matches!(e, VmError::Access(AccessError::NotRunning { .. })),
         "{e}"
@@ -271,7 +271,7 @@ fn an_ssh_user_that_ssh_would_read_as_an_option_is_refused_first() {
         user: Some("-oProxyCommand=touch /tmp/x"),
         ..Default::default()
     };
-    let e = run(c.vms.ssh_plan("src", &req)).unwrap_err();
+    let e = run(c.vms.ssh_plan(&n("src"), &req)).unwrap_err();
     assert!(
         matches!(e, VmError::Access(AccessError::BadUser { .. })),
         "{e}"
@@ -294,7 +294,7 @@ fn ssh_wait_timeout_is_exit_7() {
 #[test]
 fn guest_needs_an_agent_channel_and_a_running_vm() {
     let c = case(RAW);
-    let e = run(c.vms.guest("src", Duration::from_secs(1)))
+    let e = run(c.vms.guest(&n("src"), Duration::from_secs(1)))
         .err()
         .unwrap();
     assert!(
@@ -302,7 +302,7 @@ fn guest_needs_an_agent_channel_and_a_running_vm() {
         "{e}"
     );
     let c = case("binary: /bin/sh\nguest_agent: true\n");
-    let e = run(c.vms.guest("src", Duration::from_secs(1)))
+    let e = run(c.vms.guest(&n("src"), Duration::from_secs(1)))
         .err()
         .unwrap();
     assert_eq!(

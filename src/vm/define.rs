@@ -20,11 +20,11 @@ pub enum Source {
     /// YAML files merged left to right; `name` overrides their `name:`.
     Files {
         files: Vec<PathBuf>,
-        name: Option<String>,
+        name: Option<VmName>,
     },
     /// No file: an empty config, so QEMU's own defaults (what `add` stores
     /// for a file holding only `name:`).
-    Empty { name: String },
+    Empty { name: VmName },
 }
 
 /// A VM `add` stored.
@@ -93,9 +93,9 @@ pub fn define(
     let _cache = resolve_images(images, &mut doc)?;
     // Validated first: a bad `name:` is reported with its file:line:column.
     let config = doc.validate()?;
-    let name = match (name, doc.name()) {
+    let vm = match (name, doc.name()) {
         (Some(n), _) => n,
-        (None, Some(n)) => n.to_string(),
+        (None, Some(n)) => VmName::new(n)?,
         (None, None) => {
             return Err(VmError::Unnamed {
                 file: match source {
@@ -105,7 +105,6 @@ pub fn define(
             })
         }
     };
-    let vm = VmName::new(&name)?;
     check_keys(&config)?;
     let defined = insert(
         data_dir,
@@ -162,19 +161,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// keeps the config it was started with).
     pub async fn apply(
         &self,
-        name: &str,
+        vm: &VmName,
         changes: &Changes,
         notify: Notify<'_>,
     ) -> Result<Applied, VmError> {
-        self.record(name)?;
+        self.record(vm)?;
         // Read, merge and write under the VM's lock: two applies at once
         // would otherwise both merge onto the same old config and the second
         // write would drop the first's change; a start cannot slip in
         // between the running check and the write either.
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, rec) = self.record(name)?;
-        if self.is_running(&vm).await? {
-            return Err(VmError::RunningNoApply { vm });
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        let rec = self.record(vm)?;
+        if self.is_running(vm).await? {
+            return Err(VmError::RunningNoApply { vm: vm.clone() });
         }
         let mut doc = ConfigDocument::from_stored(&rec.config)?;
         let layer = ConfigDocument::load_files(&changes.files)?;
@@ -201,6 +200,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         .map_err(|e| VmError::Io(std::io::Error::other(e.to_string())))??;
         let cfg = doc.validate_all().map_err(VmError::Invalid)?;
         check_keys(&cfg)?;
+        // A saved state belongs to the machine as it is: only changes that
+        // leave QEMU's command line alone (unit settings, autostart, …).
+        if let Ok(old) = super::stored_config(&rec) {
+            if !super::saved::same_machine(&self.data_dir, vm, &old, &cfg) {
+                self.refuse_saved(vm, "`apply` of this change (it alters QEMU's command line)")?;
+            }
+        }
         for w in &cfg.warnings {
             notify(Notice::Warning { message: w.clone() });
         }
@@ -212,7 +218,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let new = doc.to_json();
         let diffs = diff(&old, &new);
         if diffs.is_empty() {
-            return Ok(Applied { vm, changes: diffs });
+            return Ok(Applied {
+                vm: vm.clone(),
+                changes: diffs,
+            });
         }
         let mut sources = rec.sources.clone();
         for s in doc.sources() {
@@ -227,7 +236,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .update_config(vm.as_str(), &new, &sources, autostart)?;
         record_cache_user(changes.images.as_ref(), &doc, &self.data_dir);
         drop(cache_guard);
-        Ok(Applied { vm, changes: diffs })
+        Ok(Applied {
+            vm: vm.clone(),
+            changes: diffs,
+        })
     }
 }
 

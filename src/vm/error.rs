@@ -1,6 +1,8 @@
 //! The vm layer's error: one enum wrapping the lower layers' errors, plus
-//! the lifecycle's own refusals. Front ends map it to what they show (the
-//! CLI: `cli/exit.rs`, message and exit code).
+//! the lifecycle's own refusals. The messages state facts, in one line;
+//! what a user can do next in a front end's terms (`maqet …` commands,
+//! flags) is that front end's to say: the CLI words each variant in
+//! `cli/exit.rs`, with its exit code.
 
 use std::path::PathBuf;
 
@@ -17,16 +19,16 @@ use super::provision::UndoNote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("no VM named '{name}' in {} (see `maqet ls`, or define it with `maqet add`)", data_dir.display())]
+    #[error("no VM named '{name}' in {}", data_dir.display())]
     NoSuchVm { name: String, data_dir: PathBuf },
-    #[error("VM '{vm}' is already running (see `maqet status {vm}`)")]
+    #[error("VM '{vm}' is already running")]
     AlreadyRunning { vm: VmName },
     /// The VM's making was interrupted (`VmRecord::incomplete`): nothing
     /// trusts what it has.
-    #[error("VM '{vm}' is incomplete: {what}; maqet does not use it. `maqet rm --delete-storage {vm}` removes it (so does the next `maqet clone` to this name)")]
+    #[error("VM '{vm}' is incomplete: {what}; maqet does not use it")]
     Incomplete { vm: VmName, what: String },
     /// The runner failed before it was ready; `log` is what it logged.
-    #[error("VM '{vm}' failed to start: {reason}{}\n(full log: maqet logs {vm}; unit: systemctl --user status {unit})", log.iter().map(|l| format!("\n  {l}")).collect::<String>())]
+    #[error("VM '{vm}' failed to start: {reason}{}", log.iter().map(|l| format!("; {l}")).collect::<String>())]
     StartFailed {
         vm: VmName,
         unit: String,
@@ -34,35 +36,35 @@ pub enum VmError {
         log: Vec<String>,
     },
     /// Not ready in time; the unit was stopped again.
-    #[error("{source}; the VM was stopped again (see `maqet logs {vm}`)")]
+    #[error("{source}; the VM was stopped again")]
     StartTimeout { vm: VmName, source: SystemdError },
     /// A failed start (or storage step), with what undoing it did.
     #[error("{error}{undo}")]
     Undone { error: Box<VmError>, undo: UndoNote },
     #[error("cannot find maqet-runner next to {} (install both binaries together, or set MAQET_RUNNER)", exe.display())]
     NoRunner { exe: PathBuf },
-    #[error("the stored configuration of '{vm}' no longer validates: {source} (fix it with `maqet apply`)")]
+    #[error("the stored configuration of '{vm}' no longer validates: {source}")]
     StoredConfig {
         vm: String,
         source: Box<ConfigError>,
     },
     /// `add` with no name from `--name` or the files (`file`: the first).
-    #[error("{}: the VM has no name: add a `name:` key or pass --name NAME", file.display())]
+    #[error("{}: the VM has no name (no `name:` key, and none given)", file.display())]
     Unnamed { file: PathBuf },
     /// `add` of a name that is taken; `from_files`: the name came from a file
     /// (so `--name` can choose another).
-    #[error("a VM named '{vm}' already exists; remove it with `maqet rm {vm}` or choose another name{}", if *from_files { " with --name" } else { "" })]
+    #[error("a VM named '{vm}' already exists")]
     Exists { vm: VmName, from_files: bool },
-    #[error("VM '{vm}' is running; stop it first with `maqet stop {vm}`, then apply (a running VM keeps the config it was started with)")]
+    #[error(
+        "VM '{vm}' is running; a running VM keeps the config it was started with, so stop it first"
+    )]
     RunningNoApply { vm: VmName },
     /// Every error of a config `apply` would store.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigError>),
-    #[error(
-        "VM '{vm}' is running; stop it first (`maqet stop {vm}`) or use `maqet rm --force {vm}`"
-    )]
+    #[error("VM '{vm}' is running; stop it first, or remove it by force")]
     RunningNeedsForce { vm: VmName },
-    #[error("--delete-file {}: not a disk image of VM '{vm}' (its disks: {}); maqet only deletes a VM's own disks", path.display(), list_or_none(disks))]
+    #[error("{}: not a disk image of VM '{vm}' (its disks: {}); maqet only deletes a VM's own disks", path.display(), list_or_none(disks))]
     NotADisk {
         vm: VmName,
         path: PathBuf,
@@ -73,13 +75,13 @@ pub enum VmError {
     UsageUnknown(SystemdError),
     /// `rm --delete-storage` deleted files, then could not commit the
     /// database change that records it: says exactly what is gone.
-    #[error("deleted {}, but the database could not record it ({error}); the definition of '{vm}' stays: run `maqet rm --delete-storage {vm}` again to finish (it finds those files gone)", list_or_none(deleted))]
+    #[error("deleted {}, but the database could not record it ({error}); the definition of '{vm}' stays, and removing it again with its storage finishes (it finds those files gone)", list_or_none(deleted))]
     DeletedUnrecorded {
         vm: VmName,
         deleted: Vec<PathBuf>,
         error: Box<StateError>,
     },
-    #[error("VM '{vm}' was not removed:{}", failures.iter().map(|f| format!("\n  {f}")).collect::<String>())]
+    #[error("VM '{vm}' was not removed: {}", failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "))]
     NotRemoved {
         vm: VmName,
         failures: Vec<RemoveFailure>,
@@ -98,6 +100,8 @@ pub enum VmError {
     #[error(transparent)]
     Snapshot(#[from] super::snapshot::SnapshotError),
     #[error(transparent)]
+    Saved(#[from] super::saved::SavedError),
+    #[error(transparent)]
     Clone(#[from] super::clone::CloneError),
     #[error(transparent)]
     Access(#[from] super::access::AccessError),
@@ -105,6 +109,9 @@ pub enum VmError {
     Nvram(#[from] super::nvram::NvramError),
     #[error(transparent)]
     Guest(#[from] super::agent::GuestError),
+    /// An operation on a running VM's QEMU (vm/control.rs).
+    #[error(transparent)]
+    Control(#[from] super::control::ControlError),
     #[error(transparent)]
     Wait(#[from] super::wait::WaitError),
     #[error(transparent)]
@@ -168,7 +175,7 @@ pub enum RemoveFailure {
     InUse { path: PathBuf, user: String },
 }
 
-fn list_or_none(paths: &[PathBuf]) -> String {
+pub(crate) fn list_or_none(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
         return "none".into();
     }

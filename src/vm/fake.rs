@@ -52,6 +52,11 @@ pub fn define_yaml(
 }
 
 /// Runs `f` on a current-thread runtime with timers, as the CLI does.
+/// A VM name the tests know to be valid.
+pub fn n(name: &str) -> VmName {
+    VmName::new(name).unwrap()
+}
+
 pub fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -86,6 +91,8 @@ pub struct FakeUnits {
     /// What the next `wait_until_down` calls return (default: the unit
     /// went down cleanly).
     pub down: RefCell<VecDeque<Result<(), SystemdError>>>,
+    /// Every unit file's enablement (default: not installed).
+    pub unit_file: RefCell<Option<String>>,
 }
 
 impl FakeUnits {
@@ -196,6 +203,10 @@ impl UnitManager for FakeUnits {
     }
     fn runner_problems(&self, _vm: &VmName, pid: u32, _max: usize) -> Vec<String> {
         vec![format!("qemu (runner {pid}): could not open disk")]
+    }
+    async fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        self.call(format!("GetUnitFileState {unit}"));
+        Ok(self.unit_file.borrow().clone())
     }
 }
 

@@ -117,6 +117,8 @@ pub struct Inspection {
     pub autostart: bool,
     pub restart_policy: String,
     pub restart_sec: Option<f64>,
+    /// `shutdown` or `save`: what a stop by systemd does (`on_stop`).
+    pub on_stop: &'static str,
     /// The service's properties as systemd reports them (`null` for
     /// unset/infinite 64-bit values); `{}` when the unit is not loaded.
     pub properties: Map<String, Json>,
@@ -131,13 +133,18 @@ pub struct Inspection {
 
 impl<R: Runners> Vms<Systemd, R> {
     /// `maqet inspect VM`: everything about VM `name` in one place.
-    pub async fn inspect(&self, name: &str) -> Result<Inspection, VmError> {
-        let (vm, rec) = self.record(name)?;
+    pub async fn inspect(&self, vm: &VmName) -> Result<Inspection, VmError> {
+        let rec = self.record(vm)?;
         let sd = &self.units;
         let unit = vm.service_unit();
-        let st = self.unit_of(&vm).await?;
-        let mut status = StatusReport::new(&vm, st.as_ref());
-        status.fill_companions(sd, &vm).await;
+        let st = self.unit_of(vm).await?;
+        let mut status = StatusReport::new(vm, st.as_ref());
+        status.companions = self.companions(vm).await;
+        status.set_saved(
+            self.saved_state(vm)?
+                .as_ref()
+                .map(super::saved::SavedView::of),
+        );
         // A unit of the same name from another data directory is not this VM's.
         let raw = match st {
             Some(_) => sd.unit_properties(&unit, SERVICE_IFACE).await?,
@@ -170,6 +177,10 @@ impl<R: Runners> Vms<Systemd, R> {
                 .map_or("no", |c| c.restart.as_systemd())
                 .to_string(),
             restart_sec: cfg.as_ref().and_then(|c| c.restart_sec),
+            on_stop: match cfg.as_ref().map(|c| c.on_stop) {
+                Some(crate::config::OnStop::Save) => "save",
+                _ => "shutdown",
+            },
             properties,
             cgroup,
             processes: processes
@@ -180,10 +191,10 @@ impl<R: Runners> Vms<Systemd, R> {
                     cgroup,
                 })
                 .collect(),
-            sockets: vec![socket_info(sd, &vm).await?],
+            sockets: vec![socket_info(sd, vm).await?],
             disks: cfg
                 .as_ref()
-                .map(|c| disks(c, &self.disk_dir(&vm)))
+                .map(|c| disks(c, &self.disk_dir(vm)))
                 .unwrap_or_default(),
             config_error,
         })

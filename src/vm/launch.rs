@@ -31,7 +31,7 @@ const DISK: &str = "20G";
 pub struct LaunchRequest {
     /// A catalog name, URL or path; [`DEFAULT_IMAGE`] when empty.
     pub image: Option<String>,
-    pub name: Option<String>,
+    pub name: Option<VmName>,
     pub cpus: Option<u32>,
     pub memory: Option<String>,
     pub disk: Option<String>,
@@ -64,9 +64,9 @@ pub fn define_launch(
     }
     let reference = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
     // A given name is checked before anything is downloaded.
-    let given = req.name.as_deref().map(VmName::new).transpose()?;
+    let given = req.name.clone();
     if let Some(vm) = &given {
-        if super::record(data_dir, vm.as_str()).is_ok() {
+        if super::record(data_dir, vm).is_ok() {
             return Err(VmError::Exists {
                 vm: vm.clone(),
                 from_files: false,
@@ -113,9 +113,7 @@ pub fn define_launch(
     if kvm {
         root.insert("enable_kvm".into(), json!(true));
     } else {
-        notify(Notice::Warning {
-            message: "/dev/kvm is not usable here, so the VM runs under TCG emulation (slow); `maqet doctor` says why".into(),
-        });
+        notify(Notice::NoKvm);
     }
     root.insert("console".into(), json!(true));
     let mut disk = Map::new();

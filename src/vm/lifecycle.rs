@@ -51,6 +51,20 @@ pub fn runner_path() -> Result<PathBuf, VmError> {
     }
 }
 
+/// The unit's `TimeoutStopUSec`: the guest's shutdown timeout plus the
+/// margin for `quit` and SIGKILL; for `on_stop: save`, at least the save
+/// budget of the VM's memory (storage/saved.rs), which the runner extends
+/// while the save makes progress.
+pub fn stop_timeout(cfg: &VmConfig) -> Duration {
+    let shutdown = Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN;
+    match cfg.on_stop {
+        crate::config::OnStop::Shutdown => shutdown,
+        crate::config::OnStop::Save => {
+            shutdown.max(crate::storage::saved::save_budget(cfg.memory_bytes) + STOP_MARGIN)
+        }
+    }
+}
+
 /// How long the runner may take to answer a stop: the guest may take
 /// `timeout` (or its shutdown_timeout, at most 300 s), then `quit`/SIGKILL.
 pub fn runner_wait(timeout: Option<Duration>) -> Duration {
@@ -76,7 +90,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             runner: runner.clone(),
             runtime: runtime.clone(),
             start_timeout,
-            stop_timeout: Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN,
+            stop_timeout: stop_timeout(cfg),
             watchdog: WATCHDOG,
             restart: cfg
                 .restart_policy()
@@ -107,11 +121,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// is then (an `rm` either finished before or waits for this start).
     pub async fn start(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        self.start_as(name, timeout, Wait::Ready, notify).await
+        self.start_as(vm, timeout, Wait::Ready, notify).await
     }
 
     /// [`Vms::start`], following the VM only as far as `wait` says. The
@@ -119,36 +133,56 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// while the unit is still starting (and finds it live).
     pub async fn start_as(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         wait: Wait,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        self.start_with(vm, timeout, wait, false, notify).await
+    }
+
+    /// [`Vms::start_as`]; with `fresh`, a saved running state is discarded
+    /// and the VM boots afresh (`start --fresh`), else it is resumed.
+    pub async fn start_with(
+        &self,
+        vm: &VmName,
+        timeout: Duration,
+        wait: Wait,
+        fresh: bool,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
-        self.record(name)?;
-        let _lock = self.lock(name, timeout + STOP_MARGIN)?;
-        let (vm, record) = self.record(name)?;
-        self.start_record(&vm, &record, timeout, wait, notify).await
+        self.record(vm)?;
+        let _lock = self.lock(vm, timeout + STOP_MARGIN)?;
+        let record = self.record(vm)?;
+        self.start_record(vm, &record, timeout, wait, fresh, notify)
+            .await
     }
 
     /// Starts a stored VM and waits until it is ready (or failed), or
     /// only until its start is queued. The caller holds the VM's lock and
-    /// read `record` under it. `timeout` is the unit's start timeout either way.
+    /// read `record` under it. `timeout` is the unit's start timeout either
+    /// way (at least what loading a saved state needs). `fresh`: discard a
+    /// saved state instead of resuming it.
     pub async fn start_record(
         &self,
         vm: &VmName,
         record: &VmRecord,
         timeout: Duration,
         wait: Wait,
+        fresh: bool,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
-        let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         if self.is_running(vm).await? {
             return Err(self.already_running(vm).await);
         }
+        // Not running (and the lock held): a saved state is nobody's but
+        // this start's to resume or discard.
+        let timeout = self.settle_saved(vm, fresh, timeout, notify)?;
+        let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         // No unit of the name is live (checked just above), so until this
         // start creates one, the runtime directory is nobody's: what an
         // earlier run left goes, and so does what this start wrote if it
@@ -163,15 +197,30 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
         let store = self.store()?;
-        if let Err(e) = crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
-            clear();
-            return Err(e.into());
+        let prepared =
+            match crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
+                Ok(p) => p,
+                Err(e) => {
+                    clear();
+                    return Err(e.into());
+                }
+            };
+        // passt's unit carries this start's forwards (it binds them).
+        if let (Some(passt), Some(plan)) = (cfg.guest.network.passt(), &prepared.ports) {
+            spec.companions.extend(crate::companion::passt::units(
+                vm,
+                passt,
+                plan,
+                &spec.runner,
+                &spec.runtime.dir(),
+                self.data_dir.path(),
+            ));
         }
         // Disks exist before the unit does; a failed start removes them again.
         let mut provisioned = Provisioned::default();
         if let Err(e) = self.provision(vm, &cfg, &store, &mut provisioned, notify) {
             clear();
-            return Err(self.undone(vm, provisioned, &store, e).await);
+            return Err(self.undone(vm, provisioned, store, e).await);
         }
         // The switches of its networks: joined, or made with its units
         // (decided under each network's lock, held until the units exist).
@@ -179,14 +228,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             Ok(locks) => locks,
             Err(e) => {
                 clear();
-                return Err(self.undone(vm, provisioned, &store, e).await);
+                return Err(self.undone(vm, provisioned, store, e).await);
             }
         };
         // The runner this start creates takes the token: its failure before
         // QEMU runs ends the unit `failed`, never in a restart loop.
         if let Err(e) = spec.runtime.begin_start() {
             clear();
-            return Err(self.undone(vm, provisioned, &store, e.into()).await);
+            return Err(self.undone(vm, provisioned, store, e.into()).await);
         }
         let started = match wait {
             Wait::Ready => self.units.start_vm(&spec, timeout).await,
@@ -232,14 +281,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !lost_race {
             self.clear_runtime(vm, &spec.runtime).await;
         }
-        Err(self.undone(vm, provisioned, &store, error).await)
+        Err(self.undone(vm, provisioned, store, error).await)
     }
 
     /// After a stop: the runner clears the runtime directory when it ends,
     /// but not when it is killed, nor does a pending restart that a stop
     /// cancels. A start that holds the VM's lock is writing it afresh.
-    async fn clear_after_stop(&self, vm: &VmName) -> Result<(), VmError> {
-        if let Ok(_start) = self.lock(vm.as_str(), Duration::ZERO) {
+    pub(super) async fn clear_after_stop(&self, vm: &VmName) -> Result<(), VmError> {
+        if let Ok(_start) = self.lock(vm, Duration::ZERO) {
             self.clear_runtime(vm, &self.runtime(vm)?).await;
         }
         Ok(())
@@ -381,12 +430,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// `maqet restart`: stop (if running), then start.
     pub async fn restart(
         &self,
-        name: &str,
+        vm: &VmName,
         timeout: Duration,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        let (vm, _) = self.record(name)?;
-        self.stop(&vm, None, false).await?;
-        self.start(name, timeout, notify).await
+        self.record(vm)?;
+        self.stop(vm, None, false).await?;
+        self.start(vm, timeout, notify).await
     }
 }

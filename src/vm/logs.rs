@@ -11,14 +11,13 @@ use super::{Runners, UnitManager, VmError, Vms};
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// The journalctl match terms for this data directory's records of VM
-    /// `name`. Logs outlive a definition, so `name` need not be defined;
+    /// `vm`. Logs outlive a definition, so `vm` need not be defined;
     /// another data directory's live VM of that name is refused.
-    pub async fn log_matches(&self, name: &str) -> Result<Vec<String>, VmError> {
-        let vm = VmName::new(name)?;
-        self.is_running(&vm).await?;
+    pub async fn log_matches(&self, vm: &VmName) -> Result<Vec<String>, VmError> {
+        self.is_running(vm).await?;
         let dir = crate::config::canonical(self.data_dir.path());
         let dir = dir.to_string_lossy();
-        let runs = journal::runs_to_show(&journal::tagged_records(&vm)?, &dir);
-        Ok(journal::logs_matches(&vm, &dir, &runs))
+        let runs = journal::runs_to_show(&journal::tagged_records(vm)?, &dir);
+        Ok(journal::logs_matches(vm, &dir, &runs))
     }
 }

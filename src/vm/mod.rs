@@ -1,7 +1,8 @@
 //! The VM API every front end calls: define, start, stop, restart,
 //! remove, clone, storage for a start and its undo, disk and whole-VM
 //! snapshots, whose data directory a unit belongs to, autostart, reaching a
-//! running VM (its ports, the ssh command line, its guest agent) and the
+//! running VM (its ports, the ssh command line, its guest agent, its QEMU:
+//! reboot, keys, screendumps, hot-plug, events, the console) and the
 //! views (`status`, `ls`, `inspect`). It sits on config, state, storage, systemd (via
 //! [`UnitManager`]) and the runner's IPC, and knows nothing of the command
 //! line: results and notices come back as data, errors as [`VmError`].
@@ -11,11 +12,14 @@ pub mod agent;
 pub mod attach;
 pub mod autostart;
 pub mod clone;
+pub mod control;
 pub mod define;
 pub mod error;
 pub mod image_cache;
 pub mod images;
+pub mod info;
 pub mod inspect;
+pub mod inventory;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
@@ -28,6 +32,7 @@ pub mod provision;
 pub mod refs;
 pub mod remove;
 pub mod runners;
+pub mod saved;
 pub mod segments;
 pub mod snapshot;
 pub mod units;
@@ -40,6 +45,10 @@ mod cloud_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod saved_tests;
+#[cfg(test)]
+mod send_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
@@ -51,11 +60,13 @@ use crate::state::{StateError, Store, VmLock, VmRecord};
 use crate::vmname::VmName;
 
 pub use attach::{AttachError, AttachRequest, AttachSource, Attached};
+pub use control::{ControlError, DeviceRequest, EventStream, Rebooted};
 pub use error::{RemoveFailure, VmError};
 pub use lifecycle::{runner_path, StopOutcome, Wait};
 pub use notice::{Notice, Notify};
 pub use owner::{owned_by, Owner, OwnerError, UnitOwner};
 pub use runners::{IpcRunners, Runners};
+pub use saved::{Discarded, SavedError, SavedView, Suspended};
 pub use segments::SegmentError;
 pub use snapshot::{SnapshotError, SnapshotOp, SnapshotRequest, SnapshotRow, Snapshotted};
 pub use units::UnitManager;
@@ -93,14 +104,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         Ok(Store::open(&self.data_dir.db_path())?)
     }
 
-    /// The stored VM `name`.
-    pub fn record(&self, name: &str) -> Result<(VmName, VmRecord), VmError> {
-        record(&self.data_dir, name)
+    /// The stored definition of `vm`.
+    pub fn record(&self, vm: &VmName) -> Result<VmRecord, VmError> {
+        record(&self.data_dir, vm)
     }
 
-    /// Takes VM `name`'s start/rm lock, waiting up to `wait`.
-    pub fn lock(&self, name: &str, wait: Duration) -> Result<VmLock, VmError> {
-        lock(&self.data_dir, name, wait)
+    /// Takes `vm`'s start/rm lock, waiting up to `wait`.
+    pub fn lock(&self, vm: &VmName, wait: Duration) -> Result<VmLock, VmError> {
+        lock(&self.data_dir, vm, wait)
     }
 
     pub fn disk_dir(&self, vm: &VmName) -> PathBuf {
@@ -120,16 +131,15 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 /// start or another change holding it).
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// The stored VM `name` of `data_dir` (no systemd needed).
-pub fn record(data_dir: &DataDir, name: &str) -> Result<(VmName, VmRecord), VmError> {
-    let vm = VmName::new(name)?;
+/// The stored definition of `vm` in `data_dir` (no systemd needed).
+pub fn record(data_dir: &DataDir, vm: &VmName) -> Result<VmRecord, VmError> {
     let not_found = || VmError::NoSuchVm {
-        name: name.to_string(),
+        name: vm.to_string(),
         data_dir: data_dir.path().to_path_buf(),
     };
     let store = Store::open_read_only(&data_dir.db_path())?.ok_or_else(not_found)?;
     match store.get_vm(vm.as_str()) {
-        Ok(r) => Ok((vm, r)),
+        Ok(r) => Ok(r),
         Err(StateError::NotFound(_)) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
@@ -148,14 +158,13 @@ pub fn names(data_dir: &DataDir) -> Result<Vec<VmName>, VmError> {
         .collect()
 }
 
-/// Takes VM `name`'s start/rm lock (state/vmlock.rs), waiting up to `wait`
+/// Takes `vm`'s start/rm lock (state/vmlock.rs), waiting up to `wait`
 /// for another maqet process starting or removing it.
-pub fn lock(data_dir: &DataDir, name: &str, wait: Duration) -> Result<VmLock, VmError> {
-    let vm = VmName::new(name)?;
+pub fn lock(data_dir: &DataDir, vm: &VmName, wait: Duration) -> Result<VmLock, VmError> {
     // Only writers lock: an unwritable data directory gets the store's
     // own message ("cannot be written"), not a bare EACCES on the lock file.
     drop(Store::open(&data_dir.db_path())?);
-    Ok(VmLock::acquire(data_dir, &vm, wait)?)
+    Ok(VmLock::acquire(data_dir, vm, wait)?)
 }
 
 /// A stored config, validated (a config that validated at `add` may not

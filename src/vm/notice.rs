@@ -1,13 +1,16 @@
 //! What the vm layer tells the user while it works, as data: the front end
-//! decides how to show it (the CLI prints each on stderr as it comes).
+//! words and shows it (the CLI prints each on stderr as it comes,
+//! `cli/notice.rs`).
 
 use std::path::PathBuf;
 
 use crate::state::FileKind;
 use crate::vmname::VmName;
 
-/// Receives notices in the order they happen.
-pub type Notify<'a> = &'a dyn Fn(Notice);
+/// Receives notices in the order they happen. `Send + Sync`, so the vm
+/// layer's futures that hold it are `Send`: a multi-threaded front end
+/// may spawn them.
+pub type Notify<'a> = &'a (dyn Fn(Notice) + Send + Sync);
 
 /// Drops every notice (for callers that only want the result).
 pub fn quiet(_: Notice) {}
@@ -60,51 +63,43 @@ pub enum Notice {
     DeletedEmptyDir {
         path: PathBuf,
     },
+    /// A start resumes the VM's saved running state.
+    Resuming {
+        vm: VmName,
+        saved_at: i64,
+        size: u64,
+    },
+    /// `start --fresh` discarded the VM's saved running state.
+    Discarded {
+        vm: VmName,
+        path: PathBuf,
+    },
+    /// A VM whose stored config no longer validates was left out (of a
+    /// listing over every VM); `error` says why.
+    SkippedInvalid {
+        vm: String,
+        error: String,
+    },
+    /// `/dev/kvm` is not usable, so a VM made now runs under TCG.
+    NoKvm,
+    /// The VM's autostart flag was set (`on`) or cleared.
+    Autostart {
+        vm: VmName,
+        on: bool,
+    },
+    /// `vm` started; now waiting up to `timeout` for it to be ready as
+    /// `what` says.
+    Waiting {
+        vm: VmName,
+        what: super::wait::Readiness,
+        timeout: std::time::Duration,
+    },
+    /// The unit that runs autostart at login (`unit`) is not enabled.
+    AutostartUnitDisabled {
+        unit: String,
+    },
     /// Something that did not stop the command but should be known.
     Warning {
         message: String,
     },
-}
-
-impl std::fmt::Display for Notice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Notice::Created { path, what } => write!(f, "created {} ({what})", path.display()),
-            Notice::Deleted { path, kind } => {
-                write!(f, "deleted {} ({kind}, created by maqet)", path.display())
-            }
-            Notice::DeletedNamed { path } => {
-                write!(f, "deleted {} (named with --delete-file)", path.display())
-            }
-            Notice::AlreadyGone { path } => write!(f, "{} was already gone", path.display()),
-            Notice::KeptNotEmpty { path } => {
-                write!(f, "kept {} (directory holds other files)", path.display())
-            }
-            Notice::Kept { path, why } => write!(f, "kept {} ({why})", path.display()),
-            Notice::KeptBrought { path } => write!(
-                f,
-                "kept {} (you brought it; `--delete-file {}` deletes it)",
-                path.display(),
-                path.display()
-            ),
-            Notice::DeletedTpmState { path } => write!(f, "deleted {} (TPM state)", path.display()),
-            Notice::DeletedEmptyDir { path } => {
-                write!(f, "deleted {} (empty directory of the VM)", path.display())
-            }
-            Notice::DeletedLeftover { path } => write!(
-                f,
-                "deleted {} (left half-written by an interrupted maqet command)",
-                path.display()
-            ),
-            Notice::Warning { message } => write!(f, "warning: {message}"),
-            Notice::KeptCreated { vm, paths } => {
-                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                write!(
-                    f,
-                    "kept the files maqet created for '{vm}': {} (`maqet rm --delete-storage` would have deleted them; `maqet storage ls` shows disks no VM uses as unreferenced)",
-                    list.join(", ")
-                )
-            }
-        }
-    }
 }

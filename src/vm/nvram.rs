@@ -24,25 +24,26 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// (no start slips in) and only while it does not run.
     pub async fn convert_nvram(
         &self,
-        name: &str,
+        vm: &VmName,
         notify: Notify<'_>,
     ) -> Result<Converted, VmError> {
-        self.record(name)?;
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, rec) = self.record(name)?;
+        self.record(vm)?;
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        let rec = self.record(vm)?;
         let cfg = stored_config(&rec)?;
         if cfg.desktop.firmware.is_none() {
-            return Err(NvramError::NotUefi { vm }.into());
+            return Err(NvramError::NotUefi { vm: vm.clone() }.into());
         }
-        if self.is_running(&vm).await? {
-            return Err(NvramError::Running { vm }.into());
+        if self.is_running(vm).await? {
+            return Err(NvramError::Running { vm: vm.clone() }.into());
         }
+        self.refuse_saved(vm, "`storage convert-nvram` (another variable store)")?;
         let qemu_img = QemuImg::find(Some(&cfg.binary))?;
         let store = self.store()?;
         let mut done = Provisioned::default();
         match nvram::convert(
             vm.as_str(),
-            &self.disk_dir(&vm),
+            &self.disk_dir(vm),
             &qemu_img,
             &store,
             &mut done,
@@ -57,7 +58,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 Ok(c)
             }
             // Made but not recorded: undone like a failed start's files.
-            Err(e) => Err(self.undone(&vm, done, &store, e.into()).await),
+            Err(e) => Err(self.undone(vm, done, store, e.into()).await),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `maqet ports add|rm` (issue 19): a VM's port forwards changed while it
-//! runs — the runner does it (`forward`, protocol 5), so `maqet ports`,
+//! runs — the runner does it (`forward`, protocol 6), so `maqet ports`,
 //! `status` and `inspect` show it at once — and, with `save`, in its
 //! definition too (its `ports:` list, validated like any config), so the
 //! next start has it. A stopped VM's forwards change only in the
@@ -71,17 +71,18 @@ pub enum PortsError {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// Adds or removes a forward of VM `name` (see the module doc).
+    /// Adds or removes a forward of VM `vm` (see the module doc).
     pub async fn change_ports(
         &self,
-        name: &str,
+        vm: &VmName,
         change: PortChange,
         save: bool,
     ) -> Result<PortsChanged, VmError> {
-        self.record(name)?;
+        self.record(vm)?;
         // A start (or apply) cannot slip in between the check and the write.
-        let _lock = self.lock(name, super::LOCK_WAIT)?;
-        let (vm, rec) = self.record(name)?;
+        let _lock = self.lock(vm, super::LOCK_WAIT)?;
+        let rec = self.record(vm)?;
+        let vm = vm.clone();
         let op = match change {
             PortChange::Add(_) => "add",
             PortChange::Remove { .. } => "rm",

@@ -25,6 +25,8 @@ pub enum UndoNote {
     },
 }
 
+/// One line, after the error it follows; a front end words it from the
+/// fields (the CLI: one parenthesised line per fact, `cli/exit.rs`).
 impl std::fmt::Display for UndoNote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let list = |ps: &mut dyn Iterator<Item = &PathBuf>| {
@@ -36,22 +38,22 @@ impl std::fmt::Display for UndoNote {
             UndoNote::Nothing => Ok(()),
             UndoNote::KeptAll { paths, why } => write!(
                 f,
-                "\n(kept what this start created: {}; {why})",
+                "; kept what this start created: {} ({why})",
                 list(&mut paths.iter())
             ),
             UndoNote::Done(u) => {
                 if !u.removed.is_empty() {
                     write!(
                         f,
-                        "\n(removed what this start created: {})",
+                        "; removed what this start created: {}",
                         list(&mut u.removed.iter())
                     )?;
                 }
                 for (p, why) in &u.kept {
-                    write!(f, "\n(kept {}, which this start created: {why}; it is no longer recorded as created by maqet)", p.display())?;
+                    write!(f, "; kept {}, which this start created: {why}", p.display())?;
                 }
                 for p in &u.problems {
-                    write!(f, "\n  {p}")?;
+                    write!(f, "; {p}")?;
                 }
                 Ok(())
             }
@@ -89,12 +91,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Undoes what a failed (or lost) start created: deletes what no VM
     /// uses (running VMs of any data directory included) and forgets every
     /// record.
-    pub async fn undo(&self, vm: &VmName, done: Provisioned, store: &Store) -> UndoNote {
+    /// The store is taken by value: a borrowed one (not `Sync`) held across
+    /// the wait for systemd would make the caller's future `!Send`.
+    pub async fn undo(&self, vm: &VmName, done: Provisioned, store: Store) -> UndoNote {
         if done.created.is_empty() {
             return UndoNote::Nothing;
         }
-        match self.references(store, Some(vm)).await {
-            Ok(refs) => UndoNote::Done(done.undo(vm.as_str(), store, &refs)),
+        match self.references(&store, Some(vm)).await {
+            Ok(refs) => UndoNote::Done(done.undo(vm.as_str(), &store, &refs)),
             Err(why) => UndoNote::KeptAll {
                 paths: done.created.into_iter().map(|c| c.path).collect(),
                 why: Box::new(why),
@@ -107,7 +111,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         &self,
         vm: &VmName,
         done: Provisioned,
-        store: &Store,
+        store: Store,
         error: VmError,
     ) -> VmError {
         match self.undo(vm, done, store).await {
@@ -119,19 +123,40 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
     }
 
-    /// `maqet storage create`: what a start would create, made now.
-    pub async fn create_storage(
-        &self,
-        vm: &VmName,
-        cfg: &VmConfig,
-    ) -> Result<Provisioned, VmError> {
-        let (_, rec) = self.record(vm.as_str())?;
+    /// `maqet storage create`: what a start would create, made now; the
+    /// drives whose image exists already are listed as such.
+    pub async fn create_storage(&self, vm: &VmName) -> Result<StorageMade, VmError> {
+        let rec = self.record(vm)?;
         VmError::refuse_incomplete(vm, &rec)?;
+        let cfg = super::stored_config(&rec)?;
         let store = self.store()?;
         let mut done = Provisioned::default();
-        if let Err(e) = st::provision(vm.as_str(), cfg, &self.disk_dir(vm), &store, &mut done) {
-            return Err(self.undone(vm, done, &store, e.into()).await);
+        let disk_dir = self.disk_dir(vm);
+        if let Err(e) = st::provision(vm.as_str(), &cfg, &disk_dir, &store, &mut done) {
+            return Err(self.undone(vm, done, store, e.into()).await);
         }
-        Ok(done)
+        let existing = cfg
+            .storage()
+            .iter()
+            .map(|e| (e.name.clone(), e.path(&disk_dir)))
+            .filter(|(_, p)| !done.created.iter().any(|c| same_path(&c.path, p)))
+            .collect();
+        Ok(StorageMade {
+            created: done.created,
+            existing,
+        })
     }
+}
+
+/// What `storage create` made, and which drives existed already.
+#[derive(Debug)]
+pub struct StorageMade {
+    pub created: Vec<st::Created>,
+    /// `(drive, path)` of each image that was there before.
+    pub existing: Vec<(String, PathBuf)>,
+}
+
+/// Whether two spellings name the same place (records are canonical).
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b || crate::config::canonical(a) == crate::config::canonical(b)
 }

@@ -97,25 +97,25 @@ fn proc_argv(pid: u32) -> Option<Vec<String>> {
 /// `cwd`, QEMU's working directory) and its configs' backing files.
 pub fn add_config(
     refs: &mut References,
-    name: &str,
+    vm: &VmName,
     cfg: &VmConfig,
     disk_dir: PathBuf,
     cwd: &Path,
 ) {
-    let user = format!("VM '{name}' uses it");
+    let user = format!("VM '{vm}' uses it");
     let argv = cfg.render_argv(&RenderContext {
-        vm_name: name.to_string(),
+        vm_name: vm.to_string(),
         qmp_fd: QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.clone(),
-        runtime_dir: crate::paths::vm_runtime_dir_or_default(name),
+        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     refs.add_argv(&argv, Some(cwd), &user);
     for e in cfg.storage() {
         if let Some(b) = e.backing_path(&disk_dir) {
             refs.add_base(
                 &b,
-                &format!("VM '{name}' uses it as the base of its disk '{}'", e.name),
+                &format!("VM '{vm}' uses it as the base of its disk '{}'", e.name),
             );
         }
     }
@@ -129,30 +129,37 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     /// Everything in use, except by the VM `except` of this data directory
     /// (the one whose files are being deleted).
-    pub async fn references(
-        &self,
+    ///
+    /// The definitions are read from `store` before the future is returned,
+    /// so the future does not hold the store (which is not `Sync`) and is
+    /// `Send` wherever the unit manager's futures are.
+    pub fn references<'a>(
+        &'a self,
         store: &Store,
         except: Option<&VmName>,
-    ) -> Result<References, VmError> {
+    ) -> impl std::future::Future<Output = Result<References, VmError>> + 'a {
         let mut refs = References::default();
-        let binary = self.add_defined(&mut refs, store, except)?;
-        let running = running_processes(&self.units).await?;
-        for p in &running {
-            refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+        let defined = self.add_defined(&mut refs, store, except);
+        async move {
+            let binary = defined?;
+            let running = running_processes(&self.units).await?;
+            for p in &running {
+                refs.add_argv(&p.argv, p.cwd.as_deref(), &p.user);
+            }
+            refs.add_open_files(
+                &|pid| {
+                    running
+                        .iter()
+                        .find(|p| p.pid == pid)
+                        .map(|p| p.user.clone())
+                },
+                &[],
+            );
+            if let Ok(img) = QemuImg::find(binary.as_deref()) {
+                refs.add_backing_chains(&img);
+            }
+            Ok(refs)
         }
-        refs.add_open_files(
-            &|pid| {
-                running
-                    .iter()
-                    .find(|p| p.pid == pid)
-                    .map(|p| p.user.clone())
-            },
-            &[],
-        );
-        if let Ok(img) = QemuImg::find(binary.as_deref()) {
-            refs.add_backing_chains(&img);
-        }
-        Ok(refs)
     }
 
     /// Adds what the definitions of this data directory name, except
@@ -176,7 +183,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             match stored_config(&rec) {
                 Ok(cfg) => {
                     let cwd = self.data_dir.qemu_cwd();
-                    add_config(refs, &rec.name, &cfg, self.disk_dir(&vm), cwd);
+                    add_config(refs, &vm, &cfg, self.disk_dir(&vm), cwd);
                     binary.get_or_insert(cfg.binary);
                 }
                 // Cannot be rendered: every path-like string in it still counts.

@@ -2,7 +2,6 @@
 //! storage maqet created for it (or files named one by one) unless
 //! something uses them.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,49 +32,49 @@ pub struct RemoveOptions {
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     pub async fn remove(
         &self,
-        name: &str,
+        vm: &VmName,
         opts: &RemoveOptions,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // Exclusive with `start` of this VM from the checks to the delete,
         // so no start can slip in between and leave a VM nobody knows running.
-        self.record(name)?;
-        let lock = self.lock(name, START_WAIT)?;
-        let (vm, rec) = self.record(name)?;
-        let named = self.check_delete_files(&vm, &rec, &opts.delete_files)?;
-        let unit = UnitOwner::of(&self.units, &vm, self.data_dir.path()).await?;
+        self.record(vm)?;
+        let lock = self.lock(vm, START_WAIT)?;
+        let rec = self.record(vm)?;
+        let named = self.check_delete_files(vm, &rec, &opts.delete_files)?;
+        let unit = UnitOwner::of(&self.units, vm, self.data_dir.path()).await?;
         // Another data directory's unit is neither stopped nor reset from here.
         let ours_or_absent = unit.ours_or_absent();
         let live = unit
-            .refuse_other_live(&vm, self.data_dir.path())?
+            .refuse_other_live(vm, self.data_dir.path())?
             .is_some_and(|s| s.vm_state().is_live());
         if live {
             if !opts.force {
-                return Err(VmError::RunningNeedsForce { vm });
+                return Err(VmError::RunningNeedsForce { vm: vm.clone() });
             }
-            self.stop(&vm, None, true).await?;
+            self.stop(vm, None, true).await?;
         }
         if ours_or_absent {
             // A failed unit would otherwise outlive its definition.
-            self.reset_failed(&vm).await;
+            self.reset_failed(vm).await;
         }
         if opts.delete_storage || !named.is_empty() {
             // Deletes the definition too, in the same transaction.
-            self.delete_storage(&vm, &rec, opts.delete_storage, &named, notify)
+            self.delete_storage(vm, &rec, opts.delete_storage, &named, notify)
                 .await?;
         } else {
             let store = self.store()?;
-            note_kept(&store.created_files(vm.as_str())?, &vm, notify);
+            note_kept(&store.created_files(vm.as_str())?, vm, notify);
             store.delete_vm(vm.as_str())?;
         }
         // known_hosts and the port plan go with it (the seed is storage).
-        for message in crate::provision::forget(&vm, &self.data_dir) {
+        for message in crate::provision::forget(vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
         // So does whatever a run could not clean up in its runtime
         // directory — unless another data directory's VM of the name owns it.
         if ours_or_absent {
-            if let Err(e) = self.runtime(&vm)?.clear() {
+            if let Err(e) = self.runtime(vm)?.clear() {
                 notify(Notice::Warning {
                     message: format!("cannot clear the runtime directory of '{vm}': {e}"),
                 });
@@ -96,7 +95,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     ) -> Vec<Result<(), VmError>> {
         let mut results = Vec::with_capacity(names.len());
         for vm in names {
-            results.push(self.remove(vm.as_str(), opts, notify).await);
+            results.push(self.remove(vm, opts, notify).await);
         }
         results
     }
@@ -160,7 +159,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let tx = store.begin_write()?;
         let records = tx.created_files(vm.as_str())?;
         let created: Vec<PathBuf> = records.iter().map(|f| canonical(&f.path)).collect();
-        let deleted = RefCell::new(Vec::new());
+        let deleted = std::sync::Mutex::new(Vec::new());
         let say = |n: Notice| {
             if let Notice::Deleted { path, .. }
             | Notice::DeletedNamed { path }
@@ -168,7 +167,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             | Notice::DeletedLeftover { path }
             | Notice::DeletedEmptyDir { path } = &n
             {
-                deleted.borrow_mut().push(path.clone());
+                deleted.lock().unwrap().push(path.clone());
             }
             notify(n)
         };
@@ -255,7 +254,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             tx.delete_vm(vm.as_str())?;
         }
         if let Err(error) = tx.commit() {
-            let deleted = deleted.into_inner();
+            let deleted = deleted.into_inner().unwrap_or_else(|e| e.into_inner());
             if deleted.is_empty() {
                 return Err(error.into());
             }

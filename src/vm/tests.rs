@@ -11,7 +11,7 @@ use crate::systemd::{SystemdError, UnitStatus};
 use crate::vmname::VmName;
 
 use super::define::{define, Changes, Source};
-use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
+use super::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
 use super::notice::quiet;
 use super::remove::RemoveOptions;
 use super::{names, Notice, OwnerError, StopOutcome, VmError, Vms, Wait};
@@ -58,15 +58,16 @@ impl Case {
 #[test]
 fn a_start_creates_the_disk_then_the_unit() {
     let c = case();
-    let seen = std::cell::RefCell::new(Vec::new());
-    run(c.vms.start("web", T, &|n| seen.borrow_mut().push(n))).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    run(c.vms.start(&n("web"), T, &|n| seen.lock().unwrap().push(n))).unwrap();
     assert!(c.disk().exists());
     assert!(
-        seen.borrow()
+        seen.lock()
+            .unwrap()
             .iter()
             .any(|n| matches!(n, Notice::Created { path, .. } if path.ends_with("d.raw"))),
         "{:?}",
-        seen.borrow()
+        seen.lock().unwrap()
     );
     let calls = c.vms.units.calls();
     assert_eq!(
@@ -86,7 +87,7 @@ fn a_failed_start_quotes_the_runner_and_removes_what_it_created() {
         unit: c.vm.service_unit(),
         status: Box::new(st),
     });
-    let e = run(c.vms.start("web", T, &quiet)).unwrap_err();
+    let e = run(c.vms.start(&n("web"), T, &quiet)).unwrap_err();
     assert!(matches!(e.root(), VmError::StartFailed { log, .. } if log[0].contains("runner 77")));
     let cli = CliError::from(e);
     assert_eq!(cli.code, code::FAILURE);
@@ -118,7 +119,7 @@ fn a_start_that_times_out_stops_the_unit_again() {
         what: "become ready",
         waited: T,
     });
-    let cli = CliError::from(run(c.vms.start("web", T, &quiet)).unwrap_err());
+    let cli = CliError::from(run(c.vms.start(&n("web"), T, &quiet)).unwrap_err());
     assert_eq!(cli.code, code::TIMEOUT);
     assert!(
         cli.message.contains("the VM was stopped again"),
@@ -140,7 +141,7 @@ fn a_lost_race_waits_for_the_winner_and_never_stops_it() {
         unit: c.vm.service_unit(),
     });
     let units = &c.vms.units;
-    let cli = CliError::from(run(c.vms.start("web", T, &quiet)).unwrap_err());
+    let cli = CliError::from(run(c.vms.start(&n("web"), T, &quiet)).unwrap_err());
     assert_eq!(cli.code, code::CONFLICT);
     assert!(
         cli.message.starts_with("VM 'web' is already running"),
@@ -157,7 +158,7 @@ fn another_data_directory_s_live_vm_is_neither_started_nor_stopped() {
     let c = case();
     let other = unit(&c.vm, Path::new("/srv/other"), "active", "running");
     c.set(Some(other));
-    let e = run(c.vms.start("web", T, &quiet)).unwrap_err();
+    let e = run(c.vms.start(&n("web"), T, &quiet)).unwrap_err();
     assert!(
         matches!(e, VmError::Owner(OwnerError::OtherDataDir { .. })),
         "{e:?}"
@@ -172,7 +173,7 @@ fn another_data_directory_s_live_vm_is_neither_started_nor_stopped() {
         "{e:?}"
     );
     let e = run(c.vms.remove(
-        "web",
+        &n("web"),
         &RemoveOptions {
             force: true,
             ..Default::default()
@@ -188,7 +189,7 @@ fn another_data_directory_s_live_vm_is_neither_started_nor_stopped() {
         assert!(!c.vms.units.called(m), "{m}: {:?}", c.vms.units.calls());
     }
     assert!(c.runner_calls().is_empty());
-    assert!(c.vms.record("web").is_ok(), "still defined");
+    assert!(c.vms.record(&n("web")).is_ok(), "still defined");
 }
 
 #[test]
@@ -258,7 +259,7 @@ fn a_stopped_vm_is_not_running_and_rm_refuses_a_running_one_without_force() {
     let c = case();
     assert_eq!(run(c.vms.stop(&c.vm, None, false)).unwrap(), None);
     c.set(Some(c.ours("active", "running")));
-    let e = run(c.vms.remove("web", &RemoveOptions::default(), &quiet)).unwrap_err();
+    let e = run(c.vms.remove(&n("web"), &RemoveOptions::default(), &quiet)).unwrap_err();
     let cli = CliError::from(e);
     assert_eq!(cli.code, code::CONFLICT);
     assert!(
@@ -269,7 +270,7 @@ fn a_stopped_vm_is_not_running_and_rm_refuses_a_running_one_without_force() {
     assert!(c.runner_calls().is_empty());
     // --force stops it (killing: no guest to wait for), then forgets it.
     run(c.vms.remove(
-        "web",
+        &n("web"),
         &RemoveOptions {
             force: true,
             ..Default::default()
@@ -278,7 +279,10 @@ fn a_stopped_vm_is_not_running_and_rm_refuses_a_running_one_without_force() {
     ))
     .unwrap();
     assert_eq!(c.runner_calls(), ["stop web timeout=None force=true"]);
-    assert!(matches!(c.vms.record("web"), Err(VmError::NoSuchVm { .. })));
+    assert!(matches!(
+        c.vms.record(&n("web")),
+        Err(VmError::NoSuchVm { .. })
+    ));
 }
 
 #[test]
@@ -288,11 +292,12 @@ fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
     let e = run(c.vms.undone(
         &c.vm,
         Provisioned::default(),
-        &store,
+        store,
         VmError::AlreadyRunning { vm: c.vm.clone() },
     ));
+    assert_eq!(e.to_string(), "VM 'web' is already running");
     assert_eq!(
-        e.to_string(),
+        CliError::from(e).message,
         "VM 'web' is already running (see `maqet status web`)"
     );
 }
@@ -300,7 +305,7 @@ fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
 #[test]
 fn a_queued_start_returns_after_the_job_is_queued_with_the_disk_made() {
     let c = case();
-    run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap();
+    run(c.vms.start_as(&n("web"), T, Wait::Queued, &quiet)).unwrap();
     assert!(c.disk().exists(), "storage comes before the unit");
     let calls = c.vms.units.calls();
     assert_eq!(
@@ -313,7 +318,7 @@ fn a_queued_start_returns_after_the_job_is_queued_with_the_disk_made() {
         .called("StartTransientUnit maqet-vm@web.service 30s"));
     assert!(!c.vms.units.called("wait "), "{calls:?}");
     // Starting (not yet ready) counts as running for the next start.
-    let e = run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap_err();
+    let e = run(c.vms.start_as(&n("web"), T, Wait::Queued, &quiet)).unwrap_err();
     assert!(matches!(e, VmError::AlreadyRunning { .. }), "{e:?}");
 }
 
@@ -325,7 +330,7 @@ fn a_queued_start_systemd_refuses_is_undone_like_any_other() {
         unit: c.vm.socket_unit(),
         message: "refused".into(),
     });
-    let cli = CliError::from(run(c.vms.start_as("web", T, Wait::Queued, &quiet)).unwrap_err());
+    let cli = CliError::from(run(c.vms.start_as(&n("web"), T, Wait::Queued, &quiet)).unwrap_err());
     assert_eq!(cli.code, code::FAILURE);
     assert!(
         cli.message.contains("(removed what this start created: "),
@@ -380,16 +385,14 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
     let c = case();
     let d = define(
         &c.vms.data_dir,
-        &Source::Empty {
-            name: "blank".into(),
-        },
+        &Source::Empty { name: n("blank") },
         None,
         &quiet,
     )
     .unwrap();
     assert_eq!(d.vm.as_str(), "blank");
     assert!(d.sources.is_empty());
-    let (_, rec) = c.vms.record("blank").unwrap();
+    let rec = c.vms.record(&n("blank")).unwrap();
     assert_eq!(rec.config, serde_json::json!({}));
     let cfg = super::stored_config(&rec).unwrap();
     assert_eq!(cfg.binary, PathBuf::from(crate::config::DEFAULT_BINARY));
@@ -397,7 +400,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
 
     let e = define(
         &c.vms.data_dir,
-        &Source::Empty { name: "web".into() },
+        &Source::Empty { name: n("web") },
         None,
         &quiet,
     )
@@ -408,15 +411,8 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
         cli.message,
         "a VM named 'web' already exists; remove it with `maqet rm web` or choose another name"
     );
-    let e = define(
-        &c.vms.data_dir,
-        &Source::Empty {
-            name: "no/slash".into(),
-        },
-        None,
-        &quiet,
-    )
-    .unwrap_err();
+    // A name that is not one cannot even be asked for (`VmName`).
+    let e = VmName::new("no/slash").unwrap_err();
     assert_eq!(CliError::from(e).code, code::USAGE);
 }
 
@@ -439,18 +435,18 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
             f.display()
         )
     );
-    let seen = std::cell::RefCell::new(Vec::new());
+    let seen = std::sync::Mutex::new(Vec::new());
     let named = Source::Files {
         files: vec![f],
-        name: Some("anon".into()),
+        name: Some(n("anon")),
     };
     let d = define(&c.vms.data_dir, &named, None, &|n| {
-        seen.borrow_mut().push(n)
+        seen.lock().unwrap().push(n)
     })
     .unwrap();
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
     assert_eq!(
-        *seen.borrow(),
+        *seen.lock().unwrap(),
         [Notice::Warning {
             message: d.warnings[0].clone()
         }]
@@ -467,29 +463,29 @@ fn apply_stores_what_changed_and_refuses_a_running_vm() {
         set: vec![("cpu".into(), "2".into())],
         ..Default::default()
     };
-    let applied = run(c.vms.apply("web", &changes, &quiet)).unwrap();
+    let applied = run(c.vms.apply(&n("web"), &changes, &quiet)).unwrap();
     let keys: Vec<String> = applied.changes.iter().map(|c| c.to_string()).collect();
     assert_eq!(applied.changes.len(), 2, "{keys:?}");
-    let (_, rec) = c.vms.record("web").unwrap();
+    let rec = c.vms.record(&n("web")).unwrap();
     assert_eq!(rec.config["memory"], "256M");
     assert_eq!(rec.config["cpu"], 2);
     // The same again changes nothing.
-    let again = run(c.vms.apply("web", &changes, &quiet)).unwrap();
+    let again = run(c.vms.apply(&n("web"), &changes, &quiet)).unwrap();
     assert!(again.changes.is_empty());
 
     let bad = Changes {
         set: vec![("cpu".into(), "0".into()), ("memory".into(), "lots".into())],
         ..Default::default()
     };
-    let e = run(c.vms.apply("web", &bad, &quiet)).unwrap_err();
+    let e = run(c.vms.apply(&n("web"), &bad, &quiet)).unwrap_err();
     assert!(matches!(&e, VmError::Invalid(v) if v.len() == 2), "{e:?}");
     assert_eq!(CliError::from(e).code, code::INVALID_CONFIG);
 
     c.set(Some(c.ours("active", "running")));
-    let cli = CliError::from(run(c.vms.apply("web", &changes, &quiet)).unwrap_err());
+    let cli = CliError::from(run(c.vms.apply(&n("web"), &changes, &quiet)).unwrap_err());
     assert_eq!(cli.code, code::CONFLICT);
     assert!(cli.message.contains("stop it first with `maqet stop web`"));
-    let e = run(c.vms.apply("nope", &changes, &quiet)).unwrap_err();
+    let e = run(c.vms.apply(&n("nope"), &changes, &quiet)).unwrap_err();
     assert!(matches!(e, VmError::NoSuchVm { .. }));
 }
 
@@ -497,9 +493,79 @@ fn apply_stores_what_changed_and_refuses_a_running_vm() {
 fn add(c: &Case, name: &str) {
     define(
         &c.vms.data_dir,
-        &Source::Empty { name: name.into() },
+        &Source::Empty { name: n(name) },
         None,
         &quiet,
     )
     .unwrap();
+}
+
+#[test]
+fn enable_sets_the_flag_and_says_whether_the_login_unit_acts_on_it() {
+    use super::autostart::AutostartNow;
+    let c = case();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let notify = |n| seen.lock().unwrap().push(n);
+    let said = |seen: &std::sync::Mutex<Vec<Notice>>| std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, true, None, &notify)).unwrap(),
+        None
+    );
+    assert!(c.vms.record(&c.vm).unwrap().autostart);
+    assert_eq!(
+        said(&seen),
+        [
+            Notice::Autostart {
+                vm: c.vm.clone(),
+                on: true
+            },
+            Notice::AutostartUnitDisabled {
+                unit: "maqet-autostart.service".into()
+            }
+        ]
+    );
+    *c.vms.units.unit_file.borrow_mut() = Some("enabled".into());
+    run(c.vms.set_autostart(&c.vm, true, None, &notify)).unwrap();
+    assert_eq!(
+        said(&seen),
+        [Notice::Autostart {
+            vm: c.vm.clone(),
+            on: true
+        }]
+    );
+    // `disable --now` of a stopped VM: the flag goes, nothing to stop.
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, false, Some(T), &notify)).unwrap(),
+        Some(AutostartNow::Stopped(None))
+    );
+    assert!(!c.vms.record(&c.vm).unwrap().autostart);
+    assert_eq!(
+        said(&seen),
+        [Notice::Autostart {
+            vm: c.vm.clone(),
+            on: false
+        }]
+    );
+    // `enable --now` starts it.
+    assert_eq!(
+        run(c.vms.set_autostart(&c.vm, true, Some(T), &notify)).unwrap(),
+        Some(AutostartNow::Started)
+    );
+    assert!(c
+        .vms
+        .units
+        .called("StartTransientUnit maqet-vm@web.service"));
+}
+
+#[test]
+fn status_lists_the_helper_units_on_its_own_connection() {
+    let c = case();
+    run(c.vms.status(&c.vm)).unwrap();
+    assert!(
+        c.vms.units.calls().contains(
+            &"ListUnitsByPatterns maqet-tpm@web.* maqet-fs@web-* maqet-net@web.*".to_string()
+        ),
+        "{:?}",
+        c.vms.units.calls()
+    );
 }

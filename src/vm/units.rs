@@ -67,6 +67,12 @@ pub trait UnitManager {
     /// The warning-and-worse lines runner `pid` of `vm` logged (the
     /// journal belongs to systemd; a failed start quotes them).
     fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String>;
+    /// A unit file's enablement (`enabled`, `disabled`, …); `Ok(None)` when
+    /// it is not installed or systemd cannot say, an error only when there
+    /// is no systemd to ask.
+    async fn unit_file_state(&self, _unit: &str) -> Result<Option<String>, SystemdError> {
+        Ok(None)
+    }
 }
 
 impl UnitManager for Systemd {
@@ -131,6 +137,9 @@ impl UnitManager for Systemd {
     }
     fn runner_problems(&self, vm: &VmName, pid: u32, max: usize) -> Vec<String> {
         journal::problems_of_runner(vm, pid, max)
+    }
+    async fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        Ok(Systemd::unit_file_state(self, unit).await.ok().flatten())
     }
 }
 
@@ -226,6 +235,12 @@ impl<U: UnitManager> UnitManager for Option<U> {
         match self {
             Some(u) => u.runner_problems(vm, pid, max),
             None => Vec::new(),
+        }
+    }
+    async fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        match self {
+            Some(u) => u.unit_file_state(unit).await,
+            None => Err(no_session("GetUnitFileState", unit)),
         }
     }
 }

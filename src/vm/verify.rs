@@ -18,10 +18,10 @@ use super::{stored_config, Runners, UnitManager, VmError, Vms};
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// One result per disk, in VM order; an unknown name is an error
     /// before anything is checked.
-    pub async fn verify(&self, names: &[String]) -> Result<Vec<DiskCheck>, VmError> {
+    pub async fn verify(&self, names: &[VmName]) -> Result<Vec<DiskCheck>, VmError> {
         let mut records: Vec<VmRecord> = Vec::new();
         for n in names {
-            records.push(self.record(n)?.1);
+            records.push(self.record(n)?);
         }
         let Some(store) = Store::open_read_only(&self.data_dir.db_path())? else {
             return Ok(Vec::new());
@@ -54,6 +54,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             let cfg = match stored_config(&rec) {
                 Ok(c) => c,
+                // The report's messages are still worded for `maqet`
+                // (see "The library states facts" in architecture.md).
+                Err(e @ VmError::StoredConfig { .. }) => {
+                    let fix = format!("{e} (fix it with `maqet apply`)");
+                    out.push(definition(Status::Error, fix));
+                    continue;
+                }
                 Err(e) => {
                     out.push(definition(Status::Error, e.to_string()));
                     continue;

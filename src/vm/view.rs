@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::state::VmRecord;
+use crate::state::{Store, VmRecord};
 use crate::systemd::{Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
 use crate::time::now_unix;
 use crate::vmname::VmName;
@@ -51,6 +51,9 @@ pub struct StatusReport {
     pub companions: Vec<crate::companion::CompanionState>,
     /// Forwarded ports chosen at start; null when none or stopped.
     pub ports: Option<crate::ports::PortPlan>,
+    /// The VM's saved running state while it is not running (`maqet
+    /// suspend`, `on_stop: save`); null when it has none.
+    pub saved: Option<super::saved::SavedView>,
 }
 
 impl StatusReport {
@@ -90,6 +93,7 @@ impl StatusReport {
             qmp_socket: None,
             companions: Vec::new(),
             ports: None,
+            saved: None,
         };
         if up {
             r.qmp_socket = qmp_socket(vm);
@@ -100,9 +104,16 @@ impl StatusReport {
         r
     }
 
-    /// The VM's companion units (swtpm), as systemd has them.
-    pub async fn fill_companions(&mut self, sd: &crate::systemd::Systemd, vm: &VmName) {
-        self.companions = crate::companion::states(sd, vm).await.unwrap_or_default();
+    /// A VM that does not run shows its saved state; with one the next
+    /// start resumes, it is `saved`.
+    pub fn set_saved(&mut self, saved: Option<super::saved::SavedView>) {
+        if self.state.is_live() {
+            return;
+        }
+        if saved.as_ref().is_some_and(|s| s.resumable()) {
+            self.state = VmState::Saved;
+        }
+        self.saved = saved;
     }
 
     /// Helper lines for human output.
@@ -206,11 +217,29 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .refuse_other_live(vm, self.data_dir.path())?)
     }
 
-    /// `maqet status VM`.
+    /// The VM's helper units (swtpm), as systemd has them (none when
+    /// systemd cannot say).
+    pub async fn companions(&self, vm: &VmName) -> Vec<crate::companion::CompanionState> {
+        let pats = crate::companion::patterns(vm);
+        let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+        match self.units.list_units(&refs).await {
+            Ok(listed) => crate::companion::states(vm, listed),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// `maqet status VM`: the unit's state, its helper units, QEMU's pid,
+    /// usage and published ports, over this one systemd connection.
     pub async fn status(&self, vm: &VmName) -> Result<StatusReport, VmError> {
         let st = self.unit_of(vm).await?;
         let mut r = StatusReport::new(vm, st.as_ref());
         r.fill_last_error(vm, st.as_ref());
+        r.set_saved(
+            self.saved_state(vm)?
+                .as_ref()
+                .map(super::saved::SavedView::of),
+        );
+        r.companions = self.companions(vm).await;
         if let Some(runner) = r.runner_pid {
             let procs = self.units.unit_processes(&r.unit).await.ok();
             if let Some(p) = &procs {
@@ -219,20 +248,21 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             r.fill_usage(procs.as_deref());
             // The ports this run published (chosen at start).
             r.ports = self
-                .record(vm.as_str())
+                .record(vm)
                 .ok()
-                .and_then(|(_, rec)| super::stored_config(&rec).ok())
+                .and_then(|rec| super::stored_config(&rec).ok())
                 .and_then(|cfg| crate::provision::published_ports(vm, &cfg).ok().flatten());
         }
         Ok(r)
     }
 
-    /// `maqet ls`: every defined VM (in state `filter`, if given).
-    pub async fn list(
-        &self,
-        records: &[VmRecord],
-        filter: Option<VmState>,
-    ) -> Result<Vec<StatusReport>, VmError> {
+    /// `maqet ls`: every defined VM (in state `filter`, if given); none
+    /// when nothing was ever defined (the database is not created for it).
+    pub async fn list(&self, filter: Option<VmState>) -> Result<Vec<StatusReport>, VmError> {
+        let records: Vec<VmRecord> = match Store::open_read_only(&self.data_dir.db_path())? {
+            Some(s) => s.list_vms()?,
+            None => Vec::new(),
+        };
         // One call for every VM unit, whatever its state; beside it, where
         // the VM units' cgroups are.
         let (listed, slice) = futures_util::future::join(
@@ -242,7 +272,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         .await;
         let units: HashMap<String, _> = listed?.into_iter().map(|u| (u.0.clone(), u)).collect();
         let mut rows = Vec::new();
-        for r in records {
+        for r in &records {
             let Ok(vm) = VmName::new(&r.name) else {
                 continue;
             };
@@ -293,6 +323,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }))
         }))
         .await;
+        let mut saved: HashMap<String, super::saved::SavedView> =
+            self.saved_views()?.into_iter().collect();
         let mut reports = Vec::new();
         for ((vm, st, _, _), full) in rows.into_iter().zip(details) {
             let (st, group) = match full? {
@@ -300,6 +332,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 None => (st, None),
             };
             let mut rep = StatusReport::new(&vm, st.as_ref());
+            rep.set_saved(saved.remove(vm.as_str()));
             if filter.is_none_or(|f| f == rep.state) {
                 match group.filter(|_| rep.runner_pid.is_some() && rep.usage_source.is_none()) {
                     Some(g) => rep.set_usage(g.usage()),

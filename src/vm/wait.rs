@@ -23,7 +23,7 @@ use crate::guest_agent::Agent;
 use crate::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
-use super::{stored_config, Runners, UnitManager, VmError, Vms};
+use super::{stored_config, Notice, Notify, Runners, UnitManager, VmError, Vms};
 
 /// The file cloud-init writes when it has finished (all stages).
 pub const CLOUD_INIT_RESULT: &str = "/run/cloud-init/result.json";
@@ -135,38 +135,71 @@ enum Try<T> {
 }
 
 impl<U: UnitManager, R: Runners> Vms<U, R> {
-    /// Waits until running VM `name` is ready as `what` says, at most
+    /// Starts `vm` (QEMU gets `start_timeout` to answer) and waits up to
+    /// `timeout` until it is ready as `what` says (`maqet launch`); a
+    /// [`Notice::Waiting`] tells when the start is done and the wait begins.
+    pub async fn start_and_wait(
+        &self,
+        vm: &VmName,
+        start_timeout: Duration,
+        what: Readiness,
+        timeout: Duration,
+        ssh: &OsStr,
+        notify: Notify<'_>,
+    ) -> Result<Ready, VmError> {
+        self.start(vm, start_timeout, notify).await?;
+        notify(Notice::Waiting {
+            vm: vm.clone(),
+            what,
+            timeout,
+        });
+        self.wait_ready(vm, what, timeout, ssh).await
+    }
+
+    /// Waits until running `vm` is ready as `what` says, at most
     /// `timeout`. `ssh` is the ssh program to run.
     pub async fn wait_ready(
         &self,
-        name: &str,
+        vm: &VmName,
         what: Readiness,
         timeout: Duration,
         ssh: &OsStr,
     ) -> Result<Ready, VmError> {
         let started = Instant::now();
         let deadline = started + timeout;
-        let (vm, rec) = self.record(name)?;
+        let rec = self.record(vm)?;
         let cfg = stored_config(&rec)?;
         let has_agent = cfg.guest.guest_agent;
         let has_ssh = cfg.guest.ssh_enabled();
         match what {
-            Readiness::Agent if !has_agent => return Err(WaitError::NoChannel { vm, what }.into()),
-            Readiness::Ssh if !has_ssh => return Err(AccessError::NoSshPort { vm }.into()),
+            Readiness::Agent if !has_agent => {
+                return Err(WaitError::NoChannel {
+                    vm: vm.clone(),
+                    what,
+                }
+                .into())
+            }
+            Readiness::Ssh if !has_ssh => {
+                return Err(AccessError::NoSshPort { vm: vm.clone() }.into())
+            }
             Readiness::CloudInit if !has_agent && !has_ssh => {
-                return Err(WaitError::NoChannel { vm, what }.into())
+                return Err(WaitError::NoChannel {
+                    vm: vm.clone(),
+                    what,
+                }
+                .into())
             }
             _ => {}
         }
         let mut last = String::new();
         loop {
-            if !self.is_running(&vm).await? {
-                return Err(WaitError::NotRunning { vm }.into());
+            if !self.is_running(vm).await? {
+                return Err(WaitError::NotRunning { vm: vm.clone() }.into());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(WaitError::Timeout {
-                    vm,
+                    vm: vm.clone(),
                     what: what.name(),
                     waited: timeout,
                     last,
@@ -175,14 +208,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             let attempt = match what {
                 Readiness::Ssh => self
-                    .try_ssh(name, left, ssh, "true")
+                    .try_ssh(vm, left, ssh, "true")
                     .await?
                     .map(|(d, _)| (d, None)),
-                Readiness::Agent => try_agent(&vm, left)
+                Readiness::Agent => try_agent(vm, left)
                     .await
                     .map(|()| ("guest-ping answered".to_string(), None)),
                 Readiness::CloudInit => self
-                    .try_cloud_init(&vm, name, left, ssh, has_agent, has_ssh)
+                    .try_cloud_init(vm, left, ssh, has_agent, has_ssh)
                     .await?
                     .map(|r| (format!("cloud-init {} (via {})", r.status, r.via), Some(r))),
             };
@@ -190,7 +223,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 Try::Ready((detail, cloud_init)) => {
                     if let Some(r) = cloud_init.as_ref().filter(|r| r.status != "done") {
                         return Err(WaitError::CloudInitFailed {
-                            vm,
+                            vm: vm.clone(),
                             result: Box::new(r.clone()),
                         }
                         .into());
@@ -212,7 +245,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Runs `command` over ssh (BatchMode): its output when it exits 0.
     async fn try_ssh(
         &self,
-        name: &str,
+        vm: &VmName,
         left: Duration,
         ssh: &OsStr,
         command: &str,
@@ -223,7 +256,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             command: &cmd,
             wait: left.min(Duration::from_secs(10)),
         };
-        let plan = match self.ssh_plan(name, &req).await {
+        let plan = match self.ssh_plan(vm, &req).await {
             Ok(p) => p,
             Err(VmError::Access(AccessError::NoSshServer { port, .. })) => {
                 return Ok(Try::NotYet(format!(
@@ -276,7 +309,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     async fn try_cloud_init(
         &self,
         vm: &VmName,
-        name: &str,
         left: Duration,
         ssh: &OsStr,
         has_agent: bool,
@@ -303,7 +335,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         if has_ssh {
             let cmd = format!("cat {CLOUD_INIT_RESULT}");
-            match self.try_ssh(name, left, ssh, &cmd).await? {
+            match self.try_ssh(vm, left, ssh, &cmd).await? {
                 Try::Ready((_, out)) => return parsed(&out, "ssh"),
                 Try::NotYet(w) => why.push(w),
             }

@@ -296,3 +296,96 @@ pub fn assert_no_tcp(pids: &[u64]) {
         assert!(bad.is_empty(), "pid {pid} holds TCP sockets {bad:?}");
     }
 }
+
+/// A path as the `&str` an argument list takes (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The default disk directory of VM `vm` in the world's data directory.
+pub fn disks_of(w: &World, vm: &str) -> PathBuf {
+    w.data_dir().join("disks").join(vm)
+}
+
+/// Runs qemu-img, which must succeed.
+pub fn qemu_img(args: &[&str]) {
+    let o = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+// ---------------------------------------------------------------- the small filesystem
+
+/// Exclusive use of the test user's tiny tmpfs (tests/session/small-fs.sh),
+/// with a fresh work directory on it. Dropping it empties the filesystem
+/// again and releases the lock, which every full-disk test takes.
+pub struct SmallFs {
+    root: PathBuf,
+    pub work: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl SmallFs {
+    pub fn take(tag: &str) -> SmallFs {
+        use std::os::fd::AsRawFd;
+        let root = PathBuf::from(
+            std::env::var_os("MAQET_SMALL_FS").unwrap_or("/var/tmp/maqet-it-smallfs".into()),
+        );
+        let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; the full-disk tests need the test user's small tmpfs there: \
+                 run `tests/session/user-session.sh up` as root (see tests/session/small-fs.sh)",
+                root.display()
+            )
+        });
+        // SAFETY: a valid open descriptor; flock blocks until the other test releases it.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let work = root.join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).unwrap();
+        SmallFs {
+            root,
+            work,
+            _lock: lock,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.work.join("data")
+    }
+
+    pub fn fill_path(&self) -> PathBuf {
+        self.root.join("fill")
+    }
+
+    /// Writes zeros until the filesystem refuses with ENOSPC: not one byte is left.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.fill_path()).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", self.fill_path().display()),
+            }
+        }
+        // Page-granular: small writes may still fit in a last partial page.
+        while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
+    }
+
+    pub fn unfill(&self) {
+        let _ = std::fs::remove_file(self.fill_path());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        self.unfill();
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}

@@ -10,16 +10,27 @@
 # overrides). The kernel is downloaded once (`apt-get download` of the package
 # linux-image-cloud-amd64 points at, for this machine's Debian release); the
 # initramfs is rebuilt only when it is absent or this script or init changed.
+#
+# MAQET_GUEST_FLAVOUR=generic builds the same guest on Debian's generic kernel
+# (linux-image-amd64) instead: the cloud kernel has no 9p, and `make bench`
+# compares virtiofs with 9p in one guest. It boots slower; the tests use the
+# cloud kernel.
 # Needs busybox-static and cpio (tests/session/install-deps.sh installs them),
-# and dropbear-bin and qemu-guest-agent: dropbear (ssh server) and qemu-ga are
-# copied with the libraries ldd names, so the guest can be reached through
-# `maqet ssh` and `maqet guest` (issue 11).
+# and dropbear-bin, qemu-guest-agent and socat: dropbear (ssh server), qemu-ga
+# and socat are copied with the libraries ldd names, so the guest can be
+# reached through `maqet ssh` and `maqet guest` (issue 11) and answer UDP
+# (issue 19).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${MAQET_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/maqet-test-guest}
 busybox=/bin/busybox
-META=linux-image-cloud-amd64
+flavour=${MAQET_GUEST_FLAVOUR:-cloud}
+case $flavour in
+    cloud) META=linux-image-cloud-amd64 kernel_dir=kernel ;;
+    generic) META=linux-image-amd64 kernel_dir=kernel-generic ;;
+    *) printf 'guest: error: MAQET_GUEST_FLAVOUR is cloud or generic, not %s\n' "$flavour" >&2; exit 1 ;;
+esac
 
 log() { printf 'guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -34,11 +45,21 @@ dropbear=/usr/sbin/dropbear
 [[ -x $dropbear ]] || die "$dropbear is missing (package dropbear-bin)"
 qga=/usr/sbin/qemu-ga
 [[ -x $qga ]] || die "$qga is missing (package qemu-guest-agent)"
+# socat answers UDP in the guest (busybox's nc is TCP only): the port
+# forward tests of `network: passt`.
+socat=/usr/bin/socat
+[[ -x $socat ]] || die "$socat is missing (package socat)"
 # Modules a cloud image's guest needs: virtio PCI devices (the NoCloud seed
-# on virtio-blk, the user-mode NIC), VFAT for the seed. Loaded in this order
-# by init (each after what it depends on; the package has no modules.dep).
+# on virtio-blk, the user-mode NIC), VFAT for the seed, virtiofs (and FUSE,
+# which it is built on) for `shares:`. Loaded in this order by init (each
+# after what it depends on; the package has no modules.dep).
 CLOUD_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-    virtio_blk failover net_failover virtio_net virtio_console fat vfat nls_cp437 nls_ascii)
+    virtio_blk failover net_failover virtio_net virtio_console fat vfat nls_cp437 nls_ascii
+    fuse virtiofs)
+# The generic kernel also has 9p (virtfs), for the bench's comparison.
+if [[ $flavour == generic ]]; then
+    CLOUD_MODULES+=(netfs fscache 9pnet 9pnet_virtio 9p)
+fi
 
 mkdir -p "$cache"
 cleanup=()
@@ -81,8 +102,8 @@ extract_module() {
     esac
 }
 
-kdir=$cache/kernel
-if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s $kdir/cloud/virtio_console.ko ]]; then
+kdir=$cache/$kernel_dir
+if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s $kdir/cloud/${CLOUD_MODULES[-1]}.ko ]]; then
     pkg=$(kernel_package)
     work=$(mktemp -d)
     cleanup+=("$work")
@@ -107,8 +128,9 @@ if [[ ! -s $kdir/vmlinuz || ! -s $kdir/button.ko || ! -s $kdir/evdev.ko || ! -s 
 fi
 
 # The initramfs is named after everything that goes into it.
-recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" | sha256sum | cut -c1-12)
+recipe=$(cat "$here/build.sh" "$here/init" "$kdir/button.ko" "$kdir/evdev.ko" "$kdir"/cloud/*.ko "$busybox" "$dropbear" "$qga" "$socat" | sha256sum | cut -c1-12)
 initrd=$cache/initrd-$recipe.gz
+[[ $flavour == cloud ]] || initrd=$cache/initrd-$flavour-$recipe.gz
 if [[ ! -s $initrd ]]; then
     log "building the initramfs ($initrd)"
     root=$(mktemp -d)
@@ -127,8 +149,8 @@ if [[ ! -s $initrd ]]; then
     # dropbear and qemu-ga with the shared libraries they load, at the
     # paths ldd names.
     mkdir -p "$root/usr/sbin" "$root/etc/dropbear" "$root/home"
-    cp "$dropbear" "$qga" "$root/usr/sbin/"
-    for lib in $(ldd "$dropbear" "$qga" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
+    cp "$dropbear" "$qga" "$socat" "$root/usr/sbin/"
+    for lib in $(ldd "$dropbear" "$qga" "$socat" | grep -oE '/[^ ]+' | grep -v ':$' | sort -u); do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
@@ -138,15 +160,32 @@ if [[ ! -s $initrd ]]; then
     echo 'PWRF off' >"$root/etc/acpid.conf"
     printf '#!/bin/sh\nexec poweroff -f\n' >"$root/etc/acpi/off"
     chmod 0755 "$root/etc/acpi/off"
-    # qemu-ga's guest-shutdown runs /sbin/shutdown.
+    # busybox udhcpc hands what it leased to this script (`maqet.dhcp`).
+    cat >"$root/etc/udhcpc.script" <<'SCRIPT'
+#!/bin/sh
+case $1 in
+    bound | renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+        : >/etc/resolv.conf
+        for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+        echo "dhcp: $interface $ip/${mask:-24} router $router dns $dns" >/dev/ttyS0
+        ;;
+esac
+SCRIPT
+    chmod 0755 "$root/etc/udhcpc.script"
+    # qemu-ga's guest-shutdown runs /sbin/shutdown; its guest-set-time
+    # is "not supported" unless /sbin/hwclock exists (it runs `hwclock -w`).
     mkdir -p "$root/sbin"
     printf '#!/bin/sh\nexec poweroff -f\n' >"$root/sbin/shutdown"
     chmod 0755 "$root/sbin/shutdown"
+    ln -s /bin/busybox "$root/sbin/hwclock"
     (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6) >"$initrd.tmp"
     mv "$initrd.tmp" "$initrd"
     # Older builds are of no use any more — unless another checkout of a
     # different revision still uses them: only day-old ones go.
-    find "$cache" -maxdepth 1 -name 'initrd-*.gz' ! -name "initrd-$recipe.gz" -mtime +1 -delete
+    find "$cache" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mtime +1 -delete
 fi
 
 # World-readable, so the unprivileged test user's QEMU may read a copy.

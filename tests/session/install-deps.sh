@@ -32,6 +32,11 @@ PACKAGES=(
     zstd              # zstd: the decompression unit test
     curl              # make bench: download throughput against curl -o
     openssl           # a CA and server certificate for the image tests' HTTPS server
+    passt             # `network: passt`, the maqet-net@ companion unit
+    socat             # answers UDP in the test guest (passt's UDP forwards)
+    libseccomp-dev    # building virtiofsd (below) where no package has it
+    libcap-ng-dev
+    pkg-config
 )
 
 missing=()
@@ -72,11 +77,20 @@ qemu_pair() {
     [[ -z $out ]] || mapfile -t pair <<<"$out"
 }
 
+# virtiofsd for `shares:`: Debian 13 and Fedora package it, Debian 12 does
+# not; virtiofsd.sh takes the package where there is one and otherwise
+# builds it from crates.io into a cache outside the clone. A no-op when
+# present.
+install_virtiofsd() {
+    bash "$here/virtiofsd.sh"
+}
+
 pair=()
 if ((${#missing[@]} == 0)) && command -v qemu-img >/dev/null; then
     qemu_pair
     if ((${#pair[@]} == 0)); then
         install_qemu_qmp
+        install_virtiofsd
         exit 0
     fi
 fi
@@ -114,3 +128,4 @@ if ! qemu-img --version >/dev/null 2>&1; then
     exit 1
 fi
 install_qemu_qmp
+install_virtiofsd

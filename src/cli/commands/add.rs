@@ -8,10 +8,13 @@ use crate::cli::output::print_notice;
 use crate::cli::progress::{self, Mode};
 use crate::vm::define::{define, Source};
 use crate::vm::images::{Images, PullOptions};
+use crate::vmname::VmName;
 
 pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
     let source = match a.empty {
-        Some(name) => Source::Empty { name },
+        Some(name) => Source::Empty {
+            name: VmName::new(&name)?,
+        },
         None => {
             let files: Vec<_> = a.files.iter().chain(&a.vm_config).cloned().collect();
             if files.is_empty() {
@@ -21,7 +24,7 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<(), CliError> {
             }
             Source::Files {
                 files,
-                name: a.name,
+                name: a.name.as_deref().map(VmName::new).transpose()?,
             }
         }
     };

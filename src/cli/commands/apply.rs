@@ -1,8 +1,7 @@
 //! `maqet apply VM [FILES…] [flags]`: parse the flags → the vm layer's
 //! `apply` → what changed.
 
-use crate::cli::args::ApplyArgs;
-use crate::cli::commands::launch::key_values;
+use crate::cli::args::{key_values, ApplyArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
 use crate::cli::output::{print_json, print_notice};
@@ -10,6 +9,7 @@ use crate::cli::progress::{self, Mode};
 use crate::vm::define::Changes;
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::VmError;
+use crate::vmname::VmName;
 
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
     let set = key_values(&a.set)?;
@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<(), CliError> {
         ));
     }
     let vms = ctx.vms_if_session().await?;
-    let applied = match vms.apply(&a.name, &changes, &print_notice).await {
+    let applied = match vms.apply(&VmName::new(&a.name)?, &changes, &print_notice).await {
         Err(VmError::NoSuchVm { .. }) => {
             return Err(CliError::new(
                 code::NO_SUCH_VM,

@@ -12,6 +12,7 @@ use crate::cli::exit::CliError;
 use crate::ports::Origin;
 use crate::vm::access::SshRequest;
 use crate::vm::ports::{PortChange, PortsChanged};
+use crate::vmname::VmName;
 
 pub async fn ports(ctx: &Ctx, a: &PortsArgs) -> Result<(), CliError> {
     match &a.action {
@@ -29,7 +30,8 @@ pub async fn ports(ctx: &Ctx, a: &PortsArgs) -> Result<(), CliError> {
 }
 
 async fn list_ports(ctx: &Ctx, name: &str, json: bool) -> Result<(), CliError> {
-    let (_, _, plan) = ctx.vms_if_session().await?.running_ports(name).await?;
+    let vm = VmName::new(name)?;
+    let (_, plan) = ctx.vms_if_session().await?.running_ports(&vm).await?;
     if json {
         crate::cli::output::print_json(&plan);
         return Ok(());
@@ -69,7 +71,7 @@ async fn add_port(ctx: &Ctx, a: &PortsAddArgs) -> Result<(), CliError> {
     let done = ctx
         .vms_if_session()
         .await?
-        .change_ports(&a.name, PortChange::Add(spec), a.save)
+        .change_ports(&VmName::new(&a.name)?, PortChange::Add(spec), a.save)
         .await?;
     report(&done, a.json, "now forwards", "will forward");
     Ok(())
@@ -87,7 +89,7 @@ async fn remove_port(ctx: &Ctx, a: &PortsRmArgs) -> Result<(), CliError> {
     let done = ctx
         .vms_if_session()
         .await?
-        .change_ports(&a.name, change, a.save)
+        .change_ports(&VmName::new(&a.name)?, change, a.save)
         .await?;
     report(
         &done,
@@ -128,7 +130,8 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
         command: &a.command,
         wait: a.wait,
     };
-    let plan = ctx.vms_if_session().await?.ssh_plan(&a.name, &req).await?;
+    let vm = VmName::new(&a.name)?;
+    let plan = ctx.vms_if_session().await?.ssh_plan(&vm, &req).await?;
     let ssh = std::env::var_os("MAQET_SSH").unwrap_or_else(|| "ssh".into());
     // ssh owns the terminal; its exit status is ours.
     match crate::ssh::session::run(&ssh, &plan.args, &plan.log, plan.retry_until).await {
@@ -142,7 +145,8 @@ pub async fn ssh(ctx: &Ctx, a: &SshArgs) -> Result<(), CliError> {
 
 pub async fn clone(ctx: &Ctx, a: &CloneArgs) -> Result<(), CliError> {
     let vms = ctx.vms_if_session().await?;
-    let cloned = vms.clone_vm(&a.name, &a.new_name, a.full).await?;
+    let (src, dst) = (VmName::new(&a.name)?, VmName::new(&a.new_name)?);
+    let cloned = vms.clone_vm(&src, &dst, a.full).await?;
     if !cloned.cleaned.is_empty() {
         let list: Vec<String> = cloned
             .cleaned
@@ -169,7 +173,7 @@ pub async fn guest(ctx: &Ctx, a: &GuestArgs) -> Result<(), CliError> {
     let mut guest = ctx
         .vms_if_session()
         .await?
-        .guest(&a.name, a.timeout)
+        .guest(&VmName::new(&a.name)?, a.timeout)
         .await?;
     let vm = guest.vm.clone();
     match &a.action {

@@ -4,7 +4,6 @@
 //! prints output until the VM stops; `--dump` prints the buffered output.
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
@@ -13,19 +12,22 @@ use tokio::sync::mpsc;
 use crate::cli::args::ConsoleArgs;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
+use crate::vm::control::ConsoleStream;
 
 /// Ctrl-] — telnet's escape key; rarely needed by a guest.
 pub const ESCAPE: u8 = 0x1d;
 const ESCAPE_NAME: &str = "Ctrl-]";
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = ctx.runner(&vm).await?;
-    client
-        .console(a.dump || a.replay, !a.dump, ATTACH_TIMEOUT)
+    let ConsoleStream {
+        mut from_vm,
+        mut to_vm,
+    } = ctx
+        .vms()
+        .await?
+        .console(&vm, a.dump || a.replay, !a.dump)
         .await?;
-    let (mut from_vm, mut to_vm) = client.into_raw();
     let mut stdout = std::io::stdout();
 
     if a.dump {

@@ -5,40 +5,30 @@ use std::os::unix::process::CommandExt;
 
 use crate::cli::args::DisplayArgs;
 use crate::cli::context::Ctx;
-use crate::cli::exit::{code, CliError};
+use crate::cli::exit::CliError;
 use crate::display;
 
 pub async fn run(ctx: &Ctx, a: &DisplayArgs) -> Result<(), CliError> {
-    let (vm, rec) = ctx.vm(&a.name)?;
-    let cfg = crate::vm::stored_config(&rec)?;
-    let Some(server) = cfg.desktop.display else {
-        return Err(CliError::failure(format!(
-            "VM '{vm}' has no display server: set `display: vnc` or `display: spice` in its config (maqet apply), then restart it; `maqet qmp screendump {vm} FILE` works with any display"
-        )));
-    };
-    if !ctx.vms_if_session().await?.is_running(&vm).await? {
-        return Err(CliError::conflict(format!(
-            "VM '{vm}' is not running (maqet start {vm})"
-        )));
-    }
-    let socket = server.socket(&crate::paths::vm_runtime_dir(&vm)?);
+    let (vm, _) = ctx.vm(&a.name)?;
+    let end = ctx.vms_if_session().await?.display(&vm).await?;
     if a.print {
-        println!("{}", server.uri(&socket));
+        println!("{}", end.uri);
         return Ok(());
     }
-    let Some((viewer, program)) = display::find_viewer(server) else {
+    // Which viewer runs is the front end's choice, as is running it.
+    let Some((viewer, program)) = display::find_viewer(end.server) else {
         return Err(CliError::failure(format!(
             "no {} viewer is installed: {} — or connect any viewer to {} (`maqet display {vm} --print`)",
-            server.as_str().to_uppercase(),
-            display::install_hint(Some(server)),
-            socket.display()
+            end.server.as_str().to_uppercase(),
+            display::install_hint(Some(end.server)),
+            end.socket.display()
         )));
     };
-    let argv = viewer.argv(&program, server, &socket);
+    let argv = viewer.argv(&program, end.server, &end.socket);
     // The viewer takes over this process: its window, its exit status.
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
-    Err(CliError::new(
-        code::FAILURE,
-        format!("cannot run {}: {err}", program.display()),
-    ))
+    Err(CliError::failure(format!(
+        "cannot run {}: {err}",
+        program.display()
+    )))
 }

@@ -8,8 +8,8 @@ use crate::vm::inspect::Inspection;
 
 pub async fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     // An unknown VM is exit 3 even without a user session.
-    ctx.vm(&a.name)?;
-    let report = ctx.vms().await?.inspect(&a.name).await?;
+    let (vm, _) = ctx.vm(&a.name)?;
+    let report = ctx.vms().await?.inspect(&vm).await?;
     if a.json {
         print_json(&report);
     } else {
@@ -40,6 +40,10 @@ fn print_human(r: &Inspection) {
         r.restart_policy, s.restarts
     );
     println!("  autostart: {}", if r.autostart { "yes" } else { "no" });
+    println!("  on stop:   {}", r.on_stop);
+    if let Some(v) = &s.saved {
+        println!("  saved:     {}", crate::cli::output::saved_line(v));
+    }
     for c in s.companion_lines() {
         println!("  helper:    {c}");
     }

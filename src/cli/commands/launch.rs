@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::args::{LaunchArgs, WaitArgs};
+use crate::cli::args::{key_values, LaunchArgs, WaitArgs};
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::{print_json, print_json_line, print_notice};
@@ -14,6 +14,8 @@ use crate::cli::progress::{self, Mode};
 use crate::vm::images::{Images, PullOptions};
 use crate::vm::launch::{define_launch, LaunchRequest};
 use crate::vm::wait::{Readiness, Ready};
+use crate::vm::Notice;
+use crate::vmname::VmName;
 
 /// How long QEMU gets to answer QMP after `launch` starts it.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,21 +23,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ssh program (`MAQET_SSH`, else `ssh`).
 fn ssh_program() -> OsString {
     std::env::var_os("MAQET_SSH").unwrap_or_else(|| "ssh".into())
-}
-
-/// `--set K=V` pairs.
-pub fn key_values(set: &[String]) -> Result<Vec<(String, String)>, CliError> {
-    set.iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    CliError::usage(format!(
-                        "--set {kv}: expected KEY=VALUE, e.g. --set memory=2G"
-                    ))
-                })
-        })
-        .collect()
 }
 
 pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result<(), CliError> {
@@ -49,7 +36,7 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     )?;
     let req = LaunchRequest {
         image: a.image.clone(),
-        name: a.name.clone(),
+        name: a.name.as_deref().map(VmName::new).transpose()?,
         cpus: a.cpus,
         memory: a.memory.clone(),
         disk: a.disk.clone(),
@@ -98,13 +85,23 @@ pub fn launch(ctx: &Ctx, a: &LaunchArgs, rt: &tokio::runtime::Runtime) -> Result
     }
     let ready = rt
         .block_on(async {
-            let vms = ctx.vms().await?;
-            vms.start(vm.as_str(), START_TIMEOUT, &print_notice).await?;
-            if !a.json {
-                eprintln!("started; waiting for ssh (up to {}s)", a.timeout.as_secs());
-            }
-            let ready = vms
-                .wait_ready(vm.as_str(), Readiness::Ssh, a.timeout, &ssh_program())
+            // --json: the result line says it; no progress lines.
+            let notify = |n: Notice| {
+                if !(a.json && matches!(n, Notice::Waiting { .. })) {
+                    print_notice(n)
+                }
+            };
+            let ready = ctx
+                .vms()
+                .await?
+                .start_and_wait(
+                    &vm,
+                    START_TIMEOUT,
+                    Readiness::Ssh,
+                    a.timeout,
+                    &ssh_program(),
+                    &notify,
+                )
                 .await?;
             Ok::<_, CliError>(ready)
         })
@@ -138,7 +135,7 @@ pub async fn wait(ctx: &Ctx, a: &WaitArgs) -> Result<(), CliError> {
     let ready = ctx
         .vms_if_session()
         .await?
-        .wait_ready(&a.name, what, a.timeout, &ssh_program())
+        .wait_ready(&VmName::new(&a.name)?, what, a.timeout, &ssh_program())
         .await?;
     if a.json {
         print_json(&ready);

@@ -5,6 +5,7 @@
 use futures_util::future::join_all;
 
 use crate::cli::args::{RestartArgs, StartArgs, StopArgs};
+use crate::cli::confirm::{cancelled, discard_states};
 use crate::cli::context::Ctx;
 use crate::cli::exit::{worst, CliError};
 use crate::cli::output::{print_json, print_notice};
@@ -22,18 +23,24 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         // An unknown VM is "no such VM" before anything else is asked.
         let (vm, _) = ctx.vm(name)?;
         let vms = ctx.vms().await?;
-        vms.start_as(name, a.timeout, wait, &print_notice).await?;
+        ask_fresh(&vms, a, std::slice::from_ref(&vm))?;
+        vms.start_with(&vm, a.timeout, wait, a.fresh, &print_notice)
+            .await?;
         if a.no_wait {
             println!("{}", queued(&vm));
         }
         return Ok(());
     }
     let (known, vms) = connect(ctx, &a.names).await?;
+    if let Some(vms) = &vms {
+        let names: Vec<VmName> = known.iter().flatten().cloned().collect();
+        ask_fresh(vms, a, &names)?;
+    }
     let runs = known.into_iter().map(|k| {
         let vms = vms.as_ref();
         async move {
             let (vm, vms) = usable(k, vms)?;
-            vms.start_as(vm.as_str(), a.timeout, wait, &print_notice)
+            vms.start_with(&vm, a.timeout, wait, a.fresh, &print_notice)
                 .await?;
             Ok::<_, CliError>(vm)
         }
@@ -106,9 +113,27 @@ pub async fn stop(ctx: &Ctx, a: &StopArgs) -> Result<(), CliError> {
 }
 
 pub async fn restart(ctx: &Ctx, a: &RestartArgs) -> Result<(), CliError> {
-    ctx.vm(&a.name)?;
+    let (vm, _) = ctx.vm(&a.name)?;
     let vms = ctx.vms().await?;
-    Ok(vms.restart(&a.name, a.timeout, &print_notice).await?)
+    Ok(vms.restart(&vm, a.timeout, &print_notice).await?)
+}
+
+/// `start --fresh`: asks once, before anything starts, whether to discard
+/// the saved states of those of `names` that have one.
+fn ask_fresh(vms: &Vms<Systemd>, a: &StartArgs, names: &[VmName]) -> Result<(), CliError> {
+    if !a.fresh {
+        return Ok(());
+    }
+    let mut saved = Vec::new();
+    for vm in names {
+        if let Some(s) = vms.saved_state(vm)? {
+            saved.push((vm.clone(), crate::vm::SavedView::of(&s)));
+        }
+    }
+    match discard_states(&saved, a.yes, "start --fresh")? {
+        true => Ok(()),
+        false => Err(cancelled("nothing was started; the saved state stays")),
+    }
 }
 
 /// What `start --no-wait` says per VM: queued, and where to follow it.

@@ -7,7 +7,11 @@ use crate::cli::exit::CliError;
 use crate::systemd::journal;
 
 pub async fn run(ctx: &Ctx, a: &LogsArgs) -> Result<(), CliError> {
-    let matches = ctx.vms_if_session().await?.log_matches(&a.name).await?;
+    let matches = ctx
+        .vms_if_session()
+        .await?
+        .log_matches(&crate::vmname::VmName::new(&a.name)?)
+        .await?;
     let err = journal::exec_logs(&matches, a.follow, a.lines);
     Err(CliError::failure(format!("cannot run journalctl: {err}")))
 }

@@ -20,4 +20,5 @@ pub mod rm;
 pub mod show;
 pub mod snapshot;
 pub mod storage;
+pub mod suspend;
 pub mod vmconfig;

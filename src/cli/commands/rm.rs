@@ -20,9 +20,9 @@ pub async fn run(ctx: &Ctx, a: &RmArgs) -> Result<(), CliError> {
     let Some(name) = &a.name else {
         return all(ctx, a, &opts).await;
     };
-    ctx.vm(name)?;
+    let (vm, _) = ctx.vm(name)?;
     let vms = ctx.vms().await?;
-    vms.remove(name, &opts, &print_notice).await?;
+    vms.remove(&vm, &opts, &print_notice).await?;
     eprintln!("removed VM '{name}'");
     Ok(())
 }

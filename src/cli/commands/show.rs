@@ -9,17 +9,14 @@ use crate::cli::exit::{code, CliError};
 use crate::cli::output::{human_bytes, human_duration, print_json, rfc3339_utc, usage_fields};
 use crate::cli::table;
 use crate::cli::term::Term;
-use crate::config::ConfigDocument;
 use crate::systemd::VmState;
 use crate::time::now_unix;
+use crate::vm::info::Info;
+use crate::vmname::VmName;
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut r = ctx.vms().await?.status(&vm).await?;
-    // The VM's helper units (swtpm), as systemd has them.
-    if let Ok(sd) = ctx.systemd().await {
-        r.fill_companions(&sd, &vm).await;
-    }
+    let r = ctx.vms().await?.status(&vm).await?;
     if a.json {
         print_json(&r);
         return Ok(());
@@ -52,6 +49,15 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     }
     if let Some(p) = r.ports.as_ref().filter(|p| !p.forwards.is_empty()) {
         println!("  ports:   {}", p.summary());
+    }
+    if let Some(v) = &r.saved {
+        println!("  saved:   {}", crate::cli::output::saved_line(v));
+        if v.resumable() {
+            println!(
+                "  (`maqet start {}` resumes it; `maqet start --fresh {}` boots afresh and discards it)",
+                r.name, r.name
+            );
+        }
     }
     match (&r.failure, r.state) {
         (Some(f), VmState::Restarting) => {
@@ -101,12 +107,7 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
         })?),
         None => None,
     };
-    let records = match ctx.store_if_exists()? {
-        Some(s) => s.list_vms()?,
-        None => Vec::new(),
-    };
-    let vms = ctx.vms().await?;
-    let reports = vms.list(&records, filter).await?;
+    let reports = ctx.vms().await?.list(filter).await?;
     if a.json {
         print_json(&reports);
         return Ok(());
@@ -137,9 +138,14 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                 r.memory_bytes
                     .map(human_bytes)
                     .unwrap_or_else(|| "-".into()),
-                match (&r.failure, &r.last_error) {
-                    (Some(f), Some(e)) => format!("{f}: {e}"),
-                    (Some(f), None) => f.clone(),
+                match (&r.failure, &r.last_error, &r.saved) {
+                    (_, _, Some(v)) if v.resumable() => format!(
+                        "saved {} ago, {}",
+                        human_duration(now.saturating_sub(v.saved_at.max(0) as u64)),
+                        human_bytes(v.size)
+                    ),
+                    (Some(f), Some(e), _) => format!("{f}: {e}"),
+                    (Some(f), None, _) => f.clone(),
                     _ => String::new(),
                 },
             ]
@@ -170,7 +176,10 @@ fn state_sgr(s: VmState) -> Option<&'static str> {
         | VmState::Prelaunch
         | VmState::Starting
         | VmState::Stopping
+        | VmState::Saving
         | VmState::Restarting => Some("33"),
+        // Not running, but holding a guest's work: not merely defined.
+        VmState::Saved => Some("36"),
         VmState::Failed | VmState::InternalError => Some("1;31"),
         VmState::Defined => None,
     }
@@ -181,23 +190,12 @@ const CHOSEN_AT_START_MEANS: &str =
     "a free port on 127.0.0.1 for the guest's ssh, chosen at each start";
 
 pub fn info(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (vm, rec) = ctx.vm(&a.name)?;
-    let doc = ConfigDocument::from_stored(&rec.config)?;
-    // The runner's own rendering, start-time parts included: a running VM's
-    // published ports, or a placeholder for the ssh port a start chooses.
-    let runtime =
-        crate::paths::VmRuntime::locate_under(&crate::paths::runtime_root_or_default(), &vm);
-    let command = match doc.validate() {
-        Ok(cfg) => crate::provision::qemu_command(
-            &ctx.data_dir,
-            &vm,
-            &cfg,
-            &runtime,
-            crate::provision::Ports::PublishedOrPlanned,
-        )
-        .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let vm = VmName::new(&a.name)?;
+    let Info {
+        record: rec,
+        command,
+    } = crate::vm::info::info(&ctx.data_dir, &vm)?;
+    let command = command.map_err(|e| e.to_string());
     if a.json {
         let mut v = json!({
             "name": vm.to_string(),

@@ -76,7 +76,7 @@ fn tag_of(a: &SnapshotArgs, verb: &str) -> Result<String, CliError> {
 async fn change(ctx: &Ctx, op: SnapshotOp, a: &SnapshotArgs, json: bool) -> Result<(), CliError> {
     let req = SnapshotRequest {
         tag: tag_of(a, op.verb())?,
-        vm: a.vm.clone(),
+        vm: crate::vmname::VmName::new(&a.vm)?,
         drive: a.drive.clone(),
         op,
         live: a.live,
@@ -287,7 +287,7 @@ impl From<SnapshotRow> for Row {
 async fn list(ctx: &Ctx, a: &SnapshotListArgs) -> Result<(), CliError> {
     let vms = ctx.vms_if_session().await?;
     let out: Vec<Row> = vms
-        .snapshots(&a.vm, a.drive.as_deref())
+        .snapshots(&crate::vmname::VmName::new(&a.vm)?, a.drive.as_deref())
         .await?
         .into_iter()
         .map(Row::from)

@@ -1,19 +1,16 @@
 //! `maqet storage create|ls|verify|attach|convert-nvram`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cli::args::{
     StorageAttachArgs, StorageCommand, StorageCreateArgs, StorageLsArgs, StorageVerifyArgs,
 };
 use crate::cli::context::Ctx;
 use crate::cli::exit::{code, CliError};
-use crate::cli::output::{human_bytes, print_json, render_table};
-use crate::config::canonical;
-use crate::config::VmConfig;
-use crate::state::{Store, VmRecord};
-use crate::storage::inventory::{self, DiskReport};
+use crate::cli::output::{human_bytes, print_json, print_notice, render_table};
+use crate::storage::inventory::DiskReport;
 use crate::storage::verify::DiskCheck;
-use crate::storage::QemuImg;
+use crate::vm::inventory::disk_inventory;
 use crate::vm::{AttachRequest, AttachSource};
 use crate::vmname::VmName;
 
@@ -31,7 +28,7 @@ async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError>
     use crate::firmware::nvram::Converted;
     let vms = ctx.vms_if_session().await?;
     match vms
-        .convert_nvram(&a.name, &crate::cli::output::print_notice)
+        .convert_nvram(&VmName::new(&a.name)?, &print_notice)
         .await?
     {
         Converted::Made { from, to } => println!(
@@ -54,10 +51,12 @@ async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError>
 }
 
 async fn verify(ctx: &Ctx, a: &StorageVerifyArgs) -> Result<(), CliError> {
-    for n in &a.names {
-        ctx.vm(n)?;
-    }
-    let checks = ctx.vms_if_session().await?.verify(&a.names).await?;
+    let names = a
+        .names
+        .iter()
+        .map(|n| ctx.vm(n).map(|(vm, _)| vm))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checks = ctx.vms_if_session().await?.verify(&names).await?;
     if a.json {
         print_json(&checks);
     } else if checks.is_empty() {
@@ -123,7 +122,7 @@ async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
         format: a.format.clone(),
         interface: a.interface.clone(),
     };
-    let done = ctx.vms_if_session().await?.attach(vm.as_str(), req).await?;
+    let done = ctx.vms_if_session().await?.attach(&vm, req).await?;
     for p in &done.created {
         println!("created {}", p.display());
     }
@@ -149,94 +148,21 @@ async fn attach(ctx: &Ctx, a: &StorageAttachArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The stored config, validated.
-fn stored_config(rec: &VmRecord) -> Result<VmConfig, CliError> {
-    Ok(crate::vm::stored_config(rec)?)
-}
-
 async fn create(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
-    let (vm, rec) = ctx.vm(&a.name)?;
-    let cfg = stored_config(&rec)?;
-    let done = ctx
-        .vms_if_session()
-        .await?
-        .create_storage(&vm, &cfg)
-        .await?;
+    let (vm, _) = ctx.vm(&a.name)?;
+    let done = ctx.vms_if_session().await?.create_storage(&vm).await?;
     for c in &done.created {
         println!("created {} ({})", c.path.display(), c.what);
     }
-    let disk_dir = ctx.data_dir.disk_dir(&vm);
-    for e in cfg.storage() {
-        let p = e.path(&disk_dir);
-        if !done.created.iter().any(|c| same_path(&c.path, &p)) {
-            eprintln!("{}: {} exists", e.name, p.display());
-        }
+    for (drive, path) in &done.existing {
+        eprintln!("{drive}: {} exists", path.display());
     }
     Ok(())
 }
 
-/// Whether two spellings name the same place (records are canonical).
-fn same_path(a: &Path, b: &Path) -> bool {
-    a == b || canonical(a) == canonical(b)
-}
-
-/// Every VM's validated config (with its disk directory); VMs whose config
-/// no longer validates are skipped with a warning.
-fn all_configs(ctx: &Ctx, store: &Store) -> Result<Vec<(String, VmConfig, PathBuf)>, CliError> {
-    let mut out = Vec::new();
-    for rec in store.list_vms()? {
-        let Ok(vm) = VmName::new(&rec.name) else {
-            continue;
-        };
-        match stored_config(&rec) {
-            Ok(cfg) => out.push((rec.name.clone(), cfg, ctx.data_dir.disk_dir(&vm))),
-            Err(e) => eprintln!("warning: {}", e.message),
-        }
-    }
-    Ok(out)
-}
-
 fn ls(ctx: &Ctx, a: &StorageLsArgs) -> Result<(), CliError> {
-    let only = a.name.as_deref().map(|n| ctx.vm(n)).transpose()?;
-    let Some(store) = ctx.store_if_exists()? else {
-        return print_reports(&[], a.json);
-    };
-    let vms = all_configs(ctx, &store)?;
-    let img = QemuImg::find(vms.first().map(|v| v.1.binary.as_path())).ok();
-    let mut reports: Vec<DiskReport> = Vec::new();
-    for (name, cfg, disk_dir) in &vms {
-        if only.as_ref().is_some_and(|(vm, _)| vm.as_str() != name) {
-            continue;
-        }
-        let created: Vec<PathBuf> = store
-            .created_files(name)?
-            .into_iter()
-            .map(|f| canonical(&f.path))
-            .collect();
-        let mut disks = inventory::vm_disks(name, cfg, disk_dir, &[]);
-        for d in disks.iter_mut() {
-            d.created_by_maqet = created.contains(&canonical(&d.path));
-        }
-        reports.extend(disks);
-    }
-    // Files in the disk directory no VM uses (backing chains count as used).
-    for r in reports.iter_mut() {
-        r.describe(img.as_ref());
-    }
-    let mut used: Vec<PathBuf> = inventory::references(&vms).into_keys().collect();
-    used.extend(reports.iter().flat_map(|r| r.backing_chain.iter().cloned()));
-    let used: Vec<PathBuf> = used.iter().map(|p| canonical(p)).collect();
-    let root = match &only {
-        Some((vm, _)) => ctx.data_dir.disk_dir(vm),
-        None => ctx.data_dir.path().join("disks"),
-    };
-    let mut orphans = inventory::orphan_reports(inventory::unreferenced(&root, &|p| {
-        used.contains(&canonical(p))
-    }));
-    for r in orphans.iter_mut() {
-        r.describe(img.as_ref());
-    }
-    reports.extend(orphans);
+    let only = a.name.as_deref().map(VmName::new).transpose()?;
+    let reports = disk_inventory(&ctx.data_dir, only.as_ref(), &print_notice)?;
     print_reports(&reports, a.json)
 }
 

@@ -5,15 +5,17 @@ use crate::cli::args::NameJson;
 use crate::cli::context::Ctx;
 use crate::cli::exit::CliError;
 use crate::cli::output::print_json;
-use crate::config::ConfigDocument;
+use crate::vm::info::config_yaml;
+use crate::vmname::VmName;
 
 pub fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
-    let (vm, rec) = ctx.vm(&a.name)?;
+    let vm = VmName::new(&a.name)?;
+    let (rec, yaml) = config_yaml(&ctx.data_dir, &vm)?;
     if a.json {
         print_json(&rec.config);
         return Ok(());
     }
-    let doc = ConfigDocument::from_stored(&rec.config)?;
+    let yaml = yaml?;
     let sources: Vec<String> = rec
         .sources
         .iter()
@@ -27,6 +29,6 @@ pub fn run(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
             format!(", merged from {}", sources.join(", "))
         }
     );
-    print!("{}", doc.to_yaml(Some(vm.as_str())));
+    print!("{yaml}");
     Ok(())
 }

@@ -126,6 +126,9 @@ The user session's runtime directory; the runner sockets are in \fI$XDG_RUNTIME_
 .B MAQET_RUNNER
 Path of \fBmaqet\-runner\fR; by default the one installed next to \fBmaqet\fR.
 .TP
+.B MAQET_VIRTIOFSD\fR, \fBMAQET_PASST
+The virtiofsd (\fIshares:\fR) and passt (\fInetwork: passt\fR) to use, a path or a name in PATH; by default \fBvirtiofsd\fR in PATH or \fI/usr/libexec\fR, \fBpasst\fR in PATH.
+.TP
 .B NO_COLOR
 When set to a non-empty value, output is never coloured (colour is used only on a terminal anyway).
 .TP

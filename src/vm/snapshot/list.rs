@@ -39,12 +39,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// only.
     pub async fn snapshots(
         &self,
-        name: &str,
+        vm: &VmName,
         drive: Option<&str>,
     ) -> Result<Vec<SnapshotRow>, VmError> {
-        let (vm, rec) = self.record(name)?;
+        let rec = self.record(vm)?;
         let cfg = stored_config(&rec)?;
-        let disk_dir = self.disk_dir(&vm);
+        let disk_dir = self.disk_dir(vm);
         let only = match drive {
             Some(d) => {
                 let e = snap::find_drive(vm.as_str(), &cfg, d)?;
@@ -63,8 +63,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // VM state on one drive only, and the others tell what its parts are.
         let labels = Labels::new(&cfg, &disk_dir);
         let mut out: Vec<SnapshotRow> = Vec::new();
-        if self.is_running(&vm).await? {
-            let mut client = self.runner(&vm).await?;
+        if self.is_running(vm).await? {
+            let mut client = self.runner(vm).await?;
             for n in attached(&mut client).await? {
                 out.extend(rows(&labels.label(&n.file), n.snapshots));
             }
@@ -84,7 +84,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 }
                 out.extend(rows(&e.name, snap::list(&img, &path)?));
             }
-            for path in argument_images(&cfg, &vm, &disk_dir, &labels.paths) {
+            for path in argument_images(&cfg, vm, &disk_dir, &labels.paths) {
                 // Not every file on the command line is an image (kernel, …).
                 if let Ok(chain) = img.info(&path) {
                     if let Some(top) = chain.into_iter().next().filter(|i| i.format == "qcow2") {

@@ -63,7 +63,7 @@ impl SnapshotOp {
 /// One snapshot operation on VM `vm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRequest {
-    pub vm: String,
+    pub vm: VmName,
     /// The disk (`storage[].name`); with `live` it holds the VM state.
     pub drive: String,
     pub tag: String,
@@ -154,7 +154,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if let SnapshotOp::Create { .. } = req.op {
             snap::validate_tag(&req.tag)?;
         }
-        let (vm, rec) = self.record(&req.vm)?;
+        let vm = req.vm.clone();
+        let rec = self.record(&vm)?;
         VmError::refuse_incomplete(&vm, &rec)?;
         let cfg = stored_config(&rec)?;
         let entry = snap::find_drive(vm.as_str(), &cfg, &req.drive)?;
@@ -183,6 +184,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .into()),
             (false, true) => Err(SnapshotError::Running { vm, op: req.op }.into()),
             (false, false) => {
+                let action = format!("a disk-only `snapshot {}`", req.op.verb());
+                self.refuse_saved(&vm, &action)?;
                 let path = snap::snapshot_image(vm.as_str(), entry, &disk_dir)?;
                 let name = entry.name.clone();
                 self.refuse_bases(&vm, &[(name.clone(), path.clone())], req.op)

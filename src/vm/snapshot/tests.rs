@@ -7,7 +7,7 @@ use crate::cli::exit::{code, CliError};
 use crate::ipc::protocol::FreezeReport;
 use crate::storage::live::Outcome;
 use crate::storage::{QemuImg, StorageError};
-use crate::vm::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
+use crate::vm::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
 use crate::vm::Vms;
 use crate::vmname::VmName;
 
@@ -49,7 +49,7 @@ impl Case {
         live: bool,
     ) -> Result<super::Snapshotted, VmError> {
         let req = SnapshotRequest {
-            vm: "web".into(),
+            vm: n("web"),
             drive: "d".into(),
             tag: tag.into(),
             op,
@@ -104,7 +104,7 @@ fn live_needs_a_running_vm_and_qemu_img_a_stopped_one() {
 fn an_unknown_drive_or_vm_is_not_found() {
     let c = case();
     let req = SnapshotRequest {
-        vm: "web".into(),
+        vm: n("web"),
         drive: "nope".into(),
         tag: "s1".into(),
         op: SnapshotOp::Load,
@@ -112,9 +112,9 @@ fn an_unknown_drive_or_vm_is_not_found() {
     };
     let e = CliError::from(run(c.vms.snapshot(&req, &mut |_| {})).unwrap_err());
     assert_eq!(e.code, code::NO_SUCH_VM, "{}", e.message);
-    let e = CliError::from(run(c.vms.snapshots("ghost", None)).unwrap_err());
+    let e = CliError::from(run(c.vms.snapshots(&n("ghost"), None)).unwrap_err());
     assert_eq!(e.code, code::NO_SUCH_VM, "{}", e.message);
-    let e = run(c.vms.snapshots("web", Some("r"))).unwrap_err();
+    let e = run(c.vms.snapshots(&n("web"), Some("r"))).unwrap_err();
     assert!(
         matches!(e, VmError::Storage(StorageError::NotSnapshottable { ref drive, .. }) if drive == "r"),
         "{e}"
@@ -151,14 +151,14 @@ fn a_stopped_vm_gets_disk_only_snapshots() {
         freeze: true,
     };
     assert!(c.snapshot(over, "s1", false).unwrap().replaced);
-    let rows = run(c.vms.snapshots("web", Some("d"))).unwrap();
+    let rows = run(c.vms.snapshots(&n("web"), Some("d"))).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].drive.as_str(), rows[0].tag.as_str()), ("d", "s1"));
     assert!(!rows[0].live);
     let loaded = c.snapshot(SnapshotOp::Load, "s1", false).unwrap();
     assert!(!loaded.ram_not_loaded);
     c.snapshot(SnapshotOp::Delete, "s1", false).unwrap();
-    assert!(run(c.vms.snapshots("web", None)).unwrap().is_empty());
+    assert!(run(c.vms.snapshots(&n("web"), None)).unwrap().is_empty());
     // A stopped VM's snapshots need no runner.
     assert!(c.vms.runners.calls.borrow().is_empty());
 }

@@ -4,11 +4,11 @@ use serde_json::Value;
 
 use crate::cli::args::{QmpCommand, QmpRunArgs};
 use crate::cli::context::Ctx;
-use crate::cli::exit::{code, CliError};
+use crate::cli::exit::CliError;
 use crate::cli::output::print_json;
 use crate::ipc::client::started_by;
-use crate::ipc::protocol::Need;
 use crate::ipc::IpcError;
+use crate::vm::VmError;
 use crate::vmname::VmName;
 
 mod tools;
@@ -32,19 +32,15 @@ pub async fn run(ctx: &Ctx, c: QmpCommand) -> Result<(), CliError> {
 /// started by an older maqet (protocol 1) does not.
 async fn socket(ctx: &Ctx, name: &str) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(name)?;
-    let mut client = ctx.runner(&vm).await?;
-    client
-        .require(Need::QmpEndpoint)
-        .await
-        .map_err(|e| outdated(&vm, "maqet qmp socket", e))?;
-    match client.status().await?.qmp_socket {
-        Some(path) => {
+    match ctx.vms().await?.qmp_socket(&vm).await {
+        Ok(path) => {
             println!("{}", path.display());
             Ok(())
         }
-        None => Err(CliError::conflict(format!(
-            "the runner of VM '{vm}' serves no QMP socket (its unit was created without one); restart the VM with `maqet restart {vm}` to get it"
-        ))),
+        Err(VmError::Ipc(e @ IpcError::Outdated { .. })) => {
+            Err(outdated(&vm, "maqet qmp socket", e))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -79,15 +75,7 @@ async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
         },
     };
     let (vm, _) = ctx.vm(&a.name)?;
-    let mut client = ctx.runner(&vm).await?;
-    let v = client.qmp(&a.command, arguments).await.map_err(|e| {
-        let c: CliError = e.into();
-        if c.code == code::QMP_ERROR {
-            CliError::new(code::QMP_ERROR, format!("QMP error: {}", c.message))
-        } else {
-            c
-        }
-    })?;
+    let v = ctx.vms().await?.qmp(&vm, &a.command, arguments).await?;
     print_json(&v);
     Ok(())
 }
