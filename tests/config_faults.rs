@@ -144,7 +144,9 @@ fn each_config_warning_is_printed_once() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
-        stderr.matches("'network' as a mapping is the original tool's").count(),
+        stderr
+            .matches("'network' as a mapping is the original tool's")
+            .count(),
         1,
         "{stderr}"
     );
@@ -152,7 +154,9 @@ fn each_config_warning_is_printed_once() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
-        stderr.matches("'network' as a mapping is the original tool's").count(),
+        stderr
+            .matches("'network' as a mapping is the original tool's")
+            .count(),
         1,
         "{stderr}"
     );
