@@ -163,6 +163,13 @@ impl<R: Runners> Vms<Systemd, R> {
                 Ok(c) => (Some(c), None),
                 Err(e) => (None, Some(e.to_string())),
             };
+        // The ports this run published, as `status` shows them (changed
+        // while it runs by `ports add|rm` and `ports: auto`).
+        if status.runner_pid.is_some() {
+            status.ports = cfg
+                .as_ref()
+                .and_then(|c| crate::provision::published_ports(vm, c).ok().flatten());
+        }
         let properties = pick(raw.as_ref(), SERVICE_PROPS);
         let cgroup = properties
             .get("ControlGroup")

@@ -58,7 +58,7 @@ pub struct PortsChanged {
 pub enum PortsError {
     #[error("VM '{vm}' is not running: `maqet ports {op}` changes the forwards of a running VM; add --save to change its definition (the next start forwards it)")]
     NotRunning { vm: VmName, op: &'static str },
-    #[error("the runner of VM '{vm}' speaks protocol {runner} (started by {}); changing forwards while it runs needs protocol 5: restart the VM with `maqet restart {vm}` (add --save to change the definition now)", crate::ipc::client::started_by(.maqet_version))]
+    #[error("the runner of VM '{vm}' speaks protocol {runner} (started by {}); changing forwards while it runs needs protocol {}: restart the VM with `maqet restart {vm}` (add --save to change the definition now)", crate::ipc::client::started_by(.maqet_version), crate::ipc::protocol::Need::Forward.since())]
     Outdated {
         vm: VmName,
         runner: u32,
