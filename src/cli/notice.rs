@@ -57,8 +57,9 @@ pub fn line(n: &Notice) -> String {
              install units/{unit} and run `systemctl --user enable {unit}`"
         ),
         Notice::Resuming { vm, saved_at, size } => format!(
-            "resuming '{vm}' from its saved state (saved {}, {size} bytes; `maqet start --fresh {vm}` would boot it afresh)",
+            "resuming '{vm}' from its saved state (saved {}, {}; `maqet start --fresh {vm}` would boot it afresh)",
             crate::time::rfc3339_utc((*saved_at).max(0) as u64),
+            crate::cli::output::human_bytes(*size),
         ),
         Notice::Discarded { vm, path } => format!(
             "discarded the saved state of '{vm}' ({}); it boots afresh",
