@@ -181,6 +181,29 @@ impl Systemd {
         Ok(Some(self.with_start_limit(st).await?))
     }
 
+    /// A loaded unit's name, description, load, active and sub state from
+    /// one `ListUnitsByPatterns` (the unit's name is its own pattern: unit
+    /// names maqet makes hold no glob character); the other fields are
+    /// their defaults. `None` when it is not loaded, as for
+    /// [`unit_status`](Self::unit_status). Whether the VM is live follows
+    /// from these alone ([`UnitStatus::vm_state`]`.is_live()`); `GetUnit`
+    /// and the two `GetAll`s of a full read cost systemd ≈ 1 ms more.
+    pub async fn unit_brief(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        Ok(self
+            .list_units(&[unit])
+            .await?
+            .into_iter()
+            .find(|e| e.0 == unit)
+            .map(|e| UnitStatus {
+                unit: e.0,
+                description: e.1,
+                load_state: e.2,
+                active_state: e.3,
+                sub_state: e.4,
+                ..UnitStatus::default()
+            }))
+    }
+
     /// The state of a service unit `ListUnitsByPatterns` returned, for
     /// `maqet ls`. The listing already has the object path, states and
     /// description. For a unit that is up, two to four single-property

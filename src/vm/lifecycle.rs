@@ -112,9 +112,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Whether this data directory's `vm` runs; another data directory's
     /// live VM of that name is an error.
     pub async fn is_running(&self, vm: &VmName) -> Result<bool, VmError> {
-        Ok(live_unit(&self.units, vm, self.data_dir.path())
-            .await?
-            .is_some())
+        Ok(super::owner::is_live(&self.units, vm, self.data_dir.path()).await?)
     }
 
     /// `maqet start NAME`: under the VM's lock, with the definition as it

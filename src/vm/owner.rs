@@ -120,17 +120,38 @@ impl UnitOwner {
         vm: &VmName,
         data_dir: &Path,
     ) -> Result<Self, SystemdError> {
-        let Some(st) = sd.unit_status(&vm.service_unit()).await? else {
-            return Ok(UnitOwner::Absent);
+        Ok(Self::sort(
+            sd.unit_status(&vm.service_unit()).await?,
+            data_dir,
+        ))
+    }
+
+    /// As [`of`](Self::of), from the unit's description and states alone
+    /// ([`UnitManager::unit_brief`]): for a check of who owns it and
+    /// whether it is live, where nothing else of the status is read.
+    pub async fn of_brief(
+        sd: &impl UnitManager,
+        vm: &VmName,
+        data_dir: &Path,
+    ) -> Result<Self, SystemdError> {
+        Ok(Self::sort(
+            sd.unit_brief(&vm.service_unit()).await?,
+            data_dir,
+        ))
+    }
+
+    fn sort(st: Option<UnitStatus>, data_dir: &Path) -> Self {
+        let Some(st) = st else {
+            return UnitOwner::Absent;
         };
-        Ok(match owned_by(&st.description, data_dir) {
+        match owned_by(&st.description, data_dir) {
             Owner::Ours => UnitOwner::Ours(st),
             Owner::Other(dir) => UnitOwner::Other { dir, status: st },
             Owner::Unmarked => UnitOwner::Other {
                 dir: format!("unknown: its description is '{}'", st.description),
                 status: st,
             },
-        })
+        }
     }
 
     /// This data directory's unit in whatever state; `None` when absent or
@@ -162,6 +183,19 @@ impl UnitOwner {
     pub fn ours_or_absent(&self) -> bool {
         !matches!(self, UnitOwner::Other { .. })
     }
+}
+
+/// Whether this data directory's `vm` is live (its unit's description and
+/// states alone); refuses another's live unit of the name.
+pub async fn is_live(
+    sd: &impl UnitManager,
+    vm: &VmName,
+    data_dir: &Path,
+) -> Result<bool, OwnerError> {
+    Ok(UnitOwner::of_brief(sd, vm, data_dir)
+        .await?
+        .refuse_other_live(vm, data_dir)?
+        .is_some_and(|s| s.vm_state().is_live()))
 }
 
 /// This data directory's live unit of `vm`; refuses another's.
@@ -200,7 +234,14 @@ pub async fn connect_runner(
     vm: &VmName,
     data_dir: &Path,
 ) -> Result<IpcClient, OwnerError> {
-    let Some(st) = live_unit(sd, vm, data_dir).await? else {
+    // Who owns the unit and whether it is live: its description and
+    // states are enough (the full status is read only when the socket is
+    // missing, below).
+    let Some(st) = UnitOwner::of_brief(sd, vm, data_dir)
+        .await?
+        .refuse_other_live(vm, data_dir)?
+        .filter(|s| s.vm_state().is_live())
+    else {
         return Err(OwnerError::NotRunning { vm: vm.to_string() });
     };
     let socket = paths::VmRuntime::locate(vm)?.control();

@@ -17,6 +17,13 @@ use crate::vmname::VmName;
 pub trait UnitManager {
     /// The unit's state; `None` when systemd has no such unit loaded.
     async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError>;
+    /// The unit's name, description, load, active and sub state only (no
+    /// result, pids or usage): enough to tell whose it is and whether it is
+    /// live. The real manager asks with one `ListUnitsByPatterns` instead
+    /// of [`unit_status`](Self::unit_status)'s property reads.
+    async fn unit_brief(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        self.unit_status(unit).await
+    }
     /// The state of a unit `list_units` returned (the real manager reuses
     /// what the listing already says); `None` when it went away since.
     async fn listed_unit_status(
@@ -78,6 +85,9 @@ pub trait UnitManager {
 impl UnitManager for Systemd {
     async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
         Systemd::unit_status(self, unit).await
+    }
+    async fn unit_brief(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        Systemd::unit_brief(self, unit).await
     }
     async fn listed_unit_status(
         &self,
@@ -151,6 +161,12 @@ impl<U: UnitManager> UnitManager for Option<U> {
     async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
         match self {
             Some(u) => u.unit_status(unit).await,
+            None => Ok(None),
+        }
+    }
+    async fn unit_brief(&self, unit: &str) -> Result<Option<UnitStatus>, SystemdError> {
+        match self {
+            Some(u) => u.unit_brief(unit).await,
             None => Ok(None),
         }
     }
