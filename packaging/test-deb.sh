@@ -168,7 +168,10 @@ check "maqet stop" user maqet stop --force "$vm"
 check "maqet rm" user maqet rm "$vm"
 catalog=$(user maqet image catalog 2>&1 || true)
 check "the installed maqet finds its image catalog (share/maqet/images)" grep -q '^debian-12 ' <<<"$catalog"
-if user maqet --help | grep -qE '^\s+doctor\b'; then
+# The help is read whole first: `grep -q` stopping early would make
+# maqet die of SIGPIPE, and pipefail would read that as "no doctor".
+help_text=$(user maqet --help 2>&1 || true)
+if grep -qE '^\s+doctor\b' <<<"$help_text"; then
     check "maqet doctor" user maqet doctor
 else
     echo "skip - maqet doctor (not in this build)"
