@@ -179,7 +179,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Not running (and the lock held): a saved state is nobody's but
         // this start's to resume or discard.
-        let timeout = self.settle_saved(vm, fresh, timeout, notify)?;
+        // One handle on the database for the rest of the start.
+        let store = self.store()?;
+        let timeout = self.settle_saved(vm, fresh, timeout, &store, notify)?;
         let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         // No unit of the name is live (checked just above), so until this
         // start creates one, the runtime directory is nobody's: what an
@@ -194,7 +196,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         clear();
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
-        let store = self.store()?;
         let prepared =
             match crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
                 Ok(p) => p,

@@ -307,6 +307,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         vm: &VmName,
         fresh: bool,
         timeout: Duration,
+        store: &Store,
         notify: Notify<'_>,
     ) -> Result<Duration, VmError> {
         if fresh {
@@ -322,8 +323,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             return Ok(timeout);
         }
-        let Some(rec) = self.saved_state(vm)? else {
-            self.clear_unrecorded(vm, notify)?;
+        let Some(rec) = store.saved_state(vm.as_str())? else {
+            self.clear_unrecorded(vm, store, notify)?;
             return Ok(timeout);
         };
         match saved::check(&rec) {
@@ -336,13 +337,13 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 Ok(timeout.max(saved::load_budget(rec.size)))
             }
             Err(why) => {
-                self.store()?.forget_saved_state(vm.as_str())?;
+                store.forget_saved_state(vm.as_str())?;
                 notify(Notice::Warning {
                     message: format!(
                         "the saved state of VM '{vm}' is not resumed: {why}; the VM boots afresh"
                     ),
                 });
-                self.clear_unrecorded(vm, notify)?;
+                self.clear_unrecorded(vm, store, notify)?;
                 Ok(timeout)
             }
         }
@@ -353,7 +354,12 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// (said so: the VM boots afresh), and a state file whose record is
     /// gone (one already resumed whose runner ended before deleting it,
     /// or one found untrusted).
-    fn clear_unrecorded(&self, vm: &VmName, notify: Notify<'_>) -> Result<(), VmError> {
+    fn clear_unrecorded(
+        &self,
+        vm: &VmName,
+        store: &Store,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
         let target = crate::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
         for path in saved::delete_leftovers(&target) {
             notify(Notice::Warning {
@@ -363,7 +369,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 ),
             });
         }
-        let store = self.store()?;
         for f in store
             .created_files(vm.as_str())?
             .into_iter()
