@@ -33,6 +33,7 @@ PACKAGES=(
     curl              # make bench: download throughput against curl -o
     openssl           # a CA and server certificate for the image tests' HTTPS server
     passt             # `network: passt`, the maqet-net@ companion unit
+    vde-switch        # vde_switch: the maqet-switch@ unit of `networks:` segments
     socat             # answers UDP in the test guest (passt's UDP forwards)
     libseccomp-dev    # building virtiofsd (below) where no package has it
     libcap-ng-dev
