@@ -14,14 +14,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn guest_file(var: &str) -> String {
-    let p = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    });
-    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
-    p
-}
-
 /// The release string in a bzImage's header (`uname -r` of the guest).
 fn kernel_release(vmlinuz: &str) -> String {
     let b = std::fs::read(vmlinuz).unwrap();
@@ -49,11 +41,6 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 
 fn sha256(p: &Path) -> String {
     sh("sha256sum", &[p.to_str().unwrap()])[..64].to_string()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 struct Cloud {

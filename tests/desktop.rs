@@ -11,9 +11,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -21,95 +19,10 @@ use serde_json::Value;
 const BOOT: Duration = Duration::from_secs(90);
 const READY: &str = "maqet-test-guest: ready";
 
-fn guest_file(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    })
-}
-
-/// `maqet console VM --no-tty --replay` used as a shell.
-struct Console {
-    child: Child,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<u8>>>,
-    /// Commands run so far: each gets markers of its own.
-    calls: u32,
-}
-
-impl Console {
-    fn attach(w: &World, vm: &str) -> Console {
-        let mut child = w
-            .cmd()
-            .args(["console", vm, "--no-tty", "--replay"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("maqet console");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let (mut r, o) = (child.stdout.take().unwrap(), out.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                o.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let stdin = child.stdin.take().unwrap();
-        Console {
-            child,
-            stdin,
-            out,
-            calls: 0,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
-    }
-
-    fn wait_for(&self, needle: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        loop {
-            let s = self.text();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "no {needle:?} within {within:?}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs `cmd` in the guest shell; its output between computed markers.
-    fn run(&mut self, cmd: &str) -> String {
-        self.calls += 1;
-        let n = 700_000 + self.calls * 1000 + std::process::id() % 1000;
-        writeln!(
-            self.stdin,
-            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
-        )
-        .unwrap();
-        self.stdin.flush().unwrap();
-        let (start, end) = (format!("<{}>", n + 1), format!("</{}>", n + 1));
-        let out = self.wait_for(&end, Duration::from_secs(30));
-        let after = &out[out.rfind(&start).unwrap() + start.len()..];
-        after[..after.find(&end).unwrap()].to_string()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// PIDs of processes whose command line contains `needle`.
+/// How long a command in the guest's shell may take.
+const RUN: Duration = Duration::from_secs(30);
+
 fn pids_with(program: &str, needle: &str) -> Vec<u64> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -273,7 +186,7 @@ fn uefi_tpm_vnc_guest() {
     // The guest booted through OVMF and sees the TPM.
     let mut c = Console::attach(&w, &vm);
     c.wait_for(READY, BOOT);
-    let seen = c.run("ls -d /sys/firmware/efi /dev/tpm0 /sys/class/tpm/tpm0");
+    let seen = c.run_within(RUN, "ls -d /sys/firmware/efi /dev/tpm0 /sys/class/tpm/tpm0");
     for p in ["/sys/firmware/efi", "/dev/tpm0", "/sys/class/tpm/tpm0"] {
         assert!(seen.contains(p), "{p} missing in the guest: {seen}");
     }
@@ -632,12 +545,14 @@ fn a_uefi_vm_takes_live_snapshots_and_an_old_raw_store_converts() {
     assert_eq!(listed["snapshots"][0]["name"], "s1", "{listed:#}");
     // Something to tell the loaded state from the current one.
     assert!(c
-        .run("echo after-save > /tmp/mark; cat /tmp/mark")
+        .run_within(RUN, "echo after-save > /tmp/mark; cat /tmp/mark")
         .contains("after-save"));
     w.ok(&["snapshot", "load", &vm, "d", "s1", "--live"]);
-    assert!(!c.run("cat /tmp/mark 2>&1").contains("after-save"));
+    assert!(!c
+        .run_within(RUN, "cat /tmp/mark 2>&1")
+        .contains("after-save"));
     assert!(c
-        .run("ls -d /sys/firmware/efi")
+        .run_within(RUN, "ls -d /sys/firmware/efi")
         .contains("/sys/firmware/efi"));
     drop(c);
     w.ok(&["stop", &vm, "--force"]);

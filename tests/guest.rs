@@ -21,17 +21,6 @@ use serde_json::Value;
 const BOOT: Duration = Duration::from_secs(60);
 const READY: &str = "maqet-test-guest: ready";
 
-fn guest_file(var: &str) -> String {
-    let p = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    });
-    assert!(
-        std::path::Path::new(&p).is_file(),
-        "{var}={p} does not exist"
-    );
-    p
-}
-
 /// Adds a VM that boots the test guest with a serial console; `extra` is
 /// more top-level YAML, `append` more kernel parameters.
 fn add_guest(w: &World, suffix: &str, extra: &str, append: &str) -> String {

@@ -309,12 +309,6 @@ fn names_that_extend_each_other_never_share_a_runtime_file() {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (for `ports:`).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Nothing of a VM stays in the runtime root once it ends, however it
 /// ends (issue 17.9, 16.7): its display and agent sockets, which QEMU
 /// cannot remove when it is killed, and its port plan.

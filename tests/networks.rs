@@ -28,14 +28,6 @@ const BOOT: Duration = Duration::from_secs(240);
 /// How long a forward change may take to show (the design: ~2 s).
 const SETTLE: Duration = Duration::from_secs(60);
 
-fn guest_file(var: &str) -> String {
-    let p = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    });
-    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
-    p
-}
-
 /// Adds a VM that boots the test guest with its agent; `extra` is more
 /// top-level YAML, `append` more kernel parameters.
 fn add_guest(w: &World, suffix: &str, extra: &str, append: &str) -> String {
@@ -105,11 +97,6 @@ fn network_entry(w: &World, net: &str) -> (String, Vec<(String, bool)>) {
 fn uid() -> u32 {
     let o = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn local(port: u16) -> SocketAddrV4 {

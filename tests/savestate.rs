@@ -25,14 +25,6 @@ const CONFLICT: i32 = 5;
 const USAGE: i32 = 2;
 const FAILURE: i32 = 1;
 
-fn guest_file(var: &str) -> String {
-    let p = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    });
-    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
-    p
-}
-
 /// The test guest, counting, with a serial console and the guest agent.
 fn guest_yaml(name: &str, extra: &str) -> String {
     format!(

@@ -9,8 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,14 +18,12 @@ use serde_json::Value;
 const BOOT: Duration = Duration::from_secs(120);
 const READY: &str = "maqet-test-guest: ready";
 
-fn guest_file(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    })
-}
-
 /// Adds a VM booting the test guest with a serial console; `extra` is
 /// more YAML, `append` more kernel parameters.
+// Generous: a TCG guest crawls when the machine is busy.
+/// How long a command in the guest's shell may take.
+const RUN: Duration = Duration::from_secs(240);
+
 fn add_guest(w: &World, suffix: &str, extra: &str, append: &str) -> String {
     let name = w.name(suffix);
     let text = format!(
@@ -38,88 +35,6 @@ fn add_guest(w: &World, suffix: &str, extra: &str, append: &str) -> String {
     let f = w.write(&format!("{name}.yaml"), &text);
     w.ok(&["add", f.to_str().unwrap()]);
     name
-}
-
-/// `maqet console VM --no-tty --replay` used as a shell.
-struct Console {
-    child: Child,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<u8>>>,
-    calls: u32,
-}
-
-impl Console {
-    fn attach(w: &World, vm: &str) -> Console {
-        let mut child = w
-            .cmd()
-            .args(["console", vm, "--no-tty", "--replay"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("maqet console");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let (mut r, o) = (child.stdout.take().unwrap(), out.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                o.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let stdin = child.stdin.take().unwrap();
-        Console {
-            child,
-            stdin,
-            out,
-            calls: 0,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
-    }
-
-    fn wait_for(&self, needle: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        loop {
-            let s = self.text();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "no {needle:?} within {within:?}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs `cmd` in the guest shell; its output between computed markers.
-    fn run(&mut self, cmd: &str) -> String {
-        self.calls += 1;
-        let n = 500_000 + self.calls * 1000 + std::process::id() % 1000;
-        writeln!(
-            self.stdin,
-            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
-        )
-        .unwrap();
-        self.stdin.flush().unwrap();
-        let (start, end) = (format!("<{}>", n + 1), format!("</{}>", n + 1));
-        // Generous: a TCG guest crawls when the machine is busy.
-        let out = self.wait_for(&end, Duration::from_secs(240));
-        let after = &out[out.rfind(&start).unwrap() + start.len()..];
-        after[..after.find(&end).unwrap()].to_string()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Live PIDs whose command line (NULs as blanks) starts with a program
@@ -197,15 +112,6 @@ fn wait_journal_line(vm: &str, ident: &str, needle: &str) {
             })
         },
     );
-}
-
-/// A port the kernel calls free now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn random_word() -> String {
@@ -313,11 +219,11 @@ fn a_virtiofs_share_is_read_written_and_mounted_by_cloud_init() {
     let mut c = Console::attach(&w, &vm);
     c.wait_for(READY, BOOT);
     // cloud-init's bootcmd mounted the share at its guest path.
-    let mounts = c.run("grep virtiofs /proc/mounts");
+    let mounts = c.run_within(RUN, "grep virtiofs /proc/mounts");
     assert!(mounts.contains("src /mnt/src virtiofs"), "{mounts}");
-    assert_eq!(c.run("cat /mnt/src/from-host").trim(), word);
+    assert_eq!(c.run_within(RUN, "cat /mnt/src/from-host").trim(), word);
     // The guest's root writes a file; on the host it is the user's.
-    c.run("echo from-guest > /mnt/src/from-guest");
+    c.run_within(RUN, "echo from-guest > /mnt/src/from-guest");
     let written = share.join("from-guest");
     wait_until(
         "the guest's file on the host",
@@ -326,7 +232,7 @@ fn a_virtiofs_share_is_read_written_and_mounted_by_cloud_init() {
     );
     assert_eq!(std::fs::metadata(&written).unwrap().uid(), me);
     // A read-only share reads but refuses writes.
-    let out = c.run("mkdir -p /mnt/ro && mount -t virtiofs ro_src /mnt/ro && cat /mnt/ro/keep; echo x > /mnt/ro/new");
+    let out = c.run_within(RUN, "mkdir -p /mnt/ro && mount -t virtiofs ro_src /mnt/ro && cat /mnt/ro/keep; echo x > /mnt/ro/new");
     assert!(
         out.contains("kept") && out.contains("Read-only file system"),
         "{out}"
@@ -478,16 +384,23 @@ fn passt_gives_the_guest_the_host_and_forwards_tcp_and_udp() {
     // `timeout`: Debian 12's passt hands the guest the host's close of a
     // connection late (seen: ~40 s after the reply), and wget waits for
     // it; the reply itself comes at once.
-    let got = c.run(&format!(
-        "timeout 20 wget -q -O - http://{router}:{host_port}/"
-    ));
+    let got = c.run_within(
+        RUN,
+        &format!("timeout 20 wget -q -O - http://{router}:{host_port}/"),
+    );
     assert!(got.contains("host-says-hi"), "{got}");
     served.join().unwrap();
     // A TCP forward reaches the guest's web server.
-    c.run("mkdir -p /www && echo guest-says-hi > /www/index.html && { httpd -f -p 80 -h /www & }");
+    c.run_within(
+        RUN,
+        "mkdir -p /www && echo guest-says-hi > /www/index.html && { httpd -f -p 80 -h /www & }",
+    );
     http_get(tcp, "guest-says-hi", Duration::from_secs(30));
     // A UDP forward reaches the guest's socat, and its answer comes back.
-    c.run("{ /usr/sbin/socat UDP4-RECVFROM:7,fork SYSTEM:'echo guest-udp' >/dev/null 2>&1 & }");
+    c.run_within(
+        RUN,
+        "{ /usr/sbin/socat UDP4-RECVFROM:7,fork SYSTEM:'echo guest-udp' >/dev/null 2>&1 & }",
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let end = Instant::now() + Duration::from_secs(30);

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,14 +24,6 @@ use tokio::io::AsyncReadExt;
 
 const BOOT: Duration = Duration::from_secs(90);
 const READY: &str = "maqet-test-guest: ready";
-
-fn guest_file(var: &str) -> String {
-    let p = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
-    });
-    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
-    p
-}
 
 /// Reads the console until `needle` has appeared `times` times in all that
 /// was read; returns everything read.

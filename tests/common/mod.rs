@@ -389,3 +389,109 @@ impl Drop for SmallFs {
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
+
+// ---------------------------------------------------------------- the test guest
+
+/// A file of the test guest tests/run.sh built (its kernel or initramfs),
+/// named by the environment variable `var`; it must exist.
+pub fn guest_file(var: &str) -> String {
+    let p = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through tests/run.sh, which builds the test guest")
+    });
+    assert!(Path::new(&p).is_file(), "{var}={p} does not exist");
+    p
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `maqet console VM --no-tty --replay` used as a shell of the test guest.
+pub struct Console {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Commands run so far: each gets markers of its own.
+    calls: u32,
+}
+
+impl Console {
+    pub fn attach(w: &World, vm: &str) -> Console {
+        use std::io::Read;
+        use std::process::Stdio;
+        let mut child = w
+            .cmd()
+            .args(["console", vm, "--no-tty", "--replay"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("maqet console");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut r, o) = (child.stdout.take().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Console {
+            child,
+            stdin,
+            out,
+            calls: 0,
+        }
+    }
+
+    /// Everything the console printed so far, without carriage returns.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
+    }
+
+    pub fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let s = self.text();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} within {within:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `cmd` in the guest shell and returns its output, found between
+    /// markers the shell computes (so the echoed command line never
+    /// matches); waits up to `within` for it.
+    pub fn run_within(&mut self, within: Duration, cmd: &str) -> String {
+        use std::io::Write;
+        self.calls += 1;
+        let n = 500_000 + self.calls * 1000 + std::process::id() % 1000;
+        writeln!(
+            self.stdin,
+            "echo \"<$(({n}+1))>\"; {cmd}; echo \"</$(({n}+1))>\""
+        )
+        .unwrap();
+        self.stdin.flush().unwrap();
+        let (start, end) = (format!("<{}>", n + 1), format!("</{}>", n + 1));
+        let out = self.wait_for(&end, within);
+        let after = &out[out.rfind(&start).unwrap() + start.len()..];
+        after[..after.find(&end).unwrap()].to_string()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
