@@ -47,6 +47,29 @@ pub struct Companions {
 }
 
 impl Companions {
+    /// A helper systemd starts on its socket: the socket unit and the
+    /// service, both wanted by the VM (the socket listed first).
+    pub fn socket_activated(
+        socket: String,
+        socket_props: Props,
+        service: String,
+        service_props: Props,
+    ) -> Companions {
+        Companions {
+            units: vec![
+                CompanionUnit {
+                    name: socket.clone(),
+                    props: socket_props,
+                },
+                CompanionUnit {
+                    name: service.clone(),
+                    props: service_props,
+                },
+            ],
+            want: vec![socket, service],
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
     }

@@ -126,12 +126,7 @@ mod tests {
     use super::*;
     use crate::ports::Forward;
 
-    fn get<'a>(p: &'a crate::systemd::properties::Props, k: &str) -> &'a Value<'static> {
-        &p.iter()
-            .find(|(n, _)| *n == k)
-            .unwrap_or_else(|| panic!("{k}"))
-            .1
-    }
+    use crate::systemd::properties::prop as get;
 
     fn fwd(protocol: &str, host_port: u16, guest_port: u16) -> Forward {
         let protocol = match protocol {

@@ -97,12 +97,7 @@ pub fn qemu_args(index: usize, rt: &SegmentRuntime, mac: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn get<'a>(p: &'a crate::systemd::properties::Props, k: &str) -> &'a Value<'static> {
-        &p.iter()
-            .find(|(n, _)| *n == k)
-            .unwrap_or_else(|| panic!("{k}"))
-            .1
-    }
+    use crate::systemd::properties::prop as get;
 
     #[test]
     fn the_switch_is_private_forking_and_stops_when_unneeded() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use zbus::zvariant::Value;
 
-use super::{common_service_props, CompanionUnit, Companions};
+use super::{common_service_props, Companions};
 use crate::state::Store;
 use crate::storage::{Provisioned, StorageError};
 use crate::vmname::VmName;
@@ -136,31 +136,14 @@ pub fn units(
         &socket_path(runtime_dir),
         &service,
     );
-    Companions {
-        units: vec![
-            CompanionUnit {
-                name: socket.clone(),
-                props: kp,
-            },
-            CompanionUnit {
-                name: service.clone(),
-                props: sp,
-            },
-        ],
-        want: vec![socket, service],
-    }
+    Companions::socket_activated(socket, kp, service, sp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn get<'a>(p: &'a crate::systemd::properties::Props, k: &str) -> &'a Value<'static> {
-        &p.iter()
-            .find(|(n, _)| *n == k)
-            .unwrap_or_else(|| panic!("{k}"))
-            .1
-    }
+    use crate::systemd::properties::prop as get;
 
     #[test]
     fn units_are_bound_both_ways_and_private() {

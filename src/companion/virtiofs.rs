@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use zbus::zvariant::Value;
 
-use super::{common_service_props, CompanionUnit, Companions};
+use super::{common_service_props, Companions};
 use crate::config::Share;
 use crate::vmname::VmName;
 
@@ -183,31 +183,14 @@ pub fn units(
         &crate::paths::share_socket(runtime_dir, s.index),
         &service,
     );
-    Companions {
-        units: vec![
-            CompanionUnit {
-                name: socket.clone(),
-                props: kp,
-            },
-            CompanionUnit {
-                name: service.clone(),
-                props: sp,
-            },
-        ],
-        want: vec![socket, service],
-    }
+    Companions::socket_activated(socket, kp, service, sp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn get<'a>(p: &'a crate::systemd::properties::Props, k: &str) -> &'a Value<'static> {
-        &p.iter()
-            .find(|(n, _)| *n == k)
-            .unwrap_or_else(|| panic!("{k}"))
-            .1
-    }
+    use crate::systemd::properties::prop as get;
 
     #[test]
     fn a_share_is_a_socket_activated_virtiofsd_bound_to_its_vm() {

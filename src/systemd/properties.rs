@@ -190,6 +190,16 @@ pub fn service_properties(spec: &VmUnitSpec) -> Props {
     p
 }
 
+/// The value of property `k` in `p`; panics when it is missing (tests of
+/// every module that builds unit properties).
+#[cfg(test)]
+pub(crate) fn prop<'a>(p: &'a Props, k: &str) -> &'a Value<'static> {
+    &p.iter()
+        .find(|(n, _)| *n == k)
+        .unwrap_or_else(|| panic!("{k} missing"))
+        .1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,12 +223,7 @@ mod tests {
         }
     }
 
-    fn get<'a>(p: &'a Props, k: &str) -> &'a Value<'static> {
-        &p.iter()
-            .find(|(n, _)| *n == k)
-            .unwrap_or_else(|| panic!("{k} missing"))
-            .1
-    }
+    use super::prop as get;
 
     #[test]
     fn socket_binds_to_its_service() {
