@@ -219,13 +219,17 @@ impl References {
             .into_iter()
             .filter(|(p, _)| !skip.contains(p))
             .collect();
-        let mut again: Option<std::collections::HashSet<(u32, FileIdentity)>> = None;
+        // The second look reads only the fds of the processes in question.
+        let mut again: HashMap<u32, Vec<FileIdentity>> = HashMap::new();
         for (pid, id) in first {
             let user = match name(pid) {
                 Some(known) => known,
                 None => {
-                    let again = again.get_or_insert_with(|| open_files().into_iter().collect());
-                    if !again.contains(&(pid, id)) {
+                    if !again
+                        .entry(pid)
+                        .or_insert_with(|| files_of(pid))
+                        .contains(&id)
+                    {
                         continue;
                     }
                     let comm =
@@ -296,21 +300,23 @@ pub fn open_files() -> Vec<(u32, FileIdentity)> {
         if pid == me {
             continue;
         }
-        let fd_dir = p.path().join("fd");
-        let Ok(fds) = std::fs::read_dir(&fd_dir) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(found) = stat_followed_found(&fd.path()) else {
-                continue;
-            };
-            use rustix::fs::FileType;
-            if matches!(found.file_type, FileType::RegularFile | FileType::Directory) {
-                out.push((pid, found.identity));
-            }
-        }
+        out.extend(files_of(pid).into_iter().map(|id| (pid, id)));
     }
     out
+}
+
+/// The regular files and directories process `pid` has open (none when
+/// its descriptors cannot be read: gone, another user's, non-dumpable).
+fn files_of(pid: u32) -> Vec<FileIdentity> {
+    use rustix::fs::FileType;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| stat_followed_found(&fd.path()).ok())
+        .filter(|f| matches!(f.file_type, FileType::RegularFile | FileType::Directory))
+        .map(|f| f.identity)
+        .collect()
 }
 
 #[cfg(test)]
