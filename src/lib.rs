@@ -31,6 +31,8 @@ pub mod vmname;
 pub mod config;
 pub mod ipc;
 pub mod qmp;
+// Other machines over ssh: hosts.yaml, the transport, the protocol.
+pub mod remote;
 
 // Guest provisioning and desktop helpers (used by the vm layer and the CLI).
 pub mod cloudinit;

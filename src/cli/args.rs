@@ -28,6 +28,21 @@ pub struct Cli {
     /// More output on stderr: -v info, -vv debug, -vvv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Run the command on another machine, through ssh and the maqet installed there: a host of hosts.yaml (`maqet host ls`) or [USER@]HOST[:PORT]. Repeatable for `ls`. With it, --data-dir and the paths inside configs are the remote host's.
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        env = "MAQET_HOST",
+        value_name = "HOST"
+    )]
+    pub host: Vec<String>,
+    /// `ls` on every host of hosts.yaml, with a HOST column.
+    #[arg(long, global = true)]
+    pub all_hosts: bool,
+    /// With -H: send this local text file along (repeatable); it lands beside the uploaded configs in the remote DATA_DIR/uploads/, so a relative path in a config names it.
+    #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub copy: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -143,6 +158,73 @@ pub enum Command {
     /// Print the catalog's image names, one per line (for shell completion).
     #[command(name = "__complete-images", hide = true)]
     CompleteImages,
+    /// Named connections to other machines (hosts.yaml), for `maqet -H NAME`.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Answer `maqet -H` requests from another machine on stdin/stdout (run by ssh, not by hand).
+    ///
+    /// `maqet -H HOST …` runs `maqet serve --stdio` on HOST through ssh and
+    /// speaks maqet's remote protocol with it (newline-delimited JSON,
+    /// versioned; docs/remote.md). Nothing listens anywhere: the process
+    /// lives as long as the ssh session.
+    Serve(ServeArgs),
+    /// Print the host names of hosts.yaml, one per line (for shell completion).
+    #[command(name = "__complete-hosts", hide = true)]
+    CompleteHosts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List the named connections of hosts.yaml.
+    #[command(visible_alias = "list")]
+    Ls(HostLsArgs),
+    /// Name a connection: `maqet host add lab alice@lab.example`, then `maqet -H lab ls`.
+    Add(HostAddArgs),
+    /// Forget a named connection.
+    Rm(HostRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostLsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostAddArgs {
+    /// The connection's name (letters, digits, '.', '_', '-').
+    #[arg(value_name = "NAME")]
+    pub host: String,
+    /// Where it is: [USER@]HOST[:PORT] (HOST may be an alias of your ssh config).
+    #[arg(value_name = "DESTINATION")]
+    pub destination: String,
+    /// The ssh port (instead of :PORT).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The ssh identity file (`ssh -i`).
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub identity: Option<PathBuf>,
+    /// The remote maqet's data directory (a path on that host).
+    #[arg(long, value_name = "DIR")]
+    pub remote_data_dir: Option<String>,
+    /// The remote maqet program (default: `maqet` in the remote PATH).
+    #[arg(long, value_name = "PATH")]
+    pub maqet: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostRmArgs {
+    /// The connection's name.
+    #[arg(value_name = "NAME")]
+    pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Speak the protocol on stdin and stdout (the only transport).
+    #[arg(long, required = true)]
+    pub stdio: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,8 @@ pub mod generate;
 pub mod notice;
 pub mod output;
 pub mod progress;
+mod remote;
+mod serve;
 pub mod table;
 pub mod term;
 
@@ -24,7 +26,11 @@ pub fn run(cli: Cli) -> i32 {
     match execute(cli) {
         Ok(()) => code::OK,
         Err(e) => {
-            eprintln!("maqet: {}", e.message);
+            // Empty: said already (by a remote maqet, or a program whose
+            // exit status this is).
+            if !e.message.is_empty() {
+                eprintln!("maqet: {}", e.message);
+            }
             e.code
         }
     }
@@ -35,16 +41,39 @@ fn execute(cli: Cli) -> Result<(), CliError> {
     if let Command::Generate(a) = &cli.command {
         return generate::run(a);
     }
-    let ctx = Ctx {
-        data_dir: DataDir::resolve(cli.data_dir.as_deref())?,
-        verbosity: cli.verbose,
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot create the async runtime: {e}")))?;
+    // Commands that are this host's whatever -H (or MAQET_HOST) says.
+    let here = matches!(
+        cli.command,
+        Command::Host(_) | Command::Serve(_) | Command::CompleteHosts
+    );
+    if !here && (!cli.host.is_empty() || cli.all_hosts) {
+        if cli.all_hosts && !matches!(cli.command, Command::Ls(_)) {
+            return Err(CliError::usage("--all-hosts is for `maqet ls`"));
+        }
+        return remote::run(&cli, &rt);
+    }
+    if !cli.copy.is_empty() {
+        return Err(CliError::usage(
+            "--copy sends a file to another host: give it with -H HOST",
+        ));
+    }
     use commands::*;
     match cli.command {
+        Command::Host(c) => return host::run(c),
+        Command::CompleteHosts => return host::complete(),
+        _ => {}
+    }
+    let ctx = Ctx {
+        data_dir: DataDir::resolve(cli.data_dir.as_deref())?,
+        verbosity: cli.verbose,
+    };
+    match cli.command {
+        Command::Serve(_) => rt.block_on(serve::run(&ctx)),
+        Command::Host(_) | Command::CompleteHosts => Ok(()),
         Command::Add(a) => add::run(&ctx, a),
         Command::Start(a) => rt.block_on(lifecycle::start(&ctx, &a)),
         Command::Stop(a) => rt.block_on(lifecycle::stop(&ctx, &a)),

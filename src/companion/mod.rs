@@ -260,7 +260,7 @@ pub fn patterns(vm: &VmName) -> Vec<String> {
 }
 
 /// A loaded companion unit as systemd reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompanionState {
     pub unit: String,
     pub active_state: String,

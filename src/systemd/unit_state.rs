@@ -158,7 +158,7 @@ impl UnitStatus {
 pub use crate::units::signal_name;
 
 /// The states a VM is shown in. Derived from systemd every time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Never started, or cleanly stopped (no unit loaded or unit inactive).

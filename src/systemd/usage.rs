@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::UnitStatus;
 
 /// Where usage figures came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageSource {
     /// systemd's cgroup accounting.

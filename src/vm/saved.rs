@@ -91,7 +91,7 @@ pub struct Discarded {
 
 /// A saved state as `status`, `ls` and `inspect` show it (`--json`:
 /// stable keys, docs/cli.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SavedView {
     pub path: PathBuf,
     /// Bytes of the state file.

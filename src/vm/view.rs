@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::{Store, VmRecord};
 use crate::systemd::{Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
@@ -17,7 +17,7 @@ use super::owner::{owned_by, Owner, UnitOwner};
 use super::{Runners, UnitManager, VmError, Vms};
 
 /// `maqet status --json`: stable keys, documented in docs/cli.md.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub name: String,
     pub state: VmState,

@@ -8,6 +8,7 @@ pub mod console;
 pub mod display;
 pub mod doctor;
 pub mod events;
+pub mod host;
 pub mod image;
 pub mod inspect;
 pub mod launch;

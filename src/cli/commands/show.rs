@@ -12,14 +12,21 @@ use crate::cli::term::Term;
 use crate::systemd::VmState;
 use crate::time::now_unix;
 use crate::vm::info::Info;
+use crate::vm::view::StatusReport;
 use crate::vmname::VmName;
 
 pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     let (vm, _) = ctx.vm(&a.name)?;
     let r = ctx.vms().await?.status(&vm).await?;
-    if a.json {
-        print_json(&r);
-        return Ok(());
+    print_status(&r, a.json);
+    Ok(())
+}
+
+/// `status` as shown, from a report of this host's or another's (`-H`).
+pub fn print_status(r: &StatusReport, json: bool) {
+    if json {
+        print_json(r);
+        return;
     }
     let term = Term::stdout();
     println!(
@@ -83,7 +90,7 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
         (None, _) => {}
     }
     if r.runner_pid.is_some() {
-        let (fields, note) = usage_fields(&r);
+        let (fields, note) = usage_fields(r);
         for (k, v) in fields {
             println!("  {:<9}{v}", format!("{k}:"));
         }
@@ -94,23 +101,55 @@ pub async fn status(ctx: &Ctx, a: &NameJson) -> Result<(), CliError> {
     if r.restarts > 0 || r.state == VmState::Restarting {
         println!("  restarts: {}", r.restarts);
     }
-    Ok(())
+}
+
+/// `ls --state STATE`'s state.
+pub fn state_filter(state: Option<&str>) -> Result<Option<VmState>, CliError> {
+    state
+        .map(|s| {
+            VmState::parse(s).ok_or_else(|| {
+                CliError::usage(format!(
+                    "unknown state '{s}'; states: {}",
+                    VmState::ALL.map(VmState::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()
 }
 
 pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
-    let filter = match &a.state {
-        Some(s) => Some(VmState::parse(s).ok_or_else(|| {
-            CliError::usage(format!(
-                "unknown state '{s}'; states: {}",
-                VmState::ALL.map(VmState::as_str).join(", ")
-            ))
-        })?),
-        None => None,
-    };
+    let filter = state_filter(a.state.as_deref())?;
     let reports = ctx.vms().await?.list(filter).await?;
+    let rows: Vec<_> = reports.into_iter().map(|r| (None, r)).collect();
+    print_ls(&rows, a);
+    Ok(())
+}
+
+/// `ls` as shown: each report with the host it is from (`-H`, several
+/// hosts: a HOST column first, and `host` in each JSON object); `None`
+/// for this host's.
+pub fn print_ls(reports: &[(Option<String>, StatusReport)], a: &LsArgs) {
+    let hosts = reports.iter().any(|(h, _)| h.is_some());
     if a.json {
-        print_json(&reports);
-        return Ok(());
+        match hosts {
+            false => print_json(&reports.iter().map(|(_, r)| r).collect::<Vec<_>>()),
+            true => print_json(
+                &reports
+                    .iter()
+                    .map(|(h, r)| {
+                        let mut v = json!({ "host": h });
+                        if let (Some(o), Value::Object(m)) = (
+                            v.as_object_mut(),
+                            serde_json::to_value(r).unwrap_or_default(),
+                        ) {
+                            o.extend(m);
+                        }
+                        v
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        }
+        return;
     }
     if reports.is_empty() {
         eprintln!(
@@ -120,13 +159,17 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                 .map(|s| format!(" in state {s}"))
                 .unwrap_or_default()
         );
-        return Ok(());
+        return;
     }
     let now = now_unix();
     let rows: Vec<Vec<String>> = reports
         .iter()
-        .map(|r| {
-            vec![
+        .map(|(host, r)| {
+            let mut row = Vec::new();
+            if hosts {
+                row.push(host.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.extend([
                 r.name.clone(),
                 r.state.to_string(),
                 r.since
@@ -148,23 +191,23 @@ pub async fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), CliError> {
                     (Some(f), None, _) => f.clone(),
                     _ => String::new(),
                 },
-            ]
+            ]);
+            row
         })
         .collect();
+    let mut headers = vec!["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"];
+    if hosts {
+        headers.insert(0, "HOST");
+    }
+    let state_col = usize::from(hosts) + 1;
     // Fitted to the terminal (NOTE elided), full rows when piped.
     print!(
         "{}",
-        table::render(
-            &["NAME", "STATE", "UPTIME", "CPU", "MEM", "NOTE"],
-            &rows,
-            &Term::stdout(),
-            |col, cell| match col {
-                1 => VmState::parse(cell).and_then(state_sgr),
-                _ => None,
-            },
-        )
+        table::render(&headers, &rows, &Term::stdout(), |col, cell| match col {
+            c if c == state_col => VmState::parse(cell).and_then(state_sgr),
+            _ => None,
+        })
     );
-    Ok(())
 }
 
 /// The colour of a state on a terminal: green runs, yellow is in between,
