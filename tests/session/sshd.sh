@@ -242,6 +242,10 @@ stop_sshd() {
 }
 
 start_sshd() {
+    # A login is a dozen lines at LogLevel VERBOSE: start afresh past 64 MiB.
+    if [[ $(stat -c %s "$SSHD_LOG" 2>/dev/null || echo 0) -gt $((64 << 20)) ]]; then
+        mv "$SSHD_LOG" "$SSHD_LOG.old"
+    fi
     "$SSHD_BIN" -t -f "$CONFIG" 2>>"$SSHD_LOG" || die "sshd rejects $CONFIG (see $SSHD_LOG)"
     printf '=== %s starting sshd -f %s\n' "$(date -Is)" "$CONFIG" >>"$SSHD_LOG"
     # sshd daemonises itself (own session, outlives this script) and writes its pid file
