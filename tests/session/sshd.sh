@@ -14,8 +14,8 @@
 #     and [localhost]:PORT, so tests connect with host key checking on, as a user would;
 #   - $MAQET_TEST_SSHD_DIR/remote.env records MAQET_TEST_SSH_HOST, MAQET_TEST_SSH_PORT and
 #     MAQET_TEST_REMOTE_USER (NAME=VALUE lines) for tests/run.sh and the tests.
-# Port: $MAQET_TEST_SSH_PORT if set; else the one of the last run, else 2222, if free; else
-# any free one. `up` leaves a running sshd with the same config alone once a login answers;
+# Port: $MAQET_TEST_SSH_PORT if set; else the running sshd's; else 2222 if free, else any
+# free one. `up` leaves a running sshd with the same config alone once a login answers;
 # `down` stops it. Called by user-session.sh up/down/status, under its lock, after both
 # users' managers are up (the health check asks the remote user's manager over ssh).
 set -euo pipefail
@@ -83,7 +83,7 @@ s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
 }
 
 choose_port() {
-    local last p
+    local last
     if [[ -n ${MAQET_TEST_SSH_PORT:-} ]]; then
         [[ $MAQET_TEST_SSH_PORT =~ ^[0-9]+$ ]] || die "MAQET_TEST_SSH_PORT=$MAQET_TEST_SSH_PORT is not a port"
         echo "$MAQET_TEST_SSH_PORT"
@@ -94,9 +94,10 @@ choose_port() {
         echo "$last"
         return
     fi
-    for p in $last $DEFAULT_PORT; do
-        port_free "$p" && { echo "$p"; return; }
-    done
+    if port_free "$DEFAULT_PORT"; then
+        echo "$DEFAULT_PORT"
+        return
+    fi
     python3 -c '
 import socket
 s = socket.socket()
@@ -180,7 +181,8 @@ ensure_keys() {
             chmod 0600 "$f"' sh "$pub"
     done
     # known_hosts: exactly our key for both names of this sshd; an old entry for them (a
-    # host key made again after `rm -r $DIR`) goes, other entries stay.
+    # host key made again after `rm -r $DIR`) goes, and so do entries of our key for other
+    # ports (an earlier run's); other entries stay.
     hostpub=$(cut -d' ' -f1,2 "$HOST_KEY.pub")
     local -a lines=("[127.0.0.1]:$port $hostpub" "[localhost]:$port $hostpub")
     for line in "${lines[@]}"; do
@@ -193,13 +195,16 @@ ensure_keys() {
             umask 077
             f=$HOME/.ssh/known_hosts
             port=$1
-            shift
+            key=$2
+            shift 2
             if [ -e "$f" ]; then
                 ssh-keygen -q -R "[127.0.0.1]:$port" -f "$f" >/dev/null 2>&1 || true
                 ssh-keygen -q -R "[localhost]:$port" -f "$f" >/dev/null 2>&1 || true
                 rm -f "$f.old"
+                grep -vF -- "$key" "$f" >"$f.new" || true
+                mv "$f.new" "$f"
             fi
-            printf "%s\n" "$@" >>"$f"' sh "$port" "${lines[@]}"
+            printf "%s\n" "$@" >>"$f"' sh "$port" "$hostpub" "${lines[@]}"
         log "recorded the test sshd's host key in ~$MAQET_TEST_USER/.ssh/known_hosts"
     fi
 }
