@@ -412,6 +412,8 @@ async fn ls(targets: Vec<Transport>, a: &LsArgs) -> Result<(), CliError> {
             Err(e) => {
                 let e = CliError::from(e);
                 match several {
+                    // Transport errors name the host already.
+                    true if e.message.contains(&label) => eprintln!("maqet: {}", e.message),
                     true => eprintln!("maqet: {label}: {}", e.message),
                     false => return Err(e),
                 }

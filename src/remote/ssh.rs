@@ -100,7 +100,8 @@ impl Transport {
         a
     }
 
-    /// `ssh … -T -o BatchMode=yes -E LOG -- TARGET 'MAQET' serve --stdio`:
+    /// `ssh … -T -o BatchMode=yes -E LOG -- TARGET 'MAQET' [--data-dir
+    /// 'DIR'] serve --stdio`:
     /// the protocol channel. BatchMode: nobody can answer a prompt on it.
     /// `-E`: ssh's own messages go to LOG, so "cannot reach" can quote
     /// them while the remote maqet's stderr still reaches ours.
@@ -112,7 +113,12 @@ impl Transport {
         a.push(log.as_os_str().into());
         a.push("--".into());
         a.push(self.destination.ssh_target().into());
-        a.push(format!("{} serve --stdio", shell_quote(&self.maqet)).into());
+        let mut words = vec![shell_quote(&self.maqet)];
+        if let Some(d) = &self.data_dir {
+            words.extend(["--data-dir".into(), shell_quote(d)]);
+        }
+        words.extend(["serve".into(), "--stdio".into()]);
+        a.push(words.join(" ").into());
         a
     }
 
@@ -184,7 +190,7 @@ mod tests {
             name: "lab".into(),
             destination: Destination::parse("alice@lab:2222").unwrap(),
             identity: Some("/k/id".into()),
-            data_dir: None,
+            data_dir: Some("/srv/data dir".into()),
             maqet: Some("/opt/my maqet".into()),
         };
         Transport::of_host(&h, Some("/run/user/1/maqet/ssh".into()))
@@ -219,7 +225,7 @@ mod tests {
                 "/tmp/log",
                 "--",
                 "alice@lab",
-                "'/opt/my maqet' serve --stdio",
+                "'/opt/my maqet' --data-dir '/srv/data dir' serve --stdio",
             ]
         );
         assert!(!a.iter().any(|w| w.contains("StrictHostKeyChecking")));
