@@ -128,6 +128,9 @@ impl Transport {
     pub fn command_argv(&self, tty: bool, args: &[String]) -> Vec<OsString> {
         let mut a = self.options();
         a.push(if tty { "-t" } else { "-T" }.into());
+        // Not "Shared connection to HOST closed." after every console.
+        a.push("-o".into());
+        a.push("LogLevel=ERROR".into());
         a.push("--".into());
         a.push(self.destination.ssh_target().into());
         let mut words = vec![shell_quote(&self.maqet)];
@@ -256,7 +259,10 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         let a = words(&lab().command_argv(true, &["console".into(), "web;rm -rf ~".into()]));
         let n = a.len();
-        assert_eq!(a[n - 4..n - 2], ["-t", "--"]);
+        assert_eq!(
+            a[n - 6..n - 1],
+            ["-t", "-o", "LogLevel=ERROR", "--", "alice@lab"]
+        );
         assert_eq!(a[n - 1], "'/opt/my maqet' console 'web;rm -rf ~'");
         let f = words(&lab().forward_argv(Path::new("/l/q.sock"), "/r/qmp.sock"));
         assert!(f.windows(2).any(|w| w == ["-O", "forward"]));
