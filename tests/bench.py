@@ -7,10 +7,11 @@ the same local server, and `maqet launch` of the test guest to a working
 ssh, virtiofs against 9p and passt against the user network
 (bench_shares.py), and `maqet suspend`/`start` (save and restore of the
 running state) of a 256 MiB and a 1 GiB test guest whose RAM is filled
-with random data, against `dd` of as many bytes to the same file system;
-prints the ratios against the targets. Run as the session user with
-`maqet` on PATH (tests/bench.sh). MAQET_BENCH_ONLY=save measures only the
-save rows."""
+with random data, against `dd` of as many bytes to the same file system,
+and `maqet -H localhost ls` and `qmp run` against `ssh localhost true`
+(bench_remote.py); prints the ratios against the targets. Run as the
+session user with `maqet` on PATH (tests/bench.sh). MAQET_BENCH_ONLY=save
+(or =remote) measures only the save (or the -H) rows."""
 
 import hashlib
 import json
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 
+import bench_remote
 import bench_shares
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -298,6 +300,13 @@ def print_saves(saves):
 
 def main():
     with tempfile.TemporaryDirectory(prefix="maqet-bench-") as d:
+        remote = bench_remote.remote_bench(d, RUNS * 2) if bench_remote.available() else {}
+        if os.environ.get("MAQET_BENCH_ONLY") == "remote":
+            print(f"runs per figure: {RUNS * 2} (medians)")
+            for line in bench_remote.rows(remote, ms):
+                print(line)
+            print(json.dumps({"remote": remote}))
+            return 0
         guest = os.environ.get("MAQET_BENCH_GUEST")
         os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data-save")
         saves = save_bench(d, guest) if guest else {}
@@ -396,13 +405,16 @@ def main():
     for line in bench_shares.rows(shares, net):
         print(line)
     print_saves(saves)
+    for line in bench_remote.rows(remote, ms):
+        print(line)
     print(json.dumps({"bare_qemu_s": b, "floor_s": fl, "start_s": s, "start_ratio": s / b,
                       "start_floor_ratio": s / fl, "runner_rss_kib": r,
                       "qmp_s": q, "ls200_s": l,
                       "ls_running_s": {str(k): v for k, v in ls_running.items()},
                       "curl_s": curl_s, "pull_s": pull_s, "pull_ratio": curl_s / pull_s,
                       "launch_s": launch, "shares_mib_s": shares, "net_mib_s": net,
-                      "save": {str(k): v for k, v in saves.items()}}))
+                      "save": {str(k): v for k, v in saves.items()},
+                      "remote": remote}))
 
 
 if __name__ == "__main__":

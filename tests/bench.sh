@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 session=$PWD/tests/session
 stage=/var/tmp/maqet-bench
 bash "$session/release-stage.sh" "$stage"
-install -m 0644 tests/bench.py tests/bench_shares.py tests/image_server.py "$stage/"
+install -m 0644 tests/bench.py tests/bench_remote.py tests/bench_shares.py tests/image_server.py "$stage/"
 # The test guest, for launch-to-ssh (tests/guest/build.sh caches it).
 guest_env=$(bash tests/guest/build.sh)
 mkdir -p "$stage/guest"

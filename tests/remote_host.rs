@@ -366,11 +366,25 @@ fn a_vm_lives_its_whole_life_through_dash_h() {
     let vm = w.name("a");
     // A config file of this machine, sent as content.
     let f = near.write("a.yaml", &headless_yaml(&vm, "console: true\n"));
-    assert_eq!(near.ok(&["-H", "r", "add", &f]).trim(), vm);
+    let note = near.write("note.txt", "from the near side\n");
+    assert_eq!(near.ok(&["-H", "r", "add", &f, "--copy", &note]).trim(), vm);
     // It is the remote user's definition, in the remote data directory.
     let remote_ls = w.ok(&["ls", "--json"]);
     assert!(remote_ls.contains(&vm), "{remote_ls}");
     assert!(!near.dir.path().join("local-data").exists());
+    // The config and the --copy file landed side by side over there.
+    let info: serde_json::Value = serde_json::from_str(&w.ok(&["info", &vm, "--json"])).unwrap();
+    let source = info["sources"][0].as_str().expect("a source").to_string();
+    assert!(
+        source.starts_with(&format!("{}/uploads/", w.data_dir())),
+        "{source}"
+    );
+    let dir = source.rsplit_once('/').unwrap().0;
+    assert_eq!(
+        w.remote
+            .ok(&shell_words(&["cat", &format!("{dir}/note.txt")])),
+        "from the near side\n"
+    );
 
     near.ok(&["-H", "r", "start", &vm]);
     let service = format!("maqet-vm@{vm}.service");

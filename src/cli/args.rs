@@ -195,7 +195,7 @@ pub struct HostLsArgs {
 pub struct HostAddArgs {
     /// The connection's name (letters, digits, '.', '_', '-').
     #[arg(value_name = "NAME")]
-    pub host: String,
+    pub alias: String,
     /// Where it is: [USER@]HOST[:PORT] (HOST may be an alias of your ssh config).
     #[arg(value_name = "DESTINATION")]
     pub destination: String,

@@ -3,9 +3,9 @@
 //! The transport is the system's ssh, the far end `maqet serve --stdio`
 //! (`cli/serve.rs`), the wire `remote::protocol`. How each command
 //! crosses:
-//! - `ls` (one host or several, concurrently, with a HOST column) and
-//!   `status` are typed calls whose `StatusReport`s this side renders with
-//!   the local renderers;
+//! - `ls` (one host or several, concurrently, with a HOST column),
+//!   `status` and `qmp run` are typed calls whose results (`StatusReport`s,
+//!   QEMU's `return`) this side renders with the local renderers;
 //! - `console`, `ssh`, and the commands that ask on a terminal (`rm --all`
 //!   without --yes, `start --fresh` without --yes) run as `ssh -t HOST
 //!   maqet …` after the handshake, so the remote maqet owns the terminal
@@ -184,6 +184,19 @@ pub fn run(cli: &Cli, rt: &tokio::runtime::Runtime) -> Result<(), CliError> {
                 super::commands::show::print_status(&r, a.json);
                 Ok(())
             }
+            Command::Qmp(QmpCommand::Run(q)) => {
+                let arguments = super::commands::qmp::arguments(q.arguments.as_deref())?;
+                let v: serde_json::Value = conn
+                    .call(Call::Qmp {
+                        name: q.name.clone(),
+                        command: q.command.clone(),
+                        arguments,
+                    })
+                    .await?;
+                conn.close().await;
+                super::output::print_json(&v);
+                Ok(())
+            }
             Command::Qmp(QmpCommand::Socket(v)) => {
                 let (local, _) = forward(conn, &v.name, SocketKind::Qmp).await?;
                 println!("{}", local.display());
@@ -194,6 +207,9 @@ pub fn run(cli: &Cli, rt: &tokio::runtime::Runtime) -> Result<(), CliError> {
                 display(&a.name, &local, &end, a.print)
             }
             _ if needs_terminal => {
+                // Reachable, and a maqet that speaks our protocol, before
+                // the terminal is handed over.
+                conn.ready().await?;
                 let t = conn.transport.clone();
                 conn.close().await;
                 passthrough(&t, &fwd.argv)

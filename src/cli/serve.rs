@@ -134,6 +134,14 @@ async fn typed(ctx: &Ctx, call: Call) -> Result<serde_json::Value, CliError> {
             let (vm, _) = ctx.vm(&name)?;
             json(serde_json::to_value(ctx.vms().await?.status(&vm).await?))
         }
+        Call::Qmp {
+            name,
+            command,
+            arguments,
+        } => {
+            let (vm, _) = ctx.vm(&name)?;
+            json(Ok(ctx.vms().await?.qmp(&vm, &command, arguments).await?))
+        }
         Call::Endpoint { name, socket } => {
             let (vm, _) = ctx.vm(&name)?;
             let end = match socket {

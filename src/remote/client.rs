@@ -66,6 +66,9 @@ pub struct Connection {
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     next_id: u64,
+    /// The greeting has been read (the hello is sent at open; the first
+    /// request follows it without waiting).
+    greeted: bool,
     log: SshLog,
 }
 
@@ -115,7 +118,8 @@ fn status_text(s: &std::process::ExitStatus) -> String {
 }
 
 impl Connection {
-    /// Starts ssh, says hello and checks the versions.
+    /// Starts ssh and says hello; the greeting is read (and the versions
+    /// checked) before the first reply, or by [`Connection::ready`].
     pub async fn open(transport: Transport) -> Result<Connection, RemoteError> {
         let log = SshLog::new().map_err(RemoteError::Spawn)?;
         let mut child = Command::new("ssh")
@@ -137,10 +141,22 @@ impl Connection {
             stdin: Some(stdin),
             lines: BufReader::new(stdout).lines(),
             next_id: 0,
+            greeted: false,
             log,
         };
-        c.handshake().await?;
+        let hello = serde_json::to_string(&Hello::ours()).expect("hello serialises");
+        c.send(hello).await?;
         Ok(c)
+    }
+
+    /// Reads the greeting if it has not been read: the host is reachable
+    /// and its maqet speaks a protocol version of ours.
+    pub async fn ready(&mut self) -> Result<(), RemoteError> {
+        if !self.greeted {
+            self.handshake().await?;
+            self.greeted = true;
+        }
+        Ok(())
     }
 
     fn host(&self) -> String {
@@ -212,8 +228,6 @@ impl Connection {
     }
 
     async fn handshake(&mut self) -> Result<(), RemoteError> {
-        let hello = serde_json::to_string(&Hello::ours()).expect("hello serialises");
-        self.send(hello).await?;
         let line = self.line().await?;
         let greeting: Greeting = serde_json::from_str(&line).map_err(|_| RemoteError::Garbled {
             host: self.host(),
@@ -258,6 +272,7 @@ impl Connection {
     }
 
     async fn reply(&mut self, id: u64) -> Result<Reply, RemoteError> {
+        self.ready().await?;
         loop {
             let line = self.line().await?;
             let reply: Reply = serde_json::from_str(&line).map_err(|_| RemoteError::Garbled {
@@ -315,9 +330,13 @@ impl Connection {
         }
     }
 
-    /// Ends the channel: the server sees end of input and exits.
+    /// Ends the channel once the last answer is in: the ssh client is
+    /// killed (and reaped) without waiting for the far end to wind down,
+    /// which would cost one more round trip for nothing; the master
+    /// connection then closes the session and the server sees end of input.
     pub async fn close(mut self) {
         self.stdin = None;
+        let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
 }

@@ -5,7 +5,9 @@
 //! 1. The client says [`Hello`] (its maqet version and the protocol
 //!    versions it speaks); the server answers [`Greeting::Welcome`] with
 //!    the version both use (the highest both speak), or
-//!    [`Greeting::Refused`] naming its own range.
+//!    [`Greeting::Refused`] naming its own range. The client may send its
+//!    first request right behind the hello, without waiting (one round
+//!    trip less); a server that refuses reads no further.
 //! 2. Then requests ([`Request`]: an id and a [`Call`]), each answered by
 //!    [`Reply`] lines with that id: `run` streams `output` lines and ends
 //!    with `exit`; every other call ends with `done` (its typed result as
@@ -109,6 +111,13 @@ pub enum Call {
     List { state: Option<String> },
     /// `maqet status NAME`: `done` with a `StatusReport`.
     Status { name: String },
+    /// `maqet qmp run NAME COMMAND [ARGS]`: `done` with QEMU's `return`.
+    Qmp {
+        name: String,
+        command: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<serde_json::Value>,
+    },
     /// Where a running VM's socket is on the server (`qmp`: its QMP
     /// socket; `display`: its VNC or SPICE socket), for a forward:
     /// `done` with an [`Endpoint`].
@@ -236,6 +245,17 @@ mod tests {
                     call: Call::Status { name: "web".into() },
                 },
                 r#"{"id":2,"call":{"status":{"name":"web"}}}"#,
+            ),
+            (
+                Request {
+                    id: 6,
+                    call: Call::Qmp {
+                        name: "web".into(),
+                        command: "query-status".into(),
+                        arguments: None,
+                    },
+                },
+                r#"{"id":6,"call":{"qmp":{"name":"web","command":"query-status"}}}"#,
             ),
             (
                 Request {

@@ -70,7 +70,7 @@ pub fn run(c: HostCommand) -> Result<(), CliError> {
         HostCommand::Add(a) => {
             hosts.add(host(&a)?)?;
             hosts.save()?;
-            eprintln!("added host '{}' to {}", a.host, hosts.path.display());
+            eprintln!("added host '{}' to {}", a.alias, hosts.path.display());
         }
         HostCommand::Rm(a) => {
             hosts.remove(&a.host)?;
@@ -101,7 +101,7 @@ fn host(a: &HostAddArgs) -> Result<Host, CliError> {
         None => None,
     };
     Ok(Host {
-        name: a.host.clone(),
+        name: a.alias.clone(),
         destination,
         identity,
         data_dir: a.remote_data_dir.clone(),

@@ -69,6 +69,10 @@ _maqet() {
             local bin=${words[0]/#\~/$HOME}
             mapfile -t COMPREPLY < <(compgen -W "$("$bin" __complete-images 2>/dev/null)" -- "$cur")
             ;;
+        host)
+            local bin=${words[0]/#\~/$HOME}
+            mapfile -t COMPREPLY < <(compgen -W "$("$bin" __complete-hosts 2>/dev/null)" -- "$cur")
+            ;;
         files)
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")

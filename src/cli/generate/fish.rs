@@ -81,6 +81,8 @@ function __maqet_complete
             $bin $dd __complete-vms 2>/dev/null
         case image
             $bin __complete-images 2>/dev/null
+        case host
+            $bin __complete-hosts 2>/dev/null
         case files
             __fish_complete_path $cur | string replace -r '^' -- $prefix
         case dirs

@@ -123,6 +123,9 @@ Without \fB\-\-data\-dir\fR, the data directory is \fI$XDG_DATA_HOME/maqet\fR, e
 .B XDG_RUNTIME_DIR
 The user session's runtime directory; the runner sockets are in \fI$XDG_RUNTIME_DIR/maqet/vm/\fR.
 .TP
+.B MAQET_HOST
+The host of \fB\-H\fR when none is given: a name of \fIhosts.yaml\fR or \fI[USER@]HOST[:PORT]\fR (see \fIdocs/remote.md\fR).
+.TP
 .B MAQET_RUNNER
 Path of \fBmaqet\-runner\fR; by default the one installed next to \fBmaqet\fR.
 .TP
@@ -146,6 +149,12 @@ Default location of a VM's disk images.
 .TP
 .I $XDG_RUNTIME_DIR/maqet/vm/NAME.sock
 The IPC socket of a running VM's runner (mode 0600).
+.TP
+.I $XDG_CONFIG_HOME/maqet/hosts.yaml
+Named connections for \fB\-H NAME\fR (\fBmaqet host add|ls|rm\fR): \fIssh\fR, \fIport\fR, \fIidentity\fR, \fIdata_dir\fR, \fImaqet\fR.
+.TP
+.I $XDG_RUNTIME_DIR/maqet/ssh/
+The shared ssh connections of \fB\-H\fR (ControlMaster sockets); forwarded sockets of \fBqmp socket\fR and \fBdisplay\fR under \fI$XDG_RUNTIME_DIR/maqet/remote/\fR.
 .TP
 .I /usr/lib/systemd/user/maqet.slice
 Resource defaults for all VMs (if installed), used by the transient units \fBmaqet\-vm@NAME.service\fR and \fBmaqet\-vm@NAME.socket\fR.

@@ -12,6 +12,8 @@ pub enum Values {
     Vm,
     /// A catalog image, asked of `maqet __complete-images` at completion time.
     Image,
+    /// A host of hosts.yaml, asked of `maqet __complete-hosts` at completion time.
+    Host,
     Files,
     Dirs,
     /// One of a fixed set (clap's possible values).
@@ -26,6 +28,7 @@ impl Values {
         match self {
             Values::Vm => "vm",
             Values::Image => "image",
+            Values::Host => "host",
             Values::Files => "files",
             Values::Dirs => "dirs",
             Values::Choices(_) => "choices",
@@ -126,6 +129,12 @@ pub fn is_vm_arg(a: &Arg) -> bool {
     a.is_positional() && matches!(a.get_id().as_str(), "name" | "names" | "vm" | "vms")
 }
 
+/// `-H/--host` and positional arguments called `host` take a host of
+/// hosts.yaml.
+pub fn is_host_arg(a: &Arg) -> bool {
+    a.get_id().as_str() == "host"
+}
+
 /// Positional arguments called `image`/`images` take a catalog image name.
 pub fn is_image_arg(a: &Arg) -> bool {
     a.is_positional() && matches!(a.get_id().as_str(), "image" | "images")
@@ -164,6 +173,9 @@ fn values_of(a: &Arg) -> Values {
     }
     if is_image_arg(a) {
         return Values::Image;
+    }
+    if is_host_arg(a) {
+        return Values::Host;
     }
     let choices: Vec<String> = a
         .get_possible_values()
@@ -219,6 +231,31 @@ mod tests {
             super::super::fish::render(&t),
         ] {
             assert!(script.contains("__complete-images"));
+        }
+    }
+
+    #[test]
+    fn hosts_complete_from_hosts_yaml() {
+        let t = tree();
+        assert_eq!(find(&t, "host rm").positionals, vec![Values::Host]);
+        // A new host's name is not an existing one.
+        assert_eq!(
+            find(&t, "host add").positionals,
+            vec![Values::Any, Values::Any]
+        );
+        let host_opt = t
+            .opts
+            .iter()
+            .find(|o| o.names.contains(&"--host".to_string()))
+            .expect("-H/--host");
+        assert_eq!(host_opt.value, Some(Values::Host));
+        assert!(host_opt.names.contains(&"-H".to_string()));
+        for script in [
+            super::super::bash::render(&t),
+            super::super::zsh::render(&t),
+            super::super::fish::render(&t),
+        ] {
+            assert!(script.contains("__complete-hosts"));
         }
     }
 

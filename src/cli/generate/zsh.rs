@@ -85,6 +85,12 @@ _maqet() {
             images=(${(f)"$("$bin" __complete-images 2>/dev/null)"})
             compadd -a images
             ;;
+        host)
+            local -a hosts
+            local bin=${words[1]/#\~/$HOME}
+            hosts=(${(f)"$("$bin" __complete-hosts 2>/dev/null)"})
+            compadd -a hosts
+            ;;
         files) _files ;;
         dirs) _files -/ ;;
         choices:*) compadd -- ${=kind#choices:} ;;

@@ -61,19 +61,22 @@ pub fn outdated(vm: &VmName, command: &str, e: IpcError) -> CliError {
     }
 }
 
-async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
-    let arguments = match &a.arguments {
-        None => None,
+/// `qmp run`'s ARGS_JSON: a JSON object or nothing.
+pub fn arguments(text: Option<&str>) -> Result<Option<Value>, CliError> {
+    match text {
+        None => Ok(None),
         Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(v @ Value::Object(_)) => Some(v),
-            Ok(_) => {
-                return Err(CliError::usage(
-                    "ARGS_JSON must be a JSON object, e.g. '{\"id\": \"dev0\"}'",
-                ))
-            }
-            Err(e) => return Err(CliError::usage(format!("ARGS_JSON is not valid JSON: {e}"))),
+            Ok(v @ Value::Object(_)) => Ok(Some(v)),
+            Ok(_) => Err(CliError::usage(
+                "ARGS_JSON must be a JSON object, e.g. '{\"id\": \"dev0\"}'",
+            )),
+            Err(e) => Err(CliError::usage(format!("ARGS_JSON is not valid JSON: {e}"))),
         },
-    };
+    }
+}
+
+async fn run_command(ctx: &Ctx, a: QmpRunArgs) -> Result<(), CliError> {
+    let arguments = arguments(a.arguments.as_deref())?;
     let (vm, _) = ctx.vm(&a.name)?;
     let v = ctx.vms().await?.qmp(&vm, &a.command, arguments).await?;
     print_json(&v);
