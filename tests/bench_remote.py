@@ -35,7 +35,11 @@ def remote_bench(d, runs):
     with open(os.path.join(cfg, "maqet", "hosts.yaml"), "w") as f:
         f.write(f"bench:\n  ssh: {user}@localhost\n  port: {port}\n  maqet: {maqet}\n"
                 f"  data_dir: {data}\n")
-    env = dict(os.environ, XDG_CONFIG_HOME=cfg)
+    # A runtime directory of its own: maqet's master connection is ended
+    # with the run (the local side of -H needs it for nothing else).
+    run_dir = os.path.join(d, "remote-run")
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    env = dict(os.environ, XDG_CONFIG_HOME=cfg, XDG_RUNTIME_DIR=run_dir)
     env.pop("MAQET_HOST", None)
     vm = f"rbench-{os.getpid()}"
     yaml = os.path.join(d, "rvm.yaml")
@@ -62,8 +66,13 @@ def remote_bench(d, runs):
             qmp.append(_timed(m + ["qmp", "run", vm, "query-status"], env))
     finally:
         subprocess.run(m + ["rm", "--force", vm], capture_output=True, env=env)
-        subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "--", "x"],
-                       capture_output=True)
+        masters = [master]
+        ssh_dir = os.path.join(run_dir, "maqet", "ssh")
+        if os.path.isdir(ssh_dir):
+            masters += [os.path.join(ssh_dir, n) for n in os.listdir(ssh_dir)]
+        for sock in masters:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "--", "x"],
+                           capture_output=True)
     return {"ssh_true_s": statistics.median(floor), "ls_s": statistics.median(ls),
             "qmp_s": statistics.median(qmp)}
 
