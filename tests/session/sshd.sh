@@ -14,7 +14,7 @@
 #     and [localhost]:PORT, so tests connect with host key checking on, as a user would;
 #   - $MAQET_TEST_SSHD_DIR/remote.env records MAQET_TEST_SSH_HOST, MAQET_TEST_SSH_PORT and
 #     MAQET_TEST_REMOTE_USER (NAME=VALUE lines) for tests/run.sh and the tests.
-# Port: $MAQET_TEST_SSH_PORT if set; else the running sshd's; else 2222 if free, else any
+# Port: $MAQET_TEST_SSH_PORT if set; else the running sshd's; else 2299 if free, else any
 # free one. `up` leaves a running sshd with the same config alone once a login answers;
 # `down` stops it. Called by user-session.sh up/down/status, under its lock, after both
 # users' managers are up (the health check asks the remote user's manager over ssh).
@@ -30,7 +30,8 @@ CONFIG=$DIR/sshd_config
 HOST_KEY=$DIR/ssh_host_ed25519_key
 SSHD_PID=$DIR/sshd.pid
 SSHD_LOG=$MAQET_SESSION_STATE/sshd.log
-DEFAULT_PORT=2222
+# Not 2222: the original tool's example 2 forwards that port (tests/storage.rs).
+DEFAULT_PORT=2299
 UP_TIMEOUT=${MAQET_SESSION_TIMEOUT:-20}
 HEALTH_WHY=""
 
