@@ -100,9 +100,9 @@ fn forwarded(args: &[String]) -> Forwarded {
 
 /// Where `-H` values and `--all-hosts` point.
 fn transports(cli: &Cli, data_dir: Option<&str>) -> Result<Vec<Transport>, CliError> {
-    let path = hosts_path().map_err(|e| CliError::usage(e.to_string()))?;
-    let hosts =
-        Hosts::load(&path).map_err(|e| CliError::new(code::INVALID_CONFIG, e.to_string()))?;
+    // Errors worded and coded as for `maqet host` (commands/host.rs).
+    let path = hosts_path()?;
+    let hosts = Hosts::load(&path)?;
     let control = crate::remote::ssh::control_dir();
     let mut out = Vec::new();
     if cli.all_hosts {
