@@ -726,3 +726,53 @@ fn host_add_ls_rm_keep_hosts_yaml() {
     let e = near.fails(4, &["-H", "r", "ls"]);
     assert!(e.contains("hosts.yaml:3:3: r.prot: unknown key"), "{e}");
 }
+
+#[test]
+fn events_stream_through_dash_h_and_end_with_the_client() {
+    use std::io::{BufRead, BufReader};
+    let w = RemoteWorld::new("hevents");
+    let near = Near::new(&w, "");
+    let vm = w.name("e");
+    let f = near.write("e.yaml", &headless_yaml(&vm, ""));
+    near.ok(&["-H", "r", "add", &f]);
+    near.ok(&["-H", "r", "start", &vm]);
+    let mut events = near
+        .cmd()
+        .args(["-H", "r", "events", &vm, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    // The stream is open once the remote maqet runs it; then pause and
+    // resume the VM and read both events as they come.
+    let remote_events = || {
+        let o = w.remote.run(&format!(
+            "pgrep -u {} -f -- '[ ]events {vm}'",
+            w.remote.user
+        ));
+        !stdout(&o).is_empty()
+    };
+    wait_until(
+        "the remote events command",
+        Duration::from_secs(60),
+        remote_events,
+    );
+    near.ok(&["-H", "r", "qmp", "pause", &vm]);
+    near.ok(&["-H", "r", "qmp", "resume", &vm]);
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|e: &String| e == "STOP") && seen.iter().any(|e| e == "RESUME")) {
+        let line = lines.next().expect("an event line").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+        seen.push(v["event"].as_str().unwrap_or_default().to_string());
+    }
+    // Ending the local maqet ends the ssh session, and the server then
+    // stops the remote command instead of letting it run for no one.
+    send_signal(events.id().into(), "-TERM");
+    let _ = events.wait();
+    wait_until(
+        "the remote events command to end",
+        Duration::from_secs(60),
+        || !remote_events(),
+    );
+    near.ok(&["-H", "r", "rm", "--force", &vm]);
+}
