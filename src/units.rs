@@ -106,9 +106,24 @@ pub fn why_companion_is_needed(unit: &str) -> &'static str {
     }
 }
 
+/// `maqet-vm@NAME.service`: the VM's runner.
+pub fn vm_service(vm: &str) -> String {
+    format!("{UNIT_PREFIX}{vm}.service")
+}
+
+/// `maqet-vm@NAME.socket`: the runner's sockets.
+pub fn vm_socket(vm: &str) -> String {
+    format!("{UNIT_PREFIX}{vm}.socket")
+}
+
 /// The VM name in `maqet-vm@NAME.service`.
 pub fn service_vm_name(unit: &str) -> Option<&str> {
     unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".service")
+}
+
+/// The VM name in `maqet-vm@NAME.socket`.
+pub fn socket_vm_name(unit: &str) -> Option<&str> {
+    unit.strip_prefix(UNIT_PREFIX)?.strip_suffix(".socket")
 }
 
 /// The fd QEMU finds its QMP socket at (`-chardev socket,id=maqet-qmp,fd=4`).

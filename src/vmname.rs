@@ -50,20 +50,18 @@ impl VmName {
 
     /// `maqet-vm@NAME.service`
     pub fn service_unit(&self) -> String {
-        format!("{}{}.service", crate::units::UNIT_PREFIX, self.0)
+        crate::units::vm_service(&self.0)
     }
 
     /// `maqet-vm@NAME.socket`
     pub fn socket_unit(&self) -> String {
-        format!("{}{}.socket", crate::units::UNIT_PREFIX, self.0)
+        crate::units::vm_socket(&self.0)
     }
 
     /// The name from a unit name such as `maqet-vm@NAME.service`.
     pub fn from_unit(unit: &str) -> Option<VmName> {
-        let rest = unit.strip_prefix(crate::units::UNIT_PREFIX)?;
-        let name = rest
-            .strip_suffix(".service")
-            .or_else(|| rest.strip_suffix(".socket"))?;
+        let name =
+            crate::units::service_vm_name(unit).or_else(|| crate::units::socket_vm_name(unit))?;
         VmName::new(name).ok()
     }
 }

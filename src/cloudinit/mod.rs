@@ -10,6 +10,7 @@
 
 mod vfat;
 
+use crate::config::is_public_key;
 use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -41,14 +42,6 @@ pub enum CloudInitError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Key types as they start an OpenSSH public key line.
-const KEY_PREFIXES: &[&str] = &["ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-"];
-
-/// A public key written inline (as opposed to the path of a `.pub` file).
-pub fn is_public_key(s: &str) -> bool {
-    KEY_PREFIXES.iter().any(|p| s.starts_with(p)) && s.contains(' ')
 }
 
 /// `DATA_DIR/cloud-init/VM`: the VM's seed directory.

@@ -27,63 +27,8 @@ pub mod virtiofs;
 use zbus::zvariant::Value;
 
 use crate::systemd::properties::Props;
+pub use crate::systemd::properties::{CompanionUnit, Companions};
 use crate::vmname::VmName;
-
-/// One transient unit to create next to the VM's pair.
-#[derive(Debug, Clone)]
-pub struct CompanionUnit {
-    pub name: String,
-    pub props: Props,
-}
-
-/// The companions of one VM start: the units to create, and those the
-/// VM's service pulls in and is ordered after.
-#[derive(Debug, Clone, Default)]
-pub struct Companions {
-    pub units: Vec<CompanionUnit>,
-    /// Units the VM's service pulls in and waits for (`Wants=` + `After=`):
-    /// the helpers and their sockets.
-    pub want: Vec<String>,
-}
-
-impl Companions {
-    /// A helper systemd starts on its socket: the socket unit and the
-    /// service, both wanted by the VM (the socket listed first).
-    pub fn socket_activated(
-        socket: String,
-        socket_props: Props,
-        service: String,
-        service_props: Props,
-    ) -> Companions {
-        Companions {
-            units: vec![
-                CompanionUnit {
-                    name: socket.clone(),
-                    props: socket_props,
-                },
-                CompanionUnit {
-                    name: service.clone(),
-                    props: service_props,
-                },
-            ],
-            want: vec![socket, service],
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.units.is_empty()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.units.iter().map(|u| u.name.clone()).collect()
-    }
-
-    /// Adds `other`'s units after these.
-    pub fn extend(&mut self, other: Companions) {
-        self.units.extend(other.units);
-        self.want.extend(other.want);
-    }
-}
 
 /// The companions `cfg` asks for that need nothing decided at start: the
 /// TPM and one virtiofsd per share. passt's unit carries the port plan, so
@@ -125,32 +70,6 @@ pub fn for_vm(
         }
     }
     out
-}
-
-/// A helper program: `env` (a path, or a name looked up in PATH), else
-/// `name` in PATH, else the first of `also` that is executable.
-pub(crate) fn find_program(
-    env: &str,
-    name: &str,
-    also: &[&str],
-) -> Result<std::path::PathBuf, (String, bool)> {
-    use std::path::PathBuf;
-    let (wanted, from_env) = match std::env::var(env) {
-        Ok(v) if !v.is_empty() => (v, true),
-        _ => (name.to_string(), false),
-    };
-    let executable = |p: PathBuf| (p.is_file() && crate::config::is_executable(&p)).then_some(p);
-    let found = if wanted.contains('/') {
-        executable(PathBuf::from(&wanted))
-    } else {
-        crate::config::find_in_path(&wanted).or_else(|| {
-            if from_env {
-                return None;
-            }
-            also.iter().find_map(|p| executable(PathBuf::from(p)))
-        })
-    };
-    found.ok_or((wanted, from_env))
 }
 
 /// How a helper runs under the runner's relay, which logs its lines with
@@ -246,7 +165,7 @@ pub fn provision_state(
     }
     if let Some(fw) = &cfg.desktop.firmware {
         let qemu_img = crate::storage::QemuImg::find(Some(&cfg.binary))?;
-        crate::firmware::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
+        crate::storage::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
     }
     if cfg.desktop.tpm.is_some() {
         tpm::provision_state(vm, vm_dir, store, done)?;

@@ -14,31 +14,13 @@
 //! The port forwards are passt's (`-t`/`-u`, bound to the loopback address of each forward),
 //! from the start's port plan; passt cannot change them while it runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zbus::zvariant::Value;
 
 use super::{common_service_props, CompanionUnit, Companions};
 use crate::ports::PortPlan;
 use crate::vmname::VmName;
-
-/// Overrides the passt binary (a path or a name looked up in PATH).
-pub const PASST_ENV: &str = "MAQET_PASST";
-/// The package, for hints.
-pub const PACKAGE: &str = "passt";
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("passt ('{tried}') is not installed or not executable; `network: passt` runs passt next to the VM: install the package {PACKAGE} (Debian 12+, Ubuntu 23.04+, Fedora){}, or use `network: user`", if *.from_env { format!(" or fix {PASST_ENV}") } else { String::new() })]
-pub struct PasstMissing {
-    pub tried: String,
-    pub from_env: bool,
-}
-
-/// The passt binary: `MAQET_PASST`, else `passt` in PATH.
-pub fn find_passt() -> Result<PathBuf, PasstMissing> {
-    super::find_program(PASST_ENV, "passt", &[])
-        .map_err(|(tried, from_env)| PasstMissing { tried, from_env })
-}
 
 pub fn service_unit(vm: &VmName) -> String {
     crate::units::net_service(vm.as_str())

@@ -16,24 +16,6 @@ use crate::state::Store;
 use crate::storage::{Provisioned, StorageError};
 use crate::vmname::VmName;
 
-/// Overrides the swtpm binary (a path or a name looked up in PATH).
-pub const SWTPM_ENV: &str = "MAQET_SWTPM";
-/// Packages that provide swtpm, for hints.
-pub const PACKAGES: &str = "swtpm swtpm-tools";
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("swtpm ('{tried}') is not installed or not executable; `tpm: true` runs the TPM emulator swtpm next to the VM: install {PACKAGES} (Debian, Ubuntu, Fedora){}", if *.from_env { format!(" or fix {SWTPM_ENV}") } else { String::new() })]
-pub struct SwtpmMissing {
-    pub tried: String,
-    pub from_env: bool,
-}
-
-/// The swtpm binary: `MAQET_SWTPM`, else `swtpm` in PATH.
-pub fn find_swtpm() -> Result<PathBuf, SwtpmMissing> {
-    super::find_program(SWTPM_ENV, "swtpm", &[])
-        .map_err(|(tried, from_env)| SwtpmMissing { tried, from_env })
-}
-
 pub fn service_unit(vm: &VmName) -> String {
     crate::units::tpm_service(vm.as_str())
 }
@@ -42,36 +24,9 @@ pub fn socket_unit(vm: &VmName) -> String {
     crate::units::tpm_socket(vm.as_str())
 }
 
-/// The control socket in the VM's runtime directory.
-pub fn socket_path(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("tpm.sock")
-}
-
 /// The state directory in the VM's own directory.
 pub fn state_dir(vm_dir: &Path) -> PathBuf {
     vm_dir.join("tpm")
-}
-
-/// The TPM device QEMU gives the guest: CRB on q35 (what Windows 11 and
-/// current Linux expect), TIS elsewhere (i440fx has no CRB support).
-pub fn device_for_machine(machine: Option<&str>) -> &'static str {
-    match machine {
-        Some(m) if m == "q35" || m.starts_with("pc-q35-") => "tpm-crb",
-        _ => "tpm-tis",
-    }
-}
-
-/// QEMU's side: a tpm-emulator backend on the control socket.
-pub fn qemu_args(socket: &Path, device: &str) -> Vec<String> {
-    let path = socket.to_string_lossy().replace(',', ",,");
-    vec![
-        "-chardev".into(),
-        format!("socket,id=maqet-tpm,path={path}"),
-        "-tpmdev".into(),
-        "emulator,id=maqet-tpm0,chardev=maqet-tpm".into(),
-        "-device".into(),
-        format!("{device},tpmdev=maqet-tpm0"),
-    ]
 }
 
 /// Creates the state directory (0700) unless it exists, recorded.
@@ -133,7 +88,7 @@ pub fn units(
     // A stateless swtpm must never be started by a stray connection.
     let kp = super::socket_props(
         format!("maqet VM {} TPM control socket", vm.as_str()),
-        &socket_path(runtime_dir),
+        &crate::config::tpm::socket_path(runtime_dir),
         &service,
     );
     Companions::socket_activated(socket, kp, service, sp)
@@ -200,24 +155,5 @@ mod tests {
             post.contains(r#"Str("--companion-stopped"), Str("w"), Str("maqet-tpm@w.service")"#),
             "{post}"
         );
-    }
-
-    #[test]
-    fn devices_and_args() {
-        assert_eq!(device_for_machine(Some("q35")), "tpm-crb");
-        assert_eq!(device_for_machine(Some("pc-q35-7.2")), "tpm-crb");
-        assert_eq!(device_for_machine(Some("pc")), "tpm-tis");
-        let a = qemu_args(Path::new("/r/tpm.sock"), "tpm-crb");
-        assert_eq!(a[1], "socket,id=maqet-tpm,path=/r/tpm.sock");
-        assert_eq!(a[5], "tpm-crb,tpmdev=maqet-tpm0");
-    }
-
-    #[test]
-    fn swtpm_override() {
-        // Only this test touches the variable.
-        std::env::set_var(SWTPM_ENV, "/nonexistent/swtpm");
-        let e = find_swtpm().unwrap_err();
-        std::env::remove_var(SWTPM_ENV);
-        assert!(e.from_env && e.to_string().contains("install swtpm swtpm-tools"));
     }
 }

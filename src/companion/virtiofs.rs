@@ -10,35 +10,13 @@
 //! guest creates belong to the user on the host: an unprivileged virtiofsd
 //! cannot take on other owners.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zbus::zvariant::Value;
 
 use super::{common_service_props, Companions};
 use crate::config::Share;
 use crate::vmname::VmName;
-
-/// Overrides the virtiofsd binary (a path or a name looked up in PATH).
-pub const VIRTIOFSD_ENV: &str = "MAQET_VIRTIOFSD";
-/// Where distributions install virtiofsd outside PATH (Debian 13, Fedora:
-/// /usr/libexec; Arch: /usr/lib).
-pub const LIBEXEC: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"];
-/// The package, for hints.
-pub const PACKAGE: &str = "virtiofsd";
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("virtiofsd ('{tried}') is not installed or not executable; `shares:` run one virtiofsd per share next to the VM: install the package {PACKAGE} (Debian 13, Ubuntu, Fedora; it lands in /usr/libexec), or on Debian 12 build it with `cargo install --locked virtiofsd` (needs libseccomp-dev and libcap-ng-dev) into a directory on PATH{}; hosts without it can still share a directory over 9p (storage: type: virtfs)", if *.from_env { format!(", or fix {VIRTIOFSD_ENV}") } else { String::new() })]
-pub struct VirtiofsdMissing {
-    pub tried: String,
-    pub from_env: bool,
-}
-
-/// The virtiofsd binary: `MAQET_VIRTIOFSD`, else `virtiofsd` in PATH,
-/// else [`LIBEXEC`].
-pub fn find_virtiofsd() -> Result<PathBuf, VirtiofsdMissing> {
-    super::find_program(VIRTIOFSD_ENV, "virtiofsd", LIBEXEC)
-        .map_err(|(tried, from_env)| VirtiofsdMissing { tried, from_env })
-}
 
 /// virtiofsd's `--sandbox` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -117,11 +117,11 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, keys: &DesktopKeys)
         }
     }
     if let Some((true, loc)) = &keys.tpm {
-        match crate::companion::tpm::find_swtpm() {
+        match crate::programs::find_swtpm() {
             Ok(swtpm) => {
                 cfg.desktop.tpm = Some(Tpm {
                     swtpm,
-                    device: crate::companion::tpm::device_for_machine(machine.as_deref()),
+                    device: super::tpm::device_for_machine(machine.as_deref()),
                 })
             }
             Err(e) => v.error(loc, format!("tpm: {e}")),

@@ -343,7 +343,7 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
                         let name = format!("{key}[{i}]");
                         let s = v.string(k, &name)?;
                         // A key file is read at every start (autostart too).
-                        if !crate::cloudinit::is_public_key(&s) {
+                        if !is_public_key(&s) {
                             regular_file(v, k, &name, &s);
                         }
                         Some(s)
@@ -419,6 +419,14 @@ fn check_hostname(v: &mut Validator, n: &Node, key: &str, s: &str) -> bool {
         );
     }
     ok
+}
+
+/// Key types as they start an OpenSSH public key line.
+const KEY_PREFIXES: &[&str] = &["ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-"];
+
+/// A public key written inline (as opposed to the path of a `.pub` file).
+pub fn is_public_key(s: &str) -> bool {
+    KEY_PREFIXES.iter().any(|p| s.starts_with(p)) && s.contains(' ')
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ mod shares;
 mod size;
 mod storage;
 mod strings;
+pub mod tpm;
 
 mod validate;
 
@@ -104,12 +105,12 @@ pub use disk_spec::{parse_disk_spec, SpecError, SPEC_KEYS};
 pub use document::{ConfigDocument, STORED_LABEL};
 pub use error::{ConfigError, Location};
 pub use guest::{
-    check_host_addr, parse_port, parse_port_key, unprivileged_port_start, CloudInit, GuestSetup,
-    PortKey, PortSpec, Protocol, AUTO as AUTO_PORTS, DEFAULT_HOST_ADDR,
+    check_host_addr, is_public_key, parse_port, parse_port_key, unprivileged_port_start, CloudInit,
+    GuestSetup, PortKey, PortSpec, Protocol, AUTO as AUTO_PORTS, DEFAULT_HOST_ADDR,
 };
-pub use networks::{find_vde_switch, Network, Networks, VdeSwitchMissing, VDE_SWITCH_ENV};
+pub use networks::{Network, Networks};
 pub use nic::NetworkMode;
-pub use paths::{canonical, find_in_path, is_executable, normalize, system_dir_of};
+pub use paths::{canonical, normalize, system_dir_of};
 pub use schema::{
     Argument, ImageFormat, Interface, OnReboot, OnStop, ResourceLimits, Resources, RestartPolicy,
     SecurityModel, StorageEntry, StorageKind, Virtfs, VmConfig, DEFAULT_BINARY, DEFAULT_DISK_SIZE,

@@ -41,7 +41,7 @@ impl NetworkMode {
 pub(crate) fn validate(v: &mut Validator, key_loc: &super::Location, node: &Node) -> NetworkMode {
     match &node.value {
         Value::Str(s) if s == "user" => NetworkMode::User,
-        Value::Str(s) if s == "passt" => match crate::companion::passt::find_passt() {
+        Value::Str(s) if s == "passt" => match crate::programs::find_passt() {
             Ok(p) => NetworkMode::Passt(p),
             Err(e) => {
                 v.error(&node.loc, format!("network: {e}"));

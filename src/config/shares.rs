@@ -242,7 +242,7 @@ fn item_share(v: &mut Validator, item: &Node, key: &str) -> Option<Share> {
             );
             return None;
         }
-        Ok(_) if !super::paths::is_readable(&path) => {
+        Ok(_) if !crate::programs::is_readable(&path) => {
             v.error(
                 &host_loc,
                 format!("{key}: {} is not readable by you", path.display()),
@@ -356,7 +356,7 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, loc: Option<&Locati
             "shares: 'guest:' is where cloud-init mounts the share, and this VM has no cloud_init; mount it in the guest yourself (mount -t virtiofs TAG DIR)",
         );
     }
-    match crate::companion::virtiofs::find_virtiofsd() {
+    match crate::programs::find_virtiofsd() {
         Ok(p) => cfg.shares.virtiofsd = Some(p),
         Err(e) => v.error(loc, format!("shares: {e}")),
     }
@@ -386,7 +386,7 @@ pub fn qemu_args(shares: &[Share], memory: u64, runtime_dir: &Path) -> Vec<Strin
             "-chardev".to_string(),
             format!(
                 "socket,id=maqet-fs{i},path={}",
-                super::argv::escape(&socket.to_string_lossy())
+                crate::qemu_opts::escape(&socket.to_string_lossy())
             ),
             "-device".to_string(),
             format!("vhost-user-fs-pci,chardev=maqet-fs{i},tag={}", s.tag),

@@ -411,7 +411,7 @@ fn validate_backing(
             &n.loc,
             format!("{key}: {} is not a regular file", path.display()),
         ),
-        Ok(_) if !paths::is_readable(&path) => v.error(
+        Ok(_) if !crate::programs::is_readable(&path) => v.error(
             &n.loc,
             format!("{key}: {} is not readable by you", path.display()),
         ),
@@ -511,7 +511,7 @@ fn validate_virtfs(
             &path_node.loc,
             format!("{key}: {} is not a directory", fs.path.display()),
         ),
-        Ok(_) if !paths::is_readable(&fs.path) => v.error(
+        Ok(_) if !crate::programs::is_readable(&fs.path) => v.error(
             &path_node.loc,
             format!("{key}: {} is not readable by you", fs.path.display()),
         ),

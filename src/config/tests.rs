@@ -1,6 +1,7 @@
 //! End-to-end tests of the config module: real example files, merged
 //! documents, validation messages and full argv.
 
+use crate::programs::is_executable;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

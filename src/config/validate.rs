@@ -603,7 +603,7 @@ fn effective_resources(cfg: &mut VmConfig) {
     for a in &cfg.arguments {
         let Some(value) = a.argv.get(1) else { continue };
         let field = |name: &str| {
-            argv::split_opts(value)
+            crate::qemu_opts::split(value)
                 .into_iter()
                 .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
                 .map(str::to_string)
@@ -651,7 +651,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
         ),
     };
     let path = if !text.contains('/') {
-        match paths::find_in_path(&text) {
+        match crate::programs::find_in_path(&text) {
             Some(p) => p,
             None => {
                 v.error(
@@ -682,7 +682,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
             &loc,
             format!("{what}: {} is not a regular file", path.display()),
         ),
-        Ok(_) if !paths::is_executable(&path) => v.error(
+        Ok(_) if !crate::programs::is_executable(&path) => v.error(
             &loc,
             format!("{what}: {} is not executable by you", path.display()),
         ),

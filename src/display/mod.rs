@@ -100,7 +100,7 @@ pub fn find_viewer(server: DisplayServer) -> Option<(&'static Viewer, PathBuf)> 
     VIEWERS
         .iter()
         .filter(|v| v.servers.contains(&server))
-        .find_map(|v| crate::config::find_in_path(v.program).map(|p| (v, p)))
+        .find_map(|v| crate::programs::find_in_path(v.program).map(|p| (v, p)))
 }
 
 /// "install virt-viewer (remote-viewer) or …" for messages.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::store::DefinedVm;
 use super::{command_output, Finding, Severity};
-use crate::config::{is_executable, DEFAULT_BINARY};
+use crate::config::DEFAULT_BINARY;
+use crate::programs::is_executable;
 
 pub fn runner(runner: &Result<PathBuf, String>) -> Finding {
     match runner {

@@ -72,7 +72,7 @@ pub enum RunnerError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Provision(#[from] crate::provision::ProvisionError),
+    Provision(#[from] crate::vm::provision::ProvisionError),
     #[error("network '{segment}': its switch {unit} is not running (no {}); `maqet start` starts it with the VM, so start the VM again", ctl.display())]
     NoSwitch {
         segment: String,
@@ -230,17 +230,17 @@ async fn run_vm(
 ) -> Result<i32, RunnerError> {
     // The one rendering `maqet info` shows too: the config's options, the
     // seed drive, the agent channel, the user-mode NIC with the start's ports.
-    let command = crate::provision::qemu_command(
+    let command = crate::vm::provision::guest::qemu_command(
         data_dir,
         vm,
         config,
         runtime,
-        crate::provision::Ports::Published,
+        crate::vm::provision::guest::Ports::Published,
     )?;
     let mut argv = command.argv;
     // QEMU's own words for a missing switch name only a socket path.
     for n in &config.networks.segments {
-        let rt = crate::provision::segment_runtime(runtime, &n.name)?;
+        let rt = crate::vm::provision::guest::segment_runtime(runtime, &n.name)?;
         if !rt.ctl().exists() {
             return Err(RunnerError::NoSwitch {
                 segment: n.name.to_string(),

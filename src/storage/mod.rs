@@ -10,6 +10,7 @@ pub mod identity;
 pub mod inventory;
 pub mod live;
 pub mod locks;
+pub mod nvram;
 pub mod qemu_img;
 pub mod refs;
 pub mod remove;

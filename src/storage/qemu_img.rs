@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::config::{find_in_path, is_executable, ImageFormat};
+use crate::config::ImageFormat;
+use crate::programs::{find_in_path, is_executable};
 
 /// One image of `qemu-img info --output=json --backing-chain`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -46,7 +46,7 @@ pub fn argv_paths(argv: &[String]) -> Vec<String> {
 /// Every value of a QEMU option string (`k=v,k=v`, or a bare value), and
 /// the strings of a `json:` value.
 fn option_paths(arg: &str, out: &mut Vec<String>) {
-    for part in split_options(arg) {
+    for part in crate::qemu_opts::split_unescaped(arg) {
         let value = part.split_once('=').map_or(part.as_str(), |(_, v)| v);
         if value.is_empty() {
             continue;
@@ -94,25 +94,6 @@ fn json_strings(v: &Value, out: &mut Vec<String>) {
         Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
         _ => {}
     }
-}
-
-/// Splits a QEMU option string at single commas (`,,` is a literal comma).
-pub(crate) fn split_options(s: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' {
-            if chars.peek() == Some(&',') {
-                chars.next();
-                parts.last_mut().expect("never empty").push(',');
-            } else {
-                parts.push(String::new());
-            }
-        } else {
-            parts.last_mut().expect("never empty").push(c);
-        }
-    }
-    parts
 }
 
 /// How a file is used.

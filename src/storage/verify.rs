@@ -16,9 +16,10 @@ use serde_json::Value;
 use super::base::sha256_file;
 use super::identity::stat_followed;
 use super::qemu_img::{CheckOutput, QemuImg};
-use super::refs::{argv_paths, split_options};
+use super::refs::argv_paths;
 use crate::access::{allowed, Access};
 use crate::config::{StorageKind, VmConfig};
+use crate::qemu_opts::split_unescaped;
 
 /// How one disk fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,7 +150,7 @@ pub fn argument_disks(cfg: &VmConfig, qemu_cwd: &Path) -> Vec<ArgumentDisk> {
         if !DISK_OPTIONS.contains(&option) {
             return;
         }
-        let parts = split_options(value);
+        let parts = split_unescaped(value);
         let key = |k: &str| {
             parts
                 .iter()

@@ -38,10 +38,68 @@ pub struct VmUnitSpec {
     /// Passed to the runner as `MAQET_LOG`.
     pub log_filter: Option<String>,
     /// Helper units created with the pair (swtpm), bound to the service.
-    pub companions: crate::companion::Companions,
+    pub companions: Companions,
 }
 
 pub type Props = Vec<(&'static str, Value<'static>)>;
+
+/// One transient unit to create next to the VM's pair (a helper such as
+/// swtpm or its socket; `crate::companion` builds them, this layer only
+/// creates and orders them).
+#[derive(Debug, Clone)]
+pub struct CompanionUnit {
+    pub name: String,
+    pub props: Props,
+}
+
+/// The companions of one VM start: the units to create, and those the
+/// VM's service pulls in and is ordered after.
+#[derive(Debug, Clone, Default)]
+pub struct Companions {
+    pub units: Vec<CompanionUnit>,
+    /// Units the VM's service pulls in and waits for (`Wants=` + `After=`):
+    /// the helpers and their sockets.
+    pub want: Vec<String>,
+}
+
+impl Companions {
+    /// A helper systemd starts on its socket: the socket unit and the
+    /// service, both wanted by the VM (the socket listed first).
+    pub fn socket_activated(
+        socket: String,
+        socket_props: Props,
+        service: String,
+        service_props: Props,
+    ) -> Companions {
+        Companions {
+            units: vec![
+                CompanionUnit {
+                    name: socket.clone(),
+                    props: socket_props,
+                },
+                CompanionUnit {
+                    name: service.clone(),
+                    props: service_props,
+                },
+            ],
+            want: vec![socket, service],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.units.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// Adds `other`'s units after these.
+    pub fn extend(&mut self, other: Companions) {
+        self.units.extend(other.units);
+        self.want.extend(other.want);
+    }
+}
 
 pub use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 
@@ -291,13 +349,11 @@ mod tests {
     #[test]
     fn companions_are_bound_and_ordered_first() {
         let mut s = spec();
-        s.companions = crate::companion::tpm::units(
-            &s.vm,
-            std::path::Path::new("/usr/bin/swtpm"),
-            std::path::Path::new("/usr/bin/maqet-runner"),
-            std::path::Path::new("/d/disks/web"),
-            std::path::Path::new("/run/user/1000/maqet/vm/web"),
-            std::path::Path::new("/d"),
+        s.companions = Companions::socket_activated(
+            "maqet-tpm@web.socket".into(),
+            Vec::new(),
+            "maqet-tpm@web.service".into(),
+            Vec::new(),
         );
         let p = service_properties(&s);
         // Wanted, not bound: a helper stopping with a dying VM must not

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::VmConfig;
 use crate::ports::PortPlan;
-use crate::provision::ProvisionError;
+use crate::vm::provision::ProvisionError;
 use crate::vmname::VmName;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
@@ -77,7 +77,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !self.is_running(vm).await? {
             return Err(AccessError::NotRunning { vm: vm.clone() }.into());
         }
-        let plan = crate::provision::published_ports(vm, &cfg)?
+        let plan = crate::vm::provision::guest::published_ports(vm, &cfg)?
             .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
         Ok((cfg, plan))
     }

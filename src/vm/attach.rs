@@ -194,7 +194,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut one = c.new.clone();
         one.storage = vec![c.added.clone()];
         crate::storage::base::verify_bases(&one, &disk_dir)
-            .map_err(crate::provision::ProvisionError::from)?;
+            .map_err(crate::vm::provision::ProvisionError::from)?;
         let store = self.store()?;
         let mut done = Provisioned::default();
         if let Err(e) = st::provision(c.vm.as_str(), &one, &disk_dir, &store, &mut done) {

@@ -249,7 +249,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 /// does: a seed already made keeps working).
 fn check_keys(cfg: &crate::config::VmConfig) -> Result<(), VmError> {
     if let Some(ci) = &cfg.guest.cloud_init {
-        crate::cloudinit::authorized_keys(ci).map_err(crate::provision::ProvisionError::from)?;
+        crate::cloudinit::authorized_keys(ci)
+            .map_err(crate::vm::provision::ProvisionError::from)?;
     }
     Ok(())
 }

@@ -140,7 +140,7 @@ pub enum VmError {
     Owner(#[from] OwnerError),
     /// Guest provisioning (base digests, cloud-init seed, ports).
     #[error(transparent)]
-    Provision(#[from] crate::provision::ProvisionError),
+    Provision(#[from] crate::vm::provision::ProvisionError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

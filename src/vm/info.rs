@@ -6,8 +6,8 @@
 
 use crate::config::ConfigDocument;
 use crate::paths::{runtime_root_or_default, DataDir, VmRuntime};
-use crate::provision::{qemu_command, Ports, QemuCommand};
 use crate::state::VmRecord;
+use crate::vm::provision::guest::{qemu_command, Ports, QemuCommand};
 use crate::vmname::VmName;
 
 use super::VmError;

@@ -166,9 +166,11 @@ impl<R: Runners> Vms<Systemd, R> {
         // The ports this run published, as `status` shows them (changed
         // while it runs by `ports add|rm` and `ports: auto`).
         if status.runner_pid.is_some() {
-            status.ports = cfg
-                .as_ref()
-                .and_then(|c| crate::provision::published_ports(vm, c).ok().flatten());
+            status.ports = cfg.as_ref().and_then(|c| {
+                crate::vm::provision::guest::published_ports(vm, c)
+                    .ok()
+                    .flatten()
+            });
         }
         let properties = pick(raw.as_ref(), SERVICE_PROPS);
         let cgroup = properties

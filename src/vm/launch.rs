@@ -85,7 +85,7 @@ pub fn define_launch(
         Some(u) => u.clone(),
         None => crate::cloudinit::invoking_user()
             .map(|(n, _)| n)
-            .map_err(crate::provision::ProvisionError::from)?,
+            .map_err(crate::vm::provision::ProvisionError::from)?,
     };
     let disk_size = disk_size(
         &pulled,

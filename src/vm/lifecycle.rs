@@ -196,14 +196,19 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         clear();
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
-        let prepared =
-            match crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
-                Ok(p) => p,
-                Err(e) => {
-                    clear();
-                    return Err(e.into());
-                }
-            };
+        let prepared = match crate::vm::provision::guest::prepare(
+            &self.data_dir,
+            vm,
+            &cfg,
+            &store,
+            &spec.runtime,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                clear();
+                return Err(e.into());
+            }
+        };
         // passt's unit carries this start's forwards (it binds them).
         if let (Some(passt), Some(plan)) = (cfg.guest.network.passt(), &prepared.ports) {
             spec.companions.extend(crate::companion::passt::units(

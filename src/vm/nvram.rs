@@ -2,7 +2,7 @@
 //! store (VMs made before qcow2 stores) into the qcow2 one, so the VM can
 //! take live snapshots. The raw file is kept; the qcow2 one wins.
 
-use crate::firmware::nvram::{self, Converted};
+use crate::storage::nvram::{self, Converted};
 use crate::storage::{Provisioned, QemuImg};
 use crate::vmname::VmName;
 

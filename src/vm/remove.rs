@@ -68,7 +68,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             store.delete_vm(vm.as_str())?;
         }
         // known_hosts and the port plan go with it (the seed is storage).
-        for message in crate::provision::forget(vm, &self.data_dir) {
+        for message in crate::vm::provision::guest::forget(vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
         // So does whatever a run could not clean up in its runtime

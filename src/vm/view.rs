@@ -251,7 +251,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 .record(vm)
                 .ok()
                 .and_then(|rec| super::stored_config(&rec).ok())
-                .and_then(|cfg| crate::provision::published_ports(vm, &cfg).ok().flatten());
+                .and_then(|cfg| {
+                    crate::vm::provision::guest::published_ports(vm, &cfg)
+                        .ok()
+                        .flatten()
+                });
         }
         Ok(r)
     }

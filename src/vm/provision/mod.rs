@@ -1,5 +1,11 @@
-//! Storage for a start, and its undo: what a start creates before its
-//! unit exists, and what a failed (or lost) start deletes again.
+//! What a start prepares before its unit exists, in one place: the
+//! storage it creates and its undo (what a failed or lost start deletes
+//! again, here), and the guest's side — cloud-init seed, port plan, the
+//! QEMU command line the runner runs ([`guest`]).
+
+pub mod guest;
+
+pub use guest::{Prepared, ProvisionError};
 
 use std::path::PathBuf;
 
