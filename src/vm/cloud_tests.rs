@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::exit::{code, CliError};
+use crate::vm::class::ErrorClass;
 use crate::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
@@ -67,14 +67,14 @@ fn clone_refuses_an_existing_name_and_an_existing_disk_without_base() {
     let e = run(c.vms.clone_vm(&n("src"), &n("copy"), false)).unwrap_err();
     assert!(matches!(e, VmError::Clone(CloneError::Exists(_))), "{e}");
     assert_eq!(e.to_string(), "a VM named 'copy' already exists");
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
 
     std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
     std::fs::write(c.src_disk(), b"disk").unwrap();
     let e = run(c.vms.clone_vm(&n("src"), &n("other"), false)).unwrap_err();
     assert!(e.to_string().contains("has no base image"), "{e}");
     assert!(e.to_string().contains("use --full"), "{e}");
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(
         c.vms.record(&n("other")).is_err(),
         "a refused clone stores nothing"
@@ -109,7 +109,7 @@ fn full_clone_of_a_running_vm_is_refused_before_anything_is_stored() {
         e.to_string(),
         "VM 'src' is running; stop it before copying its disks (`maqet stop src`)"
     );
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(c.vms.record(&n("copy")).is_err());
 }
 
@@ -149,7 +149,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
         run(c.vms.create_storage(&copy)).unwrap_err(),
     ] {
         assert!(matches!(e, VmError::Incomplete { .. }), "{e}");
-        assert_eq!(CliError::from(e).code, code::CONFLICT);
+        assert_eq!(e.class(), ErrorClass::Conflict);
     }
     let e = run(c.vms.clone_vm(&n("copy"), &n("third"), true)).unwrap_err();
     assert!(
@@ -249,7 +249,7 @@ fn ports_need_a_network_config_and_a_running_vm() {
         matches!(e, VmError::Access(AccessError::NoPorts { .. })),
         "{e}"
     );
-    assert_eq!(CliError::from(e).code, code::FAILURE);
+    assert_eq!(e.class(), ErrorClass::Failure);
 
     let c = case("binary: /bin/sh\nports: [\"8080:80\"]\n");
     let e = run(c.vms.running_ports(&n("src"))).unwrap_err();
@@ -277,7 +277,7 @@ fn an_ssh_user_that_ssh_would_read_as_an_option_is_refused_first() {
         "{e}"
     );
     assert!(e.to_string().contains("starts with '-'"), "{e}");
-    assert_eq!(CliError::from(e).code, code::USAGE);
+    assert_eq!(e.class(), ErrorClass::Usage);
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn ssh_wait_timeout_is_exit_7() {
         wait: Duration::from_millis(1500),
     });
     assert!(e.to_string().contains("within 1.5s"), "{e}");
-    assert_eq!(CliError::from(e).code, code::TIMEOUT);
+    assert_eq!(e.class(), ErrorClass::Timeout);
 }
 
 #[test]
@@ -310,5 +310,5 @@ fn guest_needs_an_agent_channel_and_a_running_vm() {
         "VM 'src' is not running (start it with `maqet start src`; its guest agent answers once the guest has booted)"
     );
     // Like every command that needs a running VM: a conflict (exit 5).
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
 }

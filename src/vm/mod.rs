@@ -11,6 +11,7 @@ pub mod access;
 pub mod agent;
 pub mod attach;
 pub mod autostart;
+pub mod class;
 pub mod clone;
 pub mod control;
 pub mod define;
