@@ -183,7 +183,7 @@ fn part_value(n: &Node, path: &str) -> Result<String, Refused> {
         },
         _ => {
             let text = n.scalar_text().unwrap_or_default();
-            if crate::qemu_opts::split(&text).len() > 1 {
+            if maqet_base::qemu_opts::split(&text).len() > 1 {
                 return Err(refuse(
                     &n.loc,
                     path,
@@ -233,7 +233,7 @@ pub(crate) fn kv_parts(
             }
             _ => out.push(format!(
                 "{key}={}",
-                crate::qemu_opts::escape(&e.value.scalar_text().unwrap_or_default())
+                maqet_base::qemu_opts::escape(&e.value.scalar_text().unwrap_or_default())
             )),
         }
     }
@@ -248,7 +248,7 @@ impl VmConfig {
         let mut argv: Vec<String> = vec![
             self.binary.to_string_lossy().into_owned(),
             "-name".into(),
-            crate::qemu_opts::escape(&ctx.vm_name),
+            maqet_base::qemu_opts::escape(&ctx.vm_name),
             "-chardev".into(),
             format!("socket,id=maqet-qmp,fd={}", ctx.qmp_fd),
             "-mon".into(),
@@ -301,7 +301,7 @@ impl VmConfig {
         }
         // hook: issue 10 — UEFI flash and the TPM backend
         if let Some(fw) = &self.desktop.firmware {
-            let vars = crate::firmware::nvram::current(&ctx.disk_dir);
+            let vars = maqet_base::firmware::nvram::current(&ctx.disk_dir);
             argv.extend(fw.qemu_args(&vars.path, vars.format));
         }
         if let Some(tpm) = &self.desktop.tpm {
@@ -345,11 +345,11 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
                 "local".to_string(),
                 format!(
                     "path={}",
-                    crate::qemu_opts::escape(&v.path.to_string_lossy())
+                    maqet_base::qemu_opts::escape(&v.path.to_string_lossy())
                 ),
-                format!("mount_tag={}", crate::qemu_opts::escape(&v.mount_tag)),
+                format!("mount_tag={}", maqet_base::qemu_opts::escape(&v.mount_tag)),
                 format!("security_model={}", v.security_model.as_str()),
-                format!("id={}", crate::qemu_opts::escape(&v.id)),
+                format!("id={}", maqet_base::qemu_opts::escape(&v.id)),
             ];
             if v.readonly {
                 opts.push("readonly=on".into());
@@ -359,7 +359,7 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
             continue;
         }
         let Some(format) = e.format() else { continue };
-        let file = crate::qemu_opts::escape(&e.path(&ctx.disk_dir).to_string_lossy());
+        let file = maqet_base::qemu_opts::escape(&e.path(&ctx.disk_dir).to_string_lossy());
         let format = if e.readonly {
             format!("{},readonly=on", format.as_str())
         } else {
@@ -516,6 +516,6 @@ mod tests {
 
     #[test]
     fn escape_commas() {
-        assert_eq!(crate::qemu_opts::escape("/a,b/c"), "/a,,b/c");
+        assert_eq!(maqet_base::qemu_opts::escape("/a,b/c"), "/a,,b/c");
     }
 }

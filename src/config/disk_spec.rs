@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value as Json};
 
 use super::paths::normalize;
-use crate::suggest;
+use maqet_base::suggest;
 
 /// The keys a SPEC takes: a `storage:` disk entry's.
 pub const SPEC_KEYS: &[&str] = super::storage::DISK_ENTRY_FIELDS;
@@ -37,7 +37,7 @@ pub fn parse_disk_spec(spec: &str, cwd: &Path) -> Result<Map<String, Json>, Spec
         ));
     }
     let mut out = Map::new();
-    for part in crate::qemu_opts::split_unescaped(spec) {
+    for part in maqet_base::qemu_opts::split_unescaped(spec) {
         let Some((key, value)) = part.split_once('=') else {
             return Err(err(format!(
                 "'{part}' is not KEY=VALUE (keys: {})",

@@ -2,7 +2,7 @@
 //! one more NIC to a named L2 segment that every VM of this user naming it
 //! shares — `networks: [lab]`, or `- {name: lab, mac: "52:54:00:…"}`. The
 //! segment is a `vde_switch` run as `maqet-switch@NAME.service`
-//! (`crate::companion::switch`); its sockets are in the user's 0700
+//! (`maqet_host::companion::switch`); its sockets are in the user's 0700
 //! runtime directory, so no other user can join. Validation only; the NIC
 //! is rendered by `crate::provision`, the switch started by the vm layer.
 
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use super::node::{Node, Value};
 use super::validate::{found, Validator};
-use crate::netname::NetName;
-use crate::suggest;
+use maqet_base::netname::NetName;
+use maqet_base::suggest;
 
 /// The top-level key this module validates.
 pub(crate) const KEY: &str = "networks";
@@ -35,7 +35,7 @@ pub struct Networks {
 pub struct Network {
     pub name: NetName,
     /// The NIC's MAC as written; None: derived from the VM and segment
-    /// names at start (`crate::ports::segment_mac`).
+    /// names at start (`maqet_host::ports::segment_mac`).
     pub mac: Option<String>,
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn validate(v: &mut Validator, node: &Node) -> Networks {
         );
     }
     if !out.segments.is_empty() {
-        match crate::programs::find_vde_switch() {
+        match maqet_base::programs::find_vde_switch() {
             Ok(p) => out.vde_switch = Some(p),
             Err(e) => v.error(&node.loc, format!("networks: {e}")),
         }

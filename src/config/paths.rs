@@ -201,7 +201,7 @@ fn resolve_whole(s: &mut String, dir: &Path) {
 /// name holds a comma cannot split the option.
 fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quoting) {
     let parts: Vec<&str> = match quoting {
-        Quoting::OptionText => crate::qemu_opts::split(s),
+        Quoting::OptionText => maqet_base::qemu_opts::split(s),
         Quoting::Plain => s.split(',').collect(),
     };
     let parts: Vec<String> = parts
@@ -219,7 +219,7 @@ fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quot
                         return part.to_string();
                     }
                     resolve_whole(&mut path, dir);
-                    return format!("{p}{}", crate::qemu_opts::escape(&path));
+                    return format!("{p}{}", maqet_base::qemu_opts::escape(&path));
                 }
             }
             part.to_string()

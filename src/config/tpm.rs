@@ -1,6 +1,6 @@
 //! The TPM as QEMU sees it (`tpm: true`): which device model the machine
 //! takes and the tpm-emulator backend on swtpm's control socket. Facts
-//! only: the swtpm units that serve the socket are `crate::companion::tpm`'s.
+//! only: the swtpm units that serve the socket are `maqet_host::companion::tpm`'s.
 
 use std::path::{Path, PathBuf};
 

@@ -14,7 +14,7 @@ use super::schema::{
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;
-use crate::suggest;
+use maqet_base::suggest;
 
 /// Top-level keys: the original's, then maqet's additions.
 pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
@@ -301,7 +301,7 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             "name" => {
                 if let Some(s) = v.string(node, "name") {
                     // Checked here so the error points at the file's line.
-                    if let Err(e) = crate::vmname::VmName::new(&s) {
+                    if let Err(e) = maqet_base::vmname::VmName::new(&s) {
                         v.error(&node.loc, format!("name: {e}"));
                     }
                     cfg.name = Some(s);
@@ -603,7 +603,7 @@ fn effective_resources(cfg: &mut VmConfig) {
     for a in &cfg.arguments {
         let Some(value) = a.argv.get(1) else { continue };
         let field = |name: &str| {
-            crate::qemu_opts::split(value)
+            maqet_base::qemu_opts::split(value)
                 .into_iter()
                 .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
                 .map(str::to_string)
@@ -651,7 +651,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
         ),
     };
     let path = if !text.contains('/') {
-        match crate::programs::find_in_path(&text) {
+        match maqet_base::programs::find_in_path(&text) {
             Some(p) => p,
             None => {
                 v.error(
@@ -682,7 +682,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
             &loc,
             format!("{what}: {} is not a regular file", path.display()),
         ),
-        Ok(_) if !crate::programs::is_executable(&path) => v.error(
+        Ok(_) if !maqet_base::programs::is_executable(&path) => v.error(
             &loc,
             format!("{what}: {} is not executable by you", path.display()),
         ),

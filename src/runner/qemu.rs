@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::console::CONSOLE_FD;
 
-pub use crate::units::QMP_FD;
+pub use maqet_base::units::QMP_FD;
 
 /// Lines of QEMU's stderr kept for error reports.
 const TAIL_LINES: usize = 20;
@@ -169,7 +169,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(c), _) => format!("QEMU exited with status {c}"),
         (None, Some(s)) => format!(
             "QEMU was killed by signal {}",
-            crate::systemd::unit_state::signal_name(s)
+            maqet_host::systemd::unit_state::signal_name(s)
         ),
         _ => "QEMU ended".to_string(),
     }

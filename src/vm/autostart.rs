@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::paths::DataDir;
-use crate::state::{SaveReason, Store, VmRecord};
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_host::state::{SaveReason, Store, VmRecord};
 
 use super::owner::UnitOwner;
 use super::{Notice, Notify, Runners, StopOutcome, UnitManager, VmError, Vms, Wait};
-use crate::units::AUTOSTART_UNIT;
+use maqet_base::units::AUTOSTART_UNIT;
 
 /// Time a start gets beyond its readiness timeout in `autostart`.
 pub const START_MARGIN: Duration = Duration::from_secs(60);

@@ -4,16 +4,16 @@
 //! "already running is a conflict, a locked database is a timeout" — kept
 //! out of the CLI so the library's tests can state it too.
 
-use crate::cloudinit::CloudInitError;
-use crate::files::NewFileError;
-use crate::guest_agent::AgentError;
-use crate::image::ImageError;
-use crate::ipc::{ErrorKind, IpcError};
-use crate::paths::PathError;
-use crate::ports::PortError;
-use crate::state::{LockError, StateError};
-use crate::storage::StorageError;
-use crate::systemd::SystemdError;
+use maqet_base::files::NewFileError;
+use maqet_base::paths::PathError;
+use maqet_host::cloudinit::CloudInitError;
+use maqet_host::guest_agent::AgentError;
+use maqet_host::image::ImageError;
+use maqet_host::ipc::{ErrorKind, IpcError};
+use maqet_host::ports::PortError;
+use maqet_host::state::{LockError, StateError};
+use maqet_host::storage::StorageError;
+use maqet_host::systemd::SystemdError;
 
 use super::access::AccessError;
 use super::agent::GuestError;

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::vm::class::ErrorClass;
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use maqet_base::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
 use super::agent::GuestError;
@@ -124,7 +124,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     let src = c.vms.record(&n("src")).unwrap();
     store
         .insert_incomplete_vm(
-            &crate::state::NewVm {
+            &maqet_host::state::NewVm {
                 name: "copy".into(),
                 config: src.config.clone(),
                 sources: vec![],
@@ -136,9 +136,16 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     let copy = VmName::new("copy").unwrap();
     let dir = c.vms.disk_dir(&copy);
     std::fs::create_dir_all(&dir).unwrap();
-    let id = crate::storage::identity::stat_path(&dir).unwrap().identity;
+    let id = maqet_host::storage::identity::stat_path(&dir)
+        .unwrap()
+        .identity;
     store
-        .record_created_file("copy", &dir, crate::state::FileKind::Directory, Some(id))
+        .record_created_file(
+            "copy",
+            &dir,
+            maqet_host::state::FileKind::Directory,
+            Some(id),
+        )
         .unwrap();
     std::fs::write(dir.join(".d.raw.maqet-999999.tmp"), b"disk").unwrap();
     for e in [
@@ -176,7 +183,7 @@ fn plan_refuses_a_writable_arguments_disk_and_shares_read_only_media() {
     std::fs::write(&disk, b"").unwrap();
     let plan = |args: &str| {
         let yaml = format!("name: src\nbinary: /bin/sh\nargs: [{args}]\n");
-        let cfg = crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path())
+        let cfg = maqet_config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path())
             .unwrap()
             .validate()
             .unwrap();
@@ -210,8 +217,7 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
         "name: src\nbinary: /bin/sh\nstorage:\n  - {{name: d, type: raw, size: 64K, file: {}}}\n",
         file.display()
     );
-    let doc =
-        crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
+    let doc = maqet_config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
     let cfg = doc.validate().unwrap();
     let e = plan_disks(
         &cfg,

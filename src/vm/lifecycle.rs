@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigDocument, VmConfig};
-use crate::state::VmRecord;
-use crate::storage::Provisioned;
-use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{ConfigDocument, VmConfig};
+use maqet_host::state::VmRecord;
+use maqet_host::storage::Provisioned;
+use maqet_host::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
 
-pub use crate::ipc::StopOutcome;
+pub use maqet_host::ipc::StopOutcome;
 
 use super::owner::{live_unit, OwnerError};
 use super::runners::Runners;
@@ -58,9 +58,9 @@ pub fn runner_path() -> Result<PathBuf, VmError> {
 pub fn stop_timeout(cfg: &VmConfig) -> Duration {
     let shutdown = Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN;
     match cfg.on_stop {
-        crate::config::OnStop::Shutdown => shutdown,
-        crate::config::OnStop::Save => {
-            shutdown.max(crate::storage::saved::save_budget(cfg.memory_bytes) + STOP_MARGIN)
+        maqet_config::OnStop::Shutdown => shutdown,
+        maqet_config::OnStop::Save => {
+            shutdown.max(maqet_host::storage::saved::save_budget(cfg.memory_bytes) + STOP_MARGIN)
         }
     }
 }
@@ -98,7 +98,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             resources: cfg.resource_limits().unwrap_or_default(),
             log_filter: self.log_filter.clone(),
             // Helper units (swtpm), created in the same call as the pair.
-            companions: crate::companion::for_vm(
+            companions: maqet_host::companion::for_vm(
                 vm,
                 cfg,
                 &runner,
@@ -196,22 +196,18 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         clear();
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
-        let prepared = match crate::vm::provision::guest::prepare(
-            &self.data_dir,
-            vm,
-            &cfg,
-            &store,
-            &spec.runtime,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                clear();
-                return Err(e.into());
-            }
-        };
+        let prepared =
+            match crate::provision::guest::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    clear();
+                    return Err(e.into());
+                }
+            };
         // passt's unit carries this start's forwards (it binds them).
         if let (Some(passt), Some(plan)) = (cfg.guest.network.passt(), &prepared.ports) {
-            spec.companions.extend(crate::companion::passt::units(
+            spec.companions.extend(maqet_host::companion::passt::units(
                 vm,
                 passt,
                 plan,
@@ -301,7 +297,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// After a failed start: what the start wrote into the runtime
     /// directory (the port plan) goes, unless a unit of the name still
     /// runs (then the directory is that unit's).
-    async fn clear_runtime(&self, vm: &VmName, runtime: &crate::paths::VmRuntime) {
+    async fn clear_runtime(&self, vm: &VmName, runtime: &maqet_base::paths::VmRuntime) {
         let live = live_unit(&self.units, vm, self.data_dir.path()).await;
         if matches!(live, Ok(None)) {
             if let Err(e) = runtime.clear() {
@@ -421,7 +417,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     /// Connects to this data directory's running `vm`'s runner (checked
     /// to be ours).
-    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, VmError> {
+    pub async fn runner(&self, vm: &VmName) -> Result<maqet_host::ipc::IpcClient, VmError> {
         Ok(super::owner::connect_runner(&self.units, vm, self.data_dir.path()).await?)
     }
 

@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{RenderContext, VmConfig};
-use crate::state::Store;
-use crate::storage::{QemuImg, References};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{RenderContext, VmConfig};
+use maqet_host::state::Store;
+use maqet_host::storage::{QemuImg, References};
 
 use super::owner::data_dir_of_description;
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
-use crate::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
+use maqet_base::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
 
 /// One process of a running maqet unit.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ pub fn add_config(
         qmp_fd: QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.clone(),
-        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
+        runtime_dir: maqet_base::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     refs.add_argv(&argv, Some(cwd), &user);
     for e in cfg.storage() {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::state::{SaveReason, SavedState};
-use crate::storage::identity::stat_path;
-use crate::vm::class::ErrorClass;
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use maqet_base::vmname::VmName;
+use maqet_host::state::{SaveReason, SavedState};
+use maqet_host::storage::identity::stat_path;
 
 use super::define::Changes;
 use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
@@ -219,11 +219,11 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
 #[test]
 fn the_machine_is_what_renders_the_same_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let data = crate::paths::DataDir::resolve(Some(dir.path())).unwrap();
+    let data = maqet_base::paths::DataDir::resolve(Some(dir.path())).unwrap();
     let vm = VmName::new("m").unwrap();
     let cfg = |extra: &str| {
         let text = format!("binary: /bin/sh\nmemory: 64M\n{extra}");
-        crate::config::ConfigDocument::from_yaml_str(&text, "m.yaml", dir.path())
+        maqet_config::ConfigDocument::from_yaml_str(&text, "m.yaml", dir.path())
             .unwrap()
             .validate()
             .unwrap()

@@ -19,10 +19,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::VmConfig;
-use crate::netname::NetName;
-use crate::paths::SegmentRuntime;
-use crate::systemd::VmUnitSpec;
+use maqet_base::netname::NetName;
+use maqet_base::paths::SegmentRuntime;
+use maqet_config::VmConfig;
+use maqet_host::systemd::VmUnitSpec;
 
 use super::{Runners, UnitManager, VmError, Vms};
 
@@ -123,7 +123,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 
     /// The segments' switch files: under the runtime root's sibling
-    /// `net/` ([`crate::paths::net_root`]).
+    /// `net/` ([`maqet_base::paths::net_root`]).
     pub fn segment_runtime(&self, segment: &NetName) -> Result<SegmentRuntime, VmError> {
         Ok(match &self.runtime_root {
             Some(root) => SegmentRuntime::at(&root.parent().unwrap_or(root).join("net"), segment),
@@ -202,7 +202,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             tracing::debug!(%unit, "creating the switch with the VM");
             spec.companions
                 .units
-                .push(crate::companion::switch::unit(segment, vde_switch, &rt));
+                .push(maqet_host::companion::switch::unit(
+                    segment, vde_switch, &rt,
+                ));
             spec.companions.want.push(unit);
         }
         Ok(locks)

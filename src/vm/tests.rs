@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::storage::Provisioned;
-use crate::systemd::{SystemdError, UnitStatus};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::storage::Provisioned;
+use maqet_host::systemd::{SystemdError, UnitStatus};
 
 use super::class::ErrorClass;
 use super::define::{define, Changes, Source};
@@ -379,7 +379,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
     let rec = c.vms.record(&n("blank")).unwrap();
     assert_eq!(rec.config, serde_json::json!({}));
     let cfg = super::stored_config(&rec).unwrap();
-    assert_eq!(cfg.binary, PathBuf::from(crate::config::DEFAULT_BINARY));
+    assert_eq!(cfg.binary, PathBuf::from(maqet_config::DEFAULT_BINARY));
     assert!(cfg.storage().is_empty());
 
     let e = define(

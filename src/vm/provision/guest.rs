@@ -6,14 +6,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cloudinit::{self, CloudInitError, SeedOutcome};
-use crate::config::VmConfig;
-use crate::paths::{DataDir, PathError, VmRuntime};
-use crate::ports::{self, PortError, PortPlan};
-use crate::state::{FileKind, StateError, Store};
-use crate::storage::base::{verify_bases, BaseError};
-use crate::storage::disks::canonical_parent;
-use crate::vmname::VmName;
+use maqet_base::paths::{DataDir, PathError, VmRuntime};
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::cloudinit::{self, CloudInitError, SeedOutcome};
+use maqet_host::ports::{self, PortError, PortPlan};
+use maqet_host::state::{FileKind, StateError, Store};
+use maqet_host::storage::base::{verify_bases, BaseError};
+use maqet_host::storage::disks::canonical_parent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -118,10 +118,10 @@ pub fn qemu_command(
     runtime: &VmRuntime,
     ports: Ports,
 ) -> Result<QemuCommand, ProvisionError> {
-    let ctx = crate::config::RenderContext {
+    let ctx = maqet_config::RenderContext {
         vm_name: vm.to_string(),
-        qmp_fd: crate::units::QMP_FD,
-        console_fd: Some(crate::units::CONSOLE_FD),
+        qmp_fd: maqet_base::units::QMP_FD,
+        console_fd: Some(maqet_base::units::CONSOLE_FD),
         disk_dir: data_dir.disk_dir(vm),
         runtime_dir: runtime.dir(),
     };
@@ -161,7 +161,7 @@ fn runner_argv(
         ]);
     }
     if cfg.guest.guest_agent {
-        argv.extend(crate::guest_agent::qemu_argv(&runtime.agent()));
+        argv.extend(maqet_host::guest_agent::qemu_argv(&runtime.agent()));
     }
     if cfg.guest.wants_network() {
         let published = ports::read_plan(&runtime.ports())?;
@@ -175,7 +175,7 @@ fn runner_argv(
         let p = p.without_auto();
         match cfg.guest.network.passt() {
             // The forwards are passt's (its unit's argv), not QEMU's.
-            Some(_) => argv.extend(crate::companion::passt::netdev_argv(
+            Some(_) => argv.extend(maqet_host::companion::passt::netdev_argv(
                 vm.as_str(),
                 &runtime.passt_socket(),
             )),
@@ -190,7 +190,7 @@ fn runner_argv(
             .mac
             .clone()
             .unwrap_or_else(|| ports::segment_mac(vm.as_str(), n.name.as_str()));
-        argv.extend(crate::companion::switch::qemu_args(i, &rt, &mac));
+        argv.extend(maqet_host::companion::switch::qemu_args(i, &rt, &mac));
     }
     Ok((argv, plan))
 }
@@ -199,15 +199,15 @@ fn runner_argv(
 /// (`…/maqet/vm/NAME` → `…/maqet/net/SEGMENT`).
 pub fn segment_runtime(
     runtime: &VmRuntime,
-    segment: &crate::netname::NetName,
-) -> Result<crate::paths::SegmentRuntime, ProvisionError> {
+    segment: &maqet_base::netname::NetName,
+) -> Result<maqet_base::paths::SegmentRuntime, ProvisionError> {
     let vm_root = runtime
         .dir()
         .parent()
         .map(Path::to_path_buf)
         .ok_or(PathError::NoRuntimeDir)?;
     let root = vm_root.parent().unwrap_or(&vm_root).join("net");
-    Ok(crate::paths::SegmentRuntime::at(&root, segment))
+    Ok(maqet_base::paths::SegmentRuntime::at(&root, segment))
 }
 
 /// The published ports of a VM (None when it forwards none or never
@@ -227,7 +227,10 @@ pub fn published_ports(vm: &VmName, cfg: &VmConfig) -> Result<Option<PortPlan>, 
 /// none of them should stop an `rm`.
 pub fn forget(vm: &VmName, data_dir: &DataDir) -> Vec<String> {
     let mut problems = Vec::new();
-    let files = vec![crate::ssh::known_hosts_path(data_dir.path(), vm.as_str())];
+    let files = vec![maqet_host::ssh::known_hosts_path(
+        data_dir.path(),
+        vm.as_str(),
+    )];
     for f in files {
         match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

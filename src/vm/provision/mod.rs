@@ -9,10 +9,10 @@ pub use guest::{Prepared, ProvisionError};
 
 use std::path::PathBuf;
 
-use crate::config::VmConfig;
-use crate::state::Store;
-use crate::storage::{self as st, Provisioned, Undone};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::state::Store;
+use maqet_host::storage::{self as st, Provisioned, Undone};
 
 use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
 
@@ -83,7 +83,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut r = st::provision(vm.as_str(), cfg, &disk_dir, store, done);
         // The VM's NVRAM copy and TPM state directory.
         if r.is_ok() {
-            r = crate::companion::provision_state(vm.as_str(), cfg, &disk_dir, store, done);
+            r = maqet_host::companion::provision_state(vm.as_str(), cfg, &disk_dir, store, done);
         }
         for c in &done.created[before..] {
             notify(Notice::Created {
@@ -164,5 +164,5 @@ pub struct StorageMade {
 
 /// Whether two spellings name the same place (records are canonical).
 fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
-    a == b || crate::config::canonical(a) == crate::config::canonical(b)
+    a == b || maqet_config::canonical(a) == maqet_config::canonical(b)
 }

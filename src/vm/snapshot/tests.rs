@@ -3,18 +3,18 @@
 //! list pairs a whole-VM snapshot's parts, and how a live job's freeze
 //! report becomes an error.
 
-use crate::ipc::protocol::FreezeReport;
-use crate::storage::live::Outcome;
-use crate::storage::{QemuImg, StorageError};
-use crate::vm::class::ErrorClass;
-use crate::vm::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
-use crate::vm::Vms;
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use crate::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
+use crate::Vms;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::FreezeReport;
+use maqet_host::storage::live::Outcome;
+use maqet_host::storage::{QemuImg, StorageError};
 
 use super::list::{mark_live, SnapshotRow};
 use super::live::settle;
 use super::{SnapshotError, SnapshotOp, SnapshotRequest};
-use crate::vm::VmError;
+use crate::VmError;
 
 struct Case {
     _dir: tempfile::TempDir,
@@ -129,13 +129,8 @@ fn a_stopped_vm_gets_disk_only_snapshots() {
     let c = case();
     let disk = c.vms.disk_dir(&c.web()).join("d.qcow2");
     std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-    img.create(
-        &disk,
-        crate::config::ImageFormat::Qcow2,
-        Some(1 << 20),
-        None,
-    )
-    .unwrap();
+    img.create(&disk, maqet_config::ImageFormat::Qcow2, Some(1 << 20), None)
+        .unwrap();
     let made = c.snapshot(CREATE, "s1", false).unwrap();
     assert_eq!(made.drives, ["d"]);
     assert!(!made.live() && !made.replaced);
@@ -220,7 +215,7 @@ fn a_failed_thaw_is_an_error_even_after_a_good_save() {
         e.to_string(),
         "the snapshot job finished, but thawing the file systems of VM 'web' failed: the guest agent did not answer; they may still be frozen: run `maqet guest web fsthaw`"
     );
-    assert_eq!(crate::vm::class::storage(&e), ErrorClass::Failure);
+    assert_eq!(crate::class::storage(&e), ErrorClass::Failure);
 }
 
 #[test]
