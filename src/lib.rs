@@ -4,7 +4,8 @@
 //! docs/architecture.md, "Layers and what each module may import"):
 //!
 //! - leaf helpers: [`units`] (names, fds and exit statuses runner and CLI
-//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`],
+//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`account`]
+//!   (a user's name and home through NSS), [`suggest`],
 //!   [`files`] (regular files opened without blocking on FIFOs or devices),
 //!   [`host_exec`] (what makes QEMU run host programs: the QMP policy's
 //!   and the config checks' one reading of QEMU's options);
@@ -18,6 +19,7 @@
 
 // Leaf helpers.
 pub mod access;
+pub mod account;
 pub mod files;
 pub mod host_exec;
 pub mod netname;

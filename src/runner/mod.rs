@@ -318,7 +318,7 @@ async fn run_vm(
         let agent = agent_socket.as_deref();
         if let Err(e) = resume::load(&qmp, vm, data_dir, rec, agent).await {
             // QEMU exits by itself when it cannot load a state; make sure.
-            qemu.signal(libc::SIGKILL);
+            qemu.signal(rustix::process::Signal::KILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), qemu.child.wait()).await;
             let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
             let said = match said.is_empty() {
