@@ -172,7 +172,13 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let (result, policy) = match read_config(vm, data_dir) {
         Ok(config) => {
             let listeners = (listener, qmp_listener, qmp_socket);
-            let r = run_vm(vm, data_dir, &runtime, &config, listeners).await;
+            let on = Vm {
+                name: vm,
+                data_dir,
+                runtime: &runtime,
+                config: &config,
+            };
+            let r = run_vm(on, listeners).await;
             (r, config.restart)
         }
         // The policy is unknown: nothing is kept for a restart.
@@ -237,19 +243,8 @@ enum Step<T> {
 }
 
 /// Runs QEMU for `config` until it ends; returns the runner's exit code.
-async fn run_vm(
-    name: &VmName,
-    data_dir: &DataDir,
-    runtime: &crate::paths::VmRuntime,
-    config: &crate::config::VmConfig,
-    listeners: Listeners,
-) -> Result<i32, RunnerError> {
-    let vm = Vm {
-        name,
-        data_dir,
-        runtime,
-        config,
-    };
+async fn run_vm(vm: Vm<'_>, listeners: Listeners) -> Result<i32, RunnerError> {
+    let (config, runtime) = (vm.config, vm.runtime);
     let launch = plan_launch(vm)?;
     let started_usec = crate::time::now_unix_usec();
     let (mut qemu, qmp_stream, console) = start_qemu(&launch.argv, config.console)?;
