@@ -17,8 +17,8 @@
 //! they had before the split, for the binaries and the integration tests.
 
 pub use maqet_base::{
-    access, display, files, firmware, host_exec, netname, paths, programs, qemu_opts, suggest,
-    time, units, vmname,
+    access, account, display, files, firmware, host_exec, netname, paths, programs, qemu_opts,
+    suggest, time, units, vmname,
 };
 pub use maqet_config as config;
 pub use maqet_host::{

@@ -11,6 +11,7 @@
 //! build.
 
 pub mod access;
+pub mod account;
 pub mod display;
 pub mod files;
 pub mod firmware;

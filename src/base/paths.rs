@@ -458,10 +458,10 @@ pub fn vm_runtime_dir(vm: &VmName) -> Result<PathBuf, PathError> {
 /// the root systemd-logind would give this user.
 pub fn runtime_root_or_default() -> PathBuf {
     runtime_root().unwrap_or_else(|_| {
-        // SAFETY: getuid cannot fail.
-        PathBuf::from(format!("/run/user/{}/{RUNTIME_SUBDIR}", unsafe {
-            libc::getuid()
-        }))
+        PathBuf::from(format!(
+            "/run/user/{}/{RUNTIME_SUBDIR}",
+            rustix::process::getuid().as_raw()
+        ))
     })
 }
 
@@ -470,10 +470,10 @@ pub fn runtime_root_or_default() -> PathBuf {
 pub fn vm_runtime_dir_or_default(vm: &str) -> PathBuf {
     match runtime_root() {
         Ok(d) => d.join(vm),
-        // SAFETY: getuid cannot fail.
-        Err(_) => PathBuf::from(format!("/run/user/{}/maqet/vm/{vm}", unsafe {
-            libc::getuid()
-        })),
+        Err(_) => PathBuf::from(format!(
+            "/run/user/{}/maqet/vm/{vm}",
+            rustix::process::getuid().as_raw()
+        )),
     }
 }
 

@@ -4,7 +4,7 @@
 //! segment is a `vde_switch` run as `maqet-switch@NAME.service`
 //! (`maqet_host::companion::switch`); its sockets are in the user's 0700
 //! runtime directory, so no other user can join. Validation only; the NIC
-//! is rendered by `crate::provision`, the switch started by the vm layer.
+//! is rendered by `maqet_vm::provision`, the switch started by the vm layer.
 
 use std::path::PathBuf;
 

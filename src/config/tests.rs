@@ -726,7 +726,7 @@ fn binary_checks() {
         format!("{b}:1:9: binary: /nonexistent/qemu does not exist; install QEMU (e.g. apt install qemu-system-x86) or set 'binary:' to its path")
     );
     env.file("noexec", "x");
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         assert_eq!(
             y("binary: ./noexec\n").unwrap_err().to_string(),
             format!(

@@ -119,8 +119,7 @@ pub async fn qemu(vms: &[DefinedVm]) -> Vec<Finding> {
 
 /// This user's journal file, if journald keeps one.
 fn user_journal_file() -> Option<PathBuf> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let name = format!("user-{uid}.journal");
     for root in ["/var/log/journal", "/run/log/journal"] {
         let Ok(dirs) = std::fs::read_dir(root) else {

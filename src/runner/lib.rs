@@ -171,7 +171,13 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     let (result, policy) = match read_config(vm, data_dir) {
         Ok(config) => {
             let listeners = (listener, qmp_listener, qmp_socket);
-            let r = run_vm(vm, data_dir, &runtime, &config, listeners).await;
+            let on = Vm {
+                name: vm,
+                data_dir,
+                runtime: &runtime,
+                config: &config,
+            };
+            let r = run_vm(on, listeners).await;
             (r, config.restart)
         }
         // The policy is unknown: nothing is kept for a restart.
@@ -219,27 +225,69 @@ type Listeners = (
     Option<std::path::PathBuf>,
 );
 
+/// The VM a runner serves: what every step of [`run_vm`] reads.
+#[derive(Clone, Copy)]
+struct Vm<'a> {
+    name: &'a VmName,
+    data_dir: &'a DataDir,
+    runtime: &'a maqet_base::paths::VmRuntime,
+    config: &'a maqet_config::VmConfig,
+}
+
+/// How a step before the VM runs went: on with its result, or over with
+/// the runner's exit code (the failure already reported).
+enum Step<T> {
+    Go(T),
+    Exit(i32),
+}
+
 /// Runs QEMU for `config` until it ends; returns the runner's exit code.
-async fn run_vm(
-    vm: &VmName,
-    data_dir: &DataDir,
-    runtime: &maqet_base::paths::VmRuntime,
-    config: &maqet_config::VmConfig,
-    (listener, qmp_listener, qmp_socket): Listeners,
-) -> Result<i32, RunnerError> {
+async fn run_vm(vm: Vm<'_>, listeners: Listeners) -> Result<i32, RunnerError> {
+    let (config, runtime) = (vm.config, vm.runtime);
+    let launch = plan_launch(vm)?;
+    let started_usec = maqet_base::time::now_unix_usec();
+    let (mut qemu, qmp_stream, console) = start_qemu(&launch.argv, config.console)?;
+    let (qmp, version) = match handshake(&mut qemu, qmp_stream).await? {
+        Step::Go(answered) => answered,
+        Step::Exit(code) => return Ok(code),
+    };
+    let agent_socket = config.guest.guest_agent.then(|| runtime.agent());
+    make_qemu_sockets_private(vm, agent_socket.as_deref());
+    if let Some(rec) = &launch.resume {
+        if let Step::Exit(code) = resume_saved(vm, &mut qemu, &qmp, rec, &agent_socket).await {
+            return Ok(code);
+        }
+    }
+    let up = ready(&qmp, &qemu, &version, started_usec, agent_socket).await;
+    let serving = serve(vm, &up, &version, console, listeners, launch.ports);
+    supervise(vm, &mut qemu, &up, serving).await
+}
+
+/// What QEMU is started with.
+struct Launch {
+    argv: Vec<String>,
+    /// The forwards of `ports:` chosen for this start.
+    ports: Option<maqet_host::ports::PortPlan>,
+    /// A recorded, intact saved state to resume instead of booting.
+    resume: Option<maqet_host::state::SavedState>,
+}
+
+/// QEMU's command line for this start, once the switches of the VM's
+/// networks are known to run.
+fn plan_launch(vm: Vm<'_>) -> Result<Launch, RunnerError> {
     // The one rendering `maqet info` shows too: the config's options, the
     // seed drive, the agent channel, the user-mode NIC with the start's ports.
     let command = maqet_vm::provision::guest::qemu_command(
-        data_dir,
-        vm,
-        config,
-        runtime,
+        vm.data_dir,
+        vm.name,
+        vm.config,
+        vm.runtime,
         maqet_vm::provision::guest::Ports::Published,
     )?;
     let mut argv = command.argv;
     // QEMU's own words for a missing switch name only a socket path.
-    for n in &config.networks.segments {
-        let rt = maqet_vm::provision::guest::segment_runtime(runtime, &n.name)?;
+    for n in &vm.config.networks.segments {
+        let rt = maqet_vm::provision::guest::segment_runtime(vm.runtime, &n.name)?;
         if !rt.ctl().exists() {
             return Err(RunnerError::NoSwitch {
                 segment: n.name.to_string(),
@@ -248,30 +296,55 @@ async fn run_vm(
             });
         }
     }
-    let plan = command.ports;
-    // A recorded, intact saved state is resumed instead of booting.
-    let resume = resume::recorded(vm, data_dir);
+    let resume = resume::recorded(vm.name, vm.data_dir);
     if let Some(rec) = &resume {
         tracing::info!(state_file = %rec.path.display(), "resuming the saved state");
         argv.extend(resume::QEMU_ARGS.map(String::from));
     }
     tracing::info!(qemu_argv = %argv.join(" "), "starting QEMU");
-    let started_usec = maqet_base::time::now_unix_usec();
+    Ok(Launch {
+        argv,
+        ports: command.ports,
+        resume,
+    })
+}
 
-    let (mut qemu, qmp_stream, console_stream) =
-        qemu::Qemu::spawn(&argv, config.console).map_err(|source| RunnerError::Spawn {
+/// Spawns QEMU; returns it, the runner's end of QMP and the console hub,
+/// which drains the console from the start so the boot is in its ring
+/// buffer.
+fn start_qemu(
+    argv: &[String],
+    console: bool,
+) -> Result<
+    (
+        qemu::Qemu,
+        tokio::net::UnixStream,
+        Option<Arc<console::ConsoleHub>>,
+    ),
+    RunnerError,
+> {
+    let (qemu, qmp_stream, console_stream) =
+        qemu::Qemu::spawn(argv, console).map_err(|source| RunnerError::Spawn {
             binary: argv[0].clone(),
             source,
         })?;
     panic::qemu_spawned(qemu.pid);
     notify::status(&format!("starting (qemu pid {})", qemu.pid));
-    // Drain the console from the start, so the boot is in the ring buffer.
-    let console = console_stream.map(console::ConsoleHub::start);
+    Ok((
+        qemu,
+        qmp_stream,
+        console_stream.map(console::ConsoleHub::start),
+    ))
+}
 
-    // QEMU failing before QMP is answered (a bad option) is reported now,
-    // with its own words, not after a timeout. Its closing the QMP socket
-    // and its exit race; either way the exit status and stderr are what
-    // the user needs to see.
+/// The QMP handshake. QEMU failing before QMP is answered (a bad option)
+/// is reported now, with its own words, not after a timeout. Its closing
+/// the QMP socket and its exit race; either way the exit status and
+/// stderr are what the user needs to see.
+async fn handshake(
+    qemu: &mut qemu::Qemu,
+    qmp_stream: tokio::net::UnixStream,
+) -> Result<Step<(QmpClient, maqet_host::qmp::QemuVersion)>, RunnerError> {
     let handshake = QmpClient::connect(qmp_stream, HANDSHAKE_TIMEOUT);
     let early_exit = tokio::select! {
         r = handshake => match r {
@@ -283,28 +356,31 @@ async fn run_vm(
         },
         st = qemu.child.wait() => Err(st?),
     };
-    let (qmp, version) = match early_exit {
-        Ok(pair) => pair,
+    match early_exit {
+        Ok(pair) => Ok(Step::Go(pair)),
         Err(st) => {
             let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
             let what = qemu::describe_exit(st);
             tracing::error!(qemu_stderr = %said, "{what} before answering QMP: {said}");
             notify::status(&format!("failed: {what}: {said}"));
-            return Ok(match qemu::exit_code_for(st) {
+            Ok(Step::Exit(match qemu::exit_code_for(st) {
                 0 => 1,
                 c => c,
-            });
+            }))
         }
-    };
-    // QEMU made its listening sockets (display, guest agent) with its
-    // umask; only this user may connect (the directory is 0700 as well).
-    let agent_socket = config.guest.guest_agent.then(|| runtime.agent());
-    let qemu_sockets = config
+    }
+}
+
+/// QEMU made its listening sockets (display, guest agent) with its umask;
+/// only this user may connect (the directory is 0700 as well).
+fn make_qemu_sockets_private(vm: Vm<'_>, agent_socket: Option<&Path>) {
+    let qemu_sockets = vm
+        .config
         .desktop
         .display
-        .map(|server| server.socket(&runtime.dir()))
+        .map(|server| server.socket(&vm.runtime.dir()))
         .into_iter()
-        .chain(agent_socket.clone());
+        .chain(agent_socket.map(Path::to_path_buf));
     for socket in qemu_sockets {
         if let Err(e) = std::fs::set_permissions(
             &socket,
@@ -313,25 +389,58 @@ async fn run_vm(
             tracing::warn!("cannot make {} private: {e}", socket.display());
         }
     }
-    if let Some(rec) = &resume {
-        let agent = agent_socket.as_deref();
-        if let Err(e) = resume::load(&qmp, vm, data_dir, rec, agent).await {
-            // QEMU exits by itself when it cannot load a state; make sure.
-            qemu.signal(libc::SIGKILL);
-            let _ = tokio::time::timeout(Duration::from_secs(5), qemu.child.wait()).await;
-            let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
-            let said = match said.is_empty() {
-                true => String::new(),
-                false => format!(" (QEMU said: {said})"),
-            };
-            let msg = format!(
-                "cannot resume the saved state: {e}{said}; it stays saved: `maqet start --fresh {vm}` boots afresh and discards it"
-            );
-            tracing::error!(maqet_failure = true, "{msg}");
-            notify::status(&format!("failed: {msg}"));
-            return Ok(1);
-        }
-    }
+}
+
+/// Loads the saved state into the paused QEMU; a state that cannot be
+/// loaded ends the start and stays saved.
+async fn resume_saved(
+    vm: Vm<'_>,
+    qemu: &mut qemu::Qemu,
+    qmp: &QmpClient,
+    rec: &maqet_host::state::SavedState,
+    agent_socket: &Option<std::path::PathBuf>,
+) -> Step<()> {
+    let agent = agent_socket.as_deref();
+    let Err(e) = resume::load(qmp, vm.name, vm.data_dir, rec, agent).await else {
+        return Step::Go(());
+    };
+    // QEMU exits by itself when it cannot load a state; make sure.
+    qemu.signal(rustix::process::Signal::KILL);
+    let _ = tokio::time::timeout(Duration::from_secs(5), qemu.child.wait()).await;
+    let said = qemu.wait_stderr(Duration::from_secs(1)).await.join(" | ");
+    let said = match said.is_empty() {
+        true => String::new(),
+        false => format!(" (QEMU said: {said})"),
+    };
+    let name = vm.name;
+    let msg = format!(
+        "cannot resume the saved state: {e}{said}; it stays saved: `maqet start --fresh {name}` boots afresh and discards it"
+    );
+    tracing::error!(maqet_failure = true, "{msg}");
+    notify::status(&format!("failed: {msg}"));
+    Step::Exit(1)
+}
+
+/// The running QEMU, as the serving and supervising steps know it.
+struct Up {
+    qmp: QmpClient,
+    qemu_pid: u32,
+    /// QEMU's version, `major.minor.micro`.
+    version: String,
+    started_usec: u64,
+    /// The run state `STATUS=` and `maqet status` show.
+    run_state: Arc<Mutex<String>>,
+    agent_socket: Option<std::path::PathBuf>,
+}
+
+/// Tells systemd the VM is up (`READY=1` with the run state QEMU reports).
+async fn ready(
+    qmp: &QmpClient,
+    qemu: &qemu::Qemu,
+    version: &maqet_host::qmp::QemuVersion,
+    started_usec: u64,
+    agent_socket: Option<std::path::PathBuf>,
+) -> Up {
     let run_state = qmp
         .execute_timeout("query-status", None, Duration::from_secs(10))
         .await
@@ -339,22 +448,52 @@ async fn run_vm(
         .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "running".into());
     let version_text = format!("{}.{}.{}", version.major, version.minor, version.micro);
-    let status_line = |state: &str, pid: u32| format!("{state} (qemu pid {pid})");
-    notify::ready(&status_line(&run_state, qemu.pid));
+    notify::ready(&format!("{run_state} (qemu pid {})", qemu.pid));
     tracing::info!(qemu_pid = qemu.pid, qemu_version = %version_text, "VM is {run_state}");
+    Up {
+        qmp: qmp.clone(),
+        qemu_pid: qemu.pid,
+        version: version_text,
+        started_usec,
+        run_state: Arc::new(Mutex::new(run_state)),
+        agent_socket,
+    }
+}
 
-    let run_state = Arc::new(Mutex::new(run_state));
+/// What the serving tasks hand the supervision loop: the requests that end
+/// the VM, and the flag a save sets.
+struct Serving {
+    stop_rx: mpsc::Receiver<dispatch::StopRequest>,
+    suspend_rx: mpsc::Receiver<dispatch::SuspendRequest>,
+    failure_rx: mpsc::Receiver<shutdown::VmFailure>,
+    saving: Arc<AtomicBool>,
+    agent_gate: autoports::AgentGate,
+}
+
+/// Starts the tasks that serve the running VM: port forwards (and their
+/// automatic updates), IPC on maqet's socket and standard QMP on the other,
+/// QMP events into `STATUS=` and the journal, the watchdog pings.
+fn serve(
+    vm: Vm<'_>,
+    up: &Up,
+    version: &maqet_host::qmp::QemuVersion,
+    console: Option<Arc<console::ConsoleHub>>,
+    (listener, qmp_listener, qmp_socket): Listeners,
+    ports: Option<maqet_host::ports::PortPlan>,
+) -> Serving {
+    let config = vm.config;
+    let qmp = &up.qmp;
     // The forwards QEMU has, changed while it runs (`ports add|rm`,
     // `ports: auto`); they also make the STATUS= suffix.
     let forwards = Arc::new(forwards::Forwards::new(
-        vm.as_str(),
+        vm.name.as_str(),
         qmp.clone(),
-        runtime.ports(),
-        plan,
+        vm.runtime.ports(),
+        ports,
         config.guest.network.passt().is_some(),
     ));
     let agent_gate = autoports::AgentGate::default();
-    if let (true, Some(agent)) = (config.guest.auto_ports, agent_socket.clone()) {
+    if let (true, Some(agent)) = (config.guest.auto_ports, up.agent_socket.clone()) {
         tokio::spawn(autoports::watch(
             forwards.clone(),
             agent,
@@ -362,22 +501,22 @@ async fn run_vm(
         ));
     }
     let (events_tx, _) = broadcast::channel::<Value>(256);
-    let (stop_tx, mut stop_rx) = mpsc::channel(8);
-    let (suspend_tx, mut suspend_rx) = mpsc::channel(8);
+    let (stop_tx, stop_rx) = mpsc::channel(8);
+    let (suspend_tx, suspend_rx) = mpsc::channel(8);
     let saving = Arc::new(AtomicBool::new(false));
-    let (failure_tx, mut failure_rx) = mpsc::channel(4);
+    let (failure_tx, failure_rx) = mpsc::channel(4);
     let busy_jobs = jobs::BusyJobs::default();
     let dispatch = Arc::new(dispatch::RunnerDispatch {
-        vm: vm.to_string(),
+        vm: vm.name.to_string(),
         runner_pid: std::process::id(),
-        qemu_pid: qemu.pid,
-        qemu_version: version_text.clone(),
+        qemu_pid: up.qemu_pid,
+        qemu_version: up.version.clone(),
         ready_at: now_unix(),
-        data_dir: maqet_config::canonical(data_dir.path())
+        data_dir: maqet_config::canonical(vm.data_dir.path())
             .to_string_lossy()
             .into_owned(),
         qmp: qmp.clone(),
-        run_state: run_state.clone(),
+        run_state: up.run_state.clone(),
         stop_tx,
         suspend_tx,
         events: events_tx.clone(),
@@ -385,15 +524,15 @@ async fn run_vm(
         busy_jobs: busy_jobs.clone(),
         allow_host_exec: config.qmp_allow_host_exec,
         qmp_socket,
-        agent_socket: agent_socket.clone(),
+        agent_socket: up.agent_socket.clone(),
         failure_tx: failure_tx.clone(),
-        started_usec,
+        started_usec: up.started_usec,
         forwards,
         agent_gate: agent_gate.clone(),
     });
     let shared: Arc<dyn maqet_host::ipc::server::Dispatch> = Arc::new(dispatch::Shared(dispatch));
     if let Some(l) = qmp_listener {
-        let greeting = maqet_host::ipc::qmp_endpoint::Greeting::new(&version);
+        let greeting = maqet_host::ipc::qmp_endpoint::Greeting::new(version);
         tokio::spawn(maqet_host::ipc::qmp_endpoint::serve_qmp(
             l,
             shared.clone(),
@@ -406,9 +545,9 @@ async fn run_vm(
         qmp.clone(),
         events_tx,
         StateWatch {
-            run_state: run_state.clone(),
+            run_state: up.run_state.clone(),
             saving: saving.clone(),
-            qemu_pid: qemu.pid,
+            qemu_pid: up.qemu_pid,
             // Under a restart policy a VM QEMU stopped with internal-error
             // is a failure to restart from; without one it stays, stopped,
             // for the user to look at.
@@ -419,7 +558,24 @@ async fn run_vm(
     if let Some(interval) = notify::watchdog_interval() {
         tokio::spawn(watchdog(qmp.clone(), interval, busy_jobs));
     }
+    Serving {
+        stop_rx,
+        suspend_rx,
+        failure_rx,
+        saving,
+        agent_gate,
+    }
+}
 
+/// Waits for what ends the VM — QEMU's exit, SIGTERM/SIGINT, a stop or
+/// suspend request, a failure — and ends it so; returns the exit code.
+async fn supervise(
+    vm: Vm<'_>,
+    qemu: &mut qemu::Qemu,
+    up: &Up,
+    mut serving: Serving,
+) -> Result<i32, RunnerError> {
+    let config = vm.config;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     // Validated to (0, 86400] seconds; try_ keeps a slip from panicking.
@@ -427,22 +583,22 @@ async fn run_vm(
         Duration::from_secs_f64(maqet_config::DEFAULT_SHUTDOWN_TIMEOUT),
     );
     let saver = save::Saver {
-        qmp: qmp.clone(),
-        vm: vm.clone(),
-        data_dir: data_dir.clone(),
-        qemu_version: version_text,
-        qemu_pid: qemu.pid,
-        saving,
-        run_state,
+        qmp: up.qmp.clone(),
+        vm: vm.name.clone(),
+        data_dir: vm.data_dir.clone(),
+        qemu_version: up.version.clone(),
+        qemu_pid: up.qemu_pid,
+        saving: serving.saving.clone(),
+        run_state: up.run_state.clone(),
     };
     let mut stopper = shutdown::Shutdown::new(
-        &mut qemu,
-        &qmp,
-        &mut stop_rx,
-        &mut suspend_rx,
-        &mut failure_rx,
-        agent_socket,
-        agent_gate,
+        qemu,
+        &up.qmp,
+        &mut serving.stop_rx,
+        &mut serving.suspend_rx,
+        &mut serving.failure_rx,
+        up.agent_socket.clone(),
+        serving.agent_gate.clone(),
     );
     // One event ends the VM; only a save that failed (the VM runs on)
     // waits for the next.
@@ -452,85 +608,19 @@ async fn run_vm(
             _ = sigterm.recv() => shutdown::Event::Signal("SIGTERM"),
             _ = sigint.recv() => shutdown::Event::Signal("SIGINT"),
         };
-        match event {
-            shutdown::Event::Exited(st) => {
-                let st = st?;
-                let reason = stopper.shutdown_reason().await;
-                let said = stopper.qemu_said().await;
-                let end = ending::of_exit(st, reason.as_deref(), &said);
-                if end.failure {
-                    tracing::error!(maqet_failure = true, qemu_exit = end.code, "{}", end.text);
-                } else {
-                    tracing::info!(qemu_exit = end.code, "{}", end.text);
-                }
-                return Ok(end.code);
-            }
+        let ended = match event {
+            shutdown::Event::Exited(st) => Some(qemu_exited(&mut stopper, st?).await),
             shutdown::Event::Signal(sig) => {
-                if config.on_stop == maqet_config::OnStop::Save {
-                    tracing::info!("{sig}: saving the VM's state (on_stop: save)");
-                    // STOPPING=1 arms the unit's stop timeout (sized for
-                    // the memory); progress extends it.
-                    notify::stopping(&format!("saving (qemu pid {})", saver.qemu_pid));
-                    notify::extend_timeout(maqet_host::storage::saved::save_budget(
-                        config.memory_bytes,
-                    ));
-                    match saver.save(maqet_host::state::SaveReason::Stop, true).await {
-                        Ok(_) => {
-                            stopper.end_saved().await;
-                            return Ok(STOPPED_EXIT_STATUS);
-                        }
-                        // QEMU is gone: the next event says how.
-                        Err(f) if f.run_state == save::GONE => continue,
-                        Err(f) => tracing::error!("{f}; powering the VM off instead"),
-                    }
-                } else {
-                    tracing::info!("{sig}: shutting the VM down");
-                }
-                stopper.run(default_timeout, false, false, None).await;
-                return Ok(STOPPED_EXIT_STATUS);
+                on_signal(config, &mut stopper, &saver, sig, default_timeout).await
             }
             shutdown::Event::Stop(req) => {
                 let timeout = req.timeout.unwrap_or(default_timeout);
                 stopper
                     .run(timeout, req.force, req.agent, Some(req.reply))
                     .await;
-                return Ok(STOPPED_EXIT_STATUS);
+                Some(STOPPED_EXIT_STATUS)
             }
-            shutdown::Event::Suspend(req) => {
-                let saved = saver
-                    .save(maqet_host::state::SaveReason::Suspend, false)
-                    .await;
-                let done = saved.is_ok();
-                let result = match saved {
-                    Ok(s) => maqet_host::ipc::protocol::SuspendResult {
-                        saved: Some(maqet_host::ipc::protocol::SavedInfo {
-                            path: s.path,
-                            size: s.size,
-                            saved_at: s.saved_at,
-                            save_ms: s.save_ms,
-                            run_state: s.run_state,
-                            qemu_version: s.qemu_version,
-                        }),
-                        error: None,
-                        run_state: None,
-                    },
-                    Err(f) => maqet_host::ipc::protocol::SuspendResult {
-                        saved: None,
-                        error: Some(f.message),
-                        run_state: Some(f.run_state),
-                    },
-                };
-                if done {
-                    stopper.end_saved().await;
-                }
-                let (written, wrote) = tokio::sync::oneshot::channel();
-                let _ = req.reply.send(dispatch::SuspendReply { result, written });
-                if done {
-                    // The reply must reach the client before the runner exits.
-                    let _ = tokio::time::timeout(shutdown::REPLY_GRACE, wrote).await;
-                    return Ok(STOPPED_EXIT_STATUS);
-                }
-            }
+            shutdown::Event::Suspend(req) => suspend(&mut stopper, &saver, req).await,
             shutdown::Event::Failed(f) => {
                 tracing::error!(maqet_failure = true, "{}; stopping the VM", f.cause);
                 notify::status(&format!("failed: {}", f.cause));
@@ -540,10 +630,101 @@ async fn run_vm(
                     Duration::ZERO
                 };
                 stopper.run(timeout, false, false, None).await;
-                return Ok(maqet_base::units::VM_FAILED_EXIT_STATUS);
+                Some(maqet_base::units::VM_FAILED_EXIT_STATUS)
             }
+        };
+        if let Some(code) = ended {
+            return Ok(code);
         }
     }
+}
+
+/// QEMU ended by itself: says how, and returns the runner's exit code.
+async fn qemu_exited(stopper: &mut shutdown::Shutdown<'_>, st: std::process::ExitStatus) -> i32 {
+    let reason = stopper.shutdown_reason().await;
+    let said = stopper.qemu_said().await;
+    let end = ending::of_exit(st, reason.as_deref(), &said);
+    if end.failure {
+        tracing::error!(maqet_failure = true, qemu_exit = end.code, "{}", end.text);
+    } else {
+        tracing::info!(qemu_exit = end.code, "{}", end.text);
+    }
+    end.code
+}
+
+/// SIGTERM or SIGINT: the state saved under `on_stop: save`, else (or
+/// when the save fails) the VM shut down. None when QEMU went away during
+/// the save: the next event says how.
+async fn on_signal(
+    config: &maqet_config::VmConfig,
+    stopper: &mut shutdown::Shutdown<'_>,
+    saver: &save::Saver,
+    sig: &str,
+    default_timeout: Duration,
+) -> Option<i32> {
+    if config.on_stop == maqet_config::OnStop::Save {
+        tracing::info!("{sig}: saving the VM's state (on_stop: save)");
+        // STOPPING=1 arms the unit's stop timeout (sized for
+        // the memory); progress extends it.
+        notify::stopping(&format!("saving (qemu pid {})", saver.qemu_pid));
+        notify::extend_timeout(maqet_host::storage::saved::save_budget(config.memory_bytes));
+        match saver.save(maqet_host::state::SaveReason::Stop, true).await {
+            Ok(_) => {
+                stopper.end_saved().await;
+                return Some(STOPPED_EXIT_STATUS);
+            }
+            // QEMU is gone: the next event says how.
+            Err(f) if f.run_state == save::GONE => return None,
+            Err(f) => tracing::error!("{f}; powering the VM off instead"),
+        }
+    } else {
+        tracing::info!("{sig}: shutting the VM down");
+    }
+    stopper.run(default_timeout, false, false, None).await;
+    Some(STOPPED_EXIT_STATUS)
+}
+
+/// `maqet suspend`: saves the state and ends the VM, replying either way;
+/// None when the save failed and the VM runs on.
+async fn suspend(
+    stopper: &mut shutdown::Shutdown<'_>,
+    saver: &save::Saver,
+    req: dispatch::SuspendRequest,
+) -> Option<i32> {
+    let saved = saver
+        .save(maqet_host::state::SaveReason::Suspend, false)
+        .await;
+    let done = saved.is_ok();
+    let result = match saved {
+        Ok(s) => maqet_host::ipc::protocol::SuspendResult {
+            saved: Some(maqet_host::ipc::protocol::SavedInfo {
+                path: s.path,
+                size: s.size,
+                saved_at: s.saved_at,
+                save_ms: s.save_ms,
+                run_state: s.run_state,
+                qemu_version: s.qemu_version,
+            }),
+            error: None,
+            run_state: None,
+        },
+        Err(f) => maqet_host::ipc::protocol::SuspendResult {
+            saved: None,
+            error: Some(f.message),
+            run_state: Some(f.run_state),
+        },
+    };
+    if done {
+        stopper.end_saved().await;
+    }
+    let (written, wrote) = tokio::sync::oneshot::channel();
+    let _ = req.reply.send(dispatch::SuspendReply { result, written });
+    if !done {
+        return None;
+    }
+    // The reply must reach the client before the runner exits.
+    let _ = tokio::time::timeout(shutdown::REPLY_GRACE, wrote).await;
+    Some(STOPPED_EXIT_STATUS)
 }
 
 /// What the event loop keeps up to date from QMP events.

@@ -286,7 +286,7 @@ impl<'a> Shutdown<'a> {
     }
 
     async fn kill(&mut self) -> StopOutcome {
-        self.qemu.signal(libc::SIGKILL);
+        self.qemu.signal(rustix::process::Signal::KILL);
         let _ = self.qemu.child.wait().await;
         StopOutcome::Killed
     }

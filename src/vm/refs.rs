@@ -42,7 +42,13 @@ pub async fn running_processes(units: &impl UnitManager) -> Result<Vec<RunningPr
         let (name, description) = (&unit.0, &unit.1);
         let vm = service_vm_name(name).unwrap_or(name);
         let dir = data_dir_of_description(description).unwrap_or("unknown");
+        // Asked twice when the first fails: a VM restarted meanwhile is gone
+        // at the first question and live again at the status check.
         let procs = match units.unit_processes(name).await {
+            Ok(p) => Ok(p),
+            Err(_) => units.unit_processes(name).await,
+        };
+        let procs = match procs {
             Ok(p) => p,
             // Gone between the listing and now: it uses nothing any more.
             Err(_)

@@ -14,7 +14,6 @@
 //! segment would otherwise wait for each other for ever).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -84,14 +83,10 @@ async fn lock(segment: &NetName, rt: &SegmentRuntime) -> Result<File, SegmentErr
         .map_err(|e| io(path.clone(), e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(file);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io(path, err));
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(e) => return Err(io(path, e.into())),
         }
         if Instant::now() >= deadline {
             return Err(SegmentError::Busy {

@@ -56,28 +56,13 @@ pub fn seed_image(data_dir: &Path, vm: &str) -> PathBuf {
 
 /// The invoking user's name and home directory.
 pub fn invoking_user() -> Result<(String, PathBuf), CloudInitError> {
-    // SAFETY: getuid cannot fail; getpwuid's result is copied out at once.
-    let uid = unsafe { libc::getuid() };
-    let pw = unsafe { libc::getpwuid(uid) };
-    if pw.is_null() {
-        return Err(CloudInitError::NoUser(uid));
-    }
-    // SAFETY: pw is non-null and points at static storage until the next call.
-    let (name, dir) = unsafe {
-        (
-            std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-            std::ffi::CStr::from_ptr((*pw).pw_dir)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    };
+    let uid = rustix::process::getuid().as_raw();
+    let account = maqet_base::account::lookup(uid).ok_or(CloudInitError::NoUser(uid))?;
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(dir));
-    Ok((name, home))
+        .unwrap_or(account.home);
+    Ok((account.name, home))
 }
 
 /// The guest user maqet creates (and `maqet ssh` logs in as).

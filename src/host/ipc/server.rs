@@ -129,7 +129,7 @@ pub(super) async fn accept_loop(
     refuse: impl Fn(&UnixStream),
     serve: impl Fn(UnixStream, Slot),
 ) {
-    let my_uid = unsafe { libc::geteuid() };
+    let my_uid = rustix::process::geteuid().as_raw();
     let slots = Arc::new(Slots::default());
     let mut last_warn = None;
     loop {

@@ -1,7 +1,7 @@
 //! One test against a real QEMU, wired exactly as the runner does it: the QMP monitor on a
 //! socketpair end passed as an inherited fd. Skipped (with a note) when QEMU is not installed.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -35,18 +35,20 @@ async fn real_qemu_query_status_then_quit() {
     .args(["-mon", "chardev=qmp,mode=control"])
     .stdin(Stdio::null())
     .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (dup2, fcntl: raw system calls
+    // through rustix) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // SAFETY: `theirs_fd` stays open in the child until exec; the
+            // target number is replaced, never closed: ManuallyDrop.
+            let from = BorrowedFd::borrow_raw(theirs_fd);
             // dup2 leaves the new fd without FD_CLOEXEC; if the numbers already match,
             // clear the flag instead.
-            let rc = if theirs_fd == QMP_FD {
-                libc::fcntl(QMP_FD, libc::F_SETFD, 0)
+            if theirs_fd == QMP_FD {
+                rustix::io::fcntl_setfd(from, rustix::io::FdFlags::empty())?;
             } else {
-                libc::dup2(theirs_fd, QMP_FD)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
+                let mut to = std::mem::ManuallyDrop::new(OwnedFd::from_raw_fd(QMP_FD));
+                rustix::io::dup2(from, &mut to)?;
             }
             Ok(())
         });

@@ -10,7 +10,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,19 +72,13 @@ impl VmLock {
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(io)?;
-            // SAFETY: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 // `rm` unlinks the file while holding it: a lock on an
                 // unlinked file excludes nobody, so take the new one.
-                if same_file(&file, &path) {
-                    return Ok(VmLock { file, path });
-                }
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io(err));
+                Ok(()) if same_file(&file, &path) => return Ok(VmLock { file, path }),
+                Ok(()) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(io(e.into())),
             }
             if Instant::now() >= deadline {
                 return Err(LockError::Busy {

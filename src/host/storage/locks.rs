@@ -15,14 +15,12 @@ use super::identity::FileIdentity;
 /// lock over the whole file). A probe that fails counts as a lock: when in
 /// doubt a file is in use.
 pub fn held(fd: &impl AsFd) -> Option<String> {
-    // SAFETY: an all-zero flock is a valid value; fcntl fills it in.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 0; // to the end of the file, however far it grows
-                  // SAFETY: F_OFD_GETLK reads and writes the flock we pass, on a
-                  // descriptor we own for the duration of the call.
+    // `l_len` 0: to the end of the file, however far it grows.
+    let mut fl = byte_range(libc::F_WRLCK, 0, 0);
+    // Through libc: rustix offers only F_GETLK, which overlooks the locks
+    // of this very process; F_OFD_GETLK sees every other description's.
+    // SAFETY: F_OFD_GETLK reads and writes the flock we pass, on a
+    // descriptor borrowed for the duration of the call.
     let rc = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
     if rc != 0 {
         return Some(format!(
@@ -31,6 +29,31 @@ pub fn held(fd: &impl AsFd) -> Option<String> {
         ));
     }
     (fl.l_type != libc::F_UNLCK as libc::c_short).then(|| HOLDER.to_string())
+}
+
+/// A `struct flock` for `len` bytes from `start` (0: to the end).
+fn byte_range(typ: libc::c_int, start: i64, len: i64) -> libc::flock {
+    libc::flock {
+        l_type: typ as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: start,
+        l_len: len,
+        l_pid: 0,
+    }
+}
+
+/// Takes a shared lock on byte 100 through `holder`'s open file
+/// description, as QEMU does for the permissions it uses.
+#[cfg(test)]
+pub(crate) fn lock_as_qemu_does(holder: &impl AsFd) -> std::io::Result<()> {
+    let fl = byte_range(libc::F_RDLCK, 100, 1);
+    // SAFETY: F_OFD_SETLK only reads the flock we pass; the descriptor is
+    // borrowed for the duration of the call.
+    let rc = unsafe { libc::fcntl(holder.as_fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// [`held`] for the file at `path` (following symlinks, as QEMU would);
@@ -96,15 +119,7 @@ mod tests {
         // Another open file description takes a shared lock on byte 100,
         // as QEMU does for the permissions it uses.
         let holder = std::fs::File::open(&p).unwrap();
-        // SAFETY: as in `held`.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_RDLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = 100;
-        fl.l_len = 1;
-        // SAFETY: F_OFD_SETLK on a descriptor we own.
-        let rc = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        lock_as_qemu_does(&holder).unwrap();
         assert!(held(&mine).is_some_and(|w| w.contains("image lock")));
         let id = stat_path(&p).unwrap().identity;
         assert!(listed(&id));

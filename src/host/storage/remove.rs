@@ -322,7 +322,6 @@ mod tests {
 
     #[test]
     fn a_file_another_process_holds_an_image_lock_on_is_kept() {
-        use std::os::fd::AsRawFd;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().canonicalize().unwrap();
         let f = dir.join("img");
@@ -330,16 +329,7 @@ mod tests {
         let fid = id(&f);
         // As QEMU does: a shared lock on byte 100 of an open description.
         let holder = std::fs::File::open(&f).unwrap();
-        // SAFETY: an all-zero flock is valid; fcntl on our own descriptor.
-        let rc = unsafe {
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_RDLCK as libc::c_short;
-            fl.l_whence = libc::SEEK_SET as libc::c_short;
-            fl.l_start = 100;
-            fl.l_len = 1;
-            libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &fl)
-        };
-        assert_eq!(rc, 0);
+        locks::lock_as_qemu_does(&holder).unwrap();
         let r = remove_if_same(&f, FileKind::Disk, Some(&fid), &unused);
         assert!(
             matches!(r, Removal::KeptInUse(ref why) if why.contains("image lock")),

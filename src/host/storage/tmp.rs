@@ -16,12 +16,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{openat, unlinkat, AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{openat, unlinkat, AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::identity::{stat_at, stat_fd, stat_path, FileIdentity};
@@ -72,7 +72,7 @@ impl TempFile {
                 file,
                 moved: false,
             };
-            flock(&t.file, libc::LOCK_EX | libc::LOCK_NB)?;
+            flock(&t.file)?;
             return Ok(t);
         }
         unreachable!("the loop returns")
@@ -204,19 +204,17 @@ fn being_written(path: &Path) -> bool {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
-        Ok(f) => flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err(),
+        Ok(f) => flock(&f).is_err(),
         Err(_) => true,
     }
 }
 
-fn flock(f: &impl AsFd, op: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: flock on a descriptor we own for the duration of the call.
-    let rc = unsafe { libc::flock(f.as_fd().as_raw_fd(), op) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// Takes the writer's lock (exclusive, without waiting).
+fn flock(f: &impl AsFd) -> std::io::Result<()> {
+    Ok(rustix::fs::flock(
+        f,
+        FlockOperation::NonBlockingLockExclusive,
+    )?)
 }
 
 /// Deletes a leftover temporary file: reached without following a symlink,
@@ -251,7 +249,7 @@ pub fn remove_leftover(path: &Path) -> Removal {
         Ok(now) if found.identity.matches(&now.identity) => {}
         _ => return Removal::KeptUnproven("it changed while maqet looked at it".into()),
     }
-    if flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+    if flock(&fd).is_err() {
         return Removal::KeptInUse("a maqet command is still writing it".into());
     }
     if let Some(why) = locks::held(&fd) {

@@ -235,23 +235,19 @@ impl ProcStat {
     }
 }
 
+/// The kernel's page size (from the auxiliary vector, as sysconf has it).
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 {
-        v as u64
-    } else {
-        4096
+    match rustix::param::page_size() {
+        0 => 4096,
+        v => v as u64,
     }
 }
 
+/// The unit of /proc/PID/stat's CPU times (`_SC_CLK_TCK`).
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100,
+        v => v,
     }
 }
 
