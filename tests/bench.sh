@@ -19,6 +19,9 @@ mkdir -p "$stage/guest-generic"
 cp "$(sed -n 's/^MAQET_GUEST_KERNEL=//p' <<<"$guest_env")" "$stage/guest-generic/vmlinuz"
 cp "$(sed -n 's/^MAQET_GUEST_INITRD=//p' <<<"$guest_env")" "$stage/guest-generic/initrd.gz"
 chmod -R a+rX "$stage"
+# The remote-host sshd and user (tests/session/sshd.sh), for `maqet -H` timings.
+mapfile -t remote_env < <(source "$session/lib.sh" && remote_env_lines)
 # /usr/local/bin: virtiofsd built by tests/session/virtiofsd.sh.
 bash "$session/as-user.sh" env PATH="$stage/bin:/usr/local/bin:/usr/bin:/bin" MAQET_BENCH_GUEST="$stage/guest" \
+    "${remote_env[@]}" \
     MAQET_BENCH_GUEST_GENERIC="$stage/guest-generic" python3 "$stage/bench.py"

@@ -86,6 +86,9 @@ for t in "${tests[@]}"; do
     b=$(basename "$t")
     [[ $slow == *" ${b%-*} "* ]] || ordered+=("$t")
 done
+# How to reach the remote-host tests' sshd and user (tests/session/sshd.sh): the
+# MAQET_TEST_SSH_* lines it recorded; none when not root (then there is no remote user).
+mapfile -t remote_env < <(source "$session/lib.sh" && remote_env_lines)
 status=0
 running=0
 for t in "${ordered[@]}"; do
@@ -97,7 +100,7 @@ for t in "${ordered[@]}"; do
     (
         rc=0
         timeout --kill-after=10 "$it_deadline" bash "$session/as-user.sh" env \
-            MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 \
+            MAQET_BIN_DIR="$stage/bin" RUST_BACKTRACE=1 "${remote_env[@]}" \
             MAQET_GUEST_KERNEL="$stage/guest/vmlinuz" MAQET_GUEST_INITRD="$stage/guest/initrd.gz" \
             "$stage/$b" --test-threads="$threads" >"$stage/$b.log" 2>&1 || rc=$?
         if ((rc == 124 || rc == 137)); then

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod remote;
+
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
 /// Directory holding `maqet` and `maqet-runner`: `MAQET_BIN_DIR`, else

@@ -13,7 +13,8 @@ PACKAGES=(
     busybox-static    # guest initramfs userland
     cpio              # packing that initramfs
     dropbear-bin      # the test guest's ssh server (copied into its initramfs)
-    openssh-client    # `maqet ssh` and ssh-keygen in the cloud tests
+    openssh-client    # `maqet ssh`, `maqet -H`, and ssh-keygen in the cloud tests
+    openssh-server    # the loopback sshd of the remote-host tests (tests/session/sshd.sh)
     qemu-guest-agent  # the test guest's agent (copied into its initramfs)
     e2fsprogs         # mkfs.ext4: a freezable data disk for the live-snapshot freeze test
     python3           # stand-in services and helpers in session tests
@@ -122,6 +123,18 @@ for pkg in "${missing[@]}"; do
     [[ " ${pinned[*]%%=*} " == *" $pkg "* ]] || rest+=("$pkg")
 done
 ((${#pinned[@]} == 0)) || echo "install-deps: QEMU pair: ${pinned[*]} ${downgrade[*]}" >&2
+# Packages with a service (openssh-server, dbus, ...) start it from their
+# maintainer scripts through invoke-rc.d unless a policy forbids it. PID 1 is no
+# init here, so that would be the SysV script: an sshd for the whole machine on
+# port 22. The test session starts what it needs itself (sshd.sh: loopback only,
+# its own config), so while apt runs, nothing is started: a policy-rc.d saying
+# "forbidden" (101), unless the image already has one (Docker images often do).
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\n# install-deps.sh: no services started during its apt-get install\nexit 101\n' \
+        >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 # No recommends: qemu-system-x86 would otherwise drag in a GUI stack.
 apt-get "${apt_opts[@]}" install -y --no-install-recommends "${downgrade[@]}" "${rest[@]}" "${pinned[@]}"
 if ! qemu-img --version >/dev/null 2>&1; then

@@ -7,9 +7,16 @@
 # already an ordinary user with a working `systemctl --user`, that session is used.
 
 MAQET_TEST_USER=${MAQET_TEST_USER:-maqet-test}
+# The "remote host" of the `maqet -H` tests: a second user with a session of its own,
+# reached over the loopback sshd of sshd.sh (root setup only).
+MAQET_REMOTE_USER=${MAQET_REMOTE_USER:-maqet-remote}
 # Root-owned state of the harness itself (logs, pid file, lock): /var/tmp survives
 # `down` (which wipes /run/user/UID like a logout does) so the logs stay readable.
 MAQET_SESSION_STATE=${MAQET_SESSION_STATE:-/var/tmp/maqet-session}
+# The loopback sshd of the remote-host tests (sshd.sh): config, host key, pid file, and
+# remote.env, the NAME=VALUE lines that tell the tests how to reach the remote user.
+MAQET_TEST_SSHD_DIR=${MAQET_TEST_SSHD_DIR:-/var/lib/maqet-test-sshd}
+REMOTE_ENV_FILE=$MAQET_TEST_SSHD_DIR/remote.env
 USER_PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
 
 log() { printf '%s\n' "session: $*" >&2; }
@@ -17,12 +24,13 @@ die() { log "error: $*"; exit 1; }
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
-# Sets TUID/TGID/THOME/TRUNTIME for the session user: the test user as root,
-# the caller itself otherwise. Returns 1 if the test user does not exist yet.
+# Sets TUSER/TUID/TGID/THOME/TRUNTIME for the session user: as root the test user (or
+# the user named by $1, e.g. the remote one), the caller itself otherwise. Returns 1 if
+# that user does not exist yet.
 session_identity() {
     if is_root; then
         local ent
-        ent=$(getent passwd "$MAQET_TEST_USER") || return 1
+        ent=$(getent passwd "${1:-$MAQET_TEST_USER}") || return 1
         IFS=: read -r TUSER _ TUID TGID _ THOME _ <<<"$ent"
         TRUNTIME=/run/user/$TUID
     else
@@ -72,4 +80,12 @@ session_user_cmd() {
 run_as_session_user() {
     session_user_cmd
     "${AS_USER[@]}" "$@"
+}
+
+# MAQET_TEST_SSH_PORT=... and the rest of what sshd.sh recorded for the tests, one
+# NAME=VALUE a line. Nothing when it has not run, or for a caller other than root: then
+# the tests run as the caller, whose key the remote user does not know.
+remote_env_lines() {
+    is_root && [[ -r $REMOTE_ENV_FILE ]] && cat "$REMOTE_ENV_FILE"
+    return 0
 }

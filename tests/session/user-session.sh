@@ -2,7 +2,7 @@
 # A desktop-like `systemd --user` session for maqet's tests.
 #
 #   user-session.sh up       create/start it (root), or verify the caller's own (non-root)
-#   user-session.sh down     stop the test user's manager and its units (journald stays)
+#   user-session.sh down     stop sshd and both users' managers and units (journald stays)
 #   user-session.sh env      print `export` lines for the session user's environment
 #   user-session.sh status   short health report; exit 0 iff healthy
 #
@@ -11,6 +11,10 @@
 # per-user journal files exist for `journalctl --user`), /run/user/UID, a delegated cgroup
 # subtree for user@UID.service, and a `systemd --user` started inside it. The user bus
 # comes from dbus-user-session's dbus.socket, socket-activated by that manager.
+#
+# Two users get such a session: the test user (maqet-test, uid 1990), as whom the tests
+# run, and the "remote host" of the `maqet -H` tests (maqet-remote, uid 1991), which the
+# test user reaches through a loopback sshd (sshd.sh, started last by `up`).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,18 +22,32 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 
 MAQET_TEST_UID_WANTED=${MAQET_TEST_UID:-1990}
+MAQET_REMOTE_UID_WANTED=${MAQET_REMOTE_UID:-1991}
 SYSTEMD_BIN=/lib/systemd/systemd
 JOURNALD_BIN=/lib/systemd/systemd-journald
 CG_SYSTEMD=/sys/fs/cgroup/systemd # the name=systemd v1 hierarchy (hybrid layout)
 CG_UNIFIED=/sys/fs/cgroup/unified # the cgroup2 hierarchy of the hybrid layout
 
 UP_TIMEOUT=${MAQET_SESSION_TIMEOUT:-20}
-PIDFILE=$MAQET_SESSION_STATE/user-manager.pid
-MGR_LOG=$MAQET_SESSION_STATE/user-manager.log
 JOURNALD_LOG=$MAQET_SESSION_STATE/journald.log
 HEALTH_WHY=""
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# Makes USER the one the functions below act on: its identity (TUSER, TUID, ...; see
+# session_identity) and its manager's pid file and log. The test user keeps the
+# unsuffixed names, so a session started before the remote user existed is still found.
+# Returns 1 if USER does not exist yet.
+use_user() {
+    local suffix=""
+    [[ $1 == "$MAQET_TEST_USER" ]] || suffix=-$1
+    PIDFILE=$MAQET_SESSION_STATE/user-manager$suffix.pid
+    MGR_LOG=$MAQET_SESSION_STATE/user-manager$suffix.log
+    WANTED_UID=$MAQET_TEST_UID_WANTED
+    [[ $1 == "$MAQET_TEST_USER" ]] || WANTED_UID=$MAQET_REMOTE_UID_WANTED
+    WANTED_USER=$1
+    session_identity "$1"
+}
 
 # Runs "$@" as the session user (setpriv as root, directly otherwise).
 in_session() {
@@ -111,26 +129,34 @@ ensure_journald() {
 
 # ---------------------------------------------------------------- user, groups, /dev/kvm
 
+# Creates the user chosen by use_user (WANTED_USER, uid WANTED_UID if free) with groups
+# kvm and systemd-journal, and re-reads its identity.
 ensure_user() {
+    local user=$WANTED_USER
     getent group kvm >/dev/null || groupadd --system kvm
-    if ! getent passwd "$MAQET_TEST_USER" >/dev/null; then
+    if ! getent passwd "$user" >/dev/null; then
         local -a idopt=()
         # Fixed UID keeps paths (/run/user/1990) stable across machines, if it is free.
-        if ! getent passwd "$MAQET_TEST_UID_WANTED" >/dev/null &&
-            ! getent group "$MAQET_TEST_UID_WANTED" >/dev/null; then
-            idopt=(--uid "$MAQET_TEST_UID_WANTED")
+        if ! getent passwd "$WANTED_UID" >/dev/null && ! getent group "$WANTED_UID" >/dev/null; then
+            idopt=(--uid "$WANTED_UID")
         fi
-        useradd "${idopt[@]}" --user-group --create-home --home-dir "/home/$MAQET_TEST_USER" \
-            --shell /bin/bash --groups kvm,systemd-journal "$MAQET_TEST_USER"
-        log "created user $MAQET_TEST_USER"
+        useradd "${idopt[@]}" --user-group --create-home --home-dir "/home/$user" \
+            --shell /bin/bash --groups kvm,systemd-journal "$user"
+        log "created user $user"
     else
         local groups
-        groups=" $(id -nG "$MAQET_TEST_USER") "
+        groups=" $(id -nG "$user") "
         if [[ $groups != *" kvm "* || $groups != *" systemd-journal "* ]]; then
-            usermod -aG kvm,systemd-journal "$MAQET_TEST_USER"
+            usermod -aG kvm,systemd-journal "$user"
         fi
     fi
-    session_identity
+    # useradd leaves the password "!" (locked). Without PAM, sshd refuses every login
+    # to a locked account, keys included; "*" is just as unusable as a password but
+    # not "locked", so the key logins of sshd.sh work.
+    if [[ $(getent shadow "$user" | cut -d: -f2) == '!'* ]]; then
+        usermod -p '*' "$user"
+    fi
+    session_identity "$user"
     install -d -m 0755 -o "$TUID" -g "$TGID" "$THOME"
     if [[ -c /dev/kvm ]]; then
         # What Debian's udev rule would do; /dev is devtmpfs, so redo it every boot.
@@ -318,7 +344,7 @@ lock_state() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-    local t0 pid
+    local t0
     t0=$(now_ms)
     if ! is_root; then
         session_identity
@@ -327,23 +353,36 @@ cmd_up() {
         return 0
     fi
     lock_state
+    use_user "$MAQET_TEST_USER" || true
     ensure_user
     # The full-disk tests' tiny filesystem (tests/state_faults.rs).
     bash "$here/small-fs.sh" "$TUID" "$TGID"
     # sd_booted() marker: without it systemd --user and sd_notify users refuse to act.
     mkdir -p /run/systemd/system
     ensure_journald
+    up_manager "$t0"
+    use_user "$MAQET_REMOTE_USER" || true
+    ensure_user
+    up_manager "$(now_ms)"
+    # Last: its health check logs in as the remote user and asks that user's manager.
+    bash "$here/sshd.sh" up
+}
+
+# Brings up the manager of the user chosen by use_user: a no-op if it runs and is
+# healthy, else a restart from nothing. T0 (ms) is when the caller started, for the log.
+up_manager() {
+    local t0=$1 pid
     if manager_pid >/dev/null; then
         # Warm path; also waits out a manager that is still starting.
         for _ in $(seq $((UP_TIMEOUT * 10))); do
             if healthy; then
-                log "already up ($HEALTH_WHY; checked in $(($(now_ms) - t0)) ms)"
+                log "$TUSER: already up ($HEALTH_WHY; checked in $(($(now_ms) - t0)) ms)"
                 return 0
             fi
             manager_pid >/dev/null || break
             sleep 0.1
         done
-        log "existing session unhealthy ($HEALTH_WHY); restarting it"
+        log "$TUSER: existing session unhealthy ($HEALTH_WHY); restarting it"
         stop_manager
     fi
     cleanup_session
@@ -362,18 +401,23 @@ cmd_up() {
         sleep 0.1
     done
     diagnose
-    die "user session did not come up (limit ${UP_TIMEOUT} s; see above)"
+    die "user session of $TUSER did not come up (limit ${UP_TIMEOUT} s; see above)"
 }
 
 cmd_down() {
+    local user
     if ! is_root; then
         log "not root: leaving your own user manager alone"
         return 0
     fi
     lock_state
-    session_identity || { log "no user $MAQET_TEST_USER; nothing to stop"; return 0; }
-    stop_manager
-    cleanup_session
+    # sshd first: its sessions are processes of the users whose sessions go next.
+    bash "$here/sshd.sh" down
+    for user in "$MAQET_REMOTE_USER" "$MAQET_TEST_USER"; do
+        use_user "$user" || { log "no user $user; nothing to stop"; continue; }
+        stop_manager
+        cleanup_session
+    done
     log "down (journald left running: $(journald_pids | tr '\n' ' '))"
 }
 
@@ -382,16 +426,15 @@ cmd_env() {
     local line
     while IFS= read -r line; do
         printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"
-    done < <(session_env_lines)
+    done < <(session_env_lines; remote_env_lines)
 }
 
-cmd_status() {
-    local rc=0 pid
-    session_identity || { echo "user $MAQET_TEST_USER: missing"; return 1; }
+# The health report of the user chosen by use_user; returns 1 if unhealthy.
+user_status() {
+    local pid
     echo "user: $TUSER uid=$TUID groups=$(id -nG "$TUSER" | tr ' ' ',')"
     echo "XDG_RUNTIME_DIR: $(stat -c '%A %U' "$TRUNTIME" 2>/dev/null || echo missing) $TRUNTIME"
     if is_root; then
-        echo "journald: $(journald_pids | tr '\n' ' ')"
         if pid=$(manager_pid); then
             echo "manager: pid $pid, cgroup $(grep -m1 name=systemd "/proc/$pid/cgroup" | cut -d: -f3)"
         else
@@ -402,10 +445,27 @@ cmd_status() {
         echo "state: $HEALTH_WHY; user bus ok"
     else
         echo "unhealthy: $HEALTH_WHY"
-        rc=1
+        return 1
     fi
     if [[ $HEALTH_WHY == degraded ]]; then
         in_session timeout 5 systemctl --user --no-pager --no-legend --failed 2>/dev/null | sed 's/^/failed: /'
+    fi
+    return 0
+}
+
+cmd_status() {
+    local rc=0
+    use_user "$MAQET_TEST_USER" || { echo "user $MAQET_TEST_USER: missing"; return 1; }
+    user_status || rc=1
+    if is_root; then
+        echo "journald: $(journald_pids | tr '\n' ' ')"
+        if use_user "$MAQET_REMOTE_USER"; then
+            user_status || rc=1
+        else
+            echo "user $MAQET_REMOTE_USER: missing"
+            rc=1
+        fi
+        bash "$here/sshd.sh" status || rc=1
     fi
     [[ -e /dev/kvm ]] && echo "kvm: $(stat -c '%A %U:%G' /dev/kvm)"
     return "$rc"
