@@ -148,31 +148,6 @@ pub(crate) fn socket_props(description: String, path: &std::path::Path, service:
     ]
 }
 
-/// Creates the per-VM files the desktop keys need before a start: the
-/// UEFI variable store (a copy of the firmware's template) and the TPM
-/// state directory, each recorded as created by maqet; existing ones are
-/// never touched.
-pub fn provision_state(
-    vm: &str,
-    cfg: &maqet_config::VmConfig,
-    vm_dir: &std::path::Path,
-    store: &crate::state::Store,
-    done: &mut crate::storage::Provisioned,
-) -> Result<(), crate::storage::StorageError> {
-    let needs_dir = cfg.desktop.firmware.is_some() || cfg.desktop.tpm.is_some();
-    if needs_dir {
-        crate::storage::disks::ensure_private_dir(vm, vm_dir, vm_dir, store, done)?;
-    }
-    if let Some(fw) = &cfg.desktop.firmware {
-        let qemu_img = crate::storage::QemuImg::find(Some(&cfg.binary))?;
-        crate::storage::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
-    }
-    if cfg.desktop.tpm.is_some() {
-        tpm::provision_state(vm, vm_dir, store, done)?;
-    }
-    Ok(())
-}
-
 /// Unit-name patterns of every companion of `vm` (for status listings).
 pub fn patterns(vm: &VmName) -> Vec<String> {
     maqet_base::units::companion_patterns(vm.as_str())

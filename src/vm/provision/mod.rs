@@ -67,6 +67,31 @@ impl std::fmt::Display for UndoNote {
     }
 }
 
+/// Creates the per-VM files the desktop keys need before a start: the
+/// UEFI variable store (a copy of the firmware's template) and the TPM
+/// state directory, each recorded as created by maqet; existing ones are
+/// never touched.
+fn desktop_files(
+    vm: &str,
+    cfg: &maqet_config::VmConfig,
+    vm_dir: &std::path::Path,
+    store: &Store,
+    done: &mut Provisioned,
+) -> Result<(), st::StorageError> {
+    let needs_dir = cfg.desktop.firmware.is_some() || cfg.desktop.tpm.is_some();
+    if needs_dir {
+        st::disks::ensure_private_dir(vm, vm_dir, vm_dir, store, done)?;
+    }
+    if let Some(fw) = &cfg.desktop.firmware {
+        let qemu_img = st::QemuImg::find(Some(&cfg.binary))?;
+        st::nvram::provision(vm, fw, vm_dir, &qemu_img, store, done)?;
+    }
+    if cfg.desktop.tpm.is_some() {
+        maqet_host::companion::tpm::provision_state(vm, vm_dir, store, done)?;
+    }
+    Ok(())
+}
+
 impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// Creates what the VM's storage needs, announcing each file; `done`
     /// collects it for an undo.
@@ -83,7 +108,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let mut r = st::provision(vm.as_str(), cfg, &disk_dir, store, done);
         // The VM's NVRAM copy and TPM state directory.
         if r.is_ok() {
-            r = maqet_host::companion::provision_state(vm.as_str(), cfg, &disk_dir, store, done);
+            r = desktop_files(vm.as_str(), cfg, &disk_dir, store, done);
         }
         for c in &done.created[before..] {
             notify(Notice::Created {
