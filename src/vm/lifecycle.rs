@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigDocument, VmConfig};
-use crate::state::VmRecord;
+use crate::state::{Store, VmRecord};
 use crate::storage::Provisioned;
 use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
 use crate::vmname::VmName;
@@ -150,22 +150,40 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
-        self.record(vm)?;
-        let _lock = self.lock(vm, timeout + STOP_MARGIN)?;
-        let record = self.record(vm)?;
-        self.start_record(vm, &record, timeout, wait, fresh, notify)
+        let store = self.store_for(vm)?;
+        self.start_in(store, vm, timeout, wait, fresh, notify).await
+    }
+
+    /// [`Vms::start_with`] through `store`, the handle [`Vms::store_for`]
+    /// gave for `vm` (the CLI opens it before it connects to systemd, so an
+    /// unknown VM is told before anything else is asked): the lock, the
+    /// record under it and the start all use it.
+    pub async fn start_in(
+        &self,
+        store: Store,
+        vm: &VmName,
+        timeout: Duration,
+        wait: Wait,
+        fresh: bool,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        let _lock = self.lock_with(&store, vm, timeout + STOP_MARGIN)?;
+        let record = super::record_in(&store, &self.data_dir, vm)?;
+        self.start_record(vm, &record, store, timeout, wait, fresh, notify)
             .await
     }
 
     /// Starts a stored VM and waits until it is ready (or failed), or
     /// only until its start is queued. The caller holds the VM's lock and
-    /// read `record` under it. `timeout` is the unit's start timeout either
+    /// read `record` under it, through `store` (writable), which the start
+    /// uses throughout. `timeout` is the unit's start timeout either
     /// way (at least what loading a saved state needs). `fresh`: discard a
     /// saved state instead of resuming it.
     pub async fn start_record(
         &self,
         vm: &VmName,
         record: &VmRecord,
+        store: Store,
         timeout: Duration,
         wait: Wait,
         fresh: bool,
@@ -179,8 +197,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Not running (and the lock held): a saved state is nobody's but
         // this start's to resume or discard.
-        // One handle on the database for the rest of the start.
-        let store = self.store()?;
         let timeout = self.settle_saved(vm, fresh, timeout, &store, notify)?;
         let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         // No unit of the name is live (checked just above), so until this
