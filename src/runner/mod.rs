@@ -42,7 +42,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::{ConfigDocument, ConfigError};
 use crate::paths::DataDir;
 use crate::qmp::{EventKind, QmpClient, QmpError};
-use crate::state::{StateError, Store};
+use crate::state::{SavedState, StateError, Store};
 use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use crate::vmname::VmName;
 
@@ -170,9 +170,9 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     // Taken by the first runner of a `maqet start` only; see below.
     let first_attempt = std::fs::remove_file(runtime.start_token()).is_ok();
     let (result, policy) = match read_config(vm, data_dir) {
-        Ok(config) => {
+        Ok((config, saved)) => {
             let listeners = (listener, qmp_listener, qmp_socket);
-            let r = run_vm(vm, data_dir, &runtime, &config, listeners).await;
+            let r = run_vm(vm, data_dir, &runtime, &config, saved, listeners).await;
             (r, config.restart)
         }
         // The policy is unknown: nothing is kept for a restart.
@@ -200,17 +200,23 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     Ok(code)
 }
 
-/// The VM's stored configuration, validated again.
-fn read_config(vm: &VmName, data_dir: &DataDir) -> Result<crate::config::VmConfig, RunnerError> {
+/// The VM's stored configuration, validated again, and its saved-state
+/// record if it has one (not yet checked: [`resume::trusted`]), from one
+/// open of the database.
+fn read_config(
+    vm: &VmName,
+    data_dir: &DataDir,
+) -> Result<(crate::config::VmConfig, Option<SavedState>), RunnerError> {
     // Read-only: the runner never writes definitions.
     let store = Store::open_read_only(&data_dir.db_path())?
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
     let record = store.get_vm(vm.as_str())?;
+    let saved = resume::read(&store, vm);
     drop(store);
     tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
     tracing::debug!("configuration validated");
-    Ok(config)
+    Ok((config, saved))
 }
 
 /// The sockets systemd passed: maqet's, the QMP one (if any) and its path.
@@ -226,6 +232,7 @@ async fn run_vm(
     data_dir: &DataDir,
     runtime: &crate::paths::VmRuntime,
     config: &crate::config::VmConfig,
+    saved: Option<SavedState>,
     (listener, qmp_listener, qmp_socket): Listeners,
 ) -> Result<i32, RunnerError> {
     // The one rendering `maqet info` shows too: the config's options, the
@@ -251,7 +258,7 @@ async fn run_vm(
     }
     let plan = command.ports;
     // A recorded, intact saved state is resumed instead of booting.
-    let resume = resume::recorded(vm, data_dir);
+    let resume = resume::trusted(saved, vm, data_dir);
     if let Some(rec) = &resume {
         tracing::info!(state_file = %rec.path.display(), "resuming the saved state");
         argv.extend(resume::QEMU_ARGS.map(String::from));
