@@ -150,8 +150,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // may have come since the listing).
         let store = self.store_for(vm)?;
         let _lock = self.lock_with(&store, vm, timeout)?;
-        let rec = super::record_in(&store, &self.data_dir, vm)?;
-        self.start_record(vm, &rec, store, timeout, Wait::Ready, false, notify)
+        self.start_locked(vm, store, timeout, Wait::Ready, false, notify)
             .await?;
         Ok(true)
     }

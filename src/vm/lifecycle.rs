@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigDocument, VmConfig};
-use crate::state::{Store, VmRecord};
+use crate::state::Store;
 use crate::storage::Provisioned;
 use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
 use crate::vmname::VmName;
@@ -168,27 +168,26 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         let _lock = self.lock_with(&store, vm, timeout + STOP_MARGIN)?;
-        let record = super::record_in(&store, &self.data_dir, vm)?;
-        self.start_record(vm, &record, store, timeout, wait, fresh, notify)
+        self.start_locked(vm, store, timeout, wait, fresh, notify)
             .await
     }
 
     /// Starts a stored VM and waits until it is ready (or failed), or
-    /// only until its start is queued. The caller holds the VM's lock and
-    /// read `record` under it, through `store` (writable), which the start
-    /// uses throughout. `timeout` is the unit's start timeout either
+    /// only until its start is queued. The caller holds the VM's lock; the
+    /// definition is read under it through `store` (writable), which the
+    /// start uses throughout. `timeout` is the unit's start timeout either
     /// way (at least what loading a saved state needs). `fresh`: discard a
     /// saved state instead of resuming it.
-    pub async fn start_record(
+    pub async fn start_locked(
         &self,
         vm: &VmName,
-        record: &VmRecord,
         store: Store,
         timeout: Duration,
         wait: Wait,
         fresh: bool,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        let record = &super::record_in(&store, &self.data_dir, vm)?;
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
