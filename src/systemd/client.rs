@@ -44,7 +44,7 @@ pub(super) fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> Syst
     // Nobody owns org.freedesktop.systemd1 on this bus: a session bus
     // without a user manager. (This used to show at the `Subscribe` every
     // connection began with; it is now the first call's answer.)
-    if error_name(&e) == Some("org.freedesktop.DBus.Error.ServiceUnknown") {
+    if error_name(&e).is_some_and(no_manager) {
         return SystemdError::NoSession {
             address: session_address(),
             reason: dbus_message(&e),
@@ -55,6 +55,16 @@ pub(super) fn call_err(method: &'static str, unit: &str, e: zbus::Error) -> Syst
         unit: unit.to_string(),
         message: dbus_message(&e),
     }
+}
+
+/// Whether a D-Bus error name is the bus saying that nobody serves
+/// org.freedesktop.systemd1: no owner, or its activation failed (a bus
+/// with a `.service` file for it but no systemd to start).
+fn no_manager(name: &str) -> bool {
+    matches!(
+        name,
+        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner"
+    ) || name.starts_with("org.freedesktop.DBus.Error.Spawn.")
 }
 
 fn dbus_message(e: &zbus::Error) -> String {
@@ -779,6 +789,25 @@ pub(super) async fn get_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bus_without_systemd_is_no_session() {
+        for name in [
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+            "org.freedesktop.DBus.Error.Spawn.ChildExited",
+            "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
+        ] {
+            assert!(no_manager(name), "{name}");
+        }
+        for name in [
+            "org.freedesktop.systemd1.NoSuchUnit",
+            "org.freedesktop.DBus.Error.AccessDenied",
+            "org.freedesktop.DBus.Error.NoReply",
+        ] {
+            assert!(!no_manager(name), "{name}");
+        }
+    }
 
     #[test]
     fn only_a_plain_unix_address_is_connected_directly() {
