@@ -44,7 +44,7 @@ use maqet_base::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
 use maqet_base::vmname::VmName;
 use maqet_config::{ConfigDocument, ConfigError};
 use maqet_host::qmp::{EventKind, QmpClient, QmpError};
-use maqet_host::state::{StateError, Store};
+use maqet_host::state::{SavedState, StateError, Store};
 
 pub use console::{CONSOLE_FD, RING_BYTES};
 pub use dispatch::QMP_TIMEOUT;
@@ -169,7 +169,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     // Taken by the first runner of a `maqet start` only; see below.
     let first_attempt = std::fs::remove_file(runtime.start_token()).is_ok();
     let (result, policy) = match read_config(vm, data_dir) {
-        Ok(config) => {
+        Ok((config, saved)) => {
             let listeners = (listener, qmp_listener, qmp_socket);
             let on = Vm {
                 name: vm,
@@ -177,7 +177,7 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
                 runtime: &runtime,
                 config: &config,
             };
-            let r = run_vm(on, listeners).await;
+            let r = run_vm(on, saved, listeners).await;
             (r, config.restart)
         }
         // The policy is unknown: nothing is kept for a restart.
@@ -205,17 +205,23 @@ async fn run(vm: &VmName, data_dir: &DataDir) -> Result<i32, RunnerError> {
     Ok(code)
 }
 
-/// The VM's stored configuration, validated again.
-fn read_config(vm: &VmName, data_dir: &DataDir) -> Result<maqet_config::VmConfig, RunnerError> {
+/// The VM's stored configuration, validated again, and its saved-state
+/// record if it has one (not yet checked: [`resume::trusted`]), from one
+/// open of the database.
+fn read_config(
+    vm: &VmName,
+    data_dir: &DataDir,
+) -> Result<(maqet_config::VmConfig, Option<SavedState>), RunnerError> {
     // Read-only: the runner never writes definitions.
     let store = Store::open_read_only(&data_dir.db_path())?
         .ok_or_else(|| StateError::NotFound(vm.to_string()))?;
     let record = store.get_vm(vm.as_str())?;
+    let saved = resume::read(&store, vm);
     drop(store);
     tracing::debug!("definition read");
     let config = ConfigDocument::from_stored(&record.config)?.validate()?;
     tracing::debug!("configuration validated");
-    Ok(config)
+    Ok((config, saved))
 }
 
 /// The sockets systemd passed: maqet's, the QMP one (if any) and its path.
@@ -242,9 +248,13 @@ enum Step<T> {
 }
 
 /// Runs QEMU for `config` until it ends; returns the runner's exit code.
-async fn run_vm(vm: Vm<'_>, listeners: Listeners) -> Result<i32, RunnerError> {
+async fn run_vm(
+    vm: Vm<'_>,
+    saved: Option<SavedState>,
+    listeners: Listeners,
+) -> Result<i32, RunnerError> {
     let (config, runtime) = (vm.config, vm.runtime);
-    let launch = plan_launch(vm)?;
+    let launch = plan_launch(vm, saved)?;
     let started_usec = maqet_base::time::now_unix_usec();
     let (mut qemu, qmp_stream, console) = start_qemu(&launch.argv, config.console)?;
     let (qmp, version) = match handshake(&mut qemu, qmp_stream).await? {
@@ -274,7 +284,7 @@ struct Launch {
 
 /// QEMU's command line for this start, once the switches of the VM's
 /// networks are known to run.
-fn plan_launch(vm: Vm<'_>) -> Result<Launch, RunnerError> {
+fn plan_launch(vm: Vm<'_>, saved: Option<SavedState>) -> Result<Launch, RunnerError> {
     // The one rendering `maqet info` shows too: the config's options, the
     // seed drive, the agent channel, the user-mode NIC with the start's ports.
     let command = maqet_vm::provision::guest::qemu_command(
@@ -296,7 +306,7 @@ fn plan_launch(vm: Vm<'_>) -> Result<Launch, RunnerError> {
             });
         }
     }
-    let resume = resume::recorded(vm.name, vm.data_dir);
+    let resume = resume::trusted(saved, vm.name, vm.data_dir);
     if let Some(rec) = &resume {
         tracing::info!(state_file = %rec.path.display(), "resuming the saved state");
         argv.extend(resume::QEMU_ARGS.map(String::from));

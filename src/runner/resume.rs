@@ -32,22 +32,24 @@ const AGENT: Duration = Duration::from_secs(3);
 /// `migrate-incoming`, and do not run the guest on its own once loaded.
 pub const QEMU_ARGS: [&str; 3] = ["-incoming", "defer", "-S"];
 
-/// The VM's saved state, if one is recorded and its file is the recorded
-/// one. A record whose file is not is forgotten here (logged: the VM
-/// boots afresh), so nothing ever loads it.
-pub fn recorded(vm: &VmName, data_dir: &DataDir) -> Option<SavedState> {
-    let store = match Store::open_read_only(&data_dir.db_path()) {
-        Ok(Some(s)) => s,
-        _ => return None,
-    };
-    let rec = match store.saved_state(vm.as_str()) {
-        Ok(r) => r?,
+/// The VM's saved-state record, read through `store` (the runner's one
+/// handle on the database, which also gave the definition); a record that
+/// cannot be read is logged and none (the VM boots afresh).
+pub fn read(store: &Store, vm: &VmName) -> Option<SavedState> {
+    match store.saved_state(vm.as_str()) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!("cannot read the saved state's record: {e}; booting afresh");
-            return None;
+            None
         }
-    };
-    drop(store);
+    }
+}
+
+/// The saved state `rec` (from [`read`]) if its file is the recorded one.
+/// A record whose file is not is forgotten here (logged: the VM boots
+/// afresh), so nothing ever loads it.
+pub fn trusted(rec: Option<SavedState>, vm: &VmName, data_dir: &DataDir) -> Option<SavedState> {
+    let rec = rec?;
     match saved::check(&rec) {
         Ok(()) => Some(rec),
         Err(why) => {

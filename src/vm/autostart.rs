@@ -148,9 +148,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Under the VM's lock, with the definition as it is now (an `rm`
         // may have come since the listing).
-        let _lock = self.lock(vm, timeout)?;
-        let rec = self.record(vm)?;
-        self.start_record(vm, &rec, timeout, Wait::Ready, false, notify)
+        let store = self.store_for(vm)?;
+        let _lock = self.lock_with(&store, vm, timeout)?;
+        self.start_locked(vm, store, timeout, Wait::Ready, false, notify)
             .await?;
         Ok(true)
     }

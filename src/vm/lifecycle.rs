@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use maqet_base::vmname::VmName;
 use maqet_config::{ConfigDocument, VmConfig};
-use maqet_host::state::VmRecord;
+use maqet_host::state::Store;
 use maqet_host::storage::Provisioned;
 use maqet_host::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
 
@@ -150,27 +150,44 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
-        self.record(vm)?;
-        let _lock = self.lock(vm, timeout + STOP_MARGIN)?;
-        let record = self.record(vm)?;
-        self.start_record(vm, &record, timeout, wait, fresh, notify)
-            .await
+        let store = self.store_for(vm)?;
+        self.start_in(store, vm, timeout, wait, fresh, notify).await
     }
 
-    /// Starts a stored VM and waits until it is ready (or failed), or
-    /// only until its start is queued. The caller holds the VM's lock and
-    /// read `record` under it. `timeout` is the unit's start timeout either
-    /// way (at least what loading a saved state needs). `fresh`: discard a
-    /// saved state instead of resuming it.
-    pub async fn start_record(
+    /// [`Vms::start_with`] through `store`, the handle [`Vms::store_for`]
+    /// gave for `vm` (the CLI opens it before it connects to systemd, so an
+    /// unknown VM is told before anything else is asked): the lock, the
+    /// record under it and the start all use it.
+    pub async fn start_in(
         &self,
+        store: Store,
         vm: &VmName,
-        record: &VmRecord,
         timeout: Duration,
         wait: Wait,
         fresh: bool,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        let _lock = self.lock_with(&store, vm, timeout + STOP_MARGIN)?;
+        self.start_locked(vm, store, timeout, wait, fresh, notify)
+            .await
+    }
+
+    /// Starts a stored VM and waits until it is ready (or failed), or
+    /// only until its start is queued. The caller holds the VM's lock; the
+    /// definition is read under it through `store` (writable), which the
+    /// start uses throughout. `timeout` is the unit's start timeout either
+    /// way (at least what loading a saved state needs). `fresh`: discard a
+    /// saved state instead of resuming it.
+    pub async fn start_locked(
+        &self,
+        vm: &VmName,
+        store: Store,
+        timeout: Duration,
+        wait: Wait,
+        fresh: bool,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        let record = &super::record_in(&store, &self.data_dir, vm)?;
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
@@ -179,8 +196,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Not running (and the lock held): a saved state is nobody's but
         // this start's to resume or discard.
-        // One handle on the database for the rest of the start.
-        let store = self.store()?;
         let timeout = self.settle_saved(vm, fresh, timeout, &store, notify)?;
         let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         // No unit of the name is live (checked just above), so until this

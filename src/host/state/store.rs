@@ -70,6 +70,16 @@ impl Store {
         })
     }
 
+    /// [`Store::open`] of a database that exists; `None` when there is none, so a command
+    /// that needs a defined VM (`start`) creates nothing for an unknown one.
+    pub fn open_existing(path: &Path) -> Result<Option<Store>, StateError> {
+        match path.try_exists() {
+            Ok(true) => Store::open(path).map(Some),
+            Ok(false) => Ok(None),
+            Err(source) => Err(StateError::io(path, path, source)),
+        }
+    }
+
     /// Opens an existing database for reading; `None` when the file does not exist, so
     /// read-only commands (`ls`, `show`) never create state.
     ///
