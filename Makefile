@@ -123,7 +123,7 @@ crash-save:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets --features integration -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets --features integration -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,60 +1,38 @@
 //! maqet: QEMU VMs as transient systemd user units.
 //!
-//! Layers, each importing only those above it in this list (see
-//! docs/architecture.md, "Layers and what each module may import"):
+//! The library is a workspace of crates, one per layer, each depending only
+//! on those before it (docs/architecture.md, "Layers"):
 //!
-//! - leaf helpers: [`units`] (names, fds and exit statuses runner and CLI
-//!   share), [`vmname`], [`paths`], [`time`], [`access`], [`suggest`],
-//!   [`files`] (regular files opened without blocking on FIFOs or devices),
-//!   [`host_exec`] (what makes QEMU run host programs: the QMP policy's
-//!   and the config checks' one reading of QEMU's options);
-//! - [`config`] (YAML → validated config → QEMU argv), [`qmp`], [`ipc`];
-//! - [`state`] (definitions database), [`systemd`] (the user manager over
-//!   D-Bus, the journal), [`storage`] (disks and snapshots), [`image`]
-//!   (the image catalog, verified downloads and their cache);
-//! - [`vm`]: the VM API every front end uses ([`vm::Vms`]);
-//! - front ends: [`runner`] (the `maqet-runner` binary's supervisor) and
-//!   [`cli`] (the `maqet` binary), plus [`doctor`] and [`logging`].
+//! - `maqet-base`: names, paths, unit names, host programs, QEMU option
+//!   strings and the host-command policy, firmware and display facts;
+//! - `maqet-config`: YAML → validated config → QEMU argv ([`config`]);
+//! - `maqet-host`: the state database, the user manager over D-Bus and the
+//!   journal, storage, QMP and the runner protocol, companion units,
+//!   guest provisioning pieces, images, logging;
+//! - `maqet-vm`: the VM API every front end uses ([`vm::Vms`]);
+//! - `maqet-runner`: the `maqet-runner` binary's supervisor ([`runner`]).
+//!
+//! This package is the `maqet` command line ([`cli`], [`doctor`], and
+//! [`remote`]: other machines over ssh), the only
+//! one that knows clap. It re-exports the layers' modules under the names
+//! they had before the split, for the binaries and the integration tests.
 
-// Leaf helpers.
-pub mod access;
-pub mod files;
-pub mod host_exec;
-pub mod netname;
-pub mod paths;
-pub mod suggest;
-pub mod time;
-pub mod units;
-pub mod vmname;
-
-// Definitions, wire formats, host services.
-pub mod config;
-pub mod ipc;
-pub mod qmp;
-// Other machines over ssh: hosts.yaml, the transport, the protocol.
-pub mod remote;
-
-// Guest provisioning and desktop helpers (used by the vm layer and the CLI).
-pub mod cloudinit;
-pub mod companion;
-pub mod display;
-pub mod firmware;
-pub mod guest_agent;
-pub mod image;
-pub mod ports;
-pub mod provision;
-pub mod ssh;
-pub mod state;
-pub mod storage;
-pub mod systemd;
-
-// The VM API.
-pub mod vm;
+pub use maqet_base::{
+    access, account, display, files, firmware, host_exec, netname, paths, programs, qemu_opts,
+    suggest, time, units, vmname,
+};
+pub use maqet_config as config;
+pub use maqet_host::{
+    cloudinit, companion, guest_agent, image, ipc, logging, ports, qmp, ssh, state, storage,
+    systemd,
+};
+pub use maqet_runner as runner;
+pub use maqet_vm as vm;
 
 // Front ends and their helpers.
 pub mod cli;
 pub mod doctor;
-pub mod logging;
-pub mod runner;
+// Other machines over ssh: hosts.yaml, the transport, the protocol.
+pub mod remote;
 
 pub use vm::{UnitManager, VmError, Vms};

@@ -11,7 +11,10 @@ with random data, against `dd` of as many bytes to the same file system,
 and `maqet -H localhost ls` and `qmp run` against `ssh localhost true`
 (bench_remote.py); prints the ratios against the targets. Run as the
 session user with `maqet` on PATH (tests/bench.sh). MAQET_BENCH_ONLY=save
-(or =remote) measures only the save (or the -H) rows."""
+measures only the save rows, MAQET_BENCH_ONLY=remote only the -H rows,
+MAQET_BENCH_ONLY=start only bare QEMU, the systemd floor, `maqet start`,
+the runner's RSS and the QMP round trip (a quick A/B of a change to the
+start path)."""
 
 import hashlib
 import json
@@ -298,8 +301,54 @@ def print_saves(saves):
               f"{n / row['start_resume_s']:7.1f} MiB/s")
 
 
+def start_bench(d):
+    """Bare QEMU, the systemd floor and `maqet start` (alternating with the
+    floor), the runner's RSS and `maqet qmp run`: medians."""
+    vm = f"bench-{os.getpid()}"
+    yaml = os.path.join(d, "vm.yaml")
+    with open(yaml, "w") as f:
+        f.write(f"name: {vm}\nbinary: {QEMU}\nmemory: 64M\narguments:\n"
+                "  - accel: tcg\n  - display: none\n  - nodefaults\n")
+    run("add", yaml)
+
+    bare_qemu_once()  # warm the page cache for both
+    bare = [bare_qemu_once() for _ in range(RUNS)]
+    systemd_run_once(d, "warm")
+    starts, rss, floor = [], [], []
+    for i in range(RUNS):
+        # Alternating, so a busy moment of the machine hits both alike.
+        floor.append(systemd_run_once(d, i))
+        starts.append(timed("start", vm))
+        st = json.loads(run("status", vm, "--json").stdout)
+        time.sleep(0.5)  # let the runner settle (watchdog, IPC) before RSS
+        rss.append(rss_kib(st["runner_pid"]))
+        run("stop", vm, "--force")
+    run("start", vm)
+    qmp = [timed("qmp", "run", vm, "query-status") for _ in range(RUNS * 3)]
+    run("stop", vm, "--force")
+    b, s, q, fl = (statistics.median(x) for x in (bare, starts, qmp, floor))
+    return b, fl, s, statistics.median(rss), q
+
+
+def print_start(b, fl, s, r, q):
+    print(f"bare QEMU exec → query-status : {ms(b)}   (baseline)")
+    print(f"systemd-run --user of it      : {ms(fl)}   ratio {fl / b:5.2f}x   (the systemd floor)")
+    print(f"maqet start                   : {ms(s)}   ratio {s / b:5.2f}x of bare QEMU, "
+          f"{s / fl:5.2f}x of the floor (target ≤ 1.05x)")
+    print(f"runner RSS                    : {r / 1024:7.2f} MiB (target ≤ 4 MiB)")
+    print(f"maqet qmp run … query-status  : {ms(q)}   (target ≤ 4 ms)")
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="maqet-bench-") as d:
+        if os.environ.get("MAQET_BENCH_ONLY") == "start":
+            os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data")
+            b, fl, s, r, q = start_bench(d)
+            print(f"runs per figure: {RUNS} (medians)")
+            print_start(b, fl, s, r, q)
+            print(json.dumps({"bare_qemu_s": b, "floor_s": fl, "start_s": s, "start_ratio": s / b,
+                              "start_floor_ratio": s / fl, "runner_rss_kib": r, "qmp_s": q}))
+            return 0
         remote = bench_remote.remote_bench(d, RUNS * 2) if bench_remote.available() else {}
         if os.environ.get("MAQET_BENCH_ONLY") == "remote":
             print(f"runs per figure: {RUNS * 2} (medians)")
@@ -317,28 +366,7 @@ def main():
             return 0
         curl_s, pull_s, launch = image_bench(d)
         os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data")
-        vm = f"bench-{os.getpid()}"
-        yaml = os.path.join(d, "vm.yaml")
-        with open(yaml, "w") as f:
-            f.write(f"name: {vm}\nbinary: {QEMU}\nmemory: 64M\narguments:\n"
-                    "  - accel: tcg\n  - display: none\n  - nodefaults\n")
-        run("add", yaml)
-
-        bare_qemu_once()  # warm the page cache for both
-        bare = [bare_qemu_once() for _ in range(RUNS)]
-        systemd_run_once(d, "warm")
-        starts, rss, floor = [], [], []
-        for i in range(RUNS):
-            # Alternating, so a busy moment of the machine hits both alike.
-            floor.append(systemd_run_once(d, i))
-            starts.append(timed("start", vm))
-            st = json.loads(run("status", vm, "--json").stdout)
-            time.sleep(0.5)  # let the runner settle (watchdog, IPC) before RSS
-            rss.append(rss_kib(st["runner_pid"]))
-            run("stop", vm, "--force")
-        run("start", vm)
-        qmp = [timed("qmp", "run", vm, "query-status") for _ in range(RUNS * 3)]
-        run("stop", vm, "--force")
+        b, fl, s, r, q = start_bench(d)
 
         os.environ["MAQET_DATA_DIR"] = os.path.join(d, "data200")
         for i in range(200):
@@ -381,15 +409,9 @@ def main():
         shares = bench_shares.share_bench(d)
         net = bench_shares.net_bench(d)
 
-    b, s, q, l, fl = (statistics.median(x) for x in (bare, starts, qmp, ls, floor))
-    r = statistics.median(rss)
+    l = statistics.median(ls)
     print(f"runs per figure: {RUNS} (medians)")
-    print(f"bare QEMU exec → query-status : {ms(b)}   (baseline)")
-    print(f"systemd-run --user of it      : {ms(fl)}   ratio {fl / b:5.2f}x   (the systemd floor)")
-    print(f"maqet start                   : {ms(s)}   ratio {s / b:5.2f}x of bare QEMU, "
-          f"{s / fl:5.2f}x of the floor (target ≤ 1.05x)")
-    print(f"runner RSS                    : {r / 1024:7.2f} MiB (target ≤ 4 MiB)")
-    print(f"maqet qmp run … query-status  : {ms(q)}   (target ≤ 4 ms)")
+    print_start(b, fl, s, r, q)
     print(f"maqet ls, 200 VMs defined     : {ms(l)}   (target ≤ 20 ms)")
     one = ls_running[1]
     for n in LS_RUNNING:

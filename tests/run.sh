@@ -26,7 +26,7 @@ it_deadline=${MAQET_TEST_DEADLINE:-1800}
 
 echo "== unit tests"
 unit_log=$(mktemp)
-timeout --kill-after=10 "$unit_deadline" cargo test --locked --lib --bins --features integration 2>&1 |
+timeout --kill-after=10 "$unit_deadline" cargo test --locked --workspace --lib --bins --features integration 2>&1 |
     tee "$unit_log" | grep -E '^(test result|failures:|---- )' || true
 unit_ok=$(grep -E '^test result' "$unit_log" | grep -c 'ok\.' || true)
 if grep -qE '^test result: FAILED' "$unit_log" || [[ $unit_ok -eq 0 ]]; then

@@ -1,27 +1,21 @@
 //! Exit codes and the CLI's error type. Library errors are mapped here,
 //! once, to a message and a documented code.
 
-use crate::cloudinit::CloudInitError;
 use crate::config::ConfigError;
 use crate::files::NewFileError;
 use crate::guest_agent::AgentError;
 use crate::image::ImageError;
-use crate::ipc::{ErrorKind, IpcError};
+use crate::ipc::IpcError;
 use crate::paths::PathError;
-use crate::ports::PortError;
-use crate::provision::ProvisionError;
 use crate::state::{LockError, StateError};
 use crate::storage::StorageError;
 use crate::systemd::SystemdError;
-use crate::vm::access::AccessError;
-use crate::vm::agent::GuestError;
+use crate::vm::class::{self, ErrorClass};
 use crate::vm::clone::CloneError;
 use crate::vm::control::DeviceError;
-use crate::vm::nvram::NvramError;
-use crate::vm::ports::PortsError;
+use crate::vm::provision::ProvisionError;
 use crate::vm::provision::UndoNote;
-use crate::vm::wait::WaitError;
-use crate::vm::{AttachError, ControlError, OwnerError, SavedError, SegmentError, VmError};
+use crate::vm::{ControlError, OwnerError, VmError};
 use crate::vmname::InvalidName;
 
 /// Documented in `maqet --help` and docs/cli.md.
@@ -44,6 +38,21 @@ pub mod code {
     pub const TIMEOUT: i32 = 7;
     /// No user session: systemd --user or the session bus is unreachable.
     pub const NO_SESSION: i32 = 8;
+
+    /// The exit code of a class of failure (the vm layer classifies).
+    pub fn of(class: super::ErrorClass) -> i32 {
+        use super::ErrorClass as C;
+        match class {
+            C::Failure => FAILURE,
+            C::Usage => USAGE,
+            C::NotFound => NO_SUCH_VM,
+            C::InvalidConfig => INVALID_CONFIG,
+            C::Conflict => CONFLICT,
+            C::Qmp => QMP_ERROR,
+            C::Timeout => TIMEOUT,
+            C::NoSession => NO_SESSION,
+        }
+    }
 }
 
 /// How severe an exit code is, for a command over several VMs whose exit
@@ -128,192 +137,43 @@ impl From<InvalidName> for CliError {
 
 impl From<PathError> for CliError {
     fn from(e: PathError) -> Self {
-        CliError::new(path_code(&e), e.to_string())
-    }
-}
-
-fn path_code(e: &PathError) -> i32 {
-    match e {
-        PathError::NoRuntimeDir => code::NO_SESSION,
-        _ => code::USAGE,
+        CliError::new(code::of(class::path(&e)), e.to_string())
     }
 }
 
 impl From<StateError> for CliError {
     fn from(e: StateError) -> Self {
-        CliError::new(state_code(&e), e.to_string())
-    }
-}
-
-fn state_code(e: &StateError) -> i32 {
-    match e {
-        StateError::NotFound(_) => code::NO_SUCH_VM,
-        StateError::Exists(_) => code::CONFLICT,
-        StateError::Busy { .. } => code::TIMEOUT,
-        // No space, read-only, I/O error, corrupt: the previous state is intact.
-        _ => code::FAILURE,
+        CliError::new(code::of(class::state(&e)), e.to_string())
     }
 }
 
 impl From<LockError> for CliError {
     fn from(e: LockError) -> Self {
-        CliError::new(lock_code(&e), e.to_string())
-    }
-}
-
-fn lock_code(e: &LockError) -> i32 {
-    match e {
-        LockError::Busy { .. } => code::CONFLICT,
-        LockError::Io { .. } => code::FAILURE,
+        CliError::new(code::of(class::lock(&e)), e.to_string())
     }
 }
 
 impl From<SystemdError> for CliError {
     fn from(e: SystemdError) -> Self {
-        CliError::new(systemd_code(&e), e.to_string())
-    }
-}
-
-fn systemd_code(e: &SystemdError) -> i32 {
-    match e {
-        SystemdError::NoSession { .. } => code::NO_SESSION,
-        SystemdError::AlreadyRunning { .. } => code::CONFLICT,
-        SystemdError::Timeout { .. } => code::TIMEOUT,
-        _ => code::FAILURE,
+        CliError::new(code::of(class::systemd(&e)), e.to_string())
     }
 }
 
 impl From<IpcError> for CliError {
     fn from(e: IpcError) -> Self {
-        CliError::new(ipc_code(&e), e.to_string())
-    }
-}
-
-fn ipc_code(e: &IpcError) -> i32 {
-    match e {
-        IpcError::NotRunning { .. } => code::CONFLICT,
-        IpcError::Timeout(_) => code::TIMEOUT,
-        IpcError::Remote(b) => match b.kind {
-            ErrorKind::Qmp => code::QMP_ERROR,
-            ErrorKind::Timeout => code::TIMEOUT,
-            ErrorKind::BadRequest | ErrorKind::Policy => code::USAGE,
-            ErrorKind::Conflict => code::CONFLICT,
-            ErrorKind::NotFound => code::NO_SUCH_VM,
-            _ => code::FAILURE,
-        },
-        _ => code::FAILURE,
+        CliError::new(code::of(class::ipc(&e)), e.to_string())
     }
 }
 
 impl From<OwnerError> for CliError {
     fn from(e: OwnerError) -> Self {
-        CliError::new(owner_code(&e), e.to_string())
-    }
-}
-
-fn owner_code(e: &OwnerError) -> i32 {
-    match e {
-        OwnerError::Systemd(e) => systemd_code(e),
-        OwnerError::Ipc(e) => ipc_code(e),
-        OwnerError::Path(e) => path_code(e),
-        OwnerError::OtherDataDir { .. }
-        | OwnerError::NotRunning { .. }
-        | OwnerError::Stopping { .. } => code::CONFLICT,
-        OwnerError::SocketMissing { .. } => code::FAILURE,
+        CliError::new(code::of(class::owner(&e)), e.to_string())
     }
 }
 
 impl From<VmError> for CliError {
     fn from(e: VmError) -> Self {
-        CliError::new(vm_code(&e), vm_message(&e))
-    }
-}
-
-/// The exit code of a vm-layer error.
-fn vm_code(e: &VmError) -> i32 {
-    match e {
-        VmError::Undone { error, .. } => vm_code(error),
-        VmError::NoSuchVm { .. } => code::NO_SUCH_VM,
-        VmError::AlreadyRunning { .. }
-        | VmError::Incomplete { .. }
-        | VmError::RunningNeedsForce { .. }
-        | VmError::Exists { .. }
-        | VmError::RunningNoApply { .. } => code::CONFLICT,
-        VmError::Unnamed { .. } | VmError::Invalid(_) => code::INVALID_CONFIG,
-        VmError::StartTimeout { .. } => code::TIMEOUT,
-        VmError::StoredConfig { .. } => code::INVALID_CONFIG,
-        VmError::NotADisk { .. } => code::USAGE,
-        VmError::StartFailed { .. }
-        | VmError::NoRunner { .. }
-        | VmError::UsageUnknown(_)
-        | VmError::DeletedUnrecorded { .. }
-        | VmError::NotRemoved { .. } => code::FAILURE,
-        VmError::Attach(e) => attach_code(e),
-        // Both are the VM's state not fitting the request.
-        VmError::Snapshot(_) => code::CONFLICT,
-        VmError::Saved(e) => match e {
-            SavedError::SaveFailed { .. } => code::FAILURE,
-            SavedError::Refused { .. }
-            | SavedError::AlreadySaved { .. }
-            | SavedError::Running { .. }
-            | SavedError::OldRunner { .. } => code::CONFLICT,
-        },
-        VmError::Clone(e) => match e {
-            CloneError::Io { .. }
-            | CloneError::LeftoverStays { .. }
-            | CloneError::NotUndone { .. } => code::FAILURE,
-            CloneError::Exists(_)
-            | CloneError::SharedFile { .. }
-            | CloneError::SharedArgument { .. }
-            | CloneError::NoBase { .. }
-            | CloneError::SourceIncomplete { .. }
-            | CloneError::Running { .. } => code::CONFLICT,
-        },
-        // Not running is a conflict (exit 5) with a hint, as for every
-        // other command that needs a running VM.
-        VmError::Access(e) => match e {
-            AccessError::NoSshServer { .. } => code::TIMEOUT,
-            AccessError::BadUser { .. } => code::USAGE,
-            AccessError::NotRunning { .. } => code::CONFLICT,
-            AccessError::NoPorts { .. }
-            | AccessError::NoSshPort { .. }
-            | AccessError::KnownHostsDir { .. } => code::FAILURE,
-        },
-        VmError::Guest(GuestError::NotRunning { .. }) => code::CONFLICT,
-        VmError::Nvram(NvramError::Running { .. }) => code::CONFLICT,
-        VmError::Nvram(NvramError::NotUefi { .. }) => code::USAGE,
-        VmError::Guest(GuestError::NoChannel { .. }) => code::FAILURE,
-        VmError::Control(e) => control_code(e),
-        VmError::Image(e) => image_code(e),
-        VmError::Wait(e) => match e {
-            WaitError::Timeout { .. } => code::TIMEOUT,
-            WaitError::NotRunning { .. } => code::CONFLICT,
-            WaitError::NoChannel { .. } => code::USAGE,
-            WaitError::CloudInitFailed { .. } => code::FAILURE,
-        },
-        VmError::Segment(e) => match e {
-            SegmentError::Busy { .. } | SegmentError::Stopping { .. } => code::CONFLICT,
-            SegmentError::NoSwitch { .. } => code::INVALID_CONFIG,
-            SegmentError::Io { .. } => code::FAILURE,
-        },
-        VmError::Ports(e) => match e {
-            PortsError::NotRunning { .. } | PortsError::Outdated { .. } => code::CONFLICT,
-            PortsError::NotInDefinition { .. } => code::NO_SUCH_VM,
-            PortsError::NotSaved { .. } => code::FAILURE,
-        },
-        VmError::ImageRef { source, .. } => vm_code(source),
-        VmError::Agent(e) => agent_code(e),
-        VmError::Config(_) => code::INVALID_CONFIG,
-        VmError::Name(_) => code::USAGE,
-        VmError::Path(e) => path_code(e),
-        VmError::State(e) => state_code(e),
-        VmError::Lock(e) => lock_code(e),
-        VmError::Storage(e) => storage_code(e),
-        VmError::Systemd(e) => systemd_code(e),
-        VmError::Ipc(e) => ipc_code(e),
-        VmError::Owner(e) => owner_code(e),
-        VmError::Provision(e) => provision_code(e),
-        VmError::Io(_) => code::FAILURE,
+        CliError::new(code::of(e.class()), vm_message(&e))
     }
 }
 
@@ -420,28 +280,7 @@ fn undo_lines(undo: &UndoNote) -> String {
 
 impl From<ControlError> for CliError {
     fn from(e: ControlError) -> Self {
-        CliError::new(control_code(&e), control_message(&e))
-    }
-}
-
-fn control_code(e: &ControlError) -> i32 {
-    match e {
-        ControlError::Qmp { .. } | ControlError::NoDisplay { .. } | ControlError::NoPng { .. } => {
-            code::QMP_ERROR
-        }
-        ControlError::Paused { .. }
-        | ControlError::GuestStopped { .. }
-        | ControlError::CannotReboot { .. }
-        | ControlError::NoQmpSocket { .. } => code::CONFLICT,
-        ControlError::RebootTimeout { .. } | ControlError::StillAttached { .. } => code::TIMEOUT,
-        ControlError::BadPath { .. } | ControlError::Keys(_) | ControlError::Device(_) => {
-            code::USAGE
-        }
-        ControlError::File(NewFileError::Exists(_)) => code::CONFLICT,
-        ControlError::File(NewFileError::NotRegular { .. }) => code::USAGE,
-        ControlError::File(NewFileError::Io { .. })
-        | ControlError::StoppedBeforeRemoval { .. }
-        | ControlError::NoDisplayServer { .. } => code::FAILURE,
+        CliError::new(code::of(class::control(&e)), control_message(&e))
     }
 }
 
@@ -471,70 +310,21 @@ fn control_message(e: &ControlError) -> String {
     }
 }
 
-fn attach_code(e: &AttachError) -> i32 {
-    match e {
-        AttachError::NoSuchFile { .. } => code::USAGE,
-        AttachError::UnsupportedFormat { .. } | AttachError::Contradiction { .. } => code::USAGE,
-        AttachError::DuplicateName { .. }
-        | AttachError::DuplicatePath { .. }
-        | AttachError::InUse { .. }
-        | AttachError::RunningNeedsLive { .. }
-        | AttachError::NotRunning { .. } => code::CONFLICT,
-        AttachError::NotRecorded { .. } => code::FAILURE,
-    }
-}
-
 impl From<ProvisionError> for CliError {
     fn from(e: ProvisionError) -> Self {
-        CliError::new(provision_code(&e), e.to_string())
-    }
-}
-
-fn provision_code(e: &ProvisionError) -> i32 {
-    match e {
-        ProvisionError::State(s) => state_code(s),
-        ProvisionError::Ports(PortError::Taken { .. }) => code::CONFLICT,
-        ProvisionError::Ports(PortError::Privileged { .. }) => code::INVALID_CONFIG,
-        // The config names keys that are not there (at add, apply or start).
-        ProvisionError::CloudInit(
-            CloudInitError::NoKeys { .. }
-            | CloudInitError::NotAKey { .. }
-            | CloudInitError::Read { .. },
-        ) => code::INVALID_CONFIG,
-        ProvisionError::Path(p) => path_code(p),
-        _ => code::FAILURE,
+        CliError::new(code::of(class::provision(&e)), e.to_string())
     }
 }
 
 impl From<ImageError> for CliError {
     fn from(e: ImageError) -> Self {
-        CliError::new(image_code(&e), e.to_string())
-    }
-}
-
-fn image_code(e: &ImageError) -> i32 {
-    match e.root() {
-        ImageError::Catalog(_) => code::INVALID_CONFIG,
-        ImageError::BadName(_) | ImageError::NoCacheDir | ImageError::LaunchArch(_) => code::USAGE,
-        ImageError::NotInCatalog { .. } | ImageError::NoArch { .. } | ImageError::NotCached(_) => {
-            code::NO_SUCH_VM
-        }
-        ImageError::InUse { .. } => code::CONFLICT,
-        _ => code::FAILURE,
+        CliError::new(code::of(class::image(&e)), e.to_string())
     }
 }
 
 impl From<AgentError> for CliError {
     fn from(e: AgentError) -> Self {
-        CliError::new(agent_code(&e), e.to_string())
-    }
-}
-
-fn agent_code(e: &AgentError) -> i32 {
-    match e {
-        AgentError::Timeout(_) => code::TIMEOUT,
-        AgentError::Path(p) => path_code(p),
-        _ => code::FAILURE,
+        CliError::new(code::of(class::agent(&e)), e.to_string())
     }
 }
 
@@ -546,35 +336,15 @@ impl From<std::io::Error> for CliError {
 
 impl From<StorageError> for CliError {
     fn from(e: StorageError) -> Self {
-        CliError::new(storage_code(&e), e.to_string())
-    }
-}
-
-fn storage_code(e: &StorageError) -> i32 {
-    match e {
-        StorageError::DriveNotFound { .. } | StorageError::SnapshotNotFound { .. } => {
-            code::NO_SUCH_VM
-        }
-        StorageError::NotSnapshottable { .. }
-        | StorageError::InvalidName { .. }
-        | StorageError::AmbiguousTag { .. }
-        | StorageError::LiveUnsupported { .. }
-        | StorageError::NotHotpluggable { .. }
-        | StorageError::NoVmState { .. } => code::USAGE,
-        StorageError::SnapshotExists { .. }
-        | StorageError::NotAttached { .. }
-        | StorageError::Locked { .. } => code::CONFLICT,
-        StorageError::Qmp { .. } | StorageError::Job { .. } => code::QMP_ERROR,
-        StorageError::QmpTimeout { .. } | StorageError::QemuImgTimeout { .. } => code::TIMEOUT,
-        StorageError::State(StateError::NotFound(_)) => code::NO_SUCH_VM,
-        StorageError::State(StateError::Busy { .. }) => code::TIMEOUT,
-        _ => code::FAILURE,
+        CliError::new(code::of(class::storage(&e)), e.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::access::AccessError;
+    use crate::vm::agent::GuestError;
 
     #[test]
     fn the_worst_code_is_the_most_severe_not_the_highest() {
@@ -625,6 +395,22 @@ mod tests {
             assert_eq!(c.code, code::CONFLICT, "{}", c.message);
             assert!(c.message.contains("`maqet start web`"), "{}", c.message);
         }
+    }
+
+    #[test]
+    fn an_undo_of_nothing_adds_nothing_to_the_cli_message() {
+        use crate::vm::provision::UndoNote;
+        let vm = crate::vmname::VmName::new("web").unwrap();
+        let e = VmError::Undone {
+            error: Box::new(VmError::AlreadyRunning { vm }),
+            undo: UndoNote::Nothing,
+        };
+        let cli = CliError::from(e);
+        assert_eq!(cli.code, code::CONFLICT);
+        assert_eq!(
+            cli.message,
+            "VM 'web' is already running (see `maqet status web`)"
+        );
     }
 
     /// The library states facts; `maqet` commands and flags in a message

@@ -59,10 +59,8 @@ impl Term {
 
 /// The terminal's width in columns, asked of the terminal on stdout.
 fn ioctl_width() -> Option<usize> {
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
 
 #[cfg(test)]

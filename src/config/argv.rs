@@ -183,7 +183,7 @@ fn part_value(n: &Node, path: &str) -> Result<String, Refused> {
         },
         _ => {
             let text = n.scalar_text().unwrap_or_default();
-            if split_opts(&text).len() > 1 {
+            if maqet_base::qemu_opts::split(&text).len() > 1 {
                 return Err(refuse(
                     &n.loc,
                     path,
@@ -233,37 +233,11 @@ pub(crate) fn kv_parts(
             }
             _ => out.push(format!(
                 "{key}={}",
-                escape(&e.value.scalar_text().unwrap_or_default())
+                maqet_base::qemu_opts::escape(&e.value.scalar_text().unwrap_or_default())
             )),
         }
     }
     Ok(out)
-}
-
-/// QEMU option values escape a comma by doubling it.
-pub(crate) fn escape(s: &str) -> String {
-    s.replace(',', ",,")
-}
-
-/// Splits a QEMU option string into its parts as QEMU does: at single
-/// commas, `,,` being a literal comma (kept escaped in the parts).
-pub(crate) fn split_opts(s: &str) -> Vec<&str> {
-    let bytes = s.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        if bytes[i] == b',' {
-            if bytes.get(i + 1) == Some(&b',') {
-                i += 2;
-                continue;
-            }
-            parts.push(&s[start..i]);
-            start = i + 1;
-        }
-        i += 1;
-    }
-    parts.push(&s[start..]);
-    parts
 }
 
 impl VmConfig {
@@ -274,7 +248,7 @@ impl VmConfig {
         let mut argv: Vec<String> = vec![
             self.binary.to_string_lossy().into_owned(),
             "-name".into(),
-            escape(&ctx.vm_name),
+            maqet_base::qemu_opts::escape(&ctx.vm_name),
             "-chardev".into(),
             format!("socket,id=maqet-qmp,fd={}", ctx.qmp_fd),
             "-mon".into(),
@@ -327,12 +301,12 @@ impl VmConfig {
         }
         // hook: issue 10 — UEFI flash and the TPM backend
         if let Some(fw) = &self.desktop.firmware {
-            let vars = crate::firmware::nvram::current(&ctx.disk_dir);
+            let vars = maqet_base::firmware::nvram::current(&ctx.disk_dir);
             argv.extend(fw.qemu_args(&vars.path, vars.format));
         }
         if let Some(tpm) = &self.desktop.tpm {
-            let socket = crate::companion::tpm::socket_path(&ctx.runtime_dir);
-            argv.extend(crate::companion::tpm::qemu_args(&socket, tpm.device));
+            let socket = super::tpm::socket_path(&ctx.runtime_dir);
+            argv.extend(super::tpm::qemu_args(&socket, tpm.device));
         }
         // issue 19: virtiofs shares (their virtiofsd units are companions)
         argv.extend(super::shares::qemu_args(
@@ -369,10 +343,13 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
         if let Some(v) = &e.virtfs {
             let mut opts = vec![
                 "local".to_string(),
-                format!("path={}", escape(&v.path.to_string_lossy())),
-                format!("mount_tag={}", escape(&v.mount_tag)),
+                format!(
+                    "path={}",
+                    maqet_base::qemu_opts::escape(&v.path.to_string_lossy())
+                ),
+                format!("mount_tag={}", maqet_base::qemu_opts::escape(&v.mount_tag)),
                 format!("security_model={}", v.security_model.as_str()),
-                format!("id={}", escape(&v.id)),
+                format!("id={}", maqet_base::qemu_opts::escape(&v.id)),
             ];
             if v.readonly {
                 opts.push("readonly=on".into());
@@ -382,7 +359,7 @@ fn render_storage(entries: &[StorageEntry], ctx: &RenderContext, argv: &mut Vec<
             continue;
         }
         let Some(format) = e.format() else { continue };
-        let file = escape(&e.path(&ctx.disk_dir).to_string_lossy());
+        let file = maqet_base::qemu_opts::escape(&e.path(&ctx.disk_dir).to_string_lossy());
         let format = if e.readonly {
             format!("{},readonly=on", format.as_str())
         } else {
@@ -539,6 +516,6 @@ mod tests {
 
     #[test]
     fn escape_commas() {
-        assert_eq!(escape("/a,b/c"), "/a,,b/c");
+        assert_eq!(maqet_base::qemu_opts::escape("/a,b/c"), "/a,,b/c");
     }
 }

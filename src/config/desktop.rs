@@ -9,8 +9,8 @@ use super::error::Location;
 use super::node::Node;
 use super::schema::{Section, VmConfig};
 use super::validate::{found, Validator};
-use crate::display::DisplayServer;
-use crate::firmware::Firmware;
+use maqet_base::display::DisplayServer;
+use maqet_base::firmware::Firmware;
 
 /// What the desktop keys resolved to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, keys: &DesktopKeys)
     let machine_name = machine.clone().unwrap_or_else(|| "(unknown)".into());
     let uefi = keys.uefi.as_ref().filter(|(u, _)| *u);
     if let Some((true, loc)) = &keys.secure_boot {
-        let q35 = crate::firmware::canonical_machine(&machine_name).starts_with("pc-q35-");
+        let q35 = maqet_base::firmware::canonical_machine(&machine_name).starts_with("pc-q35-");
         if uefi.is_none() {
             v.error(loc, "secure_boot: needs 'firmware: uefi'");
         } else if !q35 {
@@ -108,20 +108,20 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, keys: &DesktopKeys)
                 format!("firmware: uefi: the config also loads firmware itself ({what}); remove one of them"),
             );
         } else {
-            let arch = crate::firmware::arch_of_binary(&cfg.binary);
+            let arch = maqet_base::firmware::arch_of_binary(&cfg.binary);
             let sb = keys.secure_boot.as_ref().is_some_and(|(b, _)| *b);
-            match crate::firmware::select(&arch, &machine_name, sb) {
+            match maqet_base::firmware::select(&arch, &machine_name, sb) {
                 Ok(fw) => cfg.desktop.firmware = Some(fw),
                 Err(e) => v.error(loc, format!("firmware: uefi: {e}")),
             }
         }
     }
     if let Some((true, loc)) = &keys.tpm {
-        match crate::companion::tpm::find_swtpm() {
+        match maqet_base::programs::find_swtpm() {
             Ok(swtpm) => {
                 cfg.desktop.tpm = Some(Tpm {
                     swtpm,
-                    device: crate::companion::tpm::device_for_machine(machine.as_deref()),
+                    device: super::tpm::device_for_machine(machine.as_deref()),
                 })
             }
             Err(e) => v.error(loc, format!("tpm: {e}")),

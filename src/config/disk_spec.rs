@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value as Json};
 
 use super::paths::normalize;
-use crate::suggest;
+use maqet_base::suggest;
 
 /// The keys a SPEC takes: a `storage:` disk entry's.
 pub const SPEC_KEYS: &[&str] = super::storage::DISK_ENTRY_FIELDS;
@@ -37,7 +37,7 @@ pub fn parse_disk_spec(spec: &str, cwd: &Path) -> Result<Map<String, Json>, Spec
         ));
     }
     let mut out = Map::new();
-    for part in split_commas(spec) {
+    for part in maqet_base::qemu_opts::split_unescaped(spec) {
         let Some((key, value)) = part.split_once('=') else {
             return Err(err(format!(
                 "'{part}' is not KEY=VALUE (keys: {})",
@@ -93,23 +93,6 @@ fn parse_bool(s: &str) -> Option<bool> {
         "false" | "off" | "no" | "0" => Some(false),
         _ => None,
     }
-}
-
-/// Splits at single commas; `,,` is a literal comma.
-fn split_commas(s: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' && chars.peek() == Some(&',') {
-            chars.next();
-            parts.last_mut().expect("never empty").push(',');
-        } else if c == ',' {
-            parts.push(String::new());
-        } else {
-            parts.last_mut().expect("never empty").push(c);
-        }
-    }
-    parts
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `display` put on QEMU's command line must not make QEMU run a host
 //! program (or take commands past the policy) unless the config sets
 //! `qmp_allow_host_exec: true`. The reading of QEMU's options is
-//! [`crate::host_exec`]'s, the runner's own; this module only maps its
+//! [`maqet_base::host_exec`]'s, the runner's own; this module only maps its
 //! refusals to the key, item and position they came from.
 //!
 //! Each group is checked on its own — the `args` list, each `arguments`
@@ -14,7 +14,7 @@ use super::error::Location;
 use super::node::Node;
 use super::schema::VmConfig;
 use super::validate::Validator;
-use crate::host_exec::{self, Refusal, OPT_OUT_KEY};
+use maqet_base::host_exec::{self, Refusal, OPT_OUT_KEY};
 
 /// Refuses what the config would make QEMU run. `args` is the `args`
 /// node (its items carry their positions), `display` where `display:` was
@@ -78,5 +78,5 @@ fn message(what: &str, r: &Refusal, group: &str) -> String {
 }
 
 fn excerpt(s: &str) -> String {
-    crate::suggest::excerpt(s, 80)
+    maqet_base::suggest::excerpt(s, 80)
 }

@@ -1,14 +1,14 @@
 //! Guest provisioning keys (issue 11): `cloud_init`, `ports`, `ssh`;
 //! `ports: auto` and loopback host addresses in `ports:` (issue 19).
-//! Validation only; what they do at start lives in `crate::cloudinit`,
-//! `crate::ports` and `crate::ssh`.
+//! Validation only; what they do at start lives in `maqet_host::cloudinit`,
+//! `maqet_host::ports` and `maqet_host::ssh`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use super::node::{Node, Value};
 use super::validate::{found, Validator};
-use crate::suggest;
+use maqet_base::suggest;
 
 const CLOUD_INIT_KEYS: &[&str] = &[
     "user",
@@ -53,7 +53,7 @@ impl GuestSetup {
     }
 }
 
-/// `cloud_init:`. Defaults are applied at start (`crate::cloudinit`), where
+/// `cloud_init:`. Defaults are applied at start (`maqet_host::cloudinit`), where
 /// the invoking user and their keys are known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloudInit {
@@ -343,7 +343,7 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
                         let name = format!("{key}[{i}]");
                         let s = v.string(k, &name)?;
                         // A key file is read at every start (autostart too).
-                        if !crate::cloudinit::is_public_key(&s) {
+                        if !is_public_key(&s) {
                             regular_file(v, k, &name, &s);
                         }
                         Some(s)
@@ -387,7 +387,7 @@ fn validate_cloud_init(v: &mut Validator, node: &Node) -> Option<CloudInit> {
 /// would hang the start (holding the VM's lock) until something writes to
 /// it, a device could do anything. A missing one is reported at start.
 fn regular_file(v: &mut Validator, n: &Node, key: &str, path: &str) {
-    if let Some(e) = crate::files::not_regular(std::path::Path::new(path), false) {
+    if let Some(e) = maqet_base::files::not_regular(std::path::Path::new(path), false) {
         v.error(&n.loc, format!("{key}: {path}: {e}"));
     }
 }
@@ -419,6 +419,14 @@ fn check_hostname(v: &mut Validator, n: &Node, key: &str, s: &str) -> bool {
         );
     }
     ok
+}
+
+/// Key types as they start an OpenSSH public key line.
+const KEY_PREFIXES: &[&str] = &["ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-"];
+
+/// A public key written inline (as opposed to the path of a `.pub` file).
+pub fn is_public_key(s: &str) -> bool {
+    KEY_PREFIXES.iter().any(|p| s.starts_with(p)) && s.contains(' ')
 }
 
 #[cfg(test)]

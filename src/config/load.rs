@@ -30,7 +30,7 @@ const YAML_TAG_PREFIX: &str = "tag:yaml.org,2002:";
 
 /// Reads `path` (at most [`MAX_FILE_SIZE`]) and parses it; `source` is the
 /// name used in locations.
-pub(crate) fn load_file(path: &Path, source: &str) -> Result<Node, ConfigError> {
+pub fn load_file(path: &Path, source: &str) -> Result<Node, ConfigError> {
     let io_err = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => ConfigError::NotFound {
             path: source.to_string(),
@@ -50,7 +50,7 @@ pub(crate) fn load_file(path: &Path, source: &str) -> Result<Node, ConfigError> 
     let mut bytes = Vec::new();
     // Read one byte past the limit so growth after the metadata call is caught.
     // Opened without blocking: a FIFO nobody writes to reads as empty.
-    crate::files::open_nonblocking(path)
+    maqet_base::files::open_nonblocking(path)
         .map_err(io_err)?
         .take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
@@ -84,7 +84,7 @@ pub(crate) fn parse_value(text: &str, source: &str) -> Result<Node, ConfigError>
 }
 
 /// Parses one YAML document whose top level must be a mapping.
-pub(crate) fn parse_str(text: &str, source: &str) -> Result<Node, ConfigError> {
+pub fn parse_str(text: &str, source: &str) -> Result<Node, ConfigError> {
     let root = parse_value(text, source)?;
     if root.as_map().is_none() {
         let what = if root.is_null() {

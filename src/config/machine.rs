@@ -55,7 +55,7 @@ fn family(name: &str, options: &[&str]) -> Option<(bool, usize)> {
 fn parse_machine_value(value: &str) -> Option<(String, Vec<&str>)> {
     let mut name = None;
     let mut rest = Vec::new();
-    for (i, part) in super::argv::split_opts(value).into_iter().enumerate() {
+    for (i, part) in maqet_base::qemu_opts::split(value).into_iter().enumerate() {
         if let Some(t) = part.strip_prefix("type=") {
             name = Some(t.to_string());
         } else if i == 0 && !part.contains('=') {
@@ -145,7 +145,7 @@ fn ide_drives_in_arguments(cfg: &VmConfig) -> Vec<(usize, Location)> {
             "cdrom" | "hda" | "hdb" | "hdc" | "hdd" => true,
             "drive" => {
                 let value = a.argv.get(1).map(String::as_str).unwrap_or("");
-                match super::argv::split_opts(value)
+                match maqet_base::qemu_opts::split(value)
                     .into_iter()
                     .find_map(|p| p.strip_prefix("if="))
                 {

@@ -2,16 +2,16 @@
 //! one more NIC to a named L2 segment that every VM of this user naming it
 //! shares — `networks: [lab]`, or `- {name: lab, mac: "52:54:00:…"}`. The
 //! segment is a `vde_switch` run as `maqet-switch@NAME.service`
-//! (`crate::companion::switch`); its sockets are in the user's 0700
+//! (`maqet_host::companion::switch`); its sockets are in the user's 0700
 //! runtime directory, so no other user can join. Validation only; the NIC
-//! is rendered by `crate::provision`, the switch started by the vm layer.
+//! is rendered by `maqet_vm::provision`, the switch started by the vm layer.
 
 use std::path::PathBuf;
 
 use super::node::{Node, Value};
 use super::validate::{found, Validator};
-use crate::netname::NetName;
-use crate::suggest;
+use maqet_base::netname::NetName;
+use maqet_base::suggest;
 
 /// The top-level key this module validates.
 pub(crate) const KEY: &str = "networks";
@@ -20,11 +20,6 @@ const ITEM_KEYS: &[&str] = &["name", "mac"];
 
 /// At most this many segments per VM (each is a NIC).
 pub const MAX_NETWORKS: usize = 8;
-
-/// Overrides the `vde_switch` binary (a path or a name looked up in PATH).
-pub const VDE_SWITCH_ENV: &str = "MAQET_VDE_SWITCH";
-/// Packages that provide `vde_switch`, for hints.
-pub const VDE_PACKAGES: &str = "vde2 (Debian, Ubuntu, Fedora; `vde-switch` on Debian 12 and later)";
 
 /// The segments a VM joins, in order (the NICs' order), and the switch
 /// program that serves them.
@@ -40,33 +35,8 @@ pub struct Networks {
 pub struct Network {
     pub name: NetName,
     /// The NIC's MAC as written; None: derived from the VM and segment
-    /// names at start (`crate::ports::segment_mac`).
+    /// names at start (`maqet_host::ports::segment_mac`).
     pub mac: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("vde_switch ('{tried}') is not installed or not executable; `networks:` runs a vde_switch per segment: install {VDE_PACKAGES}{}", if *.from_env { format!(" or fix {VDE_SWITCH_ENV}") } else { String::new() })]
-pub struct VdeSwitchMissing {
-    pub tried: String,
-    pub from_env: bool,
-}
-
-/// The switch program: `MAQET_VDE_SWITCH`, else `vde_switch` in PATH.
-pub fn find_vde_switch() -> Result<PathBuf, VdeSwitchMissing> {
-    let (name, from_env) = match std::env::var(VDE_SWITCH_ENV) {
-        Ok(v) if !v.is_empty() => (v, true),
-        _ => ("vde_switch".to_string(), false),
-    };
-    let found = if name.contains('/') {
-        let p = PathBuf::from(&name);
-        (p.is_file() && super::is_executable(&p)).then_some(p)
-    } else {
-        super::find_in_path(&name)
-    };
-    found.ok_or(VdeSwitchMissing {
-        tried: name,
-        from_env,
-    })
 }
 
 pub(crate) fn validate(v: &mut Validator, node: &Node) -> Networks {
@@ -125,7 +95,7 @@ pub(crate) fn validate(v: &mut Validator, node: &Node) -> Networks {
         );
     }
     if !out.segments.is_empty() {
-        match find_vde_switch() {
+        match maqet_base::programs::find_vde_switch() {
             Ok(p) => out.vde_switch = Some(p),
             Err(e) => v.error(&node.loc, format!("networks: {e}")),
         }

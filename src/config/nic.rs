@@ -1,6 +1,6 @@
 //! `network:` — which backend maqet's NIC uses: QEMU's user-mode network
 //! (`user`, the default) or passt, run as a companion unit
-//! (`crate::companion::passt`) that QEMU reaches over a Unix socket.
+//! (`maqet_host::companion::passt`) that QEMU reaches over a Unix socket.
 //!
 //! The original tool stored `network` and ignored it; a mapping there (its
 //! configs had `network: {type: user}`) is still accepted with a warning.
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::node::{Node, Value};
 use super::validate::{found, Validator};
-use crate::suggest;
+use maqet_base::suggest;
 
 const MODES: &[&str] = &["user", "passt"];
 
@@ -41,7 +41,7 @@ impl NetworkMode {
 pub(crate) fn validate(v: &mut Validator, key_loc: &super::Location, node: &Node) -> NetworkMode {
     match &node.value {
         Value::Str(s) if s == "user" => NetworkMode::User,
-        Value::Str(s) if s == "passt" => match crate::companion::passt::find_passt() {
+        Value::Str(s) if s == "passt" => match maqet_base::programs::find_passt() {
             Ok(p) => NetworkMode::Passt(p),
             Err(e) => {
                 v.error(&node.loc, format!("network: {e}"));

@@ -15,13 +15,13 @@ use super::error::Location;
 
 /// One config value with its origin.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
     pub value: Value,
     pub loc: Location,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
@@ -34,7 +34,7 @@ pub(crate) enum Value {
 
 /// A mapping entry. Keys are always text: an unquoted `on:` key stays "on".
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub key: String,
     pub key_loc: Location,
     pub value: Node,

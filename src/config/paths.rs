@@ -120,7 +120,7 @@ fn resolve_cloud_init(node: &mut Node, dir: &Path) {
             ("ssh_authorized_keys", Value::Seq(items)) => {
                 for item in items {
                     if let Value::Str(s) = &mut item.value {
-                        if !crate::cloudinit::is_public_key(s) {
+                        if !super::guest::is_public_key(s) {
                             resolve_whole(s, dir);
                         }
                     }
@@ -201,7 +201,7 @@ fn resolve_whole(s: &mut String, dir: &Path) {
 /// name holds a comma cannot split the option.
 fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quoting) {
     let parts: Vec<&str> = match quoting {
-        Quoting::OptionText => super::argv::split_opts(s),
+        Quoting::OptionText => maqet_base::qemu_opts::split(s),
         Quoting::Plain => s.split(',').collect(),
     };
     let parts: Vec<String> = parts
@@ -219,7 +219,7 @@ fn resolve_prefixed(s: &mut String, dir: &Path, prefixes: &[&str], quoting: Quot
                         return part.to_string();
                     }
                     resolve_whole(&mut path, dir);
-                    return format!("{p}{}", super::argv::escape(&path));
+                    return format!("{p}{}", maqet_base::qemu_opts::escape(&path));
                 }
             }
             part.to_string()
@@ -299,25 +299,6 @@ fn canonical_prefix(p: &Path) -> PathBuf {
             _ => return p.to_path_buf(),
         }
     }
-}
-
-/// Finds a bare command name in `PATH` (executable regular files only).
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(name))
-        .find(|c| c.is_file() && is_executable(c))
-}
-
-/// Executable by the current user (not merely "has an x bit").
-pub fn is_executable(p: &Path) -> bool {
-    crate::access::allowed(p, crate::access::Access::EXEC_OK)
-}
-
-/// Readable by the current user.
-pub fn is_readable(p: &Path) -> bool {
-    crate::access::allowed(p, crate::access::Access::READ_OK)
 }
 
 #[cfg(test)]
@@ -419,16 +400,5 @@ mod tests {
         std::os::unix::fs::symlink("/etc", &link).unwrap();
         assert_eq!(system_dir_of(&link.join("new/disk.qcow2")), Some("/etc"));
         assert_eq!(system_dir_of(&dir.path().join("disk.qcow2")), None);
-    }
-
-    #[test]
-    fn executable_checks() {
-        assert!(find_in_path("sh").is_some());
-        assert!(find_in_path("definitely-not-a-command-xyz").is_none());
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, "x").unwrap();
-        assert!(!is_executable(&f) || unsafe { libc::geteuid() } == 0);
-        assert!(is_readable(&f));
     }
 }

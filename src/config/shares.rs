@@ -1,5 +1,5 @@
 //! `shares:` — host directories the guest mounts over virtiofs, each served
-//! by its own virtiofsd (a companion unit, `crate::companion::virtiofs`).
+//! by its own virtiofsd (a companion unit, `maqet_host::companion::virtiofs`).
 //! Checked at `add`: the directory exists and is one, tags are unique
 //! (also against 9p `virtfs` mount tags) and fit the unit name, virtiofsd
 //! is installed, and nothing else in the config sets up guest memory
@@ -11,7 +11,7 @@ use super::error::Location;
 use super::node::{Node, Value};
 use super::schema::VmConfig;
 use super::validate::{found, Validator};
-use crate::suggest;
+use maqet_base::suggest;
 
 /// virtio-fs's tag field is 36 bytes.
 pub const MAX_TAG_LEN: usize = 36;
@@ -106,12 +106,12 @@ pub(crate) fn validate(v: &mut Validator, node: &Node) -> Vec<Share> {
         );
         return Vec::new();
     };
-    if items.len() > crate::paths::MAX_SHARES {
+    if items.len() > maqet_base::paths::MAX_SHARES {
         v.error(
             &node.loc,
             format!(
                 "shares: at most {} shares per VM, found {}",
-                crate::paths::MAX_SHARES,
+                maqet_base::paths::MAX_SHARES,
                 items.len()
             ),
         );
@@ -242,7 +242,7 @@ fn item_share(v: &mut Validator, item: &Node, key: &str) -> Option<Share> {
             );
             return None;
         }
-        Ok(_) if !super::paths::is_readable(&path) => {
+        Ok(_) if !maqet_base::programs::is_readable(&path) => {
             v.error(
                 &host_loc,
                 format!("{key}: {} is not readable by you", path.display()),
@@ -356,7 +356,7 @@ pub(crate) fn resolve(v: &mut Validator, cfg: &mut VmConfig, loc: Option<&Locati
             "shares: 'guest:' is where cloud-init mounts the share, and this VM has no cloud_init; mount it in the guest yourself (mount -t virtiofs TAG DIR)",
         );
     }
-    match crate::companion::virtiofs::find_virtiofsd() {
+    match maqet_base::programs::find_virtiofsd() {
         Ok(p) => cfg.shares.virtiofsd = Some(p),
         Err(e) => v.error(loc, format!("shares: {e}")),
     }
@@ -381,12 +381,12 @@ pub fn qemu_args(shares: &[Share], memory: u64, runtime_dir: &Path) -> Vec<Strin
         "memory-backend=maqet-mem".to_string(),
     ];
     for (i, s) in shares.iter().enumerate() {
-        let socket = crate::paths::share_socket(runtime_dir, i);
+        let socket = maqet_base::paths::share_socket(runtime_dir, i);
         argv.extend([
             "-chardev".to_string(),
             format!(
                 "socket,id=maqet-fs{i},path={}",
-                super::argv::escape(&socket.to_string_lossy())
+                maqet_base::qemu_opts::escape(&socket.to_string_lossy())
             ),
             "-device".to_string(),
             format!("vhost-user-fs-pci,chardev=maqet-fs{i},tag={}", s.tag),

@@ -12,7 +12,7 @@ use super::schema::{
 };
 use super::size::parse_size;
 use super::validate::{found, Validator};
-use crate::suggest;
+use maqet_base::suggest;
 
 /// The keys of a disk image entry; `maqet storage attach SPEC` takes the
 /// same ones.
@@ -240,7 +240,7 @@ fn validate_disk(v: &mut Validator, i: usize, fields: &[Entry], entry: &mut Stor
                     &n.loc,
                     format!("{key}: {} is in the system directory {dir}; keep disk images under your home or maqet's data directory", p.display()),
                 );
-            } else if let Some(e) = crate::files::not_regular(&p, true) {
+            } else if let Some(e) = maqet_base::files::not_regular(&p, true) {
                 // QEMU and qemu-img would block opening a FIFO or read a device.
                 v.error(
                     &n.loc,
@@ -411,7 +411,7 @@ fn validate_backing(
             &n.loc,
             format!("{key}: {} is not a regular file", path.display()),
         ),
-        Ok(_) if !paths::is_readable(&path) => v.error(
+        Ok(_) if !maqet_base::programs::is_readable(&path) => v.error(
             &n.loc,
             format!("{key}: {} is not readable by you", path.display()),
         ),
@@ -511,7 +511,7 @@ fn validate_virtfs(
             &path_node.loc,
             format!("{key}: {} is not a directory", fs.path.display()),
         ),
-        Ok(_) if !paths::is_readable(&fs.path) => v.error(
+        Ok(_) if !maqet_base::programs::is_readable(&fs.path) => v.error(
             &path_node.loc,
             format!("{key}: {} is not readable by you", fs.path.display()),
         ),

@@ -1,6 +1,7 @@
 //! End-to-end tests of the config module: real example files, merged
 //! documents, validation messages and full argv.
 
+use maqet_base::programs::is_executable;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,11 @@ use serde_json::json;
 use super::*;
 
 pub(super) const EXAMPLES: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/examples");
+    // This crate is src/config of the repository, which has ../shared beside it.
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/reference/examples"
+    );
 
 pub(super) const PREFIX_LEN: usize = 7;
 
@@ -721,7 +726,7 @@ fn binary_checks() {
         format!("{b}:1:9: binary: /nonexistent/qemu does not exist; install QEMU (e.g. apt install qemu-system-x86) or set 'binary:' to its path")
     );
     env.file("noexec", "x");
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         assert_eq!(
             y("binary: ./noexec\n").unwrap_err().to_string(),
             format!(
@@ -1198,7 +1203,7 @@ fn socket_displays_and_desktop_key_errors() {
     assert_eq!(env.argv(""), split(VNC));
     assert_eq!(
         env.doc("").validate().unwrap().desktop.display,
-        Some(crate::display::DisplayServer::Vnc)
+        Some(maqet_base::display::DisplayServer::Vnc)
     );
     for chosen in [
         "arguments: [nographic]\n",

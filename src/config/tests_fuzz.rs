@@ -369,7 +369,7 @@ fn loader_survives_mutated_and_random_yaml() {
         .collect();
     // What example 2 needs beside it, and a FIFO for the hostile tokens.
     fs::create_dir_all(env.dir.join("share")).unwrap();
-    crate::files::mkfifo(&env.dir.join("fifo"));
+    maqet_base::files::mkfifo(&env.dir.join("fifo")).unwrap();
     env.file("images/base.qcow2", "stands in for a base image");
     // MAQET_FUZZ_SEED explores other inputs by hand; the suite uses SEED.
     let seed = std::env::var("MAQET_FUZZ_SEED")

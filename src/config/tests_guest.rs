@@ -58,7 +58,7 @@ fn guest_keys_load_with_paths_resolved_against_the_file() {
 #[test]
 fn privileged_host_ports_are_refused_as_such() {
     let env = env();
-    let start = crate::config::unprivileged_port_start();
+    let start = crate::unprivileged_port_start();
     let yaml = "ports: [\"80:80\", \"8080:8080\"]\n";
     if start > 80 {
         let e = env.error(yaml);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::argv::{self, Item};
 use super::error::{ConfigError, Location};
-use super::node::{Node, Value};
+use super::node::{Entry, Node, Value};
 use super::paths;
 use super::schema::{
     Argument, OnReboot, OnStop, Resources, RestartPolicy, Section, VmConfig, CPU_RANGE,
@@ -14,7 +14,7 @@ use super::schema::{
 };
 use super::size::{parse_memory, parse_size};
 use super::storage::validate_storage;
-use crate::suggest;
+use maqet_base::suggest;
 
 /// Top-level keys: the original's, then maqet's additions.
 pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
@@ -229,7 +229,25 @@ pub(crate) fn found(node: &Node) -> String {
 /// were not written anywhere (the default binary).
 pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, Vec<ConfigError>> {
     let mut v = Validator::default();
-    let mut cfg = VmConfig {
+    super::strings::check_nul(&mut v, root, "");
+    let mut top = TopLevel::new();
+    for e in root.as_map().unwrap_or_default() {
+        if is_config_key(&mut v, e) {
+            top.read(&mut v, e);
+        }
+    }
+    let mut cfg = top.cross_check(&mut v, default_loc);
+    if v.errors.is_empty() {
+        cfg.warnings = v.warnings;
+        Ok(cfg)
+    } else {
+        Err(v.errors)
+    }
+}
+
+/// The configuration before any key is read.
+fn defaults() -> VmConfig {
+    VmConfig {
         name: None,
         binary: PathBuf::from(DEFAULT_BINARY),
         memory: None,
@@ -257,109 +275,103 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
         shares: Default::default(),
         warnings: Vec::new(),
         order: Vec::new(),
-    };
-    let mut shares_loc: Option<Location> = None;
-    let mut desktop_keys = super::desktop::DesktopKeys::default();
-    super::strings::check_nul(&mut v, root, "");
-    let entries = root.as_map().unwrap_or_default();
-    let mut binary_node: Option<&Node> = None;
-    let mut args_node: Option<&Node> = None;
-    let mut display_loc: Option<Location> = None;
-    let mut ports_node: Option<&Node> = None;
-    // Where each shorthand key was set, for the override warnings.
-    let mut shorthand_locs: Vec<(&str, Location)> = Vec::new();
+    }
+}
 
-    for e in entries {
+/// Whether the top-level entry `e` is a config key to read: a command
+/// name, an ignored or unknown key is reported instead, and null unsets a
+/// key (a later file can write `memory: null`).
+fn is_config_key(v: &mut Validator, e: &Entry) -> bool {
+    let key = e.key.as_str();
+    if COMMAND_KEYS.contains(&key) {
+        v.error(
+            &e.key_loc,
+            format!("'{key}' is a maqet command, not a config key; configuration cannot contain commands"),
+        );
+        return false;
+    }
+    if IGNORED_KEYS.contains(&key) {
+        v.warn(
+            &e.key_loc,
+            format!("'{key}' is not supported and is ignored; configure networking through arguments (netdev/device)"),
+        );
+        return false;
+    }
+    if !TOP_LEVEL_KEYS.contains(&key) {
+        v.error(
+            &e.key_loc,
+            format!("unknown key '{key}'{}", suggest::hint(key, TOP_LEVEL_KEYS)),
+        );
+        return false;
+    }
+    !e.value.is_null()
+}
+
+/// The pass over the top-level keys: the configuration so far, and what
+/// the checks across keys after it need to know of where things were set.
+struct TopLevel<'a> {
+    cfg: VmConfig,
+    binary_node: Option<&'a Node>,
+    args_node: Option<&'a Node>,
+    display_loc: Option<Location>,
+    ports_node: Option<&'a Node>,
+    shares_loc: Option<Location>,
+    desktop_keys: super::desktop::DesktopKeys,
+    /// Where each shorthand key was set, for the override warnings.
+    shorthand_locs: Vec<(&'a str, Location)>,
+}
+
+impl<'a> TopLevel<'a> {
+    fn new() -> Self {
+        TopLevel {
+            cfg: defaults(),
+            binary_node: None,
+            args_node: None,
+            display_loc: None,
+            ports_node: None,
+            shares_loc: None,
+            desktop_keys: Default::default(),
+            shorthand_locs: Vec::new(),
+        }
+    }
+
+    /// Reads one top-level key (known, not null) into the configuration.
+    fn read(&mut self, v: &mut Validator, e: &'a Entry) {
         let node = &e.value;
         let key = e.key.as_str();
-        if COMMAND_KEYS.contains(&key) {
-            v.error(
-                &e.key_loc,
-                format!("'{key}' is a maqet command, not a config key; configuration cannot contain commands"),
-            );
-            continue;
-        }
-        if IGNORED_KEYS.contains(&key) {
-            v.warn(
-                &e.key_loc,
-                format!("'{key}' is not supported and is ignored; configure networking through arguments (netdev/device)"),
-            );
-            continue;
-        }
-        if !TOP_LEVEL_KEYS.contains(&key) {
-            v.error(
-                &e.key_loc,
-                format!("unknown key '{key}'{}", suggest::hint(key, TOP_LEVEL_KEYS)),
-            );
-            continue;
-        }
-        // null unsets a key (a later file can write `memory: null`).
-        if node.is_null() {
-            continue;
-        }
+        let cfg = &mut self.cfg;
         match key {
             "name" => {
                 if let Some(s) = v.string(node, "name") {
                     // Checked here so the error points at the file's line.
-                    if let Err(e) = crate::vmname::VmName::new(&s) {
+                    if let Err(e) = maqet_base::vmname::VmName::new(&s) {
                         v.error(&node.loc, format!("name: {e}"));
                     }
                     cfg.name = Some(s);
                 }
             }
-            "binary" => binary_node = Some(node),
-            "memory" => {
-                let text = match &node.value {
-                    Value::Str(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
-                    _ => v.string(node, "memory"),
-                };
-                if let Some(t) = text {
-                    match parse_memory(&t) {
-                        Ok(bytes) => {
-                            cfg.memory = Some(t);
-                            cfg.memory_bytes = Some(bytes);
-                            cfg.order.push(Section::Memory);
-                            shorthand_locs.push(("memory", node.loc.clone()));
-                        }
-                        Err(err) => v.error(&node.loc, format!("memory: {err}")),
-                    }
-                }
-            }
+            "binary" => self.binary_node = Some(node),
+            "memory" => self.memory(v, node),
             "cpu" => {
                 if let Some(n) = v.int_in(node, "cpu", CPU_RANGE) {
                     cfg.cpu = Some(n as u32);
                     cfg.cpus = Some(n as u32);
                     cfg.order.push(Section::Cpu);
-                    shorthand_locs.push(("cpu", node.loc.clone()));
+                    self.shorthand_locs.push(("cpu", node.loc.clone()));
                 }
             }
-            "display" | "vga" => {
-                if let Some(s) = v.string(node, key) {
-                    if key == "display" {
-                        display_loc = Some(node.loc.clone());
-                        if let Some(why) = super::desktop::tcp_display(&s) {
-                            v.error(&node.loc, format!("display: {why}"));
-                        }
-                        cfg.display = Some(s);
-                        cfg.order.push(Section::Display);
-                    } else {
-                        cfg.vga = Some(s);
-                        cfg.order.push(Section::Vga);
-                    }
-                    shorthand_locs.push((key, node.loc.clone()));
-                }
-            }
+            "display" | "vga" => self.display_or_vga(v, key, node),
             "args" => {
-                args_node = Some(node);
-                cfg.args = validate_args(&mut v, node);
+                self.args_node = Some(node);
+                cfg.args = validate_args(v, node);
                 cfg.order.push(Section::Args);
             }
             "arguments" => {
-                cfg.arguments = validate_arguments(&mut v, node);
+                cfg.arguments = validate_arguments(v, node);
                 cfg.order.push(Section::Arguments);
             }
             "storage" => {
-                cfg.storage = validate_storage(&mut v, node);
+                cfg.storage = validate_storage(v, node);
                 cfg.order.push(Section::Storage);
             }
             "enable_kvm" => {
@@ -380,89 +392,147 @@ pub(crate) fn validate(root: &Node, default_loc: &Location) -> Result<VmConfig, 
             }
             "restart_sec" => cfg.restart_sec = v.seconds(node, key, true),
             "on_reboot" => {
-                match node.as_str() {
-                    Some("restart") => cfg.on_reboot = OnReboot::Restart,
-                    Some("stop") => cfg.on_reboot = OnReboot::Stop,
-                    _ => v.error(
-                        &node.loc,
-                        format!("on_reboot: expected 'restart' or 'stop', {}", found(node)),
-                    ),
+                if let Some(r) = on_reboot(v, node) {
+                    cfg.on_reboot = r;
                 }
                 cfg.order.push(Section::OnReboot);
             }
-            "on_stop" => match node.as_str() {
-                Some("shutdown") => cfg.on_stop = OnStop::Shutdown,
-                Some("save") => cfg.on_stop = OnStop::Save,
-                other => {
-                    let hint = other
-                        .map(|s| suggest::hint(s, &["shutdown", "save"]))
-                        .unwrap_or_default();
-                    v.error(
-                        &node.loc,
-                        format!(
-                            "on_stop: expected 'shutdown' or 'save', {}{hint}",
-                            found(node)
-                        ),
-                    )
+            "on_stop" => {
+                if let Some(s) = on_stop(v, node) {
+                    cfg.on_stop = s;
                 }
-            },
-            "restart" => {
-                cfg.restart = match (&node.value, node.as_str()) {
-                    // Unquoted `no` is the boolean false in YAML 1.1.
-                    (Value::Bool(false), _) | (_, Some("no")) => RestartPolicy::No,
-                    (_, Some("on-failure")) => RestartPolicy::OnFailure,
-                    (_, Some("always")) => RestartPolicy::Always,
-                    _ => {
-                        let hint = node
-                            .as_str()
-                            .map(|s| suggest::hint(s, &["no", "on-failure", "always"]))
-                            .unwrap_or_default();
-                        v.error(
-                            &node.loc,
-                            format!(
-                                "restart: expected no, on-failure or always, {}{hint}",
-                                found(node)
-                            ),
-                        );
-                        RestartPolicy::No
-                    }
-                };
             }
-            "resources" => cfg.resources = validate_resources(&mut v, node),
-            "firmware" | "secure_boot" | "tpm" => desktop_keys.read(&mut v, key, node),
+            "restart" => cfg.restart = restart_policy(v, node),
+            "resources" => cfg.resources = validate_resources(v, node),
+            "firmware" | "secure_boot" | "tpm" => self.desktop_keys.read(v, key, node),
             "shares" => {
-                cfg.shares.list = super::shares::validate(&mut v, node);
-                shares_loc = Some(e.key_loc.clone());
+                cfg.shares.list = super::shares::validate(v, node);
+                self.shares_loc = Some(e.key_loc.clone());
             }
-            "network" => cfg.guest.network = super::nic::validate(&mut v, &e.key_loc, node),
+            "network" => cfg.guest.network = super::nic::validate(v, &e.key_loc, node),
             // hook: issue 11
             k if super::guest::KEYS.contains(&k) => {
                 if k == "ports" {
-                    ports_node = Some(node);
+                    self.ports_node = Some(node);
                 }
-                super::guest::validate_key(&mut v, k, node, &mut cfg.guest)
+                super::guest::validate_key(v, k, node, &mut cfg.guest)
             }
             // hook: issue 19
-            super::networks::KEY => cfg.networks = super::networks::validate(&mut v, node),
+            super::networks::KEY => cfg.networks = super::networks::validate(v, node),
             _ => unreachable!("every TOP_LEVEL_KEYS entry is handled"),
         }
     }
 
-    cfg.binary = validate_binary(&mut v, binary_node, default_loc);
-    check_single_instance(&mut v, &cfg.arguments);
-    super::machine::check_interfaces(&mut v, &cfg);
-    resolve_shorthands(&mut v, &mut cfg, &shorthand_locs);
-    super::desktop::resolve(&mut v, &mut cfg, &desktop_keys);
-    super::guest::finish(&mut v, &cfg.guest, ports_node);
-    effective_resources(&mut cfg);
-    super::shares::resolve(&mut v, &mut cfg, shares_loc.as_ref());
-    super::exec::check(&mut v, &cfg, args_node, display_loc.as_ref());
+    /// `memory`: a size, as a string or a plain number of bytes.
+    fn memory(&mut self, v: &mut Validator, node: &Node) {
+        let text = match &node.value {
+            Value::Str(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
+            _ => v.string(node, "memory"),
+        };
+        let Some(t) = text else { return };
+        match parse_memory(&t) {
+            Ok(bytes) => {
+                self.cfg.memory = Some(t);
+                self.cfg.memory_bytes = Some(bytes);
+                self.cfg.order.push(Section::Memory);
+                self.shorthand_locs.push(("memory", node.loc.clone()));
+            }
+            Err(err) => v.error(&node.loc, format!("memory: {err}")),
+        }
+    }
 
-    if v.errors.is_empty() {
-        cfg.warnings = v.warnings;
-        Ok(cfg)
-    } else {
-        Err(v.errors)
+    /// `display` or `vga`: a string passed to QEMU; a display must not
+    /// listen on TCP.
+    fn display_or_vga(&mut self, v: &mut Validator, key: &'a str, node: &Node) {
+        let Some(s) = v.string(node, key) else { return };
+        if key == "display" {
+            self.display_loc = Some(node.loc.clone());
+            if let Some(why) = super::desktop::tcp_display(&s) {
+                v.error(&node.loc, format!("display: {why}"));
+            }
+            self.cfg.display = Some(s);
+            self.cfg.order.push(Section::Display);
+        } else {
+            self.cfg.vga = Some(s);
+            self.cfg.order.push(Section::Vga);
+        }
+        self.shorthand_locs.push((key, node.loc.clone()));
+    }
+
+    /// The checks that need all keys read, in the order their messages
+    /// appear; returns the configuration they completed.
+    fn cross_check(self, v: &mut Validator, default_loc: &Location) -> VmConfig {
+        let mut cfg = self.cfg;
+        cfg.binary = validate_binary(v, self.binary_node, default_loc);
+        check_single_instance(v, &cfg.arguments);
+        super::machine::check_interfaces(v, &cfg);
+        resolve_shorthands(v, &mut cfg, &self.shorthand_locs);
+        super::desktop::resolve(v, &mut cfg, &self.desktop_keys);
+        super::guest::finish(v, &cfg.guest, self.ports_node);
+        effective_resources(&mut cfg);
+        super::shares::resolve(v, &mut cfg, self.shares_loc.as_ref());
+        super::exec::check(v, &cfg, self.args_node, self.display_loc.as_ref());
+        cfg
+    }
+}
+
+/// `on_reboot`: restart or stop; None (reported) for anything else.
+fn on_reboot(v: &mut Validator, node: &Node) -> Option<OnReboot> {
+    match node.as_str() {
+        Some("restart") => Some(OnReboot::Restart),
+        Some("stop") => Some(OnReboot::Stop),
+        _ => {
+            v.error(
+                &node.loc,
+                format!("on_reboot: expected 'restart' or 'stop', {}", found(node)),
+            );
+            None
+        }
+    }
+}
+
+/// `on_stop`: shutdown or save; None (reported) for anything else.
+fn on_stop(v: &mut Validator, node: &Node) -> Option<OnStop> {
+    match node.as_str() {
+        Some("shutdown") => Some(OnStop::Shutdown),
+        Some("save") => Some(OnStop::Save),
+        other => {
+            let hint = other
+                .map(|s| suggest::hint(s, &["shutdown", "save"]))
+                .unwrap_or_default();
+            v.error(
+                &node.loc,
+                format!(
+                    "on_stop: expected 'shutdown' or 'save', {}{hint}",
+                    found(node)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `restart`: no, on-failure or always; `no` (reported) for anything else.
+fn restart_policy(v: &mut Validator, node: &Node) -> RestartPolicy {
+    match (&node.value, node.as_str()) {
+        // Unquoted `no` is the boolean false in YAML 1.1.
+        (Value::Bool(false), _) | (_, Some("no")) => RestartPolicy::No,
+        (_, Some("on-failure")) => RestartPolicy::OnFailure,
+        (_, Some("always")) => RestartPolicy::Always,
+        _ => {
+            let hint = node
+                .as_str()
+                .map(|s| suggest::hint(s, &["no", "on-failure", "always"]))
+                .unwrap_or_default();
+            v.error(
+                &node.loc,
+                format!(
+                    "restart: expected no, on-failure or always, {}{hint}",
+                    found(node)
+                ),
+            );
+            RestartPolicy::No
+        }
     }
 }
 
@@ -603,7 +673,7 @@ fn effective_resources(cfg: &mut VmConfig) {
     for a in &cfg.arguments {
         let Some(value) = a.argv.get(1) else { continue };
         let field = |name: &str| {
-            argv::split_opts(value)
+            maqet_base::qemu_opts::split(value)
                 .into_iter()
                 .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
                 .map(str::to_string)
@@ -651,7 +721,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
         ),
     };
     let path = if !text.contains('/') {
-        match paths::find_in_path(&text) {
+        match maqet_base::programs::find_in_path(&text) {
             Some(p) => p,
             None => {
                 v.error(
@@ -682,7 +752,7 @@ fn validate_binary(v: &mut Validator, node: Option<&Node>, default_loc: &Locatio
             &loc,
             format!("{what}: {} is not a regular file", path.display()),
         ),
-        Ok(_) if !paths::is_executable(&path) => v.error(
+        Ok(_) if !maqet_base::programs::is_executable(&path) => v.error(
             &loc,
             format!("{what}: {} is not executable by you", path.display()),
         ),

@@ -3,9 +3,9 @@
 //! them need them (their configs are refused then, see `config`).
 
 use super::{Finding, Severity};
-use crate::companion::tpm;
 use crate::display::{self, DisplayServer};
 use crate::firmware;
+use crate::programs;
 
 pub fn check(f: &mut Vec<Finding>) {
     f.push(match firmware::select("x86_64", "q35", false) {
@@ -32,14 +32,14 @@ pub fn check(f: &mut Vec<Finding>) {
         )
         .hint(format!("install {}", firmware::OVMF_PACKAGES)),
     });
-    f.push(match tpm::find_swtpm() {
+    f.push(match programs::find_swtpm() {
         Ok(p) => Finding::ok("swtpm", format!("swtpm {} (for `tpm: true`)", p.display())),
         Err(e) => Finding::new(
             "swtpm",
             Severity::Info,
             format!("`tpm: true` is unavailable: {e}"),
         )
-        .hint(format!("install {}", tpm::PACKAGES)),
+        .hint(format!("install {}", programs::SWTPM_PACKAGES)),
     });
     let found: Vec<String> = [DisplayServer::Vnc, DisplayServer::Spice]
         .into_iter()

@@ -3,10 +3,11 @@
 //! VMs that ask for them need them (their configs are refused then).
 
 use super::{Finding, Severity};
-use crate::companion::{passt, virtiofs};
+use crate::companion::virtiofs;
+use crate::programs;
 
 pub fn check(f: &mut Vec<Finding>) {
-    f.push(match virtiofs::find_virtiofsd() {
+    f.push(match programs::find_virtiofsd() {
         Ok(p) => Finding::ok(
             "virtiofsd",
             format!("virtiofsd {} (for `shares:`)", p.display()),
@@ -18,7 +19,7 @@ pub fn check(f: &mut Vec<Finding>) {
         )
         .hint(format!(
             "install the package {} (Debian 13, Fedora), or `cargo install --locked virtiofsd` (Debian 12; needs libseccomp-dev libcap-ng-dev) into a directory on the user manager's PATH",
-            virtiofs::PACKAGE
+            programs::VIRTIOFSD_PACKAGE
         )),
     });
     f.push(if virtiofs::user_namespaces_work() {
@@ -34,7 +35,7 @@ pub fn check(f: &mut Vec<Finding>) {
         )
         .hint("allow unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or Ubuntu's kernel.apparmor_restrict_unprivileged_userns) to sandbox it")
     });
-    f.push(match passt::find_passt() {
+    f.push(match programs::find_passt() {
         Ok(p) => Finding::ok(
             "passt",
             format!("passt {} (for `network: passt`)", p.display()),
@@ -44,6 +45,6 @@ pub fn check(f: &mut Vec<Finding>) {
             Severity::Info,
             format!("`network: passt` is unavailable: {e}"),
         )
-        .hint(format!("install the package {}", passt::PACKAGE)),
+        .hint(format!("install the package {}", programs::PASST_PACKAGE)),
     });
 }

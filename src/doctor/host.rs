@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::store::DefinedVm;
 use super::{command_output, Finding, Severity};
-use crate::config::{is_executable, DEFAULT_BINARY};
+use crate::config::DEFAULT_BINARY;
+use crate::programs::is_executable;
 
 pub fn runner(runner: &Result<PathBuf, String>) -> Finding {
     match runner {
@@ -118,8 +119,7 @@ pub async fn qemu(vms: &[DefinedVm]) -> Vec<Finding> {
 
 /// This user's journal file, if journald keeps one.
 fn user_journal_file() -> Option<PathBuf> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let name = format!("user-{uid}.journal");
     for root in ["/var/log/journal", "/run/log/journal"] {
         let Ok(dirs) = std::fs::read_dir(root) else {

@@ -45,20 +45,9 @@ pub async fn check(f: &mut Vec<Finding>) -> Option<Systemd> {
 
 /// The login name, as logind and the linger directory know it.
 fn user_name() -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or NULL; the
-    // name is copied out at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::getuid());
-        if pw.is_null() || (*pw).pw_name.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
-    .or_else(|| std::env::var("USER").ok())
+    crate::account::lookup(rustix::process::getuid().as_raw())
+        .map(|a| a.name)
+        .or_else(|| std::env::var("USER").ok())
 }
 
 /// Lingering keeps the user manager — and so every VM — alive after the

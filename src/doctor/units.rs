@@ -12,8 +12,8 @@ use crate::vm::{owned_by, Owner};
 use crate::vmname::VmName;
 
 pub const SLICE_UNIT: &str = "maqet.slice";
+use crate::units;
 pub use crate::units::AUTOSTART_UNIT;
-use crate::units::UNIT_PREFIX as PREFIX;
 
 /// Installed unit files: the forbidden `maqet-vm@.service`, the slice, the
 /// autostart service.
@@ -72,13 +72,6 @@ pub async fn unit_files(sd: &Systemd, vms: &[DefinedVm], f: &mut Vec<Finding>) {
         Ok(_) => {}
         Err(e) => f.push(Finding::new("units", Severity::Warning, e.to_string())),
     }
-}
-
-/// The VM name in `maqet-vm@NAME.service`.
-fn vm_of(unit: &str, suffix: &str) -> Option<String> {
-    unit.strip_prefix(PREFIX)?
-        .strip_suffix(suffix)
-        .map(str::to_string)
 }
 
 /// Whose VM a unit runs, judged from its description's data directory.
@@ -161,7 +154,7 @@ pub async fn vm_units(
     let mut running = 0;
     for u in &units {
         let (name, desc, active) = (&u.0, &u.1, u.3.as_str());
-        if let Some(vm) = vm_of(name, ".socket") {
+        if let Some(vm) = units::socket_vm_name(name).map(str::to_string) {
             if matches!(
                 active,
                 "active" | "activating" | "deactivating" | "reloading"
@@ -170,10 +163,10 @@ pub async fn vm_units(
             }
             continue;
         }
-        let Some(vm) = vm_of(name, ".service") else {
+        let Some(vm) = units::service_vm_name(name).map(str::to_string) else {
             continue;
         };
-        let socket_unit = format!("{PREFIX}{vm}.socket");
+        let socket_unit = units::vm_socket(&vm);
         let live = !matches!(active, "inactive" | "failed");
         let who = owner(desc, &vm, data_dir, &defined);
         match (&who, active) {
@@ -284,10 +277,8 @@ mod tests {
             owner(&desc(&other.path().to_string_lossy()), "web", &dd, &defined),
             Whose::Elsewhere
         );
-        assert_eq!(
-            vm_of("maqet-vm@a.b.service", ".service").as_deref(),
-            Some("a.b")
-        );
-        assert_eq!(vm_of("other.service", ".service"), None);
+        assert_eq!(units::service_vm_name("maqet-vm@a.b.service"), Some("a.b"));
+        assert_eq!(units::service_vm_name("other.service"), None);
+        assert_eq!(units::socket_vm_name("maqet-vm@a.b.socket"), Some("a.b"));
     }
 }

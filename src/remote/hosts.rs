@@ -15,8 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::node::{Node, Value};
 use crate::config::{ConfigError, Location};
+use crate::config::{Node, Value};
 
 use super::destination::{Destination, DestinationError};
 
@@ -187,7 +187,7 @@ fn parse(text: &str, source: &str) -> Result<Vec<Host>, HostsError> {
     {
         return Ok(Vec::new());
     }
-    let root = crate::config::load::parse_str(text, source)?;
+    let root = crate::config::parse_yaml_str(text, source)?;
     let mut out = Vec::new();
     for e in root.as_map().unwrap_or_default() {
         check_name(&e.key).map_err(|err| HostsError::Invalid {

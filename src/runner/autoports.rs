@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::forwards::Forwards;
-use crate::guest_agent::{Agent, AgentError};
+use maqet_host::guest_agent::{Agent, AgentError};
 
 /// How often the guest's listeners are read: a new listener is forwarded
 /// within about this long (and a couple of seconds under load).

@@ -9,9 +9,9 @@
 //! killed leaves what it had; the next start, `maqet stop`, `rm` and
 //! `doctor --fix` clear that.
 
-use crate::config::RestartPolicy;
-use crate::paths::{Layout, VmRuntime};
-use crate::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
+use maqet_base::paths::{Layout, VmRuntime};
+use maqet_base::units::{START_FAILED_EXIT_STATUS, STOPPED_EXIT_STATUS};
+use maqet_config::RestartPolicy;
 
 /// Whether systemd starts the unit again after the runner exits with
 /// `code` under `policy` (`RestartPreventExitStatus=` lists the two
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn a_last_exit_clears_all_and_a_restart_keeps_the_plan() {
         let t = tempfile::tempdir().unwrap();
-        let vm = crate::vmname::VmName::new("v").unwrap();
+        let vm = maqet_base::vmname::VmName::new("v").unwrap();
         let rt = VmRuntime::at(t.path(), &vm);
         let fill = || {
             std::fs::create_dir_all(rt.dir()).unwrap();

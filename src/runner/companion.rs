@@ -13,10 +13,10 @@
 
 use std::time::Duration;
 
-use crate::ipc::protocol::CompanionFailure;
-use crate::ipc::IpcClient;
-use crate::paths::{DataDir, VmRuntime};
-use crate::vmname::VmName;
+use maqet_base::paths::{DataDir, VmRuntime};
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::CompanionFailure;
+use maqet_host::ipc::IpcClient;
 
 /// Bound on reaching the runner: the helper's stop waits for this.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub fn report_stop(vm: &VmName, unit: &str, data_dir: Option<&DataDir>) -> i32 {
         result,
         exit_code: env("EXIT_CODE"),
         exit_status: env("EXIT_STATUS"),
-        at_usec: crate::time::now_unix_usec(),
+        at_usec: maqet_base::time::now_unix_usec(),
     };
     tracing::warn!("{}; telling VM '{vm}'", failure.describe());
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -70,7 +70,7 @@ async fn tell(
         .await
         .map_err(|e| e.to_string())?;
     if let Some(d) = data_dir {
-        crate::vm::owner::verify_runner(&mut c, vm, d.path())
+        maqet_vm::owner::verify_runner(&mut c, vm, d.path())
             .await
             .map_err(|e| e.to_string())?;
     }

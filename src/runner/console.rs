@@ -14,9 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::ipc::server::ConsoleStream;
+use maqet_host::ipc::server::ConsoleStream;
 
-pub use crate::units::CONSOLE_FD;
+pub use maqet_base::units::CONSOLE_FD;
 /// Recent output kept for `maqet console --dump` and `--replay`.
 pub const RING_BYTES: usize = 64 * 1024;
 /// Output chunks queued per viewer before it starts losing them.

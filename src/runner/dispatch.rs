@@ -9,12 +9,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::console::ConsoleHub;
 use super::policy;
-use crate::ipc::protocol::{
+use maqet_host::ipc::protocol::{
     Call, CompanionFailure, ConsoleParams, ErrorBody, ErrorKind, ForwardParams, QmpParams,
     SnapshotParams, StatusInfo, StopOutcome, StopParams, StopResult, SuspendResult, PROTOCOL,
 };
-use crate::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
-use crate::qmp::{QmpClient, QmpError};
+use maqet_host::ipc::server::{Answer, BoxFuture, ConsoleStream, Dispatch};
+use maqet_host::qmp::{QmpClient, QmpError};
 
 /// Default bound on one forwarded QMP command.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -247,7 +247,7 @@ impl RunnerDispatch {
         let cause = format!(
             "{}: the VM cannot run without it ({})",
             p.describe(),
-            crate::units::why_companion_is_needed(&p.unit)
+            maqet_base::units::why_companion_is_needed(&p.unit)
         );
         self.failure_tx
             .send(super::shutdown::VmFailure {

@@ -8,7 +8,7 @@
 
 use std::process::ExitStatus;
 
-use crate::units::{signal_name, VM_FAILED_EXIT_STATUS};
+use maqet_base::units::{signal_name, VM_FAILED_EXIT_STATUS};
 
 /// The runner's account of QEMU's end.
 #[derive(Debug, Clone, PartialEq, Eq)]

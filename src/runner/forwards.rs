@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::notify;
-use crate::config::Protocol;
-use crate::ipc::protocol::{ErrorBody, ErrorKind, ForwardOp, ForwardParams, ForwardReply};
-use crate::ports::{self, Forward, Origin, PortError, PortPlan, HOST_ADDR};
-use crate::qmp::QmpClient;
+use maqet_config::Protocol;
+use maqet_host::ipc::protocol::{ErrorBody, ErrorKind, ForwardOp, ForwardParams, ForwardReply};
+use maqet_host::ports::{self, Forward, Origin, PortError, PortPlan, HOST_ADDR};
+use maqet_host::qmp::QmpClient;
 
 /// Bound on one HMP command.
 const HMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,7 +61,7 @@ fn protocol_of(name: &str) -> Protocol {
 
 /// The lowest host port a forward may use here.
 fn lowest_port() -> u16 {
-    crate::config::unprivileged_port_start()
+    maqet_config::unprivileged_port_start()
 }
 
 /// The first host port an automatic forward of guest port `guest` tries:

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use super::dispatch::check_qmp;
-use crate::ipc::protocol::{Call, ConsoleParams, ErrorBody, ErrorKind, Response};
-use crate::ipc::server::{handle_line, Answer, BoxFuture, ConsoleStream, Dispatch, Handled};
+use maqet_host::ipc::protocol::{Call, ConsoleParams, ErrorBody, ErrorKind, Response};
+use maqet_host::ipc::server::{handle_line, Answer, BoxFuture, ConsoleStream, Dispatch, Handled};
 
 /// Valid requests for every method (each answered with a result).
 const VALID: &[&str] = &[

@@ -33,8 +33,9 @@ pub fn qemu_spawned(pid: u32) {
 fn kill_qemu() {
     let pid = QEMU_PID.load(Ordering::SeqCst);
     if pid > 0 && is_child(pid) {
-        // SAFETY: plain syscall.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 

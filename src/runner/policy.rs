@@ -3,7 +3,7 @@
 //! Three classes. [`DENIED`] commands are always refused. Host-exec
 //! commands make QEMU start a program on the host (as the user, outside
 //! the guest's sandbox) or load a plugin; what counts is decided by
-//! [`crate::host_exec`], the same reading of QEMU the config checks use,
+//! [`maqet_base::host_exec`], the same reading of QEMU the config checks use,
 //! and they are refused unless the VM's config sets
 //! `qmp_allow_host_exec: true`. Commands that make QEMU open a host file
 //! by name to write it (`screendump`, `dump-guest-memory`, …) are refused
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::ipc::protocol::{excerpt, valid_qmp_command, ErrorBody, ErrorKind};
+use maqet_host::ipc::protocol::{excerpt, valid_qmp_command, ErrorBody, ErrorKind};
 
 /// Commands the runner never forwards, with the reason given to the caller.
 const DENIED: &[(&str, &str)] = &[
@@ -44,7 +44,7 @@ const WRITES_FILE: &[(&str, &str, &str)] = &[
 ];
 
 /// The config key that lets host-exec commands through.
-pub const OPT_OUT_KEY: &str = crate::host_exec::OPT_OUT_KEY;
+pub const OPT_OUT_KEY: &str = maqet_base::host_exec::OPT_OUT_KEY;
 
 /// Checks a command before it is forwarded to QEMU.
 pub fn check(
@@ -83,8 +83,11 @@ pub fn check(
 }
 
 /// What in `arguments` would make QEMU execute a host program, if anything.
-pub fn host_exec(command: &str, arguments: Option<&Value>) -> Option<crate::host_exec::Finding> {
-    crate::host_exec::qmp_command(command, arguments)
+pub fn host_exec(
+    command: &str,
+    arguments: Option<&Value>,
+) -> Option<maqet_base::host_exec::Finding> {
+    maqet_base::host_exec::qmp_command(command, arguments)
 }
 
 /// Refuses a file QEMU would open for writing when it exists and is not a
@@ -108,7 +111,7 @@ fn special_file(command: &str, arguments: Option<&Value>) -> Result<(), ErrorBod
             format!(
                 "maqet does not forward '{command}' to '{}': it is {}, not a regular file (QEMU would block opening it, or write into it)",
                 excerpt(name, 200),
-                crate::files::kind(&m)
+                maqet_base::files::kind(&m)
             ),
         )),
         _ => Ok(()),
@@ -209,7 +212,7 @@ mod tests {
     fn writes_to_special_files_are_refused_whatever_the_opt_out() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        crate::files::mkfifo(&fifo);
+        maqet_base::files::mkfifo(&fifo).unwrap();
         let f = fifo.to_str().unwrap();
         for (cmd, args) in [
             ("screendump", json!({"filename": f})),

@@ -2,7 +2,7 @@
 //! runner's systemd plumbing inherited, stderr captured line by line.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::console::CONSOLE_FD;
 
-pub use crate::units::QMP_FD;
+pub use maqet_base::units::QMP_FD;
 
 /// Lines of QEMU's stderr kept for error reports.
 const TAIL_LINES: usize = 20;
@@ -41,13 +41,8 @@ pub struct Qemu {
 /// one with another.
 fn pair() -> std::io::Result<(std::os::unix::net::UnixStream, OwnedFd)> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    // SAFETY: plain fcntl on an fd we own; the result is a new fd we own.
-    let high = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if high < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `high` is a fresh fd nothing else owns.
-    Ok((ours, unsafe { OwnedFd::from_raw_fd(high) }))
+    let high = rustix::io::fcntl_dupfd_cloexec(&theirs, 10)?;
+    Ok((ours, high))
 }
 
 impl Qemu {
@@ -73,21 +68,25 @@ impl Qemu {
         for k in PRIVATE_ENV {
             cmd.env_remove(k);
         }
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: only async-signal-safe calls between fork and exec (rustix
+        // makes the raw system calls, allocating nothing).
         unsafe {
             cmd.pre_exec(move || {
                 // Sources are ≥ 10 and targets < 10; dup2 clears CLOEXEC.
                 for (from, to) in &fds {
-                    if libc::dup2(*from, *to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    // SAFETY: `from` stays open in the child until exec (the
+                    // parent holds it across spawn). The target number is
+                    // replaced, not owned: ManuallyDrop never closes it.
+                    let from = BorrowedFd::borrow_raw(*from);
+                    let mut to = std::mem::ManuallyDrop::new(OwnedFd::from_raw_fd(*to));
+                    rustix::io::dup2(from, &mut to)?;
                 }
                 // Belt and braces next to systemd's cgroup kill: QEMU never
                 // outlives its runner, even when run by hand. The runner is
                 // single-threaded, so "parent thread" is the runner itself.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
                 Ok(())
             });
         }
@@ -140,11 +139,14 @@ impl Qemu {
         self.stderr_tail.lock().unwrap().iter().cloned().collect()
     }
 
-    pub fn signal(&self, sig: i32) {
-        if self.pid != 0 {
-            // SAFETY: plain syscall; the child is not reaped until wait()
-            // returns, so the pid cannot have been reused.
-            unsafe { libc::kill(self.pid as i32, sig) };
+    /// Sends `sig` to QEMU. The child is not reaped until wait() returns,
+    /// so the pid cannot have been reused.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, sig);
         }
     }
 }
@@ -169,7 +171,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(c), _) => format!("QEMU exited with status {c}"),
         (None, Some(s)) => format!(
             "QEMU was killed by signal {}",
-            crate::systemd::unit_state::signal_name(s)
+            maqet_host::systemd::unit_state::signal_name(s)
         ),
         _ => "QEMU ended".to_string(),
     }

@@ -172,8 +172,8 @@ fn wait_listening(child: &mut Child, path: &Path, source: &str) -> Option<i32> {
             }
         }
         if listening(path) {
-            crate::runner::notify::init();
-            crate::runner::notify::ready(&format!("{source} listening on {}", path.display()));
+            crate::notify::init();
+            crate::notify::ready(&format!("{source} listening on {}", path.display()));
             return None;
         }
         if start.elapsed() > READY_WITHIN {

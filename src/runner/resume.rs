@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 
 use super::notify;
 use super::save::FD_NAME;
-use crate::paths::DataDir;
-use crate::qmp::{QmpClient, QmpError};
-use crate::state::{SavedState, Store};
-use crate::storage::saved::{self, Untrusted};
-use crate::storage::Removal;
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_host::qmp::{QmpClient, QmpError};
+use maqet_host::state::{SavedState, Store};
+use maqet_host::storage::saved::{self, Untrusted};
+use maqet_host::storage::Removal;
 
 /// Bound on the QMP commands around the load (the load itself blocks
 /// QEMU's monitor while it reads the file: see [`load`]).
@@ -32,22 +32,24 @@ const AGENT: Duration = Duration::from_secs(3);
 /// `migrate-incoming`, and do not run the guest on its own once loaded.
 pub const QEMU_ARGS: [&str; 3] = ["-incoming", "defer", "-S"];
 
-/// The VM's saved state, if one is recorded and its file is the recorded
-/// one. A record whose file is not is forgotten here (logged: the VM
-/// boots afresh), so nothing ever loads it.
-pub fn recorded(vm: &VmName, data_dir: &DataDir) -> Option<SavedState> {
-    let store = match Store::open_read_only(&data_dir.db_path()) {
-        Ok(Some(s)) => s,
-        _ => return None,
-    };
-    let rec = match store.saved_state(vm.as_str()) {
-        Ok(r) => r?,
+/// The VM's saved-state record, read through `store` (the runner's one
+/// handle on the database, which also gave the definition); a record that
+/// cannot be read is logged and none (the VM boots afresh).
+pub fn read(store: &Store, vm: &VmName) -> Option<SavedState> {
+    match store.saved_state(vm.as_str()) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!("cannot read the saved state's record: {e}; booting afresh");
-            return None;
+            None
         }
-    };
-    drop(store);
+    }
+}
+
+/// The saved state `rec` (from [`read`]) if its file is the recorded one.
+/// A record whose file is not is forgotten here (logged: the VM boots
+/// afresh), so nothing ever loads it.
+pub fn trusted(rec: Option<SavedState>, vm: &VmName, data_dir: &DataDir) -> Option<SavedState> {
+    let rec = rec?;
     match saved::check(&rec) {
         Ok(()) => Some(rec),
         Err(why) => {
@@ -65,7 +67,7 @@ pub fn recorded(vm: &VmName, data_dir: &DataDir) -> Option<SavedState> {
 
 /// Forgets the VM's saved-state record (the file stays recorded as
 /// created, for `rm --delete-storage` and the next save).
-fn forget(vm: &VmName, data_dir: &DataDir) -> Result<(), crate::state::StateError> {
+fn forget(vm: &VmName, data_dir: &DataDir) -> Result<(), maqet_host::state::StateError> {
     Store::open(&data_dir.db_path()).and_then(|s| s.forget_saved_state(vm.as_str()))
 }
 
@@ -190,8 +192,8 @@ pub async fn load(
 async fn set_clock(socket: &Path) {
     let socket = socket.to_path_buf();
     let set = tokio::task::spawn_blocking(move || {
-        let mut a = crate::guest_agent::Agent::connect(&socket, AGENT)?;
-        a.set_time(crate::time::now_unix_usec().saturating_mul(1000))
+        let mut a = maqet_host::guest_agent::Agent::connect(&socket, AGENT)?;
+        a.set_time(maqet_base::time::now_unix_usec().saturating_mul(1000))
     })
     .await;
     match set {

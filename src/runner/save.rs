@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::notify;
-use crate::paths::DataDir;
-use crate::qmp::{QmpClient, QmpError};
-use crate::state::{SaveReason, SavedState, Store};
-use crate::storage::disks::{canonical_parent, ensure_private_dir};
-use crate::storage::saved::{self, Writer};
-use crate::storage::Provisioned;
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_host::qmp::{QmpClient, QmpError};
+use maqet_host::state::{SaveReason, SavedState, Store};
+use maqet_host::storage::disks::{canonical_parent, ensure_private_dir};
+use maqet_host::storage::saved::{self, Writer};
+use maqet_host::storage::Provisioned;
 
 /// The name the state file's descriptor has in QEMU (`getfd`).
 pub const FD_NAME: &str = "maqet-state";
@@ -202,7 +202,7 @@ impl Saver {
         let state = SavedState {
             path: target.to_path_buf(),
             size,
-            saved_at: crate::time::now_unix() as i64,
+            saved_at: maqet_base::time::now_unix() as i64,
             identity,
             run_state: if was == "running" {
                 "running"

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::dispatch::{StopReply, StopRequest, SuspendRequest};
 use super::notify;
 use super::qemu::Qemu;
-use crate::ipc::protocol::StopOutcome;
-use crate::qmp::{EventKind, QmpClient, QmpEvent};
+use maqet_host::ipc::protocol::StopOutcome;
+use maqet_host::qmp::{EventKind, QmpClient, QmpEvent};
 
 /// Bound on `system_powerdown` and `quit` commands themselves.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,7 +47,7 @@ pub enum Event {
 }
 
 /// Why the VM must end although nobody asked; the runner exits with
-/// [`crate::units::VM_FAILED_EXIT_STATUS`].
+/// [`maqet_base::units::VM_FAILED_EXIT_STATUS`].
 #[derive(Debug, Clone)]
 pub struct VmFailure {
     pub cause: String,
@@ -194,7 +194,7 @@ impl<'a> Shutdown<'a> {
         let mut budget =
             timeout.saturating_add(COMMAND_TIMEOUT + QUIT_GRACE + Duration::from_secs(5));
         if agent {
-            budget += crate::guest_agent::SHUTDOWN_GRACE + AGENT_CONNECT;
+            budget += maqet_host::guest_agent::SHUTDOWN_GRACE + AGENT_CONNECT;
         }
         notify::stopping(&format!("stopping (qemu pid {pid})"));
         notify::extend_timeout(budget);
@@ -220,7 +220,7 @@ impl<'a> Shutdown<'a> {
         };
         let _held = self.agent_gate.lock().await;
         let asked = tokio::task::spawn_blocking(move || {
-            crate::guest_agent::Agent::connect(&socket, AGENT_CONNECT)
+            maqet_host::guest_agent::Agent::connect(&socket, AGENT_CONNECT)
                 .and_then(|mut a| a.shutdown(Duration::from_secs(1)))
         })
         .await;
@@ -247,7 +247,7 @@ impl<'a> Shutdown<'a> {
             return StopOutcome::AlreadyStopped;
         }
         if agent && !force && self.agent_shutdown().await {
-            let grace = crate::guest_agent::SHUTDOWN_GRACE.min(timeout);
+            let grace = maqet_host::guest_agent::SHUTDOWN_GRACE.min(timeout);
             match self.wait_exit(deadline_after(grace)).await {
                 Waited::Exited => return StopOutcome::Agent,
                 Waited::Forced => return self.kill().await,
@@ -286,7 +286,7 @@ impl<'a> Shutdown<'a> {
     }
 
     async fn kill(&mut self) -> StopOutcome {
-        self.qemu.signal(libc::SIGKILL);
+        self.qemu.signal(rustix::process::Signal::KILL);
         let _ = self.qemu.child.wait().await;
         StopOutcome::Killed
     }

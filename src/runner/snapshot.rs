@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 
 use super::dispatch::QMP_TIMEOUT;
 use super::jobs::BusyJobs;
-use crate::guest_agent::{Agent, AgentError};
-use crate::ipc::protocol::{FreezeReport, SnapshotJob, SnapshotParams, SnapshotResult};
-use crate::qmp::{QmpClient, QmpError};
-use crate::storage::live::{run_job, QmpExec};
-use crate::storage::StorageError;
+use maqet_host::guest_agent::{Agent, AgentError};
+use maqet_host::ipc::protocol::{FreezeReport, SnapshotJob, SnapshotParams, SnapshotResult};
+use maqet_host::qmp::{QmpClient, QmpError};
+use maqet_host::storage::live::{run_job, QmpExec};
+use maqet_host::storage::StorageError;
 
 /// How long the agent gets to answer the handshake and `guest-ping`: a
 /// guest without a running agent must not delay the snapshot for long.

@@ -8,10 +8,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::VmConfig;
-use crate::ports::PortPlan;
 use crate::provision::ProvisionError;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::ports::PortPlan;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
@@ -43,7 +43,7 @@ pub enum AccessError {
 }
 
 /// How to ssh into a VM: the arguments after the program name, where ssh
-/// logs (`-E`, see [`crate::ssh::session`]), and until when a connection
+/// logs (`-E`, see [`maqet_host::ssh::session`]), and until when a connection
 /// the guest's sshd turns away is tried again.
 #[derive(Debug)]
 pub struct SshPlan {
@@ -77,7 +77,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !self.is_running(vm).await? {
             return Err(AccessError::NotRunning { vm: vm.clone() }.into());
         }
-        let plan = crate::provision::published_ports(vm, &cfg)?
+        let plan = crate::provision::guest::published_ports(vm, &cfg)?
             .ok_or_else(|| ProvisionError::NoPlan(vm.to_string()))?;
         Ok((cfg, plan))
     }
@@ -97,7 +97,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let ci = cfg.guest.cloud_init.clone().unwrap_or_default();
         let user = match req.user {
             Some(u) => u.to_string(),
-            None => crate::cloudinit::guest_user(&ci).map_err(ProvisionError::from)?,
+            None => maqet_host::cloudinit::guest_user(&ci).map_err(ProvisionError::from)?,
         };
         // The invoking user's name reaches ssh's command line too
         // (cloud_init.user is checked at add).
@@ -105,11 +105,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // The private halves of the keys the seed carries; without a seed,
         // ssh's own defaults (agent, ~/.ssh/id_*) apply.
         let identities = if cfg.guest.cloud_init.is_some() {
-            crate::ssh::identities(&crate::cloudinit::key_files(&ci).unwrap_or_default())
+            maqet_host::ssh::identities(&maqet_host::cloudinit::key_files(&ci).unwrap_or_default())
         } else {
             Vec::new()
         };
-        let known_hosts = crate::ssh::known_hosts_path(self.data_dir.path(), vm.as_str());
+        let known_hosts = maqet_host::ssh::known_hosts_path(self.data_dir.path(), vm.as_str());
         if let Some(dir) = known_hosts.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -120,7 +120,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                     source,
                 })?;
         }
-        if !req.wait.is_zero() && !crate::ssh::wait_for_banner(port, req.wait).await {
+        if !req.wait.is_zero() && !maqet_host::ssh::wait_for_banner(port, req.wait).await {
             return Err(AccessError::NoSshServer {
                 vm: vm.clone(),
                 port,
@@ -128,14 +128,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             }
             .into());
         }
-        let target = crate::ssh::SshTarget {
+        let target = maqet_host::ssh::SshTarget {
             vm: vm.as_str(),
             user: &user,
             port,
             identities: &identities,
             known_hosts: &known_hosts,
         };
-        let args = crate::ssh::argv(&target, req.command);
+        let args = maqet_host::ssh::argv(&target, req.command);
         // Beside the known_hosts file (a 0700 directory), one per session.
         let log = known_hosts.with_file_name(format!("{vm}.{}.ssh-log", std::process::id()));
         Ok(SshPlan {
@@ -150,8 +150,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
 /// A login name ssh cannot mistake for an option.
 fn check_user(user: &str) -> Result<(), AccessError> {
-    crate::ssh::check_user(user).map_err(|reason| AccessError::BadUser {
-        user: crate::suggest::excerpt(user, 64),
+    maqet_host::ssh::check_user(user).map_err(|reason| AccessError::BadUser {
+        user: maqet_base::suggest::excerpt(user, 64),
         reason,
     })
 }

@@ -7,15 +7,15 @@
 
 use std::time::Duration;
 
-use crate::guest_agent::{Agent, ExecResult};
-use crate::ipc::StopOutcome;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::guest_agent::{Agent, ExecResult};
+use maqet_host::ipc::StopOutcome;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
 /// How long a guest that accepted the agent's shutdown gets before the
 /// runner's ACPI power-down.
-pub const AGENT_GRACE: Duration = crate::guest_agent::SHUTDOWN_GRACE;
+pub const AGENT_GRACE: Duration = maqet_host::guest_agent::SHUTDOWN_GRACE;
 
 /// How a stop ended, and whether the guest agent did it.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +37,7 @@ impl AgentStop {
 /// Asks the guest agent of `vm` to power off. True when the agent took
 /// the request; a silent or absent agent costs the 2 s this waits for it.
 fn agent_shutdown(vm: &VmName) -> bool {
-    let Ok(path) = crate::guest_agent::socket_path(vm) else {
+    let Ok(path) = maqet_host::guest_agent::socket_path(vm) else {
         return false;
     };
     match Agent::connect(&path, Duration::from_secs(2))
@@ -105,7 +105,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     async fn runner_stops_via_agent(&self, vm: &VmName) -> bool {
         match self.runner(vm).await {
             Ok(mut c) => c
-                .require(crate::ipc::protocol::Need::AgentStop)
+                .require(maqet_host::ipc::protocol::Need::AgentStop)
                 .await
                 .is_ok(),
             Err(_) => false,
@@ -186,7 +186,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !self.is_running(vm).await? {
             return Err(GuestError::NotRunning { vm: vm.clone() }.into());
         }
-        let agent = Agent::connect(&crate::guest_agent::socket_path(vm)?, timeout)?;
+        let agent = Agent::connect(&maqet_host::guest_agent::socket_path(vm)?, timeout)?;
         Ok(Guest {
             vm: vm.clone(),
             agent,

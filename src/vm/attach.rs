@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
-use crate::config::canonical;
-use crate::config::{ConfigDocument, StorageEntry, VmConfig};
-use crate::state::VmRecord;
-use crate::storage::hotplug;
-use crate::storage::identity::stat_followed;
-use crate::storage::verify::argument_disks;
-use crate::storage::{self as st, Provisioned, QemuImg, References};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::canonical;
+use maqet_config::{ConfigDocument, StorageEntry, VmConfig};
+use maqet_host::state::VmRecord;
+use maqet_host::storage::hotplug;
+use maqet_host::storage::identity::stat_followed;
+use maqet_host::storage::verify::argument_disks;
+use maqet_host::storage::{self as st, Provisioned, QemuImg, References};
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
@@ -193,7 +193,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         let disk_dir = self.disk_dir(&c.vm);
         let mut one = c.new.clone();
         one.storage = vec![c.added.clone()];
-        crate::storage::base::verify_bases(&one, &disk_dir)
+        maqet_host::storage::base::verify_bases(&one, &disk_dir)
             .map_err(crate::provision::ProvisionError::from)?;
         let store = self.store()?;
         let mut done = Provisioned::default();

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::paths::DataDir;
-use crate::state::{SaveReason, Store, VmRecord};
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_host::state::{SaveReason, Store, VmRecord};
 
 use super::owner::UnitOwner;
 use super::{Notice, Notify, Runners, StopOutcome, UnitManager, VmError, Vms, Wait};
-use crate::units::AUTOSTART_UNIT;
+use maqet_base::units::AUTOSTART_UNIT;
 
 /// Time a start gets beyond its readiness timeout in `autostart`.
 pub const START_MARGIN: Duration = Duration::from_secs(60);
@@ -148,9 +148,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Under the VM's lock, with the definition as it is now (an `rm`
         // may have come since the listing).
-        let _lock = self.lock(vm, timeout)?;
-        let rec = self.record(vm)?;
-        self.start_record(vm, &rec, timeout, Wait::Ready, false, notify)
+        let store = self.store_for(vm)?;
+        let _lock = self.lock_with(&store, vm, timeout)?;
+        self.start_locked(vm, store, timeout, Wait::Ready, false, notify)
             .await?;
         Ok(true)
     }

@@ -17,13 +17,13 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::VmConfig;
-use crate::state::{FileKind, NewVm, StateError, Store, VmLock};
-use crate::storage::disks::canonical_parent;
-use crate::storage::tmp::{self, TempFile};
-use crate::storage::verify::argument_disks;
-use crate::storage::{self as st, Removal};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::state::{FileKind, NewVm, StateError, Store, VmLock};
+use maqet_host::storage::disks::canonical_parent;
+use maqet_host::storage::tmp::{self, TempFile};
+use maqet_host::storage::verify::argument_disks;
+use maqet_host::storage::{self as st, Removal};
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
@@ -196,7 +196,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             .desktop
             .firmware
             .as_ref()
-            .map(|_| crate::firmware::nvram::path(&src_dir))
+            .map(|_| maqet_base::firmware::nvram::path(&src_dir))
             .filter(|p| p.is_file());
         let running = (!copies.is_empty() || nvram.is_some()) && self.is_running(&src).await?;
         if !copies.is_empty() && running {
@@ -334,12 +334,12 @@ fn copy_disks(
             .create(dst_dir)
             .map_err(|e| io(dst_dir, e))?;
         let dir = canonical_parent(dst_dir);
-        let id = crate::storage::identity::stat_path(&dir).map_err(|e| io(&dir, e))?;
+        let id = maqet_host::storage::identity::stat_path(&dir).map_err(|e| io(&dir, e))?;
         store.record_created_file(dst.as_str(), &dir, FileKind::Directory, Some(id.identity))?;
     }
     for (from, to) in copies {
         let to = canonical_parent(to);
-        let mut r = crate::files::open_image(from).map_err(|e| io(from, e))?;
+        let mut r = maqet_base::files::open_image(from).map_err(|e| io(from, e))?;
         let mut t = TempFile::create(&to).map_err(|e| io(&to, e))?;
         std::io::copy(&mut r, t.file()).map_err(|e| io(&to, e))?;
         t.file().sync_all().map_err(|e| io(&to, e))?;

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::exit::{code, CliError};
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use maqet_base::vmname::VmName;
 
 use super::access::{AccessError, SshRequest};
 use super::agent::GuestError;
@@ -67,14 +67,14 @@ fn clone_refuses_an_existing_name_and_an_existing_disk_without_base() {
     let e = run(c.vms.clone_vm(&n("src"), &n("copy"), false)).unwrap_err();
     assert!(matches!(e, VmError::Clone(CloneError::Exists(_))), "{e}");
     assert_eq!(e.to_string(), "a VM named 'copy' already exists");
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
 
     std::fs::create_dir_all(c.src_disk().parent().unwrap()).unwrap();
     std::fs::write(c.src_disk(), b"disk").unwrap();
     let e = run(c.vms.clone_vm(&n("src"), &n("other"), false)).unwrap_err();
     assert!(e.to_string().contains("has no base image"), "{e}");
     assert!(e.to_string().contains("use --full"), "{e}");
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(
         c.vms.record(&n("other")).is_err(),
         "a refused clone stores nothing"
@@ -109,7 +109,7 @@ fn full_clone_of_a_running_vm_is_refused_before_anything_is_stored() {
         e.to_string(),
         "VM 'src' is running; stop it before copying its disks (`maqet stop src`)"
     );
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(c.vms.record(&n("copy")).is_err());
 }
 
@@ -124,7 +124,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     let src = c.vms.record(&n("src")).unwrap();
     store
         .insert_incomplete_vm(
-            &crate::state::NewVm {
+            &maqet_host::state::NewVm {
                 name: "copy".into(),
                 config: src.config.clone(),
                 sources: vec![],
@@ -136,9 +136,16 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
     let copy = VmName::new("copy").unwrap();
     let dir = c.vms.disk_dir(&copy);
     std::fs::create_dir_all(&dir).unwrap();
-    let id = crate::storage::identity::stat_path(&dir).unwrap().identity;
+    let id = maqet_host::storage::identity::stat_path(&dir)
+        .unwrap()
+        .identity;
     store
-        .record_created_file("copy", &dir, crate::state::FileKind::Directory, Some(id))
+        .record_created_file(
+            "copy",
+            &dir,
+            maqet_host::state::FileKind::Directory,
+            Some(id),
+        )
         .unwrap();
     std::fs::write(dir.join(".d.raw.maqet-999999.tmp"), b"disk").unwrap();
     for e in [
@@ -149,7 +156,7 @@ fn an_interrupted_clone_is_refused_everywhere_and_the_next_clone_replaces_it() {
         run(c.vms.create_storage(&copy)).unwrap_err(),
     ] {
         assert!(matches!(e, VmError::Incomplete { .. }), "{e}");
-        assert_eq!(CliError::from(e).code, code::CONFLICT);
+        assert_eq!(e.class(), ErrorClass::Conflict);
     }
     let e = run(c.vms.clone_vm(&n("copy"), &n("third"), true)).unwrap_err();
     assert!(
@@ -176,7 +183,7 @@ fn plan_refuses_a_writable_arguments_disk_and_shares_read_only_media() {
     std::fs::write(&disk, b"").unwrap();
     let plan = |args: &str| {
         let yaml = format!("name: src\nbinary: /bin/sh\nargs: [{args}]\n");
-        let cfg = crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path())
+        let cfg = maqet_config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path())
             .unwrap()
             .validate()
             .unwrap();
@@ -210,8 +217,7 @@ fn plan_refuses_a_disk_outside_the_disk_directory() {
         "name: src\nbinary: /bin/sh\nstorage:\n  - {{name: d, type: raw, size: 64K, file: {}}}\n",
         file.display()
     );
-    let doc =
-        crate::config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
+    let doc = maqet_config::ConfigDocument::from_yaml_str(&yaml, "src.yaml", c.dir.path()).unwrap();
     let cfg = doc.validate().unwrap();
     let e = plan_disks(
         &cfg,
@@ -249,7 +255,7 @@ fn ports_need_a_network_config_and_a_running_vm() {
         matches!(e, VmError::Access(AccessError::NoPorts { .. })),
         "{e}"
     );
-    assert_eq!(CliError::from(e).code, code::FAILURE);
+    assert_eq!(e.class(), ErrorClass::Failure);
 
     let c = case("binary: /bin/sh\nports: [\"8080:80\"]\n");
     let e = run(c.vms.running_ports(&n("src"))).unwrap_err();
@@ -277,7 +283,7 @@ fn an_ssh_user_that_ssh_would_read_as_an_option_is_refused_first() {
         "{e}"
     );
     assert!(e.to_string().contains("starts with '-'"), "{e}");
-    assert_eq!(CliError::from(e).code, code::USAGE);
+    assert_eq!(e.class(), ErrorClass::Usage);
 }
 
 #[test]
@@ -288,7 +294,7 @@ fn ssh_wait_timeout_is_exit_7() {
         wait: Duration::from_millis(1500),
     });
     assert!(e.to_string().contains("within 1.5s"), "{e}");
-    assert_eq!(CliError::from(e).code, code::TIMEOUT);
+    assert_eq!(e.class(), ErrorClass::Timeout);
 }
 
 #[test]
@@ -310,5 +316,5 @@ fn guest_needs_an_agent_channel_and_a_running_vm() {
         "VM 'src' is not running (start it with `maqet start src`; its guest agent answers once the guest has booted)"
     );
     // Like every command that needs a running VM: a conflict (exit 5).
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
 }

@@ -13,13 +13,13 @@ use serde_json::{json, Map, Value};
 use tokio::io::BufReader;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::display::DisplayServer;
-use crate::files::{NewFile, NewFileError};
-use crate::ipc::protocol::{ErrorKind, Need};
-use crate::ipc::{IpcClient, IpcError};
-use crate::qmp::keys::{self, KeyError};
-use crate::qmp::{EventKind, QmpEvent, ShutdownCause};
-use crate::vmname::VmName;
+use maqet_base::display::DisplayServer;
+use maqet_base::files::{NewFile, NewFileError};
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::{ErrorKind, Need};
+use maqet_host::ipc::{IpcClient, IpcError};
+use maqet_host::qmp::keys::{self, KeyError};
+use maqet_host::qmp::{EventKind, QmpEvent, ShutdownCause};
 
 use super::owner::OwnerError;
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
@@ -503,7 +503,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         if !self.is_running(vm).await? {
             return Err(OwnerError::NotRunning { vm: vm.to_string() }.into());
         }
-        let socket = server.socket(&crate::paths::vm_runtime_dir(vm)?);
+        let socket = server.socket(&maqet_base::paths::vm_runtime_dir(vm)?);
         let uri = server.uri(&socket);
         Ok(DisplayEndpoint {
             server,

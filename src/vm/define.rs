@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value as Json};
 
-use crate::config::{diff, Change, ConfigDocument, ConfigError};
-use crate::paths::DataDir;
-use crate::state::{NewVm, StateError, Store};
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_config::{diff, Change, ConfigDocument, ConfigError};
+use maqet_host::state::{NewVm, StateError, Store};
 
 use super::images::{resolve_in_config, Images};
 use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
@@ -124,7 +124,7 @@ pub fn define(
 pub(crate) fn insert(
     data_dir: &DataDir,
     doc: &ConfigDocument,
-    config: &crate::config::VmConfig,
+    config: &maqet_config::VmConfig,
     vm: VmName,
     from_files: bool,
     notify: Notify,
@@ -247,9 +247,10 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 /// missing `~/.ssh/*.pub` or key file is refused at `add`/`apply`, not
 /// found at the first `start` (which reads them again, and the runner never
 /// does: a seed already made keeps working).
-fn check_keys(cfg: &crate::config::VmConfig) -> Result<(), VmError> {
+fn check_keys(cfg: &maqet_config::VmConfig) -> Result<(), VmError> {
     if let Some(ci) = &cfg.guest.cloud_init {
-        crate::cloudinit::authorized_keys(ci).map_err(crate::provision::ProvisionError::from)?;
+        maqet_host::cloudinit::authorized_keys(ci)
+            .map_err(crate::provision::ProvisionError::from)?;
     }
     Ok(())
 }
@@ -259,11 +260,11 @@ fn check_keys(cfg: &crate::config::VmConfig) -> Result<(), VmError> {
 fn resolve_images(
     images: Option<&Images>,
     doc: &mut ConfigDocument,
-) -> Result<Option<crate::image::cache::CacheLock>, VmError> {
+) -> Result<Option<maqet_host::image::cache::CacheLock>, VmError> {
     if doc.image_bases().is_empty() {
         return Ok(None);
     }
-    let images = images.ok_or(crate::image::ImageError::NoCacheDir)?;
+    let images = images.ok_or(maqet_host::image::ImageError::NoCacheDir)?;
     let guard = images.cache.shared()?;
     resolve_in_config(images, doc)?;
     Ok(Some(guard))

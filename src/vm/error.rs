@@ -6,13 +6,13 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
-use crate::ipc::IpcError;
-use crate::paths::PathError;
-use crate::state::{LockError, StateError};
-use crate::storage::StorageError;
-use crate::systemd::SystemdError;
-use crate::vmname::{InvalidName, VmName};
+use maqet_base::paths::PathError;
+use maqet_base::vmname::{InvalidName, VmName};
+use maqet_config::ConfigError;
+use maqet_host::ipc::IpcError;
+use maqet_host::state::{LockError, StateError};
+use maqet_host::storage::StorageError;
+use maqet_host::systemd::SystemdError;
 
 use super::owner::OwnerError;
 use super::provision::UndoNote;
@@ -87,7 +87,7 @@ pub enum VmError {
         failures: Vec<RemoveFailure>,
     },
     #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
+    Image(#[from] maqet_host::image::ImageError),
     /// An image a definition names (`base: image:REF`) could not be had.
     #[error("{at}: image:{reference}: {source}")]
     ImageRef {
@@ -119,7 +119,7 @@ pub enum VmError {
     #[error(transparent)]
     Ports(#[from] super::ports::PortsError),
     #[error(transparent)]
-    Agent(#[from] crate::guest_agent::AgentError),
+    Agent(#[from] maqet_host::guest_agent::AgentError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -147,7 +147,10 @@ pub enum VmError {
 
 impl VmError {
     /// `Incomplete` for a record whose making was interrupted.
-    pub fn refuse_incomplete(vm: &VmName, rec: &crate::state::VmRecord) -> Result<(), VmError> {
+    pub fn refuse_incomplete(
+        vm: &VmName,
+        rec: &maqet_host::state::VmRecord,
+    ) -> Result<(), VmError> {
         match &rec.incomplete {
             Some(what) => Err(VmError::Incomplete {
                 vm: vm.clone(),
@@ -175,7 +178,7 @@ pub enum RemoveFailure {
     InUse { path: PathBuf, user: String },
 }
 
-pub(crate) fn list_or_none(paths: &[PathBuf]) -> String {
+pub fn list_or_none(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
         return "none".into();
     }

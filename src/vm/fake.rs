@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ipc::StopOutcome;
-use crate::paths::DataDir;
-use crate::state::NewVm;
-use crate::systemd::properties::description;
-use crate::systemd::proxies::UnitListEntry;
-use crate::systemd::{SystemdError, UnitStatus, VmUnitSpec};
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::StopOutcome;
+use maqet_host::state::NewVm;
+use maqet_host::systemd::properties::description;
+use maqet_host::systemd::proxies::UnitListEntry;
+use maqet_host::systemd::{SystemdError, UnitStatus, VmUnitSpec};
 
 use super::{Runners, UnitManager, VmError, Vms};
 
@@ -39,7 +39,7 @@ pub fn define_yaml(
     autostart: bool,
 ) {
     let doc =
-        crate::config::ConfigDocument::from_yaml_str(yaml, &format!("{name}.yaml"), dir).unwrap();
+        maqet_config::ConfigDocument::from_yaml_str(yaml, &format!("{name}.yaml"), dir).unwrap();
     vms.store()
         .unwrap()
         .insert_vm(&NewVm {

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::image::cache::{Blob, Entry};
-use crate::image::{Cache, Catalog, ImageError, Location};
-use crate::paths::DataDir;
-use crate::state::Store;
-use crate::storage::{QemuImg, References};
+use maqet_base::paths::DataDir;
+use maqet_host::image::cache::{Blob, Entry};
+use maqet_host::image::{Cache, Catalog, ImageError, Location};
+use maqet_host::state::Store;
+use maqet_host::storage::{QemuImg, References};
 
 use super::refs::running_processes;
 use super::{Runners, UnitManager, VmError, Vms};
@@ -101,7 +101,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             let Some(store) = Store::open_read_only(&dir.db_path())? else {
                 continue;
             };
-            let other = Vms::new(dir, None::<crate::systemd::Systemd>);
+            let other = Vms::new(dir, None::<maqet_host::systemd::Systemd>);
             if let Some(b) = other.add_defined(&mut refs, &store, None)? {
                 binary.get_or_insert(b);
             }
@@ -256,7 +256,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 if blob_gone {
                     cache.forget(&dir);
                 } else {
-                    crate::image::download::discard(&partial);
+                    maqet_host::image::download::discard(&partial);
                 }
             }
         }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::config::{ConfigDocument, Location as ConfigLocation};
-use crate::image::{
+use maqet_config::{ConfigDocument, Location as ConfigLocation};
+use maqet_host::image::{
     self, pull::find_checksums, ArchImage, Cache, Catalog, CatalogEntry, Defaults, Digest,
     FileKind, ImageError, Location, Progress, PullRequest, Pulled, Source, Verify,
 };
@@ -243,7 +243,7 @@ pub fn resolve_in_config(
             }
         }
         let pulled = pull_image(&images, &reference, &dir_of(&loc)).map_err(wrap)?;
-        let label = format!("{}{reference}", crate::config::IMAGE_PREFIX);
+        let label = format!("{}{reference}", maqet_config::IMAGE_PREFIX);
         doc.set_storage_field(i, "base", json!(pulled.disk.path), &label);
         doc.set_storage_field(i, "sha256", json!(pulled.disk.entry.blob_hex()), &label);
         if pulled.disk.entry.format == "raw" && doc.storage_field(i, "backing_format").is_none() {

@@ -4,11 +4,11 @@
 //! ports, else a placeholder for what a start chooses — and the stored
 //! config as YAML that `add` takes again. Needs no user session.
 
-use crate::config::ConfigDocument;
-use crate::paths::{runtime_root_or_default, DataDir, VmRuntime};
-use crate::provision::{qemu_command, Ports, QemuCommand};
-use crate::state::VmRecord;
-use crate::vmname::VmName;
+use crate::provision::guest::{qemu_command, Ports, QemuCommand};
+use maqet_base::paths::{runtime_root_or_default, DataDir, VmRuntime};
+use maqet_base::vmname::VmName;
+use maqet_config::ConfigDocument;
+use maqet_host::state::VmRecord;
 
 use super::VmError;
 

@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 use zbus::zvariant::OwnedValue;
 
-use crate::config::{ConfigDocument, StorageEntry, StorageKind, VmConfig};
-use crate::paths;
-use crate::systemd::{json::to_json, Systemd, SERVICE_IFACE, SOCKET_IFACE};
-use crate::vmname::VmName;
+use maqet_base::paths;
+use maqet_base::vmname::VmName;
+use maqet_config::{ConfigDocument, StorageEntry, StorageKind, VmConfig};
+use maqet_host::systemd::{json::to_json, Systemd, SERVICE_IFACE, SOCKET_IFACE};
 
 use super::view::{qemu_pid, StatusReport};
 use super::{Runners, VmError, Vms};
@@ -166,9 +166,11 @@ impl<R: Runners> Vms<Systemd, R> {
         // The ports this run published, as `status` shows them (changed
         // while it runs by `ports add|rm` and `ports: auto`).
         if status.runner_pid.is_some() {
-            status.ports = cfg
-                .as_ref()
-                .and_then(|c| crate::provision::published_ports(vm, c).ok().flatten());
+            status.ports = cfg.as_ref().and_then(|c| {
+                crate::provision::guest::published_ports(vm, c)
+                    .ok()
+                    .flatten()
+            });
         }
         let properties = pick(raw.as_ref(), SERVICE_PROPS);
         let cgroup = properties
@@ -185,7 +187,7 @@ impl<R: Runners> Vms<Systemd, R> {
                 .to_string(),
             restart_sec: cfg.as_ref().and_then(|c| c.restart_sec),
             on_stop: match cfg.as_ref().map(|c| c.on_stop) {
-                Some(crate::config::OnStop::Save) => "save",
+                Some(maqet_config::OnStop::Save) => "save",
                 _ => "shutdown",
             },
             properties,

@@ -5,12 +5,12 @@
 
 use std::path::PathBuf;
 
-use crate::config::{canonical, VmConfig};
-use crate::paths::DataDir;
-use crate::state::Store;
-use crate::storage::inventory::{self, DiskReport};
-use crate::storage::QemuImg;
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_config::{canonical, VmConfig};
+use maqet_host::state::Store;
+use maqet_host::storage::inventory::{self, DiskReport};
+use maqet_host::storage::QemuImg;
 
 use super::{stored_config, Notice, Notify, VmError};
 

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::config::{parse_size, ConfigDocument};
-use crate::image::ImageError;
-use crate::paths::DataDir;
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_config::{parse_size, ConfigDocument};
+use maqet_host::image::ImageError;
 
 use super::define::{insert, record_cache_user};
 use super::images::{is_location, pull_image, Images, PulledImage};
@@ -59,8 +59,8 @@ pub fn define_launch(
     req: &LaunchRequest,
     notify: Notify,
 ) -> Result<Launched, VmError> {
-    if crate::image::host_arch() != "x86_64" {
-        return Err(ImageError::LaunchArch(crate::image::host_arch().into()).into());
+    if maqet_host::image::host_arch() != "x86_64" {
+        return Err(ImageError::LaunchArch(maqet_host::image::host_arch().into()).into());
     }
     let reference = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
     // A given name is checked before anything is downloaded.
@@ -83,7 +83,7 @@ pub fn define_launch(
     let defaults = pulled.resolved.defaults();
     let user = match &defaults.user {
         Some(u) => u.clone(),
-        None => crate::cloudinit::invoking_user()
+        None => maqet_host::cloudinit::invoking_user()
             .map(|(n, _)| n)
             .map_err(crate::provision::ProvisionError::from)?,
     };
@@ -106,9 +106,9 @@ pub fn define_launch(
         json!(req.cpus.or(defaults.cpu).unwrap_or(CPUS)),
     );
     // KVM where this user may use it; QEMU's TCG otherwise (slow).
-    let kvm = crate::access::allowed(
+    let kvm = maqet_base::access::allowed(
         Path::new("/dev/kvm"),
-        crate::access::Access::READ_OK | crate::access::Access::WRITE_OK,
+        maqet_base::access::Access::READ_OK | maqet_base::access::Access::WRITE_OK,
     );
     if kvm {
         root.insert("enable_kvm".into(), json!(true));
@@ -162,8 +162,8 @@ pub fn define_launch(
 /// The disk size: as asked, but never smaller than the image itself.
 fn disk_size(pulled: &PulledImage, asked: Option<&str>, notify: Notify) -> Result<String, VmError> {
     let asked = asked.unwrap_or(DISK);
-    let bytes = parse_size(asked).map_err(|e| crate::config::ConfigError::Invalid {
-        location: crate::config::Location::label("--disk"),
+    let bytes = parse_size(asked).map_err(|e| maqet_config::ConfigError::Invalid {
+        location: maqet_config::Location::label("--disk"),
         message: e.to_string(),
     })?;
     match pulled.disk.entry.virtual_size {
@@ -202,7 +202,7 @@ fn made_up_name(data_dir: &DataDir, reference: &str) -> Result<VmName, VmError> 
     let stem = stem.trim_matches(|c| c == '-' || c == '.');
     let stem = if stem.is_empty() { "vm" } else { stem };
     let taken = super::names(data_dir)?;
-    let mut seed = std::process::id() as u64 ^ crate::time::now_unix() ^ nanos();
+    let mut seed = std::process::id() as u64 ^ maqet_base::time::now_unix() ^ nanos();
     for _ in 0..64 {
         // xorshift: only distinctness matters here.
         seed ^= seed << 13;

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigDocument, VmConfig};
-use crate::state::VmRecord;
-use crate::storage::Provisioned;
-use crate::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{ConfigDocument, VmConfig};
+use maqet_host::state::Store;
+use maqet_host::storage::Provisioned;
+use maqet_host::systemd::{RestartPolicy, SystemdError, VmUnitSpec};
 
-pub use crate::ipc::StopOutcome;
+pub use maqet_host::ipc::StopOutcome;
 
 use super::owner::{live_unit, OwnerError};
 use super::runners::Runners;
@@ -58,9 +58,9 @@ pub fn runner_path() -> Result<PathBuf, VmError> {
 pub fn stop_timeout(cfg: &VmConfig) -> Duration {
     let shutdown = Duration::from_secs_f64(cfg.shutdown_timeout) + STOP_MARGIN;
     match cfg.on_stop {
-        crate::config::OnStop::Shutdown => shutdown,
-        crate::config::OnStop::Save => {
-            shutdown.max(crate::storage::saved::save_budget(cfg.memory_bytes) + STOP_MARGIN)
+        maqet_config::OnStop::Shutdown => shutdown,
+        maqet_config::OnStop::Save => {
+            shutdown.max(maqet_host::storage::saved::save_budget(cfg.memory_bytes) + STOP_MARGIN)
         }
     }
 }
@@ -98,7 +98,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             resources: cfg.resource_limits().unwrap_or_default(),
             log_filter: self.log_filter.clone(),
             // Helper units (swtpm), created in the same call as the pair.
-            companions: crate::companion::for_vm(
+            companions: maqet_host::companion::for_vm(
                 vm,
                 cfg,
                 &runner,
@@ -150,27 +150,44 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
         // An unknown VM is "no such VM" without touching the data directory.
-        self.record(vm)?;
-        let _lock = self.lock(vm, timeout + STOP_MARGIN)?;
-        let record = self.record(vm)?;
-        self.start_record(vm, &record, timeout, wait, fresh, notify)
-            .await
+        let store = self.store_for(vm)?;
+        self.start_in(store, vm, timeout, wait, fresh, notify).await
     }
 
-    /// Starts a stored VM and waits until it is ready (or failed), or
-    /// only until its start is queued. The caller holds the VM's lock and
-    /// read `record` under it. `timeout` is the unit's start timeout either
-    /// way (at least what loading a saved state needs). `fresh`: discard a
-    /// saved state instead of resuming it.
-    pub async fn start_record(
+    /// [`Vms::start_with`] through `store`, the handle [`Vms::store_for`]
+    /// gave for `vm` (the CLI opens it before it connects to systemd, so an
+    /// unknown VM is told before anything else is asked): the lock, the
+    /// record under it and the start all use it.
+    pub async fn start_in(
         &self,
+        store: Store,
         vm: &VmName,
-        record: &VmRecord,
         timeout: Duration,
         wait: Wait,
         fresh: bool,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
+        let _lock = self.lock_with(&store, vm, timeout + STOP_MARGIN)?;
+        self.start_locked(vm, store, timeout, wait, fresh, notify)
+            .await
+    }
+
+    /// Starts a stored VM and waits until it is ready (or failed), or
+    /// only until its start is queued. The caller holds the VM's lock; the
+    /// definition is read under it through `store` (writable), which the
+    /// start uses throughout. `timeout` is the unit's start timeout either
+    /// way (at least what loading a saved state needs). `fresh`: discard a
+    /// saved state instead of resuming it.
+    pub async fn start_locked(
+        &self,
+        vm: &VmName,
+        store: Store,
+        timeout: Duration,
+        wait: Wait,
+        fresh: bool,
+        notify: Notify<'_>,
+    ) -> Result<(), VmError> {
+        let record = &super::record_in(&store, &self.data_dir, vm)?;
         VmError::refuse_incomplete(vm, record)?;
         // Revalidate: the binary or a disk may have gone since `add`.
         let cfg = ConfigDocument::from_stored(&record.config)?.validate()?;
@@ -179,8 +196,6 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         }
         // Not running (and the lock held): a saved state is nobody's but
         // this start's to resume or discard.
-        // One handle on the database for the rest of the start.
-        let store = self.store()?;
         let timeout = self.settle_saved(vm, fresh, timeout, &store, notify)?;
         let mut spec = self.unit_spec(vm, &cfg, timeout)?;
         // No unit of the name is live (checked just above), so until this
@@ -197,7 +212,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         // Base digests, the cloud-init seed and the ports of this run (a
         // taken port is a conflict), before anything is created.
         let prepared =
-            match crate::provision::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime) {
+            match crate::provision::guest::prepare(&self.data_dir, vm, &cfg, &store, &spec.runtime)
+            {
                 Ok(p) => p,
                 Err(e) => {
                     clear();
@@ -206,7 +222,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             };
         // passt's unit carries this start's forwards (it binds them).
         if let (Some(passt), Some(plan)) = (cfg.guest.network.passt(), &prepared.ports) {
-            spec.companions.extend(crate::companion::passt::units(
+            spec.companions.extend(maqet_host::companion::passt::units(
                 vm,
                 passt,
                 plan,
@@ -296,7 +312,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// After a failed start: what the start wrote into the runtime
     /// directory (the port plan) goes, unless a unit of the name still
     /// runs (then the directory is that unit's).
-    async fn clear_runtime(&self, vm: &VmName, runtime: &crate::paths::VmRuntime) {
+    async fn clear_runtime(&self, vm: &VmName, runtime: &maqet_base::paths::VmRuntime) {
         let live = live_unit(&self.units, vm, self.data_dir.path()).await;
         if matches!(live, Ok(None)) {
             if let Err(e) = runtime.clear() {
@@ -416,7 +432,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     /// Connects to this data directory's running `vm`'s runner (checked
     /// to be ours).
-    pub async fn runner(&self, vm: &VmName) -> Result<crate::ipc::IpcClient, VmError> {
+    pub async fn runner(&self, vm: &VmName) -> Result<maqet_host::ipc::IpcClient, VmError> {
         Ok(super::owner::connect_runner(&self.units, vm, self.data_dir.path()).await?)
     }
 

@@ -4,8 +4,8 @@
 //! runs are left out, and while it runs the command is refused like every
 //! other command on that unit.
 
-use crate::systemd::journal;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::systemd::journal;
 
 use super::{Runners, UnitManager, VmError, Vms};
 
@@ -15,7 +15,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     /// another data directory's live VM of that name is refused.
     pub async fn log_matches(&self, vm: &VmName) -> Result<Vec<String>, VmError> {
         self.is_running(vm).await?;
-        let dir = crate::config::canonical(self.data_dir.path());
+        let dir = maqet_config::canonical(self.data_dir.path());
         let dir = dir.to_string_lossy();
         let runs = journal::runs_to_show(&journal::tagged_records(vm)?, &dir);
         Ok(journal::logs_matches(vm, &dir, &runs))

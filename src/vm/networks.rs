@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::state::Store;
-use crate::systemd::Systemd;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::state::Store;
+use maqet_host::systemd::Systemd;
 
 use super::owner::{owned_by, Owner};
 use super::{Runners, VmError, Vms};
@@ -59,7 +59,7 @@ fn entry<'a>(views: &'a mut BTreeMap<String, NetworkView>, name: &str) -> &'a mu
         .entry(name.to_string())
         .or_insert_with(|| NetworkView {
             name: name.to_string(),
-            unit: crate::units::switch_service(name),
+            unit: maqet_base::units::switch_service(name),
             state: "inactive".into(),
             vms: Vec::new(),
         })
@@ -72,14 +72,14 @@ impl<R: Runners> Vms<Systemd, R> {
         let mut views: BTreeMap<String, NetworkView> = BTreeMap::new();
         let vm_units = self
             .units
-            .list_units(&[crate::units::SERVICE_PATTERN])
+            .list_units(&[maqet_base::units::SERVICE_PATTERN])
             .await?;
         for sw in self
             .units
-            .list_units(&[crate::units::SWITCH_PATTERN])
+            .list_units(&[maqet_base::units::SWITCH_PATTERN])
             .await?
         {
-            let Some(name) = crate::units::switch_segment(&sw.0) else {
+            let Some(name) = maqet_base::units::switch_segment(&sw.0) else {
                 continue;
             };
             let wanters = self.units.wanted_by(&sw.0).await?;

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::state::FileKind;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::state::FileKind;
 
 /// Receives notices in the order they happen. `Send + Sync`, so the vm
 /// layer's futures that hold it are `Send`: a multi-threaded front end

@@ -2,9 +2,9 @@
 //! store (VMs made before qcow2 stores) into the qcow2 one, so the VM can
 //! take live snapshots. The raw file is kept; the qcow2 one wins.
 
-use crate::firmware::nvram::{self, Converted};
-use crate::storage::{Provisioned, QemuImg};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::storage::nvram::{self, Converted};
+use maqet_host::storage::{Provisioned, QemuImg};
 
 use super::{stored_config, Notice, Notify, Runners, UnitManager, VmError, Vms};
 

@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::canonical;
+use maqet_config::canonical;
 
-use crate::ipc::{IpcClient, IpcError, StatusInfo};
-use crate::paths::{self, PathError};
-use crate::systemd::{SystemdError, UnitStatus};
+use maqet_base::paths::{self, PathError};
+use maqet_host::ipc::{IpcClient, IpcError, StatusInfo};
+use maqet_host::systemd::{SystemdError, UnitStatus};
 
 use super::units::UnitManager;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
 
 /// Whose a unit (or runner) is, as seen from one data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum Owner {
 }
 
 /// The data directory named in a description made by
-/// [`crate::systemd::properties::description`]:
+/// [`maqet_host::systemd::properties::description`]:
 /// `maqet VM NAME (data DIR)`. A VM name has no spaces or parentheses, so
 /// everything between `(data ` and the final `)` is the directory, whatever
 /// characters it contains.
@@ -251,7 +251,7 @@ pub async fn connect_runner(
             // The unit may have stopped meanwhile: then it is just not
             // running; or be stopping, which takes the socket away first.
             return Err(match live_unit(sd, vm, data_dir).await? {
-                Some(st) if st.vm_state() == crate::systemd::VmState::Stopping => {
+                Some(st) if st.vm_state() == maqet_host::systemd::VmState::Stopping => {
                     OwnerError::Stopping { vm: vm.to_string() }
                 }
                 Some(st) if st.main_pid != 0 => OwnerError::SocketMissing {
@@ -275,7 +275,7 @@ pub async fn connect_runner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::systemd::properties::description;
+    use maqet_host::systemd::properties::description;
 
     fn desc(dir: &str) -> String {
         description(&VmName::new("web").unwrap(), Path::new(dir))
@@ -353,7 +353,7 @@ mod tests {
             run_state: "running".into(),
             ready_at: 0,
             data_dir: None,
-            protocol: crate::ipc::protocol::PROTOCOL,
+            protocol: maqet_host::ipc::protocol::PROTOCOL,
             maqet_version: None,
             qmp_socket: None,
         };

@@ -8,10 +8,10 @@
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::config::{ConfigDocument, PortSpec, Protocol, AUTO_PORTS};
-use crate::ipc::protocol::{ErrorKind, ForwardOp, ForwardParams, ForwardReply};
-use crate::ipc::IpcError;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{ConfigDocument, PortSpec, Protocol, AUTO_PORTS};
+use maqet_host::ipc::protocol::{ErrorKind, ForwardOp, ForwardParams, ForwardReply};
+use maqet_host::ipc::IpcError;
 
 use super::{Runners, UnitManager, VmError, Vms};
 
@@ -58,7 +58,7 @@ pub struct PortsChanged {
 pub enum PortsError {
     #[error("VM '{vm}' is not running: `maqet ports {op}` changes the forwards of a running VM; add --save to change its definition (the next start forwards it)")]
     NotRunning { vm: VmName, op: &'static str },
-    #[error("the runner of VM '{vm}' speaks protocol {runner} (started by {}); changing forwards while it runs needs protocol {}: restart the VM with `maqet restart {vm}` (add --save to change the definition now)", crate::ipc::client::started_by(.maqet_version), crate::ipc::protocol::Need::Forward.since())]
+    #[error("the runner of VM '{vm}' speaks protocol {runner} (started by {}); changing forwards while it runs needs protocol {}: restart the VM with `maqet restart {vm}` (add --save to change the definition now)", maqet_host::ipc::client::started_by(.maqet_version), maqet_host::ipc::protocol::Need::Forward.since())]
     Outdated {
         vm: VmName,
         runner: u32,
@@ -193,7 +193,7 @@ fn saved_definition(vm: &VmName, stored: &Json, change: &PortChange) -> Result<J
                     Json::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                let Ok(p) = crate::config::parse_port(&text) else {
+                let Ok(p) = maqet_config::parse_port(&text) else {
                     return true;
                 };
                 let same = p.protocol == *protocol
@@ -232,18 +232,18 @@ mod tests {
 
     #[test]
     fn saving_appends_and_removes_items_of_ports() {
-        let add = PortChange::Add(crate::config::parse_port("127.0.0.2:8080:80/udp").unwrap());
+        let add = PortChange::Add(maqet_config::parse_port("127.0.0.2:8080:80/udp").unwrap());
         let j = saved_definition(&vm(), &stored(json!(["2222:22"])), &add).unwrap();
         assert_eq!(j["ports"], json!(["2222:22", "127.0.0.2:8080:80/udp"]));
         // `ports: auto` becomes a list that keeps auto.
-        let add = PortChange::Add(crate::config::parse_port("8080:80").unwrap());
+        let add = PortChange::Add(maqet_config::parse_port("8080:80").unwrap());
         let mut auto = stored(json!("auto"));
         auto["guest_agent"] = json!(true);
         let j = saved_definition(&vm(), &auto, &add).unwrap();
         assert_eq!(j["ports"], json!(["auto", "8080:80/tcp"]));
         let rm = PortChange::Remove {
             protocol: Protocol::Tcp,
-            addr: crate::config::DEFAULT_HOST_ADDR,
+            addr: maqet_config::DEFAULT_HOST_ADDR,
             host: 2222,
             guest: None,
         };
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_saved_clash_is_refused_with_its_position() {
-        let add = PortChange::Add(crate::config::parse_port("8080:81").unwrap());
+        let add = PortChange::Add(maqet_config::parse_port("8080:81").unwrap());
         let e = saved_definition(&vm(), &stored(json!(["8080:80"])), &add).unwrap_err();
         let text = e.to_string();
         assert!(

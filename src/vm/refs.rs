@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{RenderContext, VmConfig};
-use crate::state::Store;
-use crate::storage::{QemuImg, References};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{RenderContext, VmConfig};
+use maqet_host::state::Store;
+use maqet_host::storage::{QemuImg, References};
 
 use super::owner::data_dir_of_description;
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
-use crate::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
+use maqet_base::units::{service_vm_name, QMP_FD, SERVICE_PATTERN};
 
 /// One process of a running maqet unit.
 #[derive(Debug, Clone)]
@@ -42,7 +42,13 @@ pub async fn running_processes(units: &impl UnitManager) -> Result<Vec<RunningPr
         let (name, description) = (&unit.0, &unit.1);
         let vm = service_vm_name(name).unwrap_or(name);
         let dir = data_dir_of_description(description).unwrap_or("unknown");
+        // Asked twice when the first fails: a VM restarted meanwhile is gone
+        // at the first question and live again at the status check.
         let procs = match units.unit_processes(name).await {
+            Ok(p) => Ok(p),
+            Err(_) => units.unit_processes(name).await,
+        };
+        let procs = match procs {
             Ok(p) => p,
             // Gone between the listing and now: it uses nothing any more.
             Err(_)
@@ -108,7 +114,7 @@ pub fn add_config(
         qmp_fd: QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.clone(),
-        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
+        runtime_dir: maqet_base::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     refs.add_argv(&argv, Some(cwd), &user);
     for e in cfg.storage() {

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{canonical, normalize, StorageKind};
-use crate::state::{CreatedFile, FileIdentity, FileKind, VmRecord};
-use crate::storage::remove::{remove_empty_dir, remove_inside};
-use crate::storage::{self as st, tmp, Removal};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::{canonical, normalize, StorageKind};
+use maqet_host::state::{CreatedFile, FileIdentity, FileKind, VmRecord};
+use maqet_host::storage::remove::{remove_empty_dir, remove_inside};
+use maqet_host::storage::{self as st, tmp, Removal};
 
 use super::error::RemoveFailure;
 use super::owner::UnitOwner;
@@ -68,7 +68,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             store.delete_vm(vm.as_str())?;
         }
         // known_hosts and the port plan go with it (the seed is storage).
-        for message in crate::provision::forget(vm, &self.data_dir) {
+        for message in crate::provision::guest::forget(vm, &self.data_dir) {
             notify(Notice::Warning { message });
         }
         // So does whatever a run could not clean up in its runtime
@@ -199,7 +199,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             let real = self.data_dir.resolved();
             for dir in [
                 real.disk_dir(vm),
-                crate::cloudinit::seed_dir(real.path(), vm.as_str()),
+                maqet_host::cloudinit::seed_dir(real.path(), vm.as_str()),
             ] {
                 if created.contains(&canonical(&dir)) {
                     continue;
@@ -214,7 +214,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         for p in named {
             if let Some(user) = refs
                 .user_of_path(p)
-                .or_else(|| crate::storage::locks::held_at(p))
+                .or_else(|| maqet_host::storage::locks::held_at(p))
             {
                 failed.push(RemoveFailure::InUse {
                     path: p.clone(),
@@ -285,14 +285,14 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         say: Notify,
         failed: &mut Vec<RemoveFailure>,
     ) {
-        let tpm_dir = canonical(&crate::companion::tpm::state_dir(&self.disk_dir(vm)));
+        let tpm_dir = canonical(&maqet_host::companion::tpm::state_dir(&self.disk_dir(vm)));
         let Some(rec) = records
             .iter()
             .find(|f| f.kind == FileKind::Directory && canonical(&f.path) == tpm_dir)
         else {
             return;
         };
-        let names = crate::companion::tpm::STATE_FILES;
+        let names = maqet_host::companion::tpm::STATE_FILES;
         match remove_inside(&rec.path, rec.identity.as_ref(), names, in_use) {
             Err(Removal::AlreadyGone) => {}
             Err(Removal::Failed(error)) => failed.push(RemoveFailure::Delete {

@@ -4,14 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::ipc::protocol::{SnapshotParams, SnapshotResult};
-use crate::ipc::{ErrorKind, IpcClient, IpcError, StopOutcome};
-use crate::paths;
-use crate::storage::live::{QmpExec, RunnerJobs};
-use crate::storage::StorageError;
-use crate::vmname::VmName;
+use maqet_base::paths;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::{ErrorKind, IpcClient, IpcError, StopOutcome};
 
 use super::owner::{verify_runner, OwnerError};
 use super::VmError;
@@ -84,48 +79,6 @@ impl Runners for IpcRunners {
                 tracing::warn!("runner did not complete the stop ({e}); asking systemd");
                 Ok(None)
             }
-        }
-    }
-}
-
-/// Storage's live operations reach QEMU through the runner's `qmp`.
-impl QmpExec for IpcClient {
-    fn execute(
-        &mut self,
-        command: &str,
-        arguments: Value,
-    ) -> impl std::future::Future<Output = Result<Value, StorageError>> {
-        let command = command.to_string();
-        async move {
-            // No client-side timeout: the runner bounds each QMP command and
-            // says so, which keeps request and reply ids in step.
-            let reply = self.qmp(&command, Some(arguments)).await;
-            reply.map_err(|e| match e {
-                IpcError::Remote(b) if b.kind == ErrorKind::Qmp => StorageError::Qmp {
-                    command,
-                    message: b.message,
-                },
-                IpcError::Remote(b) if b.kind == ErrorKind::Timeout => {
-                    StorageError::QmpTimeout { command }
-                }
-                other => StorageError::Runner(other.to_string()),
-            })
-        }
-    }
-}
-
-/// Live saves and loads run in the runner, which owns the freeze around
-/// them (protocol 3); an older runner is told apart so the caller can fall
-/// back to plain QMP.
-impl RunnerJobs for IpcClient {
-    async fn snapshot(
-        &mut self,
-        params: SnapshotParams,
-    ) -> Result<Option<SnapshotResult>, StorageError> {
-        match IpcClient::snapshot(self, params).await {
-            Ok(r) => Ok(Some(r)),
-            Err(IpcError::Outdated { .. }) => Ok(None),
-            Err(e) => Err(StorageError::Runner(e.to_string())),
         }
     }
 }

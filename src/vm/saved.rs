@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ipc::protocol::SavedInfo;
-use crate::state::{FileKind, SaveReason, SavedState, Store};
-use crate::storage::{saved, Removal};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::SavedInfo;
+use maqet_host::state::{FileKind, SaveReason, SavedState, Store};
+use maqet_host::storage::{saved, Removal};
 
 use super::{Notice, Notify, Runners, UnitManager, VmError, Vms};
 
@@ -65,7 +65,7 @@ pub enum SavedError {
 fn describe(saved_at: i64, size: u64) -> String {
     format!(
         "saved {}, {} bytes",
-        crate::time::rfc3339_utc(saved_at.max(0) as u64),
+        maqet_base::time::rfc3339_utc(saved_at.max(0) as u64),
         size
     )
 }
@@ -136,15 +136,15 @@ impl SavedView {
 /// (the cloud-init seed's contents, the agent channel, the NIC). Host
 /// ports may differ: forwards are not part of a guest's state.
 pub fn same_machine(
-    data_dir: &crate::paths::DataDir,
+    data_dir: &maqet_base::paths::DataDir,
     vm: &VmName,
-    old: &crate::config::VmConfig,
-    new: &crate::config::VmConfig,
+    old: &maqet_config::VmConfig,
+    new: &maqet_config::VmConfig,
 ) -> bool {
-    let ctx = crate::config::RenderContext {
+    let ctx = maqet_config::RenderContext {
         vm_name: vm.to_string(),
-        qmp_fd: crate::units::QMP_FD,
-        console_fd: Some(crate::units::CONSOLE_FD),
+        qmp_fd: maqet_base::units::QMP_FD,
+        console_fd: Some(maqet_base::units::CONSOLE_FD),
         disk_dir: data_dir.disk_dir(vm),
         // Rendered for comparison only: any one path does.
         runtime_dir: PathBuf::from("/run/maqet-vm"),
@@ -211,7 +211,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         };
         let r = match c.suspend().await {
             Ok(r) => r,
-            Err(crate::ipc::IpcError::Outdated {
+            Err(maqet_host::ipc::IpcError::Outdated {
                 runner,
                 maqet_version,
                 need,
@@ -219,7 +219,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 return Err(SavedError::OldRunner {
                     vm: vm.clone(),
                     runner,
-                    started_by: crate::ipc::client::started_by(&maqet_version),
+                    started_by: maqet_host::ipc::client::started_by(&maqet_version),
                     need: need.since(),
                 }
                 .into())
@@ -273,7 +273,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             state: state.as_ref().map(SavedView::of),
             ..Discarded::default()
         };
-        let target = crate::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
+        let target =
+            maqet_host::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
         out.deleted.extend(saved::delete_leftovers(&target));
         for f in store
             .created_files(vm.as_str())?
@@ -360,7 +361,8 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
         store: &Store,
         notify: Notify<'_>,
     ) -> Result<(), VmError> {
-        let target = crate::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
+        let target =
+            maqet_host::storage::disks::canonical_parent(&saved::path_in(&self.disk_dir(vm)));
         for path in saved::delete_leftovers(&target) {
             notify(Notice::Warning {
                 message: format!(

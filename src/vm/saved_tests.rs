@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::cli::exit::{code, CliError};
-use crate::state::{SaveReason, SavedState};
-use crate::storage::identity::stat_path;
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use maqet_base::vmname::VmName;
+use maqet_host::state::{SaveReason, SavedState};
+use maqet_host::storage::identity::stat_path;
 
 use super::define::Changes;
 use super::fake::{define_yaml, fake_vms, run, unit, FakeRunners, FakeUnits};
@@ -156,7 +156,7 @@ fn start_fresh_discards_the_state_but_never_a_running_vms() {
         matches!(e, VmError::Saved(SavedError::Running { .. })),
         "{e}"
     );
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     // Stopped: discarded, said so, and the VM boots afresh.
     *c.vms.units.status.borrow_mut() = None;
     let (r, seen) = c.start(true);
@@ -186,14 +186,13 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
         ..Changes::default()
     };
     let e = run(c.vms.apply(&c.vm, &set("memory", "128M"), &quiet)).unwrap_err();
-    let cli = CliError::from(e);
-    assert_eq!(cli.code, code::CONFLICT, "{}", cli.message);
+    assert_eq!(e.class(), ErrorClass::Conflict, "{e}");
     for way_out in [
         "maqet start web",
         "maqet start --fresh web",
         "maqet suspend --discard web",
     ] {
-        assert!(cli.message.contains(way_out), "{}", cli.message);
+        assert!(e.to_string().contains(way_out), "{e}");
     }
     // Unit settings leave QEMU's command line alone: applied.
     run(c.vms.apply(&c.vm, &set("restart", "on-failure"), &quiet)).unwrap();
@@ -220,11 +219,11 @@ fn while_saved_changes_to_the_machine_are_refused_with_the_way_out() {
 #[test]
 fn the_machine_is_what_renders_the_same_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let data = crate::paths::DataDir::resolve(Some(dir.path())).unwrap();
+    let data = maqet_base::paths::DataDir::resolve(Some(dir.path())).unwrap();
     let vm = VmName::new("m").unwrap();
     let cfg = |extra: &str| {
         let text = format!("binary: /bin/sh\nmemory: 64M\n{extra}");
-        crate::config::ConfigDocument::from_yaml_str(&text, "m.yaml", dir.path())
+        maqet_config::ConfigDocument::from_yaml_str(&text, "m.yaml", dir.path())
             .unwrap()
             .validate()
             .unwrap()

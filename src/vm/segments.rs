@@ -14,15 +14,14 @@
 //! segment would otherwise wait for each other for ever).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::VmConfig;
-use crate::netname::NetName;
-use crate::paths::SegmentRuntime;
-use crate::systemd::VmUnitSpec;
+use maqet_base::netname::NetName;
+use maqet_base::paths::SegmentRuntime;
+use maqet_config::VmConfig;
+use maqet_host::systemd::VmUnitSpec;
 
 use super::{Runners, UnitManager, VmError, Vms};
 
@@ -84,14 +83,10 @@ async fn lock(segment: &NetName, rt: &SegmentRuntime) -> Result<File, SegmentErr
         .map_err(|e| io(path.clone(), e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(file);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io(path, err));
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(e) => return Err(io(path, e.into())),
         }
         if Instant::now() >= deadline {
             return Err(SegmentError::Busy {
@@ -123,7 +118,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     }
 
     /// The segments' switch files: under the runtime root's sibling
-    /// `net/` ([`crate::paths::net_root`]).
+    /// `net/` ([`maqet_base::paths::net_root`]).
     pub fn segment_runtime(&self, segment: &NetName) -> Result<SegmentRuntime, VmError> {
         Ok(match &self.runtime_root {
             Some(root) => SegmentRuntime::at(&root.parent().unwrap_or(root).join("net"), segment),
@@ -202,7 +197,9 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
             tracing::debug!(%unit, "creating the switch with the VM");
             spec.companions
                 .units
-                .push(crate::companion::switch::unit(segment, vde_switch, &rt));
+                .push(maqet_host::companion::switch::unit(
+                    segment, vde_switch, &rt,
+                ));
             spec.companions.want.push(unit);
         }
         Ok(locks)

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::systemd::Systemd;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::systemd::Systemd;
 
 use super::notice::quiet;
 use super::remove::RemoveOptions;

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::exit::{code, CliError};
-use crate::storage::Provisioned;
-use crate::systemd::{SystemdError, UnitStatus};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::storage::Provisioned;
+use maqet_host::systemd::{SystemdError, UnitStatus};
 
+use super::class::ErrorClass;
 use super::define::{define, Changes, Source};
 use super::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
 use super::notice::quiet;
@@ -89,20 +89,14 @@ fn a_failed_start_quotes_the_runner_and_removes_what_it_created() {
     });
     let e = run(c.vms.start(&n("web"), T, &quiet)).unwrap_err();
     assert!(matches!(e.root(), VmError::StartFailed { log, .. } if log[0].contains("runner 77")));
-    let cli = CliError::from(e);
-    assert_eq!(cli.code, code::FAILURE);
+    assert_eq!(e.class(), ErrorClass::Failure);
+    // The CLI words these facts (cli/exit.rs tests its wording).
+    let message = e.to_string();
+    assert!(message.starts_with("VM 'web' failed to start"), "{message}");
+    assert!(message.contains("; qemu (runner 77): could not open disk"));
     assert!(
-        cli.message.starts_with("VM 'web' failed to start"),
-        "{}",
-        cli.message
-    );
-    assert!(cli
-        .message
-        .contains("\n  qemu (runner 77): could not open disk"));
-    assert!(
-        cli.message.contains("(removed what this start created: ") && cli.message.contains("d.raw"),
-        "{}",
-        cli.message
+        message.contains("; removed what this start created: ") && message.contains("d.raw"),
+        "{message}"
     );
     assert!(!c.disk().exists());
     // No restart policy: nothing to stop.
@@ -119,13 +113,9 @@ fn a_start_that_times_out_stops_the_unit_again() {
         what: "become ready",
         waited: T,
     });
-    let cli = CliError::from(run(c.vms.start(&n("web"), T, &quiet)).unwrap_err());
-    assert_eq!(cli.code, code::TIMEOUT);
-    assert!(
-        cli.message.contains("the VM was stopped again"),
-        "{}",
-        cli.message
-    );
+    let e = run(c.vms.start(&n("web"), T, &quiet)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Timeout);
+    assert!(e.to_string().contains("the VM was stopped again"), "{e}");
     let calls = c.vms.units.calls();
     assert!(
         calls.contains(&"StopUnit maqet-vm@web.service".to_string()),
@@ -141,12 +131,11 @@ fn a_lost_race_waits_for_the_winner_and_never_stops_it() {
         unit: c.vm.service_unit(),
     });
     let units = &c.vms.units;
-    let cli = CliError::from(run(c.vms.start(&n("web"), T, &quiet)).unwrap_err());
-    assert_eq!(cli.code, code::CONFLICT);
+    let e = run(c.vms.start(&n("web"), T, &quiet)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(
-        cli.message.starts_with("VM 'web' is already running"),
-        "{}",
-        cli.message
+        e.to_string().starts_with("VM 'web' is already running"),
+        "{e}"
     );
     assert!(units.called("wait settled maqet-vm@web.service"));
     assert!(!units.called("StopUnit"), "{:?}", units.calls());
@@ -163,7 +152,7 @@ fn another_data_directory_s_live_vm_is_neither_started_nor_stopped() {
         matches!(e, VmError::Owner(OwnerError::OtherDataDir { .. })),
         "{e:?}"
     );
-    assert_eq!(CliError::from(e).code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(!c.vms.units.called("StartTransientUnit"));
     assert!(!c.disk().exists());
 
@@ -260,13 +249,9 @@ fn a_stopped_vm_is_not_running_and_rm_refuses_a_running_one_without_force() {
     assert_eq!(run(c.vms.stop(&c.vm, None, false)).unwrap(), None);
     c.set(Some(c.ours("active", "running")));
     let e = run(c.vms.remove(&n("web"), &RemoveOptions::default(), &quiet)).unwrap_err();
-    let cli = CliError::from(e);
-    assert_eq!(cli.code, code::CONFLICT);
-    assert!(
-        cli.message.contains("use `maqet rm --force web`"),
-        "{}",
-        cli.message
-    );
+    // The CLI adds "or use `maqet rm --force web`" (cli/exit.rs).
+    assert!(matches!(e, VmError::RunningNeedsForce { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert!(c.runner_calls().is_empty());
     // --force stops it (killing: no guest to wait for), then forgets it.
     run(c.vms.remove(
@@ -296,10 +281,9 @@ fn an_undo_with_nothing_created_adds_nothing_to_the_error() {
         VmError::AlreadyRunning { vm: c.vm.clone() },
     ));
     assert_eq!(e.to_string(), "VM 'web' is already running");
-    assert_eq!(
-        CliError::from(e).message,
-        "VM 'web' is already running (see `maqet status web`)"
-    );
+    assert_eq!(e.class(), ErrorClass::Conflict);
+    // …and the CLI's wording of it, nothing added either: cli/exit.rs,
+    // `an_undo_of_nothing_adds_nothing_to_the_cli_message`.
 }
 
 #[test]
@@ -330,12 +314,12 @@ fn a_queued_start_systemd_refuses_is_undone_like_any_other() {
         unit: c.vm.socket_unit(),
         message: "refused".into(),
     });
-    let cli = CliError::from(run(c.vms.start_as(&n("web"), T, Wait::Queued, &quiet)).unwrap_err());
-    assert_eq!(cli.code, code::FAILURE);
+    let e = run(c.vms.start_as(&n("web"), T, Wait::Queued, &quiet)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Failure);
     assert!(
-        cli.message.contains("(removed what this start created: "),
-        "{}",
-        cli.message
+        e.to_string()
+            .contains("; removed what this start created: "),
+        "{e}"
     );
     assert!(!c.disk().exists());
 }
@@ -395,7 +379,7 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
     let rec = c.vms.record(&n("blank")).unwrap();
     assert_eq!(rec.config, serde_json::json!({}));
     let cfg = super::stored_config(&rec).unwrap();
-    assert_eq!(cfg.binary, PathBuf::from(crate::config::DEFAULT_BINARY));
+    assert_eq!(cfg.binary, PathBuf::from(maqet_config::DEFAULT_BINARY));
     assert!(cfg.storage().is_empty());
 
     let e = define(
@@ -405,15 +389,22 @@ fn an_empty_definition_validates_to_qemu_defaults_and_a_taken_name_conflicts() {
         &quiet,
     )
     .unwrap_err();
-    let cli = CliError::from(e);
-    assert_eq!(cli.code, code::CONFLICT);
-    assert_eq!(
-        cli.message,
-        "a VM named 'web' already exists; remove it with `maqet rm web` or choose another name"
+    // The CLI adds "; remove it with `maqet rm web` or choose another name".
+    assert!(
+        matches!(
+            &e,
+            VmError::Exists {
+                from_files: false,
+                ..
+            }
+        ),
+        "{e:?}"
     );
+    assert_eq!(e.class(), ErrorClass::Conflict);
+    assert_eq!(e.to_string(), "a VM named 'web' already exists");
     // A name that is not one cannot even be asked for (`VmName`).
     let e = VmName::new("no/slash").unwrap_err();
-    assert_eq!(CliError::from(e).code, code::USAGE);
+    assert_eq!(VmError::Name(e).class(), ErrorClass::Usage);
 }
 
 #[test]
@@ -426,12 +417,13 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
         files: vec![f.clone()],
         name: None,
     };
-    let cli = CliError::from(define(&c.vms.data_dir, &files, None, &quiet).unwrap_err());
-    assert_eq!(cli.code, code::INVALID_CONFIG);
+    let e = define(&c.vms.data_dir, &files, None, &quiet).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::InvalidConfig);
+    // The CLI adds ": add a `name:` key or pass --name NAME" (cli/exit.rs).
     assert_eq!(
-        cli.message,
+        e.to_string(),
         format!(
-            "{}: the VM has no name: add a `name:` key or pass --name NAME",
+            "{}: the VM has no name (no `name:` key, and none given)",
             f.display()
         )
     );
@@ -451,8 +443,18 @@ fn a_file_without_a_name_is_refused_with_its_path_and_warnings_are_notices() {
             message: d.warnings[0].clone()
         }]
     );
-    let cli = CliError::from(define(&c.vms.data_dir, &named, None, &quiet).unwrap_err());
-    assert!(cli.message.ends_with("or choose another name with --name"));
+    // From a file: the CLI adds "… or choose another name with --name".
+    let e = define(&c.vms.data_dir, &named, None, &quiet).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VmError::Exists {
+                from_files: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -479,12 +481,13 @@ fn apply_stores_what_changed_and_refuses_a_running_vm() {
     };
     let e = run(c.vms.apply(&n("web"), &bad, &quiet)).unwrap_err();
     assert!(matches!(&e, VmError::Invalid(v) if v.len() == 2), "{e:?}");
-    assert_eq!(CliError::from(e).code, code::INVALID_CONFIG);
+    assert_eq!(e.class(), ErrorClass::InvalidConfig);
 
     c.set(Some(c.ours("active", "running")));
-    let cli = CliError::from(run(c.vms.apply(&n("web"), &changes, &quiet)).unwrap_err());
-    assert_eq!(cli.code, code::CONFLICT);
-    assert!(cli.message.contains("stop it first with `maqet stop web`"));
+    let e = run(c.vms.apply(&n("web"), &changes, &quiet)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Conflict);
+    // The CLI words it "stop it first with `maqet stop web`" (cli/exit.rs).
+    assert!(matches!(e, VmError::RunningNoApply { .. }), "{e:?}");
     let e = run(c.vms.apply(&n("nope"), &changes, &quiet)).unwrap_err();
     assert!(matches!(e, VmError::NoSuchVm { .. }));
 }

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use crate::systemd::proxies::UnitListEntry;
-use crate::systemd::{journal, ListedAsk, Systemd, SystemdError, UnitStatus, VmUnitSpec};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::systemd::proxies::UnitListEntry;
+use maqet_host::systemd::{journal, ListedAsk, Systemd, SystemdError, UnitStatus, VmUnitSpec};
 
 // `async fn` in a public trait warns that callers cannot demand `Send`
 // futures; the vm layer awaits these on the caller's task (never spawns
@@ -98,7 +98,7 @@ impl UnitManager for Systemd {
     }
     async fn vm_slice_dir(&self) -> Option<std::path::PathBuf> {
         let cgroup = Systemd::manager_cgroup(self).await.ok()?;
-        crate::systemd::usage::slice_dir(&cgroup, crate::systemd::properties::SLICE)
+        maqet_host::systemd::usage::slice_dir(&cgroup, maqet_host::systemd::properties::SLICE)
     }
     async fn start_vm(&self, spec: &VmUnitSpec, timeout: Duration) -> Result<(), SystemdError> {
         Systemd::start_vm(self, spec, timeout).await

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use crate::config::{canonical, VmConfig};
-use crate::paths::DataDir;
-use crate::state::{Store, VmRecord};
-use crate::storage::disks::canonical_parent;
-use crate::storage::verify::{leftover_checks, verify_vm, DiskCheck, Role, Status};
-use crate::vmname::VmName;
+use maqet_base::paths::DataDir;
+use maqet_base::vmname::VmName;
+use maqet_config::{canonical, VmConfig};
+use maqet_host::state::{Store, VmRecord};
+use maqet_host::storage::disks::canonical_parent;
+use maqet_host::storage::verify::{leftover_checks, verify_vm, DiskCheck, Role, Status};
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
@@ -103,7 +103,7 @@ pub fn file_dirs(data_dir: &DataDir, vm: &VmName, cfg: &VmConfig) -> Vec<PathBuf
     let disk_dir = data_dir.disk_dir(vm);
     let mut dirs = vec![
         real.disk_dir(vm),
-        crate::cloudinit::seed_dir(real.path(), vm.as_str()),
+        maqet_host::cloudinit::seed_dir(real.path(), vm.as_str()),
     ];
     for e in cfg.storage().iter().filter(|e| e.virtfs.is_none()) {
         let image = canonical_parent(&e.path(&disk_dir));

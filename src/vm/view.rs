@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Store, VmRecord};
-use crate::systemd::{Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN};
-use crate::time::now_unix;
-use crate::vmname::VmName;
+use maqet_base::time::now_unix;
+use maqet_base::vmname::VmName;
+use maqet_host::state::{Store, VmRecord};
+use maqet_host::systemd::{
+    Group, ListedAsk, UnitStatus, Usage, UsageSource, VmState, SERVICE_PATTERN,
+};
 
 use super::owner::{owned_by, Owner, UnitOwner};
 use super::{Runners, UnitManager, VmError, Vms};
@@ -48,9 +50,9 @@ pub struct StatusReport {
     pub qmp_socket: Option<String>,
     /// Helper units next to the VM's (swtpm), while loaded; filled by
     /// `status` (and left empty by `ls`, which does not look them up).
-    pub companions: Vec<crate::companion::CompanionState>,
+    pub companions: Vec<maqet_host::companion::CompanionState>,
     /// Forwarded ports chosen at start; null when none or stopped.
-    pub ports: Option<crate::ports::PortPlan>,
+    pub ports: Option<maqet_host::ports::PortPlan>,
     /// The VM's saved running state while it is not running (`maqet
     /// suspend`, `on_stop: save`); null when it has none.
     pub saved: Option<super::saved::SavedView>,
@@ -127,7 +129,8 @@ impl StatusReport {
     /// For a failed or restarting VM, QEMU's last error from the journal.
     pub fn fill_last_error(&mut self, vm: &VmName, st: Option<&UnitStatus>) {
         if let Some(s) = st.filter(|_| self.failure.is_some()) {
-            self.last_error = crate::systemd::journal::last_error_of_runner(vm, s.exec_main_pid);
+            self.last_error =
+                maqet_host::systemd::journal::last_error_of_runner(vm, s.exec_main_pid);
         }
     }
 
@@ -166,7 +169,7 @@ impl StatusReport {
 /// The QMP socket's path if systemd created it: a stat, no round trip.
 fn qmp_socket(vm: &VmName) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
-    let path = crate::paths::VmRuntime::locate(vm).ok()?.qmp();
+    let path = maqet_base::paths::VmRuntime::locate(vm).ok()?.qmp();
     let meta = std::fs::symlink_metadata(&path).ok()?;
     meta.file_type()
         .is_socket()
@@ -219,11 +222,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
 
     /// The VM's helper units (swtpm), as systemd has them (none when
     /// systemd cannot say).
-    pub async fn companions(&self, vm: &VmName) -> Vec<crate::companion::CompanionState> {
-        let pats = crate::companion::patterns(vm);
+    pub async fn companions(&self, vm: &VmName) -> Vec<maqet_host::companion::CompanionState> {
+        let pats = maqet_host::companion::patterns(vm);
         let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
         match self.units.list_units(&refs).await {
-            Ok(listed) => crate::companion::states(vm, listed),
+            Ok(listed) => maqet_host::companion::states(vm, listed),
             Err(_) => Vec::new(),
         }
     }
@@ -251,7 +254,11 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 .record(vm)
                 .ok()
                 .and_then(|rec| super::stored_config(&rec).ok())
-                .and_then(|cfg| crate::provision::published_ports(vm, &cfg).ok().flatten());
+                .and_then(|cfg| {
+                    crate::provision::guest::published_ports(vm, &cfg)
+                        .ok()
+                        .flatten()
+                });
         }
         Ok(r)
     }
@@ -306,7 +313,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
                 st.as_ref()
                     .is_some_and(|s| s.vm_state().is_live() || s.active_state == "failed")
             }) else {
-                return Ok::<_, crate::systemd::SystemdError>(None);
+                return Ok::<_, maqet_host::systemd::SystemdError>(None);
             };
             let group = slice.and_then(|d| Group::read(&d.join(&e.0)));
             let main = group.as_ref().and_then(Group::main_pid);

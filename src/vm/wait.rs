@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::guest_agent::Agent;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::guest_agent::Agent;
 
 use super::access::{AccessError, SshRequest};
 use super::{stored_config, Notice, Notify, Runners, UnitManager, VmError, Vms};
@@ -316,7 +316,7 @@ impl<U: UnitManager, R: Runners> Vms<U, R> {
     ) -> Result<Try<CloudInitResult>, VmError> {
         let mut why = Vec::new();
         if has_agent {
-            let path = crate::guest_agent::socket_path(vm)?;
+            let path = maqet_host::guest_agent::socket_path(vm)?;
             let read = tokio::task::spawn_blocking(move || {
                 Agent::connect(&path, Duration::from_secs(2))?.read_file(CLOUD_INIT_RESULT, 1 << 20)
             })
@@ -361,7 +361,7 @@ impl<T> Try<T> {
 
 /// One `guest-ping`, off the runtime's thread.
 async fn try_agent(vm: &VmName, left: Duration) -> Try<()> {
-    let path = match crate::guest_agent::socket_path(vm) {
+    let path = match maqet_host::guest_agent::socket_path(vm) {
         Ok(p) => p,
         Err(e) => return Try::NotYet(e.to_string()),
     };

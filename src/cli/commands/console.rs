@@ -3,7 +3,7 @@
 //! `--no-tty` (or stdin not a terminal) passes stdin through as is and
 //! prints output until the VM stops; `--dump` prints the buffered output.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,10 +38,9 @@ pub async fn run(ctx: &Ctx, a: &ConsoleArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
-    // SAFETY: isatty only inspects the fd.
-    let interactive = !a.no_tty && unsafe { libc::isatty(0) } == 1;
+    let interactive = !a.no_tty && std::io::stdin().is_terminal();
     let _raw = if interactive {
-        let raw = RawMode::enter(0)?;
+        let raw = RawMode::enter()?;
         eprint!("Connected to the console of {vm}; {ESCAPE_NAME} detaches.\r\n");
         Some(raw)
     } else {
@@ -121,33 +120,30 @@ async fn next_chunk(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>>
     }
 }
 
-/// The terminal in raw mode (no echo, no line editing, no signals from
-/// Ctrl-C: every byte goes to the guest) until dropped.
+/// The terminal on stdin in raw mode (no echo, no line editing, no
+/// signals from Ctrl-C: every byte goes to the guest) until dropped.
 struct RawMode {
-    fd: i32,
-    saved: libc::termios,
+    saved: rustix::termios::Termios,
 }
 
 impl RawMode {
-    fn enter(fd: i32) -> std::io::Result<RawMode> {
-        // SAFETY: termios is plain data; tcgetattr fills it.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut raw = saved;
-        // SAFETY: cfmakeraw edits the struct we own; tcsetattr reads it.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(RawMode { fd, saved })
+    fn enter() -> std::io::Result<RawMode> {
+        use rustix::termios::{tcgetattr, tcsetattr, OptionalActions};
+        let saved = tcgetattr(std::io::stdin())?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &raw)?;
+        Ok(RawMode { saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `enter`.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+        // Restores the settings read in `enter`.
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
     }
 }

@@ -20,11 +20,13 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(), CliError> {
         false => Wait::Ready,
     };
     if let [name] = a.names.as_slice() {
-        // An unknown VM is "no such VM" before anything else is asked.
-        let (vm, _) = ctx.vm(name)?;
+        // An unknown VM is "no such VM" before anything else is asked;
+        // the one handle on the database serves the whole start.
+        let vm = VmName::new(name)?;
+        let store = crate::vm::store_for(&ctx.data_dir, &vm)?;
         let vms = ctx.vms().await?;
         ask_fresh(&vms, a, std::slice::from_ref(&vm))?;
-        vms.start_with(&vm, a.timeout, wait, a.fresh, &print_notice)
+        vms.start_in(store, &vm, a.timeout, wait, a.fresh, &print_notice)
             .await?;
         if a.no_wait {
             println!("{}", queued(&vm));

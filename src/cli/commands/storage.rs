@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx, c: StorageCommand) -> Result<(), CliError> {
 }
 
 async fn convert_nvram(ctx: &Ctx, a: &StorageCreateArgs) -> Result<(), CliError> {
-    use crate::firmware::nvram::Converted;
+    use crate::storage::nvram::Converted;
     let vms = ctx.vms_if_session().await?;
     match vms
         .convert_nvram(&VmName::new(&a.name)?, &print_notice)

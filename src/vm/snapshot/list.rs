@@ -5,14 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::canonical;
-use crate::config::{RenderContext, StorageKind, VmConfig};
-use crate::ipc::IpcClient;
-use crate::storage::live::{self, BlockNode, QmpExec};
-use crate::storage::refs::argv_paths;
-use crate::storage::snapshot as snap;
-use crate::storage::{QemuImg, SnapshotInfo, StorageError};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::canonical;
+use maqet_config::{RenderContext, StorageKind, VmConfig};
+use maqet_host::ipc::IpcClient;
+use maqet_host::storage::live::{self, BlockNode, QmpExec};
+use maqet_host::storage::refs::argv_paths;
+use maqet_host::storage::snapshot as snap;
+use maqet_host::storage::{QemuImg, SnapshotInfo, StorageError};
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 
@@ -153,7 +153,7 @@ impl Labels {
             .collect();
         // A qcow2 variable store is in every live snapshot too.
         if cfg.desktop.firmware.is_some() {
-            let vars = crate::firmware::nvram::path(disk_dir);
+            let vars = maqet_base::firmware::nvram::path(disk_dir);
             paths.push((canonical(&vars), NVRAM_LABEL.to_string()));
         }
         Labels { paths }
@@ -184,16 +184,16 @@ fn argument_images(
 ) -> Vec<PathBuf> {
     let argv = cfg.render_argv(&RenderContext {
         vm_name: vm.to_string(),
-        qmp_fd: crate::units::QMP_FD,
+        qmp_fd: maqet_base::units::QMP_FD,
         console_fd: None,
         disk_dir: disk_dir.to_path_buf(),
-        runtime_dir: crate::paths::vm_runtime_dir_or_default(vm.as_str()),
+        runtime_dir: maqet_base::paths::vm_runtime_dir_or_default(vm.as_str()),
     });
     let mut seen: Vec<PathBuf> = storage.iter().map(|(p, _)| p.clone()).collect();
     // hook: issue 10 — UEFI flash images are firmware, not disks.
     if let Some(fw) = &cfg.desktop.firmware {
         seen.push(canonical(&fw.flash.executable));
-        seen.push(canonical(&crate::firmware::nvram::path(disk_dir)));
+        seen.push(canonical(&maqet_base::firmware::nvram::path(disk_dir)));
     }
     let mut out = Vec::new();
     for p in argv_paths(&argv).into_iter().map(PathBuf::from) {

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use crate::config::VmConfig;
-use crate::ipc::protocol::FreezeReport;
-use crate::storage::live::{self, Progress};
-use crate::storage::StorageError;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::ipc::protocol::FreezeReport;
+use maqet_host::storage::live::{self, Progress};
+use maqet_host::storage::StorageError;
 
 use super::list::{attached, Labels};
 use super::{Runners, SnapshotOp, SnapshotRequest, Snapshotted, UnitManager, VmError, Vms};

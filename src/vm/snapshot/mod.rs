@@ -17,11 +17,11 @@ mod tests;
 
 use std::path::PathBuf;
 
-use crate::ipc::protocol::FreezeReport;
-use crate::state::Store;
-use crate::storage::live::Progress;
-use crate::storage::snapshot as snap;
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::FreezeReport;
+use maqet_host::state::Store;
+use maqet_host::storage::live::Progress;
+use maqet_host::storage::snapshot as snap;
 
 use super::{stored_config, Runners, UnitManager, VmError, Vms};
 

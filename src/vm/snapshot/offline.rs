@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use crate::config::VmConfig;
-use crate::ipc::protocol::FreezeReport;
-use crate::storage::snapshot as snap;
-use crate::storage::{QemuImg, References, StorageError};
-use crate::vmname::VmName;
+use maqet_base::vmname::VmName;
+use maqet_config::VmConfig;
+use maqet_host::ipc::protocol::FreezeReport;
+use maqet_host::storage::snapshot as snap;
+use maqet_host::storage::{QemuImg, References, StorageError};
 
 use super::{Runners, SnapshotOp, SnapshotRequest, Snapshotted, UnitManager, VmError, Vms};
 

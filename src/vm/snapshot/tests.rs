@@ -3,18 +3,18 @@
 //! list pairs a whole-VM snapshot's parts, and how a live job's freeze
 //! report becomes an error.
 
-use crate::cli::exit::{code, CliError};
-use crate::ipc::protocol::FreezeReport;
-use crate::storage::live::Outcome;
-use crate::storage::{QemuImg, StorageError};
-use crate::vm::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
-use crate::vm::Vms;
-use crate::vmname::VmName;
+use crate::class::ErrorClass;
+use crate::fake::{define_yaml, fake_vms, n, run, unit, FakeRunners, FakeUnits};
+use crate::Vms;
+use maqet_base::vmname::VmName;
+use maqet_host::ipc::protocol::FreezeReport;
+use maqet_host::storage::live::Outcome;
+use maqet_host::storage::{QemuImg, StorageError};
 
 use super::list::{mark_live, SnapshotRow};
 use super::live::settle;
 use super::{SnapshotError, SnapshotOp, SnapshotRequest};
-use crate::vm::VmError;
+use crate::VmError;
 
 struct Case {
     _dir: tempfile::TempDir,
@@ -83,17 +83,16 @@ fn live_needs_a_running_vm_and_qemu_img_a_stopped_one() {
         e,
         VmError::Snapshot(SnapshotError::NotRunning { .. })
     ));
-    let e = CliError::from(e);
-    assert_eq!(e.code, code::CONFLICT);
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert_eq!(
-        e.message,
+        e.to_string(),
         "VM 'web' is not running, so there is no live state to load (without --live, `maqet snapshot load web d s1` works on the stopped VM's disk)"
     );
     c.running();
-    let e = CliError::from(c.snapshot(SnapshotOp::Delete, "s1", false).unwrap_err());
-    assert_eq!(e.code, code::CONFLICT);
+    let e = c.snapshot(SnapshotOp::Delete, "s1", false).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Conflict);
     assert_eq!(
-        e.message,
+        e.to_string(),
         "VM 'web' is running: maqet will not delete a snapshot of a disk of a running VM with qemu-img. Stop it first (`maqet stop web`), or add --live to delete the whole running VM (every disk plus RAM) through QEMU"
     );
     // Refused on the unit's state alone: the image was never made.
@@ -110,10 +109,10 @@ fn an_unknown_drive_or_vm_is_not_found() {
         op: SnapshotOp::Load,
         live: false,
     };
-    let e = CliError::from(run(c.vms.snapshot(&req, &mut |_| {})).unwrap_err());
-    assert_eq!(e.code, code::NO_SUCH_VM, "{}", e.message);
-    let e = CliError::from(run(c.vms.snapshots(&n("ghost"), None)).unwrap_err());
-    assert_eq!(e.code, code::NO_SUCH_VM, "{}", e.message);
+    let e = run(c.vms.snapshot(&req, &mut |_| {})).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
+    let e = run(c.vms.snapshots(&n("ghost"), None)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
     let e = run(c.vms.snapshots(&n("web"), Some("r"))).unwrap_err();
     assert!(
         matches!(e, VmError::Storage(StorageError::NotSnapshottable { ref drive, .. }) if drive == "r"),
@@ -130,13 +129,8 @@ fn a_stopped_vm_gets_disk_only_snapshots() {
     let c = case();
     let disk = c.vms.disk_dir(&c.web()).join("d.qcow2");
     std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-    img.create(
-        &disk,
-        crate::config::ImageFormat::Qcow2,
-        Some(1 << 20),
-        None,
-    )
-    .unwrap();
+    img.create(&disk, maqet_config::ImageFormat::Qcow2, Some(1 << 20), None)
+        .unwrap();
     let made = c.snapshot(CREATE, "s1", false).unwrap();
     assert_eq!(made.drives, ["d"]);
     assert!(!made.live() && !made.replaced);
@@ -221,7 +215,7 @@ fn a_failed_thaw_is_an_error_even_after_a_good_save() {
         e.to_string(),
         "the snapshot job finished, but thawing the file systems of VM 'web' failed: the guest agent did not answer; they may still be frozen: run `maqet guest web fsthaw`"
     );
-    assert_eq!(CliError::from(e).code, code::FAILURE);
+    assert_eq!(crate::class::storage(&e), ErrorClass::Failure);
 }
 
 #[test]
