@@ -234,18 +234,26 @@ pub async fn connect_runner(
     vm: &VmName,
     data_dir: &Path,
 ) -> Result<IpcClient, OwnerError> {
-    // Who owns the unit and whether it is live: its description and
-    // states are enough (the full status is read only when the socket is
-    // missing, below).
-    let Some(st) = UnitOwner::of_brief(sd, vm, data_dir)
-        .await?
+    // The unit's owner and state (its description and states are enough;
+    // the full status is read only when the socket is missing, below) and
+    // the runner's own account of its data directory, asked at once: the
+    // one round trip to the user manager overlaps the one to the runner.
+    // Asking a runner of another data directory for its status changes
+    // nothing; its answer is used only once the unit is known to be ours.
+    let socket = paths::VmRuntime::locate(vm)?.control();
+    let runner = async {
+        let mut client = IpcClient::connect(&socket).await?;
+        let status = client.status().await;
+        Ok::<_, IpcError>((client, status))
+    };
+    let (unit, runner) = tokio::join!(UnitOwner::of_brief(sd, vm, data_dir), runner);
+    let Some(st) = unit?
         .refuse_other_live(vm, data_dir)?
         .filter(|s| s.vm_state().is_live())
     else {
         return Err(OwnerError::NotRunning { vm: vm.to_string() });
     };
-    let socket = paths::VmRuntime::locate(vm)?.control();
-    let mut client = match IpcClient::connect(&socket).await {
+    let (client, status) = match runner {
         Ok(c) => c,
         Err(IpcError::NotRunning { .. }) if !socket.exists() => {
             // The unit may have stopped meanwhile: then it is just not
@@ -268,8 +276,10 @@ pub async fn connect_runner(
         }
         Err(e) => return Err(e.into()),
     };
-    verify_runner(&mut client, vm, data_dir).await?;
-    Ok(client)
+    match runner_owned_by(&status?, data_dir) {
+        Some(Owner::Other(d)) => Err(other_dir(vm, data_dir, d)),
+        _ => Ok(client),
+    }
 }
 
 #[cfg(test)]
