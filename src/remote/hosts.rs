@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, Location};
 use crate::config::{Node, Value};
+use crate::files::{NewFile, NewFileError};
 
 use super::destination::{Destination, DestinationError};
 
@@ -45,6 +46,10 @@ pub enum HostsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// hosts.yaml is not a regular file, or the new one could not be put
+    /// in its place.
+    #[error("cannot write the hosts file: {0}")]
+    NewFile(Box<NewFileError>),
     #[error("{0}")]
     Yaml(#[from] ConfigError),
     #[error("{location}: {message}")]
@@ -127,8 +132,12 @@ impl Hosts {
         Ok(self.hosts.remove(i))
     }
 
-    /// Writes the file whole (a temporary file renamed over it, 0600).
+    /// Writes the file whole, 0600, through [`NewFile`]: a fresh temporary
+    /// file beside it (never one that exists, so no link is followed) moved
+    /// over the old file only if that is a regular file.
     pub fn save(&self) -> Result<(), HostsError> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
         let write = |e| HostsError::Write {
             path: self.path.clone(),
             source: e,
@@ -136,22 +145,18 @@ impl Hosts {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(write)?;
         }
-        let tmp = self.path.with_extension("yaml.tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(write)?;
-            f.write_all(render(&self.hosts).as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(write)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(write)
+        let file =
+            NewFile::create(&self.path, true).map_err(|e| HostsError::NewFile(Box::new(e)))?;
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(write)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .map_err(write)?;
+        f.write_all(render(&self.hosts).as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(write)?;
+        file.commit().map_err(|e| HostsError::NewFile(Box::new(e)))
     }
 }
 
@@ -413,5 +418,39 @@ mod tests {
             back.remove("lab"),
             Err(HostsError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn saving_never_writes_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.yaml");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        // A link where the old code put its fixed temporary name is ignored.
+        std::os::unix::fs::symlink(&victim, dir.path().join("hosts.yaml.tmp")).unwrap();
+        let mut hosts = Hosts::load(&path).unwrap();
+        hosts
+            .add(Host {
+                name: "lab".into(),
+                destination: Destination::parse("lab").unwrap(),
+                identity: None,
+                data_dir: None,
+                maqet: None,
+            })
+            .unwrap();
+        hosts.save().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        // hosts.yaml itself a link: refused, the target untouched.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = hosts.save().unwrap_err();
+        assert!(matches!(e, HostsError::NewFile(_)), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".maqet-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -16,7 +16,9 @@ impl From<HostsError> for CliError {
             HostsError::Yaml(_) | HostsError::Invalid { .. } | HostsError::Destination { .. } => {
                 code::INVALID_CONFIG
             }
-            HostsError::Read { .. } | HostsError::Write { .. } => code::FAILURE,
+            HostsError::Read { .. } | HostsError::Write { .. } | HostsError::NewFile(_) => {
+                code::FAILURE
+            }
         };
         CliError::new(c, e.to_string())
     }
