@@ -220,7 +220,12 @@ pub async fn verify_runner(
     data_dir: &Path,
 ) -> Result<(), OwnerError> {
     let info = client.status().await?;
-    match runner_owned_by(&info, data_dir) {
+    refuse_other_runner(&info, vm, data_dir)
+}
+
+/// Refuses a runner whose status names another data directory.
+fn refuse_other_runner(info: &StatusInfo, vm: &VmName, data_dir: &Path) -> Result<(), OwnerError> {
+    match runner_owned_by(info, data_dir) {
         Some(Owner::Other(d)) => Err(other_dir(vm, data_dir, d)),
         _ => Ok(()),
     }
@@ -276,10 +281,8 @@ pub async fn connect_runner(
         }
         Err(e) => return Err(e.into()),
     };
-    match runner_owned_by(&status?, data_dir) {
-        Some(Owner::Other(d)) => Err(other_dir(vm, data_dir, d)),
-        _ => Ok(client),
-    }
+    refuse_other_runner(&status?, vm, data_dir)?;
+    Ok(client)
 }
 
 #[cfg(test)]
