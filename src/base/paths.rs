@@ -359,6 +359,15 @@ pub fn net_root() -> Result<PathBuf, PathError> {
         .join("net"))
 }
 
+/// `$XDG_RUNTIME_DIR/maqet/ssh`: the ssh master sockets and ssh's message
+/// files of `maqet -H` (per user, across data directories).
+pub fn ssh_root() -> Result<PathBuf, PathError> {
+    Ok(runtime_root()?
+        .parent()
+        .expect("the runtime root has a parent")
+        .join("ssh"))
+}
+
 /// The files of one segment's switch (`maqet-switch@NAME.service`), all in
 /// [`net_root`] (0700, inside the user's 0700 runtime directory, so no
 /// other user can reach them): the switch's own directory `NAME/` (its

@@ -169,8 +169,7 @@ pub fn shell_quote(s: &str) -> String {
 /// user's open connections); `None` without a runtime directory.
 pub fn control_dir() -> Option<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let rt = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty())?;
-    let dir = PathBuf::from(rt).join("maqet").join("ssh");
+    let dir = crate::paths::ssh_root().ok()?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
