@@ -15,6 +15,14 @@ pub mod remote;
 
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
+/// The config of a small headless VM (TCG, no devices), `extra` appended:
+/// what `World::vm_yaml` and `RemoteWorld::vm_yaml` write.
+pub fn small_vm_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nbinary: {QEMU}\nmemory: 64M\narguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n{extra}"
+    )
+}
+
 /// Directory holding `maqet` and `maqet-runner`: `MAQET_BIN_DIR`, else
 /// cargo's build directory of these tests.
 pub fn bin_dir() -> PathBuf {
@@ -100,10 +108,7 @@ impl World {
 
     /// A small headless VM (TCG, no devices) — enough for QMP and lifecycle.
     pub fn vm_yaml(&self, name: &str, extra: &str) -> PathBuf {
-        let text = format!(
-            "name: {name}\nbinary: {QEMU}\nmemory: 64M\narguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n{extra}"
-        );
-        self.write(&format!("{name}.yaml"), &text)
+        self.write(&format!("{name}.yaml"), &small_vm_yaml(name, extra))
     }
 
     /// Adds a VM from `vm_yaml`; returns its name.

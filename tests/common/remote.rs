@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use super::{bin_dir, QEMU};
+use super::bin_dir;
 
 /// One login on the test sshd: a user at its host and port.
 #[derive(Clone, Debug)]
@@ -245,10 +245,7 @@ impl RemoteWorld {
 
     /// The small headless VM of `World::vm_yaml`, written on the remote side.
     pub fn vm_yaml(&self, name: &str, extra: &str) -> String {
-        let text = format!(
-            "name: {name}\nbinary: {QEMU}\nmemory: 64M\narguments:\n  - accel: tcg\n  - display: none\n  - nodefaults\n{extra}"
-        );
-        self.write(&format!("{name}.yaml"), &text)
+        self.write(&format!("{name}.yaml"), &super::small_vm_yaml(name, extra))
     }
 
     /// Adds a VM from `vm_yaml` with the remote maqet; returns its name.
