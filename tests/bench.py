@@ -35,6 +35,17 @@ VM_ARGS = ["-m", "64M", "-accel", "tcg", "-display", "none", "-nodefaults"]
 RUNS = int(os.environ.get("MAQET_BENCH_RUNS", "10"))
 
 
+def qmp_query_status(f):
+    """Reads QEMU's QMP greeting on `f`, negotiates, and waits for the answer
+    to `query-status`."""
+    f.readline()  # greeting
+    f.write(b'{"execute":"qmp_capabilities"}\n')
+    f.readline()
+    f.write(b'{"execute":"query-status"}\n')
+    while b'"return"' not in f.readline():
+        pass
+
+
 def bare_qemu_once():
     """exec → QMP greeting → qmp_capabilities → query-status answered."""
     ours, theirs = socket.socketpair()
@@ -45,12 +56,7 @@ def bare_qemu_once():
         pass_fds=[fd], stdin=subprocess.DEVNULL)
     theirs.close()
     f = ours.makefile("rwb", buffering=0)
-    f.readline()  # greeting
-    f.write(b'{"execute":"qmp_capabilities"}\n')
-    f.readline()
-    f.write(b'{"execute":"query-status"}\n')
-    while b'"return"' not in f.readline():
-        pass
+    qmp_query_status(f)
     took = time.perf_counter() - t0
     p.kill()
     p.wait()
@@ -76,12 +82,7 @@ def systemd_run_once(d, i):
         except (FileNotFoundError, ConnectionRefusedError):
             time.sleep(0.0005)
     f = s.makefile("rwb", buffering=0)
-    f.readline()  # greeting
-    f.write(b'{"execute":"qmp_capabilities"}\n')
-    f.readline()
-    f.write(b'{"execute":"query-status"}\n')
-    while b'"return"' not in f.readline():
-        pass
+    qmp_query_status(f)
     took = time.perf_counter() - t0
     s.close()
     subprocess.run(["systemctl", "--user", "stop", unit], check=True)
